@@ -1,0 +1,41 @@
+"""sms_sim: simulate, and later run, mass SMS dispatch.
+
+Standard library only: importing this package never imports an optional extra.
+
+    >>> import sms_sim
+    >>> config = sms_sim.SimulationConfig(num_messages=100, senders=[sms_sim.SenderConfig(0, 0, 0.1)] * 2, seed=1)
+    >>> report = sms_sim.run(config, output=None)
+    >>> report.produced == report.sent + report.failed + report.unsent
+    True
+"""
+
+from sms_sim.clock import Clock, RealClock, VirtualClock
+from sms_sim.config import SenderConfig, SimulationConfig
+from sms_sim.errors import ConfigError, InvalidMessageError, ShutdownTimeout, SmsSimError
+from sms_sim.generate import generate_messages
+from sms_sim.model import Message, Outcome
+from sms_sim.pipeline import DONE, Monitor, Producer, Sender, run
+from sms_sim.report import Report, SenderReport, StopReason
+
+__all__ = [
+    "Clock",
+    "ConfigError",
+    "DONE",
+    "InvalidMessageError",
+    "Message",
+    "Monitor",
+    "Outcome",
+    "Producer",
+    "RealClock",
+    "Report",
+    "Sender",
+    "SenderConfig",
+    "SenderReport",
+    "ShutdownTimeout",
+    "SimulationConfig",
+    "SmsSimError",
+    "StopReason",
+    "VirtualClock",
+    "generate_messages",
+    "run",
+]

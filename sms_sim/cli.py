@@ -1,0 +1,342 @@
+"""Command line: parse, wire, install signal handlers, print, choose the exit code.
+
+This is the only module that touches ``sys.argv``, signals, logging configuration and exit
+codes. Every bad input becomes one ``<prog>: error: ...`` line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+import tomllib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import NoReturn
+
+from sms_sim.config import SenderConfig, SimulationConfig
+from sms_sim.errors import ConfigError, SmsSimError
+from sms_sim.pipeline import run
+from sms_sim.report import Report, StopReason
+
+__all__ = ["main", "ExitCode"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_POSITIONALS = ("10000", "4", "0.01", "0.001", "0.2")
+_POSITIONAL_NAMES = (
+    "num_messages",
+    "num_senders",
+    "mean_processing_time",
+    "max_deviation",
+    "failure_rate",
+)
+_SENDER_FILE_KEYS = {"mean", "deviation", "failure_rate", "count"}
+
+
+class ExitCode(enum.IntEnum):
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    SHUTDOWN_TIMEOUT = 3
+    SIGINT = 128 + signal.SIGINT  # 130
+    SIGPIPE = 128 + signal.SIGPIPE  # 141: the reader of our output went away
+    SIGTERM = 128 + signal.SIGTERM  # 143
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but an error is exactly one line (no usage block) and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message}\n")
+
+
+# --- argument types: each raises ArgumentTypeError quoting the bad value -----------------
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number (got {text!r})")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = _finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (got {text!r})")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 (got {text!r})")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = _finite_float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1] (got {text!r})")
+    return value
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum} (got {text!r})")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def _sender_spec(text: str) -> SenderConfig:
+    parts = text.split(",")
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"expected MEAN,DEV,RATE (got {text!r})")
+    try:
+        mean, deviation = _non_negative_float(parts[0]), _non_negative_float(parts[1])
+        rate = _probability(parts[2])
+        return SenderConfig(mean, deviation, rate)
+    except (argparse.ArgumentTypeError, ConfigError) as exc:
+        raise argparse.ArgumentTypeError(f"{exc} in {text!r}") from None
+
+
+def load_senders_file(path: Path) -> list[SenderConfig]:
+    """Read ``[[sender]]`` tables (mean, deviation, failure_rate, optional count) from TOML.
+
+    Raises ``ConfigError`` with a one-line reason for an unreadable or malformed file.
+    """
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"cannot read senders file {str(path)!r}: {exc.strerror}") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"senders file {str(path)!r} is not valid TOML: {exc}") from exc
+    tables = data.get("sender")
+    unknown_top = set(data) - {"sender"}
+    if unknown_top:
+        raise ConfigError(f"senders file {str(path)!r}: unknown key {sorted(unknown_top)[0]!r}")
+    if not isinstance(tables, list) or not tables:
+        raise ConfigError(f"senders file {str(path)!r} has no [[sender]] tables")
+    senders: list[SenderConfig] = []
+    for number, table in enumerate(tables, start=1):
+        where = f"senders file {str(path)!r}, sender {number}"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: expected a table")
+        unknown = set(table) - _SENDER_FILE_KEYS
+        if unknown:
+            raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+        missing = [key for key in ("mean", "deviation", "failure_rate") if key not in table]
+        if missing:
+            raise ConfigError(f"{where}: missing key {missing[0]!r}")
+        count = table.get("count", 1)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ConfigError(f"{where}: count must be an integer >= 1 (got {count!r})")
+        try:
+            sender = SenderConfig(table["mean"], table["deviation"], table["failure_rate"])
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
+        senders.extend([sender] * count)
+    return senders
+
+
+def build_parser(prog: str) -> argparse.ArgumentParser:
+    parser = _OneLineParser(
+        prog=prog,
+        description=(
+            "Simulate sending SMS messages: a producer queues random messages, N sender "
+            "threads send them with the given latency and failure rate, and a monitor "
+            "prints progress and a final report. With no positional arguments it runs "
+            f"the defaults {' '.join(DEFAULT_POSITIONALS)}."
+        ),
+        epilog=(
+            "exit codes: 0 done (simulated failures included), 1 a worker thread failed, "
+            "2 bad usage, 3 threads did not stop in time, 130 stopped by SIGINT, "
+            "141 output closed, 143 stopped by SIGTERM"
+        ),
+    )
+    positional = parser.add_argument_group("simulation (all five, or none for the defaults)")
+    positional.add_argument("num_messages", nargs="?", type=_int_at_least(0),
+                            help="messages to produce (default 10000)")
+    positional.add_argument("num_senders", nargs="?", type=_int_at_least(0),
+                            help="identical sender threads (default 4)")
+    positional.add_argument("mean_processing_time", nargs="?", type=_non_negative_float,
+                            help="mean send time per message, seconds (default 0.01)")
+    positional.add_argument("max_deviation", nargs="?", type=_non_negative_float,
+                            help="send time is uniform in mean +/- this, seconds (default 0.001)")
+    positional.add_argument("failure_rate", nargs="?", type=_probability,
+                            help="probability a send fails, 0-1 (default 0.2)")
+    parser.add_argument("--sender", action="append", type=_sender_spec, default=[],
+                        metavar="MEAN,DEV,RATE",
+                        help="add one sender with its own settings (repeatable)")
+    parser.add_argument("--senders-file", type=Path, metavar="FILE.toml",
+                        help="add the senders listed as [[sender]] tables "
+                             "(mean, deviation, failure_rate, optional count)")
+    parser.add_argument("--interval", type=_positive_float, default=1.0, metavar="SECONDS",
+                        help="seconds between progress lines (default 1.0)")
+    parser.add_argument("--seed", type=_int_at_least(0), metavar="N",
+                        help="seed for messages and send outcomes (default: random, printed)")
+    parser.add_argument("--duration", type=_positive_float, metavar="SECONDS",
+                        help="stop after this many seconds; the rest is reported unsent")
+    parser.add_argument("--json", action="store_true",
+                        help="print the final report as one JSON object on stdout; "
+                             "progress goes to stderr")
+    parser.add_argument("--quiet", "-q", action="store_true",
+                        help="no progress lines, only the final report")
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging on stderr")
+    return parser
+
+
+def _config_from_args(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> SimulationConfig:
+    given = [getattr(args, name) for name in _POSITIONAL_NAMES]
+    if all(value is None for value in given):
+        given = [
+            action.type(text) if callable(action.type) else text
+            for action, text in zip(_positional_actions(parser), DEFAULT_POSITIONALS, strict=True)
+        ]
+    elif any(value is None for value in given):
+        count = sum(value is not None for value in given)
+        parser.error(
+            f"expected 5 positional arguments ({' '.join(_POSITIONAL_NAMES)}) or none "
+            f"(got {count})"
+        )
+    num_messages, num_senders, mean_s, deviation_s, failure_rate = given
+    senders: list[SenderConfig] = []
+    try:
+        if num_senders:
+            senders.extend([SenderConfig(mean_s, deviation_s, failure_rate)] * num_senders)
+        else:
+            # Zero identical senders is allowed only when --sender/--senders-file add some;
+            # the positional settings are still validated so a typo is not silently ignored.
+            SenderConfig(mean_s, deviation_s, failure_rate)
+        senders.extend(args.sender)
+        if args.senders_file is not None:
+            senders.extend(load_senders_file(args.senders_file))
+        if not senders:
+            raise ConfigError(f"num_senders must be >= 1 (got {num_senders})")
+        return SimulationConfig(
+            num_messages=num_messages,
+            senders=senders,
+            monitor_interval_s=args.interval,
+            seed=args.seed,
+            duration_s=args.duration,
+        )
+    except ConfigError as exc:
+        parser.error(str(exc))
+
+
+def _positional_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    by_dest = {action.dest: action for action in parser._actions}
+    return [by_dest[name] for name in _POSITIONAL_NAMES]
+
+
+class _SignalRecorder:
+    """Counts SIGINT/SIGTERM; the handler only records (setting an Event there can deadlock).
+
+    The joining thread polls ``count``: the first signal stops the run gracefully, the
+    second skips the grace period. Previous handlers are restored by ``restore``.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.first is None:
+            self.first = signum
+        self.count += 1
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+        self._previous.clear()
+
+
+def _exit_code(report: Report, signals: _SignalRecorder) -> ExitCode:
+    if report.stopped_by is StopReason.OUTPUT_CLOSED:
+        return ExitCode.SIGPIPE
+    if report.stopped_by is StopReason.SIGNAL:
+        return ExitCode.SIGTERM if signals.first == signal.SIGTERM else ExitCode.SIGINT
+    if report.stopped_by is StopReason.ERROR:
+        return ExitCode.ERROR
+    if report.threads_alive:
+        return ExitCode.SHUTDOWN_TIMEOUT
+    return ExitCode.OK
+
+
+def _silence_stdout() -> None:
+    """After EPIPE, point stdout at /dev/null so the interpreter's final flush is quiet."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    finally:
+        os.close(devnull)
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
+    """Run the CLI and return the process exit code (see ``ExitCode``)."""
+    parser = build_parser(prog or Path(sys.argv[0]).name or "sms-sim")
+    args = parser.parse_args(argv)
+    config = _config_from_args(parser, args)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(name)s: %(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+    signals = _SignalRecorder()
+    signals.install()
+    try:
+        report = run(
+            config,
+            output=sys.stderr if args.json else sys.stdout,
+            show_progress=not args.quiet,
+            stop_requests=lambda: signals.count,
+        )
+        if args.json:
+            print(json.dumps(report.to_dict()), flush=True)
+    except BrokenPipeError:
+        _silence_stdout()
+        return ExitCode.SIGPIPE
+    except SmsSimError as exc:
+        log.debug("run failed", exc_info=True)
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return ExitCode.ERROR
+    finally:
+        signals.restore()
+    if report.stopped_by is StopReason.OUTPUT_CLOSED:
+        _silence_stdout()
+    return _exit_code(report, signals)
+
+
+def console_main() -> None:
+    """Entry point of the ``sms-sim`` console script."""
+    sys.exit(main(prog="sms-sim"))

@@ -1,0 +1,73 @@
+"""Seeded, uniform, fast generation of valid messages.
+
+Uniformity without modulo bias comes from rejection sampling done in C: random bytes are
+passed through ``bytes.translate``, which maps each accepted byte to its symbol and deletes
+the bytes above the largest multiple of the alphabet size. Generating in blocks this way is
+several times faster than ``random.choices`` per message, which keeps the producer from
+being the bottleneck.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+
+from sms_sim.model import TEXT_MAX_CHARS, TEXT_MIN_CHARS, Message
+
+__all__ = ["generate_messages", "new_seed", "PRINTABLE_ASCII", "DIGITS"]
+
+PRINTABLE_ASCII = "".join(chr(code) for code in range(32, 127))
+DIGITS = "0123456789"
+_LENGTHS = "".join(chr(n) for n in range(TEXT_MIN_CHARS, TEXT_MAX_CHARS + 1))
+_BLOCK_BYTES = 1 << 16
+
+
+class _UniformSymbols:
+    """An endless supply of symbols drawn uniformly from ``alphabet`` (at most 256 of them)."""
+
+    def __init__(self, rng: random.Random, alphabet: str) -> None:
+        size = len(alphabet)
+        accepted = 256 - 256 % size  # bytes >= accepted would bias the low symbols
+        encoded = alphabet.encode("latin-1")
+        self._table = bytes(encoded[b % size] for b in range(256))
+        self._rejected = bytes(range(accepted, 256))
+        self._rng = rng
+        self._buffer = ""
+        self._pos = 0
+
+    def take(self, count: int) -> str:
+        end = self._pos + count
+        while end > len(self._buffer):
+            self._refill()
+            end = self._pos + count
+        chunk = self._buffer[self._pos:end]
+        self._pos = end
+        return chunk
+
+    def _refill(self) -> None:
+        block = self._rng.randbytes(_BLOCK_BYTES).translate(self._table, self._rejected)
+        self._buffer = self._buffer[self._pos:] + block.decode("latin-1")
+        self._pos = 0
+
+
+def new_seed() -> int:
+    """A fresh 63-bit seed from the OS, for runs that were not given one."""
+    return random.SystemRandom().getrandbits(63)
+
+
+def generate_messages(count: int, seed: int | None = None) -> Iterator[Message]:
+    """Yield ``count`` valid messages with ids 0..count-1, lazily (memory does not grow with count).
+
+    Every phone digit, every text length 1-100 and every printable ASCII character is
+    equally likely. The same ``seed`` yields the same messages; ``None`` draws a fresh seed.
+    """
+    if count < 0:
+        raise ValueError(f"count must be >= 0 (got {count!r})")
+    rng = random.Random(new_seed() if seed is None else seed)
+    digits = _UniformSymbols(rng, DIGITS)
+    lengths = _UniformSymbols(rng, _LENGTHS)
+    chars = _UniformSymbols(rng, PRINTABLE_ASCII)
+    take_digits, take_length, take_chars = digits.take, lengths.take, chars.take
+    for message_id in range(count):
+        d = take_digits(10)
+        yield Message(message_id, f"{d[:3]}-{d[3:6]}-{d[6:]}", take_chars(ord(take_length(1))))

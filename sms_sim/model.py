@@ -1,0 +1,70 @@
+"""Value types shared by every mode: the message and the outcome of one send attempt.
+
+``Message`` validates itself because it is the unit the whole system promises never to
+lose or duplicate: an invalid one must not get past construction, whoever builds it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sms_sim.errors import InvalidMessageError
+
+__all__ = ["Message", "Outcome", "PHONE_PATTERN", "TEXT_MIN_CHARS", "TEXT_MAX_CHARS"]
+
+PHONE_PATTERN = "xxx-xxx-xxxx"
+TEXT_MIN_CHARS = 1
+TEXT_MAX_CHARS = 100
+# [0-9] rather than \d: \d also matches non-ASCII digits such as Arabic-Indic ones.
+_PHONE_RE = re.compile(r"[0-9]{3}-[0-9]{3}-[0-9]{4}")
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One SMS: a phone number ``xxx-xxx-xxxx`` and 1-100 printable ASCII characters.
+
+    Raises ``InvalidMessageError`` (a ``ValueError``) naming the field and the bad value.
+    """
+
+    id: int
+    phone: str
+    text: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.phone, str) or _PHONE_RE.fullmatch(self.phone) is None:
+            raise InvalidMessageError(
+                f"phone must look like {PHONE_PATTERN} with digits 0-9 (got {self.phone!r})"
+            )
+        text = self.text
+        if not isinstance(text, str) or not TEXT_MIN_CHARS <= len(text) <= TEXT_MAX_CHARS:
+            length = len(text) if isinstance(text, str) else "n/a"
+            raise InvalidMessageError(
+                f"text must be {TEXT_MIN_CHARS}-{TEXT_MAX_CHARS} characters (got {length}: "
+                f"{_preview(text)})"
+            )
+        # For ASCII strings, isprintable() is exactly the range 32-126 (space included).
+        if not (text.isascii() and text.isprintable()):
+            bad = next(ch for ch in text if not 32 <= ord(ch) <= 126)
+            raise InvalidMessageError(
+                f"text must be printable ASCII, codes 32-126 (got {bad!r} in {_preview(text)})"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of one send attempt by one sender.
+
+    ``duration_s`` is the measured time the send occupied the sender (in virtual mode,
+    simulated seconds). ``ok`` is False for a simulated failure, which is a result, not an error.
+    """
+
+    message: Message
+    sender: int
+    duration_s: float
+    ok: bool
+
+
+def _preview(value: object, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,168 @@
+"""The run report shared by every mode, and the text forms of it (progress line, final report).
+
+Formatting is pure so it can be tested without threads and reused by the virtual-time mode.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+__all__ = [
+    "Report",
+    "SenderReport",
+    "StopReason",
+    "Progress",
+    "format_progress",
+    "format_report",
+    "LAG_WARNING_S",
+    "SENDER_LINES_MAX",
+]
+
+# Senders running this far behind their own schedule mean the host cannot keep real time.
+LAG_WARNING_S = 0.1
+# Above this many senders the text report summarises them instead of one line each.
+SENDER_LINES_MAX = 16
+
+
+class StopReason(enum.StrEnum):
+    """Why a run ended."""
+
+    COMPLETED = "completed"  # every message was produced and sent or failed
+    DURATION = "duration"  # the configured time limit passed
+    SIGNAL = "signal"  # the caller asked to stop (Ctrl-C, SIGTERM)
+    ERROR = "error"  # a worker thread raised; see the log
+    OUTPUT_CLOSED = "output_closed"  # the progress stream went away (e.g. piped into head)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SenderReport:
+    """One sender's share of the work."""
+
+    index: int
+    sent: int
+    failed: int
+    avg_send_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Report:
+    """Totals at the end of a run.
+
+    ``unsent`` counts messages produced but never completed: still queued, or taken by a
+    sender and abandoned at a stop. ``is_accounted`` checks ``produced == sent + failed +
+    unsent`` from counts kept independently by the producer, the monitor and the senders.
+    ``throughput_per_s`` is attempts (sent + failed) per second of ``elapsed_s``.
+    ``max_lag_s`` is how far the slowest sender fell behind its own schedule: above
+    ``LAG_WARNING_S`` the host could not keep real time.
+    """
+
+    produced: int
+    sent: int
+    failed: int
+    unsent: int
+    elapsed_s: float
+    avg_send_s: float
+    throughput_per_s: float
+    senders: tuple[SenderReport, ...]
+    seed: int
+    stopped_by: StopReason
+    max_lag_s: float = 0.0
+    threads_alive: tuple[str, ...] = field(default=())
+
+    @property
+    def is_accounted(self) -> bool:
+        return self.produced == self.sent + self.failed + self.unsent
+
+    def to_dict(self) -> dict[str, object]:
+        """The JSON form: times in the units their keys name."""
+        return {
+            "produced": self.produced,
+            "sent": self.sent,
+            "failed": self.failed,
+            "unsent": self.unsent,
+            "accounted": self.is_accounted,
+            "elapsed_s": self.elapsed_s,
+            "avg_send_ms": self.avg_send_s * 1000,
+            "throughput_per_s": self.throughput_per_s,
+            "max_lag_s": self.max_lag_s,
+            "seed": self.seed,
+            "stopped_by": str(self.stopped_by),
+            "threads_alive": list(self.threads_alive),
+            "senders": [
+                {
+                    "index": s.index,
+                    "sent": s.sent,
+                    "failed": s.failed,
+                    "avg_send_ms": s.avg_send_s * 1000,
+                }
+                for s in self.senders
+            ],
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Progress:
+    """What one progress line shows."""
+
+    elapsed_s: float
+    sent: int
+    failed: int
+    avg_send_s: float
+    queued: int
+    lag_s: float
+
+    @property
+    def throughput_per_s(self) -> float:
+        attempts = self.sent + self.failed
+        return attempts / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def format_progress(progress: Progress) -> str:
+    """One line, no newline: elapsed, sent, failed, avg send time, throughput, queued."""
+    line = (
+        f"[{progress.elapsed_s:8.1f}s] sent {progress.sent}  failed {progress.failed}  "
+        f"avg {progress.avg_send_s * 1000:.2f} ms/msg  {progress.throughput_per_s:.1f} msg/s  "
+        f"queued {progress.queued}"
+    )
+    if progress.lag_s > LAG_WARNING_S:
+        line += f"  LAGGING real time by {progress.lag_s:.2f}s (host slower than the senders)"
+    return line
+
+
+def format_report(report: Report) -> str:
+    """The multi-line final report, ending in a newline."""
+    verdict = "ok" if report.is_accounted else "MISMATCH"
+    lines = [
+        f"{report.stopped_by}: {report.produced} produced, {report.sent} sent, "
+        f"{report.failed} failed, {report.unsent} unsent in {report.elapsed_s:.3f}s "
+        f"(seed {report.seed})",
+        f"accounting: produced {report.produced} = sent {report.sent} + failed {report.failed} "
+        f"+ unsent {report.unsent}: {verdict}",
+        f"avg send {report.avg_send_s * 1000:.3f} ms/msg, "
+        f"throughput {report.throughput_per_s:.1f} msg/s",
+    ]
+    if report.max_lag_s > LAG_WARNING_S:
+        lines.append(
+            f"WARNING: senders fell up to {report.max_lag_s:.2f}s behind schedule; this host "
+            "could not keep real time, so the run was slower than the configured senders"
+        )
+    if report.threads_alive:
+        lines.append(f"WARNING: threads still running at exit: {', '.join(report.threads_alive)}")
+    lines.extend(_sender_lines(report.senders))
+    return "\n".join(lines) + "\n"
+
+
+def _sender_lines(senders: Sequence[SenderReport]) -> list[str]:
+    if len(senders) <= SENDER_LINES_MAX:
+        return [
+            f"  sender-{s.index}: sent {s.sent}, failed {s.failed}, "
+            f"avg {s.avg_send_s * 1000:.3f} ms/msg"
+            for s in senders
+        ]
+    attempts = sorted(s.sent + s.failed for s in senders)
+    return [
+        f"  {len(senders)} senders: attempts per sender min {attempts[0]}, "
+        f"median {attempts[len(attempts) // 2]}, max {attempts[-1]} (--json lists each)"
+    ]
