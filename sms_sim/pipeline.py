@@ -3,7 +3,10 @@
 Shutdown protocol (the part that makes "nothing lost, nothing counted twice" hold):
 
 * One ``stop`` Event is the only shutdown signal. Setting it stops the producer from putting
-  more messages, interrupts every sender's in-flight send and ends the monitor loop.
+  more messages, stops senders from starting new sends and ends the monitor loop. A send
+  already in flight finishes (the grace period) unless ``abort`` is set: ``run`` sets it on a
+  second stop request or when the grace period runs out, and the interrupted message is
+  counted unsent.
 * The producer always ends by putting one ``_DONE`` sentinel per sender, after its last
   message, so a sender's blocking ``get`` always returns. Once ``stop`` is set a sender still
   takes items but counts each message as unsent instead of sending it, until its sentinel.
@@ -66,6 +69,9 @@ _PUT_TIMEOUT_S = 0.05  # how often a producer blocked on a full queue re-checks 
 _MONITOR_DRAIN_S = 0.05  # outcome backlog (and so memory) is bounded by this much sending
 _JOIN_SLICE_S = 0.05  # granularity at which joins notice a second stop request
 DEFAULT_GRACE_S = 5.0
+# After the grace period (or a second stop request) in-flight sends are aborted; threads
+# then have this long to exit before they are reported alive.
+_ABORT_BUDGET_S = 2.0
 
 
 class Producer:
@@ -123,6 +129,7 @@ class Sender:
     ``lag_s`` is how late the last send finished against its deadline; it grows without bound
     only when the host cannot keep up. ``unsent`` counts messages this sender took but did
     not send because ``stop`` was set. Counters are written only by the sender's own thread.
+    An in-flight send is interrupted by ``abort`` (by default the ``stop`` Event itself).
     """
 
     def __init__(
@@ -136,6 +143,7 @@ class Sender:
         failures: OutcomeQueue,
         stop: threading.Event,
         clock: Clock,
+        abort: threading.Event | None = None,
     ) -> None:
         self.index = index
         self.name = f"sender-{index}"
@@ -145,6 +153,7 @@ class Sender:
         self._successes = successes
         self._failures = failures
         self._stop = stop
+        self._abort = stop if abort is None else abort
         self._clock = clock
         self.unsent = 0
         self.deadline = 0.0
@@ -155,13 +164,13 @@ class Sender:
         """Send one message starting at monotonic time ``start``.
 
         Returns the outcome (already put on the success or failure queue), or None if
-        ``stop`` interrupted the send, in which case nothing was recorded.
+        ``abort`` interrupted the send, in which case nothing was recorded.
         """
         clock = self._clock
         latency_s = draw_latency_s(self._rng, self.config)
         failed = draw_failure(self._rng, self.config)
         deadline = start + latency_s
-        if clock.sleep(deadline - clock.monotonic(), self._stop):
+        if clock.sleep(deadline - clock.monotonic(), self._abort):
             return None
         end = clock.monotonic()
         self.deadline = deadline
@@ -347,10 +356,11 @@ def run(
     Progress lines (unless ``show_progress`` is False) and the final report go to
     ``output`` (``None`` for silence).
     ``stop_requests`` is polled by the joining thread: one request stops the run gracefully
-    (threads get ``grace_s`` to finish), two skip the rest of the grace period; the report
-    is produced either way. ``messages`` replaces the generated stream (its length is then
-    what ``produced`` counts). Blocks until the run ends; never raises for a simulated
-    failure, and worker-thread exceptions end the run with ``StopReason.ERROR``.
+    (sends in flight get up to ``grace_s`` to finish), a second interrupts them at once; the
+    report is produced and every message accounted for either way. ``messages`` replaces
+    the generated stream (its length is then what ``produced`` counts). Blocks until the run
+    ends; never raises for a simulated failure, and worker-thread exceptions end the run
+    with ``StopReason.ERROR``.
     """
     clock = clock or RealClock()
     requests = stop_requests or (lambda: 0)
@@ -358,6 +368,7 @@ def run(
     seed = new_seed() if config.seed is None else config.seed
 
     stop = threading.Event()
+    abort = threading.Event()
     inbox: Inbox = queue.Queue(maxsize=config.queue_size)
     successes: OutcomeQueue = queue.SimpleQueue()
     failures: OutcomeQueue = queue.SimpleQueue()
@@ -373,6 +384,7 @@ def run(
             failures=failures,
             stop=stop,
             clock=clock,
+            abort=abort,
         )
         for index, sender_config in enumerate(config.senders)
     ]
@@ -413,18 +425,23 @@ def run(
     # Join order matters: senders first (they may still put outcomes), then the producer
     # (draining the inbox makes room for its sentinels), then the monitor, then one last
     # drain of the outcome queues so nothing put after the monitor's final pass is missed.
-    join_until = clock.monotonic() + grace_s
-    skip_grace = lambda: requests() >= 2  # noqa: E731 - a one-line predicate
+    grace_until = clock.monotonic() + grace_s
+    join_until = grace_until + _ABORT_BUDGET_S
     left_in_queue = 0
+
+    def escalate() -> None:
+        if not abort.is_set() and (requests() >= 2 or clock.monotonic() >= grace_until):
+            abort.set()
 
     def drain_inbox() -> None:
         nonlocal left_in_queue
+        escalate()
         left_in_queue += _drain_inbox(inbox)
 
-    alive = _join(sender_threads, clock, join_until, skip_grace, between=lambda: None)
-    alive += _join([producer_thread], clock, join_until, skip_grace, between=drain_inbox)
+    alive = _join(sender_threads, clock, join_until, between=escalate)
+    alive += _join([producer_thread], clock, join_until, between=drain_inbox)
     drain_inbox()
-    alive += _join([monitor_thread], clock, join_until, skip_grace, between=lambda: None)
+    alive += _join([monitor_thread], clock, join_until, between=escalate)
     monitor.drain()
     if alive:
         log.warning("threads still running after the grace period: %s", ", ".join(alive))
@@ -493,15 +510,17 @@ def _join(
     threads: Sequence[threading.Thread],
     clock: Clock,
     until: float,
-    skip: Callable[[], bool],
     *,
     between: Callable[[], None],
 ) -> list[str]:
-    """Join each thread until the shared deadline ``until``; names of threads left alive."""
+    """Join each thread until the shared deadline ``until``; names of threads left alive.
+
+    ``between`` runs before every slice of waiting (to escalate a stop, or to drain).
+    """
     for thread in threads:
         while thread.is_alive():
             left = until - clock.monotonic()
-            if left <= 0 or skip():
+            if left <= 0:
                 break
             between()
             thread.join(min(_JOIN_SLICE_S, left))

@@ -1,0 +1,124 @@
+"""Sender step and loop on a fake clock: exact durations, deadline scheduling, stop handling."""
+
+from __future__ import annotations
+
+import queue
+import random
+import threading
+
+from sms_sim import DONE, Message, Outcome, SenderConfig, VirtualClock
+from sms_sim.pipeline import Inbox, OutcomeQueue, Sender
+from sms_sim.policy import draw_latency_s
+
+
+class OversleepingClock(VirtualClock):
+    """A fake clock whose every sleep overruns by a fixed amount, as an OS sleep does."""
+
+    def __init__(self, start_s: float, oversleep_s: float) -> None:
+        super().__init__(start_s)
+        self.oversleep_s = oversleep_s
+
+    def sleep(self, seconds: float, stop: threading.Event) -> bool:
+        if seconds > 0:
+            return super().sleep(seconds + self.oversleep_s, stop)
+        return stop.is_set()
+
+
+def make_sender(
+    config: SenderConfig, clock: VirtualClock, *, seed: int = 1
+) -> tuple[Sender, Inbox, OutcomeQueue, OutcomeQueue, threading.Event]:
+    inbox: Inbox = queue.Queue()
+    successes: OutcomeQueue = queue.SimpleQueue()
+    failures: OutcomeQueue = queue.SimpleQueue()
+    stop = threading.Event()
+    sender = Sender(
+        3,
+        config,
+        rng=random.Random(seed),
+        inbox=inbox,
+        successes=successes,
+        failures=failures,
+        stop=stop,
+        clock=clock,
+    )
+    return sender, inbox, successes, failures, stop
+
+
+def drain(q: OutcomeQueue) -> list[Outcome]:
+    items = []
+    while not q.empty():
+        items.append(q.get_nowait())
+    return items
+
+
+def message(i: int) -> Message:
+    return Message(i, "555-000-1234", f"message {i}")
+
+
+def test_step_takes_exactly_the_drawn_latency_on_a_fake_clock() -> None:
+    clock = VirtualClock(0.0)
+    config = SenderConfig(0.01, 0.004, 0.0)
+    sender, _, successes, _, _ = make_sender(config, clock, seed=5)
+    expected = draw_latency_s(random.Random(5), config)
+    outcome = sender.step(message(1), clock.monotonic())
+    assert outcome is not None
+    assert outcome.ok and outcome.sender == 3 and outcome.message == message(1)
+    assert outcome.duration_s == expected
+    assert clock.now() == expected
+    assert drain(successes) == [outcome]
+
+
+def test_failures_go_to_the_failure_queue() -> None:
+    clock = VirtualClock(0.0)
+    sender, _, successes, failures, _ = make_sender(SenderConfig(0.001, 0.0, 1.0), clock)
+    outcome = sender.step(message(1), 0.0)
+    assert outcome is not None and not outcome.ok
+    assert drain(failures) == [outcome]
+    assert drain(successes) == []
+
+
+def test_deadline_scheduling_does_not_accumulate_oversleep() -> None:
+    """100 sends of 10 ms with 1 ms oversleep each end at 1.001 s, not 1.1 s."""
+    clock = OversleepingClock(0.0, oversleep_s=0.001)
+    sender, inbox, successes, _, _ = make_sender(SenderConfig(0.01, 0.0, 0.0), clock)
+    for i in range(100):
+        inbox.put(message(i))
+    inbox.put(DONE)
+    sender.run()
+    outcomes = drain(successes)
+    assert len(outcomes) == 100
+    assert abs(clock.now() - 1.001) < 1e-9
+    assert sender.lag_s == sender.max_lag_s
+    assert abs(sender.max_lag_s - 0.001) < 1e-9
+
+
+def test_stop_interrupts_the_send_and_counts_the_message_unsent() -> None:
+    clock = VirtualClock(0.0)
+    sender, inbox, successes, failures, stop = make_sender(SenderConfig(0.01, 0.0, 0.0), clock)
+    stop.set()
+    assert sender.step(message(1), 0.0) is None
+    assert drain(successes) == drain(failures) == []
+    for i in range(5):
+        inbox.put(message(i))
+    inbox.put(DONE)
+    sender.run()  # after stop: takes everything up to its sentinel, sends nothing
+    assert sender.unsent == 5
+    assert inbox.empty()
+    assert inbox.unfinished_tasks == 0  # task_done for every item, sentinel included
+    assert clock.now() == 0.0
+
+
+def test_with_a_separate_abort_event_stop_lets_the_send_in_flight_finish() -> None:
+    """Graceful stop: ``stop`` ends new work, only ``abort`` interrupts a send."""
+    clock = VirtualClock(0.0)
+    inbox: Inbox = queue.Queue()
+    successes: OutcomeQueue = queue.SimpleQueue()
+    stop, abort = threading.Event(), threading.Event()
+    sender = Sender(0, SenderConfig(0.01, 0.0, 0.0), rng=random.Random(1), inbox=inbox,
+                    successes=successes, failures=queue.SimpleQueue(), stop=stop, clock=clock,
+                    abort=abort)
+    stop.set()
+    assert sender.step(message(1), 0.0) is not None
+    abort.set()
+    assert sender.step(message(2), 0.01) is None
+    assert [o.message.id for o in drain(successes)] == [1]
