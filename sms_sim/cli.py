@@ -7,20 +7,25 @@ codes. Every bad input becomes one ``<prog>: error: ...`` line on stderr and exi
 from __future__ import annotations
 
 import argparse
-import enum
+import importlib
 import json
 import logging
-import math
-import os
 import signal
 import sys
-import threading
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
-from typing import NoReturn
 
+from sms_sim.cli_support import (
+    ExitCode,
+    OneLineParser,
+    SignalRecorder,
+    int_at_least,
+    non_negative_float,
+    positive_float,
+    probability,
+    silence_stdout,
+)
 from sms_sim.config import SenderConfig, SimulationConfig
 from sms_sim.errors import ConfigError, SmsSimError
 from sms_sim.pipeline import run
@@ -39,71 +44,9 @@ _POSITIONAL_NAMES = (
     "failure_rate",
 )
 _SENDER_FILE_KEYS = {"mean", "deviation", "failure_rate", "count"}
-
-
-class ExitCode(enum.IntEnum):
-    OK = 0
-    ERROR = 1
-    USAGE = 2
-    SHUTDOWN_TIMEOUT = 3
-    SIGINT = 128 + signal.SIGINT  # 130
-    SIGPIPE = 128 + signal.SIGPIPE  # 141: the reader of our output went away
-    SIGTERM = 128 + signal.SIGTERM  # 143
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse, but an error is exactly one line (no usage block) and exit 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message}\n")
-
-
-# --- argument types: each raises ArgumentTypeError quoting the bad value -----------------
-
-
-def _finite_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number (got {text!r})")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = _finite_float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0 (got {text!r})")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = _finite_float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0 (got {text!r})")
-    return value
-
-
-def _probability(text: str) -> float:
-    value = _finite_float(text)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1] (got {text!r})")
-    return value
-
-
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum} (got {text!r})")
-        return value
-
-    parse.__name__ = "integer"
-    return parse
+# Subcommand -> module with ``main(argv, *, prog) -> int``, imported only when chosen so that
+# starting the simulator never pays for (or depends on) the other commands.
+_SUBCOMMANDS: dict[str, str] = {}
 
 
 def _sender_spec(text: str) -> SenderConfig:
@@ -111,8 +54,8 @@ def _sender_spec(text: str) -> SenderConfig:
     if len(parts) != 3:
         raise argparse.ArgumentTypeError(f"expected MEAN,DEV,RATE (got {text!r})")
     try:
-        mean, deviation = _non_negative_float(parts[0]), _non_negative_float(parts[1])
-        rate = _probability(parts[2])
+        mean, deviation = non_negative_float(parts[0]), non_negative_float(parts[1])
+        rate = probability(parts[2])
         return SenderConfig(mean, deviation, rate)
     except (argparse.ArgumentTypeError, ConfigError) as exc:
         raise argparse.ArgumentTypeError(f"{exc} in {text!r}") from None
@@ -159,7 +102,7 @@ def load_senders_file(path: Path) -> list[SenderConfig]:
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
-    parser = _OneLineParser(
+    parser = OneLineParser(
         prog=prog,
         description=(
             "Simulate sending SMS messages: a producer queues random messages, N sender "
@@ -174,15 +117,15 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         ),
     )
     positional = parser.add_argument_group("simulation (all five, or none for the defaults)")
-    positional.add_argument("num_messages", nargs="?", type=_int_at_least(0),
+    positional.add_argument("num_messages", nargs="?", type=int_at_least(0),
                             help="messages to produce (default 10000)")
-    positional.add_argument("num_senders", nargs="?", type=_int_at_least(0),
+    positional.add_argument("num_senders", nargs="?", type=int_at_least(0),
                             help="identical sender threads (default 4)")
-    positional.add_argument("mean_processing_time", nargs="?", type=_non_negative_float,
+    positional.add_argument("mean_processing_time", nargs="?", type=non_negative_float,
                             help="mean send time per message, seconds (default 0.01)")
-    positional.add_argument("max_deviation", nargs="?", type=_non_negative_float,
+    positional.add_argument("max_deviation", nargs="?", type=non_negative_float,
                             help="send time is uniform in mean +/- this, seconds (default 0.001)")
-    positional.add_argument("failure_rate", nargs="?", type=_probability,
+    positional.add_argument("failure_rate", nargs="?", type=probability,
                             help="probability a send fails, 0-1 (default 0.2)")
     parser.add_argument("--sender", action="append", type=_sender_spec, default=[],
                         metavar="MEAN,DEV,RATE",
@@ -190,11 +133,11 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--senders-file", type=Path, metavar="FILE.toml",
                         help="add the senders listed as [[sender]] tables "
                              "(mean, deviation, failure_rate, optional count)")
-    parser.add_argument("--interval", type=_positive_float, default=1.0, metavar="SECONDS",
+    parser.add_argument("--interval", type=positive_float, default=1.0, metavar="SECONDS",
                         help="seconds between progress lines (default 1.0)")
-    parser.add_argument("--seed", type=_int_at_least(0), metavar="N",
+    parser.add_argument("--seed", type=int_at_least(0), metavar="N",
                         help="seed for messages and send outcomes (default: random, printed)")
-    parser.add_argument("--duration", type=_positive_float, metavar="SECONDS",
+    parser.add_argument("--duration", type=positive_float, metavar="SECONDS",
                         help="stop after this many seconds; the rest is reported unsent")
     parser.add_argument("--json", action="store_true",
                         help="print the final report as one JSON object on stdout; "
@@ -250,36 +193,7 @@ def _positional_actions(parser: argparse.ArgumentParser) -> list[argparse.Action
     return [by_dest[name] for name in _POSITIONAL_NAMES]
 
 
-class _SignalRecorder:
-    """Counts SIGINT/SIGTERM; the handler only records (setting an Event there can deadlock).
-
-    The joining thread polls ``count``: the first signal stops the run gracefully, the
-    second skips the grace period. Previous handlers are restored by ``restore``.
-    """
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.first: int | None = None
-        self._previous: dict[int, object] = {}
-
-    def install(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            self._previous[signum] = signal.signal(signum, self._handle)
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.first is None:
-            self.first = signum
-        self.count += 1
-
-    def restore(self) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)  # type: ignore[arg-type]
-        self._previous.clear()
-
-
-def _exit_code(report: Report, signals: _SignalRecorder) -> ExitCode:
+def _exit_code(report: Report, signals: SignalRecorder) -> ExitCode:
     if report.stopped_by is StopReason.OUTPUT_CLOSED:
         return ExitCode.SIGPIPE
     if report.stopped_by is StopReason.SIGNAL:
@@ -291,28 +205,23 @@ def _exit_code(report: Report, signals: _SignalRecorder) -> ExitCode:
     return ExitCode.OK
 
 
-def _silence_stdout() -> None:
-    """After EPIPE, point stdout at /dev/null so the interpreter's final flush is quiet."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
-    finally:
-        os.close(devnull)
-
-
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     """Run the CLI and return the process exit code (see ``ExitCode``)."""
-    parser = build_parser(prog or Path(sys.argv[0]).name or "sms-sim")
-    args = parser.parse_args(argv)
+    prog = prog or Path(sys.argv[0]).name or "sms-sim"
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments and arguments[0] in _SUBCOMMANDS:
+        command = importlib.import_module(_SUBCOMMANDS[arguments[0]])
+        code: int = command.main(arguments[1:], prog=f"{prog} {arguments[0]}")
+        return code
+    parser = build_parser(prog)
+    args = parser.parse_args(arguments)
     config = _config_from_args(parser, args)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(name)s: %(levelname)s: %(message)s",
         stream=sys.stderr,
     )
-    signals = _SignalRecorder()
+    signals = SignalRecorder()
     signals.install()
     try:
         report = run(
@@ -324,7 +233,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         if args.json:
             print(json.dumps(report.to_dict()), flush=True)
     except BrokenPipeError:
-        _silence_stdout()
+        silence_stdout()
         return ExitCode.SIGPIPE
     except SmsSimError as exc:
         log.debug("run failed", exc_info=True)
@@ -333,7 +242,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     finally:
         signals.restore()
     if report.stopped_by is StopReason.OUTPUT_CLOSED:
-        _silence_stdout()
+        silence_stdout()
     return _exit_code(report, signals)
 
 

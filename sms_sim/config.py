@@ -6,13 +6,21 @@ reject the same values with the same one-line messages.
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sms_sim.errors import ConfigError
 
-__all__ = ["SenderConfig", "SimulationConfig", "DEFAULT_QUEUE_SIZE"]
+__all__ = [
+    "SenderConfig",
+    "SimulationConfig",
+    "ServiceDistribution",
+    "RetryPolicy",
+    "Jitter",
+    "DEFAULT_QUEUE_SIZE",
+]
 
 DEFAULT_QUEUE_SIZE = 1024
 
@@ -26,17 +34,31 @@ def _check_finite(name: str, value: float, *, minimum: float = 0.0) -> None:
         raise ConfigError(f"{name} must be >= {minimum:g} (got {value!r})")
 
 
+class ServiceDistribution(enum.StrEnum):
+    """How a sender's send time is distributed around its mean."""
+
+    UNIFORM = "uniform"  # uniform on [mean - deviation, mean + deviation]
+    CONSTANT = "constant"  # always the mean
+    EXPONENTIAL = "exponential"  # memoryless, with the given mean (M/M/c models)
+    LOGNORMAL = "lognormal"  # long-tailed; deviation is the standard deviation
+
+
 @dataclass(frozen=True, slots=True)
 class SenderConfig:
-    """One sender's behaviour: send time uniform on [mean - deviation, mean + deviation]
-    seconds, failing with probability ``failure_rate``.
+    """One sender's behaviour: how long a send takes, how often it fails, how fast it may go.
 
-    Positional order is (mean, deviation, failure_rate), as on the command line.
+    Positional order is (mean, deviation, failure_rate), as on the command line. By default
+    a send takes a time uniform on [mean - deviation, mean + deviation] seconds; with
+    ``distribution`` LOGNORMAL, ``deviation_s`` is the standard deviation instead, and
+    CONSTANT and EXPONENTIAL take no deviation. ``rate_limit_per_s`` caps how many sends the
+    sender may start per second (an SMS long code allows about 1, a short code about 100).
     """
 
     mean_s: float
     deviation_s: float
     failure_rate: float
+    distribution: ServiceDistribution = ServiceDistribution.UNIFORM
+    rate_limit_per_s: float | None = None
 
     def __post_init__(self) -> None:
         _check_finite("mean", self.mean_s)
@@ -44,11 +66,78 @@ class SenderConfig:
         _check_finite("failure_rate", self.failure_rate)
         if self.failure_rate > 1:
             raise ConfigError(f"failure_rate must be in [0, 1] (got {self.failure_rate!r})")
-        if self.deviation_s > self.mean_s:
+        try:
+            object.__setattr__(self, "distribution", ServiceDistribution(self.distribution))
+        except ValueError:
+            choices = ", ".join(d.value for d in ServiceDistribution)
+            raise ConfigError(
+                f"distribution must be one of {choices} (got {self.distribution!r})"
+            ) from None
+        if self.distribution is ServiceDistribution.UNIFORM and self.deviation_s > self.mean_s:
             raise ConfigError(
                 f"deviation must be <= mean "
                 f"(got deviation {self.deviation_s!r} > mean {self.mean_s!r})"
             )
+        if (
+            self.distribution in (ServiceDistribution.CONSTANT, ServiceDistribution.EXPONENTIAL)
+            and self.deviation_s != 0
+        ):
+            raise ConfigError(
+                f"deviation must be 0 for the {self.distribution} distribution "
+                f"(got {self.deviation_s!r})"
+            )
+        if self.distribution is ServiceDistribution.LOGNORMAL and self.mean_s <= 0:
+            raise ConfigError(
+                f"mean must be > 0 for the lognormal distribution (got {self.mean_s!r})"
+            )
+        if self.rate_limit_per_s is not None:
+            _check_finite("rate_limit", self.rate_limit_per_s)
+            if self.rate_limit_per_s <= 0:
+                raise ConfigError(f"rate_limit must be > 0 (got {self.rate_limit_per_s!r})")
+
+    @property
+    def min_interval_s(self) -> float:
+        """The least time between the starts of two sends (0 without a rate limit)."""
+        return 0.0 if self.rate_limit_per_s is None else 1.0 / self.rate_limit_per_s
+
+
+class Jitter(enum.StrEnum):
+    """How a retry delay is randomised so that failed sends do not retry in lockstep."""
+
+    NONE = "none"  # exactly the exponential delay
+    FULL = "full"  # uniform on [0, delay] (spreads retries most)
+    EQUAL = "equal"  # uniform on [delay / 2, delay] (keeps at least half the delay)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """At most ``max_attempts`` attempts per message, the n-th retry after about
+    ``min(cap_s, base_s * factor ** (n - 1))`` seconds, randomised by ``jitter``.
+
+    ``max_attempts=1`` (the default) means no retries: a failed send is final. The same
+    policy object drives the virtual-time mode and the dispatch engine.
+    """
+
+    max_attempts: int = 1
+    base_s: float = 1.0
+    factor: float = 2.0
+    cap_s: float = 300.0
+    jitter: Jitter = Jitter.FULL
+
+    def __post_init__(self) -> None:
+        _check_int("max_attempts", self.max_attempts, minimum=1)
+        _check_finite("base", self.base_s)
+        _check_finite("factor", self.factor, minimum=1.0)
+        _check_finite("cap", self.cap_s)
+        if self.cap_s < self.base_s:
+            raise ConfigError(
+                f"cap must be >= base (got cap {self.cap_s!r} < base {self.base_s!r})"
+            )
+        try:
+            object.__setattr__(self, "jitter", Jitter(self.jitter))
+        except ValueError:
+            choices = ", ".join(j.value for j in Jitter)
+            raise ConfigError(f"jitter must be one of {choices} (got {self.jitter!r})") from None
 
 
 def _default_senders() -> tuple[SenderConfig, ...]:

@@ -29,7 +29,7 @@ from sms_sim.clock import Clock, RealClock
 from sms_sim.config import SenderConfig, SimulationConfig
 from sms_sim.generate import generate_messages, new_seed
 from sms_sim.model import Message, Outcome
-from sms_sim.policy import draw_failure, draw_latency_s, sender_rng
+from sms_sim.policy import latency_sampler, sender_rng
 from sms_sim.report import (
     Progress,
     Report,
@@ -149,6 +149,7 @@ class Sender:
         self.name = f"sender-{index}"
         self.config = config
         self._rng = rng
+        self._draw_latency_s = latency_sampler(rng, config)
         self._inbox = inbox
         self._successes = successes
         self._failures = failures
@@ -156,7 +157,7 @@ class Sender:
         self._abort = stop if abort is None else abort
         self._clock = clock
         self.unsent = 0
-        self.deadline = 0.0
+        self.next_start = float("-inf")
         self.lag_s = 0.0
         self.max_lag_s = 0.0
 
@@ -167,13 +168,14 @@ class Sender:
         ``abort`` interrupted the send, in which case nothing was recorded.
         """
         clock = self._clock
-        latency_s = draw_latency_s(self._rng, self.config)
-        failed = draw_failure(self._rng, self.config)
+        latency_s = self._draw_latency_s()
+        failed = self._rng.random() < self.config.failure_rate
         deadline = start + latency_s
         if clock.sleep(deadline - clock.monotonic(), self._abort):
             return None
         end = clock.monotonic()
-        self.deadline = deadline
+        # A rate-limited sender may not start its next send before this one's slot ends.
+        self.next_start = start + max(latency_s, self.config.min_interval_s)
         self.lag_s = end - deadline
         if self.lag_s > self.max_lag_s:
             self.max_lag_s = self.lag_s
@@ -196,7 +198,10 @@ class Sender:
                 if stop.is_set():
                     self.unsent += 1
                     continue
-                start = clock.monotonic() if next_start is None else next_start
+                if next_start is None:
+                    start = max(clock.monotonic(), self.next_start)
+                else:
+                    start = next_start
                 try:
                     outcome = self.step(item, start)
                 except BaseException:
@@ -205,7 +210,7 @@ class Sender:
                 if outcome is None:
                     self.unsent += 1
                 else:
-                    next_start = self.deadline
+                    next_start = self.next_start
             finally:
                 inbox.task_done()
 

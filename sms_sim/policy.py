@@ -1,27 +1,65 @@
-"""Pure sender policy: how long a send takes and whether it fails.
+"""Pure policy shared by every mode: send time, failure, retry backoff.
 
-Both draws take the sender's own ``random.Random`` and are always made in the same order
-(latency, then failure), so a given sender stream yields the same outcomes whichever mode
-consumes it.
+Draws take the sender's own ``random.Random`` and are always made in the same order
+(latency, then failure, then any backoff), so a sender's stream yields the same outcomes
+whichever mode consumes it. ``latency_sampler`` builds a specialised closure once per
+sender because the virtual-time loop calls it millions of times a second; the real-time
+sender uses the very same closure.
 """
 
 from __future__ import annotations
 
+import math
 import random
+from collections.abc import Callable
 
-from sms_sim.config import SenderConfig
+from sms_sim.config import Jitter, RetryPolicy, SenderConfig, ServiceDistribution
 
-__all__ = ["draw_latency_s", "draw_failure", "sender_rng"]
+__all__ = [
+    "latency_sampler",
+    "draw_latency_s",
+    "draw_failure",
+    "sender_rng",
+    "backoff_before_jitter_s",
+    "retry_delay_s",
+    "mean_service_s",
+]
+
+
+def latency_sampler(rng: random.Random, sender: SenderConfig) -> Callable[[], float]:
+    """A zero-argument function drawing one send time (seconds, never negative) from ``rng``."""
+    mean, deviation = sender.mean_s, sender.deviation_s
+    distribution = sender.distribution
+    if distribution is ServiceDistribution.UNIFORM:
+        if deviation == 0:
+            return lambda: mean
+        low, span, uniform01 = mean - deviation, 2 * deviation, rng.random
+        return lambda: low + span * uniform01()
+    if distribution is ServiceDistribution.CONSTANT or mean == 0:
+        return lambda: mean
+    if distribution is ServiceDistribution.EXPONENTIAL:
+        return lambda: -mean * math.log(1.0 - rng.random())
+    # Lognormal with the given mean m and standard deviation s:
+    # sigma^2 = ln(1 + s^2 / m^2), mu = ln(m) - sigma^2 / 2.
+    sigma = math.sqrt(math.log1p((deviation / mean) ** 2))
+    mu = math.log(mean) - sigma * sigma / 2
+    return lambda: rng.lognormvariate(mu, sigma)
 
 
 def draw_latency_s(rng: random.Random, sender: SenderConfig) -> float:
-    """A send time uniform on [mean - deviation, mean + deviation] seconds (never negative)."""
-    return rng.uniform(sender.mean_s - sender.deviation_s, sender.mean_s + sender.deviation_s)
+    """One send time; prefer a cached ``latency_sampler`` on hot paths."""
+    return latency_sampler(rng, sender)()
 
 
 def draw_failure(rng: random.Random, sender: SenderConfig) -> bool:
     """True with probability ``failure_rate``: exactly never at 0 and always at 1."""
     return rng.random() < sender.failure_rate
+
+
+def mean_service_s(sender: SenderConfig) -> float:
+    """The mean time one send occupies the sender, rate limit included only approximately:
+    ``max(mean, 1 / rate)``, exact when the send time is constant."""
+    return max(sender.mean_s, sender.min_interval_s)
 
 
 def sender_rng(seed: int, index: int) -> random.Random:
@@ -31,3 +69,31 @@ def sender_rng(seed: int, index: int) -> random.Random:
     streams (seeding with ``seed + index`` would make runs with adjacent seeds share streams).
     """
     return random.Random(f"sms_sim:{seed}:sender:{index}")
+
+
+def backoff_before_jitter_s(policy: RetryPolicy, attempt: int) -> float:
+    """Delay before retry number ``attempt`` (1 = the first retry), before jitter.
+
+    Never decreases with ``attempt`` and never exceeds ``cap_s``. Computed without
+    overflow for any attempt number.
+    """
+    if attempt < 1:
+        raise ValueError(f"attempt must be >= 1 (got {attempt!r})")
+    if policy.base_s == 0:
+        return 0.0
+    if policy.factor == 1:
+        return min(policy.cap_s, policy.base_s)
+    # Compare exponents in log space: factor ** (attempt - 1) overflows for large attempts.
+    if (attempt - 1) * math.log(policy.factor) >= math.log(policy.cap_s / policy.base_s):
+        return policy.cap_s
+    return min(policy.cap_s, policy.base_s * policy.factor ** (attempt - 1))
+
+
+def retry_delay_s(policy: RetryPolicy, attempt: int, rng: random.Random) -> float:
+    """The jittered delay before retry number ``attempt``; within [0, cap_s] always."""
+    delay = backoff_before_jitter_s(policy, attempt)
+    if policy.jitter is Jitter.FULL:
+        return delay * rng.random()
+    if policy.jitter is Jitter.EQUAL:
+        return delay / 2 + delay / 2 * rng.random()
+    return delay

@@ -1,0 +1,135 @@
+"""Pieces every command-line entry point shares: exit codes, the one-line-error parser,
+argument types that quote the bad value, and the signal recorder.
+
+Only CLI modules import this; the library never exits, prints or touches signals.
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import math
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import NoReturn
+
+__all__ = [
+    "ExitCode",
+    "OneLineParser",
+    "SignalRecorder",
+    "finite_float",
+    "non_negative_float",
+    "positive_float",
+    "probability",
+    "int_at_least",
+    "silence_stdout",
+]
+
+
+class ExitCode(enum.IntEnum):
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    SHUTDOWN_TIMEOUT = 3
+    SIGINT = 128 + signal.SIGINT  # 130
+    SIGPIPE = 128 + signal.SIGPIPE  # 141: the reader of our output went away
+    SIGTERM = 128 + signal.SIGTERM  # 143
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but an error is exactly one line (no usage block) and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message}\n")
+
+
+# --- argument types: each raises ArgumentTypeError quoting the bad value -----------------
+
+
+def finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number (got {text!r})")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (got {text!r})")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 (got {text!r})")
+    return value
+
+
+def probability(text: str) -> float:
+    value = finite_float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1] (got {text!r})")
+    return value
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum} (got {text!r})")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+class SignalRecorder:
+    """Counts SIGINT/SIGTERM; the handler only records (setting an Event there can deadlock).
+
+    The joining thread polls ``count``: the first signal stops the run gracefully, the
+    second skips the grace period. Previous handlers are restored by ``restore``.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.first is None:
+            self.first = signum
+        self.count += 1
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+        self._previous.clear()
+
+
+def silence_stdout() -> None:
+    """After EPIPE, point stdout at /dev/null so the interpreter's final flush is quiet."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    finally:
+        os.close(devnull)
