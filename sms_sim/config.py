@@ -19,6 +19,8 @@ __all__ = [
     "ServiceDistribution",
     "RetryPolicy",
     "Jitter",
+    "Arrivals",
+    "ArrivalKind",
     "DEFAULT_QUEUE_SIZE",
 ]
 
@@ -140,13 +142,69 @@ class RetryPolicy:
             raise ConfigError(f"jitter must be one of {choices} (got {self.jitter!r})") from None
 
 
+class ArrivalKind(enum.StrEnum):
+    """When messages enter the queue."""
+
+    BURST = "burst"  # all present at t = 0 (a broadcast; the seed's case)
+    POISSON = "poisson"  # independent arrivals at a constant mean rate
+    SCHEDULE = "schedule"  # given counts at given times
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Arrivals:
+    """The arrival process. ``schedule`` holds ``(at_s, count)`` pairs, times relative to the
+    start of the run, non-decreasing; its counts must add up to the run's message count."""
+
+    kind: ArrivalKind = ArrivalKind.BURST
+    rate_per_s: float | None = None
+    schedule: tuple[tuple[float, int], ...] = ()
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "kind", ArrivalKind(self.kind))
+        except ValueError:
+            choices = ", ".join(k.value for k in ArrivalKind)
+            raise ConfigError(f"arrivals must be one of {choices} (got {self.kind!r})") from None
+        if self.kind is ArrivalKind.POISSON:
+            if self.rate_per_s is None:
+                raise ConfigError("poisson arrivals need a rate (messages per second)")
+            _check_finite("arrival rate", self.rate_per_s)
+            if self.rate_per_s <= 0:
+                raise ConfigError(f"arrival rate must be > 0 (got {self.rate_per_s!r})")
+        elif self.rate_per_s is not None:
+            raise ConfigError(f"an arrival rate applies to poisson arrivals only (got {self.kind})")
+        object.__setattr__(self, "schedule", tuple(tuple(row) for row in self.schedule))
+        if self.kind is ArrivalKind.SCHEDULE:
+            if not self.schedule:
+                raise ConfigError("schedule arrivals need at least one (time, count) row")
+            previous = 0.0
+            for number, row in enumerate(self.schedule, start=1):
+                if len(row) != 2:
+                    raise ConfigError(f"schedule row {number} must be (time, count) (got {row!r})")
+                at_s, count = row
+                _check_finite(f"schedule row {number} time", at_s)
+                _check_int(f"schedule row {number} count", count, minimum=0)
+                if at_s < previous:
+                    raise ConfigError(
+                        f"schedule times must not decrease (row {number}: {at_s!r} < {previous!r})"
+                    )
+                previous = at_s
+        elif self.schedule:
+            raise ConfigError(f"a schedule applies to schedule arrivals only (got {self.kind})")
+
+    @property
+    def scheduled_count(self) -> int:
+        return sum(count for _, count in self.schedule)
+
+
 def _default_senders() -> tuple[SenderConfig, ...]:
     return (SenderConfig(0.01, 0.001, 0.2),) * 4
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SimulationConfig:
-    """A whole run: how many messages, which senders, how often to report, which seed.
+    """A whole run: how many messages, which senders, how often to report, which seed,
+    how messages arrive and how failed sends are retried.
 
     ``seed=None`` draws a fresh seed; the report records the seed that was used so any run can
     be repeated. ``duration_s`` (optional) stops the run after that many seconds.
@@ -160,6 +218,8 @@ class SimulationConfig:
     seed: int | None = None
     duration_s: float | None = None
     queue_size: int = DEFAULT_QUEUE_SIZE
+    arrivals: Arrivals = field(default_factory=Arrivals)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def __post_init__(self) -> None:
         _check_int("num_messages", self.num_messages, minimum=0)
@@ -177,6 +237,23 @@ class SimulationConfig:
         if self.duration_s is not None:
             _check_finite("duration", self.duration_s)
         _check_int("queue_size", self.queue_size, minimum=1)
+        if not isinstance(self.arrivals, Arrivals):
+            raise ConfigError(f"arrivals must be an Arrivals value (got {self.arrivals!r})")
+        if not isinstance(self.retry, RetryPolicy):
+            raise ConfigError(f"retry must be a RetryPolicy value (got {self.retry!r})")
+        if (
+            self.arrivals.kind is ArrivalKind.SCHEDULE
+            and self.arrivals.scheduled_count != self.num_messages
+        ):
+            raise ConfigError(
+                f"the schedule holds {self.arrivals.scheduled_count} messages but num_messages "
+                f"is {self.num_messages}"
+            )
+
+    @property
+    def is_real_time_capable(self) -> bool:
+        """Whether the threaded mode can run this config (burst arrivals, no retries)."""
+        return self.arrivals.kind is ArrivalKind.BURST and self.retry.max_attempts == 1
 
 
 def _check_int(name: str, value: object, *, minimum: int | None) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 __all__ = [
     "Report",
     "SenderReport",
+    "VirtualStats",
     "StopReason",
     "Progress",
     "format_progress",
@@ -47,12 +48,40 @@ class SenderReport:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class VirtualStats:
+    """What only a simulated clock can measure exactly (virtual-time mode).
+
+    Times are simulated seconds except ``wall_s``. Time to send runs from a message's
+    arrival to its successful completion; the percentiles are exact to within 1 %.
+    ``mean_in_system`` is the time-average number of messages present (queued, sending or
+    waiting to retry), integrated over the run independently of the per-message times, so
+    Little's law ``mean_in_system == arrival_rate_per_s * mean_time_in_system_s`` is a check.
+    """
+
+    wall_s: float
+    makespan_s: float
+    p50_send_s: float
+    p95_send_s: float
+    p99_send_s: float
+    utilisation: float
+    attempts: int
+    failed_attempts: int
+    mean_wait_s: float
+    waited_fraction: float
+    mean_in_system: float
+    mean_time_in_system_s: float
+    arrival_rate_per_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Report:
     """Totals at the end of a run.
 
-    ``unsent`` counts messages produced but never completed: still queued, or taken by a
-    sender and abandoned at a stop. ``is_accounted`` checks ``produced == sent + failed +
-    unsent`` from counts kept independently by the producer, the monitor and the senders.
+    ``unsent`` counts messages produced but never completed: still queued, waiting for a
+    retry, or taken by a sender and abandoned at a stop. ``dead_lettered`` counts messages
+    whose every allowed attempt failed when retries are on (with one attempt allowed, such a
+    message is ``failed``). ``is_accounted`` checks ``produced == sent + failed + unsent +
+    dead_lettered`` from counts kept independently.
     ``throughput_per_s`` is attempts (sent + failed) per second of ``elapsed_s``.
     ``max_lag_s`` is how far the slowest sender fell behind its own schedule: above
     ``LAG_WARNING_S`` the host could not keep real time.
@@ -70,10 +99,12 @@ class Report:
     stopped_by: StopReason
     max_lag_s: float = 0.0
     threads_alive: tuple[str, ...] = field(default=())
+    dead_lettered: int = 0
+    virtual: VirtualStats | None = None
 
     @property
     def is_accounted(self) -> bool:
-        return self.produced == self.sent + self.failed + self.unsent
+        return self.produced == self.sent + self.failed + self.unsent + self.dead_lettered
 
     def to_dict(self) -> dict[str, object]:
         """The JSON form: times in the units their keys name."""
@@ -82,6 +113,7 @@ class Report:
             "sent": self.sent,
             "failed": self.failed,
             "unsent": self.unsent,
+            "dead_lettered": self.dead_lettered,
             "accounted": self.is_accounted,
             "elapsed_s": self.elapsed_s,
             "avg_send_ms": self.avg_send_s * 1000,
@@ -99,7 +131,26 @@ class Report:
                 }
                 for s in self.senders
             ],
+            **({} if self.virtual is None else _virtual_dict(self.virtual)),
         }
+
+
+def _virtual_dict(stats: VirtualStats) -> dict[str, object]:
+    return {
+        "mode": "virtual",
+        "makespan_s": stats.makespan_s,
+        "wall_s": stats.wall_s,
+        "time_to_send_ms": {
+            "p50": stats.p50_send_s * 1000,
+            "p95": stats.p95_send_s * 1000,
+            "p99": stats.p99_send_s * 1000,
+        },
+        "utilisation": stats.utilisation,
+        "attempts": stats.attempts,
+        "failed_attempts": stats.failed_attempts,
+        "mean_wait_ms": stats.mean_wait_s * 1000,
+        "waited_fraction": stats.waited_fraction,
+    }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,6 +163,7 @@ class Progress:
     avg_send_s: float
     queued: int
     lag_s: float
+    simulated: bool = False
 
     @property
     def throughput_per_s(self) -> float:
@@ -121,8 +173,9 @@ class Progress:
 
 def format_progress(progress: Progress) -> str:
     """One line, no newline: elapsed, sent, failed, avg send time, throughput, queued."""
+    stamp = "sim " if progress.simulated else ""
     line = (
-        f"[{progress.elapsed_s:8.1f}s] sent {progress.sent}  failed {progress.failed}  "
+        f"[{stamp}{progress.elapsed_s:8.1f}s] sent {progress.sent}  failed {progress.failed}  "
         f"avg {progress.avg_send_s * 1000:.2f} ms/msg  {progress.throughput_per_s:.1f} msg/s  "
         f"queued {progress.queued}"
     )
@@ -134,12 +187,14 @@ def format_progress(progress: Progress) -> str:
 def format_report(report: Report) -> str:
     """The multi-line final report, ending in a newline."""
     verdict = "ok" if report.is_accounted else "MISMATCH"
+    dead = f" + dead-lettered {report.dead_lettered}" if report.dead_lettered else ""
+    simulated = " simulated" if report.virtual is not None else ""
     lines = [
         f"{report.stopped_by}: {report.produced} produced, {report.sent} sent, "
-        f"{report.failed} failed, {report.unsent} unsent in {report.elapsed_s:.3f}s "
-        f"(seed {report.seed})",
+        f"{report.failed} failed, {report.unsent} unsent, {report.dead_lettered} dead-lettered "
+        f"in {report.elapsed_s:.3f}s{simulated} (seed {report.seed})",
         f"accounting: produced {report.produced} = sent {report.sent} + failed {report.failed} "
-        f"+ unsent {report.unsent}: {verdict}",
+        f"+ unsent {report.unsent}{dead}: {verdict}",
         f"avg send {report.avg_send_s * 1000:.3f} ms/msg, "
         f"throughput {report.throughput_per_s:.1f} msg/s",
     ]
@@ -150,6 +205,14 @@ def format_report(report: Report) -> str:
         )
     if report.threads_alive:
         lines.append(f"WARNING: threads still running at exit: {', '.join(report.threads_alive)}")
+    if report.virtual is not None:
+        v = report.virtual
+        lines.append(
+            f"virtual time: makespan {v.makespan_s:.3f}s, time to send p50 "
+            f"{v.p50_send_s:.3f}s p95 {v.p95_send_s:.3f}s p99 {v.p99_send_s:.3f}s, "
+            f"utilisation {v.utilisation:.1%}, {v.attempts} attempts "
+            f"({v.failed_attempts} failed)"
+        )
     lines.extend(_sender_lines(report.senders))
     return "\n".join(lines) + "\n"
 
