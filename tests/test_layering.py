@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sms_sim"
 LAYERS: dict[str, int] = {
     "errors": 0, "model": 0,
     "config": 1,
-    "clock": 2, "policy": 2, "stats": 2, "generate": 2, "report": 2,
+    "clock": 2, "policy": 2, "stats": 2, "generate": 2, "report": 2, "output": 2,
     "pipeline": 3, "des": 3, "theory": 2, "plan": 4,
     "engine": 3, "engine.contract": 3, "engine.dispatcher": 3, "engine.transport": 3,
     "engine.worker": 3, "engine.service": 3,
