@@ -10,10 +10,11 @@ import argparse
 import importlib
 import json
 import logging
+import math
 import signal
 import sys
-import tomllib
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from sms_sim.cli_support import (
@@ -26,9 +27,18 @@ from sms_sim.cli_support import (
     probability,
     silence_stdout,
 )
+from sms_sim.cli_model import (
+    add_model_arguments,
+    load_senders_file,
+    retry_from_args,
+    sender_from_args,
+    sender_spec,
+)
 from sms_sim.config import SenderConfig, SimulationConfig
+from sms_sim.des import simulate
 from sms_sim.errors import ConfigError, SmsSimError
 from sms_sim.pipeline import run
+from sms_sim.policy import mean_service_s
 from sms_sim.report import Report, StopReason
 
 __all__ = ["main", "ExitCode"]
@@ -43,62 +53,9 @@ _POSITIONAL_NAMES = (
     "max_deviation",
     "failure_rate",
 )
-_SENDER_FILE_KEYS = {"mean", "deviation", "failure_rate", "count"}
 # Subcommand -> module with ``main(argv, *, prog) -> int``, imported only when chosen so that
 # starting the simulator never pays for (or depends on) the other commands.
 _SUBCOMMANDS: dict[str, str] = {}
-
-
-def _sender_spec(text: str) -> SenderConfig:
-    parts = text.split(",")
-    if len(parts) != 3:
-        raise argparse.ArgumentTypeError(f"expected MEAN,DEV,RATE (got {text!r})")
-    try:
-        mean, deviation = non_negative_float(parts[0]), non_negative_float(parts[1])
-        rate = probability(parts[2])
-        return SenderConfig(mean, deviation, rate)
-    except (argparse.ArgumentTypeError, ConfigError) as exc:
-        raise argparse.ArgumentTypeError(f"{exc} in {text!r}") from None
-
-
-def load_senders_file(path: Path) -> list[SenderConfig]:
-    """Read ``[[sender]]`` tables (mean, deviation, failure_rate, optional count) from TOML.
-
-    Raises ``ConfigError`` with a one-line reason for an unreadable or malformed file.
-    """
-    try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
-    except OSError as exc:
-        raise ConfigError(f"cannot read senders file {str(path)!r}: {exc.strerror}") from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"senders file {str(path)!r} is not valid TOML: {exc}") from exc
-    tables = data.get("sender")
-    unknown_top = set(data) - {"sender"}
-    if unknown_top:
-        raise ConfigError(f"senders file {str(path)!r}: unknown key {sorted(unknown_top)[0]!r}")
-    if not isinstance(tables, list) or not tables:
-        raise ConfigError(f"senders file {str(path)!r} has no [[sender]] tables")
-    senders: list[SenderConfig] = []
-    for number, table in enumerate(tables, start=1):
-        where = f"senders file {str(path)!r}, sender {number}"
-        if not isinstance(table, dict):
-            raise ConfigError(f"{where}: expected a table")
-        unknown = set(table) - _SENDER_FILE_KEYS
-        if unknown:
-            raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
-        missing = [key for key in ("mean", "deviation", "failure_rate") if key not in table]
-        if missing:
-            raise ConfigError(f"{where}: missing key {missing[0]!r}")
-        count = table.get("count", 1)
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise ConfigError(f"{where}: count must be an integer >= 1 (got {count!r})")
-        try:
-            sender = SenderConfig(table["mean"], table["deviation"], table["failure_rate"])
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc}") from exc
-        senders.extend([sender] * count)
-    return senders
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
@@ -127,24 +84,30 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                             help="send time is uniform in mean +/- this, seconds (default 0.001)")
     positional.add_argument("failure_rate", nargs="?", type=probability,
                             help="probability a send fails, 0-1 (default 0.2)")
-    parser.add_argument("--sender", action="append", type=_sender_spec, default=[],
-                        metavar="MEAN,DEV,RATE",
+    parser.add_argument("--sender", action="append", type=sender_spec, default=[],
+                        metavar="MEAN,DEV,RATE[,DIST[,LIMIT]]",
                         help="add one sender with its own settings (repeatable)")
     parser.add_argument("--senders-file", type=Path, metavar="FILE.toml",
-                        help="add the senders listed as [[sender]] tables "
-                             "(mean, deviation, failure_rate, optional count)")
-    parser.add_argument("--interval", type=positive_float, default=1.0, metavar="SECONDS",
-                        help="seconds between progress lines (default 1.0)")
+                        help="add the senders listed as [[sender]] tables (mean, deviation, "
+                             "failure_rate; optional count, distribution, rate_limit)")
+    parser.add_argument("--virtual", action="store_true",
+                        help="run on a simulated clock: same messages and outcomes for a seed, "
+                             "in seconds of wall time whatever the simulated length")
+    parser.add_argument("--interval", type=positive_float, metavar="SECONDS",
+                        help="seconds between progress lines (default 1.0; with --virtual, "
+                             "simulated seconds, about a tenth of the expected makespan)")
     parser.add_argument("--seed", type=int_at_least(0), metavar="N",
                         help="seed for messages and send outcomes (default: random, printed)")
     parser.add_argument("--duration", type=positive_float, metavar="SECONDS",
-                        help="stop after this many seconds; the rest is reported unsent")
+                        help="stop after this many seconds (simulated with --virtual); "
+                             "the rest is reported unsent")
     parser.add_argument("--json", action="store_true",
                         help="print the final report as one JSON object on stdout; "
                              "progress goes to stderr")
     parser.add_argument("--quiet", "-q", action="store_true",
                         help="no progress lines, only the final report")
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging on stderr")
+    add_model_arguments(parser)
     return parser
 
 
@@ -166,26 +129,44 @@ def _config_from_args(
     num_messages, num_senders, mean_s, deviation_s, failure_rate = given
     senders: list[SenderConfig] = []
     try:
-        if num_senders:
-            senders.extend([SenderConfig(mean_s, deviation_s, failure_rate)] * num_senders)
-        else:
-            # Zero identical senders is allowed only when --sender/--senders-file add some;
-            # the positional settings are still validated so a typo is not silently ignored.
-            SenderConfig(mean_s, deviation_s, failure_rate)
+        # Zero identical senders is allowed only when --sender/--senders-file add some; the
+        # positional settings are still validated so a typo is not silently ignored.
+        identical = sender_from_args(args, mean_s, deviation_s, failure_rate)
+        senders.extend([identical] * num_senders)
         senders.extend(args.sender)
         if args.senders_file is not None:
             senders.extend(load_senders_file(args.senders_file))
         if not senders:
             raise ConfigError(f"num_senders must be >= 1 (got {num_senders})")
-        return SimulationConfig(
+        config = SimulationConfig(
             num_messages=num_messages,
             senders=senders,
-            monitor_interval_s=args.interval,
+            monitor_interval_s=args.interval or 1.0,
             seed=args.seed,
             duration_s=args.duration,
+            arrivals=args.arrivals,
+            retry=retry_from_args(args),
         )
+        if args.virtual and args.interval is None:
+            config = replace(config, monitor_interval_s=_auto_interval_s(config))
+        if not args.virtual and not config.is_real_time_capable:
+            raise ConfigError("poisson or schedule arrivals and retries need --virtual")
+        return config
     except ConfigError as exc:
         parser.error(str(exc))
+
+
+def _auto_interval_s(config: SimulationConfig) -> float:
+    """About a tenth of the expected makespan, rounded to 1, 2 or 5 times a power of ten."""
+    capacity_per_s = sum(1.0 / max(mean_service_s(s), 1e-9) for s in config.senders)
+    expected_s = config.num_messages / capacity_per_s
+    if config.arrivals.rate_per_s:
+        expected_s = max(expected_s, config.num_messages / config.arrivals.rate_per_s)
+    if config.arrivals.schedule:
+        expected_s = max(expected_s, config.arrivals.schedule[-1][0])
+    target = max(expected_s / 10, 1e-3)
+    power = 10.0 ** math.floor(math.log10(target))
+    return next(step * power for step in (1, 2, 5, 10) if step * power >= target)
 
 
 def _positional_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
@@ -224,7 +205,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     signals = SignalRecorder()
     signals.install()
     try:
-        report = run(
+        report = (simulate if args.virtual else run)(
             config,
             output=sys.stderr if args.json else sys.stdout,
             show_progress=not args.quiet,

@@ -34,8 +34,15 @@ class Clock(Protocol):
         ...
 
 
+# Waits up to this long use time.sleep and check ``stop`` after: a thousand senders each
+# calling stop.wait would all contend on the Event's one lock, and Condition.wait removes its
+# waiter from a list in O(waiters) on every timeout. Longer waits use stop.wait.
+SHORT_SLEEP_S = 0.02
+
+
 class RealClock:
-    """Wall-clock time. ``sleep`` is ``stop.wait`` so every wait is interruptible."""
+    """Wall-clock time. A sleep longer than ``SHORT_SLEEP_S`` is ``stop.wait`` and ends at
+    once when ``stop`` is set; a shorter one may finish before noticing the stop."""
 
     def now(self) -> float:
         return time.time()
@@ -45,6 +52,9 @@ class RealClock:
 
     def sleep(self, seconds: float, stop: threading.Event) -> bool:
         if seconds <= 0:
+            return stop.is_set()
+        if seconds <= SHORT_SLEEP_S:
+            time.sleep(seconds)
             return stop.is_set()
         return stop.wait(seconds)
 

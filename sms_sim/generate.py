@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 
-from sms_sim.model import TEXT_MAX_CHARS, TEXT_MIN_CHARS, Message
+from sms_sim.model import TEXT_MAX_CHARS, TEXT_MIN_CHARS, Message, trusted_message
 
 __all__ = ["generate_messages", "new_seed", "PRINTABLE_ASCII", "DIGITS"]
 
@@ -70,4 +70,6 @@ def generate_messages(count: int, seed: int | None = None) -> Iterator[Message]:
     take_digits, take_length, take_chars = digits.take, lengths.take, chars.take
     for message_id in range(count):
         d = take_digits(10)
-        yield Message(message_id, f"{d[:3]}-{d[3:6]}-{d[6:]}", take_chars(ord(take_length(1))))
+        yield trusted_message(
+            message_id, f"{d[:3]}-{d[3:6]}-{d[6:]}", take_chars(ord(take_length(1)))
+        )

@@ -18,10 +18,12 @@ Shutdown protocol (the part that makes "nothing lost, nothing counted twice" hol
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import sys
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import islice
 from random import Random
 from typing import Final, TextIO, cast
 
@@ -29,7 +31,8 @@ from sms_sim.clock import Clock, RealClock
 from sms_sim.config import SenderConfig, SimulationConfig
 from sms_sim.generate import generate_messages, new_seed
 from sms_sim.model import Message, Outcome
-from sms_sim.policy import latency_sampler, sender_rng
+from sms_sim.output import SafeWriter
+from sms_sim.policy import latency_sampler, mean_service_s, sender_rng
 from sms_sim.report import (
     Progress,
     Report,
@@ -62,7 +65,9 @@ class _Done:
 
 
 DONE: Final = _Done()
-Inbox = queue.Queue[Message | _Done]
+# An inbox item is one message, a batch of messages handed off together (see
+# ``handoff_batch_size``), or the end-of-input sentinel.
+Inbox = queue.Queue[Message | list[Message] | _Done]
 OutcomeQueue = queue.SimpleQueue[Outcome]
 
 _PUT_TIMEOUT_S = 0.05  # how often a producer blocked on a full queue re-checks stop
@@ -72,15 +77,29 @@ DEFAULT_GRACE_S = 5.0
 # After the grace period (or a second stop request) in-flight sends are aborted; threads
 # then have this long to exit before they are reported alive.
 _ABORT_BUDGET_S = 2.0
+# Batching the handoff lets fast senders keep up, but a sender holding a batch delays the
+# others at the end of a run; a batch never holds more than this much expected send time,
+# so senders slower than this get messages one at a time, exactly as a shared queue would.
+HANDOFF_HOLD_S = 0.001
+_HANDOFF_BATCH_MAX = 256
+
+
+def handoff_batch_size(senders: Sequence[SenderConfig]) -> int:
+    """How many messages the producer hands over per queue item for these senders."""
+    slowest_s = max(mean_service_s(s) for s in senders)
+    if slowest_s * _HANDOFF_BATCH_MAX <= HANDOFF_HOLD_S:
+        return _HANDOFF_BATCH_MAX
+    return max(1, int(HANDOFF_HOLD_S / slowest_s))
 
 
 class Producer:
     """Streams messages into a bounded inbox, then one ``DONE`` per consumer.
 
-    ``produced`` counts messages actually put. A put blocked on a full queue re-checks
-    ``stop`` every ``_PUT_TIMEOUT_S``, so a stop request never leaves it stuck. Sentinels are
-    put even after a stop (they are what releases the consumers); a consumer or ``run``
-    draining the queue is what makes room for them.
+    With ``batch_size`` above 1 the messages go in lists of up to that many (one queue
+    operation each). ``produced`` counts messages actually put. A put blocked on a full
+    queue re-checks ``stop`` every ``_PUT_TIMEOUT_S``, so a stop request never leaves it
+    stuck. Sentinels are put even after a stop (they are what releases the consumers); a
+    consumer or ``run`` draining the queue is what makes room for them.
     """
 
     def __init__(
@@ -90,26 +109,31 @@ class Producer:
         stop: threading.Event,
         *,
         num_consumers: int,
+        batch_size: int = 1,
     ) -> None:
         self._messages = messages
         self._inbox = inbox
         self._stop = stop
         self._num_consumers = num_consumers
+        self._batch_size = batch_size
         self.produced = 0
 
     def run(self) -> None:
         put, stop = self._inbox.put, self._stop
+        items: Iterable[Message | list[Message]] = self._messages
+        if self._batch_size > 1:
+            items = _batches(self._messages, self._batch_size)
         try:
-            for message in self._messages:
+            for item in items:
                 while True:
                     if stop.is_set():
                         return
                     try:
-                        put(message, timeout=_PUT_TIMEOUT_S)
+                        put(item, timeout=_PUT_TIMEOUT_S)
                         break
                     except queue.Full:
                         continue
-                self.produced += 1
+                self.produced += len(item) if isinstance(item, list) else 1
         finally:
             for _ in range(self._num_consumers):
                 while True:
@@ -171,9 +195,12 @@ class Sender:
         latency_s = self._draw_latency_s()
         failed = self._rng.random() < self.config.failure_rate
         deadline = start + latency_s
-        if clock.sleep(deadline - clock.monotonic(), self._abort):
-            return None
-        end = clock.monotonic()
+        now = clock.monotonic()
+        if deadline > now:
+            if clock.sleep(deadline - now, self._abort):
+                return None
+            now = clock.monotonic()
+        end = now
         # A rate-limited sender may not start its next send before this one's slot ends.
         self.next_start = start + max(latency_s, self.config.min_interval_s)
         self.lag_s = end - deadline
@@ -195,21 +222,24 @@ class Sender:
             try:
                 if isinstance(item, _Done):
                     return
-                if stop.is_set():
-                    self.unsent += 1
-                    continue
-                if next_start is None:
-                    start = max(clock.monotonic(), self.next_start)
-                else:
-                    start = next_start
-                try:
-                    outcome = self.step(item, start)
-                except BaseException:
-                    self.unsent += 1  # the message in hand is not lost silently
-                    raise
-                if outcome is None:
-                    self.unsent += 1
-                else:
+                batch = item if isinstance(item, list) else (item,)
+                for position, message in enumerate(batch):
+                    if stop.is_set():
+                        self.unsent += len(batch) - position
+                        break
+                    if next_start is None:
+                        start = max(clock.monotonic(), self.next_start)
+                    else:
+                        start = next_start
+                    try:
+                        outcome = self.step(message, start)
+                    except BaseException:
+                        # The messages in hand are not lost silently.
+                        self.unsent += len(batch) - position
+                        raise
+                    if outcome is None:
+                        self.unsent += len(batch) - position
+                        break
                     next_start = self.next_start
             finally:
                 inbox.task_done()
@@ -236,47 +266,84 @@ class Monitor:
         started_at: float,
         stop: threading.Event,
         show_progress: bool = True,
+        check_pace: bool = False,
     ) -> None:
         self._successes = successes
         self._failures = failures
         self._inbox = inbox
         self._senders = senders
         self._clock = clock
-        self._output = output
-        self._redraw = output is not None and _is_terminal(output)
+        self._writer = SafeWriter(output)
+        self._redraw = self._writer.is_terminal
         self._interval_s = interval_s
         self._started_at = started_at
         self._next_tick = started_at + interval_s
         self._stop = stop
         self._show_progress = show_progress
-        self.total = SendTally()
         self.per_sender = [SendTally() for _ in senders]
-        self.output_closed = False
+        self.max_behind_s = 0.0
+        means = [mean_service_s(s.config) for s in senders]
+        # Sends per second the senders would complete if the host kept up perfectly, and
+        # the slack a healthy run may trail that by (one send of the slowest sender).
+        saturated = check_pace and min(means, default=0) > 0
+        self._capacity_per_s = sum(1 / m for m in means) if saturated else math.inf
+        self._slack_s = 2 * max(means, default=0.0)
+
+    def behind_s(self, now: float) -> float:
+        """How far completed sends trail the senders' ideal pace, beyond normal slack.
+
+        Catches what a sender's own deadline lag cannot: senders starved by a producer or a
+        GIL that cannot keep up restart their schedules and look punctual, but the run as a
+        whole falls behind ``attempts / capacity``. Only meaningful when the senders should
+        never run out of work (a burst), so it is off unless ``check_pace`` was given, and
+        0.0 when the senders take no time.
+        """
+        if math.isinf(self._capacity_per_s):
+            return 0.0
+        elapsed = now - self._started_at
+        behind = elapsed - self.total.attempts / self._capacity_per_s - self._slack_s
+        self.max_behind_s = max(self.max_behind_s, behind)
+        return max(0.0, behind)
+
+    @property
+    def total(self) -> SendTally:
+        """All senders' tallies summed (computed on demand: drain is the hot path)."""
+        tallies = self.per_sender
+        return SendTally(
+            sent=sum(t.sent for t in tallies),
+            failed=sum(t.failed for t in tallies),
+            total_send_s=sum(t.total_send_s for t in tallies),
+        )
 
     def drain(self) -> int:
         """Move every outcome waiting on both queues into the tallies; returns how many."""
         moved = 0
-        total, per_sender = self.total, self.per_sender
+        per_sender = self.per_sender
         for source in (self._successes, self._failures):
             get = source.get_nowait
             while True:
                 try:
-                    outcome = get()
+                    _, sender, duration_s, ok = get()
                 except queue.Empty:
                     break
-                total.add(outcome)
-                per_sender[outcome.sender].add(outcome)
+                tally = per_sender[sender]
+                if ok:
+                    tally.sent += 1
+                else:
+                    tally.failed += 1
+                tally.total_send_s += duration_s
                 moved += 1
         return moved
 
     def progress(self, now: float) -> Progress:
+        total = self.total
         return Progress(
             elapsed_s=now - self._started_at,
-            sent=self.total.sent,
-            failed=self.total.failed,
-            avg_send_s=self.total.avg_send_s,
+            sent=total.sent,
+            failed=total.failed,
+            avg_send_s=total.avg_send_s,
             queued=self._inbox.qsize(),
-            lag_s=max((s.lag_s for s in self._senders), default=0.0),
+            lag_s=max(self.behind_s(now), max((s.lag_s for s in self._senders), default=0.0)),
         )
 
     def step(self, now: float) -> None:
@@ -304,22 +371,13 @@ class Monitor:
         line = format_progress(progress)
         self._write(f"\r\x1b[K{line}" if self._redraw else line + "\n")
 
+    @property
+    def output_closed(self) -> bool:
+        return self._writer.closed
+
     def _write(self, text: str) -> None:
-        if self._output is None or self.output_closed:
-            return
-        try:
-            self._output.write(text)
-            self._output.flush()
-        except (BrokenPipeError, ValueError):  # ValueError: the stream was closed
-            self.output_closed = True
+        if not self._writer.write(text):
             self._stop.set()
-
-
-def _is_terminal(stream: TextIO) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
 
 
 class _ThreadFailures:
@@ -378,7 +436,8 @@ def run(
     successes: OutcomeQueue = queue.SimpleQueue()
     failures: OutcomeQueue = queue.SimpleQueue()
     source = generate_messages(config.num_messages, seed) if messages is None else messages
-    producer = Producer(source, inbox, stop, num_consumers=len(config.senders))
+    producer = Producer(source, inbox, stop, num_consumers=len(config.senders),
+                        batch_size=handoff_batch_size(config.senders))
     senders = [
         Sender(
             index,
@@ -405,6 +464,7 @@ def run(
         started_at=started_at,
         stop=stop,
         show_progress=show_progress,
+        check_pace=True,  # a burst: idle senders mean the host is too slow to feed them
     )
     failed_threads = _ThreadFailures(stop)
     sender_threads = [
@@ -448,6 +508,7 @@ def run(
     drain_inbox()
     alive += _join([monitor_thread], clock, join_until, between=escalate)
     monitor.drain()
+    monitor.behind_s(started_at + elapsed_s)  # the final pace check counts towards max lag
     if alive:
         log.warning("threads still running after the grace period: %s", ", ".join(alive))
 
@@ -473,7 +534,7 @@ def run(
         ),
         seed=seed,
         stopped_by=reason,
-        max_lag_s=max((s.max_lag_s for s in senders), default=0.0),
+        max_lag_s=max(monitor.max_behind_s, max((s.max_lag_s for s in senders), default=0.0)),
         threads_alive=tuple(alive),
     )
     monitor.write_report(report)
@@ -541,5 +602,13 @@ def _drain_inbox(inbox: Inbox) -> int:
         except queue.Empty:
             return messages
         inbox.task_done()
-        if not isinstance(item, _Done):
+        if isinstance(item, list):
+            messages += len(item)
+        elif not isinstance(item, _Done):
             messages += 1
+
+
+def _batches(messages: Iterable[Message], size: int) -> Iterator[list[Message]]:
+    iterator = iter(messages)
+    while batch := list(islice(iterator, size)):
+        yield batch

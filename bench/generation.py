@@ -1,0 +1,102 @@
+"""Message generation rate: ``generate_messages`` against per-message ``random.choices``.
+
+What is measured: messages per second of ``sum(1 for _ in generate_messages(N, seed))`` with
+N = 300,000. In the same run, a baseline is timed the same way. Per message it draws 10
+digits with ``rng.choices('0123456789', k=10)`` and formats them as xxx-xxx-xxxx, draws a
+length with ``rng.randint(1, 100)`` and a text of that many printable ASCII characters (codes
+32-126) with ``rng.choices``, then builds ``sms_sim.Message(i, phone, text)``. Both sides
+therefore pay the same validation. Runs alternate which side goes first.
+
+Why: the producer thread generates every message, so generation must stay well ahead of the
+senders. The generator draws random bytes in blocks and maps them with ``bytes.translate``
+for that reason, and this checks that the speed-up is real.
+
+Target: ours / baseline >= 3.
+
+Command (from the repo root): python3 bench/generation.py [--runs 5] [--quick]
+(``--quick`` uses N = 50,000.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import sms_sim  # noqa: E402
+
+SEED = 1
+TARGET_RATIO = 3.0
+_DIGITS = "0123456789"
+_PRINTABLE = "".join(chr(code) for code in range(32, 127))
+
+
+def _rate_ours(num_messages: int) -> float:
+    started = time.perf_counter()
+    count = sum(1 for _ in sms_sim.generate_messages(num_messages, SEED))
+    elapsed_s = time.perf_counter() - started
+    if count != num_messages:
+        raise RuntimeError(f"ours generated {count} of {num_messages}")
+    return num_messages / elapsed_s
+
+
+def _rate_baseline(num_messages: int) -> float:
+    rng = random.Random(SEED)
+    choices, randint, join = rng.choices, rng.randint, "".join
+    started = time.perf_counter()
+    count = 0
+    for message_id in range(num_messages):
+        d = join(choices(_DIGITS, k=10))
+        text = join(choices(_PRINTABLE, k=randint(1, 100)))
+        sms_sim.Message(message_id, f"{d[:3]}-{d[3:6]}-{d[6:]}", text)
+        count += 1
+    elapsed_s = time.perf_counter() - started
+    if count != num_messages:
+        raise RuntimeError(f"baseline generated {count} of {num_messages}")
+    return num_messages / elapsed_s
+
+
+def _fmt_runs(values: Sequence[float]) -> str:
+    return " ".join(f"{v:.0f}" for v in values)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--runs", type=int, default=5, help="repetitions per side (default 5)")
+    parser.add_argument("--messages", type=int, default=300_000, help="N (default 300000)")
+    parser.add_argument("--quick", action="store_true", help="N = 50000")
+    args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error(f"--runs must be >= 1 (got {args.runs})")
+    num_messages: int = 50_000 if args.quick else args.messages
+
+    ours: list[float] = []
+    baseline: list[float] = []
+    for run in range(args.runs):
+        if run % 2 == 0:
+            ours.append(_rate_ours(num_messages))
+            baseline.append(_rate_baseline(num_messages))
+        else:
+            baseline.append(_rate_baseline(num_messages))
+            ours.append(_rate_ours(num_messages))
+
+    ours_rate = statistics.median(ours)
+    baseline_rate = statistics.median(baseline)
+    ratio = ours_rate / baseline_rate
+    print(f"generation: N={num_messages}, seed {SEED}, median of {args.runs} runs")
+    print(f"  ours generate_messages msg/s: {ours_rate:.0f} (runs {_fmt_runs(ours)})")
+    print(f"  baseline random.choices msg/s: {baseline_rate:.0f} (runs {_fmt_runs(baseline)})")
+    print(f"  ours/baseline: {ratio:.2f}x")
+    print(f"  target ours/baseline >= {TARGET_RATIO:g}x: "
+          f"{'PASS' if ratio >= TARGET_RATIO else 'FAIL'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""Command-line pieces that describe the model: senders, arrivals, retries, and their files.
+
+Shared by the simulator command and ``plan`` so both accept the same flags and files with
+the same one-line errors. File loaders raise ``ConfigError``; argument types raise
+``argparse.ArgumentTypeError`` quoting the bad value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import tomllib
+from pathlib import Path
+
+from sms_sim.cli_support import int_at_least, non_negative_float, positive_float, probability
+from sms_sim.config import (
+    ArrivalKind,
+    Arrivals,
+    Jitter,
+    RetryPolicy,
+    SenderConfig,
+    ServiceDistribution,
+)
+from sms_sim.errors import ConfigError
+
+__all__ = [
+    "sender_spec",
+    "load_senders_file",
+    "load_schedule_file",
+    "arrivals_spec",
+    "add_model_arguments",
+    "retry_from_args",
+    "sender_from_args",
+]
+
+_SENDER_FILE_KEYS = {"mean", "deviation", "failure_rate", "count", "distribution", "rate_limit"}
+_DISTRIBUTIONS = [d.value for d in ServiceDistribution]
+
+
+def sender_spec(text: str) -> SenderConfig:
+    """``MEAN,DEV,RATE[,DISTRIBUTION[,RATE_LIMIT]]`` -> SenderConfig."""
+    parts = text.split(",")
+    if not 3 <= len(parts) <= 5:
+        raise argparse.ArgumentTypeError(
+            f"expected MEAN,DEV,RATE[,DISTRIBUTION[,RATE_LIMIT]] (got {text!r})"
+        )
+    try:
+        mean, deviation = non_negative_float(parts[0]), non_negative_float(parts[1])
+        rate = probability(parts[2])
+        distribution = parts[3] if len(parts) > 3 else ServiceDistribution.UNIFORM
+        limit = positive_float(parts[4]) if len(parts) > 4 else None
+        return SenderConfig(mean, deviation, rate, distribution, limit)  # type: ignore[arg-type]
+    except (argparse.ArgumentTypeError, ConfigError) as exc:
+        raise argparse.ArgumentTypeError(f"{exc} in {text!r}") from None
+
+
+def load_senders_file(path: Path) -> list[SenderConfig]:
+    """Read ``[[sender]]`` tables from TOML: mean, deviation, failure_rate, and optionally
+    count, distribution and rate_limit. Raises ``ConfigError`` with a one-line reason."""
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except OSError as exc:
+        raise ConfigError(f"cannot read senders file {str(path)!r}: {exc.strerror}") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"senders file {str(path)!r} is not valid TOML: {exc}") from exc
+    unknown_top = set(data) - {"sender"}
+    if unknown_top:
+        raise ConfigError(f"senders file {str(path)!r}: unknown key {sorted(unknown_top)[0]!r}")
+    tables = data.get("sender")
+    if not isinstance(tables, list) or not tables:
+        raise ConfigError(f"senders file {str(path)!r} has no [[sender]] tables")
+    senders: list[SenderConfig] = []
+    for number, table in enumerate(tables, start=1):
+        where = f"senders file {str(path)!r}, sender {number}"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: expected a table")
+        unknown = set(table) - _SENDER_FILE_KEYS
+        if unknown:
+            raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+        missing = [key for key in ("mean", "deviation", "failure_rate") if key not in table]
+        if missing:
+            raise ConfigError(f"{where}: missing key {missing[0]!r}")
+        count = table.get("count", 1)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ConfigError(f"{where}: count must be an integer >= 1 (got {count!r})")
+        try:
+            sender = SenderConfig(
+                table["mean"],
+                table["deviation"],
+                table["failure_rate"],
+                table.get("distribution", ServiceDistribution.UNIFORM),
+                table.get("rate_limit"),
+            )
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
+        senders.extend([sender] * count)
+    return senders
+
+
+def load_schedule_file(path: Path) -> tuple[tuple[float, int], ...]:
+    """Read ``time_s,count`` rows (CSV; blank lines and ``#`` comments skipped)."""
+    rows: list[tuple[float, int]] = []
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            for line_number, row in enumerate(csv.reader(handle), start=1):
+                if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
+                    continue
+                where = f"schedule file {str(path)!r}, line {line_number}"
+                if len(row) != 2:
+                    raise ConfigError(f"{where}: expected time_s,count (got {','.join(row)!r})")
+                try:
+                    at_s = non_negative_float(row[0].strip())
+                    count = int_at_least(0)(row[1].strip())
+                except argparse.ArgumentTypeError as exc:
+                    raise ConfigError(f"{where}: {exc}") from None
+                rows.append((at_s, count))
+    except OSError as exc:
+        raise ConfigError(f"cannot read schedule file {str(path)!r}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"schedule file {str(path)!r} is not UTF-8 text: {exc}") from exc
+    if not rows:
+        raise ConfigError(f"schedule file {str(path)!r} has no time_s,count rows")
+    return tuple(rows)
+
+
+def arrivals_spec(text: str) -> Arrivals:
+    """``burst``, ``poisson:RATE`` or ``schedule:FILE`` -> Arrivals (file read here)."""
+    kind, _, value = text.partition(":")
+    try:
+        if kind == ArrivalKind.BURST and not value:
+            return Arrivals()
+        if kind == ArrivalKind.POISSON and value:
+            return Arrivals(kind=ArrivalKind.POISSON, rate_per_s=positive_float(value))
+        if kind == ArrivalKind.SCHEDULE and value:
+            return Arrivals(kind=ArrivalKind.SCHEDULE, schedule=load_schedule_file(Path(value)))
+    except (argparse.ArgumentTypeError, ConfigError) as exc:
+        raise argparse.ArgumentTypeError(f"{exc} in {text!r}") from None
+    raise argparse.ArgumentTypeError(
+        f"expected burst, poisson:RATE or schedule:FILE (got {text!r})"
+    )
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Distribution, rate limit, arrivals and retry flags (all virtual-time capable)."""
+    model = parser.add_argument_group("model")
+    model.add_argument("--distribution", choices=_DISTRIBUTIONS, default="uniform",
+                       help="send-time distribution of the identical senders (default "
+                            "uniform; lognormal takes max_deviation as its standard deviation)")
+    model.add_argument("--rate-limit", type=positive_float, metavar="PER_S",
+                       help="most sends each identical sender may start per second")
+    model.add_argument("--arrivals", type=arrivals_spec, default=Arrivals(),
+                       metavar="burst|poisson:RATE|schedule:FILE",
+                       help="how messages arrive (default burst: all at t=0); poisson and "
+                            "schedule need --virtual; a schedule file has time_s,count lines")
+    retry = parser.add_argument_group("retries (virtual time)")
+    retry.add_argument("--max-attempts", type=int_at_least(1), default=1, metavar="K",
+                       help="attempts per message before it is dead-lettered "
+                            "(default 1: no retry)")
+    retry.add_argument("--backoff-base", type=non_negative_float, default=1.0, metavar="SECONDS",
+                       help="delay before the first retry (default 1.0)")
+    retry.add_argument("--backoff-factor", type=positive_float, default=2.0, metavar="F",
+                       help="each further retry waits F times longer (default 2.0)")
+    retry.add_argument("--backoff-cap", type=non_negative_float, default=300.0,
+                       metavar="SECONDS", help="longest delay before a retry (default 300)")
+    retry.add_argument("--jitter", choices=[j.value for j in Jitter], default="full",
+                       help="randomise retry delays: full (0..delay), equal (delay/2..delay) "
+                            "or none (default full)")
+
+
+def retry_from_args(args: argparse.Namespace) -> RetryPolicy:
+    return RetryPolicy(
+        max_attempts=args.max_attempts,
+        base_s=args.backoff_base,
+        factor=args.backoff_factor,
+        cap_s=args.backoff_cap,
+        jitter=Jitter(args.jitter),
+    )
+
+
+def sender_from_args(
+    args: argparse.Namespace, mean_s: float, deviation_s: float, failure_rate: float
+) -> SenderConfig:
+    """The identical senders' config from the positional values plus model flags."""
+    return SenderConfig(
+        mean_s,
+        deviation_s,
+        failure_rate,
+        ServiceDistribution(args.distribution),
+        args.rate_limit,
+    )
