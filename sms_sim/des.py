@@ -172,7 +172,7 @@ class _VirtualRun:
         remaining = config.num_messages
         self.produced = remaining
         sent = started = waited = 0
-        busy_s = sum_wait_s = sum_done_s = area = makespan = last_t = 0.0
+        busy_s = sum_wait_s = sum_done_s = makespan = last_t = 0.0
         interval = config.monitor_interval_s
         next_tick = interval
         end_at = _INF if config.duration_s is None else config.duration_s
@@ -180,12 +180,10 @@ class _VirtualRun:
         stopping = False
         reason = StopReason.COMPLETED
         next_wall_line = wall_start + WALL_PROGRESS_INTERVAL_S
-        busy: list[tuple[float, int, bool]] = []
+        busy: list[tuple[float, int, bool, float]] = []  # (done at, sender, ok, send time)
         for i in range(min(remaining, len(senders))):
             latency = samplers[i]()
-            busy_s += latency
-            send_s[i] += latency
-            busy.append((latency, i, uniforms[i]() >= failure_rates[i]))
+            busy.append((latency, i, uniforms[i]() >= failure_rates[i], latency))
             started += 1
         remaining -= started
         heapq.heapify(busy)
@@ -195,12 +193,15 @@ class _VirtualRun:
                     failed = sum(failed_by)
                     self.sent, self.failed, self.failed_attempts = sent, failed, failed
                     self.busy_s, self.sum_wait_s, self.waited = busy_s, sum_wait_s, waited
-                    self.area, self.now, self.makespan_s = area, last_t, makespan
+                    # Everything arrived at t = 0, so the integral of messages present over
+                    # time is exactly the sum of completion times (the general loop
+                    # integrates it event by event; a test checks the two agree).
+                    self.area, self.now, self.makespan_s = sum_done_s, last_t, makespan
                     self.departed, self.sum_time_in_system_s = sent + failed, sum_done_s
                     self.first_attempts = started
                     self.unsent = remaining
                     return reason
-                t, i, ok = busy[0]
+                t, i, ok, latency = busy[0]
                 if t >= next_check:
                     if t >= end_at and not stopping:
                         stopping, reason = True, StopReason.DURATION
@@ -210,10 +211,10 @@ class _VirtualRun:
                         self._progress_line(stamp, sent, failed_now, busy_s, remaining)
                         next_tick = stamp + interval
                     next_check = next_tick if stopping else min(next_tick, end_at)
-                # Messages in system fall by one at each completion: integrate the step.
-                area += (remaining + len(busy)) * (t - last_t)
                 last_t = makespan = t
                 sum_done_s += t
+                busy_s += latency
+                send_s[i] += latency
                 if ok:
                     sent += 1
                     sent_by[i] += 1
@@ -230,9 +231,8 @@ class _VirtualRun:
                         sum_wait_s += t
                         waited += 1
                     latency = samplers[i]()
-                    busy_s += latency
-                    send_s[i] += latency
-                    heapreplace(busy, (t + latency, i, uniforms[i]() >= failure_rates[i]))
+                    heapreplace(busy, (t + latency, i, uniforms[i]() >= failure_rates[i],
+                                       latency))
                 else:
                     heappop(busy)
             if not stopping and requests() > 0:
@@ -281,10 +281,10 @@ class _VirtualRun:
 
         arrivals = _arrival_times(config, random.Random(f"sms_sim:{self.seed}:arrivals"))
         next_arrival, arrival_count = next(arrivals, (_INF, 0))
-        # (time, sender, ok, message id, attempts, arrived): at most one entry per sender;
+        # (time, sender, ok, message id, attempts, arrived, send time): one entry per sender;
         # ok is None for a sender resting out its rate limit. Times are unique per sender,
         # so comparisons never reach past the sender index.
-        busy: list[tuple[float, int, bool | None, int, int, float]] = []
+        busy: list[tuple[float, int, bool | None, int, int, float, float]] = []
         idle: deque[int] = deque(range(len(senders)))
         waiting: deque[list[float]] = deque()  # [ready_at, next_id, count, attempts, arrived]
         retries: list[tuple[float, int, int, int, float]] = []  # due, seq, id, attempts, arrived
@@ -320,17 +320,14 @@ class _VirtualRun:
                     raise ConfigError(f"messages ran out at message {message_id}")
             return message_id, attempts + 1, arrived
 
-        def send(i: int, t: float) -> tuple[float, int, bool | None, int, int, float]:
+        def send(i: int, t: float) -> tuple[float, int, bool | None, int, int, float, float]:
             """Start sender ``i`` on the head of ``waiting``; returns its completion event."""
-            nonlocal busy_s
             message_id, attempts, arrived = take(t)
             latency = samplers[i]()
             ok = uniforms[i]() >= failure_rates[i]
-            busy_s += latency
-            send_s[i] += latency
             if rate_limited:
                 may_start_at[i] = t + min_intervals[i]
-            return (t + latency, i, ok, message_id, attempts, arrived)
+            return (t + latency, i, ok, message_id, attempts, arrived, latency)
 
         while True:
             for _ in range(_CHUNK_EVENTS):
@@ -338,7 +335,7 @@ class _VirtualRun:
                 if retries and not stopping and retries[0][0] < t_ext:
                     t_ext = retries[0][0]
                 if busy and busy[0][0] < t_ext:
-                    t, i, ok, message_id, attempts, arrived = busy[0]
+                    t, i, ok, message_id, attempts, arrived, latency = busy[0]
                     if t >= next_check:
                         if t >= end_at and not stopping:
                             stopping, reason = True, StopReason.DURATION
@@ -352,6 +349,8 @@ class _VirtualRun:
                     last_t = t
                     if ok is not None:  # a send completes (None: a rate-limit rest ends)
                         makespan = t
+                        busy_s += latency
+                        send_s[i] += latency
                         if ok:
                             sent += 1
                             sent_by[i] += 1
@@ -377,7 +376,7 @@ class _VirtualRun:
                                 else:
                                     failed += 1
                         if rate_limited and may_start_at[i] > t:
-                            heapreplace(busy, (may_start_at[i], i, None, 0, 0, 0.0))
+                            heapreplace(busy, (may_start_at[i], i, None, 0, 0, 0.0, 0.0))
                             continue
                     if waiting and not stopping:
                         # Inlined take() + send() for the common case (a first attempt from a
@@ -394,12 +393,10 @@ class _VirtualRun:
                                 sum_wait_s += t - arrived
                                 waited += 1
                             latency = samplers[i]()
-                            busy_s += latency
-                            send_s[i] += latency
                             if rate_limited:
                                 may_start_at[i] = t + min_intervals[i]
                             heapreplace(busy, (t + latency, i, uniforms[i]() >= failure_rates[i],
-                                               message_id, 1, arrived))
+                                               message_id, 1, arrived, latency))
                         else:
                             heapreplace(busy, send(i, t))
                     else:
