@@ -194,9 +194,11 @@ class _VirtualRun:
                     self.sent, self.failed, self.failed_attempts = sent, failed, failed
                     self.busy_s, self.sum_wait_s, self.waited = busy_s, sum_wait_s, waited
                     # Everything arrived at t = 0, so the integral of messages present over
-                    # time is exactly the sum of completion times (the general loop
-                    # integrates it event by event; a test checks the two agree).
-                    self.area, self.now, self.makespan_s = sum_done_s, last_t, makespan
+                    # time is the sum of completion times plus the unsent ones present to
+                    # the end (the general loop integrates it event by event; a test checks
+                    # the two agree).
+                    self.area = sum_done_s + remaining * last_t
+                    self.now, self.makespan_s = last_t, makespan
                     self.departed, self.sum_time_in_system_s = sent + failed, sum_done_s
                     self.first_attempts = started
                     self.unsent = remaining
