@@ -10,7 +10,16 @@ Standard library only: importing this package never imports an optional extra.
 """
 
 from sms_sim.clock import Clock, RealClock, VirtualClock
-from sms_sim.config import SenderConfig, SimulationConfig
+from sms_sim.config import (
+    Arrivals,
+    ArrivalKind,
+    Jitter,
+    RetryPolicy,
+    SenderConfig,
+    ServiceDistribution,
+    SimulationConfig,
+)
+from sms_sim.des import simulate
 from sms_sim.errors import ConfigError, InvalidMessageError, ShutdownTimeout, SmsSimError
 from sms_sim.generate import generate_messages
 from sms_sim.model import Message, Outcome
@@ -18,19 +27,24 @@ from sms_sim.pipeline import DONE, Monitor, Producer, Sender, run
 from sms_sim.report import Report, SenderReport, StopReason
 
 __all__ = [
+    "ArrivalKind",
+    "Arrivals",
     "Clock",
     "ConfigError",
     "DONE",
     "InvalidMessageError",
+    "Jitter",
     "Message",
     "Monitor",
     "Outcome",
     "Producer",
     "RealClock",
     "Report",
+    "RetryPolicy",
     "Sender",
     "SenderConfig",
     "SenderReport",
+    "ServiceDistribution",
     "ShutdownTimeout",
     "SimulationConfig",
     "SmsSimError",
@@ -38,4 +52,5 @@ __all__ = [
     "VirtualClock",
     "generate_messages",
     "run",
+    "simulate",
 ]
