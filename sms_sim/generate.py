@@ -20,6 +20,7 @@ PRINTABLE_ASCII = "".join(chr(code) for code in range(32, 127))
 DIGITS = "0123456789"
 _LENGTHS = "".join(chr(n) for n in range(TEXT_MIN_CHARS, TEXT_MAX_CHARS + 1))
 _BLOCK_BYTES = 1 << 16
+_BLOCK_MESSAGES = 512
 
 
 class _UniformSymbols:
@@ -67,9 +68,18 @@ def generate_messages(count: int, seed: int | None = None) -> Iterator[Message]:
     digits = _UniformSymbols(rng, DIGITS)
     lengths = _UniformSymbols(rng, _LENGTHS)
     chars = _UniformSymbols(rng, PRINTABLE_ASCII)
-    take_digits, take_length, take_chars = digits.take, lengths.take, chars.take
-    for message_id in range(count):
-        d = take_digits(10)
-        yield trusted_message(
-            message_id, f"{d[:3]}-{d[3:6]}-{d[6:]}", take_chars(ord(take_length(1)))
-        )
+    message_id = 0
+    while message_id < count:
+        # Draw a block of messages' worth of each symbol at once: three calls per block
+        # instead of three per message, which is most of what generation used to cost.
+        block = min(_BLOCK_MESSAGES, count - message_id)
+        phone_digits = digits.take(10 * block)
+        text_lengths = lengths.take(block).encode("latin-1")
+        text = chars.take(sum(text_lengths))
+        start = 0
+        for index, length in enumerate(text_lengths):
+            d = phone_digits[10 * index:10 * index + 10]
+            end = start + length
+            yield trusted_message(message_id, f"{d[:3]}-{d[3:6]}-{d[6:]}", text[start:end])
+            start = end
+            message_id += 1

@@ -98,7 +98,7 @@ def test_a_failing_thread_stops_the_run_and_is_reported() -> None:
 
 def test_components_wired_by_hand_deliver_each_message_exactly_once() -> None:
     """Producer, senders and queues the caller owns; every outcome collected and checked."""
-    inbox: Inbox = queue.Queue(maxsize=8)
+    inbox: Inbox = queue.SimpleQueue()
     successes: OutcomeQueue = queue.SimpleQueue()
     failures: OutcomeQueue = queue.SimpleQueue()
     stop = threading.Event()
@@ -109,7 +109,8 @@ def test_components_wired_by_hand_deliver_each_message_exactly_once() -> None:
                successes=successes, failures=failures, stop=stop, clock=RealClock())
         for i in range(5)
     ]
-    producer = Producer(generate_messages(2000, seed=8), inbox, stop, num_consumers=5)
+    producer = Producer(generate_messages(2000, seed=8), inbox, stop, num_consumers=5,
+                        max_queued=8)
     threads = [threading.Thread(target=producer.run)]
     threads += [threading.Thread(target=s.run) for s in senders]
     for thread in threads:
@@ -126,23 +127,21 @@ def test_components_wired_by_hand_deliver_each_message_exactly_once() -> None:
     assert producer.produced == 2000
 
 
-def test_producer_does_not_block_forever_on_a_full_queue_after_stop() -> None:
-    inbox: Inbox = queue.Queue(maxsize=2)
+def test_producer_keeps_the_inbox_bounded_and_stops_while_full() -> None:
+    """Nobody consumes: the producer fills the inbox to its bound, waits, and on stop puts
+    its sentinel (beyond the bound) and ends; nothing after the bound was produced."""
+    inbox: Inbox = queue.SimpleQueue()
     stop = threading.Event()
-    producer = Producer(generate_messages(100, seed=1), inbox, stop, num_consumers=1)
+    producer = Producer(generate_messages(100, seed=1), inbox, stop, num_consumers=1,
+                        max_queued=3, refill_pause_s=0.001)
     thread = threading.Thread(target=producer.run)
     thread.start()
-    while not inbox.full():
+    while inbox.qsize() < 3:
         thread.join(0.001)
+    thread.join(0.05)  # it is waiting for room, not producing
+    assert producer.produced == 3 and inbox.qsize() == 3
     stop.set()
-    taken: list[object] = []
-    while thread.is_alive() or not inbox.empty():  # a consumer draining to its sentinel
-        try:
-            taken.append(inbox.get(timeout=0.01))
-        except queue.Empty:
-            pass
     thread.join(JOIN_TIMEOUT_S)
     assert not thread.is_alive()
-    assert taken[-1] is DONE
-    # The put in progress when stop was set may complete; nothing after it is produced.
-    assert producer.produced == len(taken) - 1 <= 3
+    taken = [inbox.get_nowait() for _ in range(inbox.qsize())]
+    assert taken[-1] is DONE and len(taken) == 4

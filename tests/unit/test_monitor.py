@@ -15,7 +15,7 @@ def build(
     interval_s: float = 1.0, output: io.StringIO | None = None
 ) -> tuple[Monitor, VirtualClock, OutcomeQueue, OutcomeQueue, Inbox, list[Sender], io.StringIO]:
     clock = VirtualClock(100.0)
-    inbox: Inbox = queue.Queue()
+    inbox: Inbox = queue.SimpleQueue()
     successes: OutcomeQueue = queue.SimpleQueue()
     failures: OutcomeQueue = queue.SimpleQueue()
     stop = threading.Event()
