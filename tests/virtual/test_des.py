@@ -16,7 +16,10 @@ from hypothesis import strategies as st
 from sms_sim import SenderConfig, SimulationConfig, StopReason, generate_messages, run
 from sms_sim.clock import RealClock
 from sms_sim.config import Arrivals, ArrivalKind, RetryPolicy, ServiceDistribution
-from sms_sim.des import _VirtualRun, simulate
+from sms_sim.des import simulate
+from sms_sim.des_burst import fits_burst_loop, run_burst
+from sms_sim.des_general import run_general
+from sms_sim.des_state import VirtualRun
 from sms_sim.output import SafeWriter
 from sms_sim.report import Report
 
@@ -31,11 +34,11 @@ def without_wall(report: Report) -> Report:
 def both_loops(config: SimulationConfig) -> tuple[Report, Report]:
     reports = []
     for force_general in (False, True):
-        state = _VirtualRun(config, 5, SafeWriter(None), None)
+        state = VirtualRun(config, 5, SafeWriter(None), None)
         state.force_general_loop = force_general
-        assert state.fits_burst_loop() is not force_general
-        loop = state.loop if force_general else state.burst_loop
-        reports.append(state.report(loop(lambda: 0, RealClock(), 0.0), 0.0))
+        assert fits_burst_loop(state) is not force_general
+        loop = run_general if force_general else run_burst
+        reports.append(state.report(loop(state, lambda: 0, RealClock(), 0.0), 0.0))
     return reports[0], reports[1]
 
 

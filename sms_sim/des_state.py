@@ -1,0 +1,162 @@
+"""The state of one virtual-time run and the report built from it.
+
+Shared by the two event loops (``des_general`` and its specialisation ``des_burst``): they
+bind what they need to locals, run, and write their totals back here once at the end.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections.abc import Iterable, Iterator
+
+from sms_sim.clock import Clock
+from sms_sim.config import SimulationConfig
+from sms_sim.model import Message
+from sms_sim.output import SafeWriter
+from sms_sim.policy import sender_rng
+from sms_sim.report import (
+    Progress,
+    Report,
+    SenderReport,
+    StopReason,
+    VirtualStats,
+    format_progress,
+)
+from sms_sim.stats import LogHistogram
+
+__all__ = ["VirtualRun", "WALL_PROGRESS_INTERVAL_S", "CHUNK_EVENTS", "ZERO_KEY", "MARKS_MAX"]
+
+WALL_PROGRESS_INTERVAL_S = 2.0  # a long run prints a wall-clock line this often
+CHUNK_EVENTS = 1 << 15  # events between checks of stop requests and the wall clock
+ZERO_KEY = -(10**9)  # LogHistogram's bucket for a zero time
+MARKS_MAX = 100_000  # the burst loop keeps at most about this many time-to-send marks
+
+
+class VirtualRun:
+    """Totals and per-sender tallies of one run, and how to report them."""
+
+    def __init__(
+        self,
+        config: SimulationConfig,
+        seed: int,
+        writer: SafeWriter,
+        messages: Iterable[Message] | None,
+    ) -> None:
+        self.config = config
+        self.seed = seed
+        self.writer = writer
+        self.messages: Iterator[Message] | None = None if messages is None else iter(messages)
+        self.rngs = [sender_rng(seed, i) for i in range(len(config.senders))]
+        self.sent_by = [0] * len(config.senders)
+        self.failed_by = [0] * len(config.senders)
+        self.send_s = [0.0] * len(config.senders)
+        self.histogram = LogHistogram()
+        # The burst loop records every ``mark_stride``-th time to send instead (they arrive
+        # in order there), which is cheaper per message and exact to within a stride.
+        self.marks = array("d")
+        self.mark_stride = max(1, config.num_messages // MARKS_MAX)
+        self.now = 0.0
+        self.produced = 0
+        self.sent = 0
+        self.failed = 0
+        self.dead = 0
+        self.failed_attempts = 0
+        self.busy_s = 0.0
+        self.sum_wait_s = 0.0
+        self.waited = 0
+        self.first_attempts = 0
+        self.area = 0.0  # integral of messages-in-system over time
+        self.sum_time_in_system_s = 0.0
+        self.departed = 0
+        self.makespan_s = 0.0
+        self.unsent = 0
+        self.force_general_loop = False  # tests compare the two loops
+
+    def quantile(self, q: float) -> float:
+        """Time-to-send quantile from whichever record the loop kept."""
+        if self.histogram.total or not self.marks:
+            return self.histogram.quantile(q)
+        index = max(0, min(len(self.marks) - 1, math.ceil(q * self.sent / self.mark_stride) - 1))
+        return self.marks[index]
+
+    def limits(self, wall_start: float) -> tuple[float, float, float, float, float]:
+        """(interval, first tick, simulated end, first check, first wall line): the times
+        at which a loop must look up from its events."""
+        interval = self.config.monitor_interval_s
+        end_at = math.inf if self.config.duration_s is None else self.config.duration_s
+        return (interval, interval, end_at, min(interval, end_at),
+                wall_start + WALL_PROGRESS_INTERVAL_S)
+
+    def wall_line(
+        self, wall: Clock, wall_start: float, due: float, simulated_s: float, sent: int,
+        in_progress: int,
+    ) -> float:
+        """Print a wall-clock progress line if one is due; returns when the next one is."""
+        now = wall.monotonic()
+        if now < due:
+            return due
+        self.writer.write(
+            f"[wall {now - wall_start:6.1f}s] simulated {simulated_s:.1f}s, {sent} sent, "
+            f"{in_progress} in progress\n"
+        )
+        return now + WALL_PROGRESS_INTERVAL_S
+
+    def progress_line(
+        self, stamp: float, sent: int, failed: int, busy_s: float, queued: int
+    ) -> None:
+        attempts = sent + failed
+        progress = Progress(
+            elapsed_s=stamp,
+            sent=sent,
+            failed=failed,
+            avg_send_s=busy_s / attempts if attempts else 0.0,
+            queued=queued,
+            lag_s=0.0,
+            simulated=True,
+        )
+        self.writer.write(format_progress(progress) + "\n")
+
+    def report(self, reason: StopReason, wall_s: float) -> Report:
+        attempts = self.sent + self.failed_attempts
+        makespan = self.makespan_s
+        hist = self.histogram
+        hist.total = sum(hist.counts.values())
+        p50, p95, p99 = (self.quantile(q) for q in (0.50, 0.95, 0.99))
+        senders = len(self.sent_by)
+        return Report(
+            produced=self.produced,
+            sent=self.sent,
+            failed=self.failed,
+            unsent=self.unsent,
+            dead_lettered=self.dead,
+            elapsed_s=makespan,
+            avg_send_s=self.busy_s / attempts if attempts else 0.0,
+            throughput_per_s=attempts / makespan if makespan > 0 else 0.0,
+            senders=tuple(
+                SenderReport(index=i, sent=sent, failed=failed,
+                             avg_send_s=busy / (sent + failed) if sent + failed else 0.0)
+                for i, (sent, failed, busy) in enumerate(
+                    zip(self.sent_by, self.failed_by, self.send_s, strict=True)
+                )
+            ),
+            seed=self.seed,
+            stopped_by=reason,
+            virtual=VirtualStats(
+                wall_s=wall_s,
+                makespan_s=makespan,
+                p50_send_s=p50,
+                p95_send_s=p95,
+                p99_send_s=p99,
+                utilisation=self.busy_s / (senders * makespan) if makespan > 0 else 0.0,
+                attempts=attempts,
+                failed_attempts=self.failed_attempts,
+                mean_wait_s=self.sum_wait_s / self.first_attempts if self.first_attempts else 0.0,
+                waited_fraction=self.waited / self.first_attempts if self.first_attempts else 0.0,
+                mean_in_system=self.area / self.now if self.now > 0 else 0.0,
+                mean_time_in_system_s=(
+                    self.sum_time_in_system_s / self.departed if self.departed else 0.0
+                ),
+                arrival_rate_per_s=self.produced / self.now if self.now > 0 else 0.0,
+            ),
+        )
