@@ -202,3 +202,24 @@ def test_cli_rejects_virtual_only_options_in_real_time() -> None:
     assert result.stderr.strip() == (
         "start.py: error: poisson or schedule arrivals and retries need --virtual"
     )
+
+
+def test_cli_virtual_run_stops_on_sigint_with_everything_accounted() -> None:
+    import os
+    import signal
+
+    proc = subprocess.Popen(
+        [sys.executable, "start.py", "50000000", "4", "0.01", "0.002", "0.1", "--virtual",
+         "--seed", "3", "--interval", "100"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    assert first.startswith("[sim "), first
+    os.kill(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    accounting = [line for line in out.splitlines() if line.startswith("accounting:")]
+    assert len(accounting) == 1 and accounting[0].endswith(": ok")
+    assert "signal: 50000000 produced" in out
