@@ -37,6 +37,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import sms_sim  # noqa: E402
+from _common import alternate, parse_args, print_header, print_runs, print_target  # noqa: E402
+from _common import verdict  # noqa: E402
 from sms_sim.report import LAG_WARNING_S  # noqa: E402
 
 MEAN_S = 0.005
@@ -88,39 +90,27 @@ def _run_naive(num_messages: int, senders: int) -> float:
     return time.perf_counter() - started
 
 
-def _fmt_runs(values: Sequence[float]) -> str:
-    return " ".join(f"{v:.4f}" for v in values)
-
-
 def _bench_senders(senders: int, ideal_s: float, runs: int) -> bool:
     """Measure one sender count, print its lines, and return whether it met its target."""
     num_messages = round(ideal_s * senders / MEAN_S)
     ideal_s = num_messages * MEAN_S / senders
-    ours: list[_OursRun] = []
-    naive_s: list[float] = []
-    for run in range(runs):
-        if run % 2 == 0:
-            ours.append(_run_ours(num_messages, senders))
-            naive_s.append(_run_naive(num_messages, senders))
-        else:
-            naive_s.append(_run_naive(num_messages, senders))
-            ours.append(_run_ours(num_messages, senders))
+    ours, naive_s = alternate(
+        lambda: _run_ours(num_messages, senders), lambda: _run_naive(num_messages, senders), runs
+    )
 
     ours_ratios = [r.elapsed_s / ideal_s for r in ours]
     wall_ratios = [r.wall_s / ideal_s for r in ours]
     naive_ratios = [s / ideal_s for s in naive_s]
-    ours_ratio = statistics.median(ours_ratios)
-    naive_ratio = statistics.median(naive_ratios)
     max_lag_s = statistics.median(r.max_lag_s for r in ours)
     flagged = [r.max_lag_s > LAG_WARNING_S for r in ours]
     missed = [ratio > TARGET_RATIO for ratio in ours_ratios]
     tag = f"S={senders}"
 
-    print(f"{tag}: N={num_messages}, mean {MEAN_S * 1000:g} ms, ideal {ideal_s:.3f} s, "
-          f"median of {runs} runs")
-    print(f"  {tag} ours report.elapsed_s/ideal: {ours_ratio:.4f} (runs {_fmt_runs(ours_ratios)})")
+    print_header(f"{tag}: N={num_messages}, mean {MEAN_S * 1000:g} ms, ideal {ideal_s:.3f} s",
+                 runs)
+    ours_ratio = print_runs(f"{tag} ours report.elapsed_s/ideal", ours_ratios, ".4f")
     print(f"  {tag} ours wall/ideal: {statistics.median(wall_ratios):.4f}")
-    print(f"  {tag} naive wall/ideal: {naive_ratio:.4f} (runs {_fmt_runs(naive_ratios)})")
+    naive_ratio = print_runs(f"{tag} naive wall/ideal", naive_ratios, ".4f")
     print(f"  {tag} ours/naive: {ours_ratio / naive_ratio:.3f}")
     print(f"  {tag} ours report.max_lag_s: {max_lag_s:.4f} s "
           f"(flags lagging above {LAG_WARNING_S:g} s)")
@@ -128,29 +118,28 @@ def _bench_senders(senders: int, ideal_s: float, runs: int) -> bool:
           f"in {sum(flagged)}/{runs} runs")
     if senders <= TARGET_MAX_SENDERS:
         passed = ours_ratio <= TARGET_RATIO
-        print(f"  {tag} target ours report.elapsed_s/ideal <= {TARGET_RATIO}: "
-              f"{'PASS' if passed else 'FAIL'} ({ours_ratio:.4f})")
+        print_target(f"{tag} target ours report.elapsed_s/ideal <= {TARGET_RATIO}", passed,
+                     f"{ours_ratio:.4f}")
     else:
         unflagged = sum(m and not f for m, f in zip(missed, flagged, strict=True))
         passed = unflagged == 0
-        print(f"  {tag} target report flags lagging in every run above {TARGET_RATIO} x ideal: "
-              f"{'PASS' if passed else 'FAIL'} ({sum(missed)}/{runs} runs above, "
-              f"{unflagged} of them unflagged)")
+        print_target(f"{tag} target report flags lagging in every run above {TARGET_RATIO} x "
+                     f"ideal", passed, f"{sum(missed)}/{runs} runs above, "
+                     f"{unflagged} of them unflagged")
     return passed
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--runs", type=int, default=3, help="repetitions per side (default 3)")
+def _add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--senders", type=int, nargs="+", default=[4, 100, 1000])
     parser.add_argument("--ideal-s", type=float, default=3.0,
                         help=f"ideal run time for S <= {TARGET_MAX_SENDERS} (default 3)")
     parser.add_argument("--large-ideal-s", type=float, default=0.5,
                         help=f"ideal run time for S > {TARGET_MAX_SENDERS} (default 0.5)")
-    parser.add_argument("--quick", action="store_true", help="ideals of 1 s and 0.2 s")
-    args = parser.parse_args(argv)
-    if args.runs < 1:
-        parser.error(f"--runs must be >= 1 (got {args.runs})")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(__doc__, argv, runs=3, quick_help="ideals of 1 s and 0.2 s",
+                      add_options=_add_options)
     ideal_s: float = 1.0 if args.quick else args.ideal_s
     large_ideal_s: float = 0.2 if args.quick else args.large_ideal_s
 
@@ -160,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _bench_senders(s, ideal_s if s <= TARGET_MAX_SENDERS else large_ideal_s, args.runs)
         for s in args.senders
     ]
-    print(f"fidelity overall: {'PASS' if all(results) else 'FAIL'}")
+    print(f"fidelity overall: {verdict(all(results))}")
     return 0
 
 

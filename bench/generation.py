@@ -1,12 +1,13 @@
 """Message generation rate: ``generate_messages`` against per-message ``random.choices``.
 
 What is measured: messages per second of ``sum(1 for _ in generate_messages(N, seed))`` with
-N = 300,000. In the same run, a baseline is timed the same way. Per message it draws 10
-digits with ``rng.choices('0123456789', k=10)`` and formats them as xxx-xxx-xxxx, draws a
-length with ``rng.randint(1, 100)`` and a text of that many printable ASCII characters (codes
-32-126) with ``rng.choices``, then builds the message with ``trusted_message``, the
-constructor the generator itself uses, so both sides pay the same construction cost and the
-ratio measures the drawing alone. Runs alternate which side goes first.
+N = 300,000 (50,000 with ``--quick``). In the same run, a baseline is timed the same way. Per
+message it draws 10 digits with ``rng.choices('0123456789', k=10)`` and formats them as
+xxx-xxx-xxxx, draws a length with ``rng.randint(1, 100)`` and a text of that many printable
+ASCII characters (codes 32-126) with ``rng.choices``, then builds the message with
+``trusted_message``, the constructor the generator itself uses, so both sides pay the same
+construction cost and the ratio measures the drawing alone. Runs alternate which side goes
+first.
 
 Why: the producer thread generates every message, so generation must stay well ahead of the
 senders. The generator draws random bytes in blocks and maps them with ``bytes.translate``
@@ -15,14 +16,11 @@ for that reason, and this checks that the speed-up is real.
 Target: ours / baseline >= 3.
 
 Command (from the repo root): python3 bench/generation.py [--runs 5] [--quick]
-(``--quick`` uses N = 50,000.)
 """
 
 from __future__ import annotations
 
-import argparse
 import random
-import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -31,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import sms_sim  # noqa: E402
+from _common import Side, compare_rates, parse_args  # noqa: E402
 from sms_sim.model import trusted_message  # noqa: E402
 
 SEED = 1
@@ -64,39 +63,12 @@ def _rate_baseline(num_messages: int) -> float:
     return num_messages / elapsed_s
 
 
-def _fmt_runs(values: Sequence[float]) -> str:
-    return " ".join(f"{v:.0f}" for v in values)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--runs", type=int, default=5, help="repetitions per side (default 5)")
-    parser.add_argument("--messages", type=int, default=300_000, help="N (default 300000)")
-    parser.add_argument("--quick", action="store_true", help="N = 50000")
-    args = parser.parse_args(argv)
-    if args.runs < 1:
-        parser.error(f"--runs must be >= 1 (got {args.runs})")
-    num_messages: int = 50_000 if args.quick else args.messages
-
-    ours: list[float] = []
-    baseline: list[float] = []
-    for run in range(args.runs):
-        if run % 2 == 0:
-            ours.append(_rate_ours(num_messages))
-            baseline.append(_rate_baseline(num_messages))
-        else:
-            baseline.append(_rate_baseline(num_messages))
-            ours.append(_rate_ours(num_messages))
-
-    ours_rate = statistics.median(ours)
-    baseline_rate = statistics.median(baseline)
-    ratio = ours_rate / baseline_rate
-    print(f"generation: N={num_messages}, seed {SEED}, median of {args.runs} runs")
-    print(f"  ours generate_messages msg/s: {ours_rate:.0f} (runs {_fmt_runs(ours)})")
-    print(f"  baseline random.choices msg/s: {baseline_rate:.0f} (runs {_fmt_runs(baseline)})")
-    print(f"  ours/baseline: {ratio:.2f}x")
-    print(f"  target ours/baseline >= {TARGET_RATIO:g}x: "
-          f"{'PASS' if ratio >= TARGET_RATIO else 'FAIL'}")
+    args = parse_args(__doc__, argv, runs=5, messages=(300_000, 50_000))
+    compare_rates(f"generation: N={args.messages}, seed {SEED}", args.runs, args.messages,
+                  Side("ours", "ours generate_messages msg/s", _rate_ours),
+                  Side("baseline", "baseline random.choices msg/s", _rate_baseline),
+                  target=TARGET_RATIO, ratio_spec=".2f", unit="x")
     return 0
 
 

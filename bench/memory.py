@@ -26,31 +26,18 @@ Command (from the repo root): python3 bench/memory.py [--runs 3] [--quick]
 
 from __future__ import annotations
 
-import argparse
-import json
-import statistics
-import subprocess
 import sys
 from collections.abc import Sequence
-from pathlib import Path
+from functools import partial
+
+from _common import child_code, parse_args, peak_rss_mib, print_header, print_runs, print_target
+from _common import rotate
 
 # The parent never imports sms_sim; each child puts the repo root on its own path.
-ROOT = Path(__file__).resolve().parent.parent
-
 SENDERS = 4
 SEED = 1
 TARGET_GROWTH_MIB = 10.0
-KIB_PER_MIB = 1024
 
-_PREAMBLE = """\
-import json, resource, sys
-sys.path.insert(0, {root!r})
-import sms_sim
-config = sms_sim.SimulationConfig(
-    num_messages={n}, senders=[sms_sim.SenderConfig(0.0, 0.0, 0.0)] * {senders}, seed={seed}
-)
-count = 0
-"""
 _WORKLOADS = {
     "baseline": "",
     "ours": """\
@@ -66,66 +53,37 @@ for message in sms_sim.generate_messages({n}, {seed}):
 count = inbox.qsize()
 """,
 }
-_EPILOGUE = """\
-usage = resource.getrusage(resource.RUSAGE_SELF)
-print(json.dumps({"maxrss_kib": usage.ru_maxrss, "count": count}))
-"""
 
 
 def _peak_rss_mib(workload: str, num_messages: int) -> float:
     """Run one child and return its peak RSS; raises if it failed or processed too little."""
-    fields = {"root": str(ROOT), "n": num_messages, "senders": SENDERS, "seed": SEED}
-    code = (
-        _PREAMBLE.format(**fields) + _WORKLOADS[workload].format(**fields) + _EPILOGUE
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
-    )
-    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    body = _WORKLOADS[workload].format(n=num_messages, seed=SEED)
+    code = child_code("import sms_sim", num_messages, SENDERS, SEED, body)
     expected = 0 if workload == "baseline" else num_messages
-    if figures["count"] != expected:
-        raise RuntimeError(f"{workload} child handled {figures['count']} of {expected} messages")
-    return float(figures["maxrss_kib"]) / KIB_PER_MIB
-
-
-def _fmt_runs(values: Sequence[float]) -> str:
-    return " ".join(f"{v:.1f}" for v in values)
+    return peak_rss_mib(code, expected, f"{workload} child handled")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--runs", type=int, default=3, help="children of each kind (default 3)")
-    parser.add_argument("--messages", type=int, default=1_000_000, help="N (default 1000000)")
-    parser.add_argument("--quick", action="store_true", help="N = 200000")
-    args = parser.parse_args(argv)
-    if args.runs < 1:
-        parser.error(f"--runs must be >= 1 (got {args.runs})")
-    num_messages: int = 200_000 if args.quick else args.messages
+    args = parse_args(__doc__, argv, runs=3, runs_help="children of each kind",
+                      messages=(1_000_000, 200_000))
+    num_messages: int = args.messages
 
-    kinds = list(_WORKLOADS)
-    peaks: dict[str, list[float]] = {kind: [] for kind in kinds}
-    for run in range(args.runs):
-        shift = run % len(kinds)
-        for kind in kinds[shift:] + kinds[:shift]:
-            peaks[kind].append(_peak_rss_mib(kind, num_messages))
+    peaks = rotate({kind: partial(_peak_rss_mib, kind, num_messages) for kind in _WORKLOADS},
+                   args.runs)
 
-    median = {kind: statistics.median(values) for kind, values in peaks.items()}
-    ours_growth = median["ours"] - median["baseline"]
-    prefilled_growth = median["prefilled"] - median["baseline"]
-    passed = ours_growth <= TARGET_GROWTH_MIB
-    print(f"memory: peak RSS of a child, N={num_messages}, {SENDERS} senders at zero latency, "
-          f"median of {args.runs} runs")
-    print(f"  baseline (import + config) peak MiB: {median['baseline']:.1f} "
-          f"(runs {_fmt_runs(peaks['baseline'])})")
-    print(f"  ours peak MiB: {median['ours']:.1f} (runs {_fmt_runs(peaks['ours'])})")
-    print(f"  prefilled queue.Queue peak MiB: {median['prefilled']:.1f} "
-          f"(runs {_fmt_runs(peaks['prefilled'])})")
+    print_header(f"memory: peak RSS of a child, N={num_messages}, {SENDERS} senders at zero "
+                 f"latency", args.runs)
+    baseline = print_runs("baseline (import + config) peak MiB", peaks["baseline"], ".1f")
+    ours = print_runs("ours peak MiB", peaks["ours"], ".1f")
+    prefilled = print_runs("prefilled queue.Queue peak MiB", peaks["prefilled"], ".1f")
+    ours_growth = ours - baseline
+    prefilled_growth = prefilled - baseline
     print(f"  ours over baseline MiB: {ours_growth:.1f}")
     print(f"  prefilled over baseline MiB: {prefilled_growth:.1f}")
     if ours_growth > 0:
         print(f"  prefilled growth / ours growth: {prefilled_growth / ours_growth:.1f}x")
-    print(f"  target ours <= baseline + {TARGET_GROWTH_MIB:g} MiB: "
-          f"{'PASS' if passed else 'FAIL'} ({ours_growth:.1f} MiB over)")
+    print_target(f"target ours <= baseline + {TARGET_GROWTH_MIB:g} MiB",
+                 ours_growth <= TARGET_GROWTH_MIB, f"{ours_growth:.1f} MiB over")
     return 0
 
 

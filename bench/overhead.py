@@ -18,9 +18,7 @@ Command (from the repo root): python3 bench/overhead.py [--runs 5] [--quick]
 
 from __future__ import annotations
 
-import argparse
 import queue
-import statistics
 import sys
 import threading
 import time
@@ -30,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import sms_sim  # noqa: E402
+from _common import Side, compare_rates, parse_args  # noqa: E402
 
 SENDERS = 4
 QUEUE_SIZE = 1024
@@ -78,40 +77,12 @@ def _rate_bare(num_messages: int) -> float:
     return num_messages / elapsed_s
 
 
-def _fmt_runs(values: Sequence[float]) -> str:
-    return " ".join(f"{v:.0f}" for v in values)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--runs", type=int, default=5, help="repetitions per side (default 5)")
-    parser.add_argument("--messages", type=int, default=200_000, help="N (default 200000)")
-    parser.add_argument("--quick", action="store_true", help="N = 50000")
-    args = parser.parse_args(argv)
-    if args.runs < 1:
-        parser.error(f"--runs must be >= 1 (got {args.runs})")
-    num_messages: int = 50_000 if args.quick else args.messages
-
-    ours: list[float] = []
-    bare: list[float] = []
-    for run in range(args.runs):
-        if run % 2 == 0:
-            ours.append(_rate_ours(num_messages))
-            bare.append(_rate_bare(num_messages))
-        else:
-            bare.append(_rate_bare(num_messages))
-            ours.append(_rate_ours(num_messages))
-
-    ours_rate = statistics.median(ours)
-    bare_rate = statistics.median(bare)
-    ratio = ours_rate / bare_rate
-    print(f"overhead: N={num_messages}, {SENDERS} senders at zero latency, "
-          f"median of {args.runs} runs")
-    print(f"  ours msg/s: {ours_rate:.0f} (runs {_fmt_runs(ours)})")
-    print(f"  bare queue.Queue(maxsize={QUEUE_SIZE}) msg/s: {bare_rate:.0f} "
-          f"(runs {_fmt_runs(bare)})")
-    print(f"  ours/bare: {ratio:.3f}")
-    print(f"  target ours/bare >= {TARGET_RATIO}: {'PASS' if ratio >= TARGET_RATIO else 'FAIL'}")
+    args = parse_args(__doc__, argv, runs=5, messages=(200_000, 50_000))
+    compare_rates(f"overhead: N={args.messages}, {SENDERS} senders at zero latency", args.runs,
+                  args.messages, Side("ours", "ours msg/s", _rate_ours),
+                  Side("bare", f"bare queue.Queue(maxsize={QUEUE_SIZE}) msg/s", _rate_bare),
+                  target=TARGET_RATIO, ratio_spec=".3f")
     return 0
 
 

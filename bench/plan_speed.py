@@ -18,9 +18,7 @@ Command (from the repo root): python3 bench/plan_speed.py [--runs 1] [--quick]
 
 from __future__ import annotations
 
-import argparse
 import os
-import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -29,6 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import sms_sim  # noqa: E402
+from _common import parse_args, print_header, print_runs, print_target  # noqa: E402
 from sms_sim.plan import PlanResult, plan  # noqa: E402
 
 SEED = 1
@@ -51,12 +50,7 @@ def _time_plan(num_messages: int, jobs: int) -> tuple[float, PlanResult]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--runs", type=int, default=1, help="repetitions (default 1)")
-    parser.add_argument("--quick", action="store_true", help="N = 20000")
-    args = parser.parse_args(argv)
-    if args.runs < 1:
-        parser.error(f"--runs must be >= 1 (got {args.runs})")
+    args = parse_args(__doc__, argv, runs=1, runs_help="repetitions", quick_help="N = 20000")
     num_messages = 20_000 if args.quick else 100_000
     jobs = os.cpu_count() or 1
 
@@ -66,13 +60,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         elapsed_s, result = _time_plan(num_messages, jobs)
         times.append(elapsed_s)
     assert result is not None
-    seconds = statistics.median(times)
-    print(f"plan speed: N={num_messages}, {len(SENDER_COUNTS)} sender counts "
-          f"({SENDER_COUNTS[0]}-{SENDER_COUNTS[-1]}) x {REPLICATIONS} replications, "
-          f"jobs={jobs}, median of {args.runs} runs")
-    print(f"  wall s: {seconds:.1f} (runs {' '.join(f'{t:.1f}' for t in times)})")
+    print_header(f"plan speed: N={num_messages}, {len(SENDER_COUNTS)} sender counts "
+                 f"({SENDER_COUNTS[0]}-{SENDER_COUNTS[-1]}) x {REPLICATIONS} replications, "
+                 f"jobs={jobs}", args.runs)
+    seconds = print_runs("wall s", times, ".1f")
     print(f"  min senders meeting {DEADLINE_S:g} s: {result.min_senders}")
-    print(f"  target wall < {TARGET_S:g} s: {'PASS' if seconds < TARGET_S else 'FAIL'}")
+    print_target(f"target wall < {TARGET_S:g} s", seconds < TARGET_S)
     return 0
 
 

@@ -25,94 +25,57 @@ Command (from the repo root): python3 bench/virtual_memory.py [--runs 3] [--quic
 
 from __future__ import annotations
 
-import argparse
-import json
-import statistics
-import subprocess
 import sys
 from collections.abc import Sequence
-from pathlib import Path
+from functools import partial
+
+from _common import child_code, parse_args, peak_rss_mib, print_header, print_runs, print_target
+from _common import rotate
 
 # The parent never imports sms_sim; each child puts the repo root on its own path.
-ROOT = Path(__file__).resolve().parent.parent
-
 SENDERS = 4
 SEED = 1
 TARGET_DIFFERENCE_MIB = 5.0
-KIB_PER_MIB = 1024
 
-_CHILD = """\
-import json, resource, sys
-sys.path.insert(0, {root!r})
-import sms_sim
-from sms_sim.des import simulate
-config = sms_sim.SimulationConfig(
-    num_messages={n}, senders=[sms_sim.SenderConfig(0.0, 0.0, 0.0)] * {senders}, seed={seed}
-)
-count = 0
+_IMPORTS = "import sms_sim\nfrom sms_sim.des import simulate"
+_WORKLOAD = """\
 if {run}:
     report = simulate(config, output=None)
     assert report.is_accounted, report
     count = report.sent
-usage = resource.getrusage(resource.RUSAGE_SELF)
-print(json.dumps({{"maxrss_kib": usage.ru_maxrss, "count": count}}))
 """
 
 
 def _peak_rss_mib(num_messages: int, run: bool) -> float:
     """Run one child and return its peak RSS; raises if it failed or sent too few."""
-    code = _CHILD.format(root=str(ROOT), n=num_messages, senders=SENDERS, seed=SEED, run=run)
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
-    )
-    figures = json.loads(result.stdout.strip().splitlines()[-1])
-    expected = num_messages if run else 0
-    if figures["count"] != expected:
-        raise RuntimeError(f"child sent {figures['count']} of {expected} messages")
-    return float(figures["maxrss_kib"]) / KIB_PER_MIB
-
-
-def _fmt_runs(values: Sequence[float]) -> str:
-    return " ".join(f"{v:.1f}" for v in values)
+    code = child_code(_IMPORTS, num_messages, SENDERS, SEED, _WORKLOAD.format(run=run))
+    return peak_rss_mib(code, num_messages if run else 0, "child sent")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--runs", type=int, default=3, help="children of each kind (default 3)")
-    parser.add_argument("--quick", action="store_true", help="N = 100000 and 1000000")
-    args = parser.parse_args(argv)
-    if args.runs < 1:
-        parser.error(f"--runs must be >= 1 (got {args.runs})")
+    args = parse_args(__doc__, argv, runs=3, runs_help="children of each kind",
+                      quick_help="N = 100000 and 1000000")
     small_n, large_n = (100_000, 1_000_000) if args.quick else (1_000_000, 10_000_000)
 
-    kinds: dict[str, tuple[int, bool]] = {
-        "baseline": (small_n, False),
-        "small": (small_n, True),
-        "large": (large_n, True),
-    }
-    names = list(kinds)
-    peaks: dict[str, list[float]] = {name: [] for name in names}
-    for run in range(args.runs):
-        shift = run % len(names)
-        for name in names[shift:] + names[:shift]:
-            peaks[name].append(_peak_rss_mib(*kinds[name]))
+    peaks = rotate({
+        "baseline": partial(_peak_rss_mib, small_n, False),
+        "small": partial(_peak_rss_mib, small_n, True),
+        "large": partial(_peak_rss_mib, large_n, True),
+    }, args.runs)
 
-    median = {name: statistics.median(values) for name, values in peaks.items()}
-    small_growth = median["small"] - median["baseline"]
-    large_growth = median["large"] - median["baseline"]
+    print_header(f"virtual memory: peak RSS of a child running simulate, burst on {SENDERS} "
+                 f"senders at zero latency", args.runs)
+    baseline = print_runs("baseline (import + config) peak MiB", peaks["baseline"], ".1f")
+    small = print_runs(f"N={small_n} peak MiB", peaks["small"], ".1f")
+    large = print_runs(f"N={large_n} peak MiB", peaks["large"], ".1f")
+    small_growth = small - baseline
+    large_growth = large - baseline
     difference = large_growth - small_growth
-    passed = abs(difference) <= TARGET_DIFFERENCE_MIB
-    print(f"virtual memory: peak RSS of a child running simulate, burst on {SENDERS} senders "
-          f"at zero latency, median of {args.runs} runs")
-    print(f"  baseline (import + config) peak MiB: {median['baseline']:.1f} "
-          f"(runs {_fmt_runs(peaks['baseline'])})")
-    print(f"  N={small_n} peak MiB: {median['small']:.1f} (runs {_fmt_runs(peaks['small'])})")
-    print(f"  N={large_n} peak MiB: {median['large']:.1f} (runs {_fmt_runs(peaks['large'])})")
     print(f"  N={small_n} over baseline MiB: {small_growth:.1f}")
     print(f"  N={large_n} over baseline MiB: {large_growth:.1f}")
     print(f"  difference (N={large_n} - N={small_n}) MiB: {difference:.1f}")
-    print(f"  target |difference| <= {TARGET_DIFFERENCE_MIB:g} MiB: "
-          f"{'PASS' if passed else 'FAIL'}")
+    print_target(f"target |difference| <= {TARGET_DIFFERENCE_MIB:g} MiB",
+                 abs(difference) <= TARGET_DIFFERENCE_MIB)
     return 0
 
 

@@ -37,10 +37,8 @@ never a project dependency: run the script with an interpreter that has it, for 
 
 from __future__ import annotations
 
-import argparse
 import heapq
 import random
-import statistics
 import sys
 import time
 from collections.abc import Callable, Generator, Sequence
@@ -51,6 +49,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import sms_sim  # noqa: E402
+from _common import parse_args, print_header, print_runs, print_target, rotate  # noqa: E402
 from sms_sim.config import (  # noqa: E402
     Arrivals,
     ArrivalKind,
@@ -70,6 +69,7 @@ TARGET_A_RATE = 1_500_000.0
 TARGET_A_VS_MINIMAL = 0.4
 TARGET_A_VS_SIMPY = 1.5
 TARGET_B_VS_SIMPY = 4.0
+SIMPY_ABSENT = "SimPy not installed"
 
 
 def _load_simpy() -> ModuleType | None:
@@ -79,6 +79,16 @@ def _load_simpy() -> ModuleType | None:
         return None
     module: ModuleType = simpy
     return module
+
+
+def _run_simpy(env: Any, done: list[int], num_messages: int) -> float:
+    """Run a SimPy model to its end; completions per wall second, raising unless all done."""
+    started = time.perf_counter()
+    env.run()
+    elapsed_s = time.perf_counter() - started
+    if done[0] != num_messages:
+        raise RuntimeError(f"SimPy completed {done[0]} of {num_messages}")
+    return num_messages / elapsed_s
 
 
 def _a_means() -> list[float]:
@@ -140,12 +150,7 @@ def _a_simpy(simpy: ModuleType, num_messages: int) -> float:
     for i, mean in enumerate(_a_means()):
         rng = random.Random(f"simpy:{SEED}:{i}")
         env.process(sender(rng, mean - mean / 4, mean / 2))
-    started = time.perf_counter()
-    env.run()
-    elapsed_s = time.perf_counter() - started
-    if done[0] != num_messages:
-        raise RuntimeError(f"SimPy completed {done[0]} of {num_messages}")
-    return num_messages / elapsed_s
+    return _run_simpy(env, done, num_messages)
 
 
 # ---- case B: M/M/40 at 90 % load ------------------------------------------------------------
@@ -220,43 +225,43 @@ def _b_simpy(simpy: ModuleType, num_messages: int) -> float:
             env.process(message())
 
     env.process(source())
-    started = time.perf_counter()
-    env.run()
-    elapsed_s = time.perf_counter() - started
-    if done[0] != num_messages:
-        raise RuntimeError(f"SimPy completed {done[0]} of {num_messages}")
-    return num_messages / elapsed_s
+    return _run_simpy(env, done, num_messages)
 
 
 # ---- reporting -----------------------------------------------------------------------------
 
 
-def _fmt_runs(values: Sequence[float]) -> str:
-    return " ".join(f"{v:.0f}" for v in values)
+def _print_case(
+    header: str, runs: int, rates: dict[str, list[float]], other: str, other_label: str,
+    simpy: ModuleType | None,
+) -> dict[str, float]:
+    """Print a case's header, its rate lines and ratios; return the median rate of each side."""
+    print_header(header, runs)
+    median = {
+        "ours": print_runs("ours completions/s", rates["ours"], ".0f"),
+        other: print_runs(f"{other_label} completions/s", rates[other], ".0f"),
+    }
+    if simpy is None:
+        print(f"  SimPy completions/s: {SIMPY_ABSENT}")
+    else:
+        version = getattr(simpy, "__version__", "?")
+        median["simpy"] = print_runs(f"SimPy {version} completions/s", rates["simpy"], ".0f")
+    print(f"  ours/{other}: {median['ours'] / median[other]:.3f}")
+    if simpy is not None:
+        print(f"  ours/SimPy: {median['ours'] / median['simpy']:.2f}")
+    return median
 
 
-def _verdict(passed: bool) -> str:
-    return "PASS" if passed else "FAIL"
-
-
-def _measure(sides: dict[str, Callable[[], float]], runs: int) -> dict[str, list[float]]:
-    """Run every side ``runs`` times, rotating which goes first."""
-    names = list(sides)
-    rates: dict[str, list[float]] = {name: [] for name in names}
-    for run in range(runs):
-        shift = run % len(names)
-        for name in names[shift:] + names[:shift]:
-            rates[name].append(sides[name]())
-    return rates
+def _print_simpy_target(median: dict[str, float], target: float) -> None:
+    label = f"target ours/SimPy >= {target}"
+    if "simpy" not in median:
+        print_target(label, None, SIMPY_ABSENT)
+    else:
+        print_target(label, median["ours"] / median["simpy"] >= target)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--runs", type=int, default=5, help="repetitions per side (default 5)")
-    parser.add_argument("--quick", action="store_true", help="N = 200000 (A) and 50000 (B)")
-    args = parser.parse_args(argv)
-    if args.runs < 1:
-        parser.error(f"--runs must be >= 1 (got {args.runs})")
+    args = parse_args(__doc__, argv, runs=5, quick_help="N = 200000 (A) and 50000 (B)")
     n_a = 200_000 if args.quick else 1_000_000
     n_b = 50_000 if args.quick else 200_000
     simpy = _load_simpy()
@@ -272,56 +277,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if simpy is not None:
         sides_a["simpy"] = lambda: _a_simpy(simpy, n_a)
         sides_b["simpy"] = lambda: _b_simpy(simpy, n_b)
-    rates_a = _measure(sides_a, args.runs)
-    rates_b = _measure(sides_b, args.runs)
-    med_a = {name: statistics.median(values) for name, values in rates_a.items()}
-    med_b = {name: statistics.median(values) for name, values in rates_b.items()}
-    simpy_absent = "SimPy not installed"
-    simpy_version = "" if simpy is None else f" {getattr(simpy, '__version__', '?')}"
+    rates_a = rotate(sides_a, args.runs)
+    rates_b = rotate(sides_b, args.runs)
 
-    print(f"virtual speed A: burst N={n_a}, {A_SENDERS} senders (means "
-          f"{A_MEAN_LOW_S * 1000:.0f}-{A_MEAN_HIGH_S * 1000:.0f} ms, deviation mean/4, "
-          f"failure {A_FAILURE_RATE}), median of {args.runs} runs")
-    print(f"  ours completions/s: {med_a['ours']:.0f} (runs {_fmt_runs(rates_a['ours'])})")
-    print(f"  minimal heapq loop completions/s: {med_a['minimal']:.0f} "
-          f"(runs {_fmt_runs(rates_a['minimal'])})")
-    if simpy is None:
-        print(f"  SimPy completions/s: {simpy_absent}")
-    else:
-        print(f"  SimPy{simpy_version} completions/s: {med_a['simpy']:.0f} "
-              f"(runs {_fmt_runs(rates_a['simpy'])})")
-    vs_minimal = med_a["ours"] / med_a["minimal"]
-    print(f"  ours/minimal: {vs_minimal:.3f}")
-    if simpy is not None:
-        print(f"  ours/SimPy: {med_a['ours'] / med_a['simpy']:.2f}")
-    print(f"  target ours >= {TARGET_A_RATE:.0f}/s: {_verdict(med_a['ours'] >= TARGET_A_RATE)}")
-    print(f"  target ours/minimal >= {TARGET_A_VS_MINIMAL}: "
-          f"{_verdict(vs_minimal >= TARGET_A_VS_MINIMAL)}")
-    if simpy is None:
-        print(f"  target ours/SimPy >= {TARGET_A_VS_SIMPY}: SKIP ({simpy_absent})")
-    else:
-        ratio = med_a["ours"] / med_a["simpy"]
-        print(f"  target ours/SimPy >= {TARGET_A_VS_SIMPY}: {_verdict(ratio >= TARGET_A_VS_SIMPY)}")
+    med_a = _print_case(
+        f"virtual speed A: burst N={n_a}, {A_SENDERS} senders (means "
+        f"{A_MEAN_LOW_S * 1000:.0f}-{A_MEAN_HIGH_S * 1000:.0f} ms, deviation mean/4, "
+        f"failure {A_FAILURE_RATE})", args.runs, rates_a, "minimal", "minimal heapq loop", simpy,
+    )
+    print_target(f"target ours >= {TARGET_A_RATE:.0f}/s", med_a["ours"] >= TARGET_A_RATE)
+    print_target(f"target ours/minimal >= {TARGET_A_VS_MINIMAL}",
+                 med_a["ours"] / med_a["minimal"] >= TARGET_A_VS_MINIMAL)
+    _print_simpy_target(med_a, TARGET_A_VS_SIMPY)
 
-    print(f"virtual speed B: M/M/{B_SERVERS}, Poisson arrivals {B_ARRIVAL_RATE:g}/s, "
-          f"exponential service mean {B_SERVICE_MEAN_S:g} s "
-          f"(load {B_ARRIVAL_RATE * B_SERVICE_MEAN_S / B_SERVERS:.0%}), N={n_b}, "
-          f"median of {args.runs} runs")
-    print(f"  ours completions/s: {med_b['ours']:.0f} (runs {_fmt_runs(rates_b['ours'])})")
-    print(f"  plain event loop completions/s: {med_b['plain']:.0f} "
-          f"(runs {_fmt_runs(rates_b['plain'])})")
-    if simpy is None:
-        print(f"  SimPy completions/s: {simpy_absent}")
-    else:
-        print(f"  SimPy{simpy_version} completions/s: {med_b['simpy']:.0f} "
-              f"(runs {_fmt_runs(rates_b['simpy'])})")
-    print(f"  ours/plain: {med_b['ours'] / med_b['plain']:.3f}")
-    if simpy is None:
-        print(f"  target ours/SimPy >= {TARGET_B_VS_SIMPY}: SKIP ({simpy_absent})")
-    else:
-        ratio = med_b["ours"] / med_b["simpy"]
-        print(f"  ours/SimPy: {ratio:.2f}")
-        print(f"  target ours/SimPy >= {TARGET_B_VS_SIMPY}: {_verdict(ratio >= TARGET_B_VS_SIMPY)}")
+    med_b = _print_case(
+        f"virtual speed B: M/M/{B_SERVERS}, Poisson arrivals {B_ARRIVAL_RATE:g}/s, "
+        f"exponential service mean {B_SERVICE_MEAN_S:g} s "
+        f"(load {B_ARRIVAL_RATE * B_SERVICE_MEAN_S / B_SERVERS:.0%}), N={n_b}",
+        args.runs, rates_b, "plain", "plain event loop", simpy,
+    )
+    _print_simpy_target(med_b, TARGET_B_VS_SIMPY)
     return 0
 
 
