@@ -23,6 +23,7 @@ from sms_sim import (
     run,
 )
 from sms_sim.pipeline import Inbox, OutcomeQueue
+from tests.stop_requests import StopAfterPolls
 
 JOIN_TIMEOUT_S = 10.0
 
@@ -59,16 +60,9 @@ def test_zero_messages_completes_at_once() -> None:
 
 
 def test_stop_request_mid_run_loses_nothing() -> None:
-    polls = 0
-
-    def stop_after_a_few_polls() -> int:
-        nonlocal polls
-        polls += 1
-        return 1 if polls > 3 else 0
-
     config = SimulationConfig(num_messages=100_000, senders=[SenderConfig(0.001, 0, 0.1)] * 3,
                               seed=2, queue_size=64)
-    report = run(config, output=None, stop_requests=stop_after_a_few_polls)
+    report = run(config, output=None, stop_requests=StopAfterPolls(3))
     assert report.stopped_by is StopReason.SIGNAL
     assert 0 < report.produced < 100_000
     assert report.unsent > 0

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sms_sim import SenderConfig, SimulationConfig, StopReason, run
+from tests.stop_requests import StopAfterPolls
 
 senders = st.builds(
     SenderConfig,
@@ -37,15 +38,7 @@ def test_every_message_is_accounted_for(
     second_signal: bool,
     seed: int,
 ) -> None:
-    polls = 0
-
-    def requests() -> int:
-        nonlocal polls
-        polls += 1
-        if stop_after_polls is None or polls <= stop_after_polls:
-            return 0
-        return 2 if second_signal else 1
-
+    requests = StopAfterPolls(stop_after_polls, 2 if second_signal else 1)
     config = SimulationConfig(num_messages=num_messages, senders=sender_list,
                               queue_size=queue_size, seed=seed)
     report = run(config, output=None, stop_requests=requests)

@@ -22,6 +22,7 @@ from sms_sim.des_general import run_general
 from sms_sim.des_state import VirtualRun
 from sms_sim.output import SafeWriter
 from sms_sim.report import Report
+from tests.stop_requests import StopAfterPolls
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -162,13 +163,7 @@ def test_virtual_accounting_identity_holds_for_any_config(
     stop_after_polls: int | None,
     seed: int,
 ) -> None:
-    polls = 0
-
-    def requests() -> int:
-        nonlocal polls
-        polls += 1
-        return int(stop_after_polls is not None and polls > stop_after_polls)
-
+    requests = StopAfterPolls(stop_after_polls)
     config = SimulationConfig(num_messages=num_messages, senders=senders, arrivals=arrival,
                               retry=RetryPolicy(max_attempts=max_attempts, base_s=0.01),
                               duration_s=duration_s, seed=seed)
