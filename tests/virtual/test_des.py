@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import io
 import json
 import math
@@ -10,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -218,3 +220,24 @@ def test_cli_virtual_run_stops_on_sigint_with_everything_accounted() -> None:
     accounting = [line for line in out.splitlines() if line.startswith("accounting:")]
     assert len(accounting) == 1 and accounting[0].endswith(": ok")
     assert "signal: 50000000 produced" in out
+
+
+def test_event_heap_holds_at_most_one_event_per_sender(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever N, the senders' heap never holds more than one entry per sender (burst and
+    Poisson, with retries and rate limits). Measured by wrapping heapq.heappush."""
+    largest: dict[int, int] = {}
+    real_push = heapq.heappush
+
+    def recording_push(heap: list[tuple[object, ...]], item: tuple[object, ...]) -> None:
+        real_push(heap, item)
+        if len(item) == 7:  # the senders' heap; retries use 5-tuples
+            largest[id(heap)] = max(largest.get(id(heap), 0), len(heap))
+
+    monkeypatch.setattr(heapq, "heappush", recording_push)
+    senders = [SenderConfig(0.01, 0.005, 0.3, rate_limit_per_s=150.0)] * 3
+    for arrival in (Arrivals(), Arrivals(kind=ArrivalKind.POISSON, rate_per_s=250.0)):
+        largest.clear()
+        config = SimulationConfig(num_messages=20_000, senders=senders, arrivals=arrival,
+                                  retry=RetryPolicy(max_attempts=3, base_s=0.05), seed=2)
+        assert simulate(config, output=None).is_accounted
+        assert largest and max(largest.values()) <= len(senders)
