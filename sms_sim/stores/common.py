@@ -1,0 +1,57 @@
+"""Pieces every store shares so that all backends make the same decisions.
+
+``fair_claim`` is the claim-splitting algorithm itself: stores differ only in how they take
+deliveries of one message, so the reference store and SQLite lease exactly the same rows.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable, Sequence
+
+from sms_sim.engine.contract import MessageStatus
+
+__all__ = ["fair_claim", "locked_message", "EXPIRED_LEASE_ERROR", "format_utc"]
+
+EXPIRED_LEASE_ERROR = "lease expired before the worker reported (worker lost or paused)"
+
+
+def fair_claim(order: Sequence[int], limit: int, take: Callable[[int, int], int]) -> None:
+    """Split ``limit`` among the messages in ``order``, round by round.
+
+    Each round gives every message still active an equal quota (at least 1) in order;
+    ``take(message_id, n)`` leases up to ``n`` deliveries and returns how many it got. A
+    message that got fewer than its quota has nothing more due and drops out. So a message
+    listed first always gets something, and no message gets more than an even share
+    while others still have work.
+    """
+    remaining = limit
+    active = list(order)
+    while remaining > 0 and active:
+        quota = max(1, remaining // len(active))
+        still: list[int] = []
+        for message_id in active:
+            if remaining <= 0:
+                break
+            want = min(quota, remaining)
+            got = take(message_id, want)
+            remaining -= got
+            if got == want:
+                still.append(message_id)
+        active = still
+
+
+def format_utc(epoch_s: float | None) -> str:
+    """ISO-8601 UTC to the millisecond, or "-" for None (for messages and the CLI)."""
+    if epoch_s is None:
+        return "-"
+    moment = datetime.datetime.fromtimestamp(epoch_s, tz=datetime.timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def locked_message(message_id: int, status: MessageStatus, since: float | None) -> str:
+    """The one-line reason an edit of a message that is no longer scheduled is refused."""
+    if status is MessageStatus.DISPATCHING:
+        return f"locked: dispatching since {format_utc(since)}; message {message_id} " \
+               "cannot be edited (cancel it instead)"
+    return f"locked: message {message_id} is {status} and cannot be edited"
