@@ -300,8 +300,9 @@ class DispatchStore(Protocol):
 
         Due: the message is ``scheduled``/``dispatching`` with ``scheduled_at <= now``, and the
         delivery is ``pending``/``failed`` with ``next_attempt_at <= now``. Expired leases
-        (``lease_until <= now``) are first returned to ``failed`` by a compare-and-set on
-        status and lease. Fairness: higher priority first; within a priority, messages never
+        (``lease_until <= now``), and leases ending after ``now + lease_s`` (granted before
+        the clock jumped back; all workers on one store should use one lease length), are
+        first returned to ``failed`` by a compare-and-set on status and lease. Fairness: higher priority first; within a priority, messages never
         claimed before come first (oldest due first), then the least recently served; the
         limit is split evenly among them, round by round. A message with a claimed delivery
         becomes ``dispatching``. No delivery is leased to two owners at once.

@@ -16,29 +16,35 @@ __all__ = ["fair_claim", "locked_message", "EXPIRED_LEASE_ERROR", "format_utc"]
 EXPIRED_LEASE_ERROR = "lease expired before the worker reported (worker lost or paused)"
 
 
-def fair_claim(order: Sequence[int], limit: int, take: Callable[[int, int], int]) -> None:
-    """Split ``limit`` among the messages in ``order``, round by round.
+def fair_claim(order: Sequence[tuple[int, int]], limit: int,
+               take: Callable[[int, int], int]) -> None:
+    """Split ``limit`` among due messages given as ``(priority, message_id)`` in claim order.
 
-    Each round gives every message still active an equal quota (at least 1) in order;
-    ``take(message_id, n)`` leases up to ``n`` deliveries and returns how many it got. A
-    message that got fewer than its quota has nothing more due and drops out. So a message
-    listed first always gets something, and no message gets more than an even share
-    while others still have work.
+    Priority classes are strict: a lower class gets only what the higher ones leave. Within
+    a class, each round gives every message still active an equal quota (at least 1), in
+    order; ``take(message_id, n)`` leases up to ``n`` deliveries and returns how many it got.
+    A message that got fewer than its quota has nothing more due and drops out. So the first
+    message of the top class always gets something, and none gets more than an even share
+    while others of its class still have work.
     """
     remaining = limit
-    active = list(order)
-    while remaining > 0 and active:
-        quota = max(1, remaining // len(active))
-        still: list[int] = []
-        for message_id in active:
-            if remaining <= 0:
-                break
-            want = min(quota, remaining)
-            got = take(message_id, want)
-            remaining -= got
-            if got == want:
-                still.append(message_id)
-        active = still
+    classes: dict[int, list[int]] = {}
+    for priority, message_id in order:
+        classes.setdefault(priority, []).append(message_id)
+    for priority in sorted(classes, reverse=True):
+        active = classes[priority]
+        while remaining > 0 and active:
+            quota = max(1, remaining // len(active))
+            still: list[int] = []
+            for message_id in active:
+                if remaining <= 0:
+                    break
+                want = min(quota, remaining)
+                got = take(message_id, want)
+                remaining -= got
+                if got == want:
+                    still.append(message_id)
+            active = still
 
 
 def format_utc(epoch_s: float | None) -> str:

@@ -53,7 +53,7 @@ class _Message:
     completed_at: float | None
     idempotency_key: str | None
     priority: int
-    last_claim_at: float | None = None
+    served_seq: int | None = None  # when it was last given deliveries, in take order
 
 
 @dataclass(slots=True, kw_only=True)
@@ -82,6 +82,7 @@ class MemoryStore:
         self._next_message_id = 1
         self._next_delivery_id = 1
         self._closed = False
+        self._served_seq = 0
 
     # --- writes ------------------------------------------------------------------------
 
@@ -163,8 +164,10 @@ class MemoryStore:
             if limit <= 0:
                 return []
             for delivery in self._deliveries.values():
-                if delivery.status is _D.LEASED and (delivery.lease_until or 0.0) <= now:
-                    self._reclaim(delivery)
+                until = delivery.lease_until or 0.0
+                # A lease ending after now + lease_s predates a backward clock jump.
+                if delivery.status is _D.LEASED and (until <= now or until > now + lease_s):
+                    self._reclaim(delivery, now)
             due = [
                 m for m in self._messages.values()
                 if m.status in (_M.SCHEDULED, _M.DISPATCHING) and m.scheduled_at <= now
@@ -180,7 +183,8 @@ class MemoryStore:
                 if message.status is _M.SCHEDULED:
                     message.status = _M.DISPATCHING
                     message.dispatch_started_at = now
-                message.last_claim_at = now
+                self._served_seq += 1
+                message.served_seq = self._served_seq
                 message.updated_at = now
                 for delivery in ready:
                     delivery.status = _D.LEASED
@@ -194,7 +198,7 @@ class MemoryStore:
                     ))
                 return len(ready)
 
-            fair_claim([m.id for m in due], limit, take)
+            fair_claim([(m.priority, m.id) for m in due], limit, take)
             return claims
 
     def settle(self, owner: str, settlements: Sequence[Settlement], now: float) -> SettleResult:
@@ -331,11 +335,11 @@ class MemoryStore:
         ready.sort(key=lambda d: (d.status is not _D.FAILED, d.next_attempt_at, d.id))
         return ready
 
-    def _reclaim(self, delivery: _Delivery) -> None:
+    def _reclaim(self, delivery: _Delivery, now: float) -> None:
         cancelled = self._messages[delivery.message_id].status is _M.CANCELLED
         delivery.status = _D.CANCELLED if cancelled else _D.FAILED
         delivery.lease_owner = None
-        delivery.next_attempt_at = delivery.lease_until or 0.0
+        delivery.next_attempt_at = now
         delivery.lease_until = None
         delivery.last_error = EXPIRED_LEASE_ERROR
 
@@ -364,7 +368,8 @@ class MemoryStore:
 
 
 def _fair_order(message: _Message) -> tuple[int, float, float, int]:
-    served = float("-inf") if message.last_claim_at is None else message.last_claim_at
+    """Never served first (oldest due first), then the least recently served."""
+    served = float("-inf") if message.served_seq is None else message.served_seq
     return (-message.priority, served, message.scheduled_at, message.id)
 
 

@@ -247,20 +247,27 @@ class SqliteStore:
         claims: list[Claim] = []
         with self._write() as conn:
             # Rescue: one statement, so the compare (still leased, lease expired) and the
-            # set cannot be split by a completion landing in between.
+            # set cannot be split by a completion landing in between. A lease ending after
+            # now + lease_s was granted before the clock jumped back: it is reclaimed too,
+            # so no lease outlives now + lease length.
             conn.execute(
                 "UPDATE deliveries SET status = CASE WHEN (SELECT status FROM messages WHERE "
                 "messages.id = deliveries.message_id) = 'cancelled' THEN 'cancelled' "
-                "ELSE 'failed' END, next_attempt_at = lease_until, lease_owner = NULL, "
-                "lease_until = NULL, last_error = ? WHERE status = 'leased' AND lease_until <= ?",
-                (EXPIRED_LEASE_ERROR, now),
+                "ELSE 'failed' END, next_attempt_at = ?, lease_owner = NULL, "
+                "lease_until = NULL, last_error = ? WHERE status = 'leased' AND "
+                "(lease_until <= ? OR lease_until > ?)",
+                (now, EXPIRED_LEASE_ERROR, now, lease_until),
             )
+            # Never served first (NULLs sort first), oldest due first; then least recently.
             due = conn.execute(
-                "SELECT id, content FROM messages WHERE status IN ('scheduled', 'dispatching') "
-                "AND scheduled_at <= ? ORDER BY priority DESC, last_claim_at, scheduled_at, id",
+                "SELECT id, content, priority FROM messages WHERE status IN "
+                "('scheduled', 'dispatching') AND scheduled_at <= ? "
+                "ORDER BY priority DESC, served_seq, scheduled_at, id",
                 (now,),
             ).fetchall()
-            content = dict(due)
+            content = {message_id: text for message_id, text, _ in due}
+            (served,) = conn.execute("SELECT MAX(served_seq) FROM messages").fetchone()
+            serve_seq = [served or 0]
 
             def take(message_id: int, count: int) -> int:
                 got = 0
@@ -279,15 +286,16 @@ class SqliteStore:
                     if got >= count:
                         break
                 if got:
+                    serve_seq[0] += 1
                     conn.execute(
                         "UPDATE messages SET status = 'dispatching', "
                         "dispatch_started_at = COALESCE(dispatch_started_at, ?), "
-                        "last_claim_at = ?, updated_at = ? WHERE id = ?",
-                        (now, now, now, message_id),
+                        "served_seq = ?, updated_at = ? WHERE id = ?",
+                        (now, serve_seq[0], now, message_id),
                     )
                 return got
 
-            fair_claim([message_id for message_id, _ in due], limit, take)
+            fair_claim([(priority, message_id) for message_id, _, priority in due], limit, take)
         return claims
 
     def settle(self, owner: str, settlements: Sequence[Settlement], now: float) -> SettleResult:

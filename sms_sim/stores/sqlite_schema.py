@@ -16,7 +16,7 @@ SCHEMA_VERSION = "sms_sim.dispatch/1"
 SCHEMA_SQL = f"""
 BEGIN IMMEDIATE;
 CREATE TABLE IF NOT EXISTS sms_sim_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-INSERT OR IGNORE INTO sms_sim_meta (key, value) VALUES ('schema', '{SCHEMA_VERSION}');
+INSERT OR IGNORE INTO sms_sim_meta (key, value) VALUES ('schema', {SCHEMA_VERSION!r});
 CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY,
     content TEXT NOT NULL,
@@ -30,9 +30,10 @@ CREATE TABLE IF NOT EXISTS messages (
     completed_at REAL,
     idempotency_key TEXT UNIQUE,
     priority INTEGER NOT NULL DEFAULT 0,
-    last_claim_at REAL
+    served_seq INTEGER
 );
 CREATE INDEX IF NOT EXISTS messages_due ON messages (status, scheduled_at);
+CREATE INDEX IF NOT EXISTS messages_served ON messages (served_seq);
 CREATE TABLE IF NOT EXISTS deliveries (
     id INTEGER PRIMARY KEY,
     message_id INTEGER NOT NULL REFERENCES messages (id),
