@@ -302,10 +302,13 @@ class DispatchStore(Protocol):
         delivery is ``pending``/``failed`` with ``next_attempt_at <= now``. Expired leases
         (``lease_until <= now``), and leases ending after ``now + lease_s`` (granted before
         the clock jumped back; all workers on one store should use one lease length), are
-        first returned to ``failed`` by a compare-and-set on status and lease. Fairness: higher priority first; within a priority, messages never
-        claimed before come first (oldest due first), then the least recently served; the
-        limit is split evenly among them, round by round. A message with a claimed delivery
-        becomes ``dispatching``. No delivery is leased to two owners at once.
+        first returned to ``failed`` by a compare-and-set on status and lease (``cancelled``
+        if the message was cancelled). Fairness: a higher priority class takes what it can
+        first; within a class, messages never served come first (oldest due first), then
+        the least recently served, and the limit is split evenly among them, round by round
+        (``stores.common.fair_claim``). Within a message: due retries, then pending, by due
+        time and id. A message with a claimed delivery becomes ``dispatching``. No delivery
+        is leased to two owners at once.
         """
         ...
 
