@@ -130,6 +130,10 @@ class Sender:
     only when the host cannot keep up. ``unsent`` counts messages this sender took but did
     not send because ``stop`` was set. Counters are written only by the sender's own thread.
     An in-flight send is interrupted by ``abort`` (by default the ``stop`` Event itself).
+
+    ``transmit`` (optional) is the real send step, called on the sender's thread once the
+    simulated send time has passed and only if the simulated draw did not fail; it returns
+    False for a send the provider refused. The durable worker plugs its transport in here.
     """
 
     def __init__(
@@ -144,6 +148,7 @@ class Sender:
         stop: threading.Event,
         clock: Clock,
         abort: threading.Event | None = None,
+        transmit: Callable[[Message], bool] | None = None,
     ) -> None:
         self.index = index
         self.name = f"sender-{index}"
@@ -156,6 +161,7 @@ class Sender:
         self._stop = stop
         self._abort = stop if abort is None else abort
         self._clock = clock
+        self._transmit = transmit
         self.unsent = 0
         self.next_start = float("-inf")
         self.lag_s = 0.0
@@ -173,6 +179,8 @@ class Sender:
         deadline = start + latency_s
         if clock.sleep(deadline - clock.monotonic(), self._abort):
             return None
+        if not failed and self._transmit is not None:
+            failed = not self._transmit(message)
         end = clock.monotonic()
         # A rate-limited sender may not start its next send before this one's slot ends.
         self.next_start = start + max(latency_s, self.config.min_interval_s)
@@ -221,6 +229,8 @@ class Monitor:
     The monitor is the only writer of its tallies. ``step(now)`` is one unit of work and is
     what tests drive with a ``VirtualClock``; ``run`` loops it until ``stop``. A write to
     ``output`` that fails (a closed pipe) sets ``stop``: nobody is reading any more.
+    ``on_outcome`` (optional) sees every outcome as it is drained, on the draining thread;
+    the durable worker uses it to hand results back to the store.
     """
 
     def __init__(
@@ -236,6 +246,7 @@ class Monitor:
         started_at: float,
         stop: threading.Event,
         show_progress: bool = True,
+        on_outcome: Callable[[Outcome], None] | None = None,
     ) -> None:
         self._successes = successes
         self._failures = failures
@@ -249,6 +260,7 @@ class Monitor:
         self._next_tick = started_at + interval_s
         self._stop = stop
         self._show_progress = show_progress
+        self._on_outcome = on_outcome
         self.total = SendTally()
         self.per_sender = [SendTally() for _ in senders]
         self.output_closed = False
@@ -256,7 +268,7 @@ class Monitor:
     def drain(self) -> int:
         """Move every outcome waiting on both queues into the tallies; returns how many."""
         moved = 0
-        total, per_sender = self.total, self.per_sender
+        total, per_sender, hook = self.total, self.per_sender, self._on_outcome
         for source in (self._successes, self._failures):
             get = source.get_nowait
             while True:
@@ -267,6 +279,8 @@ class Monitor:
                 total.add(outcome)
                 per_sender[outcome.sender].add(outcome)
                 moved += 1
+                if hook is not None:
+                    hook(outcome)
         return moved
 
     def progress(self, now: float) -> Progress:
