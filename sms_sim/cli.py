@@ -46,7 +46,10 @@ _POSITIONAL_NAMES = (
 _SENDER_FILE_KEYS = {"mean", "deviation", "failure_rate", "count"}
 # Subcommand -> module with ``main(argv, *, prog) -> int``, imported only when chosen so that
 # starting the simulator never pays for (or depends on) the other commands.
-_SUBCOMMANDS: dict[str, str] = {}
+_SUBCOMMANDS: dict[str, str] = {
+    name: "sms_sim.cli_dispatch"
+    for name in ("submit", "edit", "cancel", "show", "list", "dead", "worker")
+}
 
 
 def _sender_spec(text: str) -> SenderConfig:

@@ -104,6 +104,9 @@ class SqliteStore:
             self._conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout_s,
                                          isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
+            if not create and not Path(self.path).exists():
+                raise StoreError(f"no database at {self.path!r} (submit a message first, "
+                                 "or check --db)") from exc
             raise StoreError(f"cannot open database {self.path!r}: {exc}") from exc
         try:
             self._setup(create=create, read_only=read_only, busy_timeout_s=busy_timeout_s,
