@@ -358,7 +358,8 @@ def _worker(prog: str, argv: Sequence[str]) -> int:
         store = SqliteStore(args.db)
         transport: Transport = MemoryProvider()
         if args.ledger is not None:
-            ledger = LedgerProvider(args.ledger, dedup=not args.unsafe_no_fencing)
+            ledger = LedgerProvider(args.ledger, clock=RealClock(),
+                                    dedup=not args.unsafe_no_fencing)
             transport = ledger
         worker = Worker(store, transport, senders=senders, clock=RealClock(), seed=seed,
                         config=config, output=sys.stdout, interval_s=args.interval,

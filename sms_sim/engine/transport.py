@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from sms_sim.clock import Clock
 from sms_sim.errors import SmsSimError
 
 __all__ = [
@@ -57,6 +58,7 @@ class LedgerSummary:
     absorbed: int
     effective_duplicates: int
     recipients_delivered: int
+    max_resend_gap_s: float = 0.0  # longest time between two attempts of one target
 
 
 class MemoryProvider:
@@ -98,8 +100,9 @@ class LedgerProvider:
     ``dedup=False`` every call delivers (the negative control of the crash test).
     """
 
-    def __init__(self, path: str | Path, *, dedup: bool = True, worker: str = "",
+    def __init__(self, path: str | Path, *, clock: Clock, dedup: bool = True, worker: str = "",
                  busy_timeout_s: float = 60.0) -> None:
+        self._clock = clock
         self._dedup = dedup
         self._worker = worker
         self._lock = threading.Lock()
@@ -110,7 +113,8 @@ class LedgerProvider:
             "BEGIN IMMEDIATE;"
             "CREATE TABLE IF NOT EXISTS keys (key TEXT PRIMARY KEY);"
             "CREATE TABLE IF NOT EXISTS attempts (seq INTEGER PRIMARY KEY, key TEXT NOT NULL, "
-            "target TEXT NOT NULL, worker TEXT NOT NULL, delivered INTEGER NOT NULL);"
+            "target TEXT NOT NULL, worker TEXT NOT NULL, delivered INTEGER NOT NULL, "
+            "at REAL NOT NULL);"
             "COMMIT;"
         )
 
@@ -123,8 +127,9 @@ class LedgerProvider:
                 if self._dedup:
                     fresh = conn.execute("INSERT OR IGNORE INTO keys (key) VALUES (?)",
                                          (key,)).rowcount == 1
-                conn.execute("INSERT INTO attempts (key, target, worker, delivered) "
-                             "VALUES (?, ?, ?, ?)", (key, _target(key), self._worker, fresh))
+                conn.execute("INSERT INTO attempts (key, target, worker, delivered, at) "
+                             "VALUES (?, ?, ?, ?, ?)",
+                             (key, _target(key), self._worker, fresh, self._clock.now()))
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 if conn.in_transaction:
@@ -138,11 +143,21 @@ class LedgerProvider:
             per_target = self._conn.execute(
                 "SELECT COUNT(*), COALESCE(SUM(n - 1), 0) FROM (SELECT target, COUNT(*) AS n "
                 "FROM attempts WHERE delivered = 1 GROUP BY target)").fetchone()
+            (gap,) = self._conn.execute(
+                "SELECT MAX(at - previous) FROM (SELECT at, LAG(at) OVER (PARTITION BY target "
+                "ORDER BY seq) AS previous FROM attempts)").fetchone()
         attempts, delivered = rows
         return LedgerSummary(attempts=attempts, delivered=delivered,
                              absorbed=attempts - delivered,
                              effective_duplicates=per_target[1],
-                             recipients_delivered=per_target[0])
+                             recipients_delivered=per_target[0],
+                             max_resend_gap_s=gap or 0.0)
+
+    def delivered_targets(self) -> set[str]:
+        """Every "message_id:recipient" the phone network received at least once."""
+        with self._lock:
+            return {row[0] for row in self._conn.execute(
+                "SELECT DISTINCT target FROM attempts WHERE delivered = 1")}
 
     def close(self) -> None:
         with self._lock:
