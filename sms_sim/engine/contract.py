@@ -300,8 +300,8 @@ class DispatchStore(Protocol):
 
         Due: the message is ``scheduled``/``dispatching`` with ``scheduled_at <= now``, and the
         delivery is ``pending``/``failed`` with ``next_attempt_at <= now``. Expired leases
-        (``lease_until <= now``), and leases ending after ``now + lease_s`` (granted before
-        the clock jumped back; all workers on one store should use one lease length), are
+        (``lease_until <= now``), and leases ending after ``now + 2 * lease_s`` (granted
+        before the clock jumped back; all workers on one store should use one lease length), are
         first returned to ``failed`` by a compare-and-set on status and lease (``cancelled``
         if the message was cancelled). Fairness: a higher priority class takes what it can
         first; within a class, messages never served come first (oldest due first), then

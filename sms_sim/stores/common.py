@@ -11,7 +11,13 @@ from collections.abc import Callable, Sequence
 
 from sms_sim.engine.contract import MessageStatus
 
-__all__ = ["fair_claim", "locked_message", "EXPIRED_LEASE_ERROR", "format_utc"]
+__all__ = [
+    "fair_claim",
+    "locked_message",
+    "skewed_after_s",
+    "EXPIRED_LEASE_ERROR",
+    "format_utc",
+]
 
 EXPIRED_LEASE_ERROR = "lease expired before the worker reported (worker lost or paused)"
 
@@ -45,6 +51,18 @@ def fair_claim(order: Sequence[tuple[int, int]], limit: int,
                 if got == want:
                     still.append(message_id)
             active = still
+
+
+def skewed_after_s(lease_s: float) -> float:
+    """A lease ending more than this after ``now`` cannot have been granted at or before
+    ``now``: the clock has jumped back since, and the lease is reclaimed at once.
+
+    Twice the lease length, not once: a claimer reads ``now`` before it may wait for the
+    write lock, so a lease granted meanwhile by another worker can legitimately end a
+    little after this claimer's ``now + lease_s`` (found by the storm test). So a backward
+    jump parks work for at most about two lease lengths, never for the jump itself.
+    """
+    return 2.0 * lease_s
 
 
 def format_utc(epoch_s: float | None) -> str:

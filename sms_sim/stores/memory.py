@@ -32,7 +32,12 @@ from sms_sim.engine.contract import (
     StoreError,
     SubmitResult,
 )
-from sms_sim.stores.common import EXPIRED_LEASE_ERROR, fair_claim, locked_message
+from sms_sim.stores.common import (
+    EXPIRED_LEASE_ERROR,
+    fair_claim,
+    locked_message,
+    skewed_after_s,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -165,8 +170,9 @@ class MemoryStore:
                 return []
             for delivery in self._deliveries.values():
                 until = delivery.lease_until or 0.0
-                # A lease ending after now + lease_s predates a backward clock jump.
-                if delivery.status is _D.LEASED and (until <= now or until > now + lease_s):
+                # A lease ending this far ahead predates a backward clock jump.
+                skewed_at = now + skewed_after_s(lease_s)
+                if delivery.status is _D.LEASED and (until <= now or until > skewed_at):
                     self._reclaim(delivery, now)
             due = [
                 m for m in self._messages.values()

@@ -41,7 +41,12 @@ from sms_sim.engine.contract import (
     StoreError,
     SubmitResult,
 )
-from sms_sim.stores.common import EXPIRED_LEASE_ERROR, fair_claim, locked_message
+from sms_sim.stores.common import (
+    EXPIRED_LEASE_ERROR,
+    fair_claim,
+    locked_message,
+    skewed_after_s,
+)
 from sms_sim.stores.sqlite_schema import SCHEMA_SQL, SCHEMA_VERSION
 
 __all__ = ["SqliteStore", "DEFAULT_BUSY_TIMEOUT_S"]
@@ -251,15 +256,15 @@ class SqliteStore:
         with self._write() as conn:
             # Rescue: one statement, so the compare (still leased, lease expired) and the
             # set cannot be split by a completion landing in between. A lease ending after
-            # now + lease_s was granted before the clock jumped back: it is reclaimed too,
-            # so no lease outlives now + lease length.
+            # now + 2 * lease_s was granted before the clock jumped back: it is reclaimed
+            # too (the slack absorbs callers whose ``now`` was read before a lock wait).
             conn.execute(
                 "UPDATE deliveries SET status = CASE WHEN (SELECT status FROM messages WHERE "
                 "messages.id = deliveries.message_id) = 'cancelled' THEN 'cancelled' "
                 "ELSE 'failed' END, next_attempt_at = ?, lease_owner = NULL, "
                 "lease_until = NULL, last_error = ? WHERE status = 'leased' AND "
                 "(lease_until <= ? OR lease_until > ?)",
-                (now, EXPIRED_LEASE_ERROR, now, lease_until),
+                (now, EXPIRED_LEASE_ERROR, now, now + skewed_after_s(lease_s)),
             )
             # Never served first (NULLs sort first), oldest due first; then least recently.
             due = conn.execute(

@@ -192,6 +192,14 @@ def test_a_lease_granted_before_the_clock_jumped_back_is_reclaimed(store: Dispat
     assert store.settle("a", sent([claim]), back).refused == 1
 
 
+def test_a_claimer_whose_now_lags_a_little_does_not_steal_a_fresh_lease(
+        store: DispatchStore) -> None:
+    """Found by the storm test: ``now`` is read before waiting for the write lock."""
+    submit(store, 1, now=T0 - 100)
+    store.claim("a", 1, LEASE_S, T0 + 5)
+    assert store.claim("b", 1, LEASE_S, T0) == []
+
+
 def test_concurrent_claims_never_lease_one_delivery_twice(opener: Opener) -> None:
     submit(opener(), 200)
     submit(opener(), 50, start=1000)
