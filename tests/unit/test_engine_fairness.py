@@ -49,6 +49,7 @@ def test_small_messages_are_not_starved_by_a_broadcast(tmp_path: Path) -> None:
         delays_s.append(delivery.sent_at - view.scheduled_at)
     # Each is claimed in the very next round: at most one batch of sends later.
     assert len(delays_s) == 20
-    assert max(delays_s) <= BATCH * SEND_S + 1e-6  # sent_at is the settle, after the batch
+    # sent_at is the settle, after the batch; 1e-4 covers float rounding at epoch magnitude.
+    assert max(delays_s) <= BATCH * SEND_S + 1e-4
     assert store.messages(message_id=1)[0].counts  # the broadcast is still going meanwhile
     store.close()
