@@ -69,9 +69,14 @@ WHERE id IN (SELECT id FROM deliveries
 RETURNING id, recipient, attempts
 """
 _FENCE = "WHERE id = ? AND status = 'leased' AND lease_owner = ? AND attempts = ?"
+_SETTLE_SENT_SQL = """
+UPDATE deliveries SET status = 'sent', sent_at = ?1, lease_owner = NULL, lease_until = NULL
+FROM (SELECT value ->> 0 AS fenced_id, value ->> 1 AS fenced_attempts FROM json_each(?3)) AS f
+WHERE deliveries.id = f.fenced_id AND deliveries.status = 'leased'
+  AND deliveries.lease_owner = ?2 AND deliveries.attempts = f.fenced_attempts
+RETURNING message_id
+"""
 _SETTLE_SQL: dict[SettleKind, str] = {
-    SettleKind.SENT: "UPDATE deliveries SET status = 'sent', sent_at = ?, lease_owner = NULL, "
-                     f"lease_until = NULL {_FENCE}",
     SettleKind.RELEASE: "UPDATE deliveries SET status = 'pending', attempts = attempts - 1, "
                         f"lease_owner = NULL, lease_until = NULL {_FENCE}",
     SettleKind.DEAD: "UPDATE deliveries SET status = 'dead', last_error = ?, lease_owner = NULL, "
@@ -310,10 +315,11 @@ class SqliteStore:
         if not settlements:
             return SettleResult(accepted=0, refused=0)
         by_kind: dict[SettleKind, list[tuple[object, ...]]] = {kind: [] for kind in SettleKind}
+        sent: list[tuple[int, int]] = []
         for item in settlements:
             fence = (item.delivery_id, owner, item.attempts)
             if item.kind is SettleKind.SENT:
-                by_kind[item.kind].append((now, *fence))
+                sent.append((item.delivery_id, item.attempts))
             elif item.kind is SettleKind.RETRY:
                 retry_at = now if item.next_attempt_at is None else item.next_attempt_at
                 by_kind[item.kind].append((item.error, retry_at, *fence))
@@ -323,18 +329,26 @@ class SqliteStore:
                 by_kind[item.kind].append(fence)
         accepted = 0
         with self._write() as conn:
+            touched: set[int] = set()
+            if sent:  # the hot path: one statement, a primary-key lookup per row
+                returned = conn.execute(_SETTLE_SENT_SQL, (now, owner, json.dumps(sent))).fetchall()
+                accepted += len(returned)
+                touched.update(message_id for (message_id,) in returned)
+            others = [item.delivery_id for item in settlements if item.kind is not SettleKind.SENT]
             for kind, rows in by_kind.items():
                 if rows:
                     accepted += conn.executemany(_SETTLE_SQL[kind], rows).rowcount
-            if accepted:
-                ids = json.dumps([item.delivery_id for item in settlements])
+            if others:
+                touched.update(message_id for (message_id,) in conn.execute(
+                    "SELECT DISTINCT message_id FROM deliveries WHERE id IN "
+                    "(SELECT value FROM json_each(?))", (json.dumps(others),)))
+            if touched:
                 conn.execute(
                     "UPDATE messages SET status = 'completed', completed_at = ?, updated_at = ? "
-                    "WHERE status = 'dispatching' AND id IN (SELECT DISTINCT message_id FROM "
-                    "deliveries WHERE id IN (SELECT value FROM json_each(?))) AND NOT EXISTS "
-                    "(SELECT 1 FROM deliveries d WHERE d.message_id = messages.id AND "
-                    "d.status IN ('pending', 'leased', 'failed'))",
-                    (now, now, ids),
+                    "WHERE status = 'dispatching' AND id IN (SELECT value FROM json_each(?)) "
+                    "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = messages.id "
+                    "AND d.status IN ('pending', 'leased', 'failed'))",
+                    (now, now, json.dumps(sorted(touched))),
                 )
         return SettleResult(accepted=accepted, refused=len(settlements) - accepted)
 
