@@ -22,6 +22,7 @@ Command (from the repo root): python3 bench/dispatch_throughput.py [--runs 3] [-
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import random
 import statistics
 import sys
@@ -112,9 +113,7 @@ def rate_bare(path: Path, deliveries: int) -> float:
 
 
 def huey_note() -> str:
-    try:
-        import huey  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("huey") is None:
         return "huey: not installed (the issue quotes about 6.3k/s for its SQLite storage)"
     return "huey: installed, but not measured by this script"
 
