@@ -5,8 +5,9 @@ latency provider, batch B). Every 20 ms during it, another thread submits a 1-re
 message due at once. Figure: due -> sent (provider's receive time minus the time the
 submit committed, from which on a worker can see it) for those small messages, p50 / p99 /
 max, beside the mean claim round (claim + send + settle of one batch), the time the
-broadcast took, and how long each submit waited for SQLite's write lock. Round-robin claiming should put each
-small message into the next round: PASS if max <= 3 mean rounds + the idle recheck.
+broadcast took, and how long each submit waited for SQLite's write lock. Round-robin
+claiming should put each small message into the next round: PASS if max <= 3 mean rounds +
+the idle recheck.
 
 Scheduling: K 1-recipient messages are submitted ahead, due at random times 0.2-1.0 s
 later; one dispatcher (idle recheck 1 s, so only its exact wake at the next due time can
