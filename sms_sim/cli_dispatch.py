@@ -330,7 +330,8 @@ def _worker(prog: str, argv: Sequence[str]) -> int:
                         help="provider ledger file shared by workers (default: in memory)")
     parser.add_argument("--interval", type=positive_float, default=1.0, metavar="SECONDS",
                         help="seconds between progress lines (default 1)")
-    parser.add_argument("--seed", type=int_at_least(0), metavar="N")
+    parser.add_argument("--seed", type=int_at_least(0), metavar="N",
+                        help="seed for simulated send outcomes and retry jitter (default: random)")
     parser.add_argument("--exit-when-idle", action="store_true",
                         help="exit 0 once nothing is scheduled, pending, leased or retrying")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
