@@ -34,7 +34,6 @@ from sms_sim.engine.contract import (
     MessageStatus,
     MessageView,
     NewMessage,
-    NotFoundError,
     SettleKind,
     Settlement,
     SettleResult,
@@ -47,45 +46,23 @@ from sms_sim.stores.common import (
     locked_message,
     skewed_after_s,
 )
+from sms_sim.stores.sqlite_rows import (
+    DELIVERY_COLUMNS,
+    LEASE_SQL,
+    SETTLE_SENT_SQL,
+    SETTLE_SQL,
+    counts,
+    describe,
+    insert_deliveries,
+    message_state,
+    views,
+)
 from sms_sim.stores.sqlite_schema import SCHEMA_SQL, SCHEMA_VERSION
 
 __all__ = ["SqliteStore", "DEFAULT_BUSY_TIMEOUT_S"]
 
 DEFAULT_BUSY_TIMEOUT_S = 30.0
 _T = TypeVar("_T")
-_MESSAGE_COLUMNS = (
-    "id, content, status, scheduled_at, created_at, updated_at, version, "
-    "dispatch_started_at, completed_at, idempotency_key, priority"
-)
-_DELIVERY_COLUMNS = (
-    "id, message_id, recipient, status, attempts, next_attempt_at, lease_owner, lease_until, "
-    "sent_at, last_error"
-)
-_LEASE_SQL = """
-UPDATE deliveries SET status = 'leased', lease_owner = ?, lease_until = ?, attempts = attempts + 1
-WHERE id IN (SELECT id FROM deliveries
-             WHERE message_id = ? AND status = ? AND next_attempt_at <= ?
-             ORDER BY next_attempt_at, id LIMIT ?)
-RETURNING id, recipient, attempts
-"""
-_FENCE = "WHERE id = ? AND status = 'leased' AND lease_owner = ? AND attempts = ?"
-_SETTLE_SENT_SQL = """
-UPDATE deliveries SET status = 'sent', sent_at = ?1, lease_owner = NULL, lease_until = NULL
-FROM (SELECT value ->> 0 AS fenced_id, value ->> 1 AS fenced_attempts FROM json_each(?3)) AS f
-WHERE deliveries.id = f.fenced_id AND deliveries.status = 'leased'
-  AND deliveries.lease_owner = ?2 AND deliveries.attempts = f.fenced_attempts
-RETURNING message_id
-"""
-_SETTLE_SQL: dict[SettleKind, str] = {
-    SettleKind.RELEASE: "UPDATE deliveries SET status = 'pending', attempts = attempts - 1, "
-                        f"lease_owner = NULL, lease_until = NULL {_FENCE}",
-    SettleKind.DEAD: "UPDATE deliveries SET status = 'dead', last_error = ?, lease_owner = NULL, "
-                     f"lease_until = NULL {_FENCE}",
-    SettleKind.RETRY: "UPDATE deliveries SET status = CASE WHEN (SELECT status FROM messages "
-                      "WHERE messages.id = deliveries.message_id) = 'cancelled' THEN 'cancelled' "
-                      "ELSE 'failed' END, last_error = ?, next_attempt_at = ?, "
-                      f"lease_owner = NULL, lease_until = NULL {_FENCE}",
-}
 
 
 class SqliteStore:
@@ -165,7 +142,7 @@ class SqliteStore:
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
-                raise StoreError(_describe(self.path, exc)) from exc
+                raise StoreError(describe(self.path, exc)) from exc
             try:
                 yield conn
                 conn.execute("COMMIT")
@@ -175,7 +152,7 @@ class SqliteStore:
                 except sqlite3.Error:
                     pass  # the failed statement may already have rolled it back
                 if isinstance(exc, sqlite3.Error):
-                    raise StoreError(_describe(self.path, exc)) from exc
+                    raise StoreError(describe(self.path, exc)) from exc
                 raise
 
     def _read(self, body: Callable[[sqlite3.Connection], _T]) -> _T:
@@ -189,7 +166,7 @@ class SqliteStore:
                 finally:
                     conn.execute("COMMIT")
             except sqlite3.Error as exc:
-                raise StoreError(_describe(self.path, exc)) from exc
+                raise StoreError(describe(self.path, exc)) from exc
 
     # --- writes --------------------------------------------------------------------------
 
@@ -207,13 +184,13 @@ class SqliteStore:
                                         (message.idempotency_key,)).fetchone()
                 return SubmitResult(message_id=first, created=False)
             message_id: int = row[0]
-            _insert_deliveries(conn, message_id, message.recipients, due_at)
+            insert_deliveries(conn, message_id, message.recipients, due_at)
         return SubmitResult(message_id=message_id, created=True)
 
     def edit(self, message_id: int, expected_version: int, edit: MessageEdit,
              now: float) -> MessageView:
         with self._write() as conn:
-            status, version, started = _message_state(conn, message_id)
+            status, version, started = message_state(conn, message_id)
             if status is not MessageStatus.SCHEDULED:
                 raise LockedError(locked_message(message_id, status, started))
             if version != expected_version:
@@ -232,24 +209,24 @@ class SqliteStore:
                 (due_at,) = conn.execute("SELECT scheduled_at FROM messages WHERE id = ?",
                                          (message_id,)).fetchone()
                 conn.execute("DELETE FROM deliveries WHERE message_id = ?", (message_id,))
-                _insert_deliveries(conn, message_id, edit.recipients, due_at)
-            return _views(conn, "WHERE id = ?", (message_id,))[0]
+                insert_deliveries(conn, message_id, edit.recipients, due_at)
+            return views(conn, "WHERE id = ?", (message_id,))[0]
 
     def cancel(self, message_id: int, now: float) -> CancelResult:
         with self._write() as conn:
-            status, _, _ = _message_state(conn, message_id)
+            status, _, _ = message_state(conn, message_id)
             if status not in (MessageStatus.SCHEDULED, MessageStatus.DISPATCHING):
                 raise LockedError(f"message {message_id} is already {status}; nothing to cancel")
-            counts = _counts(conn, message_id)
+            by_status = counts(conn, message_id)
             conn.execute("UPDATE deliveries SET status = 'cancelled' WHERE message_id = ? AND "
                          "status IN ('pending', 'failed')", (message_id,))
             conn.execute("UPDATE messages SET status = 'cancelled', version = version + 1, "
                          "updated_at = ? WHERE id = ?", (now, message_id))
         return CancelResult(
             message_id=message_id,
-            cancelled=counts[DeliveryStatus.PENDING] + counts[DeliveryStatus.FAILED],
-            already_sent=counts[DeliveryStatus.SENT],
-            in_flight=counts[DeliveryStatus.LEASED],
+            cancelled=by_status[DeliveryStatus.PENDING] + by_status[DeliveryStatus.FAILED],
+            already_sent=by_status[DeliveryStatus.SENT],
+            in_flight=by_status[DeliveryStatus.LEASED],
             was_status=status,
         )
 
@@ -285,8 +262,8 @@ class SqliteStore:
             def take(message_id: int, count: int) -> int:
                 got = 0
                 for status in ("failed", "pending"):
-                    rows = conn.execute(_LEASE_SQL, (owner, lease_until, message_id, status,
-                                                     now, count - got)).fetchall()
+                    rows = conn.execute(LEASE_SQL, (owner, lease_until, message_id, status,
+                                                    now, count - got)).fetchall()
                     rows.sort()
                     text = content[message_id]
                     claims.extend(
@@ -331,13 +308,13 @@ class SqliteStore:
         with self._write() as conn:
             touched: set[int] = set()
             if sent:  # the hot path: one statement, a primary-key lookup per row
-                returned = conn.execute(_SETTLE_SENT_SQL, (now, owner, json.dumps(sent))).fetchall()
+                returned = conn.execute(SETTLE_SENT_SQL, (now, owner, json.dumps(sent))).fetchall()
                 accepted += len(returned)
                 touched.update(message_id for (message_id,) in returned)
             others = [item.delivery_id for item in settlements if item.kind is not SettleKind.SENT]
             for kind, rows in by_kind.items():
                 if rows:
-                    accepted += conn.executemany(_SETTLE_SQL[kind], rows).rowcount
+                    accepted += conn.executemany(SETTLE_SQL[kind], rows).rowcount
             if others:
                 touched.update(message_id for (message_id,) in conn.execute(
                     "SELECT DISTINCT message_id FROM deliveries WHERE id IN "
@@ -355,7 +332,7 @@ class SqliteStore:
     def requeue_dead(self, message_id: int | None, now: float) -> int:
         with self._write() as conn:
             if message_id is not None:
-                _message_state(conn, message_id)
+                message_state(conn, message_id)
             rows = conn.execute(
                 "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?1 "
                 "WHERE status = 'dead' AND (?2 IS NULL OR message_id = ?2) AND message_id IN "
@@ -391,13 +368,13 @@ class SqliteStore:
         where = "WHERE (? IS NULL OR id = ?) AND (? IS NULL OR status = ?) ORDER BY id LIMIT ?"
         key = None if status is None else str(status)
         params = (message_id, message_id, key, key, limit)
-        return self._read(lambda conn: _views(conn, where, params))
+        return self._read(lambda conn: views(conn, where, params))
 
     def deliveries(self, *, message_id: int | None = None,
                    status: DeliveryStatus | None = None, limit: int = 1000) -> list[DeliveryView]:
         def body(conn: sqlite3.Connection) -> list[DeliveryView]:
             rows = conn.execute(
-                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE (?1 IS NULL OR message_id = ?1) "
+                f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE (?1 IS NULL OR message_id = ?1) "
                 "AND (?2 IS NULL OR status = ?2) ORDER BY id LIMIT ?3",
                 (message_id, None if status is None else str(status), limit),
             ).fetchall()
@@ -413,50 +390,6 @@ class SqliteStore:
     def integrity_check(self) -> str:
         """SQLite's own ``PRAGMA integrity_check`` verdict: "ok" when the file is sound."""
         return self._read(lambda conn: str(conn.execute("PRAGMA integrity_check").fetchone()[0]))
-
-
-def _describe(path: str, exc: sqlite3.Error) -> str:
-    text = str(exc) or type(exc).__name__
-    return f"database {path!r}: {text}"
-
-
-def _insert_deliveries(conn: sqlite3.Connection, message_id: int, recipients: Sequence[str],
-                       due_at: float) -> None:
-    conn.executemany(
-        "INSERT OR IGNORE INTO deliveries (message_id, recipient, status, attempts, "
-        "next_attempt_at) VALUES (?, ?, 'pending', 0, ?)",
-        ((message_id, recipient, due_at) for recipient in recipients),
-    )
-
-
-def _message_state(conn: sqlite3.Connection,
-                   message_id: int) -> tuple[MessageStatus, int, float | None]:
-    row = conn.execute("SELECT status, version, dispatch_started_at FROM messages WHERE id = ?",
-                       (message_id,)).fetchone()
-    if row is None:
-        raise NotFoundError(f"no message with id {message_id}")
-    return MessageStatus(row[0]), row[1], row[2]
-
-
-def _counts(conn: sqlite3.Connection, message_id: int) -> dict[DeliveryStatus, int]:
-    counts = dict.fromkeys(DeliveryStatus, 0)
-    for status, count in conn.execute(
-        "SELECT status, COUNT(*) FROM deliveries WHERE message_id = ? GROUP BY status",
-        (message_id,),
-    ):
-        counts[DeliveryStatus(status)] = count
-    return counts
-
-
-def _views(conn: sqlite3.Connection, where: str, params: Sequence[object]) -> list[MessageView]:
-    rows = conn.execute(f"SELECT {_MESSAGE_COLUMNS} FROM messages {where}", params).fetchall()
-    return [
-        MessageView(id=r[0], content=r[1], status=MessageStatus(r[2]), scheduled_at=r[3],
-                    created_at=r[4], updated_at=r[5], version=r[6], dispatch_started_at=r[7],
-                    completed_at=r[8], idempotency_key=r[9], priority=r[10],
-                    counts=_counts(conn, r[0]))
-        for r in rows
-    ]
 
 
 _check: type[DispatchStore] = SqliteStore
