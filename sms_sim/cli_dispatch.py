@@ -365,6 +365,8 @@ def _worker(prog: str, argv: Sequence[str]) -> int:
         worker = Worker(store, transport, senders=senders, clock=RealClock(), seed=seed,
                         config=config, output=sys.stdout, interval_s=args.interval,
                         show_progress=not args.quiet, exit_when_idle=args.exit_when_idle)
+        print(f"{worker.owner}: dispatching from {args.db} with {len(senders)} senders, "
+              f"batch {config.batch_size}, lease {config.lease_s:g}s (seed {seed})", flush=True)
         signals.install()
         report = worker.run(stop_requests=lambda: signals.count)
     except SmsSimError as exc:

@@ -86,7 +86,11 @@ class Worker:
         self._idle = threading.Event()
         self._failed: list[str] = []
         self._lock = threading.Lock()
+        # Keyed by a per-claim ticket, not the delivery id: after a pause past the lease this
+        # worker may re-claim a delivery whose first claim is still queued (found by the
+        # crash test). The ticket is the Message id the senders see.
         self._in_flight: dict[int, Claim] = {}  # lock held to write; GIL-atomic reads
+        self._next_ticket = 0
         self._errors: dict[int, str] = {}
         self._done: queue.SimpleQueue[tuple[int, bool]] = queue.SimpleQueue()
         self._inbox: Inbox = queue.Queue()
@@ -137,12 +141,12 @@ class Worker:
         settlements = []
         while True:
             try:
-                delivery_id, ok = self._done.get_nowait()
+                ticket, ok = self._done.get_nowait()
             except queue.Empty:
                 break
             with self._lock:
-                claim = self._in_flight.pop(delivery_id)
-            error = None if ok else self._errors.pop(delivery_id, SIMULATED_FAILURE)
+                claim = self._in_flight.pop(ticket)
+            error = None if ok else self._errors.pop(ticket, SIMULATED_FAILURE)
             if error == LEASE_EXPIRED:
                 self.dispatcher.stats.skipped_expired += 1
             settlements.append(self.dispatcher.outcome(claim, error))
@@ -156,11 +160,14 @@ class Worker:
             self._settle_done()
             if len(self._in_flight) <= batch:  # keep about two batches in hand, no more
                 claims = dispatcher.claim()
+                tickets = []
                 with self._lock:
                     for claim in claims:
-                        self._in_flight[claim.delivery_id] = claim
-                for claim in claims:
-                    self._inbox.put(Message(claim.delivery_id, claim.recipient,
+                        self._next_ticket += 1
+                        self._in_flight[self._next_ticket] = claim
+                        tickets.append(self._next_ticket)
+                for ticket, claim in zip(tickets, claims, strict=True):
+                    self._inbox.put(Message(ticket, claim.recipient,
                                             f"delivery {claim.delivery_id}"))
                 if len(claims) == batch:
                     continue

@@ -68,9 +68,11 @@ def run_chaos(
     chaos_for_s: float = 3.0,
     mean_s: float = 0.004,
 ) -> ChaosResult:
-    """Submit ``messages`` x ``recipients``, run ``workers`` processes, and for ``chaos_for_s``
-    kill (SIGKILL, then restart) or pause (SIGSTOP for 1.5 leases) one at random every
-    0.1-0.4 s. Then let them finish (they exit when idle) and audit store and ledger."""
+    """Submit ``messages`` x ``recipients``, run ``workers`` processes, and, from the first
+    recorded send on, for ``chaos_for_s`` pause (SIGSTOP for 1.5 leases; the first action
+    always, on the worker holding the most leases) or kill (SIGKILL, then restart) one at
+    random every 0.1-0.4 s. Then let them finish (they exit when idle) and audit the store
+    and the ledger. Workers' outputs come back in ``worker_logs``."""
     clock, rng, tick = RealClock(), random.Random(seed), threading.Event()
     db, ledger_path = root / "chaos.db", root / "ledger.db"
     store = SqliteStore(db)
@@ -78,6 +80,7 @@ def run_chaos(
         numbers = [f"5{m:02d}-{i // 10000:03d}-{i % 10000:04d}" for i in range(recipients)]
         store.submit(NewMessage.validated(content=f"alert {m}", recipients=numbers), clock.now())
     logs: list[Path] = []
+    log_of: dict[int, Path] = {}  # pid -> its output file (first line: its lease token)
     spawned = 0
 
     def spawn() -> subprocess.Popen[bytes]:
@@ -86,15 +89,22 @@ def run_chaos(
         log = root / f"worker-{spawned}.log"
         logs.append(log)
         with log.open("wb") as out:
-            return subprocess.Popen(
+            proc = subprocess.Popen(
                 _worker_cmd(db, ledger_path, lease_s=lease_s, seed=seed * 1000 + spawned,
                             fencing=fencing, mean_s=mean_s),
                 stdout=out, stderr=subprocess.STDOUT, cwd=root)
+        log_of[proc.pid] = log
+        return proc
 
     procs = [spawn() for _ in range(workers)]
     paused: dict[int, float] = {}  # index -> resume at (monotonic)
     protected: set[int] = set()  # paused once: let it live to report its refusals
     kills = pauses = restarts = 0
+    max_pauses = max(1, min(3, workers - 1))  # paused ones are spared kills: keep one killable
+    # Chaos starts once dispatch has, and opens with a pause: a worker paused while it
+    # holds claims is what must see its late completions refused.
+    while not store.deliveries(status=DeliveryStatus.SENT, limit=1):
+        clock.sleep(0.01, tick)
     start = clock.monotonic()
     finished = False
     while clock.monotonic() - start < deadline_s:
@@ -105,10 +115,10 @@ def run_chaos(
                 del paused[index]
         chaos = now - start < chaos_for_s
         if chaos:
-            index = rng.randrange(len(procs))
+            index = rng.randrange(len(procs)) if pauses else _holder(store, procs, log_of)
             proc = procs[index]
             if index not in paused and index not in protected and proc.poll() is None:
-                if rng.random() < 0.3 and pauses < 3:
+                if pauses == 0 or (rng.random() < 0.3 and pauses < max_pauses):
                     proc.send_signal(signal.SIGSTOP)
                     paused[index] = now + 1.5 * lease_s
                     protected.add(index)
@@ -157,6 +167,24 @@ def run_chaos(
                        restarts=restarts, ledger=summary, lost=lost, refused=refused,
                        skipped_expired=skipped, lease_s=lease_s, integrity=integrity,
                        finished=finished, worker_logs=texts)
+
+
+def _holder(store: SqliteStore, procs: list[subprocess.Popen[bytes]],
+            log_of: dict[int, Path]) -> int:
+    """The index of a running worker that holds the most leases right now (0 if none).
+
+    Workers print their lease token on their first line; the store says who holds what.
+    """
+    held = Counter(d.lease_owner for d in store.deliveries(status=DeliveryStatus.LEASED,
+                                                           limit=10**9))
+    best, best_count = 0, 0
+    for index, proc in enumerate(procs):
+        if proc.poll() is not None:
+            continue
+        owner = log_of[proc.pid].read_text(errors="replace").split(":", 1)[0]
+        if held[owner] > best_count:
+            best, best_count = index, held[owner]
+    return best
 
 
 def _open_deliveries(store: SqliteStore) -> int:

@@ -141,8 +141,10 @@ def test_sigterm_stops_the_worker_and_gives_unstarted_claims_back(tmp_path: Path
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     assert proc.stdout is not None
-    first = proc.stdout.readline()  # a progress line: the worker is dispatching
-    assert first.startswith("[")
+    started = proc.stdout.readline()
+    assert started.startswith("worker-") and "dispatching from sms_sim.db" in started
+    progress = proc.stdout.readline()  # a progress line: the worker is dispatching
+    assert progress.startswith("[")
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=TIMEOUT_S)
     assert proc.returncode == 143, err

@@ -17,7 +17,7 @@ def test_killed_and_paused_workers_never_deliver_twice_and_lose_nothing(tmp_path
     result = run_chaos(tmp_path, messages=3, recipients=300, workers=3, lease_s=0.5, seed=11,
                        chaos_for_s=2.0)
     assert result.finished, result.worker_logs[-1]
-    assert result.kills >= 2 and result.pauses >= 1
+    assert result.kills >= 1 and result.pauses >= 1
     assert result.statuses == {"sent": 900} or set(result.statuses) <= {"sent", "dead"}
     assert result.lost == 0
     assert result.ledger.effective_duplicates == 0
