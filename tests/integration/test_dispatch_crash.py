@@ -24,6 +24,8 @@ def test_killed_and_paused_workers_never_deliver_twice_and_lose_nothing(tmp_path
     assert result.ledger.recipients_delivered == result.statuses["sent"]
     assert result.refused >= 1  # the paused worker's late completions were refused
     assert result.integrity == "ok"
+    # No worker died of its own accord (a KeyError here once hid a re-claim bug).
+    assert not [log for log in result.worker_logs if "Traceback" in log]
 
 
 def test_the_same_chaos_without_fencing_or_keys_is_caught_delivering_twice(
