@@ -65,3 +65,26 @@ def test_a_stop_request_gives_unstarted_claims_back_and_loses_nothing(tmp_path: 
     assert counts[DeliveryStatus.SENT] == run.sent == provider.summary().delivered
     assert counts[DeliveryStatus.SENT] + counts[DeliveryStatus.PENDING] == 300
     store.close()
+
+
+def test_a_worker_whose_own_leases_expire_in_its_queue_reclaims_them_safely(
+        tmp_path: Path) -> None:
+    """Sends slower than the lease: the worker re-claims deliveries still in its own queue.
+
+    Each claim is its own ticket, so two claims of one delivery never collide (this once
+    ended the dispatcher thread with a KeyError); the stale copy is skipped or refused.
+    """
+    store = SqliteStore(tmp_path / "w.db")
+    clock = RealClock()
+    store.submit(NewMessage.validated(content="hi", recipients=phones(4)), clock.now())
+    provider = MemoryProvider()
+    config = DispatchConfig(batch_size=2, lease_s=0.05, idle_recheck_s=0.01,
+                            retry=RetryPolicy(max_attempts=50, base_s=0.0))
+    worker = Worker(store, provider, senders=[SenderConfig(0.03, 0.0, 0.0)], clock=clock,
+                    seed=2, config=config, output=None, exit_when_idle=True)
+    report = worker.run()
+    assert report.run.stopped_by is StopReason.COMPLETED and report.run.threads_alive == ()
+    assert report.stats.skipped_expired + report.stats.refused > 0  # the race did happen
+    assert {d.status for d in store.deliveries()} == {DeliveryStatus.SENT}
+    assert provider.summary().effective_duplicates == 0
+    store.close()
