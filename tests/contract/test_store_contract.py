@@ -346,6 +346,46 @@ def test_edit_needs_the_current_version_and_bumps_it(store: DispatchStore) -> No
         store.edit(999, 1, MessageEdit.validated(content="x"), T0)
 
 
+def test_an_edit_racing_the_first_claim_lands_before_it_or_is_refused(opener: Opener) -> None:
+    for round_number in range(10):
+        _race_edit_and_claim(opener, round_number)
+
+
+def _race_edit_and_claim(opener: Opener, round_number: int) -> None:
+    now = T0 + round_number
+    message_id = submit(opener(), 3, now=now, start=100 * round_number)
+    editor, claimer = opener(), opener()
+    barrier = threading.Barrier(2)
+    outcome: dict[str, object] = {}
+
+    def edit() -> None:
+        barrier.wait(timeout=JOIN_TIMEOUT_S)
+        try:
+            outcome["edit"] = editor.edit(message_id, 1, MessageEdit.validated(
+                content="new", recipients=["999-999-9999"]), now)
+        except LockedError as exc:
+            outcome["edit"] = exc
+
+    def claim() -> None:
+        barrier.wait(timeout=JOIN_TIMEOUT_S)
+        outcome["claims"] = claimer.claim("w", 10, LEASE_S, now)
+
+    threads = [threading.Thread(target=edit), threading.Thread(target=claim)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(JOIN_TIMEOUT_S)
+        assert not thread.is_alive()
+    claims = outcome["claims"]
+    assert isinstance(claims, list)
+    seen = {(c.content, c.recipient) for c in claims if c.message_id == message_id}
+    if isinstance(outcome["edit"], LockedError):  # dispatch began first: all old
+        assert {content for content, _ in seen} == {"alert"} and len(seen) == 3
+    else:  # the edit landed first: whatever was claimed is entirely new
+        assert seen <= {("new", "999-999-9999")}
+    claimer.settle("w", sent(claims), now)  # the next round starts from a quiet store
+
+
 def test_edit_is_locked_once_dispatch_has_begun(store: DispatchStore) -> None:
     message_id = submit(store, 2)
     store.claim("w", 1, LEASE_S, T0)

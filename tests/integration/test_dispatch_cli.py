@@ -153,3 +153,13 @@ def test_sigterm_stops_the_worker_and_gives_unstarted_claims_back(tmp_path: Path
         statuses = dict(conn.execute("SELECT status, COUNT(*) FROM deliveries GROUP BY status"))
     assert "leased" not in statuses  # unstarted claims went back to pending
     assert statuses.get("sent", 0) + statuses.get("pending", 0) == 400
+
+
+def test_the_dispatch_commands_and_sqlite_store_need_only_the_standard_library() -> None:
+    probe = ("import sys; import sms_sim.cli_dispatch, sms_sim.stores.sqlite; "
+             "print(sorted(n for n in sys.modules if n.split('.')[0] not in "
+             "sys.stdlib_module_names and n.split('.')[0] not in {'sms_sim', '__main__'}))")
+    result = subprocess.run([sys.executable, "-S", "-c", probe], capture_output=True,
+                            text=True, cwd=ROOT, timeout=TIMEOUT_S)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
