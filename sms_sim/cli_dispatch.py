@@ -12,22 +12,12 @@ import argparse
 import datetime
 import json
 import logging
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from sms_sim.cli_support import (
-    ExitCode,
-    OneLineParser,
-    SignalRecorder,
-    int_at_least,
-    non_negative_float,
-    positive_float,
-    probability,
-)
+from sms_sim.cli_support import ExitCode, OneLineParser, int_at_least
 from sms_sim.clock import RealClock
-from sms_sim.config import RetryPolicy, SenderConfig
 from sms_sim.engine.contract import (
     DeliveryStatus,
     InvalidRequestError,
@@ -36,16 +26,11 @@ from sms_sim.engine.contract import (
     MessageView,
     NewMessage,
 )
-from sms_sim.engine.dispatcher import DEFAULT_RETRY, DispatchConfig
-from sms_sim.engine.transport import LedgerProvider, MemoryProvider, Transport
-from sms_sim.engine.worker import Worker
 from sms_sim.errors import ConfigError, SmsSimError
-from sms_sim.generate import new_seed
-from sms_sim.report import StopReason
 from sms_sim.stores.common import format_utc
 from sms_sim.stores.sqlite import SqliteStore
 
-__all__ = ["main", "COMMANDS", "parse_time"]
+__all__ = ["main", "COMMANDS", "parse_time", "base_parser", "configure_logging", "DEFAULT_DB"]
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +62,7 @@ def _read_recipients(path: Path) -> list[str]:
     return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
 
 
-def _base_parser(prog: str, description: str) -> OneLineParser:
+def base_parser(prog: str, description: str) -> OneLineParser:
     parser = OneLineParser(prog=prog, description=description)
     parser.add_argument("--db", default=DEFAULT_DB, metavar="PATH",
                         help=f"database file (default ./{DEFAULT_DB})")
@@ -105,7 +90,7 @@ def _recipients(args: argparse.Namespace) -> list[str] | None:
 
 
 def _submit(prog: str, argv: Sequence[str]) -> int:
-    parser = _base_parser(prog, "Queue a message for dispatch to its recipients.")
+    parser = base_parser(prog, "Queue a message for dispatch to its recipients.")
     parser.add_argument("content", help="the text, 1-1600 characters")
     _add_recipients(parser)
     parser.add_argument("--at", type=parse_time, metavar="TIME",
@@ -136,7 +121,7 @@ def _do_submit(store: SqliteStore, message: NewMessage) -> str:
 
 
 def _edit(prog: str, argv: Sequence[str]) -> int:
-    parser = _base_parser(prog, "Change a message that has not started dispatching.")
+    parser = base_parser(prog, "Change a message that has not started dispatching.")
     parser.add_argument("id", type=int_at_least(1), help="message id")
     parser.add_argument("--version", type=int_at_least(1), required=True,
                         help="the version you last read (see show); a stale one is refused")
@@ -158,7 +143,7 @@ def _edit(prog: str, argv: Sequence[str]) -> int:
 
 
 def _cancel(prog: str, argv: Sequence[str]) -> int:
-    parser = _base_parser(prog, "Cancel a scheduled or dispatching message.")
+    parser = base_parser(prog, "Cancel a scheduled or dispatching message.")
     parser.add_argument("id", type=int_at_least(1), help="message id")
     args = parser.parse_args(argv)
 
@@ -172,7 +157,7 @@ def _cancel(prog: str, argv: Sequence[str]) -> int:
 
 
 def _show(prog: str, argv: Sequence[str]) -> int:
-    parser = _base_parser(prog, "Show one message and its deliveries by status.")
+    parser = base_parser(prog, "Show one message and its deliveries by status.")
     parser.add_argument("id", type=int_at_least(1), help="message id")
     parser.add_argument("--json", action="store_true", help="one JSON object")
     args = parser.parse_args(argv)
@@ -188,7 +173,7 @@ def _show(prog: str, argv: Sequence[str]) -> int:
 
 
 def _list(prog: str, argv: Sequence[str]) -> int:
-    parser = _base_parser(prog, "List messages, one line each.")
+    parser = base_parser(prog, "List messages, one line each.")
     parser.add_argument("--status", choices=[s.value for s in MessageStatus])
     parser.add_argument("--limit", type=int_at_least(1), default=100)
     args = parser.parse_args(argv)
@@ -202,7 +187,7 @@ def _list(prog: str, argv: Sequence[str]) -> int:
 
 
 def _dead(prog: str, argv: Sequence[str]) -> int:
-    parser = _base_parser(prog, "List dead deliveries (failed on every attempt), or requeue them.")
+    parser = base_parser(prog, "List dead deliveries (failed on every attempt), or requeue them.")
     parser.add_argument("--message", type=int_at_least(1), metavar="ID", help="only this message")
     parser.add_argument("--requeue", action="store_true",
                         help="put them back to pending with attempts reset")
@@ -229,7 +214,7 @@ def _dead(prog: str, argv: Sequence[str]) -> int:
 
 def _with_store(parser: argparse.ArgumentParser, args: argparse.Namespace,
                 body: Callable[[SqliteStore], str], *, create: bool = True) -> int:
-    _configure_logging(args.verbose)
+    configure_logging(args.verbose)
     try:
         store = SqliteStore(args.db, create=create)
         try:
@@ -244,7 +229,7 @@ def _with_store(parser: argparse.ArgumentParser, args: argparse.Namespace,
     return ExitCode.OK
 
 
-def _configure_logging(verbose: bool) -> None:
+def configure_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(name)s: %(levelname)s: %(message)s", stream=sys.stderr)
 
@@ -282,113 +267,11 @@ def _as_dict(view: MessageView) -> dict[str, object]:
     }
 
 
-# --- worker ---------------------------------------------------------------------------------
-
-
-def _sender_spec(text: str) -> SenderConfig:
-    parts = text.split(",")
-    if len(parts) != 3:
-        raise argparse.ArgumentTypeError(f"expected MEAN,DEV,RATE (got {text!r})")
-    try:
-        return SenderConfig(non_negative_float(parts[0]), non_negative_float(parts[1]),
-                            probability(parts[2]))
-    except (argparse.ArgumentTypeError, ConfigError) as exc:
-        raise argparse.ArgumentTypeError(f"{exc} in {text!r}") from None
-
-
 def _worker(prog: str, argv: Sequence[str]) -> int:
-    parser = _base_parser(prog, "Dispatch due deliveries until SIGINT/SIGTERM: claim batches "
-                                "under a lease, send through the simulated sender pool, retry "
-                                "with backoff. Several workers may share one database.")
-    parser.epilog = ("exit codes: 0 idle exit (--exit-when-idle), 1 store error, 2 bad usage, "
-                     "3 threads did not stop, 130 SIGINT, 143 SIGTERM")
-    parser.add_argument("--senders", type=int_at_least(0), default=4,
-                        help="identical sender threads (default 4)")
-    parser.add_argument("--mean", type=non_negative_float, default=0.01, metavar="SECONDS",
-                        help="mean send time (default 0.01)")
-    parser.add_argument("--deviation", type=non_negative_float, default=0.001, metavar="SECONDS",
-                        help="send time is uniform in mean +/- this (default 0.001)")
-    parser.add_argument("--failure-rate", type=probability, default=0.0, metavar="P",
-                        help="probability a send fails and is retried (default 0)")
-    parser.add_argument("--sender", action="append", type=_sender_spec, default=[],
-                        metavar="MEAN,DEV,RATE", help="add one sender with its own settings")
-    parser.add_argument("--batch", type=int_at_least(1), default=100,
-                        help="deliveries per claim (default 100)")
-    parser.add_argument("--lease", type=positive_float, default=30.0, metavar="SECONDS",
-                        help="claim lease; expired leases are reclaimed by others (default 30)")
-    parser.add_argument("--max-attempts", type=int_at_least(1),
-                        default=DEFAULT_RETRY.max_attempts, help="attempts before dead (5)")
-    parser.add_argument("--retry-base", type=non_negative_float, default=DEFAULT_RETRY.base_s,
-                        metavar="SECONDS", help="first retry delay before jitter (default 1)")
-    parser.add_argument("--retry-factor", type=positive_float, default=DEFAULT_RETRY.factor,
-                        help="backoff growth per retry (default 2)")
-    parser.add_argument("--retry-cap", type=non_negative_float, default=DEFAULT_RETRY.cap_s,
-                        metavar="SECONDS", help="longest retry delay (default 300)")
-    parser.add_argument("--idle-recheck", type=positive_float, default=0.05, metavar="SECONDS",
-                        help="longest idle wait before looking for new work (default 0.05)")
-    parser.add_argument("--ledger", type=Path, metavar="PATH",
-                        help="provider ledger file shared by workers (default: in memory)")
-    parser.add_argument("--interval", type=positive_float, default=1.0, metavar="SECONDS",
-                        help="seconds between progress lines (default 1)")
-    parser.add_argument("--seed", type=int_at_least(0), metavar="N",
-                        help="seed for simulated send outcomes and retry jitter (default: random)")
-    parser.add_argument("--exit-when-idle", action="store_true",
-                        help="exit 0 once nothing is scheduled, pending, leased or retrying")
-    parser.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
-    parser.add_argument("--unsafe-no-fencing", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    try:
-        # Validated even for --senders 0 so that a typo in --mean is never silently ignored.
-        identical = SenderConfig(args.mean, args.deviation, args.failure_rate)
-        senders = [identical] * args.senders + list(args.sender)
-        if not senders:
-            raise ConfigError("senders must be >= 1 (got 0)")
-        retry = RetryPolicy(max_attempts=args.max_attempts, base_s=args.retry_base,
-                            factor=args.retry_factor, cap_s=args.retry_cap)
-        config = DispatchConfig(batch_size=args.batch, lease_s=args.lease,
-                                idle_recheck_s=args.idle_recheck, retry=retry,
-                                fencing=not args.unsafe_no_fencing)
-    except ConfigError as exc:
-        parser.error(str(exc))
-    _configure_logging(args.verbose)
-    seed = new_seed() if args.seed is None else args.seed
-    signals = SignalRecorder()
-    store: SqliteStore | None = None
-    ledger: LedgerProvider | None = None
-    try:
-        store = SqliteStore(args.db)
-        transport: Transport = MemoryProvider()
-        if args.ledger is not None:
-            ledger = LedgerProvider(args.ledger, clock=RealClock(),
-                                    dedup=not args.unsafe_no_fencing)
-            transport = ledger
-        worker = Worker(store, transport, senders=senders, clock=RealClock(), seed=seed,
-                        config=config, output=sys.stdout, interval_s=args.interval,
-                        show_progress=not args.quiet, exit_when_idle=args.exit_when_idle)
-        print(f"{worker.owner}: dispatching from {args.db} with {len(senders)} senders, "
-              f"batch {config.batch_size}, lease {config.lease_s:g}s (seed {seed})", flush=True)
-        signals.install()
-        report = worker.run(stop_requests=lambda: signals.count)
-    except SmsSimError as exc:
-        log.debug("worker failed", exc_info=True)
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return ExitCode.ERROR
-    finally:
-        signals.restore()
-        if ledger is not None:
-            ledger.close()
-        if store is not None:
-            store.close()
-    reason = report.run.stopped_by
-    if reason is StopReason.SIGNAL:
-        return ExitCode.SIGTERM if signals.first == signal.SIGTERM else ExitCode.SIGINT
-    if reason is StopReason.ERROR:
-        return ExitCode.ERROR
-    if reason is StopReason.OUTPUT_CLOSED:
-        return ExitCode.SIGPIPE
-    if report.run.threads_alive:
-        return ExitCode.SHUTDOWN_TIMEOUT
-    return ExitCode.OK
+    # Imported here: cli_worker builds on this module's parser helpers.
+    from sms_sim.cli_worker import run_worker
+
+    return run_worker(prog, argv)
 
 
 _HANDLERS: dict[str, Callable[[str, Sequence[str]], int]] = {
