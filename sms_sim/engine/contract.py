@@ -313,11 +313,13 @@ class DispatchStore(Protocol):
         ...
 
     def settle(self, owner: str, settlements: Sequence[Settlement], now: float) -> SettleResult:
-        """Record outcomes; each is a compare-and-set on status ``leased``, owner and attempts.
+        """Record outcomes; each is a compare-and-set on status ``leased``, owner and attempts,
+        accepted only while the lease runs (``lease_until > now``).
 
-        Refused ones (a stale lease) change nothing and are counted. A RETRY of a delivery
-        whose message was cancelled becomes ``cancelled``. A message with no open delivery
-        left becomes ``completed``. All accepted rows commit together.
+        Refused ones (a stale or expired lease: the delivery will be, or has been, claimed
+        again and re-sent with the same idempotency key) change nothing and are counted. A
+        RETRY of a delivery whose message was cancelled becomes ``cancelled``. A message
+        with no open delivery left becomes ``completed``. All accepted rows commit together.
         """
         ...
 

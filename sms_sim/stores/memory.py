@@ -215,7 +215,8 @@ class MemoryStore:
             for item in settlements:
                 delivery = self._deliveries.get(item.delivery_id)
                 if (delivery is None or delivery.status is not _D.LEASED
-                        or delivery.lease_owner != owner or delivery.attempts != item.attempts):
+                        or delivery.lease_owner != owner or delivery.attempts != item.attempts
+                        or (delivery.lease_until or 0.0) <= now):
                     continue
                 accepted += 1
                 touched.add(delivery.message_id)

@@ -294,7 +294,7 @@ class SqliteStore:
         by_kind: dict[SettleKind, list[tuple[object, ...]]] = {kind: [] for kind in SettleKind}
         sent: list[tuple[int, int]] = []
         for item in settlements:
-            fence = (item.delivery_id, owner, item.attempts)
+            fence = (item.delivery_id, owner, item.attempts, now)
             if item.kind is SettleKind.SENT:
                 sent.append((item.delivery_id, item.attempts))
             elif item.kind is SettleKind.RETRY:

@@ -44,12 +44,15 @@ WHERE id IN (SELECT id FROM deliveries
              ORDER BY next_attempt_at, id LIMIT ?)
 RETURNING id, recipient, attempts
 """
-FENCE = "WHERE id = ? AND status = 'leased' AND lease_owner = ? AND attempts = ?"
+# A completion counts only from the lease holder, for this attempt, while the lease runs.
+FENCE = ("WHERE id = ? AND status = 'leased' AND lease_owner = ? AND attempts = ? "
+         "AND lease_until > ?")
 SETTLE_SENT_SQL = """
 UPDATE deliveries SET status = 'sent', sent_at = ?1, lease_owner = NULL, lease_until = NULL
 FROM (SELECT value ->> 0 AS fenced_id, value ->> 1 AS fenced_attempts FROM json_each(?3)) AS f
 WHERE deliveries.id = f.fenced_id AND deliveries.status = 'leased'
   AND deliveries.lease_owner = ?2 AND deliveries.attempts = f.fenced_attempts
+  AND deliveries.lease_until > ?1
 RETURNING message_id
 """
 SETTLE_SQL: dict[SettleKind, str] = {

@@ -279,6 +279,17 @@ def test_settle_is_fenced_by_status_owner_and_attempt(store: DispatchStore) -> N
     assert delivery.lease_owner is None
 
 
+def test_a_completion_after_the_lease_ran_out_is_refused_even_if_nobody_took_over(
+        store: DispatchStore) -> None:
+    submit(store, 1)
+    (claim,) = store.claim("a", 1, LEASE_S, T0)
+    assert store.settle("a", sent([claim]), T0 + LEASE_S).refused == 1
+    (delivery,) = store.deliveries()
+    assert delivery.status is DeliveryStatus.LEASED  # rescued by the next claim
+    (again,) = store.claim("b", 1, LEASE_S, T0 + LEASE_S)
+    assert again.attempts == 2
+
+
 def test_a_retry_is_not_claimed_before_its_time_and_keeps_counting_attempts(
         store: DispatchStore) -> None:
     submit(store, 1)
