@@ -106,17 +106,20 @@ class LedgerProvider:
         self._dedup = dedup
         self._worker = worker
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(str(path), timeout=busy_timeout_s, isolation_level=None,
-                                     check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.executescript(
-            "BEGIN IMMEDIATE;"
-            "CREATE TABLE IF NOT EXISTS keys (key TEXT PRIMARY KEY);"
-            "CREATE TABLE IF NOT EXISTS attempts (seq INTEGER PRIMARY KEY, key TEXT NOT NULL, "
-            "target TEXT NOT NULL, worker TEXT NOT NULL, delivered INTEGER NOT NULL, "
-            "at REAL NOT NULL);"
-            "COMMIT;"
-        )
+        try:
+            self._conn = sqlite3.connect(str(path), timeout=busy_timeout_s,
+                                         isolation_level=None, check_same_thread=False)
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.executescript(
+                "BEGIN IMMEDIATE;"
+                "CREATE TABLE IF NOT EXISTS keys (key TEXT PRIMARY KEY);"
+                "CREATE TABLE IF NOT EXISTS attempts (seq INTEGER PRIMARY KEY, key TEXT NOT NULL,"
+                " target TEXT NOT NULL, worker TEXT NOT NULL, delivered INTEGER NOT NULL, "
+                "at REAL NOT NULL);"
+                "COMMIT;"
+            )
+        except sqlite3.Error as exc:
+            raise TransportError(f"cannot open provider ledger {str(path)!r}: {exc}") from exc
 
     def send(self, key: str, recipient: str, content: str) -> None:
         with self._lock:

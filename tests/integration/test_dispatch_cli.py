@@ -63,6 +63,7 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (["worker", "--senders", "0"], 2, "senders must be >= 1 (got 0)"),
     (["worker", "--lease", "0"], 2, "argument --lease: must be > 0"),
     (["worker", "--mean", "0.01", "--deviation", "0.02"], 2, "deviation must be <= mean"),
+    (["worker", "--ledger", "/no/such/dir/ledger.db"], 1, "cannot open provider ledger"),
 ])
 def test_bad_input_is_one_line_nonzero_and_changes_nothing(
         db: Path, args: list[str], code: int, fragment: str) -> None:
