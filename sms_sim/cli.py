@@ -55,7 +55,11 @@ _POSITIONAL_NAMES = (
 )
 # Subcommand -> module with ``main(argv, *, prog) -> int``, imported only when chosen so that
 # starting the simulator never pays for (or depends on) the other commands.
-_SUBCOMMANDS: dict[str, str] = {"plan": "sms_sim.cli_plan"}
+_SUBCOMMANDS: dict[str, str] = {
+    "plan": "sms_sim.cli_plan",
+    **{name: "sms_sim.cli_dispatch"
+       for name in ("submit", "edit", "cancel", "show", "list", "dead", "worker")},
+}
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:

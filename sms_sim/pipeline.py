@@ -167,6 +167,10 @@ class Sender:
     only when the host cannot keep up. ``unsent`` counts messages this sender took but did
     not send because ``stop`` was set. Counters are written only by the sender's own thread.
     An in-flight send is interrupted by ``abort`` (by default the ``stop`` Event itself).
+
+    ``transmit`` (optional) is the real send step, called on the sender's thread once the
+    simulated send time has passed and only if the simulated draw did not fail; it returns
+    False for a send the provider refused. The durable worker plugs its transport in here.
     """
 
     def __init__(
@@ -181,6 +185,7 @@ class Sender:
         stop: threading.Event,
         clock: Clock,
         abort: threading.Event | None = None,
+        transmit: Callable[[Message], bool] | None = None,
     ) -> None:
         self.index = index
         self.name = f"sender-{index}"
@@ -197,6 +202,7 @@ class Sender:
         self._stop = stop
         self._abort = stop if abort is None else abort
         self._clock = clock
+        self._transmit = transmit
         self.unsent = 0
         self.next_start = float("-inf")
         self.lag_s = 0.0
@@ -216,6 +222,9 @@ class Sender:
         if deadline > now:
             if self._clock.sleep(deadline - now, self._abort):
                 return None
+            now = self._monotonic()
+        if ok and self._transmit is not None:
+            ok = self._transmit(message)
             now = self._monotonic()
         # A rate-limited sender may not start its next send before this one's slot ends.
         self.next_start = start + (latency_s if latency_s > self._min_interval_s
@@ -265,6 +274,8 @@ class Monitor:
     The monitor is the only writer of its tallies. ``step(now)`` is one unit of work and is
     what tests drive with a ``VirtualClock``; ``run`` loops it until ``stop``. A write to
     ``output`` that fails (a closed pipe) sets ``stop``: nobody is reading any more.
+    ``on_outcome`` (optional) sees every outcome as it is drained, on the draining thread;
+    the durable worker uses it to hand results back to the store.
     """
 
     def __init__(
@@ -281,6 +292,7 @@ class Monitor:
         stop: threading.Event,
         show_progress: bool = True,
         check_pace: bool = False,
+        on_outcome: Callable[[Outcome], None] | None = None,
     ) -> None:
         self._successes = successes
         self._failures = failures
@@ -294,6 +306,7 @@ class Monitor:
         self._next_tick = started_at + interval_s
         self._stop = stop
         self._show_progress = show_progress
+        self._on_outcome = on_outcome
         self.per_sender = [SendTally() for _ in senders]
         self.max_behind_s = 0.0
         means = [mean_service_s(s.config) for s in senders]
@@ -332,14 +345,15 @@ class Monitor:
     def drain(self) -> int:
         """Move every outcome waiting on both queues into the tallies; returns how many."""
         moved = 0
-        per_sender = self.per_sender
+        per_sender, hook = self.per_sender, self._on_outcome
         for source in (self._successes, self._failures):
             get = source.get_nowait
             while True:
                 try:
-                    _, sender, duration_s, ok = get()
+                    outcome = get()
                 except queue.Empty:
                     break
+                _, sender, duration_s, ok = outcome
                 tally = per_sender[sender]
                 if ok:
                     tally.sent += 1
@@ -347,6 +361,8 @@ class Monitor:
                     tally.failed += 1
                 tally.total_send_s += duration_s
                 moved += 1
+                if hook is not None:
+                    hook(outcome)
         return moved
 
     def progress(self, now: float) -> Progress:

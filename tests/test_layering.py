@@ -20,7 +20,9 @@ LAYERS: dict[str, int] = {
     "engine": 3, "engine.contract": 3, "engine.dispatcher": 3, "engine.transport": 3,
     "engine.worker": 3, "engine.service": 3,
     "stores": 4, "stores.memory": 4, "stores.sqlite": 4, "stores.postgres": 4,
-    "cli_support": 5, "cli_model": 5, "cli": 5, "cli_plan": 5, "cli_dispatch": 5, "api": 5,
+    "stores.common": 4, "stores.sqlite_schema": 4, "stores.sqlite_rows": 4,
+    "cli_support": 5, "cli_model": 5, "cli": 5, "cli_plan": 5, "cli_dispatch": 5,
+    "cli_worker": 5, "api": 5,
     "__main__": 6, "__init__": 6,
 }
 TIME_READERS = {("time", "time"), ("time", "monotonic"), ("time", "sleep"),

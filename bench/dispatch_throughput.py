@@ -1,0 +1,160 @@
+"""Dispatch throughput on SQLite against a bare claim/complete loop on the same schema.
+
+What is measured, in one run, alternating which side goes first:
+
+* ours: N deliveries (4 messages of N/4 recipients) dispatched by W ``Dispatcher`` threads,
+  each with its own ``SqliteStore`` on one file, batch B, zero-latency ``MemoryProvider``:
+  fair claim (lease rescue, round-robin across the 4 messages) -> send with the idempotency
+  key -> fenced settle with per-message completion. Rate = N / wall seconds until every
+  delivery is sent.
+* bare: the same schema and rows, one connection, a loop of ``BEGIN IMMEDIATE``;
+  ``UPDATE ... SET status='leased' ... WHERE id IN (SELECT id ... WHERE status IN
+  ('pending', 'failed') AND next_attempt_at <= now ORDER BY next_attempt_at LIMIT 100)
+  RETURNING id`` (the schema's due index); ``executemany`` of ``UPDATE ... SET status='sent'``;
+  ``COMMIT``. No fairness, no fencing, no retries: the floor any SQLite queue pays.
+
+Targets (issue 5): ours >= 50,000 deliveries/s and ours / bare >= 0.5. huey's SQLite
+storage is printed beside it when huey is installed.
+
+Command (from the repo root): python3 bench/dispatch_throughput.py [--runs 3] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sms_sim.clock import RealClock  # noqa: E402
+from sms_sim.engine.contract import NewMessage  # noqa: E402
+from sms_sim.engine.dispatcher import DispatchConfig, Dispatcher  # noqa: E402
+from sms_sim.engine.transport import MemoryProvider  # noqa: E402
+from sms_sim.stores import SqliteStore  # noqa: E402
+
+TARGET_RATE_PER_S = 50_000
+TARGET_RATIO = 0.5
+MESSAGES = 4
+BARE_BATCH = 100
+
+
+def _prepare(path: Path, deliveries: int) -> None:
+    store = SqliteStore(path)
+    per_message = deliveries // MESSAGES
+    for m in range(MESSAGES):
+        numbers = [f"5{m:02d}-{i // 10000:03d}-{i % 10000:04d}" for i in range(per_message)]
+        store.submit(NewMessage.validated(content=f"bench {m}", recipients=numbers), 1.0)
+    store.close()
+
+
+def rate_ours(path: Path, deliveries: int, workers: int, batch: int) -> float:
+    stop = threading.Event()
+    provider = MemoryProvider()
+    clock = RealClock()
+    stores = [SqliteStore(path) for _ in range(workers)]
+    dispatchers = [Dispatcher(store, clock=clock, rng=random.Random(i),
+                              config=DispatchConfig(batch_size=batch))
+                   for i, store in enumerate(stores)]
+
+    def work(dispatcher: Dispatcher) -> None:
+        dispatcher.run(provider, stop, until_idle=True)
+
+    threads = [threading.Thread(target=work, args=(d,)) for d in dispatchers]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed_s = time.perf_counter() - start
+    for store in stores:
+        store.close()
+    summary = provider.summary()
+    if summary.delivered != deliveries or summary.effective_duplicates:
+        raise RuntimeError(f"ours delivered {summary.delivered} of {deliveries}")
+    return deliveries / elapsed_s
+
+
+def rate_bare(path: Path, deliveries: int) -> float:
+    import sqlite3
+
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    done = 0
+    start = time.perf_counter()
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
+        ids = conn.execute(
+            "UPDATE deliveries SET status = 'leased', lease_owner = 'bare', lease_until = ?, "
+            "attempts = attempts + 1 WHERE id IN (SELECT id FROM deliveries WHERE "
+            "status IN ('pending', 'failed') AND next_attempt_at <= ? "
+            "ORDER BY next_attempt_at LIMIT ?) RETURNING id",
+            (time.time() + 30, time.time(), BARE_BATCH),
+        ).fetchall()
+        conn.executemany("UPDATE deliveries SET status = 'sent', sent_at = ?, lease_owner = NULL,"
+                         " lease_until = NULL WHERE id = ?", [(time.time(), i) for (i,) in ids])
+        conn.execute("COMMIT")
+        done += len(ids)
+        if not ids:
+            break
+    elapsed_s = time.perf_counter() - start
+    conn.close()
+    if done != deliveries:
+        raise RuntimeError(f"bare completed {done} of {deliveries}")
+    return deliveries / elapsed_s
+
+
+def huey_note() -> str:
+    if importlib.util.find_spec("huey") is None:
+        return "huey: not installed (the issue quotes about 6.3k/s for its SQLite storage)"
+    return "huey: installed, but not measured by this script"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--deliveries", type=int, default=100_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--quick", action="store_true", help="20,000 deliveries, 1 run")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.deliveries, args.runs = 20_000, 1
+    ours: list[float] = []
+    bare: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for run in range(args.runs):
+            sides = [("ours", ours), ("bare", bare)]
+            for name, rates in sides if run % 2 == 0 else reversed(sides):
+                path = Path(tmp) / f"{name}-{run}.db"
+                _prepare(path, args.deliveries)
+                if name == "ours":
+                    rates.append(rate_ours(path, args.deliveries, args.workers, args.batch))
+                else:
+                    rates.append(rate_bare(path, args.deliveries))
+            print(f"run {run + 1}: ours {ours[-1]:,.0f}/s  bare {bare[-1]:,.0f}/s  "
+                  f"ratio {ours[-1] / bare[-1]:.2f}")
+    ours_rate, bare_rate = statistics.median(ours), statistics.median(bare)
+    ratio = ours_rate / bare_rate
+    print(f"deliveries {args.deliveries:,}, {args.workers} workers, batch {args.batch}, "
+          f"bare batch {BARE_BATCH}, median of {args.runs}")
+    print(f"ours   {ours_rate:>10,.0f} deliveries/s  "
+          f"{'PASS' if ours_rate >= TARGET_RATE_PER_S else 'FAIL'} (target >= "
+          f"{TARGET_RATE_PER_S:,})")
+    print(f"bare   {bare_rate:>10,.0f} deliveries/s")
+    print(f"ratio  {ratio:>10.2f}  {'PASS' if ratio >= TARGET_RATIO else 'FAIL'} "
+          f"(target >= {TARGET_RATIO})")
+    print(huey_note())
+    return 0 if ours_rate >= TARGET_RATE_PER_S and ratio >= TARGET_RATIO else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""The ``worker`` command: one durable worker process on an SQLite file.
+
+Only this module installs signal handlers for the worker (through ``SignalRecorder``, on
+the main thread, restored in ``finally``): the first SIGINT/SIGTERM stops claiming and lets
+sends in flight finish, a second interrupts them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sms_sim.cli_support import (
+    ExitCode,
+    SignalRecorder,
+    int_at_least,
+    non_negative_float,
+    positive_float,
+    probability,
+)
+from sms_sim.cli_dispatch import base_parser, configure_logging
+from sms_sim.cli_model import sender_spec
+from sms_sim.clock import RealClock
+from sms_sim.config import RetryPolicy, SenderConfig
+from sms_sim.engine.dispatcher import DEFAULT_RETRY, DispatchConfig
+from sms_sim.engine.transport import LedgerProvider, MemoryProvider, Transport
+from sms_sim.engine.worker import Worker
+from sms_sim.errors import ConfigError, SmsSimError
+from sms_sim.generate import new_seed
+from sms_sim.report import StopReason
+from sms_sim.stores.sqlite import SqliteStore
+
+__all__ = ["run_worker"]
+
+log = logging.getLogger(__name__)
+
+
+def run_worker(prog: str, argv: Sequence[str]) -> int:
+    """The ``worker`` command: parse, wire a ``Worker`` to the SQLite store, run, exit code."""
+    parser = base_parser(prog, "Dispatch due deliveries until SIGINT/SIGTERM: claim batches "
+                               "under a lease, send through the simulated sender pool, retry "
+                               "with backoff. Several workers may share one database.")
+    parser.epilog = ("exit codes: 0 idle exit (--exit-when-idle), 1 store error, 2 bad usage, "
+                     "3 threads did not stop, 130 SIGINT, 143 SIGTERM")
+    parser.add_argument("--senders", type=int_at_least(0), default=4,
+                        help="identical sender threads (default 4)")
+    parser.add_argument("--mean", type=non_negative_float, default=0.01, metavar="SECONDS",
+                        help="mean send time (default 0.01)")
+    parser.add_argument("--deviation", type=non_negative_float, default=0.001, metavar="SECONDS",
+                        help="send time is uniform in mean +/- this (default 0.001)")
+    parser.add_argument("--failure-rate", type=probability, default=0.0, metavar="P",
+                        help="probability a send fails and is retried (default 0)")
+    parser.add_argument("--sender", action="append", type=sender_spec, default=[],
+                        metavar="MEAN,DEV,RATE", help="add one sender with its own settings")
+    parser.add_argument("--batch", type=int_at_least(1), default=100,
+                        help="deliveries per claim (default 100)")
+    parser.add_argument("--lease", type=positive_float, default=30.0, metavar="SECONDS",
+                        help="claim lease; expired leases are reclaimed by others (default 30)")
+    parser.add_argument("--max-attempts", type=int_at_least(1),
+                        default=DEFAULT_RETRY.max_attempts, help="attempts before dead (5)")
+    parser.add_argument("--retry-base", type=non_negative_float, default=DEFAULT_RETRY.base_s,
+                        metavar="SECONDS", help="first retry delay before jitter (default 1)")
+    parser.add_argument("--retry-factor", type=positive_float, default=DEFAULT_RETRY.factor,
+                        help="backoff growth per retry (default 2)")
+    parser.add_argument("--retry-cap", type=non_negative_float, default=DEFAULT_RETRY.cap_s,
+                        metavar="SECONDS", help="longest retry delay (default 300)")
+    parser.add_argument("--idle-recheck", type=positive_float, default=0.05, metavar="SECONDS",
+                        help="longest idle wait before looking for new work (default 0.05)")
+    parser.add_argument("--ledger", type=Path, metavar="PATH",
+                        help="provider ledger file shared by workers (default: in memory)")
+    parser.add_argument("--interval", type=positive_float, default=1.0, metavar="SECONDS",
+                        help="seconds between progress lines (default 1)")
+    parser.add_argument("--seed", type=int_at_least(0), metavar="N",
+                        help="seed for simulated send outcomes and retry jitter (default: random)")
+    parser.add_argument("--exit-when-idle", action="store_true",
+                        help="exit 0 once nothing is scheduled, pending, leased or retrying")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+    parser.add_argument("--unsafe-no-fencing", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    try:
+        # Validated even for --senders 0 so that a typo in --mean is never silently ignored.
+        identical = SenderConfig(args.mean, args.deviation, args.failure_rate)
+        senders = [identical] * args.senders + list(args.sender)
+        if not senders:
+            raise ConfigError("senders must be >= 1 (got 0)")
+        retry = RetryPolicy(max_attempts=args.max_attempts, base_s=args.retry_base,
+                            factor=args.retry_factor, cap_s=args.retry_cap)
+        config = DispatchConfig(batch_size=args.batch, lease_s=args.lease,
+                                idle_recheck_s=args.idle_recheck, retry=retry,
+                                fencing=not args.unsafe_no_fencing)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    configure_logging(args.verbose)
+    seed = new_seed() if args.seed is None else args.seed
+    signals = SignalRecorder()
+    store: SqliteStore | None = None
+    ledger: LedgerProvider | None = None
+    try:
+        store = SqliteStore(args.db)
+        transport: Transport = MemoryProvider()
+        if args.ledger is not None:
+            ledger = LedgerProvider(args.ledger, clock=RealClock(),
+                                    dedup=not args.unsafe_no_fencing)
+            transport = ledger
+        worker = Worker(store, transport, senders=senders, clock=RealClock(), seed=seed,
+                        config=config, output=sys.stdout, interval_s=args.interval,
+                        show_progress=not args.quiet, exit_when_idle=args.exit_when_idle)
+        print(f"{worker.owner}: dispatching from {args.db} with {len(senders)} senders, "
+              f"batch {config.batch_size}, lease {config.lease_s:g}s (seed {seed})", flush=True)
+        signals.install()
+        report = worker.run(stop_requests=lambda: signals.count)
+    except SmsSimError as exc:
+        log.debug("worker failed", exc_info=True)
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return ExitCode.ERROR
+    finally:
+        signals.restore()
+        if ledger is not None:
+            ledger.close()
+        if store is not None:
+            store.close()
+    reason = report.run.stopped_by
+    if reason is StopReason.SIGNAL:
+        return ExitCode.SIGTERM if signals.first == signal.SIGTERM else ExitCode.SIGINT
+    if reason is StopReason.ERROR:
+        return ExitCode.ERROR
+    if reason is StopReason.OUTPUT_CLOSED:
+        return ExitCode.SIGPIPE
+    if report.run.threads_alive:
+        return ExitCode.SHUTDOWN_TIMEOUT
+    return ExitCode.OK

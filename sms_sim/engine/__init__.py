@@ -1,0 +1,43 @@
+"""The durable dispatch engine: the store contract, the dispatcher and the worker."""
+
+from sms_sim.engine.contract import (
+    CancelResult,
+    Claim,
+    ConflictError,
+    DeliveryStatus,
+    DeliveryView,
+    DispatchStore,
+    InvalidRequestError,
+    LockedError,
+    MessageEdit,
+    MessageStatus,
+    MessageView,
+    NewMessage,
+    NotFoundError,
+    SettleKind,
+    Settlement,
+    SettleResult,
+    StoreError,
+    SubmitResult,
+)
+
+__all__ = [
+    "CancelResult",
+    "Claim",
+    "ConflictError",
+    "DeliveryStatus",
+    "DeliveryView",
+    "DispatchStore",
+    "InvalidRequestError",
+    "LockedError",
+    "MessageEdit",
+    "MessageStatus",
+    "MessageView",
+    "NewMessage",
+    "NotFoundError",
+    "SettleKind",
+    "Settlement",
+    "SettleResult",
+    "StoreError",
+    "SubmitResult",
+]

@@ -1,0 +1,385 @@
+"""The port between the dispatch engine and its stores: ``DispatchStore`` and its row types.
+
+A store holds messages and one delivery per (message, recipient). The engine never sees SQL;
+it calls the ten domain operations below. Every operation that depends on time takes ``now``
+(epoch seconds) from the caller: stores never read a clock, which is what lets a
+``VirtualClock`` drive a real SQLite file in tests.
+
+The docstrings of ``DispatchStore`` are the specification that
+``tests/contract/test_store_contract.py`` encodes for every backend.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from sms_sim.errors import SmsSimError
+
+__all__ = [
+    "DispatchStore",
+    "MessageStatus",
+    "DeliveryStatus",
+    "SettleKind",
+    "NewMessage",
+    "MessageEdit",
+    "MessageView",
+    "DeliveryView",
+    "Claim",
+    "Settlement",
+    "SubmitResult",
+    "CancelResult",
+    "SettleResult",
+    "StoreError",
+    "NotFoundError",
+    "ConflictError",
+    "LockedError",
+    "InvalidRequestError",
+    "validate_content",
+    "validate_recipients",
+    "validate_time",
+    "CONTENT_MAX_CHARS",
+    "RECIPIENTS_MAX",
+    "OPEN_DELIVERY_STATUSES",
+]
+
+CONTENT_MAX_CHARS = 1600
+RECIPIENTS_MAX = 1_000_000
+_PHONE_RE = re.compile(r"[0-9]{3}-[0-9]{3}-[0-9]{4}")
+
+
+class StoreError(SmsSimError):
+    """The store could not do what was asked (disk full, read-only, not an sms_sim database).
+
+    Wraps the driver's exception (``raise ... from exc``); the message is one line.
+    """
+
+
+class NotFoundError(SmsSimError, LookupError):
+    """No message has the given id."""
+
+
+class ConflictError(SmsSimError):
+    """An edit named a version other than the current one; the message names both."""
+
+
+class LockedError(SmsSimError):
+    """An edit was refused because the message is no longer ``scheduled``."""
+
+
+class InvalidRequestError(SmsSimError, ValueError):
+    """A request to the engine is malformed; the message names the field and the value."""
+
+
+class MessageStatus(enum.StrEnum):
+    SCHEDULED = "scheduled"
+    DISPATCHING = "dispatching"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+class DeliveryStatus(enum.StrEnum):
+    PENDING = "pending"
+    LEASED = "leased"
+    SENT = "sent"
+    FAILED = "failed"  # an attempt failed; a retry is due at next_attempt_at
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+
+
+# Deliveries that still have work to do; a message completes when it has none.
+OPEN_DELIVERY_STATUSES = frozenset(
+    {DeliveryStatus.PENDING, DeliveryStatus.LEASED, DeliveryStatus.FAILED}
+)
+
+
+class SettleKind(enum.StrEnum):
+    """What a worker reports for one leased delivery."""
+
+    SENT = "sent"  # the provider accepted it
+    RETRY = "retry"  # the attempt failed; try again at ``next_attempt_at``
+    DEAD = "dead"  # the attempt failed and it was the last one
+    RELEASE = "release"  # never attempted (shutdown): back to pending, attempt not counted
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewMessage:
+    """A message to submit; build it through ``validated`` to get the engine's checks.
+
+    ``scheduled_at`` None means "due now". Recipients listed twice get one delivery.
+    ``priority``: higher classes are claimed first; within a class, fair round-robin.
+    """
+
+    content: str
+    recipients: tuple[str, ...]
+    scheduled_at: float | None = None
+    idempotency_key: str | None = None
+    priority: int = 0
+
+    @classmethod
+    def validated(
+        cls,
+        *,
+        content: str,
+        recipients: Iterable[str],
+        scheduled_at: float | None = None,
+        idempotency_key: str | None = None,
+        priority: int = 0,
+    ) -> NewMessage:
+        """Check every field (raises ``InvalidRequestError``) and drop repeated recipients."""
+        if idempotency_key is not None and not (
+            isinstance(idempotency_key, str) and 1 <= len(idempotency_key) <= 200
+        ):
+            raise InvalidRequestError(
+                f"idempotency key must be 1-200 characters (got {idempotency_key!r})"
+            )
+        if isinstance(priority, bool) or not isinstance(priority, int):
+            raise InvalidRequestError(f"priority must be an integer (got {priority!r})")
+        return cls(
+            content=validate_content(content),
+            recipients=validate_recipients(recipients),
+            scheduled_at=None if scheduled_at is None else validate_time(scheduled_at),
+            idempotency_key=idempotency_key,
+            priority=priority,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageEdit:
+    """Changes to a scheduled message; None leaves a field as it is."""
+
+    content: str | None = None
+    scheduled_at: float | None = None
+    recipients: tuple[str, ...] | None = None
+
+    @classmethod
+    def validated(
+        cls,
+        *,
+        content: str | None = None,
+        scheduled_at: float | None = None,
+        recipients: Iterable[str] | None = None,
+    ) -> MessageEdit:
+        if content is None and scheduled_at is None and recipients is None:
+            raise InvalidRequestError("an edit must change content, schedule or recipients")
+        return cls(
+            content=None if content is None else validate_content(content),
+            scheduled_at=None if scheduled_at is None else validate_time(scheduled_at),
+            recipients=None if recipients is None else validate_recipients(recipients),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageView:
+    """A message as stored, with its deliveries counted by status (every status present)."""
+
+    id: int
+    content: str
+    status: MessageStatus
+    scheduled_at: float
+    created_at: float
+    updated_at: float
+    version: int
+    dispatch_started_at: float | None
+    completed_at: float | None
+    idempotency_key: str | None
+    priority: int
+    counts: dict[DeliveryStatus, int]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliveryView:
+    id: int
+    message_id: int
+    recipient: str
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: float
+    lease_owner: str | None
+    lease_until: float | None
+    sent_at: float | None
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Claim:
+    """One delivery leased to a worker. ``attempts`` counts this attempt (1 = first try) and,
+    with the owner, fences the completion: a re-lease bumps it, so a stale report cannot match."""
+
+    delivery_id: int
+    message_id: int
+    recipient: str
+    content: str
+    attempts: int
+    lease_until: float
+
+    @property
+    def idempotency_key(self) -> str:
+        """The provider-side dedup key: the same on every attempt of one (message, recipient)."""
+        return f"{self.message_id}:{self.recipient}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settlement:
+    """A worker's report on one claim. ``next_attempt_at`` is required for RETRY only."""
+
+    delivery_id: int
+    attempts: int
+    kind: SettleKind
+    error: str | None = None
+    next_attempt_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubmitResult:
+    message_id: int
+    created: bool  # False: the idempotency key was known; nothing was created
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelResult:
+    """What a cancel did: deliveries cancelled now, already sent, and still in flight."""
+
+    message_id: int
+    cancelled: int
+    already_sent: int
+    in_flight: int
+    was_status: MessageStatus
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SettleResult:
+    accepted: int
+    refused: int  # stale: not leased any more, another owner, or an older attempt
+
+
+class DispatchStore(Protocol):
+    """Durable state of the dispatch engine.
+
+    Thread safety: one store object may be shared by several threads (each call is
+    serialised); several store objects, threads or processes may open the same database at
+    once. Every method is atomic: it commits all of its effects or none of them, and a
+    refused call (an exception) changes nothing. Time is always the caller's ``now``.
+    """
+
+    def submit(self, message: NewMessage, now: float) -> SubmitResult:
+        """Store a message and one ``pending`` delivery per distinct recipient, atomically.
+
+        If ``idempotency_key`` is already known, nothing is created and the first message's
+        id is returned with ``created=False``; of concurrent submits with one key exactly
+        one creates. The due time is ``scheduled_at`` or ``now``.
+        """
+        ...
+
+    def edit(self, message_id: int, expected_version: int, edit: MessageEdit,
+             now: float) -> MessageView:
+        """Apply ``edit`` if the message is ``scheduled`` and at ``expected_version``.
+
+        Check and change are one transaction, so an edit racing the start of dispatch
+        either lands first or is refused. Raises ``NotFoundError``, ``LockedError`` (not
+        ``scheduled``: "locked: dispatching since ..."), ``ConflictError`` (naming both
+        versions). On success the version goes up by one; new recipients replace the old.
+        """
+        ...
+
+    def cancel(self, message_id: int, now: float) -> CancelResult:
+        """Cancel a ``scheduled`` or ``dispatching`` message and its unleased deliveries.
+
+        Sent deliveries stay sent; leased ones finish their attempt (a failure then becomes
+        ``cancelled``, not retried). Raises ``NotFoundError``, or ``LockedError`` if the
+        message is already completed or cancelled.
+        """
+        ...
+
+    def claim(self, owner: str, limit: int, lease_s: float, now: float) -> list[Claim]:
+        """Lease up to ``limit`` due deliveries to ``owner`` until ``now + lease_s``, atomically.
+
+        Due: the message is ``scheduled``/``dispatching`` with ``scheduled_at <= now``, and the
+        delivery is ``pending``/``failed`` with ``next_attempt_at <= now``. Expired leases
+        (``lease_until <= now``), and leases ending after ``now + 2 * lease_s`` (granted
+        before the clock jumped back; all workers on one store should use one lease length), are
+        first returned to ``failed`` by a compare-and-set on status and lease (``cancelled``
+        if the message was cancelled). Fairness: a higher priority class takes what it can
+        first; within a class, messages never served come first (oldest due first), then
+        the least recently served, and the limit is split evenly among them, round by round
+        (``stores.common.fair_claim``). Within a message: due retries, then pending, by due
+        time and id. A message with a claimed delivery becomes ``dispatching``. No delivery
+        is leased to two owners at once.
+        """
+        ...
+
+    def settle(self, owner: str, settlements: Sequence[Settlement], now: float) -> SettleResult:
+        """Record outcomes; each is a compare-and-set on status ``leased``, owner and attempts,
+        accepted only while the lease runs (``lease_until > now``).
+
+        Refused ones (a stale or expired lease: the delivery will be, or has been, claimed
+        again and re-sent with the same idempotency key) change nothing and are counted. A
+        RETRY of a delivery whose message was cancelled becomes ``cancelled``. A message
+        with no open delivery left becomes ``completed``. All accepted rows commit together.
+        """
+        ...
+
+    def next_due_at(self, now: float) -> float | None:
+        """The earliest time at which ``claim`` could return something (may be <= ``now``),
+        counting scheduled messages, retries and lease expiries; None if nothing is open."""
+        ...
+
+    def messages(self, *, message_id: int | None = None, status: MessageStatus | None = None,
+                 limit: int = 100) -> list[MessageView]:
+        """Messages by id ascending, optionally one id or one status; with delivery counts."""
+        ...
+
+    def deliveries(self, *, message_id: int | None = None,
+                   status: DeliveryStatus | None = None, limit: int = 1000) -> list[DeliveryView]:
+        """Deliveries by id ascending, optionally of one message and/or status."""
+        ...
+
+    def requeue_dead(self, message_id: int | None, now: float) -> int:
+        """Dead deliveries (of one message, or all) back to ``pending`` with attempts 0, due
+        ``now``, keeping ``last_error``; their completed messages return to ``dispatching``.
+        Deliveries of cancelled messages stay dead. Returns how many were requeued."""
+        ...
+
+    def close(self) -> None:
+        """Release the store's resources; further calls raise ``StoreError``."""
+        ...
+
+
+def validate_content(content: object) -> str:
+    if not isinstance(content, str):
+        raise InvalidRequestError(f"content must be text (got {content!r})")
+    if not 1 <= len(content) <= CONTENT_MAX_CHARS:
+        raise InvalidRequestError(
+            f"content must be 1-{CONTENT_MAX_CHARS} characters (got {len(content)})"
+        )
+    if "\x00" in content:
+        raise InvalidRequestError("content must not contain NUL characters")
+    return content
+
+
+def validate_recipients(recipients: Iterable[str]) -> tuple[str, ...]:
+    """Every number must look like xxx-xxx-xxxx; order kept, repeats dropped; 1 to 1,000,000."""
+    if isinstance(recipients, str):
+        raise InvalidRequestError("recipients must be a list of numbers, not one string")
+    unique: dict[str, None] = {}
+    for position, phone in enumerate(recipients, start=1):
+        if not isinstance(phone, str) or _PHONE_RE.fullmatch(phone) is None:
+            raise InvalidRequestError(
+                f"recipient {position} must look like xxx-xxx-xxxx (got {phone!r})"
+            )
+        unique[phone] = None
+        if len(unique) > RECIPIENTS_MAX:
+            raise InvalidRequestError(f"at most {RECIPIENTS_MAX} recipients per message")
+    if not unique:
+        raise InvalidRequestError("a message needs at least 1 recipient (got 0)")
+    return tuple(unique)
+
+
+def validate_time(value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidRequestError(f"time must be finite epoch seconds (got {value!r})")
+    return float(value)

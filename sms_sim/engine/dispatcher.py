@@ -1,0 +1,201 @@
+"""Claim, send, retry, settle: the dispatch logic over any ``DispatchStore``.
+
+A ``Dispatcher`` is one worker's identity: a fresh UUID lease token per start (never a host
+name or pid, which are reused and hide orphans). It reads time only through the injected
+``Clock`` and draws retry jitter from the injected ``random.Random``, with the same
+``RetryPolicy`` and ``policy.retry_delay_s`` the simulator uses. ``run`` is the simple
+in-thread loop (tests, benchmarks); ``worker.Worker`` drives the same methods from the
+simulator's sender pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sms_sim.clock import Clock
+from sms_sim.config import RetryPolicy
+from sms_sim.engine.contract import Claim, DispatchStore, SettleKind, Settlement
+from sms_sim.engine.transport import Transport, TransportError
+from sms_sim.errors import ConfigError
+from sms_sim.policy import retry_delay_s
+
+__all__ = ["DispatchConfig", "DispatchStats", "Dispatcher", "DEFAULT_RETRY"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RETRY = RetryPolicy(max_attempts=5, base_s=1.0, factor=2.0, cap_s=300.0)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DispatchConfig:
+    """How a worker claims and retries.
+
+    ``batch_size``: deliveries per claim transaction. ``lease_s``: how long a claim is
+    exclusive; it must exceed the time to send a batch, or other workers re-send (which the
+    provider's keys absorb, but which wastes work). ``idle_recheck_s``: the longest an idle
+    worker waits before looking again, because another process may have submitted; with
+    work scheduled it wakes exactly at the next due time instead. ``fencing=False``
+    disables the safeguards that prevent duplicates (one provider key per attempt, sending
+    on an expired lease): only the crash test's negative control uses it.
+    """
+
+    batch_size: int = 100
+    lease_s: float = 30.0
+    idle_recheck_s: float = 0.05
+    retry: RetryPolicy = DEFAULT_RETRY
+    fencing: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) \
+                or self.batch_size < 1:
+            raise ConfigError(f"batch_size must be an integer >= 1 (got {self.batch_size!r})")
+        for name in ("lease_s", "idle_recheck_s"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ConfigError(f"{name.removesuffix('_s')} must be > 0 seconds "
+                                  f"(got {value!r})")
+
+
+@dataclass(slots=True)
+class DispatchStats:
+    """Counts kept by one dispatcher; written by whichever thread settles (one at a time)."""
+
+    claimed: int = 0
+    sent: int = 0
+    retried: int = 0
+    dead: int = 0
+    released: int = 0
+    refused: int = 0  # stale completions the store refused (lease lost)
+    skipped_expired: int = 0  # claims not sent because their lease had run out
+    claims: int = 0  # claim transactions
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+class Dispatcher:
+    """One worker's claim/settle logic. Not itself thread-safe: one thread settles at a time."""
+
+    def __init__(
+        self,
+        store: DispatchStore,
+        *,
+        clock: Clock,
+        rng: random.Random,
+        config: DispatchConfig | None = None,
+        owner: str | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.config = config or DispatchConfig()
+        self.owner = owner or f"worker-{uuid.uuid4()}"
+        self.stats = DispatchStats()
+        self._rng = rng
+
+    def claim(self, limit: int | None = None) -> list[Claim]:
+        """Lease up to ``limit`` (default ``batch_size``) due deliveries, now."""
+        size = self.config.batch_size if limit is None else limit
+        claims = self.store.claim(self.owner, size, self.config.lease_s, self.clock.now())
+        self.stats.claims += 1
+        self.stats.claimed += len(claims)
+        return claims
+
+    def provider_key(self, claim: Claim) -> str:
+        """The key sent to the provider: per (message, recipient), or per attempt if unfenced."""
+        if self.config.fencing:
+            return claim.idempotency_key
+        return f"{claim.idempotency_key}#{claim.attempts}"
+
+    def may_send(self, claim: Claim) -> bool:
+        """False once the lease has run out: another worker may own the delivery by now."""
+        if not self.config.fencing or self.clock.now() < claim.lease_until:
+            return True
+        self.stats.skipped_expired += 1
+        return False
+
+    def outcome(self, claim: Claim, error: str | None) -> Settlement:
+        """SENT for no error; otherwise RETRY after the policy's jittered backoff, or DEAD
+        once ``claim.attempts`` reached ``max_attempts`` (the error is kept either way)."""
+        if error is None:
+            return Settlement(delivery_id=claim.delivery_id, attempts=claim.attempts,
+                              kind=SettleKind.SENT)
+        self.stats.errors[error] = self.stats.errors.get(error, 0) + 1
+        policy = self.config.retry
+        if claim.attempts >= policy.max_attempts:
+            return Settlement(delivery_id=claim.delivery_id, attempts=claim.attempts,
+                              kind=SettleKind.DEAD, error=error)
+        delay_s = retry_delay_s(policy, claim.attempts, self._rng)
+        return Settlement(delivery_id=claim.delivery_id, attempts=claim.attempts,
+                          kind=SettleKind.RETRY, error=error,
+                          next_attempt_at=self.clock.now() + delay_s)
+
+    def settle(self, settlements: Sequence[Settlement]) -> int:
+        """Record outcomes in the store; returns how many were accepted (the rest are stale)."""
+        if not settlements:
+            return 0
+        result = self.store.settle(self.owner, settlements, self.clock.now())
+        stats = self.stats
+        stats.refused += result.refused
+        if result.refused:
+            log.warning("%s: %d stale completions refused (lease lost)", self.owner,
+                        result.refused)
+        for item in settlements:
+            if item.kind is SettleKind.SENT:
+                stats.sent += 1
+            elif item.kind is SettleKind.RETRY:
+                stats.retried += 1
+            elif item.kind is SettleKind.DEAD:
+                stats.dead += 1
+            else:
+                stats.released += 1
+        return result.accepted
+
+    def release_all(self, claims: Sequence[Claim]) -> int:
+        """Give never-attempted claims back (attempt not counted); returns how many."""
+        return self.settle([
+            Settlement(delivery_id=c.delivery_id, attempts=c.attempts, kind=SettleKind.RELEASE)
+            for c in claims
+        ])
+
+    def wait_s(self) -> float:
+        """How long to sleep before the next claim could find work: until the next due time,
+        but never longer than ``idle_recheck_s`` (other processes may submit meanwhile)."""
+        now = self.clock.now()
+        due_at = self.store.next_due_at(now)
+        cap_s = self.config.idle_recheck_s
+        return cap_s if due_at is None else max(0.0, min(cap_s, due_at - now))
+
+    def send_batch(self, transport: Transport) -> int:
+        """Claim one batch, send each through ``transport`` in this thread, settle the batch.
+
+        Returns how many deliveries were claimed (0: nothing was due).
+        """
+        claims = self.claim()
+        settlements: list[Settlement] = []
+        for claim in claims:
+            if not self.may_send(claim):
+                continue
+            try:
+                transport.send(self.provider_key(claim), claim.recipient, claim.content)
+                error = None
+            except TransportError as exc:
+                error = str(exc)
+            settlements.append(self.outcome(claim, error))
+        self.settle(settlements)
+        return len(claims)
+
+    def run(self, transport: Transport, stop: threading.Event, *,
+            until_idle: bool = False) -> None:
+        """Loop ``send_batch`` until ``stop``; sleeps through ``Clock.sleep`` to the next due
+        time when nothing is due. ``until_idle``: return once the store has nothing open."""
+        while not stop.is_set():
+            if self.send_batch(transport):
+                continue
+            if until_idle and self.store.next_due_at(self.clock.now()) is None:
+                return
+            if self.clock.sleep(self.wait_s(), stop):
+                return

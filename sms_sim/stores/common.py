@@ -1,0 +1,81 @@
+"""Pieces every store shares so that all backends make the same decisions.
+
+``fair_claim`` is the claim-splitting algorithm itself: stores differ only in how they take
+deliveries of one message, so the reference store and SQLite lease exactly the same rows.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable, Sequence
+
+from sms_sim.engine.contract import MessageStatus
+
+__all__ = [
+    "fair_claim",
+    "locked_message",
+    "skewed_after_s",
+    "EXPIRED_LEASE_ERROR",
+    "format_utc",
+]
+
+EXPIRED_LEASE_ERROR = "lease expired before the worker reported (worker lost or paused)"
+
+
+def fair_claim(order: Sequence[tuple[int, int]], limit: int,
+               take: Callable[[int, int], int]) -> None:
+    """Split ``limit`` among due messages given as ``(priority, message_id)`` in claim order.
+
+    Priority classes are strict: a lower class gets only what the higher ones leave. Within
+    a class, each round gives every message still active an equal quota (at least 1), in
+    order; ``take(message_id, n)`` leases up to ``n`` deliveries and returns how many it got.
+    A message that got fewer than its quota has nothing more due and drops out. So the first
+    message of the top class always gets something, and none gets more than an even share
+    while others of its class still have work.
+    """
+    remaining = limit
+    classes: dict[int, list[int]] = {}
+    for priority, message_id in order:
+        classes.setdefault(priority, []).append(message_id)
+    for priority in sorted(classes, reverse=True):
+        active = classes[priority]
+        while remaining > 0 and active:
+            quota = max(1, remaining // len(active))
+            still: list[int] = []
+            for message_id in active:
+                if remaining <= 0:
+                    break
+                want = min(quota, remaining)
+                got = take(message_id, want)
+                remaining -= got
+                if got == want:
+                    still.append(message_id)
+            active = still
+
+
+def skewed_after_s(lease_s: float) -> float:
+    """A lease ending more than this after ``now`` cannot have been granted at or before
+    ``now``: the clock has jumped back since, and the lease is reclaimed at once.
+
+    Twice the lease length, not once: a claimer reads ``now`` before it may wait for the
+    write lock, so a lease granted meanwhile by another worker can legitimately end a
+    little after this claimer's ``now + lease_s`` (found by the storm test). So a backward
+    jump parks work for at most about two lease lengths, never for the jump itself.
+    """
+    return 2.0 * lease_s
+
+
+def format_utc(epoch_s: float | None) -> str:
+    """ISO-8601 UTC to the millisecond, or "-" for None (for messages and the CLI)."""
+    if epoch_s is None:
+        return "-"
+    moment = datetime.datetime.fromtimestamp(epoch_s, tz=datetime.timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def locked_message(message_id: int, status: MessageStatus, since: float | None) -> str:
+    """The one-line reason an edit of a message that is no longer scheduled is refused."""
+    if status is MessageStatus.DISPATCHING:
+        return f"locked: dispatching since {format_utc(since)}; message {message_id} " \
+               "cannot be edited (cancel it instead)"
+    return f"locked: message {message_id} is {status} and cannot be edited"

@@ -1,0 +1,383 @@
+"""The reference ``DispatchStore``: a few dicts behind one lock, obviously correct before fast.
+
+Every method takes the lock for its whole body, so each call is atomic and calls from several
+threads are serialised. Nothing is durable. It is also the model the stateful property test
+compares the SQLite store against, so it follows the contract's wording literally.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sms_sim.engine.contract import (
+    OPEN_DELIVERY_STATUSES,
+    CancelResult,
+    Claim,
+    ConflictError,
+    DeliveryStatus,
+    DeliveryView,
+    DispatchStore,
+    LockedError,
+    MessageEdit,
+    MessageStatus,
+    MessageView,
+    NewMessage,
+    NotFoundError,
+    SettleKind,
+    Settlement,
+    SettleResult,
+    StoreError,
+    SubmitResult,
+)
+from sms_sim.stores.common import (
+    EXPIRED_LEASE_ERROR,
+    fair_claim,
+    locked_message,
+    skewed_after_s,
+)
+
+__all__ = ["MemoryStore"]
+
+_D = DeliveryStatus
+_M = MessageStatus
+
+
+@dataclass(slots=True, kw_only=True)
+class _Message:
+    id: int
+    content: str
+    status: MessageStatus
+    scheduled_at: float
+    created_at: float
+    updated_at: float
+    version: int
+    dispatch_started_at: float | None
+    completed_at: float | None
+    idempotency_key: str | None
+    priority: int
+    served_seq: int | None = None  # when it was last given deliveries, in take order
+
+
+@dataclass(slots=True, kw_only=True)
+class _Delivery:
+    id: int
+    message_id: int
+    recipient: str
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: float
+    lease_owner: str | None = None
+    lease_until: float | None = None
+    sent_at: float | None = None
+    last_error: str | None = None
+
+
+class MemoryStore:
+    """In-memory store; see ``DispatchStore`` for the promises of each method."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._messages: dict[int, _Message] = {}
+        self._deliveries: dict[int, _Delivery] = {}
+        self._by_message: dict[int, list[int]] = {}
+        self._keys: dict[str, int] = {}
+        self._next_message_id = 1
+        self._next_delivery_id = 1
+        self._closed = False
+        self._served_seq = 0
+
+    # --- writes ------------------------------------------------------------------------
+
+    def submit(self, message: NewMessage, now: float) -> SubmitResult:
+        with self._lock:
+            self._check_open()
+            key = message.idempotency_key
+            if key is not None and key in self._keys:
+                return SubmitResult(message_id=self._keys[key], created=False)
+            message_id = self._next_message_id
+            self._next_message_id += 1
+            due_at = now if message.scheduled_at is None else message.scheduled_at
+            self._messages[message_id] = _Message(
+                id=message_id, content=message.content, status=_M.SCHEDULED,
+                scheduled_at=due_at, created_at=now, updated_at=now, version=1,
+                dispatch_started_at=None, completed_at=None, idempotency_key=key,
+                priority=message.priority,
+            )
+            self._by_message[message_id] = []
+            self._add_deliveries(message_id, dict.fromkeys(message.recipients), due_at)
+            if key is not None:
+                self._keys[key] = message_id
+            return SubmitResult(message_id=message_id, created=True)
+
+    def edit(self, message_id: int, expected_version: int, edit: MessageEdit,
+             now: float) -> MessageView:
+        with self._lock:
+            self._check_open()
+            message = self._get(message_id)
+            if message.status is not _M.SCHEDULED:
+                raise LockedError(locked_message(message_id, message.status,
+                                                 message.dispatch_started_at))
+            if message.version != expected_version:
+                raise ConflictError(
+                    f"message {message_id} is at version {message.version}, "
+                    f"not {expected_version}: read it again and retry"
+                )
+            if edit.content is not None:
+                message.content = edit.content
+            if edit.scheduled_at is not None:
+                message.scheduled_at = edit.scheduled_at
+                for delivery_id in self._by_message[message_id]:
+                    self._deliveries[delivery_id].next_attempt_at = edit.scheduled_at
+            if edit.recipients is not None:
+                for delivery_id in self._by_message[message_id]:
+                    del self._deliveries[delivery_id]
+                self._by_message[message_id] = []
+                self._add_deliveries(message_id, dict.fromkeys(edit.recipients),
+                                     message.scheduled_at)
+            message.version += 1
+            message.updated_at = now
+            return self._view(message)
+
+    def cancel(self, message_id: int, now: float) -> CancelResult:
+        with self._lock:
+            self._check_open()
+            message = self._get(message_id)
+            was = message.status
+            if was not in (_M.SCHEDULED, _M.DISPATCHING):
+                raise LockedError(f"message {message_id} is already {was}; nothing to cancel")
+            cancelled = sent = in_flight = 0
+            for delivery in self._of(message_id):
+                if delivery.status in (_D.PENDING, _D.FAILED):
+                    delivery.status = _D.CANCELLED
+                    cancelled += 1
+                elif delivery.status is _D.SENT:
+                    sent += 1
+                elif delivery.status is _D.LEASED:
+                    in_flight += 1
+            message.status = _M.CANCELLED
+            message.updated_at = now
+            message.version += 1
+            return CancelResult(message_id=message_id, cancelled=cancelled, already_sent=sent,
+                                in_flight=in_flight, was_status=was)
+
+    def claim(self, owner: str, limit: int, lease_s: float, now: float) -> list[Claim]:
+        with self._lock:
+            self._check_open()
+            if limit <= 0:
+                return []
+            for delivery in self._deliveries.values():
+                until = delivery.lease_until or 0.0
+                # A lease ending this far ahead predates a backward clock jump.
+                skewed_at = now + skewed_after_s(lease_s)
+                if delivery.status is _D.LEASED and (until <= now or until > skewed_at):
+                    self._reclaim(delivery, now)
+            due = [
+                m for m in self._messages.values()
+                if m.status in (_M.SCHEDULED, _M.DISPATCHING) and m.scheduled_at <= now
+            ]
+            due.sort(key=_fair_order)
+            claims: list[Claim] = []
+
+            def take(message_id: int, count: int) -> int:
+                message = self._messages[message_id]
+                ready = self._ready(message_id, now)[:count]
+                if not ready:
+                    return 0
+                if message.status is _M.SCHEDULED:
+                    message.status = _M.DISPATCHING
+                    message.dispatch_started_at = now
+                self._served_seq += 1
+                message.served_seq = self._served_seq
+                message.updated_at = now
+                for delivery in ready:
+                    delivery.status = _D.LEASED
+                    delivery.lease_owner = owner
+                    delivery.lease_until = now + lease_s
+                    delivery.attempts += 1
+                    claims.append(Claim(
+                        delivery_id=delivery.id, message_id=message_id,
+                        recipient=delivery.recipient, content=message.content,
+                        attempts=delivery.attempts, lease_until=now + lease_s,
+                    ))
+                return len(ready)
+
+            fair_claim([(m.priority, m.id) for m in due], limit, take)
+            return claims
+
+    def settle(self, owner: str, settlements: Sequence[Settlement], now: float) -> SettleResult:
+        with self._lock:
+            self._check_open()
+            accepted = 0
+            touched: set[int] = set()
+            for item in settlements:
+                delivery = self._deliveries.get(item.delivery_id)
+                if (delivery is None or delivery.status is not _D.LEASED
+                        or delivery.lease_owner != owner or delivery.attempts != item.attempts
+                        or (delivery.lease_until or 0.0) <= now):
+                    continue
+                accepted += 1
+                touched.add(delivery.message_id)
+                delivery.lease_owner = None
+                delivery.lease_until = None
+                if item.kind is SettleKind.SENT:
+                    delivery.status = _D.SENT
+                    delivery.sent_at = now
+                elif item.kind is SettleKind.RELEASE:
+                    delivery.status = _D.PENDING
+                    delivery.attempts -= 1
+                elif item.kind is SettleKind.DEAD:
+                    delivery.status = _D.DEAD
+                    delivery.last_error = item.error
+                else:
+                    cancelled = self._messages[delivery.message_id].status is _M.CANCELLED
+                    delivery.status = _D.CANCELLED if cancelled else _D.FAILED
+                    delivery.last_error = item.error
+                    delivery.next_attempt_at = (
+                        now if item.next_attempt_at is None else item.next_attempt_at
+                    )
+            for message_id in touched:
+                self._complete_if_done(message_id, now)
+            return SettleResult(accepted=accepted, refused=len(settlements) - accepted)
+
+    def requeue_dead(self, message_id: int | None, now: float) -> int:
+        with self._lock:
+            self._check_open()
+            if message_id is not None:
+                self._get(message_id)
+            count = 0
+            for delivery in self._deliveries.values():
+                if delivery.status is not _D.DEAD:
+                    continue
+                if message_id is not None and delivery.message_id != message_id:
+                    continue
+                message = self._messages[delivery.message_id]
+                if message.status is _M.CANCELLED:
+                    continue
+                delivery.status = _D.PENDING
+                delivery.attempts = 0
+                delivery.next_attempt_at = now
+                count += 1
+                if message.status is _M.COMPLETED:
+                    message.status = _M.DISPATCHING
+                    message.completed_at = None
+                    message.updated_at = now
+            return count
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+
+    # --- reads -------------------------------------------------------------------------
+
+    def next_due_at(self, now: float) -> float | None:
+        with self._lock:
+            self._check_open()
+            times: list[float] = []
+            for delivery in self._deliveries.values():
+                if delivery.status in (_D.PENDING, _D.FAILED):
+                    message = self._messages[delivery.message_id]
+                    times.append(max(delivery.next_attempt_at, message.scheduled_at))
+                elif delivery.status is _D.LEASED and delivery.lease_until is not None:
+                    times.append(delivery.lease_until)
+            return min(times, default=None)
+
+    def messages(self, *, message_id: int | None = None, status: MessageStatus | None = None,
+                 limit: int = 100) -> list[MessageView]:
+        with self._lock:
+            self._check_open()
+            found = [
+                self._view(m) for m_id, m in sorted(self._messages.items())
+                if (message_id is None or m_id == message_id)
+                and (status is None or m.status is status)
+            ]
+            return found[:limit]
+
+    def deliveries(self, *, message_id: int | None = None,
+                   status: DeliveryStatus | None = None, limit: int = 1000) -> list[DeliveryView]:
+        with self._lock:
+            self._check_open()
+            found = [
+                DeliveryView(**dataclasses.asdict(d))
+                for _, d in sorted(self._deliveries.items())
+                if (message_id is None or d.message_id == message_id)
+                and (status is None or d.status is status)
+            ]
+            return found[:limit]
+
+    # --- helpers (lock held) -----------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("the store is closed")
+
+    def _get(self, message_id: int) -> _Message:
+        message = self._messages.get(message_id)
+        if message is None:
+            raise NotFoundError(f"no message with id {message_id}")
+        return message
+
+    def _of(self, message_id: int) -> list[_Delivery]:
+        return [self._deliveries[i] for i in self._by_message[message_id]]
+
+    def _add_deliveries(self, message_id: int, recipients: dict[str, None],
+                        due_at: float) -> None:
+        for recipient in recipients:
+            delivery_id = self._next_delivery_id
+            self._next_delivery_id += 1
+            self._deliveries[delivery_id] = _Delivery(
+                id=delivery_id, message_id=message_id, recipient=recipient,
+                status=_D.PENDING, attempts=0, next_attempt_at=due_at,
+            )
+            self._by_message[message_id].append(delivery_id)
+
+    def _ready(self, message_id: int, now: float) -> list[_Delivery]:
+        """Claimable deliveries of one message: due retries first, then pending, by id."""
+        ready = [
+            d for d in self._of(message_id)
+            if d.status in (_D.PENDING, _D.FAILED) and d.next_attempt_at <= now
+        ]
+        ready.sort(key=lambda d: (d.status is not _D.FAILED, d.next_attempt_at, d.id))
+        return ready
+
+    def _reclaim(self, delivery: _Delivery, now: float) -> None:
+        cancelled = self._messages[delivery.message_id].status is _M.CANCELLED
+        delivery.status = _D.CANCELLED if cancelled else _D.FAILED
+        delivery.lease_owner = None
+        delivery.next_attempt_at = now
+        delivery.lease_until = None
+        delivery.last_error = EXPIRED_LEASE_ERROR
+
+    def _complete_if_done(self, message_id: int, now: float) -> None:
+        message = self._messages[message_id]
+        if message.status is not _M.DISPATCHING:
+            return
+        if any(d.status in OPEN_DELIVERY_STATUSES for d in self._of(message_id)):
+            return
+        message.status = _M.COMPLETED
+        message.completed_at = now
+        message.updated_at = now
+
+    def _view(self, message: _Message) -> MessageView:
+        counts = dict.fromkeys(DeliveryStatus, 0)
+        for delivery in self._of(message.id):
+            counts[delivery.status] += 1
+        return MessageView(
+            id=message.id, content=message.content, status=message.status,
+            scheduled_at=message.scheduled_at, created_at=message.created_at,
+            updated_at=message.updated_at, version=message.version,
+            dispatch_started_at=message.dispatch_started_at,
+            completed_at=message.completed_at, idempotency_key=message.idempotency_key,
+            priority=message.priority, counts=counts,
+        )
+
+
+def _fair_order(message: _Message) -> tuple[int, float, float, int]:
+    """Never served first (oldest due first), then the least recently served."""
+    served = float("-inf") if message.served_seq is None else message.served_seq
+    return (-message.priority, served, message.scheduled_at, message.id)
+
+
+_check: type[DispatchStore] = MemoryStore

@@ -1,0 +1,395 @@
+"""``DispatchStore`` on SQLite (standard library ``sqlite3``): WAL, busy timeout, and
+``BEGIN IMMEDIATE`` for every write transaction.
+
+Why IMMEDIATE: a deferred transaction that reads and then writes must upgrade its lock, and
+SQLite answers a contended upgrade with "database is locked" at once, without waiting for the
+busy timeout. Taking the write lock first makes every read-check-write here (edit's version
+check, claim's selection) atomic against other connections and processes.
+
+One store object owns one connection, guarded by a lock, so it may be shared by threads;
+use one store object per worker for parallelism. Every ``sqlite3.Error`` leaves as a
+``StoreError`` (``raise ... from exc``) after the transaction is rolled back.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import urllib.parse
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from sms_sim.engine.contract import (
+    CancelResult,
+    Claim,
+    ConflictError,
+    DeliveryStatus,
+    DeliveryView,
+    DispatchStore,
+    LockedError,
+    MessageEdit,
+    MessageStatus,
+    MessageView,
+    NewMessage,
+    SettleKind,
+    Settlement,
+    SettleResult,
+    StoreError,
+    SubmitResult,
+)
+from sms_sim.stores.common import (
+    EXPIRED_LEASE_ERROR,
+    fair_claim,
+    locked_message,
+    skewed_after_s,
+)
+from sms_sim.stores.sqlite_rows import (
+    DELIVERY_COLUMNS,
+    LEASE_SQL,
+    SETTLE_SENT_SQL,
+    SETTLE_SQL,
+    counts,
+    describe,
+    insert_deliveries,
+    message_state,
+    views,
+)
+from sms_sim.stores.sqlite_schema import SCHEMA_SQL, SCHEMA_VERSION
+
+__all__ = ["SqliteStore", "DEFAULT_BUSY_TIMEOUT_S"]
+
+DEFAULT_BUSY_TIMEOUT_S = 30.0
+_T = TypeVar("_T")
+
+
+class SqliteStore:
+    """SQLite-backed store; see ``DispatchStore`` for what each method promises.
+
+    ``create=False`` refuses to create a missing or empty database (for read-only commands);
+    ``read_only=True`` opens with ``mode=ro``, so every write raises ``StoreError``.
+    ``max_page_count`` caps the file size (fault tests use it to simulate a full disk).
+    Raises ``StoreError`` at once if the file is not an SQLite database or not an sms_sim one.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        create: bool = True,
+        read_only: bool = False,
+        busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
+        max_page_count: int | None = None,
+    ) -> None:
+        self.path = str(path)
+        self._lock = threading.Lock()
+        mode = "ro" if read_only else ("rwc" if create else "rw")
+        uri = f"file:{urllib.parse.quote(self.path)}?mode={mode}"
+        try:
+            self._conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout_s,
+                                         isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            if not create and not Path(self.path).exists():
+                raise StoreError(f"no database at {self.path!r} (submit a message first, "
+                                 "or check --db)") from exc
+            raise StoreError(f"cannot open database {self.path!r}: {exc}") from exc
+        try:
+            self._setup(create=create, read_only=read_only, busy_timeout_s=busy_timeout_s,
+                        max_page_count=max_page_count)
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _setup(self, *, create: bool, read_only: bool, busy_timeout_s: float,
+               max_page_count: int | None) -> None:
+        conn = self._conn
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            tables = {row[0] for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path!r} is not an SQLite database ({exc})") from exc
+        if tables and "sms_sim_meta" not in tables:
+            raise StoreError(f"{self.path!r} is an SQLite database but not an sms_sim one "
+                             f"(tables: {', '.join(sorted(tables)[:5])})")
+        if not tables and (not create or read_only):
+            raise StoreError(f"{self.path!r} holds no sms_sim database (nothing submitted yet?)")
+        try:
+            if not read_only:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+            if max_page_count is not None:
+                conn.execute(f"PRAGMA max_page_count = {int(max_page_count)}")
+            if not tables:
+                conn.executescript(SCHEMA_SQL)  # IF NOT EXISTS: racing creators agree
+            row = conn.execute("SELECT value FROM sms_sim_meta WHERE key = 'schema'").fetchone()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot prepare database {self.path!r}: {exc}") from exc
+        if row is None or row[0] != SCHEMA_VERSION:
+            found = None if row is None else row[0]
+            raise StoreError(f"{self.path!r} has schema {found!r}; this version needs "
+                             f"{SCHEMA_VERSION!r}")
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction under the object lock; rolled back on error."""
+        with self._lock:
+            conn = self._conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(describe(self.path, exc)) from exc
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # the failed statement may already have rolled it back
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(describe(self.path, exc)) from exc
+                raise
+
+    def _read(self, body: Callable[[sqlite3.Connection], _T]) -> _T:
+        """A read in one (deferred) transaction, so its several queries see one snapshot."""
+        with self._lock:
+            conn = self._conn
+            try:
+                conn.execute("BEGIN")
+                try:
+                    return body(conn)
+                finally:
+                    conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreError(describe(self.path, exc)) from exc
+
+    # --- writes --------------------------------------------------------------------------
+
+    def submit(self, message: NewMessage, now: float) -> SubmitResult:
+        due_at = now if message.scheduled_at is None else message.scheduled_at
+        with self._write() as conn:
+            row = conn.execute(
+                "INSERT INTO messages (content, status, scheduled_at, created_at, updated_at, "
+                "version, idempotency_key, priority) VALUES (?, 'scheduled', ?, ?, ?, 1, ?, ?) "
+                "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+                (message.content, due_at, now, now, message.idempotency_key, message.priority),
+            ).fetchone()
+            if row is None:  # the unique key said no: report the first message
+                (first,) = conn.execute("SELECT id FROM messages WHERE idempotency_key = ?",
+                                        (message.idempotency_key,)).fetchone()
+                return SubmitResult(message_id=first, created=False)
+            message_id: int = row[0]
+            insert_deliveries(conn, message_id, message.recipients, due_at)
+        return SubmitResult(message_id=message_id, created=True)
+
+    def edit(self, message_id: int, expected_version: int, edit: MessageEdit,
+             now: float) -> MessageView:
+        with self._write() as conn:
+            status, version, started = message_state(conn, message_id)
+            if status is not MessageStatus.SCHEDULED:
+                raise LockedError(locked_message(message_id, status, started))
+            if version != expected_version:
+                raise ConflictError(f"message {message_id} is at version {version}, "
+                                    f"not {expected_version}: read it again and retry")
+            conn.execute(
+                "UPDATE messages SET content = COALESCE(?, content), "
+                "scheduled_at = COALESCE(?, scheduled_at), version = version + 1, "
+                "updated_at = ? WHERE id = ? AND status = 'scheduled' AND version = ?",
+                (edit.content, edit.scheduled_at, now, message_id, expected_version),
+            )
+            if edit.scheduled_at is not None:
+                conn.execute("UPDATE deliveries SET next_attempt_at = ? WHERE message_id = ?",
+                             (edit.scheduled_at, message_id))
+            if edit.recipients is not None:
+                (due_at,) = conn.execute("SELECT scheduled_at FROM messages WHERE id = ?",
+                                         (message_id,)).fetchone()
+                conn.execute("DELETE FROM deliveries WHERE message_id = ?", (message_id,))
+                insert_deliveries(conn, message_id, edit.recipients, due_at)
+            return views(conn, "WHERE id = ?", (message_id,))[0]
+
+    def cancel(self, message_id: int, now: float) -> CancelResult:
+        with self._write() as conn:
+            status, _, _ = message_state(conn, message_id)
+            if status not in (MessageStatus.SCHEDULED, MessageStatus.DISPATCHING):
+                raise LockedError(f"message {message_id} is already {status}; nothing to cancel")
+            by_status = counts(conn, message_id)
+            conn.execute("UPDATE deliveries SET status = 'cancelled' WHERE message_id = ? AND "
+                         "status IN ('pending', 'failed')", (message_id,))
+            conn.execute("UPDATE messages SET status = 'cancelled', version = version + 1, "
+                         "updated_at = ? WHERE id = ?", (now, message_id))
+        return CancelResult(
+            message_id=message_id,
+            cancelled=by_status[DeliveryStatus.PENDING] + by_status[DeliveryStatus.FAILED],
+            already_sent=by_status[DeliveryStatus.SENT],
+            in_flight=by_status[DeliveryStatus.LEASED],
+            was_status=status,
+        )
+
+    def claim(self, owner: str, limit: int, lease_s: float, now: float) -> list[Claim]:
+        if limit <= 0:
+            return []
+        lease_until = now + lease_s
+        claims: list[Claim] = []
+        with self._write() as conn:
+            # Rescue: one statement, so the compare (still leased, lease expired) and the
+            # set cannot be split by a completion landing in between. A lease ending after
+            # now + 2 * lease_s was granted before the clock jumped back: it is reclaimed
+            # too (the slack absorbs callers whose ``now`` was read before a lock wait).
+            conn.execute(
+                "UPDATE deliveries SET status = CASE WHEN (SELECT status FROM messages WHERE "
+                "messages.id = deliveries.message_id) = 'cancelled' THEN 'cancelled' "
+                "ELSE 'failed' END, next_attempt_at = ?, lease_owner = NULL, "
+                "lease_until = NULL, last_error = ? WHERE status = 'leased' AND "
+                "(lease_until <= ? OR lease_until > ?)",
+                (now, EXPIRED_LEASE_ERROR, now, now + skewed_after_s(lease_s)),
+            )
+            # Never served first (NULLs sort first), oldest due first; then least recently.
+            due = conn.execute(
+                "SELECT id, content, priority FROM messages WHERE status IN "
+                "('scheduled', 'dispatching') AND scheduled_at <= ? "
+                "ORDER BY priority DESC, served_seq, scheduled_at, id",
+                (now,),
+            ).fetchall()
+            content = {message_id: text for message_id, text, _ in due}
+            (served,) = conn.execute("SELECT MAX(served_seq) FROM messages").fetchone()
+            serve_seq = [served or 0]
+
+            def take(message_id: int, count: int) -> int:
+                got = 0
+                for status in ("failed", "pending"):
+                    rows = conn.execute(LEASE_SQL, (owner, lease_until, message_id, status,
+                                                    now, count - got)).fetchall()
+                    rows.sort()
+                    text = content[message_id]
+                    claims.extend(
+                        Claim(delivery_id=delivery_id, message_id=message_id,
+                              recipient=recipient, content=text, attempts=attempts,
+                              lease_until=lease_until)
+                        for delivery_id, recipient, attempts in rows
+                    )
+                    got += len(rows)
+                    if got >= count:
+                        break
+                if got:
+                    serve_seq[0] += 1
+                    conn.execute(
+                        "UPDATE messages SET status = 'dispatching', "
+                        "dispatch_started_at = COALESCE(dispatch_started_at, ?), "
+                        "served_seq = ?, updated_at = ? WHERE id = ?",
+                        (now, serve_seq[0], now, message_id),
+                    )
+                return got
+
+            fair_claim([(priority, message_id) for message_id, _, priority in due], limit, take)
+        return claims
+
+    def settle(self, owner: str, settlements: Sequence[Settlement], now: float) -> SettleResult:
+        if not settlements:
+            return SettleResult(accepted=0, refused=0)
+        by_kind: dict[SettleKind, list[tuple[object, ...]]] = {kind: [] for kind in SettleKind}
+        sent: list[tuple[int, int]] = []
+        for item in settlements:
+            fence = (item.delivery_id, owner, item.attempts, now)
+            if item.kind is SettleKind.SENT:
+                sent.append((item.delivery_id, item.attempts))
+            elif item.kind is SettleKind.RETRY:
+                retry_at = now if item.next_attempt_at is None else item.next_attempt_at
+                by_kind[item.kind].append((item.error, retry_at, *fence))
+            elif item.kind is SettleKind.DEAD:
+                by_kind[item.kind].append((item.error, *fence))
+            else:
+                by_kind[item.kind].append(fence)
+        accepted = 0
+        with self._write() as conn:
+            touched: set[int] = set()
+            if sent:  # the hot path: one statement, a primary-key lookup per row
+                returned = conn.execute(SETTLE_SENT_SQL, (now, owner, json.dumps(sent))).fetchall()
+                accepted += len(returned)
+                touched.update(message_id for (message_id,) in returned)
+            others = [item.delivery_id for item in settlements if item.kind is not SettleKind.SENT]
+            for kind, rows in by_kind.items():
+                if rows:
+                    accepted += conn.executemany(SETTLE_SQL[kind], rows).rowcount
+            if others:
+                touched.update(message_id for (message_id,) in conn.execute(
+                    "SELECT DISTINCT message_id FROM deliveries WHERE id IN "
+                    "(SELECT value FROM json_each(?))", (json.dumps(others),)))
+            if touched:
+                conn.execute(
+                    "UPDATE messages SET status = 'completed', completed_at = ?, updated_at = ? "
+                    "WHERE status = 'dispatching' AND id IN (SELECT value FROM json_each(?)) "
+                    "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = messages.id "
+                    "AND d.status IN ('pending', 'leased', 'failed'))",
+                    (now, now, json.dumps(sorted(touched))),
+                )
+        return SettleResult(accepted=accepted, refused=len(settlements) - accepted)
+
+    def requeue_dead(self, message_id: int | None, now: float) -> int:
+        with self._write() as conn:
+            if message_id is not None:
+                message_state(conn, message_id)
+            rows = conn.execute(
+                "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?1 "
+                "WHERE status = 'dead' AND (?2 IS NULL OR message_id = ?2) AND message_id IN "
+                "(SELECT id FROM messages WHERE status != 'cancelled') RETURNING message_id",
+                (now, message_id),
+            ).fetchall()
+            conn.execute(
+                "UPDATE messages SET status = 'dispatching', completed_at = NULL, updated_at = ? "
+                "WHERE status = 'completed' AND id IN (SELECT value FROM json_each(?))",
+                (now, json.dumps(sorted({row[0] for row in rows}))),
+            )
+        return len(rows)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # --- reads ---------------------------------------------------------------------------
+
+    def next_due_at(self, now: float) -> float | None:
+        def body(conn: sqlite3.Connection) -> float | None:
+            (ready,) = conn.execute("SELECT MIN(next_attempt_at) FROM deliveries "
+                                    "WHERE status IN ('pending', 'failed')").fetchone()
+            (lease,) = conn.execute("SELECT MIN(lease_until) FROM deliveries "
+                                    "WHERE status = 'leased'").fetchone()
+            times = [t for t in (ready, lease) if t is not None]
+            return min(times) if times else None
+
+        return self._read(body)
+
+    def messages(self, *, message_id: int | None = None, status: MessageStatus | None = None,
+                 limit: int = 100) -> list[MessageView]:
+        where = "WHERE (? IS NULL OR id = ?) AND (? IS NULL OR status = ?) ORDER BY id LIMIT ?"
+        key = None if status is None else str(status)
+        params = (message_id, message_id, key, key, limit)
+        return self._read(lambda conn: views(conn, where, params))
+
+    def deliveries(self, *, message_id: int | None = None,
+                   status: DeliveryStatus | None = None, limit: int = 1000) -> list[DeliveryView]:
+        def body(conn: sqlite3.Connection) -> list[DeliveryView]:
+            rows = conn.execute(
+                f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE (?1 IS NULL OR message_id = ?1) "
+                "AND (?2 IS NULL OR status = ?2) ORDER BY id LIMIT ?3",
+                (message_id, None if status is None else str(status), limit),
+            ).fetchall()
+            return [
+                DeliveryView(id=r[0], message_id=r[1], recipient=r[2],
+                             status=DeliveryStatus(r[3]), attempts=r[4], next_attempt_at=r[5],
+                             lease_owner=r[6], lease_until=r[7], sent_at=r[8], last_error=r[9])
+                for r in rows
+            ]
+
+        return self._read(body)
+
+    def integrity_check(self) -> str:
+        """SQLite's own ``PRAGMA integrity_check`` verdict: "ok" when the file is sound."""
+        return self._read(lambda conn: str(conn.execute("PRAGMA integrity_check").fetchone()[0]))
+
+
+_check: type[DispatchStore] = SqliteStore

@@ -1,0 +1,111 @@
+"""SQL statements and row helpers of ``SqliteStore``, kept apart so the store reads as logic.
+
+Helpers take an open connection inside the caller's transaction; none commits.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+
+from sms_sim.engine.contract import (
+    DeliveryStatus,
+    MessageStatus,
+    MessageView,
+    NotFoundError,
+    SettleKind,
+)
+
+__all__ = [
+    "MESSAGE_COLUMNS",
+    "DELIVERY_COLUMNS",
+    "LEASE_SQL",
+    "SETTLE_SENT_SQL",
+    "SETTLE_SQL",
+    "describe",
+    "insert_deliveries",
+    "message_state",
+    "counts",
+    "views",
+]
+
+MESSAGE_COLUMNS = (
+    "id, content, status, scheduled_at, created_at, updated_at, version, "
+    "dispatch_started_at, completed_at, idempotency_key, priority"
+)
+DELIVERY_COLUMNS = (
+    "id, message_id, recipient, status, attempts, next_attempt_at, lease_owner, lease_until, "
+    "sent_at, last_error"
+)
+LEASE_SQL = """
+UPDATE deliveries SET status = 'leased', lease_owner = ?, lease_until = ?, attempts = attempts + 1
+WHERE id IN (SELECT id FROM deliveries
+             WHERE message_id = ? AND status = ? AND next_attempt_at <= ?
+             ORDER BY next_attempt_at, id LIMIT ?)
+RETURNING id, recipient, attempts
+"""
+# A completion counts only from the lease holder, for this attempt, while the lease runs.
+FENCE = ("WHERE id = ? AND status = 'leased' AND lease_owner = ? AND attempts = ? "
+         "AND lease_until > ?")
+SETTLE_SENT_SQL = """
+UPDATE deliveries SET status = 'sent', sent_at = ?1, lease_owner = NULL, lease_until = NULL
+FROM (SELECT value ->> 0 AS fenced_id, value ->> 1 AS fenced_attempts FROM json_each(?3)) AS f
+WHERE deliveries.id = f.fenced_id AND deliveries.status = 'leased'
+  AND deliveries.lease_owner = ?2 AND deliveries.attempts = f.fenced_attempts
+  AND deliveries.lease_until > ?1
+RETURNING message_id
+"""
+SETTLE_SQL: dict[SettleKind, str] = {
+    SettleKind.RELEASE: "UPDATE deliveries SET status = 'pending', attempts = attempts - 1, "
+                        f"lease_owner = NULL, lease_until = NULL {FENCE}",
+    SettleKind.DEAD: "UPDATE deliveries SET status = 'dead', last_error = ?, lease_owner = NULL, "
+                     f"lease_until = NULL {FENCE}",
+    SettleKind.RETRY: "UPDATE deliveries SET status = CASE WHEN (SELECT status FROM messages "
+                      "WHERE messages.id = deliveries.message_id) = 'cancelled' THEN 'cancelled' "
+                      "ELSE 'failed' END, last_error = ?, next_attempt_at = ?, "
+                      f"lease_owner = NULL, lease_until = NULL {FENCE}",
+}
+
+
+def describe(path: str, exc: sqlite3.Error) -> str:
+    text = str(exc) or type(exc).__name__
+    return f"database {path!r}: {text}"
+
+
+def insert_deliveries(conn: sqlite3.Connection, message_id: int, recipients: Sequence[str],
+                      due_at: float) -> None:
+    conn.executemany(
+        "INSERT OR IGNORE INTO deliveries (message_id, recipient, status, attempts, "
+        "next_attempt_at) VALUES (?, ?, 'pending', 0, ?)",
+        ((message_id, recipient, due_at) for recipient in recipients),
+    )
+
+
+def message_state(conn: sqlite3.Connection,
+                  message_id: int) -> tuple[MessageStatus, int, float | None]:
+    row = conn.execute("SELECT status, version, dispatch_started_at FROM messages WHERE id = ?",
+                       (message_id,)).fetchone()
+    if row is None:
+        raise NotFoundError(f"no message with id {message_id}")
+    return MessageStatus(row[0]), row[1], row[2]
+
+
+def counts(conn: sqlite3.Connection, message_id: int) -> dict[DeliveryStatus, int]:
+    counts = dict.fromkeys(DeliveryStatus, 0)
+    for status, count in conn.execute(
+        "SELECT status, COUNT(*) FROM deliveries WHERE message_id = ? GROUP BY status",
+        (message_id,),
+    ):
+        counts[DeliveryStatus(status)] = count
+    return counts
+
+
+def views(conn: sqlite3.Connection, where: str, params: Sequence[object]) -> list[MessageView]:
+    rows = conn.execute(f"SELECT {MESSAGE_COLUMNS} FROM messages {where}", params).fetchall()
+    return [
+        MessageView(id=r[0], content=r[1], status=MessageStatus(r[2]), scheduled_at=r[3],
+                    created_at=r[4], updated_at=r[5], version=r[6], dispatch_started_at=r[7],
+                    completed_at=r[8], idempotency_key=r[9], priority=r[10],
+                    counts=counts(conn, r[0]))
+        for r in rows
+    ]

@@ -1,0 +1,457 @@
+"""The ``DispatchStore`` contract, run against every backend (STYLE.md sections 4 and 10).
+
+Each test encodes a sentence of the protocol's docstrings. Backends are resolved lazily by
+name with ``request.getfixturevalue`` so a backend that cannot run skips only its own cases.
+``opener`` gives a fresh handle on the same store: for SQLite a new connection to the same
+file (as another worker process would have), for memory the same object.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from sms_sim.engine.contract import (
+    Claim,
+    ConflictError,
+    DeliveryStatus,
+    DispatchStore,
+    InvalidRequestError,
+    LockedError,
+    MessageEdit,
+    MessageStatus,
+    NewMessage,
+    NotFoundError,
+    SettleKind,
+    Settlement,
+    StoreError,
+)
+from sms_sim.stores import MemoryStore, SqliteStore
+
+T0 = 1_000_000_000.125
+LEASE_S = 30.0
+BACKENDS = ["memory", "sqlite"]
+JOIN_TIMEOUT_S = 30.0
+
+Opener = Callable[[], DispatchStore]
+
+
+@pytest.fixture
+def memory_opener() -> Iterator[Opener]:
+    store = MemoryStore()
+    yield lambda: store
+    store.close()
+
+
+@pytest.fixture
+def sqlite_opener(tmp_path: Path) -> Iterator[Opener]:
+    opened: list[SqliteStore] = []
+
+    def open_store() -> DispatchStore:
+        store = SqliteStore(tmp_path / "contract.db")
+        opened.append(store)
+        return store
+
+    yield open_store
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def opener(request: pytest.FixtureRequest) -> Opener:
+    resolved: Opener = request.getfixturevalue(f"{request.param}_opener")
+    return resolved
+
+
+@pytest.fixture
+def store(opener: Opener) -> DispatchStore:
+    return opener()
+
+
+def phones(count: int, start: int = 0) -> list[str]:
+    return [f"555-{(start + i) // 10000:03d}-{(start + i) % 10000:04d}" for i in range(count)]
+
+
+def submit(store: DispatchStore, count: int = 1, *, at: float | None = None,
+           key: str | None = None, priority: int = 0, now: float = T0, start: int = 0) -> int:
+    message = NewMessage.validated(content="alert", recipients=phones(count, start),
+                                   scheduled_at=at, idempotency_key=key, priority=priority)
+    return store.submit(message, now).message_id
+
+
+def sent(claims: list[Claim]) -> list[Settlement]:
+    return [Settlement(delivery_id=c.delivery_id, attempts=c.attempts, kind=SettleKind.SENT)
+            for c in claims]
+
+
+# --- submit -------------------------------------------------------------------------------
+
+
+def test_submit_makes_one_pending_delivery_per_distinct_recipient(store: DispatchStore) -> None:
+    message = NewMessage.validated(content="hi", recipients=["111-111-1111", "222-222-2222",
+                                                             "111-111-1111"])
+    result = store.submit(message, T0)
+    assert result.created
+    (view,) = store.messages(message_id=result.message_id)
+    assert view.status is MessageStatus.SCHEDULED and view.version == 1
+    assert view.scheduled_at == T0 and view.created_at == T0
+    assert view.counts[DeliveryStatus.PENDING] == 2
+    assert sorted(d.recipient for d in store.deliveries()) == ["111-111-1111", "222-222-2222"]
+
+
+def test_a_known_idempotency_key_returns_the_first_message_and_creates_nothing(
+        store: DispatchStore) -> None:
+    first = store.submit(NewMessage.validated(content="a", recipients=phones(2),
+                                              idempotency_key="k1"), T0)
+    again = store.submit(NewMessage.validated(content="b", recipients=phones(5),
+                                              idempotency_key="k1"), T0 + 1)
+    assert first.created and not again.created
+    assert again.message_id == first.message_id
+    assert len(store.messages()) == 1 and len(store.deliveries()) == 2
+
+
+def test_concurrent_submits_with_one_key_create_exactly_once(opener: Opener) -> None:
+    stores = [opener() for _ in range(4)]
+    barrier = threading.Barrier(len(stores))
+    results: list[bool] = []
+    lock = threading.Lock()
+
+    def client(store: DispatchStore) -> None:
+        barrier.wait(timeout=JOIN_TIMEOUT_S)
+        outcome = store.submit(NewMessage.validated(content="x", recipients=phones(3),
+                                                    idempotency_key="same"), T0)
+        with lock:
+            results.append(outcome.created)
+
+    threads = [threading.Thread(target=client, args=(s,)) for s in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(JOIN_TIMEOUT_S)
+        assert not thread.is_alive()
+    assert sorted(results) == [False, False, False, True]
+    assert len(stores[0].messages()) == 1 and len(stores[0].deliveries()) == 3
+
+
+def test_bad_requests_are_refused_at_the_library_edge() -> None:
+    with pytest.raises(InvalidRequestError, match="recipient 2 must look like xxx-xxx-xxxx"):
+        NewMessage.validated(content="x", recipients=["111-111-1111", "1111111111"])
+    with pytest.raises(InvalidRequestError, match="1-1600 characters"):
+        NewMessage.validated(content="", recipients=["111-111-1111"])
+    with pytest.raises(InvalidRequestError, match="1-1600 characters"):
+        NewMessage.validated(content="x" * 1601, recipients=["111-111-1111"])
+    with pytest.raises(InvalidRequestError, match="at least 1 recipient"):
+        NewMessage.validated(content="x", recipients=[])
+    with pytest.raises(InvalidRequestError, match="finite"):
+        NewMessage.validated(content="x", recipients=["111-111-1111"], scheduled_at=float("nan"))
+    with pytest.raises(InvalidRequestError, match="must change"):
+        MessageEdit.validated()
+
+
+# --- scheduling and claiming --------------------------------------------------------------
+
+
+def test_nothing_is_claimed_before_its_scheduled_time(store: DispatchStore) -> None:
+    submit(store, 3, at=T0 + 60)
+    assert store.next_due_at(T0) == T0 + 60
+    assert store.claim("w", 10, LEASE_S, T0 + 59.999) == []
+    claims = store.claim("w", 10, LEASE_S, T0 + 60)
+    assert len(claims) == 3
+    assert {c.lease_until for c in claims} == {T0 + 60 + LEASE_S}
+    assert {c.attempts for c in claims} == {1}
+    (view,) = store.messages()
+    assert view.status is MessageStatus.DISPATCHING and view.dispatch_started_at == T0 + 60
+
+
+def test_a_leased_delivery_is_not_claimed_again_until_its_lease_expires(
+        store: DispatchStore) -> None:
+    submit(store, 2)
+    first = store.claim("a", 10, LEASE_S, T0)
+    assert store.claim("b", 10, LEASE_S, T0 + LEASE_S - 0.001) == []
+    assert store.next_due_at(T0 + 1) == T0 + LEASE_S
+    rescued = store.claim("b", 10, LEASE_S, T0 + LEASE_S)
+    assert {c.delivery_id for c in rescued} == {c.delivery_id for c in first}
+    assert {c.attempts for c in rescued} == {2}
+    late = store.settle("a", sent(first), T0 + LEASE_S + 1)
+    assert (late.accepted, late.refused) == (0, 2)
+    on_time = store.settle("b", sent(rescued), T0 + LEASE_S + 1)
+    assert (on_time.accepted, on_time.refused) == (2, 0)
+    assert store.messages()[0].status is MessageStatus.COMPLETED
+
+
+def test_a_lease_granted_before_the_clock_jumped_back_is_reclaimed(store: DispatchStore) -> None:
+    submit(store, 1, now=T0 - 8000)
+    (claim,) = store.claim("a", 1, LEASE_S, T0)
+    back = T0 - 7200.0  # the clock jumped back 2 h: the old lease would park work for 2 h
+    (rescued,) = store.claim("b", 1, LEASE_S, back)
+    assert rescued.delivery_id == claim.delivery_id
+    assert rescued.lease_until == back + LEASE_S
+    assert store.settle("a", sent([claim]), back).refused == 1
+
+
+def test_a_claimer_whose_now_lags_a_little_does_not_steal_a_fresh_lease(
+        store: DispatchStore) -> None:
+    """Found by the storm test: ``now`` is read before waiting for the write lock."""
+    submit(store, 1, now=T0 - 100)
+    store.claim("a", 1, LEASE_S, T0 + 5)
+    assert store.claim("b", 1, LEASE_S, T0) == []
+
+
+def test_concurrent_claims_never_lease_one_delivery_twice(opener: Opener) -> None:
+    submit(opener(), 200)
+    submit(opener(), 50, start=1000)
+    stores = [opener() for _ in range(4)]
+    barrier = threading.Barrier(len(stores))
+    claimed: list[list[Claim]] = [[] for _ in stores]
+
+    def worker(index: int) -> None:
+        barrier.wait(timeout=JOIN_TIMEOUT_S)
+        while batch := stores[index].claim(f"w{index}", 7, LEASE_S, T0):
+            claimed[index].extend(batch)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(stores))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(JOIN_TIMEOUT_S)
+        assert not thread.is_alive()
+    ids = [c.delivery_id for batch in claimed for c in batch]
+    assert len(ids) == len(set(ids)) == 250
+
+
+def test_a_small_message_due_during_a_broadcast_is_claimed_in_the_next_round(
+        store: DispatchStore) -> None:
+    big = submit(store, 500)
+    assert {c.message_id for c in store.claim("w", 20, LEASE_S, T0)} == {big}
+    small = submit(store, 1, now=T0 + 1, start=9000)
+    claims = store.claim("w", 20, LEASE_S, T0 + 1)
+    assert small in {c.message_id for c in claims}
+    assert len(claims) == 20
+
+
+def test_claims_rotate_round_robin_across_due_messages(store: DispatchStore) -> None:
+    ids = [submit(store, 50, start=100 * i, now=T0 + i) for i in range(3)]
+    rounds = [
+        [c.message_id for c in store.claim("w", 2, LEASE_S, T0 + 10 + r)] for r in range(3)
+    ]
+    assert sorted(rounds[0]) == ids[:2]  # oldest due first, one each
+    assert ids[2] in rounds[1]  # the one left out is served next
+    served = [m for batch in rounds for m in batch]
+    assert all(served.count(m) == 2 for m in ids)
+
+
+def test_the_limit_is_split_evenly_and_leftovers_go_to_larger_messages(
+        store: DispatchStore) -> None:
+    big = submit(store, 100)
+    small = submit(store, 2, start=500)
+    counts = [c.message_id for c in store.claim("w", 10, LEASE_S, T0)]
+    assert counts.count(small) == 2 and counts.count(big) == 8
+
+
+def test_higher_priority_is_claimed_first(store: DispatchStore) -> None:
+    low = submit(store, 5)
+    high = submit(store, 5, priority=5, start=100, now=T0 + 1)
+    claims = store.claim("w", 5, LEASE_S, T0 + 2)
+    assert {c.message_id for c in claims} == {high}
+    assert {c.message_id for c in store.claim("w", 5, LEASE_S, T0 + 2)} == {low}
+
+
+# --- settling, retries, dead letters ------------------------------------------------------
+
+
+def test_settle_is_fenced_by_status_owner_and_attempt(store: DispatchStore) -> None:
+    submit(store, 1)
+    (claim,) = store.claim("a", 1, LEASE_S, T0)
+    wrong_owner = store.settle("b", sent([claim]), T0 + 1)
+    wrong_attempt = store.settle("a", [Settlement(delivery_id=claim.delivery_id,
+                                                  attempts=claim.attempts + 1,
+                                                  kind=SettleKind.SENT)], T0 + 1)
+    unknown = store.settle("a", [Settlement(delivery_id=999, attempts=1,
+                                            kind=SettleKind.SENT)], T0 + 1)
+    assert [r.refused for r in (wrong_owner, wrong_attempt, unknown)] == [1, 1, 1]
+    assert store.settle("a", sent([claim]), T0 + 1).accepted == 1
+    assert store.settle("a", sent([claim]), T0 + 2).refused == 1  # no double completion
+    (delivery,) = store.deliveries()
+    assert delivery.status is DeliveryStatus.SENT and delivery.sent_at == T0 + 1
+    assert delivery.lease_owner is None
+
+
+def test_a_completion_after_the_lease_ran_out_is_refused_even_if_nobody_took_over(
+        store: DispatchStore) -> None:
+    submit(store, 1)
+    (claim,) = store.claim("a", 1, LEASE_S, T0)
+    assert store.settle("a", sent([claim]), T0 + LEASE_S).refused == 1
+    (delivery,) = store.deliveries()
+    assert delivery.status is DeliveryStatus.LEASED  # rescued by the next claim
+    (again,) = store.claim("b", 1, LEASE_S, T0 + LEASE_S)
+    assert again.attempts == 2
+
+
+def test_a_retry_is_not_claimed_before_its_time_and_keeps_counting_attempts(
+        store: DispatchStore) -> None:
+    submit(store, 1)
+    (claim,) = store.claim("w", 1, LEASE_S, T0)
+    retry = Settlement(delivery_id=claim.delivery_id, attempts=1, kind=SettleKind.RETRY,
+                       error="timeout", next_attempt_at=T0 + 5)
+    assert store.settle("w", [retry], T0 + 1).accepted == 1
+    (delivery,) = store.deliveries()
+    assert delivery.status is DeliveryStatus.FAILED and delivery.last_error == "timeout"
+    assert store.next_due_at(T0 + 1) == T0 + 5
+    assert store.claim("w", 1, LEASE_S, T0 + 4.999) == []
+    (again,) = store.claim("w", 1, LEASE_S, T0 + 5)
+    assert again.attempts == 2
+
+
+def test_dead_deliveries_keep_their_error_and_can_be_requeued(store: DispatchStore) -> None:
+    message_id = submit(store, 2)
+    claims = store.claim("w", 2, LEASE_S, T0)
+    store.settle("w", [
+        Settlement(delivery_id=claims[0].delivery_id, attempts=1, kind=SettleKind.DEAD,
+                   error="invalid number"),
+        Settlement(delivery_id=claims[1].delivery_id, attempts=1, kind=SettleKind.SENT),
+    ], T0 + 1)
+    (view,) = store.messages()
+    assert view.status is MessageStatus.COMPLETED
+    (dead,) = store.deliveries(status=DeliveryStatus.DEAD)
+    assert dead.last_error == "invalid number"
+    assert store.requeue_dead(message_id, T0 + 2) == 1
+    assert store.messages()[0].status is MessageStatus.DISPATCHING
+    (again,) = store.claim("w", 5, LEASE_S, T0 + 2)
+    assert again.delivery_id == dead.id
+    assert again.attempts == 1
+    store.settle("w", sent([again]), T0 + 3)
+    assert store.messages()[0].status is MessageStatus.COMPLETED
+    assert store.requeue_dead(None, T0 + 4) == 0
+    with pytest.raises(NotFoundError):
+        store.requeue_dead(999, T0)
+
+
+def test_release_returns_a_delivery_without_counting_the_attempt(store: DispatchStore) -> None:
+    submit(store, 1)
+    (claim,) = store.claim("w", 1, LEASE_S, T0)
+    store.settle("w", [Settlement(delivery_id=claim.delivery_id, attempts=1,
+                                  kind=SettleKind.RELEASE)], T0)
+    (delivery,) = store.deliveries()
+    assert delivery.status is DeliveryStatus.PENDING and delivery.attempts == 0
+    assert store.claim("w", 1, LEASE_S, T0)[0].attempts == 1
+
+
+# --- edit and cancel ----------------------------------------------------------------------
+
+
+def test_edit_needs_the_current_version_and_bumps_it(store: DispatchStore) -> None:
+    message_id = submit(store, 2, at=T0 + 100)
+    edited = store.edit(message_id, 1, MessageEdit.validated(
+        content="new text", scheduled_at=T0 + 200, recipients=["999-999-9999"]), T0 + 1)
+    assert edited.version == 2 and edited.content == "new text"
+    assert edited.scheduled_at == T0 + 200 and edited.updated_at == T0 + 1
+    assert [d.recipient for d in store.deliveries()] == ["999-999-9999"]
+    assert store.next_due_at(T0 + 1) == T0 + 200
+    with pytest.raises(ConflictError, match="at version 2, not 1"):
+        store.edit(message_id, 1, MessageEdit.validated(content="stale"), T0 + 2)
+    assert store.messages()[0].content == "new text"
+    with pytest.raises(NotFoundError):
+        store.edit(999, 1, MessageEdit.validated(content="x"), T0)
+
+
+def test_an_edit_racing_the_first_claim_lands_before_it_or_is_refused(opener: Opener) -> None:
+    for round_number in range(10):
+        _race_edit_and_claim(opener, round_number)
+
+
+def _race_edit_and_claim(opener: Opener, round_number: int) -> None:
+    now = T0 + round_number
+    message_id = submit(opener(), 3, now=now, start=100 * round_number)
+    editor, claimer = opener(), opener()
+    barrier = threading.Barrier(2)
+    outcome: dict[str, object] = {}
+
+    def edit() -> None:
+        barrier.wait(timeout=JOIN_TIMEOUT_S)
+        try:
+            outcome["edit"] = editor.edit(message_id, 1, MessageEdit.validated(
+                content="new", recipients=["999-999-9999"]), now)
+        except LockedError as exc:
+            outcome["edit"] = exc
+
+    def claim() -> None:
+        barrier.wait(timeout=JOIN_TIMEOUT_S)
+        outcome["claims"] = claimer.claim("w", 10, LEASE_S, now)
+
+    threads = [threading.Thread(target=edit), threading.Thread(target=claim)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(JOIN_TIMEOUT_S)
+        assert not thread.is_alive()
+    claims = outcome["claims"]
+    assert isinstance(claims, list)
+    seen = {(c.content, c.recipient) for c in claims if c.message_id == message_id}
+    if isinstance(outcome["edit"], LockedError):  # dispatch began first: all old
+        assert {content for content, _ in seen} == {"alert"} and len(seen) == 3
+    else:  # the edit landed first: whatever was claimed is entirely new
+        assert seen <= {("new", "999-999-9999")}
+    claimer.settle("w", sent(claims), now)  # the next round starts from a quiet store
+
+
+def test_edit_is_locked_once_dispatch_has_begun(store: DispatchStore) -> None:
+    message_id = submit(store, 2)
+    store.claim("w", 1, LEASE_S, T0)
+    with pytest.raises(LockedError, match="locked: dispatching since 2001-09-09T01:46:40.125Z"):
+        store.edit(message_id, 1, MessageEdit.validated(content="too late"), T0 + 1)
+    (view,) = store.messages()
+    assert view.content == "alert" and view.version == 1
+
+
+def test_cancel_while_scheduled_cancels_every_delivery(store: DispatchStore) -> None:
+    message_id = submit(store, 3, at=T0 + 10)
+    result = store.cancel(message_id, T0)
+    assert (result.cancelled, result.already_sent, result.in_flight) == (3, 0, 0)
+    assert result.was_status is MessageStatus.SCHEDULED
+    assert store.claim("w", 10, LEASE_S, T0 + 20) == []
+    assert store.next_due_at(T0 + 20) is None
+    with pytest.raises(LockedError, match="already cancelled"):
+        store.cancel(message_id, T0)
+    with pytest.raises(LockedError):
+        store.edit(message_id, 2, MessageEdit.validated(content="x"), T0)
+
+
+def test_cancel_while_dispatching_keeps_sent_and_stops_retries(store: DispatchStore) -> None:
+    message_id = submit(store, 4)
+    claims = store.claim("w", 2, LEASE_S, T0)
+    store.settle("w", sent(claims[:1]), T0 + 1)
+    result = store.cancel(message_id, T0 + 2)
+    assert (result.cancelled, result.already_sent, result.in_flight) == (2, 1, 1)
+    retry = Settlement(delivery_id=claims[1].delivery_id, attempts=1, kind=SettleKind.RETRY,
+                       error="busy", next_attempt_at=T0 + 3)
+    assert store.settle("w", [retry], T0 + 3).accepted == 1
+    counts = store.messages()[0].counts
+    assert counts[DeliveryStatus.SENT] == 1 and counts[DeliveryStatus.CANCELLED] == 3
+    assert store.messages()[0].status is MessageStatus.CANCELLED
+    assert store.next_due_at(T0 + 3) is None
+
+
+def test_cancel_of_an_unknown_message_is_not_found(store: DispatchStore) -> None:
+    with pytest.raises(NotFoundError, match="no message with id 7"):
+        store.cancel(7, T0)
+
+
+def test_next_due_at_is_none_for_an_empty_store_and_listing_filters(
+        store: DispatchStore) -> None:
+    assert store.next_due_at(T0) is None
+    first = submit(store, 1)
+    submit(store, 1, start=10)
+    store.cancel(first, T0)
+    assert [m.id for m in store.messages(status=MessageStatus.CANCELLED)] == [first]
+    assert len(store.messages(limit=1)) == 1
+    assert len(store.deliveries(message_id=first)) == 1
+
+
+def test_a_closed_store_raises_store_error(opener: Opener) -> None:
+    store = opener()
+    store.close()
+    with pytest.raises(StoreError):
+        store.messages()

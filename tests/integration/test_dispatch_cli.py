@@ -1,0 +1,166 @@
+"""The dispatch commands through real subprocesses: happy path, and every bad input is one
+line on stderr with a non-zero exit and no change to the database."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+START = [sys.executable, str(ROOT / "start.py")]
+TIMEOUT_S = 60
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*START, *args], capture_output=True, text=True, timeout=TIMEOUT_S,
+                          cwd=cwd)
+
+
+def snapshot(db: Path) -> list[tuple[object, ...]]:
+    with sqlite3.connect(db) as conn:
+        return [*conn.execute("SELECT * FROM messages ORDER BY id"),
+                *conn.execute("SELECT * FROM deliveries ORDER BY id")]
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A database with message 1 scheduled far ahead and message 2 dispatching."""
+    root = tmp_path_factory.mktemp("cli")
+    path = root / "sms_sim.db"
+    first = cli("submit", "far ahead", "--to", "555-000-0001,555-000-0002",
+                "--at", "2100-01-01T00:00:00Z", cwd=root)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith("submitted message 1: 2 recipients, due 2100-01-01T00:00:00")
+    second = cli("submit", "now", "--to", "555-000-0003", "--idempotency-key", "k", cwd=root)
+    assert second.returncode == 0, second.stderr
+    with sqlite3.connect(path) as conn:  # as a worker's claim would: dispatch has begun
+        conn.execute("UPDATE messages SET status = 'dispatching', dispatch_started_at = 0 "
+                     "WHERE id = 2")
+    return path
+
+
+@pytest.mark.parametrize(("args", "code", "fragment"), [
+    (["submit", "", "--to", "555-000-0001"], 2, "content must be 1-1600 characters (got 0)"),
+    (["submit", "x", "--to", "555-0000-001"], 2, "recipient 1 must look like xxx-xxx-xxxx"),
+    (["submit", "x"], 2, "at least 1 recipient"),
+    (["submit", "x", "--to", "555-000-0001", "--at", "soon"], 2, "not an ISO-8601 time"),
+    (["submit", "x", "--recipients-file", "/no/such"], 2, "cannot read recipients file"),
+    (["edit", "1", "--content", "y"], 2, "the following arguments are required: --version"),
+    (["edit", "1", "--version", "1"], 2, "an edit must change content, schedule or recipients"),
+    (["edit", "99", "--version", "1", "--content", "y"], 1, "no message with id 99"),
+    (["edit", "1", "--version", "7", "--content", "y"], 1, "is at version 1, not 7"),
+    (["edit", "2", "--version", "1", "--content", "y"], 1, "locked: dispatching since 1970"),
+    (["edit", "x", "--version", "1"], 2, "argument id: not an integer: 'x'"),
+    (["cancel", "99"], 1, "no message with id 99"),
+    (["show", "99"], 1, "no message with id 99"),
+    (["dead", "--message", "99"], 1, "no message with id 99"),
+    (["list", "--status", "done"], 2, "invalid choice: 'done'"),
+    (["worker", "--senders", "0"], 2, "senders must be >= 1 (got 0)"),
+    (["worker", "--lease", "0"], 2, "argument --lease: must be > 0"),
+    (["worker", "--mean", "0.01", "--deviation", "0.02"], 2, "deviation must be <= mean"),
+    (["worker", "--ledger", "/no/such/dir/ledger.db"], 1, "cannot open provider ledger"),
+])
+def test_bad_input_is_one_line_nonzero_and_changes_nothing(
+        db: Path, args: list[str], code: int, fragment: str) -> None:
+    before = snapshot(db)
+    result = cli(*args, cwd=db.parent)
+    assert result.returncode == code, result.stderr
+    assert result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(f"start.py {args[0]}: error: ")
+    assert fragment in result.stderr
+    assert snapshot(db) == before
+
+
+@pytest.mark.parametrize(("content", "fragment"), [
+    (b"not a database at all, just text\n" * 100, "is not an SQLite database"),
+    (None, "is an SQLite database but not an sms_sim one (tables: other)"),
+])
+def test_a_corrupt_or_foreign_database_is_a_clear_one_line_error(
+        tmp_path: Path, content: bytes | None, fragment: str) -> None:
+    path = tmp_path / "foreign.db"
+    if content is None:
+        with sqlite3.connect(path) as conn:
+            conn.execute("CREATE TABLE other (x)")
+    else:
+        path.write_bytes(content)
+    before = path.read_bytes()
+    for command in (["list"], ["submit", "x", "--to", "555-000-0001"], ["worker"]):
+        result = cli(*command, "--db", str(path), cwd=tmp_path)
+        assert result.returncode == 1
+        assert len(result.stderr.splitlines()) == 1 and fragment in result.stderr
+    assert path.read_bytes() == before
+
+
+def test_submit_show_edit_cancel_and_the_idempotency_key(db: Path) -> None:
+    again = cli("submit", "other text", "--to", "555-000-0009", "--idempotency-key", "k",
+                cwd=db.parent)
+    assert again.returncode == 0
+    assert again.stdout.strip() == "already submitted: message 2 (idempotency key 'k'); " \
+                                   "nothing created"
+    edited = cli("edit", "1", "--version", "1", "--content", "changed", cwd=db.parent)
+    assert edited.stdout.strip() == "edited message 1: now version 2"
+    shown = cli("show", "1", cwd=db.parent)
+    assert "message 1: scheduled, version 2" in shown.stdout and "content: changed" in shown.stdout
+    cancelled = cli("cancel", "2", cwd=db.parent)
+    assert cancelled.stdout.strip() == (
+        "cancelled message 2 (was dispatching): 1 deliveries cancelled, 0 already sent, "
+        "0 in flight")
+    listed = cli("list", "--status", "cancelled", cwd=db.parent)
+    assert listed.stdout.startswith("2  cancelled")
+
+
+def test_worker_dispatches_retries_to_dead_and_dead_can_be_requeued(tmp_path: Path) -> None:
+    submitted = cli("submit", "hi", "--to", "555-000-0001,555-000-0002", cwd=tmp_path)
+    assert submitted.returncode == 0
+    worker = cli("worker", "--exit-when-idle", "--failure-rate", "1", "--max-attempts", "2",
+                 "--retry-base", "0", "--mean", "0", "--deviation", "0", "--seed", "1",
+                 "--quiet", cwd=tmp_path)
+    assert worker.returncode == 0, worker.stderr
+    assert "completed: 4 produced, 0 sent, 4 failed, 0 unsent" in worker.stdout
+    assert "2 retries scheduled, 2 dead" in worker.stdout
+    dead = cli("dead", cwd=tmp_path)
+    assert dead.stdout.count("last error: simulated send failure") == 2
+    requeued = cli("dead", "--requeue", cwd=tmp_path)
+    assert requeued.stdout.strip() == "requeued 2 dead deliveries"
+    finish = cli("worker", "--exit-when-idle", "--mean", "0", "--deviation", "0", "--quiet",
+                 cwd=tmp_path)
+    assert "2 sent" in finish.stdout
+    assert "2 recipients: 2 sent, 0 dead" in cli("list", cwd=tmp_path).stdout
+
+
+def test_sigterm_stops_the_worker_and_gives_unstarted_claims_back(tmp_path: Path) -> None:
+    numbers = ",".join(f"555-000-{i:04d}" for i in range(400))
+    assert cli("submit", "hi", "--to", numbers, cwd=tmp_path).returncode == 0
+    proc = subprocess.Popen([*START, "worker", "--senders", "1", "--mean", "0.05",
+                             "--deviation", "0", "--batch", "50", "--interval", "0.05"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout is not None
+    started = proc.stdout.readline()
+    assert started.startswith("worker-") and "dispatching from sms_sim.db" in started
+    progress = proc.stdout.readline()  # a progress line: the worker is dispatching
+    assert progress.startswith("[")
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=TIMEOUT_S)
+    assert proc.returncode == 143, err
+    assert "accounting:" in out and out.count(": ok") >= 1
+    with sqlite3.connect(tmp_path / "sms_sim.db") as conn:
+        statuses = dict(conn.execute("SELECT status, COUNT(*) FROM deliveries GROUP BY status"))
+    assert "leased" not in statuses  # unstarted claims went back to pending
+    assert statuses.get("sent", 0) + statuses.get("pending", 0) == 400
+
+
+def test_the_dispatch_commands_and_sqlite_store_need_only_the_standard_library() -> None:
+    probe = ("import sys; import sms_sim.cli_dispatch, sms_sim.stores.sqlite; "
+             "print(sorted(n for n in sys.modules if n.split('.')[0] not in "
+             "sys.stdlib_module_names and n.split('.')[0] not in {'sms_sim', '__main__'}))")
+    result = subprocess.run([sys.executable, "-S", "-c", probe], capture_output=True,
+                            text=True, cwd=ROOT, timeout=TIMEOUT_S)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

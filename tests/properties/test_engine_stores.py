@@ -1,0 +1,170 @@
+"""Properties of the stores: dedup by key, and SQLite behaving exactly like the reference.
+
+The state machine drives ``SqliteStore`` and ``MemoryStore`` with the same operations and
+compares every result and, in an ``@invariant``, the whole state. Delivery ids may differ
+between backends after an edit (SQLite reuses freed rowids), so deliveries are compared by
+(message, recipient) and claims are settled by their position in that order.
+"""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from sms_sim.engine.contract import (
+    Claim,
+    DeliveryStatus,
+    DispatchStore,
+    MessageEdit,
+    NewMessage,
+    SettleKind,
+    Settlement,
+)
+from sms_sim.stores import MemoryStore, SqliteStore
+
+T0 = 1_000_000_000.125
+LEASE_S = 10.0
+PHONES = [f"555-000-{i:04d}" for i in range(6)]
+
+recipients = st.lists(st.sampled_from(PHONES), min_size=1, max_size=6)
+keys = st.none() | st.sampled_from(["k1", "k2"])
+
+
+@settings(max_examples=30, deadline=None)
+@given(first=recipients, second=recipients, key=st.sampled_from(["a", "b"]))
+def test_enqueueing_one_key_twice_stores_it_once(first: list[str], second: list[str],
+                                                 key: str) -> None:
+    for store in (MemoryStore(), SqliteStore(":memory:")):
+        one = store.submit(NewMessage.validated(content="x", recipients=first,
+                                                idempotency_key=key), T0)
+        two = store.submit(NewMessage.validated(content="y", recipients=second,
+                                                idempotency_key=key), T0 + 1)
+        assert (one.created, two.created, two.message_id) == (True, False, one.message_id)
+        assert len(store.messages()) == 1
+        assert sorted(d.recipient for d in store.deliveries()) == sorted(set(first))
+        store.close()
+
+
+def outcome(call: object) -> tuple[str, object]:
+    """('ok', value) or ('error', exception type name) for a zero-argument callable."""
+    try:
+        return ("ok", call())  # type: ignore[operator]
+    except Exception as exc:  # noqa: BLE001 - compared across backends, then asserted
+        return ("error", type(exc).__name__)
+
+
+class StoresAgree(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = MemoryStore()
+        self.sqlite = SqliteStore(":memory:")
+        self.now = T0
+        self.claims: dict[str, tuple[list[Claim], list[Claim]]] = {"a": ([], []), "b": ([], [])}
+
+    def both(self, op: str, *args: object) -> tuple[str, object]:
+        left = outcome(lambda: getattr(self.model, op)(*args))
+        right = outcome(lambda: getattr(self.sqlite, op)(*args))
+        assert left == right, (op, args, left, right)
+        return left
+
+    @rule(people=recipients, delay_s=st.sampled_from([0.0, 5.0, 30.0]), key=keys,
+          priority=st.sampled_from([0, 1]))
+    def submit(self, people: list[str], delay_s: float, key: str | None, priority: int) -> None:
+        message = NewMessage.validated(content="m", recipients=people, idempotency_key=key,
+                                       scheduled_at=self.now + delay_s, priority=priority)
+        result = self.both("submit", message, self.now)
+        assert result[0] == "ok"
+
+    @rule(step_s=st.sampled_from([0.5, 5.0, 11.0]))
+    def advance(self, step_s: float) -> None:
+        before = self.now
+        self.now += step_s
+        assert self.now > before
+
+    @rule(owner=st.sampled_from(["a", "b"]), limit=st.integers(1, 5))
+    def claim(self, owner: str, limit: int) -> None:
+        left = self.model.claim(owner, limit, LEASE_S, self.now)
+        right = self.sqlite.claim(owner, limit, LEASE_S, self.now)
+        assert _claim_keys(left) == _claim_keys(right)
+        assert all(c.lease_until == self.now + LEASE_S for c in left + right)
+        mine = self.claims[owner]
+        mine[0].extend(sorted(left, key=_order))
+        mine[1].extend(sorted(right, key=_order))
+
+    @precondition(lambda self: any(c[0] for c in self.claims.values()))
+    @rule(owner=st.sampled_from(["a", "b"]), data=st.data(),
+          kind=st.sampled_from(list(SettleKind)))
+    def settle(self, owner: str, data: st.DataObject, kind: SettleKind) -> None:
+        left_claims, right_claims = self.claims[owner]
+        if not left_claims:
+            return
+        index = data.draw(st.integers(0, len(left_claims) - 1))
+        left, right = left_claims.pop(index), right_claims.pop(index)
+        assert _order(left) == _order(right)
+        retry_at = self.now + 3.0 if kind is SettleKind.RETRY else None
+        results = [
+            store.settle(owner, [Settlement(delivery_id=c.delivery_id, attempts=c.attempts,
+                                            kind=kind, error="e", next_attempt_at=retry_at)],
+                         self.now)
+            for store, c in ((self.model, left), (self.sqlite, right))
+        ]
+        assert results[0] == results[1]
+
+    @rule(message_id=st.integers(1, 4), version=st.integers(1, 3),
+          content=st.none() | st.just("edited"), people=st.none() | recipients)
+    def edit(self, message_id: int, version: int, content: str | None,
+             people: list[str] | None) -> None:
+        if content is None and people is None:
+            content = "edited"
+        edit = MessageEdit.validated(content=content, recipients=people)
+        self.both("edit", message_id, version, edit, self.now)
+
+    @rule(message_id=st.integers(1, 4))
+    def cancel(self, message_id: int) -> None:
+        self.both("cancel", message_id, self.now)
+
+    @rule(message_id=st.none() | st.integers(1, 4))
+    def requeue(self, message_id: int | None) -> None:
+        self.both("requeue_dead", message_id, self.now)
+
+    @invariant()
+    def same_state(self) -> None:
+        assert _state(self.model) == _state(self.sqlite)
+        assert self.model.next_due_at(self.now) == self.sqlite.next_due_at(self.now)
+
+    @invariant()
+    def no_lease_outlives_its_length(self) -> None:
+        for store in (self.model, self.sqlite):
+            leased = store.deliveries(status=DeliveryStatus.LEASED)
+            assert all(d.lease_owner in {"a", "b"} for d in leased)
+            assert all(d.lease_until is not None and d.lease_until <= self.now + LEASE_S
+                       for d in leased)
+
+    def teardown(self) -> None:
+        self.model.close()
+        self.sqlite.close()
+
+
+def _order(claim: Claim) -> tuple[int, str]:
+    return (claim.message_id, claim.recipient)
+
+
+def _claim_keys(claims: list[Claim]) -> list[tuple[int, str, int, float, str]]:
+    return sorted((c.message_id, c.recipient, c.attempts, c.lease_until, c.content)
+                  for c in claims)
+
+
+def _state(store: DispatchStore) -> tuple[object, ...]:
+    messages = store.messages(limit=1000)
+    deliveries = sorted(
+        (d.message_id, d.recipient, d.status, d.attempts, d.next_attempt_at, d.lease_owner,
+         d.lease_until, d.sent_at, d.last_error)
+        for d in store.deliveries(limit=10_000)
+    )
+    return (messages, deliveries)
+
+
+StoresAgree.TestCase.settings = settings(max_examples=60, stateful_step_count=30,
+                                         deadline=None)
+TestStoresAgree = StoresAgree.TestCase

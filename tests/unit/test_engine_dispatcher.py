@@ -1,0 +1,174 @@
+"""Dispatcher on a fake clock over a real SQLite file: scheduling, lease expiry, backoff.
+
+No sleeps: ``VirtualClock.sleep`` advances time instantly, so ``Dispatcher.run`` with
+``until_idle`` plays a whole dispatch in simulated time and the asserts are exact.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import threading
+from pathlib import Path
+
+import pytest
+
+from sms_sim.clock import VirtualClock
+from sms_sim.config import Jitter, RetryPolicy
+from sms_sim.engine.contract import DeliveryStatus, MessageStatus, NewMessage, SettleKind
+from sms_sim.engine.dispatcher import DispatchConfig, Dispatcher
+from sms_sim.engine.transport import MemoryProvider, TransportError
+from sms_sim.errors import ConfigError
+from sms_sim.policy import retry_delay_s
+from sms_sim.stores import SqliteStore
+
+T0 = 1_000_000_000.125
+
+
+class RecordingProvider(MemoryProvider):
+    """Records the virtual time of every send; fails the first ``fail_first`` calls."""
+
+    def __init__(self, clock: VirtualClock, fail_first: int = 0) -> None:
+        super().__init__()
+        self.clock = clock
+        self.fail_first = fail_first
+        self.sent_at: list[float] = []
+        self.keys: list[str] = []
+
+    def send(self, key: str, recipient: str, content: str) -> None:
+        self.sent_at.append(self.clock.now())
+        self.keys.append(key)
+        if self.fail_first > 0:
+            self.fail_first -= 1
+            raise TransportError("provider busy")
+        super().send(key, recipient, content)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SqliteStore:
+    return SqliteStore(tmp_path / "d.db")
+
+
+def phones(count: int) -> list[str]:
+    return [f"555-000-{i:04d}" for i in range(count)]
+
+
+def test_dispatch_starts_exactly_at_scheduled_time_and_wakes_without_polling(
+        store: SqliteStore) -> None:
+    clock = VirtualClock(T0)
+    store.submit(NewMessage.validated(content="later", recipients=phones(3),
+                                      scheduled_at=T0 + 3600), T0)
+    provider = RecordingProvider(clock)
+    config = DispatchConfig(idle_recheck_s=3600 * 2)
+    dispatcher = Dispatcher(store, clock=clock, rng=random.Random(1), config=config)
+    dispatcher.run(provider, threading.Event(), until_idle=True)
+    assert provider.sent_at == [T0 + 3600] * 3
+    # One empty claim before the wait, one claim that got all three, one empty at the end.
+    assert dispatcher.stats.claims == 3
+    assert store.messages()[0].status is MessageStatus.COMPLETED
+
+
+def test_wait_is_capped_by_idle_recheck_when_nothing_is_scheduled(store: SqliteStore) -> None:
+    clock = VirtualClock(T0)
+    dispatcher = Dispatcher(store, clock=clock, rng=random.Random(1),
+                            config=DispatchConfig(idle_recheck_s=0.25))
+    assert dispatcher.wait_s() == 0.25
+    store.submit(NewMessage.validated(content="x", recipients=phones(1),
+                                      scheduled_at=T0 + 0.1), T0)
+    assert dispatcher.wait_s() == pytest.approx(0.1)
+
+
+def test_failed_sends_back_off_with_the_policy_and_end_dead(store: SqliteStore) -> None:
+    clock = VirtualClock(T0)
+    policy = RetryPolicy(max_attempts=3, base_s=2.0, factor=3.0, cap_s=100.0, jitter=Jitter.FULL)
+    store.submit(NewMessage.validated(content="x", recipients=phones(1)), T0)
+    provider = RecordingProvider(clock, fail_first=10)
+    dispatcher = Dispatcher(store, clock=clock, rng=random.Random(7),
+                            config=DispatchConfig(retry=policy, idle_recheck_s=1000))
+    dispatcher.run(provider, threading.Event(), until_idle=True)
+    expected = random.Random(7)
+    first_retry_at = T0 + retry_delay_s(policy, 1, expected)
+    second_retry_at = first_retry_at + retry_delay_s(policy, 2, expected)
+    assert provider.sent_at == [T0, first_retry_at, second_retry_at]
+    (dead,) = store.deliveries(status=DeliveryStatus.DEAD)
+    assert dead.attempts == 3 and dead.last_error == "provider busy"
+    assert (dispatcher.stats.retried, dispatcher.stats.dead) == (2, 1)
+
+
+def test_a_retry_that_succeeds_uses_the_same_idempotency_key(store: SqliteStore) -> None:
+    clock = VirtualClock(T0)
+    result = store.submit(NewMessage.validated(content="x", recipients=["555-123-4567"]), T0)
+    provider = RecordingProvider(clock, fail_first=2)
+    dispatcher = Dispatcher(store, clock=clock, rng=random.Random(3),
+                            config=DispatchConfig(retry=RetryPolicy(max_attempts=5)))
+    dispatcher.run(provider, threading.Event(), until_idle=True)
+    assert provider.keys == [f"{result.message_id}:555-123-4567"] * 3
+    assert provider.summary().delivered == 1
+
+
+def test_an_expired_lease_is_rescued_and_the_stale_completion_refused(
+        store: SqliteStore) -> None:
+    clock = VirtualClock(T0)
+    store.submit(NewMessage.validated(content="x", recipients=phones(2)), T0)
+    config = DispatchConfig(lease_s=10.0)
+    slow = Dispatcher(store, clock=clock, rng=random.Random(1), config=config)
+    fast = Dispatcher(store, clock=clock, rng=random.Random(2), config=config)
+    assert slow.owner != fast.owner and slow.owner.startswith("worker-")
+    stale = slow.claim()
+    assert [c.lease_until for c in stale] == [T0 + 10.0] * 2
+    clock.advance(10.0)
+    assert not slow.may_send(stale[0])  # the slow worker notices and does not send
+    rescued = fast.claim()
+    assert sorted(c.delivery_id for c in rescued) == sorted(c.delivery_id for c in stale)
+    assert fast.settle([fast.outcome(c, None) for c in rescued]) == 2
+    assert slow.settle([slow.outcome(c, None) for c in stale]) == 0
+    assert slow.stats.refused == 2
+    assert {d.status for d in store.deliveries()} == {DeliveryStatus.SENT}
+
+
+def test_without_fencing_the_key_changes_per_attempt_and_expired_leases_still_send(
+        store: SqliteStore) -> None:
+    clock = VirtualClock(T0)
+    store.submit(NewMessage.validated(content="x", recipients=phones(1)), T0)
+    unsafe = Dispatcher(store, clock=clock, rng=random.Random(1),
+                        config=DispatchConfig(fencing=False, lease_s=1.0))
+    (claim,) = unsafe.claim()
+    clock.advance(5.0)
+    assert unsafe.may_send(claim)
+    assert unsafe.provider_key(claim).endswith("#1")
+
+
+def test_release_all_gives_claims_back_unattempted(store: SqliteStore) -> None:
+    clock = VirtualClock(T0)
+    store.submit(NewMessage.validated(content="x", recipients=phones(3)), T0)
+    dispatcher = Dispatcher(store, clock=clock, rng=random.Random(1))
+    claims = dispatcher.claim()
+    assert dispatcher.release_all(claims) == 3
+    assert {(d.status, d.attempts) for d in store.deliveries()} == {(DeliveryStatus.PENDING, 0)}
+    assert dispatcher.stats.released == 3
+
+
+def test_outcome_kinds_follow_attempts() -> None:
+    from sms_sim.engine.contract import Claim
+    from sms_sim.stores import MemoryStore
+
+    clock = VirtualClock(T0)
+    dispatcher = Dispatcher(MemoryStore(), clock=clock, rng=random.Random(1),
+                            config=DispatchConfig(retry=RetryPolicy(max_attempts=2)))
+    claim = Claim(delivery_id=1, message_id=1, recipient="555-000-0000", content="x",
+                  attempts=1, lease_until=T0 + 30)
+    assert dispatcher.outcome(claim, None).kind is SettleKind.SENT
+    assert dispatcher.outcome(claim, "boom").kind is SettleKind.RETRY
+    last = Claim(delivery_id=1, message_id=1, recipient="555-000-0000", content="x",
+                 attempts=2, lease_until=T0 + 30)
+    assert dispatcher.outcome(last, "boom").kind is SettleKind.DEAD
+
+
+@pytest.mark.parametrize(("field", "value", "fragment"), [
+    ("batch_size", 0, "batch_size must be an integer >= 1 (got 0)"),
+    ("lease_s", 0.0, "lease must be > 0 seconds"),
+    ("idle_recheck_s", float("nan"), "idle_recheck must be > 0 seconds"),
+])
+def test_dispatch_config_names_the_bad_field(field: str, value: float, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        DispatchConfig(**{field: value})  # type: ignore[arg-type]
