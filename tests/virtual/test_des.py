@@ -241,3 +241,28 @@ def test_event_heap_holds_at_most_one_event_per_sender(monkeypatch: pytest.Monke
                                   retry=RetryPolicy(max_attempts=3, base_s=0.05), seed=2)
         assert simulate(config, output=None).is_accounted
         assert largest and max(largest.values()) <= len(senders)
+
+
+def test_schedule_arrivals_from_a_file(tmp_path: Path) -> None:
+    """A schedule file puts its counts in at its times; the run waits for the last batch."""
+    schedule = tmp_path / "schedule.csv"
+    schedule.write_text("# time_s,count\n0,10\n\n5.0,20\n")
+    result = subprocess.run(
+        [sys.executable, "start.py", "30", "2", "0.01", "0", "0", "--virtual", "--arrivals",
+         f"schedule:{schedule}", "--json", "--quiet", "--seed", "1"],
+        capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["produced"] == report["sent"] == 30
+    # 20 messages arrive at t=5 s and 2 senders need 10 x 10 ms for them.
+    assert math.isclose(report["makespan_s"], 5.1)
+    bad = subprocess.run(
+        [sys.executable, "start.py", "31", "2", "0.01", "0", "0", "--virtual", "--arrivals",
+         f"schedule:{schedule}"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == (
+        "start.py: error: the schedule holds 30 messages but num_messages is 31")
+    missing = subprocess.run(
+        [sys.executable, "start.py", "30", "2", "0.01", "0", "0", "--virtual", "--arrivals",
+         "schedule:/no/such.csv"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert missing.returncode == 2 and "cannot read schedule file" in missing.stderr
