@@ -25,6 +25,7 @@ from sms_sim.engine.contract import (
     MessageStatus,
     MessageView,
     NewMessage,
+    validate_time,
 )
 from sms_sim.errors import ConfigError, SmsSimError
 from sms_sim.stores.common import format_utc
@@ -47,7 +48,10 @@ def parse_time(text: str) -> float:
             f"not an ISO-8601 time: {text!r} (e.g. 2026-11-23T21:00:00Z)") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=datetime.timezone.utc)
-    return moment.timestamp()
+    try:
+        return validate_time(moment.timestamp())
+    except InvalidRequestError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} in {text!r}") from None
 
 
 def _numbers(text: str) -> list[str]:

@@ -43,11 +43,15 @@ __all__ = [
     "validate_recipients",
     "validate_time",
     "CONTENT_MAX_CHARS",
+    "PRIORITY_MIN",
+    "PRIORITY_MAX",
     "RECIPIENTS_MAX",
     "OPEN_DELIVERY_STATUSES",
 ]
 
 CONTENT_MAX_CHARS = 1600
+PRIORITY_MIN, PRIORITY_MAX = -(2**63), 2**63 - 1
+TIME_MIN_S, TIME_MAX_S = -62135596800.0, 253402300799.0  # 0001-01-01, 9999-12-31T23:59:59Z
 RECIPIENTS_MAX = 1_000_000
 _PHONE_RE = re.compile(r"[0-9]{3}-[0-9]{3}-[0-9]{4}")
 
@@ -139,6 +143,9 @@ class NewMessage:
             )
         if isinstance(priority, bool) or not isinstance(priority, int):
             raise InvalidRequestError(f"priority must be an integer (got {priority!r})")
+        if not PRIORITY_MIN <= priority <= PRIORITY_MAX:  # SQLite integers are 64-bit
+            raise InvalidRequestError(
+                f"priority must be between {PRIORITY_MIN} and {PRIORITY_MAX} (got {priority})")
         return cls(
             content=validate_content(content),
             recipients=validate_recipients(recipients),
@@ -380,6 +387,10 @@ def validate_recipients(recipients: Iterable[str]) -> tuple[str, ...]:
 
 
 def validate_time(value: float) -> float:
+    """Epoch seconds within 0001-9999 UTC: every stored time must also be printable."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise InvalidRequestError(f"time must be finite epoch seconds (got {value!r})")
+    if not TIME_MIN_S <= value <= TIME_MAX_S:
+        raise InvalidRequestError(
+            f"time must be between years 1 and 9999 UTC (got {value!r} epoch seconds)")
     return float(value)

@@ -43,6 +43,7 @@ __all__ = ["MemoryStore"]
 
 _D = DeliveryStatus
 _M = MessageStatus
+_OPEN = (MessageStatus.SCHEDULED, MessageStatus.DISPATCHING)  # messages that may be claimed
 
 
 @dataclass(slots=True, kw_only=True)
@@ -226,7 +227,8 @@ class MemoryStore:
                     delivery.status = _D.SENT
                     delivery.sent_at = now
                 elif item.kind is SettleKind.RELEASE:
-                    delivery.status = _D.PENDING
+                    cancelled = self._messages[delivery.message_id].status is _M.CANCELLED
+                    delivery.status = _D.CANCELLED if cancelled else _D.PENDING
                     delivery.attempts -= 1
                 elif item.kind is SettleKind.DEAD:
                     delivery.status = _D.DEAD
@@ -277,8 +279,8 @@ class MemoryStore:
             self._check_open()
             times: list[float] = []
             for delivery in self._deliveries.values():
-                if delivery.status in (_D.PENDING, _D.FAILED):
-                    message = self._messages[delivery.message_id]
+                message = self._messages[delivery.message_id]
+                if delivery.status in (_D.PENDING, _D.FAILED) and message.status in _OPEN:
                     times.append(max(delivery.next_attempt_at, message.scheduled_at))
                 elif delivery.status is _D.LEASED and delivery.lease_until is not None:
                     times.append(delivery.lease_until)

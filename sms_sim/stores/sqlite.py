@@ -354,8 +354,12 @@ class SqliteStore:
 
     def next_due_at(self, now: float) -> float | None:
         def body(conn: sqlite3.Connection) -> float | None:
+            # Only messages that may still be claimed count: anything else due would make
+            # every worker spin on empty claims.
             (ready,) = conn.execute("SELECT MIN(next_attempt_at) FROM deliveries "
-                                    "WHERE status IN ('pending', 'failed')").fetchone()
+                                    "WHERE status IN ('pending', 'failed') AND message_id IN "
+                                    "(SELECT id FROM messages WHERE status IN "
+                                    "('scheduled', 'dispatching'))").fetchone()
             (lease,) = conn.execute("SELECT MIN(lease_until) FROM deliveries "
                                     "WHERE status = 'leased'").fetchone()
             times = [t for t in (ready, lease) if t is not None]

@@ -56,7 +56,11 @@ WHERE deliveries.id = f.fenced_id AND deliveries.status = 'leased'
 RETURNING message_id
 """
 SETTLE_SQL: dict[SettleKind, str] = {
-    SettleKind.RELEASE: "UPDATE deliveries SET status = 'pending', attempts = attempts - 1, "
+    # A claim given back under a message cancelled meanwhile is cancelled, not pending:
+    # pending under a cancelled message would never be claimed nor closed.
+    SettleKind.RELEASE: "UPDATE deliveries SET status = CASE WHEN (SELECT status FROM messages "
+                        "WHERE messages.id = deliveries.message_id) = 'cancelled' "
+                        "THEN 'cancelled' ELSE 'pending' END, attempts = attempts - 1, "
                         f"lease_owner = NULL, lease_until = NULL {FENCE}",
     SettleKind.DEAD: "UPDATE deliveries SET status = 'dead', last_error = ?, lease_owner = NULL, "
                      f"lease_until = NULL {FENCE}",

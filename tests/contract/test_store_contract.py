@@ -455,3 +455,18 @@ def test_a_closed_store_raises_store_error(opener: Opener) -> None:
     store.close()
     with pytest.raises(StoreError):
         store.messages()
+
+
+def test_a_claim_given_back_after_a_cancel_is_cancelled_not_stuck(store: DispatchStore) -> None:
+    """A worker stopping after a cancel releases its unstarted claims: they must become
+    cancelled (pending under a cancelled message is never claimed nor closed) and nothing
+    may look due any more (or idle workers would spin on empty claims)."""
+    message_id = submit(store, 3)
+    claims = store.claim("w", 3, LEASE_S, T0)
+    store.cancel(message_id, T0 + 1)
+    release = [Settlement(delivery_id=c.delivery_id, attempts=c.attempts,
+                          kind=SettleKind.RELEASE) for c in claims]
+    assert store.settle("w", release, T0 + 2).accepted == 3
+    assert {d.status for d in store.deliveries()} == {DeliveryStatus.CANCELLED}
+    assert store.next_due_at(T0 + 2) is None
+    assert store.claim("w2", 3, LEASE_S, T0 + 100) == []
