@@ -33,6 +33,7 @@ __all__ = [
     "sender_from_args",
 ]
 
+SENDERS_PER_TABLE_MAX = 100_000
 _SENDER_FILE_KEYS = {"mean", "deviation", "failure_rate", "count", "distribution", "rate_limit"}
 _DISTRIBUTIONS = [d.value for d in ServiceDistribution]
 
@@ -82,8 +83,10 @@ def load_senders_file(path: Path) -> list[SenderConfig]:
         if missing:
             raise ConfigError(f"{where}: missing key {missing[0]!r}")
         count = table.get("count", 1)
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise ConfigError(f"{where}: count must be an integer >= 1 (got {count!r})")
+        if (isinstance(count, bool) or not isinstance(count, int)
+                or not 1 <= count <= SENDERS_PER_TABLE_MAX):
+            raise ConfigError(f"{where}: count must be an integer in 1..{SENDERS_PER_TABLE_MAX} "
+                              f"(got {count!r})")
         try:
             sender = SenderConfig(
                 table["mean"],

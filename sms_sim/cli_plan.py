@@ -111,9 +111,13 @@ def main(argv: Sequence[str], *, prog: str) -> int:
     except ConfigError as exc:
         parser.error(str(exc))
     progress = (lambda line: None) if args.quiet else _stderr_line
-    result = plan(base, sender, deadline_s=args.deadline, replications=args.replications,
-                  level=args.confidence, sender_counts=args.senders, jobs=args.jobs,
-                  progress=progress)
+    try:
+        result = plan(base, sender, deadline_s=args.deadline, replications=args.replications,
+                      level=args.confidence, sender_counts=args.senders, jobs=args.jobs,
+                      progress=progress)
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return ExitCode.SIGINT
     try:
         if args.json:
             print(json.dumps(result.to_dict()))

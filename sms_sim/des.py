@@ -18,6 +18,7 @@ message texts never influence an outcome and are only generated when asked for.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable, Iterable
 from typing import Final, TextIO, cast
@@ -69,5 +70,7 @@ def simulate(
     if writer.closed and reason is StopReason.COMPLETED:
         reason = StopReason.OUTPUT_CLOSED
     report = run.report(reason, wall_s)
-    writer.write(format_report(report))
+    if not writer.write(format_report(report)) and reason is StopReason.COMPLETED:
+        # The report itself could not be written (a full disk, a closed pipe): say so.
+        report = dataclasses.replace(report, stopped_by=StopReason.OUTPUT_CLOSED)
     return report

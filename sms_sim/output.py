@@ -39,6 +39,6 @@ class SafeWriter:
         try:
             self._stream.write(text)
             self._stream.flush()
-        except (BrokenPipeError, ValueError):  # ValueError: the stream object was closed
+        except (OSError, ValueError):  # a closed pipe, a full disk; ValueError: closed stream
             self.closed = True
         return not self.closed

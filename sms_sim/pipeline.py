@@ -17,6 +17,7 @@ Shutdown protocol (the part that makes "nothing lost, nothing counted twice" hol
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import queue
@@ -204,6 +205,7 @@ class Sender:
         self._clock = clock
         self._transmit = transmit
         self.unsent = 0
+        self.taken = 0  # messages taken from the inbox (for the monitor's queued count)
         self.next_start = float("-inf")
         self.lag_s = 0.0
         self.max_lag_s = 0.0
@@ -248,6 +250,7 @@ class Sender:
             if isinstance(item, _Done):
                 return
             batch = item if isinstance(item, list) else (item,)
+            self.taken += len(batch)
             for position, message in enumerate(batch):
                 if stop.is_set():
                     self.unsent += len(batch) - position
@@ -293,6 +296,7 @@ class Monitor:
         show_progress: bool = True,
         check_pace: bool = False,
         on_outcome: Callable[[Outcome], None] | None = None,
+        queued: Callable[[], int] | None = None,
     ) -> None:
         self._successes = successes
         self._failures = failures
@@ -307,6 +311,7 @@ class Monitor:
         self._stop = stop
         self._show_progress = show_progress
         self._on_outcome = on_outcome
+        self._queued = inbox.qsize if queued is None else queued
         self.per_sender = [SendTally() for _ in senders]
         self.max_behind_s = 0.0
         means = [mean_service_s(s.config) for s in senders]
@@ -372,7 +377,7 @@ class Monitor:
             sent=total.sent,
             failed=total.failed,
             avg_send_s=total.avg_send_s,
-            queued=self._inbox.qsize(),
+            queued=self._queued(),
             lag_s=max(self.behind_s(now), max((s.lag_s for s in self._senders), default=0.0)),
         )
 
@@ -382,8 +387,11 @@ class Monitor:
         if now >= self._next_tick:
             if self._show_progress:
                 self._write_progress(self.progress(now))
-            while self._next_tick <= now:
-                self._next_tick += self._interval_s
+            # The next tick after now, computed (not stepped) so that an interval below the
+            # clock's resolution cannot spin here.
+            ticks = math.floor((now - self._started_at) / self._interval_s) + 1
+            self._next_tick = max(self._started_at + ticks * self._interval_s,
+                                  math.nextafter(now, math.inf))
 
     def run(self) -> None:
         clock, stop = self._clock, self._stop
@@ -499,6 +507,8 @@ def run(
         stop=stop,
         show_progress=show_progress,
         check_pace=True,  # a burst: idle senders mean the host is too slow to feed them
+        # In messages: an inbox item may be a batch of them.
+        queued=lambda: max(0, producer.produced - sum(s.taken for s in senders)),
     )
     failed_threads = _ThreadFailures(stop)
     sender_threads = [
@@ -566,6 +576,9 @@ def run(
         threads_alive=tuple(alive),
     )
     monitor.write_report(report)
+    if monitor.output_closed and report.stopped_by is StopReason.COMPLETED:
+        # The report itself could not be written (a full disk, a closed pipe): say so.
+        report = dataclasses.replace(report, stopped_by=StopReason.OUTPUT_CLOSED)
     return report
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import signal
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from sms_sim.theory import expected_attempts, mean_confidence_interval, upper_pr
 __all__ = ["PlanRow", "PlanResult", "plan", "replication_seed", "SWEEP_POINTS"]
 
 SWEEP_POINTS = 20
+_NO_GAIN = 0.99  # doubling the senders must cut the makespan bound by more than 1 %
 _MAX_SENDERS = 1_000_000
 
 
@@ -210,13 +212,16 @@ def plan(
         raise ConfigError(f"level must be in (0, 1) (got {level!r})")
     if sender_counts is not None and (not sender_counts or min(sender_counts) < 1):
         raise ConfigError(f"sender counts must be >= 1 (got {list(sender_counts)!r})")
-    executor = ProcessPoolExecutor(jobs) if jobs > 1 else None
+    # Workers ignore SIGINT: the parent alone handles Ctrl-C (and shuts them down).
+    executor = ProcessPoolExecutor(jobs, initializer=_ignore_sigint) if jobs > 1 else None
     try:
         evaluator = _Evaluator(base, sender, deadline_s=deadline_s, replications=replications,
                                level=level, seed=base.seed, executor=executor,
                                progress=progress)
         minimum = _search_minimum(evaluator, fluid_estimate(base, sender, deadline_s))
         counts = list(sender_counts) if sender_counts else _sweep_around(minimum)
+        if minimum is not None and minimum not in counts:
+            counts.append(minimum)  # the answer always has its row
         evaluator.prefetch(counts)
         rows = tuple(evaluator.rows[count] for count in sorted(set(counts)))
     finally:
@@ -226,6 +231,10 @@ def plan(
                       seed=base.seed)
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _search_minimum(evaluator: _Evaluator, estimate: int) -> int | None:
     """Smallest count meeting the deadline: bracket it from the estimate, then bisect.
 
@@ -233,10 +242,15 @@ def _search_minimum(evaluator: _Evaluator, estimate: int) -> int | None:
     ``high`` meets it.
     """
     low, high = 0, estimate
-    while not evaluator.row(high).meets_deadline:
+    while not (row := evaluator.row(high)).meets_deadline:
         if high >= _MAX_SENDERS:
             return None
+        previous_upper = row.makespan_upper_s
         low, high = high, min(_MAX_SENDERS, high * 2)
+        # Doubling the senders hardly helps: the makespan is bounded by something senders
+        # cannot shorten (the last arrival, one long send), so no count will do.
+        if evaluator.row(high).makespan_upper_s > _NO_GAIN * previous_upper:
+            return None if not evaluator.row(high).meets_deadline else high
     if low == 0:
         probe = high // 2
         while probe > 0 and evaluator.row(probe).meets_deadline:

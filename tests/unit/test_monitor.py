@@ -87,3 +87,11 @@ def test_broken_output_sets_stop_instead_of_raising() -> None:
     monitor.step(clock.monotonic())
     assert monitor.output_closed
     assert monitor._stop.is_set()  # noqa: SLF001 - the Event the monitor was given
+
+
+def test_an_interval_below_clock_resolution_cannot_spin_the_monitor() -> None:
+    monitor, clock, *_, output = build(interval_s=1e-300)
+    for _ in range(3):
+        clock.advance(0.5)
+        monitor.step(clock.monotonic())  # returns: the next tick is computed, not stepped
+    assert len(output.getvalue().splitlines()) == 3

@@ -83,7 +83,8 @@ def test_cli_plan_json_and_csv() -> None:
     csv_result = run_plan(*common, "--csv", "--senders", "5,7")
     lines = csv_result.stdout.splitlines()
     assert lines[0].startswith("senders,makespan_mean_s,makespan_ci_s")
-    assert len(lines) == 3
+    # The two asked-for counts, plus the answer's own row (6 senders) added between them.
+    assert [line.split(",")[0] for line in lines[1:]] == ["5", "6", "7"]
     table = run_plan(*common)
     assert "min senders:" in table.stdout and "misses" in table.stdout
 
@@ -116,3 +117,13 @@ def test_plot_without_matplotlib_says_how_to_install_it(tmp_path: Path) -> None:
                       "--plot", str(tmp_path / "p.png"))
     assert result.returncode == 1
     assert result.stderr.strip().endswith("--plot needs matplotlib: pip install 'sms_sim[plot]'")
+
+
+def test_an_impossible_deadline_is_answered_not_searched_forever() -> None:
+    """No count can beat one send (10 ms): the search stops once doubling the senders no
+    longer shortens the makespan, and says no count meets the deadline."""
+    sender = SenderConfig(0.01, 0.0, 0.0)
+    config = SimulationConfig(num_messages=100, senders=[sender], seed=1)
+    result = plan(config, sender, deadline_s=0.001, replications=3)
+    assert result.min_senders is None
+    assert max(row.senders for row in result.rows) <= 2_000
