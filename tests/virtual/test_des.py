@@ -119,8 +119,11 @@ def test_duration_and_stop_requests_end_the_run_with_everything_accounted() -> N
 
 
 def test_real_time_and_virtual_modes_agree_on_a_small_config() -> None:
-    """Makespan within 5 % (the threaded mode measured about 1.01 x ideal on these hosts);
-    failures: the difference of two independent binomial(n, p) counts has sd sqrt(2np(1-p))."""
+    """Makespan within 5 %: a wall-clock margin, not a variance bound (the threaded mode
+    measured 1.002-1.009 x ideal on these hosts; the virtual makespan's own spread here is
+    under 0.5 %). Failures: bounded as the difference of two independent binomial(n, p)
+    counts, sd sqrt(2np(1-p)); conservative, since both modes draw from the same
+    per-sender streams and differ only in which sender took which message."""
     n, p = 800, 0.2
     config = SimulationConfig(num_messages=n, senders=[SenderConfig(0.005, 0.002, p)] * 4,
                               seed=17)
