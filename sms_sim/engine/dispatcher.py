@@ -25,11 +25,13 @@ from sms_sim.engine.transport import Transport, TransportError
 from sms_sim.errors import ConfigError
 from sms_sim.policy import retry_delay_s
 
-__all__ = ["DispatchConfig", "DispatchStats", "Dispatcher", "DEFAULT_RETRY"]
+__all__ = ["DispatchConfig", "DispatchStats", "Dispatcher", "DEFAULT_RETRY",
+           "LEASE_LOST_ON_LAST_ATTEMPT"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_RETRY = RetryPolicy(max_attempts=5, base_s=1.0, factor=2.0, cap_s=300.0)
+LEASE_LOST_ON_LAST_ATTEMPT = "lease ran out on the last attempt (the worker died or stalled)"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,11 +99,23 @@ class Dispatcher:
         self._rng = rng
 
     def claim(self, limit: int | None = None) -> list[Claim]:
-        """Lease up to ``limit`` (default ``batch_size``) due deliveries, now."""
+        """Lease up to ``limit`` (default ``batch_size``) due deliveries, now.
+
+        A delivery whose lease ran out on its last allowed attempt (its worker died or
+        stalled; the store reclaimed it) comes back with one attempt too many: it is made
+        ``dead`` here instead of being sent again, so ``max_attempts`` holds on that path too.
+        """
         size = self.config.batch_size if limit is None else limit
         claims = self.store.claim(self.owner, size, self.config.lease_s, self.clock.now())
         self.stats.claims += 1
         self.stats.claimed += len(claims)
+        max_attempts = self.config.retry.max_attempts
+        exhausted = [c for c in claims if c.attempts > max_attempts]
+        if exhausted:
+            self.settle([Settlement(delivery_id=c.delivery_id, attempts=c.attempts,
+                                    kind=SettleKind.DEAD, error=LEASE_LOST_ON_LAST_ATTEMPT)
+                         for c in exhausted])
+            claims = [c for c in claims if c.attempts <= max_attempts]
         return claims
 
     def provider_key(self, claim: Claim) -> str:

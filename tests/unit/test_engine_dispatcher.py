@@ -172,3 +172,21 @@ def test_outcome_kinds_follow_attempts() -> None:
 def test_dispatch_config_names_the_bad_field(field: str, value: float, fragment: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(fragment)):
         DispatchConfig(**{field: value})  # type: ignore[arg-type]
+
+
+def test_a_lease_lost_on_the_last_attempt_ends_dead_not_resent(store: SqliteStore) -> None:
+    """A worker that dies holding a claim uses up that attempt; when the last allowed one is
+    lost that way, the next claim makes the delivery dead instead of sending it again."""
+    clock = VirtualClock(T0)
+    store.submit(NewMessage.validated(content="x", recipients=phones(1)), T0)
+    config = DispatchConfig(batch_size=1, lease_s=10.0, retry=RetryPolicy(max_attempts=2))
+    for _ in range(2):  # two workers die holding the claim, one after the other
+        crashed = Dispatcher(store, clock=clock, config=config, rng=random.Random(1))
+        assert len(crashed.claim()) == 1
+        clock.advance(11.0)
+    survivor = Dispatcher(store, clock=clock, config=config, rng=random.Random(1))
+    assert survivor.claim() == []
+    (delivery,) = store.deliveries()
+    assert delivery.status is DeliveryStatus.DEAD
+    assert delivery.last_error is not None and "last attempt" in delivery.last_error
+    assert survivor.stats.dead == 1
