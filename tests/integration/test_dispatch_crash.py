@@ -8,9 +8,14 @@ figures is ``bench/dispatch_soak.py``.
 
 from __future__ import annotations
 
+import pytest
+
 from pathlib import Path
 
 from tests.integration.chaos_harness import run_chaos
+
+# Real threads, processes or wall-clock waits (STYLE.md section 10).
+pytestmark = pytest.mark.slow
 
 
 def test_killed_and_paused_workers_never_deliver_twice_and_lose_nothing(tmp_path: Path) -> None:

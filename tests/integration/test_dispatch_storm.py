@@ -8,6 +8,8 @@ sent nothing after their cancel, nothing is left open and the file is sound.
 
 from __future__ import annotations
 
+import pytest
+
 import random
 import threading
 from collections import Counter
@@ -26,6 +28,9 @@ from sms_sim.engine.contract import (
 from sms_sim.engine.dispatcher import DispatchConfig, Dispatcher
 from sms_sim.engine.transport import MemoryProvider
 from sms_sim.stores import SqliteStore
+
+# Real threads, processes or wall-clock waits (STYLE.md section 10).
+pytestmark = pytest.mark.slow
 
 JOIN_TIMEOUT_S = 60.0
 CLIENTS = 3

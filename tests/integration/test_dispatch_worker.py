@@ -6,6 +6,8 @@ if it did not stop, which the asserts check.
 
 from __future__ import annotations
 
+import pytest
+
 import io
 from pathlib import Path
 
@@ -17,6 +19,9 @@ from sms_sim.engine.transport import MemoryProvider
 from sms_sim.engine.worker import Worker
 from sms_sim.report import StopReason
 from sms_sim.stores import SqliteStore
+
+# Real threads, processes or wall-clock waits (STYLE.md section 10).
+pytestmark = pytest.mark.slow
 
 
 def phones(count: int) -> list[str]:

@@ -25,6 +25,9 @@ from sms_sim import (
 from sms_sim.pipeline import Inbox, OutcomeQueue
 from tests.stop_requests import StopAfterPolls
 
+# Real threads, processes or wall-clock waits (STYLE.md section 10).
+pytestmark = pytest.mark.slow
+
 JOIN_TIMEOUT_S = 10.0
 
 
