@@ -38,7 +38,7 @@ from sms_sim.config import SenderConfig, SimulationConfig
 from sms_sim.des import simulate
 from sms_sim.errors import ConfigError, SmsSimError
 from sms_sim.pipeline import run
-from sms_sim.policy import mean_service_s
+from sms_sim.policy import capacity_per_s
 from sms_sim.report import Report, StopReason
 
 __all__ = ["main", "ExitCode"]
@@ -162,8 +162,7 @@ def _config_from_args(
 
 def _auto_interval_s(config: SimulationConfig) -> float:
     """About a tenth of the expected makespan, rounded to 1, 2 or 5 times a power of ten."""
-    capacity_per_s = sum(1.0 / max(mean_service_s(s), 1e-9) for s in config.senders)
-    expected_s = config.num_messages / capacity_per_s
+    expected_s = config.num_messages / capacity_per_s(config.senders)
     if config.arrivals.rate_per_s:
         expected_s = max(expected_s, config.num_messages / config.arrivals.rate_per_s)
     if config.arrivals.schedule:

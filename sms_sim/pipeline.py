@@ -33,7 +33,7 @@ from sms_sim.config import DEFAULT_QUEUE_SIZE, SenderConfig, SimulationConfig
 from sms_sim.generate import generate_messages, new_seed
 from sms_sim.model import Message, Outcome
 from sms_sim.output import SafeWriter
-from sms_sim.policy import latency_sampler, mean_service_s, sender_rng
+from sms_sim.policy import capacity_per_s, latency_sampler, mean_service_s, sender_rng
 from sms_sim.report import (
     Progress,
     Report,
@@ -95,8 +95,7 @@ _HANDOFF_BATCH_MAX = 256
 def refill_pause_s(senders: Sequence[SenderConfig], max_queued: int) -> float:
     """A quarter of the time the senders need to drain a full inbox, within 1-50 ms: short
     enough that they never run dry, long enough that the producer refills in bulk."""
-    capacity_per_s = sum(1 / max(mean_service_s(s), 1e-9) for s in senders)
-    return min(0.05, max(0.001, max_queued / capacity_per_s / 4))
+    return min(0.05, max(0.001, max_queued / capacity_per_s(senders) / 4))
 
 
 def handoff_batch_size(senders: Sequence[SenderConfig]) -> int:

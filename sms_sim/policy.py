@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from sms_sim.config import Jitter, RetryPolicy, SenderConfig, ServiceDistribution
 
@@ -23,6 +23,7 @@ __all__ = [
     "backoff_before_jitter_s",
     "retry_delay_s",
     "mean_service_s",
+    "capacity_per_s",
 ]
 
 
@@ -60,6 +61,12 @@ def mean_service_s(sender: SenderConfig) -> float:
     """The mean time one send occupies the sender, rate limit included only approximately:
     ``max(mean, 1 / rate)``, exact when the send time is constant."""
     return max(sender.mean_s, sender.min_interval_s)
+
+
+def capacity_per_s(senders: Sequence[SenderConfig]) -> float:
+    """Sends per second the senders complete together when never short of work (a sender
+    that takes no time counts as a billion per second, so the sum stays finite)."""
+    return sum(1.0 / max(mean_service_s(s), 1e-9) for s in senders)
 
 
 def sender_rng(seed: int, index: int) -> random.Random:

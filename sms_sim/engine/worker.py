@@ -29,7 +29,7 @@ from sms_sim.engine.transport import Transport, TransportError
 from sms_sim.errors import SmsSimError
 from sms_sim.model import Message, Outcome
 from sms_sim.pipeline import DONE, Inbox, Monitor, OutcomeQueue, Sender
-from sms_sim.policy import mean_service_s, sender_rng
+from sms_sim.policy import capacity_per_s, sender_rng
 from sms_sim.report import Report, SenderReport, StopReason
 
 __all__ = ["Worker", "WorkerReport", "format_worker_lines", "SIMULATED_FAILURE", "LEASE_EXPIRED"]
@@ -84,8 +84,7 @@ class Worker:
         # the worker then spent its time skipping expired claims and re-claiming them (a
         # livelock, found when the monitor's faster drain made the worker re-claim sooner).
         batch = self.dispatcher.config.batch_size
-        capacity_per_s = sum(1 / max(mean_service_s(s), 1e-9) for s in senders)
-        within_half_lease = int(capacity_per_s * self.dispatcher.config.lease_s / 2)
+        within_half_lease = int(capacity_per_s(senders) * self.dispatcher.config.lease_s / 2)
         self._max_in_hand = max(1, min(2 * batch, within_half_lease))
         self._stop = threading.Event()  # stop claiming; ends the monitor loop
         self._sender_stop = threading.Event()  # senders skip what they have not started
