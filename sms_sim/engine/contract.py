@@ -16,7 +16,7 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from sms_sim.errors import SmsSimError
 
@@ -212,10 +212,13 @@ class DeliveryView:
     last_error: str | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Claim:
+class Claim(NamedTuple):
     """One delivery leased to a worker. ``attempts`` counts this attempt (1 = first try) and,
-    with the owner, fences the completion: a re-lease bumps it, so a stale report cannot match."""
+    with the owner, fences the completion: a re-lease bumps it, so a stale report cannot match.
+
+    A NamedTuple, like ``Settlement``: both are made once per delivery on the dispatch hot
+    path, where a frozen dataclass's ``__init__`` cost a tenth of the whole loop.
+    """
 
     delivery_id: int
     message_id: int
@@ -230,8 +233,7 @@ class Claim:
         return f"{self.message_id}:{self.recipient}"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Settlement:
+class Settlement(NamedTuple):
     """A worker's report on one claim. ``next_attempt_at`` is required for RETRY only."""
 
     delivery_id: int
@@ -313,9 +315,10 @@ class DispatchStore(Protocol):
         if the message was cancelled). Fairness: a higher priority class takes what it can
         first; within a class, messages never served come first (oldest due first), then
         the least recently served, and the limit is split evenly among them, round by round
-        (``stores.common.fair_claim``). Within a message: due retries, then pending, by due
-        time and id. A message with a claimed delivery becomes ``dispatching``. No delivery
-        is leased to two owners at once.
+        (``stores.common.fair_claim``). Within a message, due retries are taken before
+        pending deliveries, each by due time and id. The returned list holds each take in
+        turn, by delivery id within a take. A message with a claimed delivery becomes
+        ``dispatching``. No delivery is leased to two owners at once.
         """
         ...
 

@@ -15,8 +15,10 @@ import math
 import random
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from sms_sim.clock import Clock
 from sms_sim.config import RetryPolicy
@@ -157,15 +159,11 @@ class Dispatcher:
         if result.refused:
             log.warning("%s: %d stale completions refused (lease lost)", self.owner,
                         result.refused)
-        for item in settlements:
-            if item.kind is SettleKind.SENT:
-                stats.sent += 1
-            elif item.kind is SettleKind.RETRY:
-                stats.retried += 1
-            elif item.kind is SettleKind.DEAD:
-                stats.dead += 1
-            else:
-                stats.released += 1
+        kinds = Counter(map(attrgetter("kind"), settlements))
+        stats.sent += kinds[SettleKind.SENT]
+        stats.retried += kinds[SettleKind.RETRY]
+        stats.dead += kinds[SettleKind.DEAD]
+        stats.released += kinds[SettleKind.RELEASE]
         return result.accepted
 
     def release_all(self, claims: Sequence[Claim]) -> int:

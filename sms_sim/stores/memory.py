@@ -193,16 +193,13 @@ class MemoryStore:
                 self._served_seq += 1
                 message.served_seq = self._served_seq
                 message.updated_at = now
-                for delivery in ready:
+                for delivery in sorted(ready, key=lambda d: d.id):
                     delivery.status = _D.LEASED
                     delivery.lease_owner = owner
                     delivery.lease_until = now + lease_s
                     delivery.attempts += 1
-                    claims.append(Claim(
-                        delivery_id=delivery.id, message_id=message_id,
-                        recipient=delivery.recipient, content=message.content,
-                        attempts=delivery.attempts, lease_until=now + lease_s,
-                    ))
+                    claims.append(Claim(delivery.id, message_id, delivery.recipient,
+                                        message.content, delivery.attempts, now + lease_s))
                 return len(ready)
 
             fair_claim([(m.priority, m.id) for m in due], limit, take)

@@ -13,7 +13,9 @@ use one store object per worker for parallelism. Every ``sqlite3.Error`` leaves 
 
 from __future__ import annotations
 
+import itertools
 import json
+import random
 import sqlite3
 import threading
 import urllib.parse
@@ -22,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
+from sms_sim.clock import Clock, RealClock
 from sms_sim.engine.contract import (
     CancelResult,
     Claim,
@@ -49,6 +52,7 @@ from sms_sim.stores.common import (
 from sms_sim.stores.sqlite_rows import (
     DELIVERY_COLUMNS,
     LEASE_SQL,
+    SERVED_SQL,
     SETTLE_SENT_SQL,
     SETTLE_SQL,
     counts,
@@ -62,6 +66,9 @@ from sms_sim.stores.sqlite_schema import SCHEMA_SQL, SCHEMA_VERSION
 __all__ = ["SqliteStore", "DEFAULT_BUSY_TIMEOUT_S"]
 
 DEFAULT_BUSY_TIMEOUT_S = 30.0
+_FIRST_PAUSE_S = 0.0001
+_MAX_PAUSE_S = 0.001
+_NEVER = threading.Event()  # lock waits are short and bounded; nothing interrupts them
 _T = TypeVar("_T")
 
 
@@ -71,6 +78,8 @@ class SqliteStore:
     ``create=False`` refuses to create a missing or empty database (for read-only commands);
     ``read_only=True`` opens with ``mode=ro``, so every write raises ``StoreError``.
     ``max_page_count`` caps the file size (fault tests use it to simulate a full disk).
+    ``lock_clock`` times only the wait for SQLite's locks (tests pass a ``VirtualClock``);
+    the time the store records is always the caller's ``now``.
     Raises ``StoreError`` at once if the file is not an SQLite database or not an sms_sim one.
     """
 
@@ -82,9 +91,13 @@ class SqliteStore:
         read_only: bool = False,
         busy_timeout_s: float = DEFAULT_BUSY_TIMEOUT_S,
         max_page_count: int | None = None,
+        lock_clock: Clock | None = None,
     ) -> None:
         self.path = str(path)
         self._lock = threading.Lock()
+        self._busy_timeout_s = busy_timeout_s
+        self._lock_clock: Clock = RealClock() if lock_clock is None else lock_clock
+        self._jitter = random.Random()
         mode = "ro" if read_only else ("rwc" if create else "rw")
         uri = f"file:{urllib.parse.quote(self.path)}?mode={mode}"
         try:
@@ -98,6 +111,8 @@ class SqliteStore:
         try:
             self._setup(create=create, read_only=read_only, busy_timeout_s=busy_timeout_s,
                         max_page_count=max_page_count)
+            # From here on ``_when_free`` waits for locks, not SQLite's busy handler.
+            self._conn.execute("PRAGMA busy_timeout = 0")
         except BaseException:
             self._conn.close()
             raise
@@ -134,13 +149,35 @@ class SqliteStore:
 
     # --- plumbing ------------------------------------------------------------------------
 
+    def _when_free(self, attempt: Callable[[], _T]) -> _T:
+        """Run ``attempt`` until SQLite stops answering "busy", for up to the busy timeout.
+
+        SQLite's own busy handler sleeps 1, 2, 5, 10 ... then 100 ms between tries, so a
+        waiter mostly sleeps through the moments the lock is free: a submit waited over a
+        second behind busy workers, and two dispatchers were slower together than one
+        alone. This one tries again after at most ``_MAX_PAUSE_S`` (randomised, so waiters do
+        not move in step), which costs a few system calls per millisecond of waiting.
+        """
+        clock = self._lock_clock
+        pause_s = _FIRST_PAUSE_S
+        deadline = clock.monotonic() + self._busy_timeout_s
+        while True:
+            try:
+                return attempt()
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY \
+                        or clock.monotonic() >= deadline:
+                    raise
+            clock.sleep(pause_s * (0.5 + self._jitter.random() / 2), _NEVER)
+            pause_s = min(2 * pause_s, _MAX_PAUSE_S)
+
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One ``BEGIN IMMEDIATE`` transaction under the object lock; rolled back on error."""
         with self._lock:
             conn = self._conn
             try:
-                conn.execute("BEGIN IMMEDIATE")
+                self._when_free(lambda: conn.execute("BEGIN IMMEDIATE"))
             except sqlite3.Error as exc:
                 raise StoreError(describe(self.path, exc)) from exc
             try:
@@ -156,15 +193,22 @@ class SqliteStore:
                 raise
 
     def _read(self, body: Callable[[sqlite3.Connection], _T]) -> _T:
-        """A read in one (deferred) transaction, so its several queries see one snapshot."""
+        """A read in one (deferred) transaction, so its several queries see one snapshot.
+
+        Retried whole when busy (a WAL reader can meet a checkpoint or recovery): a read
+        has no effects to repeat.
+        """
+        def attempt() -> _T:
+            conn.execute("BEGIN")
+            try:
+                return body(conn)
+            finally:
+                conn.execute("COMMIT")
+
         with self._lock:
             conn = self._conn
             try:
-                conn.execute("BEGIN")
-                try:
-                    return body(conn)
-                finally:
-                    conn.execute("COMMIT")
+                return self._when_free(attempt)
             except sqlite3.Error as exc:
                 raise StoreError(describe(self.path, exc)) from exc
 
@@ -256,48 +300,37 @@ class SqliteStore:
                 (now,),
             ).fetchall()
             content = {message_id: text for message_id, text, _ in due}
-            (served,) = conn.execute("SELECT MAX(served_seq) FROM messages").fetchone()
-            serve_seq = [served or 0]
+            (last_served,) = conn.execute("SELECT MAX(served_seq) FROM messages").fetchone()
+            serves = itertools.count((last_served or 0) + 1)
+            served: dict[int, int] = {}  # message id -> its latest serve order in this claim
 
             def take(message_id: int, count: int) -> int:
-                got = 0
-                for status in ("failed", "pending"):
-                    rows = conn.execute(LEASE_SQL, (owner, lease_until, message_id, status,
-                                                    now, count - got)).fetchall()
+                rows = conn.execute(LEASE_SQL, (owner, lease_until, message_id, now,
+                                                count)).fetchall()
+                if rows:
                     rows.sort()
                     text = content[message_id]
                     claims.extend(
-                        Claim(delivery_id=delivery_id, message_id=message_id,
-                              recipient=recipient, content=text, attempts=attempts,
-                              lease_until=lease_until)
+                        Claim(delivery_id, message_id, recipient, text, attempts, lease_until)
                         for delivery_id, recipient, attempts in rows
                     )
-                    got += len(rows)
-                    if got >= count:
-                        break
-                if got:
-                    serve_seq[0] += 1
-                    conn.execute(
-                        "UPDATE messages SET status = 'dispatching', "
-                        "dispatch_started_at = COALESCE(dispatch_started_at, ?), "
-                        "served_seq = ?, updated_at = ? WHERE id = ?",
-                        (now, serve_seq[0], now, message_id),
-                    )
-                return got
+                    served[message_id] = next(serves)
+                return len(rows)
 
             fair_claim([(priority, message_id) for message_id, _, priority in due], limit, take)
+            if served:
+                conn.execute(SERVED_SQL, (now, json.dumps(list(served.items()))))
         return claims
 
     def settle(self, owner: str, settlements: Sequence[Settlement], now: float) -> SettleResult:
         if not settlements:
             return SettleResult(accepted=0, refused=0)
+        sent = [item[:2] for item in settlements if item.kind is SettleKind.SENT]
+        others = [item for item in settlements if item.kind is not SettleKind.SENT]
         by_kind: dict[SettleKind, list[tuple[object, ...]]] = {kind: [] for kind in SettleKind}
-        sent: list[tuple[int, int]] = []
-        for item in settlements:
+        for item in others:
             fence = (item.delivery_id, owner, item.attempts, now)
-            if item.kind is SettleKind.SENT:
-                sent.append((item.delivery_id, item.attempts))
-            elif item.kind is SettleKind.RETRY:
+            if item.kind is SettleKind.RETRY:
                 retry_at = now if item.next_attempt_at is None else item.next_attempt_at
                 by_kind[item.kind].append((item.error, retry_at, *fence))
             elif item.kind is SettleKind.DEAD:
@@ -311,14 +344,14 @@ class SqliteStore:
                 returned = conn.execute(SETTLE_SENT_SQL, (now, owner, json.dumps(sent))).fetchall()
                 accepted += len(returned)
                 touched.update(message_id for (message_id,) in returned)
-            others = [item.delivery_id for item in settlements if item.kind is not SettleKind.SENT]
             for kind, rows in by_kind.items():
                 if rows:
                     accepted += conn.executemany(SETTLE_SQL[kind], rows).rowcount
             if others:
                 touched.update(message_id for (message_id,) in conn.execute(
                     "SELECT DISTINCT message_id FROM deliveries WHERE id IN "
-                    "(SELECT value FROM json_each(?))", (json.dumps(others),)))
+                    "(SELECT value FROM json_each(?))",
+                    (json.dumps([item.delivery_id for item in others]),)))
             if touched:
                 conn.execute(
                     "UPDATE messages SET status = 'completed', completed_at = ?, updated_at = ? "

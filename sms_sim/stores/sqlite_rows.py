@@ -20,6 +20,7 @@ __all__ = [
     "MESSAGE_COLUMNS",
     "DELIVERY_COLUMNS",
     "LEASE_SQL",
+    "SERVED_SQL",
     "SETTLE_SENT_SQL",
     "SETTLE_SQL",
     "describe",
@@ -37,12 +38,21 @@ DELIVERY_COLUMNS = (
     "id, message_id, recipient, status, attempts, next_attempt_at, lease_owner, lease_until, "
     "sent_at, last_error"
 )
+# Due retries first, then pending ('failed' sorts before 'pending'), each by due time and id:
+# the order of the deliveries_ready index, so the IN walks it without a sort.
 LEASE_SQL = """
 UPDATE deliveries SET status = 'leased', lease_owner = ?, lease_until = ?, attempts = attempts + 1
 WHERE id IN (SELECT id FROM deliveries
-             WHERE message_id = ? AND status = ? AND next_attempt_at <= ?
-             ORDER BY next_attempt_at, id LIMIT ?)
+             WHERE message_id = ? AND status IN ('failed', 'pending') AND next_attempt_at <= ?
+             ORDER BY status, next_attempt_at, id LIMIT ?)
 RETURNING id, recipient, attempts
+"""
+# The messages a claim took from, with their new serve order, as JSON [[id, seq], ...].
+SERVED_SQL = """
+UPDATE messages SET status = 'dispatching', dispatch_started_at = COALESCE(dispatch_started_at, ?1),
+    served_seq = s.seq, updated_at = ?1
+FROM (SELECT value ->> 0 AS served_id, value ->> 1 AS seq FROM json_each(?2)) AS s
+WHERE messages.id = s.served_id
 """
 # A completion counts only from the lease holder, for this attempt, while the lease runs.
 FENCE = ("WHERE id = ? AND status = 'leased' AND lease_owner = ? AND attempts = ? "

@@ -1,0 +1,92 @@
+"""The SQLite store's own wait for the write lock, on a fake clock (no sleeps).
+
+Another connection holds the write lock (``BEGIN IMMEDIATE``) as a busy worker would. The
+store must keep trying at short intervals, take the lock as soon as it is free, and give up
+with a one-line ``StoreError`` once its busy timeout has passed, changing nothing.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from sms_sim.clock import VirtualClock
+from sms_sim.engine.contract import NewMessage, StoreError
+from sms_sim.stores import SqliteStore
+
+T0 = 1_000_000_000.125
+
+
+class ReleasingClock(VirtualClock):
+    """A virtual clock that commits ``holder`` at the ``release_on``-th sleep, recording every
+    pause, so a test sees exactly when the lock came free and how long the store waited."""
+
+    def __init__(self, holder: sqlite3.Connection, release_on: int | None) -> None:
+        super().__init__()
+        self.holder = holder
+        self.release_on = release_on
+        self.pauses: list[float] = []
+
+    def sleep(self, seconds: float, stop: threading.Event) -> bool:
+        self.pauses.append(seconds)
+        if len(self.pauses) == self.release_on:
+            self.holder.execute("COMMIT")
+        return super().sleep(seconds, stop)
+
+
+def _holder(path: Path) -> sqlite3.Connection:
+    SqliteStore(path).close()  # create the schema
+    holder = sqlite3.connect(path, isolation_level=None, timeout=0)
+    holder.execute("BEGIN IMMEDIATE")
+    return holder
+
+
+def _message() -> NewMessage:
+    return NewMessage.validated(content="hi", recipients=["555-000-0001"])
+
+
+def test_a_held_lock_is_taken_at_the_next_try_after_it_frees(tmp_path: Path) -> None:
+    holder = _holder(tmp_path / "db")
+    clock = ReleasingClock(holder, release_on=20)
+    store = SqliteStore(tmp_path / "db", lock_clock=clock)
+    store.submit(_message(), T0)
+    # It tried once after each pause: the 20th pause freed the lock, the try after it won.
+    assert len(clock.pauses) == 20
+    # Pauses double from 0.1 ms but never exceed 1 ms, so a waiter notices a freed lock
+    # within a millisecond (SQLite's own handler sleeps up to 100 ms between tries).
+    assert max(clock.pauses) <= 0.001
+    assert clock.pauses[0] <= 0.0001
+    assert sum(clock.pauses) < 20 * 0.001
+    assert store.messages()[0].counts
+    store.close()
+    holder.close()
+
+
+def test_a_lock_held_past_the_busy_timeout_is_one_clear_error_and_no_change(
+        tmp_path: Path) -> None:
+    holder = _holder(tmp_path / "db")
+    clock = ReleasingClock(holder, release_on=None)
+    store = SqliteStore(tmp_path / "db", lock_clock=clock, busy_timeout_s=2.0)
+    with pytest.raises(StoreError, match="database is locked") as caught:
+        store.submit(_message(), T0)
+    assert "\n" not in str(caught.value)
+    assert 2.0 <= sum(clock.pauses) <= 2.0 + 0.001
+    holder.execute("COMMIT")
+    assert store.messages() == []
+    store.close()
+    holder.close()
+
+
+def test_reads_wait_too_and_writes_do_not_block_them_in_wal(tmp_path: Path) -> None:
+    holder = _holder(tmp_path / "db")
+    clock = ReleasingClock(holder, release_on=None)
+    store = SqliteStore(tmp_path / "db", lock_clock=clock, busy_timeout_s=2.0)
+    # WAL: a writer holding the lock does not stop readers, so no wait at all.
+    assert store.messages() == [] and store.next_due_at(T0) is None
+    assert clock.pauses == []
+    holder.execute("COMMIT")
+    store.close()
+    holder.close()
