@@ -190,3 +190,30 @@ def test_a_lease_lost_on_the_last_attempt_ends_dead_not_resent(store: SqliteStor
     assert delivery.status is DeliveryStatus.DEAD
     assert delivery.last_error is not None and "last attempt" in delivery.last_error
     assert survivor.stats.dead == 1
+
+
+@pytest.mark.parametrize("fencing", [True, False])
+def test_a_worker_that_dies_between_send_and_settle_is_absorbed_by_the_key(
+        store: SqliteStore, fencing: bool) -> None:
+    """The crash the idempotency key exists for, made exact: the provider accepted the send,
+    the worker died before recording it, the lease ran out, and another worker sent again.
+    With keys per (message, recipient) the provider absorbs the repeat; with a key per
+    attempt (the negative control) the phone gets it twice."""
+    clock = VirtualClock(T0)
+    store.submit(NewMessage.validated(content="x", recipients=phones(3)), T0)
+    provider = MemoryProvider()
+    config = DispatchConfig(lease_s=10.0, fencing=fencing)
+    doomed = Dispatcher(store, clock=clock, rng=random.Random(1), config=config)
+    for claim in doomed.claim():
+        provider.send(doomed.provider_key(claim), claim.recipient, claim.content)
+    # ... and it dies here, before settling.
+    clock.advance(10.0)
+    survivor = Dispatcher(store, clock=clock, rng=random.Random(2), config=config)
+    survivor.run(provider, threading.Event(), until_idle=True)
+    assert {d.status for d in store.deliveries()} == {DeliveryStatus.SENT}
+    summary = provider.summary()
+    assert summary.attempts == 6 and summary.recipients_delivered == 3
+    if fencing:
+        assert (summary.absorbed, summary.effective_duplicates) == (3, 0)
+    else:
+        assert (summary.absorbed, summary.effective_duplicates) == (0, 3)
