@@ -51,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     continue
                 store.close()
                 conn = sqlite3.connect(Path(tmp) / f"{side}-{run}.db", isolation_level=None)
-                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.execute("PRAGMA synchronous = FULL")  # as SqliteStore
                 start = time.perf_counter()
                 conn.execute("BEGIN IMMEDIATE")
                 conn.execute("INSERT INTO messages (id, content, status, scheduled_at, "

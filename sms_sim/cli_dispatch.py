@@ -194,7 +194,7 @@ def _dead(prog: str, argv: Sequence[str]) -> int:
     parser = base_parser(prog, "List dead deliveries (failed on every attempt), or requeue them.")
     parser.add_argument("--message", type=int_at_least(1), metavar="ID", help="only this message")
     parser.add_argument("--requeue", action="store_true",
-                        help="put them back to pending with attempts reset")
+                        help="put them back to pending with attempts and lease losses reset")
     parser.add_argument("--limit", type=int_at_least(1), default=1000)
     args = parser.parse_args(argv)
 
@@ -209,8 +209,8 @@ def _dead(prog: str, argv: Sequence[str]) -> int:
         if not dead:
             return "no dead deliveries"
         return "\n".join(
-            f"delivery {d.id}  message {d.message_id}  {d.recipient}  attempts {d.attempts}  "
-            f"last error: {d.last_error}" for d in dead
+            f"delivery {d.id}  message {d.message_id}  {d.recipient}  attempts {d.attempts} "
+            f"(leases lost {d.lease_losses})  last error: {d.last_error}" for d in dead
         )
 
     return _with_store(parser, args, body, create=False)

@@ -81,7 +81,9 @@ def probability(text: str) -> float:
     return value
 
 
-def int_at_least(minimum: int) -> Callable[[str], int]:
+def int_at_least(minimum: int, maximum: int = 2**63 - 1) -> Callable[[str], int]:
+    """An argparse type for an integer in [minimum, maximum]; the default maximum is the
+    largest integer SQLite stores, so no id or count reaches a store it cannot hold."""
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -89,6 +91,8 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be >= {minimum} (got {text!r})")
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"must be <= {maximum} (got {text!r})")
         return value
 
     parse.__name__ = "integer"

@@ -61,7 +61,11 @@ def run_worker(prog: str, argv: Sequence[str]) -> int:
     parser.add_argument("--lease", type=positive_float, default=30.0, metavar="SECONDS",
                         help="claim lease; expired leases are reclaimed by others (default 30)")
     parser.add_argument("--max-attempts", type=int_at_least(1),
-                        default=DEFAULT_RETRY.max_attempts, help="attempts before dead (5)")
+                        default=DEFAULT_RETRY.max_attempts,
+                        help="reported attempts before dead (default 5)")
+    parser.add_argument("--max-lease-losses", type=int_at_least(0, 1000), default=5,
+                        metavar="N", help="leases that may run out unreported (a worker died "
+                        "or stalled) before the delivery is dead (default 5)")
     parser.add_argument("--retry-base", type=non_negative_float, default=DEFAULT_RETRY.base_s,
                         metavar="SECONDS", help="first retry delay before jitter (default 1)")
     parser.add_argument("--retry-factor", type=positive_float, default=DEFAULT_RETRY.factor,
@@ -91,6 +95,7 @@ def run_worker(prog: str, argv: Sequence[str]) -> int:
                             factor=args.retry_factor, cap_s=args.retry_cap)
         config = DispatchConfig(batch_size=args.batch, lease_s=args.lease,
                                 idle_recheck_s=args.idle_recheck, retry=retry,
+                                max_lease_losses=args.max_lease_losses,
                                 fencing=not args.unsafe_no_fencing)
     except ConfigError as exc:
         parser.error(str(exc))

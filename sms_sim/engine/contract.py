@@ -141,6 +141,8 @@ class NewMessage:
             raise InvalidRequestError(
                 f"idempotency key must be 1-200 characters (got {idempotency_key!r})"
             )
+        if idempotency_key is not None:
+            _storable(idempotency_key, "idempotency key")
         if isinstance(priority, bool) or not isinstance(priority, int):
             raise InvalidRequestError(f"priority must be an integer (got {priority!r})")
         if not PRIORITY_MIN <= priority <= PRIORITY_MAX:  # SQLite integers are 64-bit
@@ -210,11 +212,17 @@ class DeliveryView:
     lease_until: float | None
     sent_at: float | None
     last_error: str | None
+    lease_losses: int = 0  # leases that ran out before the worker reported
 
 
 class Claim(NamedTuple):
     """One delivery leased to a worker. ``attempts`` counts this attempt (1 = first try) and,
     with the owner, fences the completion: a re-lease bumps it, so a stale report cannot match.
+
+    ``lease_losses`` of those attempts ended with the lease running out (the worker died or
+    stalled): whether they reached the provider is unknown, so they are counted apart from
+    reported failures (``attempts - lease_losses`` is this attempt's number among reported
+    ones) and have a budget of their own.
 
     A NamedTuple, like ``Settlement``: both are made once per delivery on the dispatch hot
     path, where a frozen dataclass's ``__init__`` cost a tenth of the whole loop.
@@ -226,6 +234,7 @@ class Claim(NamedTuple):
     content: str
     attempts: int
     lease_until: float
+    lease_losses: int = 0
 
     @property
     def idempotency_key(self) -> str:
@@ -310,15 +319,17 @@ class DispatchStore(Protocol):
         Due: the message is ``scheduled``/``dispatching`` with ``scheduled_at <= now``, and the
         delivery is ``pending``/``failed`` with ``next_attempt_at <= now``. Expired leases
         (``lease_until <= now``), and leases ending after ``now + 2 * lease_s`` (granted
-        before the clock jumped back; all workers on one store should use one lease length), are
-        first returned to ``failed`` by a compare-and-set on status and lease (``cancelled``
-        if the message was cancelled). Fairness: a higher priority class takes what it can
-        first; within a class, messages never served come first (oldest due first), then
-        the least recently served, and the limit is split evenly among them, round by round
-        (``stores.common.fair_claim``). Within a message, due retries are taken before
-        pending deliveries, each by due time and id. The returned list holds each take in
-        turn, by delivery id within a take. A message with a claimed delivery becomes
-        ``dispatching``. No delivery is leased to two owners at once.
+        before the clock jumped back; all workers on one store should use one lease
+        length), are first returned to ``failed`` by a compare-and-set on status and lease
+        (``cancelled`` if the message was cancelled), counting one more ``lease_losses``.
+        Fairness: a higher priority class takes what it can first; within a class, messages
+        never served come first (oldest due first), then the least recently served, and the
+        limit is split evenly among them, round by round (``stores.common.fair_claim``).
+        Within a message, due retries are taken before pending deliveries, each by due time
+        and id. The returned list holds each take in turn, by delivery id within a take. A
+        message with a claimed delivery becomes ``dispatching``. No delivery is leased to two
+        owners at once. Raises ``InvalidRequestError`` for a ``now`` or ``lease_s`` that is
+        not finite (or a lease <= 0) and a non-integer ``limit``.
         """
         ...
 
@@ -330,6 +341,8 @@ class DispatchStore(Protocol):
         again and re-sent with the same idempotency key) change nothing and are counted. A
         RETRY of a delivery whose message was cancelled becomes ``cancelled``. A message
         with no open delivery left becomes ``completed``. All accepted rows commit together.
+        Raises ``InvalidRequestError`` for a ``now`` that is not finite or a delivery reported
+        twice in one call.
         """
         ...
 
@@ -349,9 +362,10 @@ class DispatchStore(Protocol):
         ...
 
     def requeue_dead(self, message_id: int | None, now: float) -> int:
-        """Dead deliveries (of one message, or all) back to ``pending`` with attempts 0, due
-        ``now``, keeping ``last_error``; their completed messages return to ``dispatching``.
-        Deliveries of cancelled messages stay dead. Returns how many were requeued."""
+        """Dead deliveries (of one message, or all) back to ``pending`` with attempts and
+        lease losses 0, due ``now``, keeping ``last_error``; their completed messages return
+        to ``dispatching``. Deliveries of cancelled messages stay dead. Returns how many were
+        requeued."""
         ...
 
     def close(self) -> None:
@@ -368,7 +382,18 @@ def validate_content(content: object) -> str:
         )
     if "\x00" in content:
         raise InvalidRequestError("content must not contain NUL characters")
-    return content
+    return _storable(content, "content")
+
+
+def _storable(text: str, what: str) -> str:
+    """Refuse text no store can keep: lone surrogates, which is what Python makes of bytes
+    that are not UTF-8 in a command-line argument."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidRequestError(f"{what} is not valid UTF-8 text (at character "
+                                  f"{exc.start + 1})") from None
+    return text
 
 
 def validate_recipients(recipients: Iterable[str]) -> tuple[str, ...]:

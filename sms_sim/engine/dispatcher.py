@@ -28,12 +28,15 @@ from sms_sim.errors import ConfigError
 from sms_sim.policy import retry_delay_s
 
 __all__ = ["DispatchConfig", "DispatchStats", "Dispatcher", "DEFAULT_RETRY",
-           "LEASE_LOST_ON_LAST_ATTEMPT"]
+           "LEASE_LOSSES_EXHAUSTED"]
 
 log = logging.getLogger(__name__)
 
+MAX_BATCH = 100_000
+MAX_LEASE_S = 86_400.0  # a day: longer would park a crashed worker's claims for longer
+MAX_IDLE_RECHECK_S = 86_400.0
 DEFAULT_RETRY = RetryPolicy(max_attempts=5, base_s=1.0, factor=2.0, cap_s=300.0)
-LEASE_LOST_ON_LAST_ATTEMPT = "lease ran out on the last attempt (the worker died or stalled)"
+LEASE_LOSSES_EXHAUSTED = "lease ran out too many times (each time the worker died or stalled)"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,23 +50,33 @@ class DispatchConfig:
     work scheduled it wakes exactly at the next due time instead. ``fencing=False``
     disables the safeguards that prevent duplicates (one provider key per attempt, sending
     on an expired lease): only the crash test's negative control uses it.
+
+    ``retry.max_attempts`` counts attempts whose outcome was reported. An attempt whose lease
+    ran out (its worker died or stalled) is not one of them: it may never have reached the
+    provider, and sending again is safe under the idempotency key, so one crash cannot turn
+    a never-sent delivery ``dead``. Those have their own budget, ``max_lease_losses``, so a
+    delivery that kills every worker that takes it still ends ``dead`` instead of looping.
     """
 
     batch_size: int = 100
     lease_s: float = 30.0
     idle_recheck_s: float = 0.05
     retry: RetryPolicy = DEFAULT_RETRY
+    max_lease_losses: int = 5
     fencing: bool = True
 
     def __post_init__(self) -> None:
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) \
-                or self.batch_size < 1:
-            raise ConfigError(f"batch_size must be an integer >= 1 (got {self.batch_size!r})")
-        for name in ("lease_s", "idle_recheck_s"):
+        for name, low, high in (("batch_size", 1, MAX_BATCH), ("max_lease_losses", 0, 1000)):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise ConfigError(f"{name.removesuffix('_s')} must be > 0 seconds "
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ConfigError(f"{name} must be an integer from {low} to {high:,} "
                                   f"(got {value!r})")
+        for name, most_s in (("lease_s", MAX_LEASE_S), ("idle_recheck_s", MAX_IDLE_RECHECK_S)):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or not 0 < value <= most_s:
+                raise ConfigError(f"{name.removesuffix('_s')} must be > 0 and at most "
+                                  f"{most_s:,.0f} seconds (got {value!r})")
 
 
 @dataclass(slots=True)
@@ -103,21 +116,20 @@ class Dispatcher:
     def claim(self, limit: int | None = None) -> list[Claim]:
         """Lease up to ``limit`` (default ``batch_size``) due deliveries, now.
 
-        A delivery whose lease ran out on its last allowed attempt (its worker died or
-        stalled; the store reclaimed it) comes back with one attempt too many: it is made
-        ``dead`` here instead of being sent again, so ``max_attempts`` holds on that path too.
+        A delivery whose lease has run out more than ``max_lease_losses`` times (every worker
+        that took it died or stalled) is made ``dead`` here instead of being sent again.
         """
         size = self.config.batch_size if limit is None else limit
         claims = self.store.claim(self.owner, size, self.config.lease_s, self.clock.now())
         self.stats.claims += 1
         self.stats.claimed += len(claims)
-        max_attempts = self.config.retry.max_attempts
-        exhausted = [c for c in claims if c.attempts > max_attempts]
+        most = self.config.max_lease_losses
+        exhausted = [c for c in claims if c.lease_losses > most]
         if exhausted:
             self.settle([Settlement(delivery_id=c.delivery_id, attempts=c.attempts,
-                                    kind=SettleKind.DEAD, error=LEASE_LOST_ON_LAST_ATTEMPT)
+                                    kind=SettleKind.DEAD, error=LEASE_LOSSES_EXHAUSTED)
                          for c in exhausted])
-            claims = [c for c in claims if c.attempts <= max_attempts]
+            claims = [c for c in claims if c.lease_losses <= most]
         return claims
 
     def provider_key(self, claim: Claim) -> str:
@@ -135,16 +147,17 @@ class Dispatcher:
 
     def outcome(self, claim: Claim, error: str | None) -> Settlement:
         """SENT for no error; otherwise RETRY after the policy's jittered backoff, or DEAD
-        once ``claim.attempts`` reached ``max_attempts`` (the error is kept either way)."""
+        once this was reported attempt ``max_attempts`` (the error is kept either way)."""
         if error is None:
             return Settlement(delivery_id=claim.delivery_id, attempts=claim.attempts,
                               kind=SettleKind.SENT)
         self.stats.errors[error] = self.stats.errors.get(error, 0) + 1
         policy = self.config.retry
-        if claim.attempts >= policy.max_attempts:
+        reported = claim.attempts - claim.lease_losses  # this one included
+        if reported >= policy.max_attempts:
             return Settlement(delivery_id=claim.delivery_id, attempts=claim.attempts,
                               kind=SettleKind.DEAD, error=error)
-        delay_s = retry_delay_s(policy, claim.attempts, self._rng)
+        delay_s = retry_delay_s(policy, reported, self._rng)
         return Settlement(delivery_id=claim.delivery_id, attempts=claim.attempts,
                           kind=SettleKind.RETRY, error=error,
                           next_attempt_at=self.clock.now() + delay_s)

@@ -23,7 +23,7 @@ from typing import TextIO
 
 from sms_sim.clock import Clock
 from sms_sim.config import SenderConfig
-from sms_sim.engine.contract import Claim, DispatchStore
+from sms_sim.engine.contract import Claim, DispatchStore, StoreError
 from sms_sim.engine.dispatcher import DispatchConfig, Dispatcher, DispatchStats
 from sms_sim.engine.transport import Transport, TransportError
 from sms_sim.errors import SmsSimError
@@ -191,7 +191,12 @@ class Worker:
         def guarded() -> None:
             try:
                 target()
-            except Exception:
+            except StoreError as exc:  # the database refused: one line, no traceback
+                log.error("thread %s stopped: %s; stopping the worker", name, exc)
+                self._failed.append(name)
+                self._stop.set()
+                self._wake.set()
+            except Exception:  # a bug: keep the traceback
                 log.exception("thread %s failed; stopping the worker", name)
                 self._failed.append(name)
                 self._stop.set()
@@ -241,9 +246,10 @@ class Worker:
                     unstarted = list(self._in_flight.values())
                     self._in_flight.clear()
                 self.dispatcher.release_all(unstarted)
-            except SmsSimError:
+            except SmsSimError as exc:
                 # The leases stay; they expire and other workers reclaim them.
-                log.exception("could not record the last outcomes; leases will expire")
+                log.error("could not record the last outcomes (%s); their leases will expire "
+                          "and other workers will take them", exc)
                 reason = StopReason.ERROR
         if self.monitor.output_closed and reason is StopReason.COMPLETED:
             reason = StopReason.OUTPUT_CLOSED

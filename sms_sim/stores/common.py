@@ -7,17 +7,24 @@ deliveries of one message, so the reference store and SQLite lease exactly the s
 from __future__ import annotations
 
 import datetime
+import math
 from collections.abc import Callable, Sequence
 
-from sms_sim.engine.contract import MessageStatus
+from sms_sim.engine.contract import InvalidRequestError, MessageStatus, Settlement
 
 __all__ = [
+    "INT64_MAX",
+    "check_claim",
+    "check_settlements",
+    "check_listing",
     "fair_claim",
     "locked_message",
     "skewed_after_s",
     "EXPIRED_LEASE_ERROR",
     "format_utc",
 ]
+
+INT64_MAX = 2**63 - 1  # SQLite's largest integer, so no id or limit can be larger
 
 EXPIRED_LEASE_ERROR = "lease expired before the worker reported (worker lost or paused)"
 
@@ -79,3 +86,37 @@ def locked_message(message_id: int, status: MessageStatus, since: float | None) 
         return f"locked: dispatching since {format_utc(since)}; message {message_id} " \
                "cannot be edited (cancel it instead)"
     return f"locked: message {message_id} is {status} and cannot be edited"
+
+
+def _check_now(now: float) -> None:
+    if not isinstance(now, (int, float)) or not math.isfinite(now):
+        raise InvalidRequestError(f"now must be a finite time in seconds (got {now!r})")
+
+
+def check_claim(limit: int, lease_s: float, now: float) -> None:
+    """Refuse arguments that would lease work no one could ever settle or rescue (a NaN
+    lease end is stored as NULL: never expired, never current)."""
+    _check_now(now)
+    if not isinstance(lease_s, (int, float)) or not math.isfinite(lease_s) or lease_s <= 0:
+        raise InvalidRequestError(f"lease must be > 0 seconds (got {lease_s!r})")
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise InvalidRequestError(f"limit must be an integer (got {limit!r})")
+
+
+def check_settlements(settlements: Sequence[Settlement], now: float) -> None:
+    """One report per delivery per call: two (say RETRY then SENT) have no agreed order."""
+    _check_now(now)
+    seen: set[int] = set()
+    for item in settlements:
+        if item.delivery_id in seen:
+            raise InvalidRequestError(f"delivery {item.delivery_id} is reported twice in one "
+                                      "settle")
+        seen.add(item.delivery_id)
+
+
+def check_listing(message_id: int | None, limit: int) -> bool:
+    """Validate a listing's ``limit``; False when ``message_id`` cannot exist (beyond any
+    id a store hands out), so the listing is empty without asking the database."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise InvalidRequestError(f"limit must be an integer >= 0 (got {limit!r})")
+    return message_id is None or 0 <= message_id <= INT64_MAX

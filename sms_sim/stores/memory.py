@@ -34,6 +34,9 @@ from sms_sim.engine.contract import (
 )
 from sms_sim.stores.common import (
     EXPIRED_LEASE_ERROR,
+    check_claim,
+    check_listing,
+    check_settlements,
     fair_claim,
     locked_message,
     skewed_after_s,
@@ -74,6 +77,7 @@ class _Delivery:
     lease_until: float | None = None
     sent_at: float | None = None
     last_error: str | None = None
+    lease_losses: int = 0
 
 
 class MemoryStore:
@@ -165,6 +169,7 @@ class MemoryStore:
                                 in_flight=in_flight, was_status=was)
 
     def claim(self, owner: str, limit: int, lease_s: float, now: float) -> list[Claim]:
+        check_claim(limit, lease_s, now)
         with self._lock:
             self._check_open()
             if limit <= 0:
@@ -199,13 +204,15 @@ class MemoryStore:
                     delivery.lease_until = now + lease_s
                     delivery.attempts += 1
                     claims.append(Claim(delivery.id, message_id, delivery.recipient,
-                                        message.content, delivery.attempts, now + lease_s))
+                                        message.content, delivery.attempts, now + lease_s,
+                                        delivery.lease_losses))
                 return len(ready)
 
             fair_claim([(m.priority, m.id) for m in due], limit, take)
             return claims
 
     def settle(self, owner: str, settlements: Sequence[Settlement], now: float) -> SettleResult:
+        check_settlements(settlements, now)
         with self._lock:
             self._check_open()
             accepted = 0
@@ -257,6 +264,7 @@ class MemoryStore:
                     continue
                 delivery.status = _D.PENDING
                 delivery.attempts = 0
+                delivery.lease_losses = 0
                 delivery.next_attempt_at = now
                 count += 1
                 if message.status is _M.COMPLETED:
@@ -285,6 +293,7 @@ class MemoryStore:
 
     def messages(self, *, message_id: int | None = None, status: MessageStatus | None = None,
                  limit: int = 100) -> list[MessageView]:
+        check_listing(message_id, limit)
         with self._lock:
             self._check_open()
             found = [
@@ -296,6 +305,7 @@ class MemoryStore:
 
     def deliveries(self, *, message_id: int | None = None,
                    status: DeliveryStatus | None = None, limit: int = 1000) -> list[DeliveryView]:
+        check_listing(message_id, limit)
         with self._lock:
             self._check_open()
             found = [
@@ -348,6 +358,7 @@ class MemoryStore:
         delivery.next_attempt_at = now
         delivery.lease_until = None
         delivery.last_error = EXPIRED_LEASE_ERROR
+        delivery.lease_losses += 1
 
     def _complete_if_done(self, message_id: int, now: float) -> None:
         message = self._messages[message_id]

@@ -45,6 +45,10 @@ from sms_sim.engine.contract import (
 )
 from sms_sim.stores.common import (
     EXPIRED_LEASE_ERROR,
+    INT64_MAX,
+    check_claim,
+    check_listing,
+    check_settlements,
     fair_claim,
     locked_message,
     skewed_after_s,
@@ -61,7 +65,7 @@ from sms_sim.stores.sqlite_rows import (
     message_state,
     views,
 )
-from sms_sim.stores.sqlite_schema import SCHEMA_SQL, SCHEMA_VERSION
+from sms_sim.stores.sqlite_schema import SCHEMA_SQL, SCHEMA_VERSION, UPGRADES
 
 __all__ = ["SqliteStore", "DEFAULT_BUSY_TIMEOUT_S"]
 
@@ -101,29 +105,28 @@ class SqliteStore:
         mode = "ro" if read_only else ("rwc" if create else "rw")
         uri = f"file:{urllib.parse.quote(self.path)}?mode={mode}"
         try:
-            self._conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout_s,
-                                         isolation_level=None, check_same_thread=False)
+            # No SQLite busy handler (timeout 0): ``_when_free`` does all the waiting.
+            self._conn = sqlite3.connect(uri, uri=True, timeout=0, isolation_level=None,
+                                         check_same_thread=False)
         except sqlite3.Error as exc:
             if not create and not Path(self.path).exists():
                 raise StoreError(f"no database at {self.path!r} (submit a message first, "
                                  "or check --db)") from exc
             raise StoreError(f"cannot open database {self.path!r}: {exc}") from exc
         try:
-            self._setup(create=create, read_only=read_only, busy_timeout_s=busy_timeout_s,
-                        max_page_count=max_page_count)
-            # From here on ``_when_free`` waits for locks, not SQLite's busy handler.
-            self._conn.execute("PRAGMA busy_timeout = 0")
+            self._setup(create=create, read_only=read_only, max_page_count=max_page_count)
         except BaseException:
             self._conn.close()
             raise
 
-    def _setup(self, *, create: bool, read_only: bool, busy_timeout_s: float,
-               max_page_count: int | None) -> None:
+    def _setup(self, *, create: bool, read_only: bool, max_page_count: int | None) -> None:
+        """Check the file is ours, then create or upgrade the schema: every step through
+        ``_when_free``, because processes opening one new file at once meet each other's
+        locks here too (``journal_mode = WAL`` answers "busy" without waiting)."""
         conn = self._conn
         try:
-            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-            tables = {row[0] for row in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+            tables = self._when_free(lambda: {row[0] for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")})
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path!r} is not an SQLite database ({exc})") from exc
         if tables and "sms_sim_meta" not in tables:
@@ -133,19 +136,56 @@ class SqliteStore:
             raise StoreError(f"{self.path!r} holds no sms_sim database (nothing submitted yet?)")
         try:
             if not read_only:
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("PRAGMA synchronous = NORMAL")
+                self._when_free(lambda: conn.execute("PRAGMA journal_mode = WAL"))
+                # FULL: a commit is on disk before the call returns, so an acknowledged
+                # submit or a recorded send survives a power cut, not only a killed process.
+                conn.execute("PRAGMA synchronous = FULL")
             if max_page_count is not None:
                 conn.execute(f"PRAGMA max_page_count = {int(max_page_count)}")
             if not tables:
-                conn.executescript(SCHEMA_SQL)  # IF NOT EXISTS: racing creators agree
-            row = conn.execute("SELECT value FROM sms_sim_meta WHERE key = 'schema'").fetchone()
+                self._when_free(lambda: self._run_script(SCHEMA_SQL))  # IF NOT EXISTS
+            version = self._when_free(self._schema_version)
+            if version in UPGRADES and not read_only:
+                self._when_free(self._upgrade)
+                version = self._when_free(self._schema_version)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot prepare database {self.path!r}: {exc}") from exc
-        if row is None or row[0] != SCHEMA_VERSION:
-            found = None if row is None else row[0]
-            raise StoreError(f"{self.path!r} has schema {found!r}; this version needs "
+        if version in UPGRADES:
+            raise StoreError(f"{self.path!r} has schema {version!r}, older than "
+                             f"{SCHEMA_VERSION!r}: open it once for writing (any submit, edit "
+                             "or worker) to upgrade it")
+        if version != SCHEMA_VERSION:
+            raise StoreError(f"{self.path!r} has schema {version!r}; this version needs "
                              f"{SCHEMA_VERSION!r}")
+
+    def _schema_version(self) -> str | None:
+        row = self._conn.execute("SELECT value FROM sms_sim_meta WHERE key = 'schema'").fetchone()
+        return None if row is None else str(row[0])
+
+    def _run_script(self, script: str) -> None:
+        """``executescript`` that leaves no transaction open when a statement fails."""
+        try:
+            self._conn.executescript(script)
+        except sqlite3.Error:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise
+
+    def _upgrade(self) -> None:
+        """Apply ``UPGRADES`` in one transaction; a racing opener finds nothing left to do."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = self._schema_version()
+            while version in UPGRADES:
+                version, statement = UPGRADES[version]
+                conn.execute(statement)
+                conn.execute("UPDATE sms_sim_meta SET value = ? WHERE key = 'schema'",
+                             (version,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -165,7 +205,9 @@ class SqliteStore:
             try:
                 return attempt()
             except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY \
+                # Errors raised by the sqlite3 module itself carry no code (bad UTF-8 text).
+                code = getattr(exc, "sqlite_errorcode", None)
+                if code is None or code & 0xFF != sqlite3.SQLITE_BUSY \
                         or clock.monotonic() >= deadline:
                     raise
             clock.sleep(pause_s * (0.5 + self._jitter.random() / 2), _NEVER)
@@ -275,6 +317,7 @@ class SqliteStore:
         )
 
     def claim(self, owner: str, limit: int, lease_s: float, now: float) -> list[Claim]:
+        check_claim(limit, lease_s, now)
         if limit <= 0:
             return []
         lease_until = now + lease_s
@@ -288,7 +331,8 @@ class SqliteStore:
                 "UPDATE deliveries SET status = CASE WHEN (SELECT status FROM messages WHERE "
                 "messages.id = deliveries.message_id) = 'cancelled' THEN 'cancelled' "
                 "ELSE 'failed' END, next_attempt_at = ?, lease_owner = NULL, "
-                "lease_until = NULL, last_error = ? WHERE status = 'leased' AND "
+                "lease_until = NULL, last_error = ?, lease_losses = lease_losses + 1 "
+                "WHERE status = 'leased' AND "
                 "(lease_until <= ? OR lease_until > ?)",
                 (now, EXPIRED_LEASE_ERROR, now, now + skewed_after_s(lease_s)),
             )
@@ -311,8 +355,9 @@ class SqliteStore:
                     rows.sort()
                     text = content[message_id]
                     claims.extend(
-                        Claim(delivery_id, message_id, recipient, text, attempts, lease_until)
-                        for delivery_id, recipient, attempts in rows
+                        Claim(delivery_id, message_id, recipient, text, attempts, lease_until,
+                              lease_losses)
+                        for delivery_id, recipient, attempts, lease_losses in rows
                     )
                     served[message_id] = next(serves)
                 return len(rows)
@@ -323,6 +368,7 @@ class SqliteStore:
         return claims
 
     def settle(self, owner: str, settlements: Sequence[Settlement], now: float) -> SettleResult:
+        check_settlements(settlements, now)
         if not settlements:
             return SettleResult(accepted=0, refused=0)
         sent = [item[:2] for item in settlements if item.kind is SettleKind.SENT]
@@ -367,7 +413,8 @@ class SqliteStore:
             if message_id is not None:
                 message_state(conn, message_id)
             rows = conn.execute(
-                "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?1 "
+                "UPDATE deliveries SET status = 'pending', attempts = 0, lease_losses = 0, "
+                "next_attempt_at = ?1 "
                 "WHERE status = 'dead' AND (?2 IS NULL OR message_id = ?2) AND message_id IN "
                 "(SELECT id FROM messages WHERE status != 'cancelled') RETURNING message_id",
                 (now, message_id),
@@ -402,23 +449,29 @@ class SqliteStore:
 
     def messages(self, *, message_id: int | None = None, status: MessageStatus | None = None,
                  limit: int = 100) -> list[MessageView]:
+        if not check_listing(message_id, limit):
+            return []
         where = "WHERE (? IS NULL OR id = ?) AND (? IS NULL OR status = ?) ORDER BY id LIMIT ?"
         key = None if status is None else str(status)
-        params = (message_id, message_id, key, key, limit)
+        params = (message_id, message_id, key, key, min(limit, INT64_MAX))
         return self._read(lambda conn: views(conn, where, params))
 
     def deliveries(self, *, message_id: int | None = None,
                    status: DeliveryStatus | None = None, limit: int = 1000) -> list[DeliveryView]:
+        if not check_listing(message_id, limit):
+            return []
+
         def body(conn: sqlite3.Connection) -> list[DeliveryView]:
             rows = conn.execute(
                 f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE (?1 IS NULL OR message_id = ?1) "
                 "AND (?2 IS NULL OR status = ?2) ORDER BY id LIMIT ?3",
-                (message_id, None if status is None else str(status), limit),
+                (message_id, None if status is None else str(status), min(limit, INT64_MAX)),
             ).fetchall()
             return [
                 DeliveryView(id=r[0], message_id=r[1], recipient=r[2],
                              status=DeliveryStatus(r[3]), attempts=r[4], next_attempt_at=r[5],
-                             lease_owner=r[6], lease_until=r[7], sent_at=r[8], last_error=r[9])
+                             lease_owner=r[6], lease_until=r[7], sent_at=r[8], last_error=r[9],
+                             lease_losses=r[10])
                 for r in rows
             ]
 

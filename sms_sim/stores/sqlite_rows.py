@@ -36,7 +36,7 @@ MESSAGE_COLUMNS = (
 )
 DELIVERY_COLUMNS = (
     "id, message_id, recipient, status, attempts, next_attempt_at, lease_owner, lease_until, "
-    "sent_at, last_error"
+    "sent_at, last_error, lease_losses"
 )
 # Due retries first, then pending ('failed' sorts before 'pending'), each by due time and id:
 # the order of the deliveries_ready index, so the IN walks it without a sort.
@@ -45,7 +45,7 @@ UPDATE deliveries SET status = 'leased', lease_owner = ?, lease_until = ?, attem
 WHERE id IN (SELECT id FROM deliveries
              WHERE message_id = ? AND status IN ('failed', 'pending') AND next_attempt_at <= ?
              ORDER BY status, next_attempt_at, id LIMIT ?)
-RETURNING id, recipient, attempts
+RETURNING id, recipient, attempts, lease_losses
 """
 # The messages a claim took from, with their new serve order, as JSON [[id, seq], ...].
 SERVED_SQL = """
@@ -97,8 +97,10 @@ def insert_deliveries(conn: sqlite3.Connection, message_id: int, recipients: Seq
 
 def message_state(conn: sqlite3.Connection,
                   message_id: int) -> tuple[MessageStatus, int, float | None]:
-    row = conn.execute("SELECT status, version, dispatch_started_at FROM messages WHERE id = ?",
-                       (message_id,)).fetchone()
+    row = None
+    if -(2**63) <= message_id < 2**63:  # beyond SQLite's integers no message can exist
+        row = conn.execute("SELECT status, version, dispatch_started_at FROM messages "
+                           "WHERE id = ?", (message_id,)).fetchone()
     if row is None:
         raise NotFoundError(f"no message with id {message_id}")
     return MessageStatus(row[0]), row[1], row[2]

@@ -5,13 +5,16 @@ time, then id, so ``LIMIT`` stops early even in a 1,000,000-recipient message);
 ``deliveries_due`` and ``deliveries_lease`` make ``next_due_at`` and the lease rescue two
 index probes. ``UNIQUE (message_id, recipient)`` and the unique ``idempotency_key`` are the
 deduplication: stores insert and look at the result, never check first.
+
+A file made by an older version is upgraded in place when opened for writing (``UPGRADES``);
+opened read-only, it is refused with a line saying how to upgrade it.
 """
 
 from __future__ import annotations
 
-__all__ = ["SCHEMA_SQL", "SCHEMA_VERSION"]
+__all__ = ["SCHEMA_SQL", "SCHEMA_VERSION", "UPGRADES"]
 
-SCHEMA_VERSION = "sms_sim.dispatch/1"
+SCHEMA_VERSION = "sms_sim.dispatch/2"
 
 SCHEMA_SQL = f"""
 BEGIN IMMEDIATE;
@@ -46,6 +49,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     lease_until REAL,
     sent_at REAL,
     last_error TEXT,
+    lease_losses INTEGER NOT NULL DEFAULT 0,
     UNIQUE (message_id, recipient)
 );
 CREATE INDEX IF NOT EXISTS deliveries_ready
@@ -56,3 +60,11 @@ CREATE INDEX IF NOT EXISTS deliveries_lease
     ON deliveries (lease_until) WHERE status = 'leased';
 COMMIT;
 """
+
+# Each older version's upgrade to the next, run inside the opener's BEGIN IMMEDIATE.
+UPGRADES: dict[str, tuple[str, str]] = {
+    "sms_sim.dispatch/1": (
+        "sms_sim.dispatch/2",
+        "ALTER TABLE deliveries ADD COLUMN lease_losses INTEGER NOT NULL DEFAULT 0",
+    ),
+}

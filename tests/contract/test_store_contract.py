@@ -174,7 +174,8 @@ def test_a_leased_delivery_is_not_claimed_again_until_its_lease_expires(
     assert store.next_due_at(T0 + 1) == T0 + LEASE_S
     rescued = store.claim("b", 10, LEASE_S, T0 + LEASE_S)
     assert {c.delivery_id for c in rescued} == {c.delivery_id for c in first}
-    assert {c.attempts for c in rescued} == {2}
+    assert {(c.attempts, c.lease_losses) for c in rescued} == {(2, 1)}
+    assert {c.lease_losses for c in first} == {0}
     late = store.settle("a", sent(first), T0 + LEASE_S + 1)
     assert (late.accepted, late.refused) == (0, 2)
     on_time = store.settle("b", sent(rescued), T0 + LEASE_S + 1)
@@ -321,7 +322,7 @@ def test_dead_deliveries_keep_their_error_and_can_be_requeued(store: DispatchSto
     assert store.messages()[0].status is MessageStatus.DISPATCHING
     (again,) = store.claim("w", 5, LEASE_S, T0 + 2)
     assert again.delivery_id == dead.id
-    assert again.attempts == 1
+    assert (again.attempts, again.lease_losses) == (1, 0)
     store.settle("w", sent([again]), T0 + 3)
     assert store.messages()[0].status is MessageStatus.COMPLETED
     assert store.requeue_dead(None, T0 + 4) == 0
@@ -470,3 +471,34 @@ def test_a_claim_given_back_after_a_cancel_is_cancelled_not_stuck(store: Dispatc
     assert {d.status for d in store.deliveries()} == {DeliveryStatus.CANCELLED}
     assert store.next_due_at(T0 + 2) is None
     assert store.claim("w2", 3, LEASE_S, T0 + 100) == []
+
+
+def test_arguments_no_store_could_keep_are_refused_alike(store: DispatchStore) -> None:
+    """Both backends refuse the same odd library calls the same way, changing nothing: a NaN
+    time or lease (SQLite would store NULL: a lease never expired and never current), one
+    delivery reported twice in a call (no agreed order), a negative listing limit; and an
+    id beyond any integer the database holds is simply not found."""
+    message_id = submit(store, 2)
+    for limit, lease_s, now in [(5, float("nan"), T0), (5, LEASE_S, float("nan")),
+                                (5, 0.0, T0), (5, float("inf"), T0), (1.5, LEASE_S, T0)]:
+        with pytest.raises(InvalidRequestError):
+            store.claim("w", limit, lease_s, now)  # type: ignore[arg-type]
+    claims = store.claim("w", 5, LEASE_S, T0)
+    retry = Settlement(delivery_id=claims[0].delivery_id, attempts=1, kind=SettleKind.RETRY,
+                       error="busy", next_attempt_at=T0 + 5)
+    with pytest.raises(InvalidRequestError, match="reported twice"):
+        store.settle("w", [retry, *sent(claims)], T0 + 1)
+    with pytest.raises(InvalidRequestError, match="finite"):
+        store.settle("w", sent(claims), float("nan"))
+    assert {d.status for d in store.deliveries()} == {DeliveryStatus.LEASED}
+    for listing in (store.messages, store.deliveries):
+        with pytest.raises(InvalidRequestError, match="limit"):
+            listing(limit=-1)
+    huge = 2**64
+    assert store.messages(message_id=huge) == [] and store.deliveries(message_id=huge) == []
+    assert len(store.messages(limit=2**70)) == 1
+    for call in (lambda: store.cancel(huge, T0), lambda: store.requeue_dead(huge, T0),
+                 lambda: store.edit(huge, 1, MessageEdit.validated(content="x"), T0)):
+        with pytest.raises(NotFoundError):
+            call()
+    assert store.messages()[0].id == message_id

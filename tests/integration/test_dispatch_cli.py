@@ -67,6 +67,14 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (["worker", "--lease", "0"], 2, "argument --lease: must be > 0"),
     (["worker", "--mean", "0.01", "--deviation", "0.02"], 2, "deviation must be <= mean"),
     (["worker", "--ledger", "/no/such/dir/ledger.db"], 1, "cannot open provider ledger"),
+    (["worker", "--lease", "1e308"], 2, "lease must be > 0 and at most 86,400 seconds"),
+    (["show", "99999999999999999999"], 2, "must be <= 9223372036854775807"),
+    (["list", "--limit", "99999999999999999999"], 2, "must be <= 9223372036854775807"),
+    # Bytes that are not UTF-8 in an argument reach Python as lone surrogates.
+    (["submit", "caf\udce9", "--to", "555-000-0001"], 2, "content is not valid UTF-8 text"),
+    (["submit", "x", "--to", "555-000-0001", "--idempotency-key", "k\udcff"], 2,
+     "idempotency key is not valid UTF-8 text"),
+    (["edit", "1", "--version", "1", "--content", "\udcff"], 2, "content is not valid UTF-8"),
 ])
 def test_bad_input_is_one_line_nonzero_and_changes_nothing(
         db: Path, args: list[str], code: int, fragment: str) -> None:
@@ -78,6 +86,18 @@ def test_bad_input_is_one_line_nonzero_and_changes_nothing(
     assert result.stderr.startswith(f"start.py {args[0]}: error: ")
     assert fragment in result.stderr
     assert snapshot(db) == before
+
+
+def test_text_in_the_database_that_is_not_utf8_is_one_line_everywhere(tmp_path: Path) -> None:
+    assert cli("submit", "hi", "--to", "555-000-0001", cwd=tmp_path).returncode == 0
+    with sqlite3.connect(tmp_path / "sms_sim.db") as conn:
+        conn.execute("UPDATE messages SET content = CAST(x'ff' AS TEXT)")
+    for command in (["show", "1"], ["list"], ["worker", "--exit-when-idle"]):
+        result = cli(*command, cwd=tmp_path)
+        assert result.returncode == 1, command
+        assert "Traceback" not in result.stderr
+        assert "Could not decode to UTF-8 column 'content'" in result.stderr
+        assert len([line for line in result.stderr.splitlines() if "decode" in line]) == 1
 
 
 @pytest.mark.parametrize(("content", "fragment"), [

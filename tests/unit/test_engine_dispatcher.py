@@ -15,7 +15,13 @@ import pytest
 
 from sms_sim.clock import VirtualClock
 from sms_sim.config import Jitter, RetryPolicy
-from sms_sim.engine.contract import DeliveryStatus, MessageStatus, NewMessage, SettleKind
+from sms_sim.engine.contract import (
+    Claim,
+    DeliveryStatus,
+    MessageStatus,
+    NewMessage,
+    SettleKind,
+)
 from sms_sim.engine.dispatcher import DispatchConfig, Dispatcher
 from sms_sim.engine.transport import MemoryProvider, TransportError
 from sms_sim.errors import ConfigError
@@ -165,31 +171,59 @@ def test_outcome_kinds_follow_attempts() -> None:
 
 
 @pytest.mark.parametrize(("field", "value", "fragment"), [
-    ("batch_size", 0, "batch_size must be an integer >= 1 (got 0)"),
-    ("lease_s", 0.0, "lease must be > 0 seconds"),
-    ("idle_recheck_s", float("nan"), "idle_recheck must be > 0 seconds"),
+    ("batch_size", 0, "batch_size must be an integer from 1 to 100,000 (got 0)"),
+    ("batch_size", True, "batch_size must be an integer"),
+    ("max_lease_losses", -1, "max_lease_losses must be an integer from 0 to 1,000"),
+    ("lease_s", 0.0, "lease must be > 0 and at most 86,400 seconds"),
+    ("lease_s", 1e308, "lease must be > 0 and at most 86,400 seconds"),
+    ("idle_recheck_s", float("nan"), "idle_recheck must be > 0 and at most 86,400 seconds"),
 ])
 def test_dispatch_config_names_the_bad_field(field: str, value: float, fragment: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(fragment)):
         DispatchConfig(**{field: value})  # type: ignore[arg-type]
 
 
-def test_a_lease_lost_on_the_last_attempt_ends_dead_not_resent(store: SqliteStore) -> None:
-    """A worker that dies holding a claim uses up that attempt; when the last allowed one is
-    lost that way, the next claim makes the delivery dead instead of sending it again."""
+def test_lost_leases_do_not_use_up_attempts_but_have_a_budget_of_their_own(
+        store: SqliteStore) -> None:
+    """Workers that die holding a claim never reported a send, so with max_attempts=1 the
+    delivery is still sent by the next worker (the key makes a resend safe); but a delivery
+    whose lease runs out more than max_lease_losses times ends dead instead of looping."""
     clock = VirtualClock(T0)
-    store.submit(NewMessage.validated(content="x", recipients=phones(1)), T0)
-    config = DispatchConfig(batch_size=1, lease_s=10.0, retry=RetryPolicy(max_attempts=2))
-    for _ in range(2):  # two workers die holding the claim, one after the other
+    store.submit(NewMessage.validated(content="x", recipients=phones(2)), T0)
+    config = DispatchConfig(batch_size=1, lease_s=10.0, retry=RetryPolicy(max_attempts=1),
+                            max_lease_losses=2)
+    for _ in range(2):  # two workers die holding the first delivery
         crashed = Dispatcher(store, clock=clock, config=config, rng=random.Random(1))
         assert len(crashed.claim()) == 1
         clock.advance(11.0)
     survivor = Dispatcher(store, clock=clock, config=config, rng=random.Random(1))
+    (claim,) = survivor.claim()
+    assert (claim.attempts, claim.lease_losses) == (3, 2)
+    assert survivor.settle([survivor.outcome(claim, None)]) == 1
+    assert store.deliveries()[0].status is DeliveryStatus.SENT
+    assert store.deliveries()[0].lease_losses == 2
+
+    for _ in range(3):  # the second delivery loses its lease three times: one too many
+        crashed = Dispatcher(store, clock=clock, config=config, rng=random.Random(1))
+        assert len(crashed.claim()) == 1
+        clock.advance(11.0)
     assert survivor.claim() == []
-    (delivery,) = store.deliveries()
-    assert delivery.status is DeliveryStatus.DEAD
-    assert delivery.last_error is not None and "last attempt" in delivery.last_error
+    delivery = store.deliveries()[1]
+    assert (delivery.status, delivery.lease_losses) == (DeliveryStatus.DEAD, 3)
+    assert delivery.last_error is not None and "too many times" in delivery.last_error
     assert survivor.stats.dead == 1
+
+
+def test_a_failure_after_a_lost_lease_still_gets_every_reported_attempt(
+        store: SqliteStore) -> None:
+    clock = VirtualClock(T0)
+    store.submit(NewMessage.validated(content="x", recipients=phones(1)), T0)
+    dispatcher = Dispatcher(store, clock=clock, rng=random.Random(1),
+                            config=DispatchConfig(retry=RetryPolicy(max_attempts=2)))
+    lost = Claim(1, 1, "555-000-0000", "x", attempts=2, lease_until=T0 + 30, lease_losses=1)
+    assert dispatcher.outcome(lost, "boom").kind is SettleKind.RETRY  # reported attempt 1
+    second = lost._replace(attempts=3)
+    assert dispatcher.outcome(second, "boom").kind is SettleKind.DEAD  # reported attempt 2
 
 
 @pytest.mark.parametrize("fencing", [True, False])
