@@ -79,6 +79,8 @@ def run_chaos(
     for m in range(messages):
         numbers = [f"5{m:02d}-{i // 10000:03d}-{i % 10000:04d}" for i in range(recipients)]
         store.submit(NewMessage.validated(content=f"alert {m}", recipients=numbers), clock.now())
+    # Create the ledger before the workers, so they do not race to create one new file.
+    LedgerProvider(ledger_path, clock=clock).close()
     logs: list[Path] = []
     log_of: dict[int, Path] = {}  # pid -> its output file (first line: its lease token)
     spawned = 0
