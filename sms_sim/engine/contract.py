@@ -341,8 +341,8 @@ class DispatchStore(Protocol):
         again and re-sent with the same idempotency key) change nothing and are counted. A
         RETRY of a delivery whose message was cancelled becomes ``cancelled``. A message
         with no open delivery left becomes ``completed``. All accepted rows commit together.
-        Raises ``InvalidRequestError`` for a ``now`` that is not finite or a delivery reported
-        twice in one call.
+        Raises ``InvalidRequestError`` for a ``now`` that is not finite or one attempt of a
+        delivery reported twice in one call.
         """
         ...
 

@@ -104,14 +104,18 @@ def check_claim(limit: int, lease_s: float, now: float) -> None:
 
 
 def check_settlements(settlements: Sequence[Settlement], now: float) -> None:
-    """One report per delivery per call: two (say RETRY then SENT) have no agreed order."""
+    """One report per attempt per call: two of one attempt (say RETRY then SENT) have no
+    agreed order. Two attempts of one delivery may come together (a worker paused past its
+    lease re-claims a delivery whose first claim it still holds): the fence takes at most
+    one of them, in any order."""
     _check_now(now)
-    seen: set[int] = set()
+    seen: set[tuple[int, int]] = set()
     for item in settlements:
-        if item.delivery_id in seen:
-            raise InvalidRequestError(f"delivery {item.delivery_id} is reported twice in one "
-                                      "settle")
-        seen.add(item.delivery_id)
+        attempt = (item.delivery_id, item.attempts)
+        if attempt in seen:
+            raise InvalidRequestError(f"delivery {item.delivery_id} attempt {item.attempts} is "
+                                      "reported twice in one settle")
+        seen.add(attempt)
 
 
 def check_listing(message_id: int | None, limit: int) -> bool:

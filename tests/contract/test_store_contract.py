@@ -476,7 +476,7 @@ def test_a_claim_given_back_after_a_cancel_is_cancelled_not_stuck(store: Dispatc
 def test_arguments_no_store_could_keep_are_refused_alike(store: DispatchStore) -> None:
     """Both backends refuse the same odd library calls the same way, changing nothing: a NaN
     time or lease (SQLite would store NULL: a lease never expired and never current), one
-    delivery reported twice in a call (no agreed order), a negative listing limit; and an
+    attempt reported twice in a call (no agreed order), a negative listing limit; and an
     id beyond any integer the database holds is simply not found."""
     message_id = submit(store, 2)
     for limit, lease_s, now in [(5, float("nan"), T0), (5, LEASE_S, float("nan")),
@@ -486,7 +486,7 @@ def test_arguments_no_store_could_keep_are_refused_alike(store: DispatchStore) -
     claims = store.claim("w", 5, LEASE_S, T0)
     retry = Settlement(delivery_id=claims[0].delivery_id, attempts=1, kind=SettleKind.RETRY,
                        error="busy", next_attempt_at=T0 + 5)
-    with pytest.raises(InvalidRequestError, match="reported twice"):
+    with pytest.raises(InvalidRequestError, match="attempt 1 is reported twice"):
         store.settle("w", [retry, *sent(claims)], T0 + 1)
     with pytest.raises(InvalidRequestError, match="finite"):
         store.settle("w", sent(claims), float("nan"))
@@ -502,3 +502,16 @@ def test_arguments_no_store_could_keep_are_refused_alike(store: DispatchStore) -
         with pytest.raises(NotFoundError):
             call()
     assert store.messages()[0].id == message_id
+
+
+def test_two_attempts_of_one_delivery_in_one_settle_count_only_the_current(
+        store: DispatchStore) -> None:
+    """A worker paused past its lease may re-claim a delivery whose first claim it still
+    holds, and report both together, stale first or last: only the current one counts."""
+    submit(store, 1)
+    (stale,) = store.claim("w", 1, LEASE_S, T0)
+    (current,) = store.claim("w", 1, LEASE_S, T0 + LEASE_S)
+    assert (stale.attempts, current.attempts) == (1, 2)
+    result = store.settle("w", [*sent([current]), *sent([stale])], T0 + LEASE_S + 1)
+    assert (result.accepted, result.refused) == (1, 1)
+    assert store.deliveries()[0].status is DeliveryStatus.SENT
