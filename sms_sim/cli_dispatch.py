@@ -191,7 +191,8 @@ def _list(prog: str, argv: Sequence[str]) -> int:
 
 
 def _dead(prog: str, argv: Sequence[str]) -> int:
-    parser = base_parser(prog, "List dead deliveries (failed on every attempt), or requeue them.")
+    parser = base_parser(prog, "List dead deliveries (out of attempts or lease losses), "
+                               "or requeue them.")
     parser.add_argument("--message", type=int_at_least(1), metavar="ID", help="only this message")
     parser.add_argument("--requeue", action="store_true",
                         help="put them back to pending with attempts and lease losses reset")

@@ -42,6 +42,7 @@ __all__ = [
     "validate_content",
     "validate_recipients",
     "validate_time",
+    "validate_storable",
     "CONTENT_MAX_CHARS",
     "PRIORITY_MIN",
     "PRIORITY_MAX",
@@ -142,7 +143,7 @@ class NewMessage:
                 f"idempotency key must be 1-200 characters (got {idempotency_key!r})"
             )
         if idempotency_key is not None:
-            _storable(idempotency_key, "idempotency key")
+            validate_storable(idempotency_key, "idempotency key")
         if isinstance(priority, bool) or not isinstance(priority, int):
             raise InvalidRequestError(f"priority must be an integer (got {priority!r})")
         if not PRIORITY_MIN <= priority <= PRIORITY_MAX:  # SQLite integers are 64-bit
@@ -382,10 +383,10 @@ def validate_content(content: object) -> str:
         )
     if "\x00" in content:
         raise InvalidRequestError("content must not contain NUL characters")
-    return _storable(content, "content")
+    return validate_storable(content, "content")
 
 
-def _storable(text: str, what: str) -> str:
+def validate_storable(text: str, what: str) -> str:
     """Refuse text no store can keep: lone surrogates, which is what Python makes of bytes
     that are not UTF-8 in a command-line argument."""
     try:

@@ -122,7 +122,6 @@ class Dispatcher:
         size = self.config.batch_size if limit is None else limit
         claims = self.store.claim(self.owner, size, self.config.lease_s, self.clock.now())
         self.stats.claims += 1
-        self.stats.claimed += len(claims)
         most = self.config.max_lease_losses
         exhausted = [c for c in claims if c.lease_losses > most]
         if exhausted:
@@ -130,6 +129,9 @@ class Dispatcher:
                                     kind=SettleKind.DEAD, error=LEASE_LOSSES_EXHAUSTED)
                          for c in exhausted])
             claims = [c for c in claims if c.lease_losses <= most]
+        # Counted after: ``claimed`` is what goes on to be sent, so a worker's report
+        # balances as claimed = sent + failed + unsent (the exhausted ones count as dead).
+        self.stats.claimed += len(claims)
         return claims
 
     def provider_key(self, claim: Claim) -> str:

@@ -10,7 +10,13 @@ import datetime
 import math
 from collections.abc import Callable, Sequence
 
-from sms_sim.engine.contract import InvalidRequestError, MessageStatus, Settlement
+from sms_sim.engine.contract import (
+    InvalidRequestError,
+    MessageStatus,
+    SettleKind,
+    Settlement,
+    validate_storable,
+)
 
 __all__ = [
     "INT64_MAX",
@@ -88,9 +94,9 @@ def locked_message(message_id: int, status: MessageStatus, since: float | None) 
     return f"locked: message {message_id} is {status} and cannot be edited"
 
 
-def _check_now(now: float) -> None:
+def _check_now(now: float, what: str = "now") -> None:
     if not isinstance(now, (int, float)) or not math.isfinite(now):
-        raise InvalidRequestError(f"now must be a finite time in seconds (got {now!r})")
+        raise InvalidRequestError(f"{what} must be a finite time in seconds (got {now!r})")
 
 
 def check_claim(limit: int, lease_s: float, now: float) -> None:
@@ -111,6 +117,16 @@ def check_settlements(settlements: Sequence[Settlement], now: float) -> None:
     _check_now(now)
     seen: set[tuple[int, int]] = set()
     for item in settlements:
+        for name in ("delivery_id", "attempts"):
+            value = getattr(item, name)
+            if isinstance(value, bool) or not isinstance(value, int) \
+                    or not 0 <= value <= INT64_MAX:
+                raise InvalidRequestError(f"{name} must be an integer from 0 to {INT64_MAX} "
+                                          f"(got {value!r})")
+        if item.kind is SettleKind.RETRY and item.next_attempt_at is not None:
+            _check_now(item.next_attempt_at, "next_attempt_at")
+        if item.error is not None:
+            validate_storable(item.error, "error")
         attempt = (item.delivery_id, item.attempts)
         if attempt in seen:
             raise InvalidRequestError(f"delivery {item.delivery_id} attempt {item.attempts} is "

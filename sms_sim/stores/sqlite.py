@@ -76,6 +76,13 @@ _NEVER = threading.Event()  # lock waits are short and bounded; nothing interrup
 _T = TypeVar("_T")
 
 
+def _is_busy(exc: sqlite3.Error) -> bool:
+    """SQLITE_BUSY or one of its extended codes. Errors raised by the sqlite3 module itself
+    (text that is not UTF-8, say) carry no code at all."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == sqlite3.SQLITE_BUSY
+
+
 class SqliteStore:
     """SQLite-backed store; see ``DispatchStore`` for what each method promises.
 
@@ -128,6 +135,8 @@ class SqliteStore:
             tables = self._when_free(lambda: {row[0] for row in conn.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table'")})
         except sqlite3.DatabaseError as exc:
+            if _is_busy(exc):  # held past the busy timeout: locked, not foreign
+                raise StoreError(describe(self.path, exc)) from exc
             raise StoreError(f"{self.path!r} is not an SQLite database ({exc})") from exc
         if tables and "sms_sim_meta" not in tables:
             raise StoreError(f"{self.path!r} is an SQLite database but not an sms_sim one "
@@ -205,10 +214,7 @@ class SqliteStore:
             try:
                 return attempt()
             except sqlite3.OperationalError as exc:
-                # Errors raised by the sqlite3 module itself carry no code (bad UTF-8 text).
-                code = getattr(exc, "sqlite_errorcode", None)
-                if code is None or code & 0xFF != sqlite3.SQLITE_BUSY \
-                        or clock.monotonic() >= deadline:
+                if not _is_busy(exc) or clock.monotonic() >= deadline:
                     raise
             clock.sleep(pause_s * (0.5 + self._jitter.random() / 2), _NEVER)
             pause_s = min(2 * pause_s, _MAX_PAUSE_S)

@@ -150,16 +150,17 @@ def _order(claim: Claim) -> tuple[int, str]:
     return (claim.message_id, claim.recipient)
 
 
-def _claim_keys(claims: list[Claim]) -> list[tuple[int, str, int, float, str]]:
-    return sorted((c.message_id, c.recipient, c.attempts, c.lease_until, c.content)
-                  for c in claims)
+def _claim_keys(claims: list[Claim]) -> list[tuple[int, str, int, int, float, str]]:
+    """Everything a claim says, in the order returned (the contract fixes that order too)."""
+    return [(c.message_id, c.recipient, c.attempts, c.lease_losses, c.lease_until, c.content)
+            for c in claims]
 
 
 def _state(store: DispatchStore) -> tuple[object, ...]:
     messages = store.messages(limit=1000)
     deliveries = sorted(
-        (d.message_id, d.recipient, d.status, d.attempts, d.next_attempt_at, d.lease_owner,
-         d.lease_until, d.sent_at, d.last_error)
+        (d.message_id, d.recipient, d.status, d.attempts, d.lease_losses, d.next_attempt_at,
+         d.lease_owner, d.lease_until, d.sent_at, d.last_error)
         for d in store.deliveries(limit=10_000)
     )
     return (messages, deliveries)

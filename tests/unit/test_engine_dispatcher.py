@@ -211,7 +211,7 @@ def test_lost_leases_do_not_use_up_attempts_but_have_a_budget_of_their_own(
     delivery = store.deliveries()[1]
     assert (delivery.status, delivery.lease_losses) == (DeliveryStatus.DEAD, 3)
     assert delivery.last_error is not None and "too many times" in delivery.last_error
-    assert survivor.stats.dead == 1
+    assert (survivor.stats.dead, survivor.stats.claimed, survivor.stats.sent) == (1, 1, 1)
 
 
 def test_a_failure_after_a_lost_lease_still_gets_every_reported_attempt(

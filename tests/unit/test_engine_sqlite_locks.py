@@ -80,13 +80,37 @@ def test_a_lock_held_past_the_busy_timeout_is_one_clear_error_and_no_change(
     holder.close()
 
 
-def test_reads_wait_too_and_writes_do_not_block_them_in_wal(tmp_path: Path) -> None:
-    holder = _holder(tmp_path / "db")
-    clock = ReleasingClock(holder, release_on=None)
-    store = SqliteStore(tmp_path / "db", lock_clock=clock, busy_timeout_s=2.0)
-    # WAL: a writer holding the lock does not stop readers, so no wait at all.
-    assert store.messages() == [] and store.next_due_at(T0) is None
-    assert clock.pauses == []
-    holder.execute("COMMIT")
+def test_a_read_that_meets_a_lock_waits_and_is_retried_whole(tmp_path: Path) -> None:
+    """In WAL a writer never blocks readers, so make the file a rollback-journal one and
+    hold an EXCLUSIVE lock: the read then meets SQLITE_BUSY, which only the store's own wait
+    can get past (the connection has no busy handler)."""
+    path = tmp_path / "db"
+    SqliteStore(path).close()
+    with sqlite3.connect(path, isolation_level=None) as conn:
+        conn.execute("PRAGMA journal_mode = DELETE")
+    conn.close()
+    holder = sqlite3.connect(path, isolation_level=None, timeout=0)
+    clock = ReleasingClock(holder, release_on=5)
+    store = SqliteStore(path, read_only=True, lock_clock=clock)
+    holder.execute("BEGIN EXCLUSIVE")
+    assert store.messages() == []
+    assert len(clock.pauses) == 5
     store.close()
+    holder.close()
+
+
+def test_a_lock_held_past_the_timeout_while_opening_is_not_called_a_foreign_file(
+        tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    SqliteStore(path).close()
+    with sqlite3.connect(path, isolation_level=None) as conn:
+        conn.execute("PRAGMA journal_mode = DELETE")
+    conn.close()
+    holder = sqlite3.connect(path, isolation_level=None, timeout=0)
+    holder.execute("BEGIN EXCLUSIVE")
+    clock = ReleasingClock(holder, release_on=None)
+    with pytest.raises(StoreError, match="database is locked") as caught:
+        SqliteStore(path, read_only=True, lock_clock=clock, busy_timeout_s=0.5)
+    assert "not an SQLite database" not in str(caught.value)
+    holder.execute("COMMIT")
     holder.close()
