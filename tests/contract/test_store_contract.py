@@ -492,8 +492,9 @@ def test_arguments_no_store_could_keep_are_refused_alike(store: DispatchStore) -
         store.settle("w", sent(claims), float("nan"))
     for bad, fragment in [
         (retry._replace(next_attempt_at=float("nan")), "next_attempt_at must be a finite"),
-        (retry._replace(delivery_id=2**64), "delivery_id must be an integer"),
-        (retry._replace(attempts=2**64), "attempts must be an integer"),
+        (retry._replace(delivery_id=2**64), "delivery_id and attempts must be integers"),
+        (retry._replace(attempts=2**64), "delivery_id and attempts must be integers"),
+        (retry._replace(attempts=True), "delivery_id and attempts must be integers"),
         (retry._replace(error="\udcff"), "error is not valid UTF-8"),
     ]:
         with pytest.raises(InvalidRequestError, match=fragment):
