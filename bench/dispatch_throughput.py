@@ -31,6 +31,7 @@ import argparse
 import importlib.util
 import multiprocessing
 import random
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -65,14 +66,16 @@ def _prepare(path: Path, deliveries: int) -> None:
     store.close()
 
 
+def _dispatcher(store: SqliteStore, seed: int, batch: int) -> Dispatcher:
+    return Dispatcher(store, clock=RealClock(), rng=random.Random(seed),
+                      config=DispatchConfig(batch_size=batch))
+
+
 def rate_ours(path: Path, deliveries: int, workers: int, batch: int) -> float:
     stop = threading.Event()
     provider = MemoryProvider()
-    clock = RealClock()
     stores = [SqliteStore(path) for _ in range(workers)]
-    dispatchers = [Dispatcher(store, clock=clock, rng=random.Random(i),
-                              config=DispatchConfig(batch_size=batch))
-                   for i, store in enumerate(stores)]
+    dispatchers = [_dispatcher(store, i, batch) for i, store in enumerate(stores)]
 
     def work(dispatcher: Dispatcher) -> None:
         dispatcher.run(provider, stop, until_idle=True)
@@ -96,8 +99,7 @@ def _process_worker(path: Path, seed: int, batch: int, go: EventType,
                     done: QueueType[tuple[int, float]]) -> None:
     store = SqliteStore(path)
     provider = MemoryProvider()
-    dispatcher = Dispatcher(store, clock=RealClock(), rng=random.Random(seed),
-                            config=DispatchConfig(batch_size=batch))
+    dispatcher = _dispatcher(store, seed, batch)
     go.wait()
     dispatcher.run(provider, threading.Event(), until_idle=True)
     store.close()
@@ -125,8 +127,6 @@ def rate_ours_processes(path: Path, deliveries: int, workers: int, batch: int) -
 
 
 def rate_bare(path: Path, deliveries: int) -> float:
-    import sqlite3
-
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")  # as SqliteStore: the same durability

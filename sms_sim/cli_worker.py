@@ -63,7 +63,7 @@ def run_worker(prog: str, argv: Sequence[str]) -> int:
     parser.add_argument("--max-attempts", type=int_at_least(1),
                         default=DEFAULT_RETRY.max_attempts,
                         help="reported attempts before dead (default 5)")
-    parser.add_argument("--max-lease-losses", type=int_at_least(0, 1000), default=5,
+    parser.add_argument("--max-lease-losses", type=int_at_least(0), default=5,
                         metavar="N", help="leases that may run out unreported (a worker died "
                         "or stalled) before the delivery is dead (default 5)")
     parser.add_argument("--retry-base", type=non_negative_float, default=DEFAULT_RETRY.base_s,

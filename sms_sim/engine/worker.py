@@ -191,13 +191,11 @@ class Worker:
         def guarded() -> None:
             try:
                 target()
-            except StoreError as exc:  # the database refused: one line, no traceback
-                log.error("thread %s stopped: %s; stopping the worker", name, exc)
-                self._failed.append(name)
-                self._stop.set()
-                self._wake.set()
-            except Exception:  # a bug: keep the traceback
-                log.exception("thread %s failed; stopping the worker", name)
+            except Exception as exc:
+                if isinstance(exc, StoreError):  # the database refused: one line
+                    log.error("thread %s stopped: %s; stopping the worker", name, exc)
+                else:  # a bug: keep the traceback
+                    log.exception("thread %s failed; stopping the worker", name)
                 self._failed.append(name)
                 self._stop.set()
                 self._wake.set()

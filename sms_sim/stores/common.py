@@ -23,6 +23,7 @@ __all__ = [
     "check_claim",
     "check_settlements",
     "check_listing",
+    "could_be_an_id",
     "fair_claim",
     "locked_message",
     "skewed_after_s",
@@ -135,9 +136,15 @@ def check_settlements(settlements: Sequence[Settlement], now: float) -> None:
         seen.add(attempt)
 
 
+def could_be_an_id(message_id: int) -> bool:
+    """False for an id no store hands out (negative, or beyond SQLite's integers), so a
+    lookup can answer "not found" without asking the database (which would overflow)."""
+    return 0 <= message_id <= INT64_MAX
+
+
 def check_listing(message_id: int | None, limit: int) -> bool:
-    """Validate a listing's ``limit``; False when ``message_id`` cannot exist (beyond any
-    id a store hands out), so the listing is empty without asking the database."""
+    """Validate a listing's ``limit``; False when ``message_id`` cannot exist, so the
+    listing is empty without asking the database."""
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
         raise InvalidRequestError(f"limit must be an integer >= 0 (got {limit!r})")
-    return message_id is None or 0 <= message_id <= INT64_MAX
+    return message_id is None or could_be_an_id(message_id)

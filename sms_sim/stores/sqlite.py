@@ -155,7 +155,7 @@ class SqliteStore:
                 self._when_free(lambda: self._run_script(SCHEMA_SQL))  # IF NOT EXISTS
             version = self._when_free(self._schema_version)
             if version in UPGRADES and not read_only:
-                self._when_free(self._upgrade)
+                self._upgrade()
                 version = self._when_free(self._schema_version)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot prepare database {self.path!r}: {exc}") from exc
@@ -182,19 +182,13 @@ class SqliteStore:
 
     def _upgrade(self) -> None:
         """Apply ``UPGRADES`` in one transaction; a racing opener finds nothing left to do."""
-        conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._write() as conn:
             version = self._schema_version()
             while version in UPGRADES:
                 version, statement = UPGRADES[version]
                 conn.execute(statement)
                 conn.execute("UPDATE sms_sim_meta SET value = ? WHERE key = 'schema'",
                              (version,))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
     # --- plumbing ------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from sms_sim.engine.contract import (
     NotFoundError,
     SettleKind,
 )
+from sms_sim.stores.common import could_be_an_id
 
 __all__ = [
     "MESSAGE_COLUMNS",
@@ -98,7 +99,7 @@ def insert_deliveries(conn: sqlite3.Connection, message_id: int, recipients: Seq
 def message_state(conn: sqlite3.Connection,
                   message_id: int) -> tuple[MessageStatus, int, float | None]:
     row = None
-    if -(2**63) <= message_id < 2**63:  # beyond SQLite's integers no message can exist
+    if could_be_an_id(message_id):
         row = conn.execute("SELECT status, version, dispatch_started_at FROM messages "
                            "WHERE id = ?", (message_id,)).fetchone()
     if row is None:

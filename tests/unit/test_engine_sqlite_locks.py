@@ -80,16 +80,20 @@ def test_a_lock_held_past_the_busy_timeout_is_one_clear_error_and_no_change(
     holder.close()
 
 
-def test_a_read_that_meets_a_lock_waits_and_is_retried_whole(tmp_path: Path) -> None:
-    """In WAL a writer never blocks readers, so make the file a rollback-journal one and
-    hold an EXCLUSIVE lock: the read then meets SQLITE_BUSY, which only the store's own wait
-    can get past (the connection has no busy handler)."""
-    path = tmp_path / "db"
+def _rollback_journal_db(path: Path) -> sqlite3.Connection:
+    """An sms_sim file switched out of WAL, and a connection to hold locks on it: in WAL a
+    writer never blocks readers, but an EXCLUSIVE lock here makes every reader meet
+    SQLITE_BUSY, which only the store's own wait can get past (it has no busy handler)."""
     SqliteStore(path).close()
     with sqlite3.connect(path, isolation_level=None) as conn:
         conn.execute("PRAGMA journal_mode = DELETE")
     conn.close()
-    holder = sqlite3.connect(path, isolation_level=None, timeout=0)
+    return sqlite3.connect(path, isolation_level=None, timeout=0)
+
+
+def test_a_read_that_meets_a_lock_waits_and_is_retried_whole(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    holder = _rollback_journal_db(path)
     clock = ReleasingClock(holder, release_on=5)
     store = SqliteStore(path, read_only=True, lock_clock=clock)
     holder.execute("BEGIN EXCLUSIVE")
@@ -102,11 +106,7 @@ def test_a_read_that_meets_a_lock_waits_and_is_retried_whole(tmp_path: Path) -> 
 def test_a_lock_held_past_the_timeout_while_opening_is_not_called_a_foreign_file(
         tmp_path: Path) -> None:
     path = tmp_path / "db"
-    SqliteStore(path).close()
-    with sqlite3.connect(path, isolation_level=None) as conn:
-        conn.execute("PRAGMA journal_mode = DELETE")
-    conn.close()
-    holder = sqlite3.connect(path, isolation_level=None, timeout=0)
+    holder = _rollback_journal_db(path)
     holder.execute("BEGIN EXCLUSIVE")
     clock = ReleasingClock(holder, release_on=None)
     with pytest.raises(StoreError, match="database is locked") as caught:
