@@ -32,10 +32,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sms_sim.clock import RealClock  # noqa: E402
-from sms_sim.engine.contract import NewMessage  # noqa: E402
-from sms_sim.engine.dispatcher import DispatchConfig, Dispatcher  # noqa: E402
-from sms_sim.engine.transport import MemoryProvider  # noqa: E402
-from sms_sim.stores import SqliteStore  # noqa: E402
+from sms_sim.dispatch.contract import NewMessage  # noqa: E402
+from sms_sim.dispatch.dispatcher import DispatchConfig, Dispatcher  # noqa: E402
+from sms_sim.dispatch.stores import SqliteStore  # noqa: E402
+from sms_sim.dispatch.transport import MemoryProvider  # noqa: E402
 
 SCHEDULING_TARGET_S = 0.100
 

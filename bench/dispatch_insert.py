@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sms_sim.engine.contract import NewMessage  # noqa: E402
-from sms_sim.stores import SqliteStore  # noqa: E402
+from sms_sim.dispatch.contract import NewMessage  # noqa: E402
+from sms_sim.dispatch.stores import SqliteStore  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> int:

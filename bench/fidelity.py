@@ -36,9 +36,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _common import (  # noqa: E402
+    alternate,
+    parse_args,
+    print_header,
+    print_runs,
+    print_target,
+    verdict,  # noqa: E402
+)
+
 import sms_sim  # noqa: E402
-from _common import alternate, parse_args, print_header, print_runs, print_target  # noqa: E402
-from _common import verdict  # noqa: E402
 from sms_sim.report import LAG_WARNING_S  # noqa: E402
 
 MEAN_S = 0.005

@@ -30,8 +30,15 @@ import sys
 from collections.abc import Sequence
 from functools import partial
 
-from _common import child_code, parse_args, peak_rss_mib, print_header, print_runs, print_target
-from _common import rotate
+from _common import (
+    child_code,
+    parse_args,
+    peak_rss_mib,
+    print_header,
+    print_runs,
+    print_target,
+    rotate,
+)
 
 # The parent never imports sms_sim; each child puts the repo root on its own path.
 SENDERS = 4

@@ -27,8 +27,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import sms_sim  # noqa: E402
 from _common import Side, compare_rates, parse_args  # noqa: E402
+
+import sms_sim  # noqa: E402
 
 SENDERS = 4
 QUEUE_SIZE = 1024

@@ -1,6 +1,6 @@
 """Planning speed: wall time of a 20-count, 10-replication capacity plan on 100,000 messages.
 
-What is measured: ``sms_sim.plan.plan`` with a burst of N = 100,000 messages (seed 1),
+What is measured: ``sms_sim.sim.plan.plan`` with a burst of N = 100,000 messages (seed 1),
 identical senders ``SenderConfig(0.08, 0.02, 0.03)``, deadline 600 s, 10 replications,
 ``sender_counts=list(range(6, 26))`` (20 counts) and ``jobs = os.cpu_count()``. That is 200
 virtual-time runs of 100,000 messages each, plus whatever the bisection for the minimum
@@ -26,9 +26,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import sms_sim  # noqa: E402
 from _common import parse_args, print_header, print_runs, print_target  # noqa: E402
-from sms_sim.plan import PlanResult, plan  # noqa: E402
+
+import sms_sim  # noqa: E402
+from sms_sim.sim.plan import PlanResult, plan  # noqa: E402
 
 SEED = 1
 SENDER = sms_sim.SenderConfig(0.08, 0.02, 0.03)

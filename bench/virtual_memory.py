@@ -2,7 +2,7 @@
 
 What is measured: peak RSS (``resource.getrusage(RUSAGE_SELF).ru_maxrss``, KiB on Linux) of
 fresh child interpreters (``python -c``, the same interpreter as this script). Every child
-imports ``sms_sim`` (and ``sms_sim.des``) and builds its config: a burst of N messages on 4
+imports ``sms_sim`` (and ``sms_sim.sim.virtual.run``) and builds its config: a burst of N messages on 4
 senders ``SenderConfig(0, 0, 0)`` (zero send time, no failures), seed 1. Then:
 
 * baseline: nothing else (N = 1,000,000 in the config, never run);
@@ -29,15 +29,22 @@ import sys
 from collections.abc import Sequence
 from functools import partial
 
-from _common import child_code, parse_args, peak_rss_mib, print_header, print_runs, print_target
-from _common import rotate
+from _common import (
+    child_code,
+    parse_args,
+    peak_rss_mib,
+    print_header,
+    print_runs,
+    print_target,
+    rotate,
+)
 
 # The parent never imports sms_sim; each child puts the repo root on its own path.
 SENDERS = 4
 SEED = 1
 TARGET_DIFFERENCE_MIB = 5.0
 
-_IMPORTS = "import sms_sim\nfrom sms_sim.des import simulate"
+_IMPORTS = "import sms_sim\nfrom sms_sim.sim.virtual.run import simulate"
 _WORKLOAD = """\
 if {run}:
     report = simulate(config, output=None)

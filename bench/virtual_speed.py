@@ -48,14 +48,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import sms_sim  # noqa: E402
 from _common import parse_args, print_header, print_runs, print_target, rotate  # noqa: E402
+
+import sms_sim  # noqa: E402
 from sms_sim.config import (  # noqa: E402
-    Arrivals,
     ArrivalKind,
+    Arrivals,
     ServiceDistribution,
 )
-from sms_sim.des import simulate  # noqa: E402
+from sms_sim.sim.virtual.run import simulate  # noqa: E402
 
 SEED = 1
 A_SENDERS = 40

@@ -1,4 +1,5 @@
-"""sms_sim: simulate, and later run, mass SMS dispatch.
+"""sms_sim: simulate mass SMS dispatch on real threads or a virtual clock, plan capacity, and
+run durable dispatch.
 
 Standard library only: importing this package never imports an optional extra.
 
@@ -11,20 +12,22 @@ Standard library only: importing this package never imports an optional extra.
 
 from sms_sim.clock import Clock, RealClock, VirtualClock
 from sms_sim.config import (
-    Arrivals,
     ArrivalKind,
+    Arrivals,
     Jitter,
     RetryPolicy,
     SenderConfig,
     ServiceDistribution,
     SimulationConfig,
 )
-from sms_sim.des import simulate
 from sms_sim.errors import ConfigError, InvalidMessageError, ShutdownTimeout, SmsSimError
 from sms_sim.generate import generate_messages
 from sms_sim.model import Message, Outcome
-from sms_sim.pipeline import DONE, Monitor, Producer, Sender, run
 from sms_sim.report import Report, SenderReport, StopReason
+from sms_sim.sim.threaded.components import DONE, Producer, Sender
+from sms_sim.sim.threaded.monitor import Monitor
+from sms_sim.sim.threaded.run import run
+from sms_sim.sim.virtual.run import simulate
 
 __all__ = [
     "ArrivalKind",

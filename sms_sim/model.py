@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Generic, NamedTuple, TypeVar
 
 from sms_sim.errors import InvalidMessageError
 
 __all__ = [
     "Message",
     "Outcome",
+    "SIMULATED_FAILURE",
     "trusted_message",
     "PHONE_PATTERN",
     "TEXT_MIN_CHARS",
@@ -74,19 +75,26 @@ def trusted_message(message_id: int, phone: str, text: str) -> Message:
     return message
 
 
-class Outcome(NamedTuple):
+SIMULATED_FAILURE = "simulated send failure"
+Item = TypeVar("Item")
+
+
+class Outcome(NamedTuple, Generic[Item]):
     """The result of one send attempt by one sender.
 
-    ``duration_s`` is the measured time the send occupied the sender (in virtual mode,
-    simulated seconds). ``ok`` is False for a simulated failure, which is a result, not an error.
+    ``message`` is the work item sent: a ``Message`` in the simulator, a send job in the
+    durable worker. ``duration_s`` is the measured time the send occupied the sender (in
+    virtual mode, simulated seconds). ``ok`` is False for a failed send, which is a result,
+    not an error; ``error`` then says why (``SIMULATED_FAILURE`` for a simulated draw).
     A NamedTuple rather than a frozen dataclass because one is built per send on the
     threaded hot path, where a frozen dataclass's ``__init__`` costs several times more.
     """
 
-    message: Message
+    message: Item
     sender: int
     duration_s: float
     ok: bool
+    error: str | None = None
 
 
 def _preview(value: object, limit: int = 40) -> str:

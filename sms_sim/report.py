@@ -9,8 +9,11 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from sms_sim.stats import SendTally
+
 __all__ = [
     "Report",
+    "build_report",
     "SenderReport",
     "VirtualStats",
     "StopReason",
@@ -133,6 +136,52 @@ class Report:
             ],
             **({} if self.virtual is None else _virtual_dict(self.virtual)),
         }
+
+
+def build_report(
+    *,
+    produced: int,
+    per_sender: Sequence[SendTally],
+    unsent: int,
+    elapsed_s: float,
+    seed: int,
+    stopped_by: StopReason,
+    failed: int | None = None,
+    dead_lettered: int = 0,
+    max_lag_s: float = 0.0,
+    threads_alive: Sequence[str] = (),
+    virtual: VirtualStats | None = None,
+) -> Report:
+    """The one place a ``Report`` is assembled from per-sender tallies, in every mode.
+
+    Totals, the mean send time and throughput (attempts per second of ``elapsed_s``) are
+    derived here from the tallies. ``failed`` counts messages that failed for good with a
+    single attempt allowed; it defaults to the failed attempts, which is the same thing
+    when there are no retries.
+    """
+    sent = sum(t.sent for t in per_sender)
+    failed_attempts = sum(t.failed for t in per_sender)
+    attempts = sent + failed_attempts
+    busy_s = sum(t.total_send_s for t in per_sender)
+    return Report(
+        produced=produced,
+        sent=sent,
+        failed=failed_attempts if failed is None else failed,
+        unsent=unsent,
+        dead_lettered=dead_lettered,
+        elapsed_s=elapsed_s,
+        avg_send_s=busy_s / attempts if attempts else 0.0,
+        throughput_per_s=attempts / elapsed_s if elapsed_s > 0 else 0.0,
+        senders=tuple(
+            SenderReport(index=i, sent=t.sent, failed=t.failed, avg_send_s=t.avg_send_s)
+            for i, t in enumerate(per_sender)
+        ),
+        seed=seed,
+        stopped_by=stopped_by,
+        max_lag_s=max_lag_s,
+        threads_alive=tuple(threads_alive),
+        virtual=virtual,
+    )
 
 
 def _virtual_dict(stats: VirtualStats) -> dict[str, object]:

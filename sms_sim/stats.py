@@ -10,8 +10,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from sms_sim.model import Outcome
-
 __all__ = ["SendTally", "LogHistogram"]
 
 
@@ -22,13 +20,6 @@ class SendTally:
     sent: int = 0
     failed: int = 0
     total_send_s: float = 0.0
-
-    def add(self, outcome: Outcome) -> None:
-        if outcome.ok:
-            self.sent += 1
-        else:
-            self.failed += 1
-        self.total_send_s += outcome.duration_s
 
     @property
     def attempts(self) -> int:

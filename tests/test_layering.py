@@ -41,7 +41,7 @@ def module_name(path: Path) -> str:
 
 
 def _as_layer_key(dotted: str) -> str:
-    """'sms_sim.engine.contract' -> 'engine.contract'; 'sms_sim' -> '__init__'."""
+    """'sms_sim.dispatch.contract' -> 'engine.contract'; 'sms_sim' -> '__init__'."""
     rest = dotted.split(".", 1)
     return rest[1] if len(rest) > 1 else "__init__"
 

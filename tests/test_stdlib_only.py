@@ -16,7 +16,7 @@ class Block:
             raise ImportError('blocked: ' + name)
         return None
 sys.meta_path.insert(0, Block())
-import sms_sim, sms_sim.cli, sms_sim.pipeline
+import sms_sim, sms_sim.cli.simulate, sms_sim.sim.threaded.run
 outside = sorted(
     name for name in sys.modules
     if name.split('.')[0] not in sys.stdlib_module_names

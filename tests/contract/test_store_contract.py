@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sms_sim.engine.contract import (
+from sms_sim.dispatch.contract import (
     Claim,
     ConflictError,
     DeliveryStatus,
@@ -29,7 +29,7 @@ from sms_sim.engine.contract import (
     Settlement,
     StoreError,
 )
-from sms_sim.stores import MemoryStore, SqliteStore
+from sms_sim.dispatch.stores import MemoryStore, SqliteStore
 
 T0 = 1_000_000_000.125
 LEASE_S = 30.0

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sms_sim.clock import RealClock
-from sms_sim.engine.contract import DeliveryStatus, NewMessage
-from sms_sim.engine.transport import LedgerProvider, LedgerSummary
-from sms_sim.stores import SqliteStore
+from sms_sim.dispatch.contract import DeliveryStatus, NewMessage
+from sms_sim.dispatch.stores import SqliteStore
+from sms_sim.dispatch.transport import LedgerProvider, LedgerSummary
 
 __all__ = ["ChaosResult", "run_chaos"]
 

@@ -180,7 +180,7 @@ def test_sigterm_stops_the_worker_and_gives_unstarted_claims_back(tmp_path: Path
 
 
 def test_the_dispatch_commands_and_sqlite_store_need_only_the_standard_library() -> None:
-    probe = ("import sys; import sms_sim.cli_dispatch, sms_sim.stores.sqlite; "
+    probe = ("import sys; import sms_sim.cli.messages, sms_sim.dispatch.stores.sqlite.store; "
              "print(sorted(n for n in sys.modules if n.split('.')[0] not in "
              "sys.stdlib_module_names and n.split('.')[0] not in {'sms_sim', '__main__'}))")
     result = subprocess.run([sys.executable, "-S", "-c", probe], capture_output=True,

@@ -8,9 +8,9 @@ figures is ``bench/dispatch_soak.py``.
 
 from __future__ import annotations
 
-import pytest
-
 from pathlib import Path
+
+import pytest
 
 from tests.integration.chaos_harness import run_chaos
 

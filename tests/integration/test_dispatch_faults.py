@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from sms_sim.engine.contract import DeliveryStatus, NewMessage, StoreError
-from sms_sim.engine.dispatcher import DispatchConfig, Dispatcher
-from sms_sim.engine.transport import MemoryProvider
-from sms_sim.stores import SqliteStore
+from sms_sim.dispatch.contract import DeliveryStatus, NewMessage, StoreError
+from sms_sim.dispatch.dispatcher import DispatchConfig, Dispatcher
+from sms_sim.dispatch.stores import SqliteStore
+from sms_sim.dispatch.transport import MemoryProvider
 
 T0 = 1_000_000_000.125
 TWO_HOURS_S = 7200.0

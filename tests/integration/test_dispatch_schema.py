@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from sms_sim.engine.contract import NewMessage, StoreError
-from sms_sim.stores import SqliteStore
-from sms_sim.stores.sqlite_schema import SCHEMA_SQL, SCHEMA_VERSION
+from sms_sim.dispatch.contract import NewMessage, StoreError
+from sms_sim.dispatch.stores import SqliteStore
+from sms_sim.dispatch.stores.sqlite.schema import SCHEMA_SQL, SCHEMA_VERSION
 
 T0 = 1_000_000_000.125
 V1 = "sms_sim.dispatch/1"

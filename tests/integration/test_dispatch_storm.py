@@ -8,15 +8,15 @@ sent nothing after their cancel, nothing is left open and the file is sound.
 
 from __future__ import annotations
 
-import pytest
-
 import random
 import threading
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from sms_sim.clock import RealClock
-from sms_sim.engine.contract import (
+from sms_sim.dispatch.contract import (
     ConflictError,
     DeliveryStatus,
     LockedError,
@@ -25,9 +25,9 @@ from sms_sim.engine.contract import (
     NewMessage,
     NotFoundError,
 )
-from sms_sim.engine.dispatcher import DispatchConfig, Dispatcher
-from sms_sim.engine.transport import MemoryProvider
-from sms_sim.stores import SqliteStore
+from sms_sim.dispatch.dispatcher import DispatchConfig, Dispatcher
+from sms_sim.dispatch.stores import SqliteStore
+from sms_sim.dispatch.transport import MemoryProvider
 
 # Real threads, processes or wall-clock waits (STYLE.md section 10).
 pytestmark = pytest.mark.slow

@@ -6,19 +6,19 @@ if it did not stop, which the asserts check.
 
 from __future__ import annotations
 
-import pytest
-
 import io
 from pathlib import Path
 
+import pytest
+
 from sms_sim.clock import RealClock
 from sms_sim.config import RetryPolicy, SenderConfig
-from sms_sim.engine.contract import DeliveryStatus, NewMessage
-from sms_sim.engine.dispatcher import DispatchConfig
-from sms_sim.engine.transport import MemoryProvider
-from sms_sim.engine.worker import Worker
+from sms_sim.dispatch.contract import DeliveryStatus, NewMessage
+from sms_sim.dispatch.dispatcher import DispatchConfig
+from sms_sim.dispatch.stores import SqliteStore
+from sms_sim.dispatch.transport import MemoryProvider
+from sms_sim.dispatch.worker import Worker
 from sms_sim.report import StopReason
-from sms_sim.stores import SqliteStore
 
 # Real threads, processes or wall-clock waits (STYLE.md section 10).
 pytestmark = pytest.mark.slow

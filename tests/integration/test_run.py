@@ -22,7 +22,7 @@ from sms_sim import (
     generate_messages,
     run,
 )
-from sms_sim.pipeline import Inbox, OutcomeQueue
+from sms_sim.sim.threaded.run import Inbox, OutcomeQueue
 from tests.stop_requests import StopAfterPolls
 
 # Real threads, processes or wall-clock waits (STYLE.md section 10).

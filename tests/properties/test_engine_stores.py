@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from sms_sim.engine.contract import (
+from sms_sim.dispatch.contract import (
     Claim,
     DeliveryStatus,
     DispatchStore,
@@ -21,7 +21,7 @@ from sms_sim.engine.contract import (
     SettleKind,
     Settlement,
 )
-from sms_sim.stores import MemoryStore, SqliteStore
+from sms_sim.dispatch.stores import MemoryStore, SqliteStore
 
 T0 = 1_000_000_000.125
 LEASE_S = 10.0

@@ -15,18 +15,18 @@ import pytest
 
 from sms_sim.clock import VirtualClock
 from sms_sim.config import Jitter, RetryPolicy
-from sms_sim.engine.contract import (
+from sms_sim.dispatch.contract import (
     Claim,
     DeliveryStatus,
     MessageStatus,
     NewMessage,
     SettleKind,
 )
-from sms_sim.engine.dispatcher import DispatchConfig, Dispatcher
-from sms_sim.engine.transport import MemoryProvider, TransportError
+from sms_sim.dispatch.dispatcher import DispatchConfig, Dispatcher
+from sms_sim.dispatch.stores import SqliteStore
+from sms_sim.dispatch.transport import MemoryProvider, TransportError
 from sms_sim.errors import ConfigError
 from sms_sim.policy import retry_delay_s
-from sms_sim.stores import SqliteStore
 
 T0 = 1_000_000_000.125
 
@@ -155,8 +155,8 @@ def test_release_all_gives_claims_back_unattempted(store: SqliteStore) -> None:
 
 
 def test_outcome_kinds_follow_attempts() -> None:
-    from sms_sim.engine.contract import Claim
-    from sms_sim.stores import MemoryStore
+    from sms_sim.dispatch.contract import Claim
+    from sms_sim.dispatch.stores import MemoryStore
 
     clock = VirtualClock(T0)
     dispatcher = Dispatcher(MemoryStore(), clock=clock, rng=random.Random(1),

@@ -7,10 +7,10 @@ import random
 from pathlib import Path
 
 from sms_sim.clock import VirtualClock
-from sms_sim.engine.contract import NewMessage
-from sms_sim.engine.dispatcher import DispatchConfig, Dispatcher
-from sms_sim.engine.transport import MemoryProvider
-from sms_sim.stores import SqliteStore
+from sms_sim.dispatch.contract import NewMessage
+from sms_sim.dispatch.dispatcher import DispatchConfig, Dispatcher
+from sms_sim.dispatch.stores import SqliteStore
+from sms_sim.dispatch.transport import MemoryProvider
 
 T0 = 1_000_000_000.125
 SEND_S = 0.001

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from sms_sim.clock import VirtualClock
-from sms_sim.engine.contract import NewMessage, StoreError
-from sms_sim.stores import SqliteStore
+from sms_sim.dispatch.contract import NewMessage, StoreError
+from sms_sim.dispatch.stores import SqliteStore
 
 T0 = 1_000_000_000.125
 

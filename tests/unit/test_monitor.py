@@ -8,7 +8,7 @@ import random
 import threading
 
 from sms_sim import Message, Monitor, Outcome, SenderConfig, VirtualClock
-from sms_sim.pipeline import Inbox, OutcomeQueue, Sender
+from sms_sim.sim.threaded.run import Inbox, OutcomeQueue, Sender
 
 
 def build(

@@ -7,8 +7,8 @@ import random
 import threading
 
 from sms_sim import DONE, Message, Outcome, SenderConfig, VirtualClock
-from sms_sim.pipeline import Inbox, OutcomeQueue, Sender
 from sms_sim.policy import draw_latency_s
+from sms_sim.sim.threaded.run import Inbox, OutcomeQueue, Sender
 
 
 class OversleepingClock(VirtualClock):

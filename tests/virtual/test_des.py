@@ -17,13 +17,13 @@ from hypothesis import strategies as st
 
 from sms_sim import SenderConfig, SimulationConfig, StopReason, generate_messages, run
 from sms_sim.clock import RealClock
-from sms_sim.config import Arrivals, ArrivalKind, RetryPolicy, ServiceDistribution
-from sms_sim.des import simulate
-from sms_sim.des_burst import fits_burst_loop, run_burst
-from sms_sim.des_general import run_general
-from sms_sim.des_state import VirtualRun
+from sms_sim.config import ArrivalKind, Arrivals, RetryPolicy, ServiceDistribution
 from sms_sim.output import SafeWriter
 from sms_sim.report import Report
+from sms_sim.sim.virtual.burst import fits_burst_loop, run_burst
+from sms_sim.sim.virtual.general import run_general
+from sms_sim.sim.virtual.run import simulate
+from sms_sim.sim.virtual.state import VirtualRun
 from tests.stop_requests import StopAfterPolls
 
 ROOT = Path(__file__).resolve().parents[2]

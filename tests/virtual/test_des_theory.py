@@ -13,15 +13,15 @@ import math
 from statistics import fmean, stdev
 
 from sms_sim import SenderConfig, SimulationConfig
-from sms_sim.config import Arrivals, ArrivalKind, Jitter, RetryPolicy, ServiceDistribution
-from sms_sim.des import simulate
-from sms_sim.theory import (
+from sms_sim.config import ArrivalKind, Arrivals, Jitter, RetryPolicy, ServiceDistribution
+from sms_sim.sim.theory import (
     attempts_variance,
     erlang_c,
     expected_attempts,
     mean_of_max_uniform_s,
     mmc_mean_wait_s,
 )
+from sms_sim.sim.virtual.run import simulate
 
 Z = 4.0
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from sms_sim import ConfigError, SenderConfig, SimulationConfig
-from sms_sim.plan import fluid_estimate, plan
-from sms_sim.theory import student_t_quantile
+from sms_sim.sim.plan import fluid_estimate, plan
+from sms_sim.sim.theory import student_t_quantile
 
 ROOT = Path(__file__).resolve().parents[2]
 SENDER = SenderConfig(0.08, 0.02, 0.03)

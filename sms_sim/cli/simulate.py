@@ -1,13 +1,13 @@
-"""Command line: parse, wire, install signal handlers, print, choose the exit code.
+"""The simulation command (the default one): ``start.py 10000 4 0.01 0.001 0.2 [--virtual]``.
 
-This is the only module that touches ``sys.argv``, signals, logging configuration and exit
-codes. Every bad input becomes one ``<prog>: error: ...`` line on stderr and exit 2.
+Parses, wires a threaded or virtual run, installs the signal handlers for it, prints the
+report and chooses the exit code. Every bad input becomes one ``<prog>: error: ...`` line on
+stderr and exit 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import math
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from sms_sim.cli_support import (
+from sms_sim.cli.common import (
     ExitCode,
     OneLineParser,
     SignalRecorder,
@@ -27,7 +27,7 @@ from sms_sim.cli_support import (
     probability,
     silence_stdout,
 )
-from sms_sim.cli_model import (
+from sms_sim.cli.model_args import (
     add_model_arguments,
     load_senders_file,
     retry_from_args,
@@ -35,13 +35,13 @@ from sms_sim.cli_model import (
     sender_spec,
 )
 from sms_sim.config import SenderConfig, SimulationConfig
-from sms_sim.des import simulate
 from sms_sim.errors import ConfigError, SmsSimError
-from sms_sim.pipeline import run
 from sms_sim.policy import capacity_per_s
 from sms_sim.report import Report, StopReason
+from sms_sim.sim.threaded.run import run
+from sms_sim.sim.virtual.run import simulate
 
-__all__ = ["main", "ExitCode"]
+__all__ = ["main", "build_parser"]
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +53,6 @@ _POSITIONAL_NAMES = (
     "max_deviation",
     "failure_rate",
 )
-# Subcommand -> module with ``main(argv, *, prog) -> int``, imported only when chosen so that
-# starting the simulator never pays for (or depends on) the other commands.
-_SUBCOMMANDS: dict[str, str] = {
-    "plan": "sms_sim.cli_plan",
-    **{name: "sms_sim.cli_dispatch"
-       for name in ("submit", "edit", "cancel", "show", "list", "dead", "worker")},
-}
-
-
 def build_parser(prog: str) -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=prog,
@@ -189,16 +180,10 @@ def _exit_code(report: Report, signals: SignalRecorder) -> ExitCode:
     return ExitCode.OK
 
 
-def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
-    """Run the CLI and return the process exit code (see ``ExitCode``)."""
-    prog = prog or Path(sys.argv[0]).name or "sms-sim"
-    arguments = list(sys.argv[1:] if argv is None else argv)
-    if arguments and arguments[0] in _SUBCOMMANDS:
-        command = importlib.import_module(_SUBCOMMANDS[arguments[0]])
-        code: int = command.main(arguments[1:], prog=f"{prog} {arguments[0]}")
-        return code
+def main(argv: Sequence[str], *, prog: str) -> int:
+    """Run the simulation command and return the process exit code (see ``ExitCode``)."""
     parser = build_parser(prog)
-    args = parser.parse_args(arguments)
+    args = parser.parse_args(list(argv))
     config = _config_from_args(parser, args)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
@@ -229,7 +214,3 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         silence_stdout()
     return _exit_code(report, signals)
 
-
-def console_main() -> None:
-    """Entry point of the ``sms-sim`` console script."""
-    sys.exit(main(prog="sms-sim"))

@@ -1,4 +1,4 @@
-"""The dispatch commands: submit, edit, cancel, show, list, dead, worker.
+"""The message commands: submit, edit, cancel, show, list, dead.
 
 ``cli.main`` hands over ``argv`` after the command name, with ``prog`` ending in that name.
 Every bad input is one ``<prog>: error: ...`` line on stderr: argument and validation
@@ -16,9 +16,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from sms_sim.cli_support import ExitCode, OneLineParser, int_at_least
+from sms_sim.cli.common import ExitCode, base_parser, configure_logging, int_at_least
 from sms_sim.clock import RealClock
-from sms_sim.engine.contract import (
+from sms_sim.dispatch.contract import (
     DeliveryStatus,
     InvalidRequestError,
     MessageEdit,
@@ -27,16 +27,15 @@ from sms_sim.engine.contract import (
     NewMessage,
     validate_time,
 )
+from sms_sim.dispatch.stores.common import format_utc
+from sms_sim.dispatch.stores.sqlite.store import SqliteStore
 from sms_sim.errors import ConfigError, SmsSimError
-from sms_sim.stores.common import format_utc
-from sms_sim.stores.sqlite import SqliteStore
 
-__all__ = ["main", "COMMANDS", "parse_time", "base_parser", "configure_logging", "DEFAULT_DB"]
+__all__ = ["main", "COMMANDS", "parse_time"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DB = "sms_sim.db"
-COMMANDS = ("submit", "edit", "cancel", "show", "list", "dead", "worker")
+COMMANDS = ("submit", "edit", "cancel", "show", "list", "dead")
 
 
 def parse_time(text: str) -> float:
@@ -64,14 +63,6 @@ def _read_recipients(path: Path) -> list[str]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read recipients file {str(path)!r}: {exc}") from exc
     return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
-
-
-def base_parser(prog: str, description: str) -> OneLineParser:
-    parser = OneLineParser(prog=prog, description=description)
-    parser.add_argument("--db", default=DEFAULT_DB, metavar="PATH",
-                        help=f"database file (default ./{DEFAULT_DB})")
-    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging on stderr")
-    return parser
 
 
 def _add_recipients(parser: argparse.ArgumentParser) -> None:
@@ -234,11 +225,6 @@ def _with_store(parser: argparse.ArgumentParser, args: argparse.Namespace,
     return ExitCode.OK
 
 
-def configure_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
-                        format="%(name)s: %(levelname)s: %(message)s", stream=sys.stderr)
-
-
 def _describe(view: MessageView) -> str:
     counts = ", ".join(f"{status} {view.counts[status]}" for status in DeliveryStatus)
     return "\n".join([
@@ -272,16 +258,9 @@ def _as_dict(view: MessageView) -> dict[str, object]:
     }
 
 
-def _worker(prog: str, argv: Sequence[str]) -> int:
-    # Imported here: cli_worker builds on this module's parser helpers.
-    from sms_sim.cli_worker import run_worker
-
-    return run_worker(prog, argv)
-
-
 _HANDLERS: dict[str, Callable[[str, Sequence[str]], int]] = {
     "submit": _submit, "edit": _edit, "cancel": _cancel, "show": _show, "list": _list,
-    "dead": _dead, "worker": _worker,
+    "dead": _dead,
 }
 
 

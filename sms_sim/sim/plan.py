@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from statistics import fmean
 
 from sms_sim.config import SenderConfig, SimulationConfig
-from sms_sim.des import simulate
 from sms_sim.errors import ConfigError
 from sms_sim.policy import mean_service_s
-from sms_sim.theory import expected_attempts, mean_confidence_interval, upper_prediction_bound
+from sms_sim.sim.theory import expected_attempts, mean_confidence_interval, upper_prediction_bound
+from sms_sim.sim.virtual.run import simulate
 
 __all__ = ["PlanRow", "PlanResult", "plan", "replication_seed", "SWEEP_POINTS"]
 

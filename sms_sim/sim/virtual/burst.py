@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 from sms_sim.clock import Clock
 from sms_sim.config import ArrivalKind
-from sms_sim.des_state import CHUNK_EVENTS, VirtualRun
 from sms_sim.policy import latency_sampler
 from sms_sim.report import StopReason
+from sms_sim.sim.virtual.state import CHUNK_EVENTS, VirtualRun
 
 __all__ = ["fits_burst_loop", "run_burst"]
 

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sms_sim.engine.contract import (
+from sms_sim.dispatch.contract import (
     OPEN_DELIVERY_STATUSES,
     CancelResult,
     Claim,
@@ -32,7 +32,7 @@ from sms_sim.engine.contract import (
     StoreError,
     SubmitResult,
 )
-from sms_sim.stores.common import (
+from sms_sim.dispatch.stores.common import (
     EXPIRED_LEASE_ERROR,
     check_claim,
     check_listing,

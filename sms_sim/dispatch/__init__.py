@@ -1,6 +1,6 @@
 """The durable dispatch engine: the store contract, the dispatcher and the worker."""
 
-from sms_sim.engine.contract import (
+from sms_sim.dispatch.contract import (
     CancelResult,
     Claim,
     ConflictError,

@@ -22,8 +22,8 @@ from operator import attrgetter
 
 from sms_sim.clock import Clock
 from sms_sim.config import RetryPolicy
-from sms_sim.engine.contract import Claim, DispatchStore, SettleKind, Settlement
-from sms_sim.engine.transport import Transport, TransportError
+from sms_sim.dispatch.contract import Claim, DispatchStore, SettleKind, Settlement
+from sms_sim.dispatch.transport import Transport, TransportError
 from sms_sim.errors import ConfigError
 from sms_sim.policy import retry_delay_s
 

@@ -17,8 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sms_sim.cli_model import add_model_arguments, retry_from_args, sender_from_args
-from sms_sim.cli_support import (
+from sms_sim.cli.common import (
     ExitCode,
     OneLineParser,
     int_at_least,
@@ -27,9 +26,10 @@ from sms_sim.cli_support import (
     probability,
     silence_stdout,
 )
+from sms_sim.cli.model_args import add_model_arguments, retry_from_args, sender_from_args
 from sms_sim.config import SimulationConfig
 from sms_sim.errors import ConfigError
-from sms_sim.plan import PlanResult, plan
+from sms_sim.sim.plan import PlanResult, plan
 
 __all__ = ["main"]
 

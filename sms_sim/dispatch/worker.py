@@ -23,14 +23,14 @@ from typing import TextIO
 
 from sms_sim.clock import Clock
 from sms_sim.config import SenderConfig
-from sms_sim.engine.contract import Claim, DispatchStore, StoreError
-from sms_sim.engine.dispatcher import DispatchConfig, Dispatcher, DispatchStats
-from sms_sim.engine.transport import Transport, TransportError
+from sms_sim.dispatch.contract import Claim, DispatchStore, StoreError
+from sms_sim.dispatch.dispatcher import DispatchConfig, Dispatcher, DispatchStats
+from sms_sim.dispatch.transport import Transport, TransportError
 from sms_sim.errors import SmsSimError
 from sms_sim.model import Message, Outcome
-from sms_sim.pipeline import DONE, Inbox, Monitor, OutcomeQueue, Sender
 from sms_sim.policy import capacity_per_s, sender_rng
 from sms_sim.report import Report, SenderReport, StopReason
+from sms_sim.sim.threaded.run import DONE, Inbox, Monitor, OutcomeQueue, Sender
 
 __all__ = ["Worker", "WorkerReport", "format_worker_lines", "SIMULATED_FAILURE", "LEASE_EXPIRED"]
 

@@ -10,7 +10,7 @@ import datetime
 import math
 from collections.abc import Callable, Sequence
 
-from sms_sim.engine.contract import (
+from sms_sim.dispatch.contract import (
     InvalidRequestError,
     MessageStatus,
     SettleKind,

@@ -14,32 +14,33 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sms_sim.cli_support import (
+from sms_sim.cli.common import (
     ExitCode,
     SignalRecorder,
+    base_parser,
+    configure_logging,
     int_at_least,
     non_negative_float,
     positive_float,
     probability,
 )
-from sms_sim.cli_dispatch import base_parser, configure_logging
-from sms_sim.cli_model import sender_spec
+from sms_sim.cli.model_args import sender_spec
 from sms_sim.clock import RealClock
 from sms_sim.config import RetryPolicy, SenderConfig
-from sms_sim.engine.dispatcher import DEFAULT_RETRY, DispatchConfig
-from sms_sim.engine.transport import LedgerProvider, MemoryProvider, Transport
-from sms_sim.engine.worker import Worker
+from sms_sim.dispatch.dispatcher import DEFAULT_RETRY, DispatchConfig
+from sms_sim.dispatch.stores.sqlite.store import SqliteStore
+from sms_sim.dispatch.transport import LedgerProvider, MemoryProvider, Transport
+from sms_sim.dispatch.worker import Worker
 from sms_sim.errors import ConfigError, SmsSimError
 from sms_sim.generate import new_seed
 from sms_sim.report import StopReason
-from sms_sim.stores.sqlite import SqliteStore
 
-__all__ = ["run_worker"]
+__all__ = ["main"]
 
 log = logging.getLogger(__name__)
 
 
-def run_worker(prog: str, argv: Sequence[str]) -> int:
+def main(argv: Sequence[str], *, prog: str) -> int:
     """The ``worker`` command: parse, wire a ``Worker`` to the SQLite store, run, exit code."""
     parser = base_parser(prog, "Dispatch due deliveries until SIGINT/SIGTERM: claim batches "
                                "under a lease, send through the simulated sender pool, retry "

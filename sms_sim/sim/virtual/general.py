@@ -12,10 +12,10 @@ from typing import cast
 
 from sms_sim.clock import Clock
 from sms_sim.config import ArrivalKind, SimulationConfig
-from sms_sim.des_state import CHUNK_EVENTS, ZERO_KEY, VirtualRun
 from sms_sim.errors import ConfigError
 from sms_sim.policy import latency_sampler, retry_delay_s
 from sms_sim.report import StopReason
+from sms_sim.sim.virtual.state import CHUNK_EVENTS, ZERO_KEY, VirtualRun
 from sms_sim.stats import LogHistogram
 
 __all__ = ["run_general"]

@@ -25,13 +25,13 @@ from typing import Final, TextIO, cast
 
 from sms_sim.clock import Clock, RealClock
 from sms_sim.config import SimulationConfig
-from sms_sim.des_burst import fits_burst_loop, run_burst
-from sms_sim.des_general import run_general
-from sms_sim.des_state import WALL_PROGRESS_INTERVAL_S, VirtualRun
 from sms_sim.generate import new_seed
 from sms_sim.model import Message
 from sms_sim.output import SafeWriter
 from sms_sim.report import Report, StopReason, format_report
+from sms_sim.sim.virtual.burst import fits_burst_loop, run_burst
+from sms_sim.sim.virtual.general import run_general
+from sms_sim.sim.virtual.state import WALL_PROGRESS_INTERVAL_S, VirtualRun
 
 __all__ = ["simulate", "WALL_PROGRESS_INTERVAL_S"]
 

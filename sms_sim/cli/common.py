@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import enum
+import logging
 import math
 import os
 import signal
@@ -27,6 +28,9 @@ __all__ = [
     "probability",
     "int_at_least",
     "silence_stdout",
+    "DEFAULT_DB",
+    "base_parser",
+    "configure_logging",
 ]
 
 
@@ -137,3 +141,21 @@ def silence_stdout() -> None:
         pass
     finally:
         os.close(devnull)
+
+
+DEFAULT_DB = "sms_sim.db"
+
+
+def base_parser(prog: str, description: str) -> OneLineParser:
+    """The options every store-backed command takes: the database and verbosity."""
+    parser = OneLineParser(prog=prog, description=description)
+    parser.add_argument("--db", default=DEFAULT_DB, metavar="PATH",
+                        help=f"database file (default ./{DEFAULT_DB})")
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging on stderr")
+    return parser
+
+
+def configure_logging(verbose: bool) -> None:
+    """Diagnostics to stderr: DEBUG with ``--verbose``, otherwise warnings and errors only."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(name)s: %(levelname)s: %(message)s", stream=sys.stderr)

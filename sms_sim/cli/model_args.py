@@ -12,7 +12,7 @@ import csv
 import tomllib
 from pathlib import Path
 
-from sms_sim.cli_support import int_at_least, non_negative_float, positive_float, probability
+from sms_sim.cli.common import int_at_least, non_negative_float, positive_float, probability
 from sms_sim.config import (
     ArrivalKind,
     Arrivals,

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from sms_sim.clock import Clock, RealClock
-from sms_sim.engine.contract import (
+from sms_sim.dispatch.contract import (
     CancelResult,
     Claim,
     ConflictError,
@@ -43,7 +43,7 @@ from sms_sim.engine.contract import (
     StoreError,
     SubmitResult,
 )
-from sms_sim.stores.common import (
+from sms_sim.dispatch.stores.common import (
     EXPIRED_LEASE_ERROR,
     INT64_MAX,
     check_claim,
@@ -53,7 +53,7 @@ from sms_sim.stores.common import (
     locked_message,
     skewed_after_s,
 )
-from sms_sim.stores.sqlite_rows import (
+from sms_sim.dispatch.stores.sqlite.rows import (
     DELIVERY_COLUMNS,
     LEASE_SQL,
     SERVED_SQL,
@@ -65,7 +65,7 @@ from sms_sim.stores.sqlite_rows import (
     message_state,
     views,
 )
-from sms_sim.stores.sqlite_schema import SCHEMA_SQL, SCHEMA_VERSION, UPGRADES
+from sms_sim.dispatch.stores.sqlite.schema import SCHEMA_SQL, SCHEMA_VERSION, UPGRADES
 
 __all__ = ["SqliteStore", "DEFAULT_BUSY_TIMEOUT_S"]
 

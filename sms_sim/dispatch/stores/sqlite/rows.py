@@ -8,14 +8,14 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from sms_sim.engine.contract import (
+from sms_sim.dispatch.contract import (
     DeliveryStatus,
     MessageStatus,
     MessageView,
     NotFoundError,
     SettleKind,
 )
-from sms_sim.stores.common import could_be_an_id
+from sms_sim.dispatch.stores.common import could_be_an_id
 
 __all__ = [
     "MESSAGE_COLUMNS",

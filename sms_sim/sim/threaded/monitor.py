@@ -1,0 +1,174 @@
+"""The monitor thread: drains outcomes into tallies and prints progress every interval."""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from typing import Generic, TextIO, TypeVar
+
+from sms_sim.clock import Clock
+from sms_sim.model import Outcome
+from sms_sim.output import SafeWriter
+from sms_sim.policy import mean_service_s
+from sms_sim.report import (
+    Progress,
+    Report,
+    format_progress,
+    format_report,
+)
+from sms_sim.sim.threaded.components import Inbox, OutcomeQueue, Sender
+from sms_sim.stats import SendTally
+
+__all__ = ["Monitor", "MONITOR_DRAIN_S"]
+
+Item = TypeVar("Item")
+MONITOR_DRAIN_S = 0.01  # outcome backlog (and so memory) is bounded by this much sending
+
+
+class Monitor(Generic[Item]):
+    """Drains outcomes into tallies and writes a progress line every ``interval_s``.
+
+    The monitor is the only writer of its tallies. ``step(now)`` is one unit of work and is
+    what tests drive with a ``VirtualClock``; ``run`` loops it until ``stop``. A write to
+    ``output`` that fails (a closed pipe) sets ``stop``: nobody is reading any more.
+    ``on_outcome`` (optional) sees every outcome as it is drained, on the draining thread;
+    the durable worker uses it to hand results back to the store.
+    """
+
+    def __init__(
+        self,
+        *,
+        successes: OutcomeQueue[Item],
+        failures: OutcomeQueue[Item],
+        inbox: Inbox[Item],
+        senders: Sequence[Sender[Item]],
+        clock: Clock,
+        output: TextIO | None,
+        interval_s: float,
+        started_at: float,
+        stop: threading.Event,
+        show_progress: bool = True,
+        check_pace: bool = False,
+        on_outcome: Callable[[Outcome[Item]], None] | None = None,
+        queued: Callable[[], int] | None = None,
+    ) -> None:
+        self._successes = successes
+        self._failures = failures
+        self._inbox = inbox
+        self._senders = senders
+        self._clock = clock
+        self._writer = SafeWriter(output)
+        self._redraw = self._writer.is_terminal
+        self._interval_s = interval_s
+        self._started_at = started_at
+        self._next_tick = started_at + interval_s
+        self._stop = stop
+        self._show_progress = show_progress
+        self._on_outcome = on_outcome
+        self._queued = inbox.qsize if queued is None else queued
+        self.per_sender = [SendTally() for _ in senders]
+        self.max_behind_s = 0.0
+        means = [mean_service_s(s.config) for s in senders]
+        # Sends per second the senders would complete if the host kept up perfectly, and
+        # the slack a healthy run may trail that by (one send of the slowest sender).
+        saturated = check_pace and min(means, default=0) > 0
+        self._capacity_per_s = sum(1 / m for m in means) if saturated else math.inf
+        self._slack_s = 2 * max(means, default=0.0)
+
+    def behind_s(self, now: float) -> float:
+        """How far completed sends trail the senders' ideal pace, beyond normal slack.
+
+        Catches what a sender's own deadline lag cannot: senders starved by a producer or a
+        GIL that cannot keep up restart their schedules and look punctual, but the run as a
+        whole falls behind ``attempts / capacity``. Only meaningful when the senders should
+        never run out of work (a burst), so it is off unless ``check_pace`` was given, and
+        0.0 when the senders take no time.
+        """
+        if math.isinf(self._capacity_per_s):
+            return 0.0
+        elapsed = now - self._started_at
+        behind = elapsed - self.total.attempts / self._capacity_per_s - self._slack_s
+        self.max_behind_s = max(self.max_behind_s, behind)
+        return max(0.0, behind)
+
+    @property
+    def total(self) -> SendTally:
+        """All senders' tallies summed (computed on demand: drain is the hot path)."""
+        tallies = self.per_sender
+        return SendTally(
+            sent=sum(t.sent for t in tallies),
+            failed=sum(t.failed for t in tallies),
+            total_send_s=sum(t.total_send_s for t in tallies),
+        )
+
+    def drain(self) -> int:
+        """Move every outcome waiting on both queues into the tallies; returns how many."""
+        moved = 0
+        per_sender, hook = self.per_sender, self._on_outcome
+        for source in (self._successes, self._failures):
+            get = source.get_nowait
+            while True:
+                try:
+                    outcome = get()
+                except queue.Empty:
+                    break
+                _, sender, duration_s, ok, _ = outcome
+                tally = per_sender[sender]
+                if ok:
+                    tally.sent += 1
+                else:
+                    tally.failed += 1
+                tally.total_send_s += duration_s
+                moved += 1
+                if hook is not None:
+                    hook(outcome)
+        return moved
+
+    def progress(self, now: float) -> Progress:
+        total = self.total
+        return Progress(
+            elapsed_s=now - self._started_at,
+            sent=total.sent,
+            failed=total.failed,
+            avg_send_s=total.avg_send_s,
+            queued=self._queued(),
+            lag_s=max(self.behind_s(now), max((s.lag_s for s in self._senders), default=0.0)),
+        )
+
+    def step(self, now: float) -> None:
+        """Drain, and print a progress line if a tick is due (missed ticks are skipped)."""
+        self.drain()
+        if now >= self._next_tick:
+            if self._show_progress:
+                self._write_progress(self.progress(now))
+            # The next tick after now, computed (not stepped) so that an interval below the
+            # clock's resolution cannot spin here.
+            ticks = math.floor((now - self._started_at) / self._interval_s) + 1
+            self._next_tick = max(self._started_at + ticks * self._interval_s,
+                                  math.nextafter(now, math.inf))
+
+    def run(self) -> None:
+        clock, stop = self._clock, self._stop
+        while not stop.is_set():
+            now = clock.monotonic()
+            self.step(now)
+            if clock.sleep(min(self._next_tick - now, MONITOR_DRAIN_S), stop):
+                break
+
+    def write_report(self, report: Report) -> None:
+        """Write the final report (after ending any in-place progress line)."""
+        self._write(("\n" if self._redraw else "") + format_report(report))
+
+    def _write_progress(self, progress: Progress) -> None:
+        line = format_progress(progress)
+        self._write(f"\r\x1b[K{line}" if self._redraw else line + "\n")
+
+    @property
+    def output_closed(self) -> bool:
+        return self._writer.closed
+
+    def _write(self, text: str) -> None:
+        if not self._writer.write(text):
+            self._stop.set()

@@ -1,0 +1,168 @@
+"""The threaded mode: a producer thread, N sender threads and a monitor thread on real time.
+
+Shutdown protocol (the part that makes "nothing lost, nothing counted twice" hold):
+
+* One ``stop`` Event is the only shutdown signal. Setting it stops the producer from putting
+  more messages, stops senders from starting new sends and ends the monitor loop. A send
+  already in flight finishes (the grace period) unless ``abort`` is set: ``run`` sets it on a
+  second stop request or when the grace period runs out, and the interrupted message is
+  counted unsent.
+* The producer always ends by putting one ``DONE`` sentinel per sender, after its last
+  message, so a sender's blocking ``get`` always returns. Once ``stop`` is set a sender still
+  takes items but counts each message as unsent instead of sending it, until its sentinel.
+* Each count has one owner: the producer counts what it put, the monitor counts outcomes, each
+  sender counts what it abandoned, and ``run`` counts what is left in the queue. The report
+  checks the identity across those independent counts rather than deriving one from the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from typing import Final, TextIO, cast
+
+from sms_sim.clock import Clock, RealClock
+from sms_sim.config import SimulationConfig
+from sms_sim.generate import generate_messages, new_seed
+from sms_sim.model import Message
+from sms_sim.policy import sender_rng
+from sms_sim.report import Report, StopReason, build_report
+from sms_sim.sim.threaded.components import (
+    Inbox,
+    OutcomeQueue,
+    Producer,
+    Sender,
+    drain_inbox,
+    handoff_batch_size,
+    refill_pause_s,
+)
+from sms_sim.sim.threaded.monitor import Monitor
+from sms_sim.sim.threaded.supervise import DEFAULT_GRACE_S, ThreadGroup
+
+__all__ = ["run", "DEFAULT_GRACE_S"]
+
+log = logging.getLogger(__name__)
+
+_STDOUT: Final = object()  # "sys.stdout at call time", so redirecting stdout later works
+
+
+def run(
+    config: SimulationConfig,
+    *,
+    output: TextIO | None | object = _STDOUT,
+    clock: Clock | None = None,
+    stop_requests: Callable[[], int] | None = None,
+    grace_s: float = DEFAULT_GRACE_S,
+    messages: Iterable[Message] | None = None,
+    show_progress: bool = True,
+) -> Report:
+    """Run the simulation in real time on threads and return its report.
+
+    Progress lines (unless ``show_progress`` is False) and the final report go to
+    ``output`` (``None`` for silence).
+    ``stop_requests`` is polled by the joining thread: one request stops the run gracefully
+    (sends in flight get up to ``grace_s`` to finish), a second interrupts them at once; the
+    report is produced and every message accounted for either way. ``messages`` replaces
+    the generated stream (its length is then what ``produced`` counts). Blocks until the run
+    ends; never raises for a simulated failure, and worker-thread exceptions end the run
+    with ``StopReason.ERROR``.
+    """
+    clock = clock or RealClock()
+    requests = stop_requests or (lambda: 0)
+    stream = sys.stdout if output is _STDOUT else cast("TextIO | None", output)
+    seed = new_seed() if config.seed is None else config.seed
+
+    stop = threading.Event()
+    group = ThreadGroup(stop=stop, abort=threading.Event(), clock=clock, stop_requests=requests)
+    inbox: Inbox[Message] = queue.SimpleQueue()
+    successes: OutcomeQueue[Message] = queue.SimpleQueue()
+    failures: OutcomeQueue[Message] = queue.SimpleQueue()
+    source = generate_messages(config.num_messages, seed) if messages is None else messages
+    batch_size = handoff_batch_size(config.senders)
+    producer = Producer(source, inbox, stop, num_consumers=len(config.senders),
+                        # The bound is in messages: a batch counts as its size.
+                        max_queued=max(2 * len(config.senders), config.queue_size // batch_size),
+                        batch_size=batch_size,
+                        refill_pause_s=refill_pause_s(config.senders, config.queue_size))
+    senders = [
+        Sender(index, sender_config, rng=sender_rng(seed, index), inbox=inbox,
+               successes=successes, failures=failures, stop=stop, clock=clock,
+               abort=group.abort)
+        for index, sender_config in enumerate(config.senders)
+    ]
+    started_at = clock.monotonic()
+    monitor = Monitor(
+        successes=successes,
+        failures=failures,
+        inbox=inbox,
+        senders=senders,
+        clock=clock,
+        output=stream,
+        interval_s=config.monitor_interval_s,
+        started_at=started_at,
+        stop=stop,
+        show_progress=show_progress,
+        check_pace=True,  # a burst: idle senders mean the host is too slow to feed them
+        # In messages: an inbox item may be a batch of them.
+        queued=lambda: max(0, producer.produced - sum(s.taken for s in senders)),
+    )
+    sender_names = [s.name for s in senders]
+    group.start("monitor", monitor.run)
+    for sender in senders:
+        group.start(sender.name, sender.run)
+    group.start("producer", producer.run)
+
+    def first_running() -> threading.Thread | None:
+        for name in (*sender_names, "producer"):
+            if group.is_alive(name):
+                return group.thread(name)
+        return None
+
+    reason = group.wait(
+        finished=lambda: first_running() is None,
+        watch=first_running,
+        output_closed=lambda: monitor.output_closed,
+        end_at=None if config.duration_s is None else started_at + config.duration_s,
+    )
+    elapsed_s = clock.monotonic() - started_at
+
+    # Join order matters: senders first (they may still put outcomes), then the producer,
+    # then count what is left in the inbox, then the monitor, then one last drain of the
+    # outcome queues so nothing put after the monitor's final pass is missed.
+    group.begin_shutdown(grace_s)
+    alive = group.join(sender_names)
+    alive += group.join(["producer"])
+    left_in_queue = drain_inbox(inbox)
+    alive += group.join(["monitor"])
+    monitor.drain()
+    monitor.behind_s(started_at + elapsed_s)  # the final pace check counts towards max lag
+    if alive:
+        log.warning("threads still running after the grace period: %s", ", ".join(alive))
+
+    total = monitor.total
+    unsent = left_in_queue + sum(s.unsent for s in senders)
+    if alive:
+        # A live sender may hold one message it neither sent nor counted; say so rather
+        # than let it vanish from the totals.
+        unsent = max(unsent, producer.produced - total.sent - total.failed)
+    if monitor.output_closed and reason is StopReason.COMPLETED:
+        reason = StopReason.OUTPUT_CLOSED
+    report = build_report(
+        produced=producer.produced,
+        per_sender=monitor.per_sender,
+        unsent=unsent,
+        elapsed_s=elapsed_s,
+        seed=seed,
+        stopped_by=reason,
+        max_lag_s=max(monitor.max_behind_s, max((s.max_lag_s for s in senders), default=0.0)),
+        threads_alive=alive,
+    )
+    monitor.write_report(report)
+    if monitor.output_closed and report.stopped_by is StopReason.COMPLETED:
+        # The report itself could not be written (a full disk, a closed pipe): say so.
+        report = dataclasses.replace(report, stopped_by=StopReason.OUTPUT_CLOSED)
+    return report
