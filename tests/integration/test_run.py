@@ -22,7 +22,7 @@ from sms_sim import (
     generate_messages,
     run,
 )
-from sms_sim.sim.threaded.run import Inbox, OutcomeQueue
+from sms_sim.sim.threaded.components import Inbox, OutcomeQueue
 from tests.stop_requests import StopAfterPolls
 
 # Real threads, processes or wall-clock waits (STYLE.md section 10).
@@ -95,9 +95,9 @@ def test_a_failing_thread_stops_the_run_and_is_reported() -> None:
 
 def test_components_wired_by_hand_deliver_each_message_exactly_once() -> None:
     """Producer, senders and queues the caller owns; every outcome collected and checked."""
-    inbox: Inbox = queue.SimpleQueue()
-    successes: OutcomeQueue = queue.SimpleQueue()
-    failures: OutcomeQueue = queue.SimpleQueue()
+    inbox: Inbox[Message] = queue.SimpleQueue()
+    successes: OutcomeQueue[Message] = queue.SimpleQueue()
+    failures: OutcomeQueue[Message] = queue.SimpleQueue()
     stop = threading.Event()
     from sms_sim import RealClock
 
@@ -115,7 +115,7 @@ def test_components_wired_by_hand_deliver_each_message_exactly_once() -> None:
     for thread in threads:
         thread.join(JOIN_TIMEOUT_S)
         assert not thread.is_alive()
-    outcomes: list[Outcome] = []
+    outcomes: list[Outcome[Message]] = []
     for q in (successes, failures):
         while not q.empty():
             outcomes.append(q.get_nowait())
@@ -127,7 +127,7 @@ def test_components_wired_by_hand_deliver_each_message_exactly_once() -> None:
 def test_producer_keeps_the_inbox_bounded_and_stops_while_full() -> None:
     """Nobody consumes: the producer fills the inbox to its bound, waits, and on stop puts
     its sentinel (beyond the bound) and ends; nothing after the bound was produced."""
-    inbox: Inbox = queue.SimpleQueue()
+    inbox: Inbox[Message] = queue.SimpleQueue()
     stop = threading.Event()
     producer = Producer(generate_messages(100, seed=1), inbox, stop, num_consumers=1,
                         max_queued=3, refill_pause_s=0.001)

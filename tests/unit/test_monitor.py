@@ -8,16 +8,16 @@ import random
 import threading
 
 from sms_sim import Message, Monitor, Outcome, SenderConfig, VirtualClock
-from sms_sim.sim.threaded.run import Inbox, OutcomeQueue, Sender
+from sms_sim.sim.threaded.components import Inbox, OutcomeQueue, Sender
 
 
 def build(
     interval_s: float = 1.0, output: io.StringIO | None = None
-) -> tuple[Monitor, VirtualClock, OutcomeQueue, OutcomeQueue, Inbox, list[Sender], io.StringIO]:
+) -> tuple[Monitor[Message], VirtualClock, OutcomeQueue[Message], OutcomeQueue[Message], Inbox[Message], list[Sender[Message]], io.StringIO]:
     clock = VirtualClock(100.0)
-    inbox: Inbox = queue.SimpleQueue()
-    successes: OutcomeQueue = queue.SimpleQueue()
-    failures: OutcomeQueue = queue.SimpleQueue()
+    inbox: Inbox[Message] = queue.SimpleQueue()
+    successes: OutcomeQueue[Message] = queue.SimpleQueue()
+    failures: OutcomeQueue[Message] = queue.SimpleQueue()
     stop = threading.Event()
     senders = [
         Sender(i, SenderConfig(0.01, 0.0, 0.0), rng=random.Random(i), inbox=inbox,
@@ -31,7 +31,7 @@ def build(
     return monitor, clock, successes, failures, inbox, senders, output
 
 
-def outcome(i: int, sender: int, duration_s: float, ok: bool) -> Outcome:
+def outcome(i: int, sender: int, duration_s: float, ok: bool) -> Outcome[Message]:
     return Outcome(Message(i, "123-456-7890", "x"), sender, duration_s, ok)
 
 

@@ -8,7 +8,7 @@ import threading
 
 from sms_sim import DONE, Message, Outcome, SenderConfig, VirtualClock
 from sms_sim.policy import draw_latency_s
-from sms_sim.sim.threaded.run import Inbox, OutcomeQueue, Sender
+from sms_sim.sim.threaded.components import Inbox, OutcomeQueue, Sender
 
 
 class OversleepingClock(VirtualClock):
@@ -26,10 +26,10 @@ class OversleepingClock(VirtualClock):
 
 def make_sender(
     config: SenderConfig, clock: VirtualClock, *, seed: int = 1
-) -> tuple[Sender, Inbox, OutcomeQueue, OutcomeQueue, threading.Event]:
-    inbox: Inbox = queue.SimpleQueue()
-    successes: OutcomeQueue = queue.SimpleQueue()
-    failures: OutcomeQueue = queue.SimpleQueue()
+) -> tuple[Sender[Message], Inbox[Message], OutcomeQueue[Message], OutcomeQueue[Message], threading.Event]:
+    inbox: Inbox[Message] = queue.SimpleQueue()
+    successes: OutcomeQueue[Message] = queue.SimpleQueue()
+    failures: OutcomeQueue[Message] = queue.SimpleQueue()
     stop = threading.Event()
     sender = Sender(
         3,
@@ -44,7 +44,7 @@ def make_sender(
     return sender, inbox, successes, failures, stop
 
 
-def drain(q: OutcomeQueue) -> list[Outcome]:
+def drain(q: OutcomeQueue[Message]) -> list[Outcome[Message]]:
     items = []
     while not q.empty():
         items.append(q.get_nowait())
@@ -102,7 +102,7 @@ def test_stop_interrupts_the_send_and_counts_the_message_unsent() -> None:
         inbox.put(message(i))
     inbox.put(DONE)
     sender.run()  # after stop: takes everything up to its sentinel, sends nothing
-    assert sender.unsent == 5
+    assert len(sender.abandoned) == 5
     assert inbox.empty()
     assert clock.now() == 0.0
 
@@ -110,8 +110,8 @@ def test_stop_interrupts_the_send_and_counts_the_message_unsent() -> None:
 def test_with_a_separate_abort_event_stop_lets_the_send_in_flight_finish() -> None:
     """Graceful stop: ``stop`` ends new work, only ``abort`` interrupts a send."""
     clock = VirtualClock(0.0)
-    inbox: Inbox = queue.SimpleQueue()
-    successes: OutcomeQueue = queue.SimpleQueue()
+    inbox: Inbox[Message] = queue.SimpleQueue()
+    successes: OutcomeQueue[Message] = queue.SimpleQueue()
     stop, abort = threading.Event(), threading.Event()
     sender = Sender(0, SenderConfig(0.01, 0.0, 0.0), rng=random.Random(1), inbox=inbox,
                     successes=successes, failures=queue.SimpleQueue(), stop=stop, clock=clock,

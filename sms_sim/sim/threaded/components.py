@@ -138,8 +138,9 @@ send job (recipient, content, idempotency key). The sender never looks inside it
     starts at the previous deadline, not when ``sleep`` happened to return, so OS oversleep
     does not accumulate. A sender that had to wait for work starts its schedule afresh.
     ``lag_s`` is how late the last send finished against its deadline; it grows without bound
-    only when the host cannot keep up. ``unsent`` counts messages this sender took but did
-    not send because ``stop`` was set. Counters are written only by the sender's own thread.
+    only when the host cannot keep up. ``abandoned`` holds the items this sender took but did
+    not send because ``stop`` was set (or ``abort`` cut the send short), so a caller can
+    count them unsent or give them back. Counters are written only by the sender's own thread.
     An in-flight send is interrupted by ``abort`` (by default the ``stop`` Event itself).
 
     ``transmit`` (optional) is the real send step, called on the sender's thread once the
@@ -179,7 +180,7 @@ send job (recipient, content, idempotency key). The sender never looks inside it
         self._abort = stop if abort is None else abort
         self._clock = clock
         self._transmit = transmit
-        self.unsent = 0
+        self.abandoned: list[Item] = []  # taken but not sent because of a stop
         self.taken = 0  # messages taken from the inbox (for the monitor's queued count)
         self.next_start = float("-inf")
         self.lag_s = 0.0
@@ -230,7 +231,7 @@ send job (recipient, content, idempotency key). The sender never looks inside it
             self.taken += len(batch)
             for position, message in enumerate(batch):
                 if stop.is_set():
-                    self.unsent += len(batch) - position
+                    self.abandoned.extend(batch[position:])
                     break
                 if next_start is None:
                     start = max(clock.monotonic(), self.next_start)
@@ -240,10 +241,10 @@ send job (recipient, content, idempotency key). The sender never looks inside it
                     outcome = self.step(message, start)
                 except BaseException:
                     # The messages in hand are not lost silently.
-                    self.unsent += len(batch) - position
+                    self.abandoned.extend(batch[position:])
                     raise
                 if outcome is None:
-                    self.unsent += len(batch) - position
+                    self.abandoned.extend(batch[position:])
                     break
                 next_start = self.next_start
 
@@ -254,15 +255,15 @@ def _batches(messages: Iterable[Item], size: int) -> Iterator[list[Item]]:
         yield batch
 
 
-def drain_inbox(inbox: Inbox[Item]) -> int:
-    """Empty the inbox; returns how many items (not sentinels) it held."""
-    items = 0
+def drain_inbox(inbox: Inbox[Item]) -> list[Item]:
+    """Empty the inbox; returns the items (not sentinels) it held, in order."""
+    items: list[Item] = []
     while True:
         try:
             item = inbox.get_nowait()
         except queue.Empty:
             return items
         if isinstance(item, list):
-            items += len(item)
+            items.extend(item)
         elif not isinstance(item, _Done):
-            items += 1
+            items.append(item)

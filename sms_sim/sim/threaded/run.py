@@ -136,7 +136,7 @@ def run(
     group.begin_shutdown(grace_s)
     alive = group.join(sender_names)
     alive += group.join(["producer"])
-    left_in_queue = drain_inbox(inbox)
+    left_in_queue = len(drain_inbox(inbox))
     alive += group.join(["monitor"])
     monitor.drain()
     monitor.behind_s(started_at + elapsed_s)  # the final pace check counts towards max lag
@@ -144,7 +144,7 @@ def run(
         log.warning("threads still running after the grace period: %s", ", ".join(alive))
 
     total = monitor.total
-    unsent = left_in_queue + sum(s.unsent for s in senders)
+    unsent = left_in_queue + sum(len(s.abandoned) for s in senders)
     if alive:
         # A live sender may hold one message it neither sent nor counted; say so rather
         # than let it vanish from the totals.
