@@ -20,6 +20,7 @@ __all__ = [
     "Progress",
     "format_progress",
     "format_report",
+    "format_sender_lines",
     "LAG_WARNING_S",
     "SENDER_LINES_MAX",
 ]
@@ -262,11 +263,12 @@ def format_report(report: Report) -> str:
             f"utilisation {v.utilisation:.1%}, {v.attempts} attempts "
             f"({v.failed_attempts} failed)"
         )
-    lines.extend(_sender_lines(report.senders))
+    lines.extend(format_sender_lines(report.senders))
     return "\n".join(lines) + "\n"
 
 
-def _sender_lines(senders: Sequence[SenderReport]) -> list[str]:
+def format_sender_lines(senders: Sequence[SenderReport]) -> list[str]:
+    """One line per sender, or a one-line summary above ``SENDER_LINES_MAX`` of them."""
     if len(senders) <= SENDER_LINES_MAX:
         return [
             f"  sender-{s.index}: sent {s.sent}, failed {s.failed}, "

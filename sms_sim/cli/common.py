@@ -14,9 +14,11 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import NoReturn
+
+from sms_sim.report import StopReason
 
 __all__ = [
     "ExitCode",
@@ -31,10 +33,13 @@ __all__ = [
     "DEFAULT_DB",
     "base_parser",
     "configure_logging",
+    "exit_code",
 ]
 
 
 class ExitCode(enum.IntEnum):
+    """The process exit codes of every command (README: "Exit codes")."""
+
     OK = 0
     ERROR = 1
     USAGE = 2
@@ -159,3 +164,17 @@ def configure_logging(verbose: bool) -> None:
     """Diagnostics to stderr: DEBUG with ``--verbose``, otherwise warnings and errors only."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(name)s: %(levelname)s: %(message)s", stream=sys.stderr)
+
+
+def exit_code(stopped_by: StopReason, threads_alive: Sequence[str],
+              signals: SignalRecorder) -> ExitCode:
+    """The exit code of a run (simulation or worker) that ended for ``stopped_by``."""
+    if stopped_by is StopReason.OUTPUT_CLOSED:
+        return ExitCode.SIGPIPE
+    if stopped_by is StopReason.SIGNAL:
+        return ExitCode.SIGTERM if signals.first == signal.SIGTERM else ExitCode.SIGINT
+    if stopped_by is StopReason.ERROR:
+        return ExitCode.ERROR
+    if threads_alive:
+        return ExitCode.SHUTDOWN_TIMEOUT
+    return ExitCode.OK

@@ -11,7 +11,6 @@ import argparse
 import json
 import logging
 import math
-import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -21,6 +20,7 @@ from sms_sim.cli.common import (
     ExitCode,
     OneLineParser,
     SignalRecorder,
+    exit_code,
     int_at_least,
     non_negative_float,
     positive_float,
@@ -37,7 +37,7 @@ from sms_sim.cli.model_args import (
 from sms_sim.config import SenderConfig, SimulationConfig
 from sms_sim.errors import ConfigError, SmsSimError
 from sms_sim.policy import capacity_per_s
-from sms_sim.report import Report, StopReason
+from sms_sim.report import StopReason
 from sms_sim.sim.threaded.run import run
 from sms_sim.sim.virtual.run import simulate
 
@@ -53,6 +53,8 @@ _POSITIONAL_NAMES = (
     "max_deviation",
     "failure_rate",
 )
+
+
 def build_parser(prog: str) -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=prog,
@@ -168,18 +170,6 @@ def _positional_actions(parser: argparse.ArgumentParser) -> list[argparse.Action
     return [by_dest[name] for name in _POSITIONAL_NAMES]
 
 
-def _exit_code(report: Report, signals: SignalRecorder) -> ExitCode:
-    if report.stopped_by is StopReason.OUTPUT_CLOSED:
-        return ExitCode.SIGPIPE
-    if report.stopped_by is StopReason.SIGNAL:
-        return ExitCode.SIGTERM if signals.first == signal.SIGTERM else ExitCode.SIGINT
-    if report.stopped_by is StopReason.ERROR:
-        return ExitCode.ERROR
-    if report.threads_alive:
-        return ExitCode.SHUTDOWN_TIMEOUT
-    return ExitCode.OK
-
-
 def main(argv: Sequence[str], *, prog: str) -> int:
     """Run the simulation command and return the process exit code (see ``ExitCode``)."""
     parser = build_parser(prog)
@@ -212,5 +202,4 @@ def main(argv: Sequence[str], *, prog: str) -> int:
         signals.restore()
     if report.stopped_by is StopReason.OUTPUT_CLOSED:
         silence_stdout()
-    return _exit_code(report, signals)
-
+    return exit_code(report.stopped_by, report.threads_alive, signals)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +18,7 @@ from sms_sim.cli.common import (
     SignalRecorder,
     base_parser,
     configure_logging,
+    exit_code,
     int_at_least,
     non_negative_float,
     positive_float,
@@ -33,7 +33,6 @@ from sms_sim.dispatch.transport import LedgerProvider, MemoryProvider, Transport
 from sms_sim.dispatch.worker import Worker
 from sms_sim.errors import ConfigError, SmsSimError
 from sms_sim.generate import new_seed
-from sms_sim.report import StopReason
 
 __all__ = ["main"]
 
@@ -129,13 +128,4 @@ def main(argv: Sequence[str], *, prog: str) -> int:
             ledger.close()
         if store is not None:
             store.close()
-    reason = report.run.stopped_by
-    if reason is StopReason.SIGNAL:
-        return ExitCode.SIGTERM if signals.first == signal.SIGTERM else ExitCode.SIGINT
-    if reason is StopReason.ERROR:
-        return ExitCode.ERROR
-    if reason is StopReason.OUTPUT_CLOSED:
-        return ExitCode.SIGPIPE
-    if report.run.threads_alive:
-        return ExitCode.SHUTDOWN_TIMEOUT
-    return ExitCode.OK
+    return exit_code(report.stopped_by, report.threads_alive, signals)

@@ -1,11 +1,15 @@
-"""Claim, send, retry, settle: the dispatch logic over any ``DispatchStore``.
+"""Claim, send, retry, settle: the one dispatch loop, over any ``DispatchStore``.
 
 A ``Dispatcher`` is one worker's identity: a fresh UUID lease token per start (never a host
 name or pid, which are reused and hide orphans). It reads time only through the injected
 ``Clock`` and draws retry jitter from the injected ``random.Random``, with the same
-``RetryPolicy`` and ``policy.retry_delay_s`` the simulator uses. ``run`` is the simple
-in-thread loop (tests, benchmarks); ``worker.Worker`` drives the same methods from the
-simulator's sender pool.
+``RetryPolicy`` and ``policy.retry_delay_s`` the simulator uses.
+
+``run`` is the loop every worker runs: claim as much as the ``SendPool`` has room for, hand
+the claims over as ``SendJob``s, settle what the pool finished. The pool decides where sends
+happen: ``InlinePool`` sends on the dispatcher's own thread (tests, benchmarks), the worker's
+pool on the simulator's sender threads. Either way each send goes through ``transmit``, the
+one place that checks the lease before sending.
 """
 
 from __future__ import annotations
@@ -14,11 +18,13 @@ import logging
 import math
 import random
 import threading
+import sys
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
+from typing import NamedTuple, Protocol
 
 from sms_sim.clock import Clock
 from sms_sim.config import RetryPolicy
@@ -28,7 +34,8 @@ from sms_sim.errors import ConfigError
 from sms_sim.policy import retry_delay_s
 
 __all__ = ["DispatchConfig", "DispatchStats", "Dispatcher", "DEFAULT_RETRY",
-           "LEASE_LOSSES_EXHAUSTED"]
+           "LEASE_LOSSES_EXHAUSTED", "LEASE_EXPIRED", "SendJob", "SendPool", "InlinePool",
+           "Completion"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +44,70 @@ MAX_LEASE_S = 86_400.0  # a day: longer would park a crashed worker's claims for
 MAX_IDLE_RECHECK_S = 86_400.0
 DEFAULT_RETRY = RetryPolicy(max_attempts=5, base_s=1.0, factor=2.0, cap_s=300.0)
 LEASE_LOSSES_EXHAUSTED = "lease ran out too many times (each time the worker died or stalled)"
+LEASE_EXPIRED = "lease expired before the send started"
+
+
+class SendJob(NamedTuple):
+    """One delivery to send: what the provider needs, and the claim its outcome settles.
+
+    ``key`` is the provider's idempotency key (``Dispatcher.provider_key``). The content is
+    the message's own text (1-1600 Unicode characters), which is why this is not the
+    simulator's ``Message``.
+    """
+
+    recipient: str
+    content: str
+    key: str
+    claim: Claim
+
+
+# A finished send: the job and None if the provider accepted it, else why not.
+Completion = tuple[SendJob, str | None]
+
+
+class SendPool(Protocol):
+    """Where a dispatcher's sends happen. Called only from the dispatcher's thread."""
+
+    def room(self) -> int:
+        """How many more jobs it takes now (never negative)."""
+        ...
+
+    def submit(self, jobs: Sequence[SendJob]) -> None:
+        """Take these jobs; each is sent through ``Dispatcher.transmit`` exactly once, or
+        given back unstarted when the pool stops."""
+        ...
+
+    def completed(self) -> list[Completion]:
+        """The sends finished since the last call (each returned once), without blocking."""
+        ...
+
+    def in_flight(self) -> int:
+        """Jobs submitted whose completion has not been returned yet."""
+        ...
+
+
+class InlinePool:
+    """Sends each job on the dispatcher's own thread as it is submitted: no sender threads,
+    no simulated latency. What the benchmarks and the unit tests run."""
+
+    def __init__(self, transmit: Callable[[SendJob], str | None]) -> None:
+        self._transmit = transmit
+        self._done: list[Completion] = []
+
+    def room(self) -> int:
+        return sys.maxsize
+
+    def submit(self, jobs: Sequence[SendJob]) -> None:
+        transmit, done = self._transmit, self._done
+        for job in jobs:
+            done.append((job, transmit(job)))
+
+    def completed(self) -> list[Completion]:
+        done, self._done = self._done, []
+        return done
+
+    def in_flight(self) -> int:
+        return len(self._done)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,6 +161,7 @@ class DispatchStats:
     released: int = 0
     refused: int = 0  # stale completions the store refused (lease lost)
     skipped_expired: int = 0  # claims not sent because their lease had run out
+    exhausted: int = 0  # claims made dead unsent: out of lease losses (also counted dead)
     claims: int = 0  # claim transactions
     errors: dict[str, int] = field(default_factory=dict)
 
@@ -122,16 +194,15 @@ class Dispatcher:
         size = self.config.batch_size if limit is None else limit
         claims = self.store.claim(self.owner, size, self.config.lease_s, self.clock.now())
         self.stats.claims += 1
+        self.stats.claimed += len(claims)
         most = self.config.max_lease_losses
         exhausted = [c for c in claims if c.lease_losses > most]
         if exhausted:
+            self.stats.exhausted += len(exhausted)
             self.settle([Settlement(delivery_id=c.delivery_id, attempts=c.attempts,
                                     kind=SettleKind.DEAD, error=LEASE_LOSSES_EXHAUSTED)
                          for c in exhausted])
             claims = [c for c in claims if c.lease_losses <= most]
-        # Counted after: ``claimed`` is what goes on to be sent, so a worker's report
-        # balances as claimed = sent + failed + unsent (the exhausted ones count as dead).
-        self.stats.claimed += len(claims)
         return claims
 
     def provider_key(self, claim: Claim) -> str:
@@ -141,11 +212,33 @@ class Dispatcher:
         return f"{claim.idempotency_key}#{claim.attempts}"
 
     def may_send(self, claim: Claim) -> bool:
-        """False once the lease has run out: another worker may own the delivery by now."""
-        if not self.config.fencing or self.clock.now() < claim.lease_until:
-            return True
-        self.stats.skipped_expired += 1
-        return False
+        """False once the lease has run out: another worker may own the delivery by now.
+
+        The only lease check before a send; thread-safe (it reads the clock and the claim).
+        """
+        return not self.config.fencing or self.clock.now() < claim.lease_until
+
+    def job(self, claim: Claim) -> SendJob:
+        return SendJob(claim.recipient, claim.content, self.provider_key(claim), claim)
+
+    def transmitter(self, transport: Transport) -> Callable[[SendJob], str | None]:
+        """The send step for ``transport``: check the lease, send, return None or the error.
+
+        Runs on whichever thread sends (the dispatcher's own, or a sender thread), so it
+        touches no counters: what happened is read from the returned error at settle time.
+        """
+        may_send, send = self.may_send, transport.send
+
+        def transmit(job: SendJob) -> str | None:
+            if not may_send(job.claim):
+                return LEASE_EXPIRED
+            try:
+                send(job.key, job.recipient, job.content)
+            except TransportError as exc:
+                return str(exc)
+            return None
+
+        return transmit
 
     def outcome(self, claim: Claim, error: str | None) -> Settlement:
         """SENT for no error; otherwise RETRY after the policy's jittered backoff, or DEAD
@@ -196,33 +289,57 @@ class Dispatcher:
         cap_s = self.config.idle_recheck_s
         return cap_s if due_at is None else max(0.0, min(cap_s, due_at - now))
 
-    def send_batch(self, transport: Transport) -> int:
-        """Claim one batch, send each through ``transport`` in this thread, settle the batch.
-
-        Returns how many deliveries were claimed (0: nothing was due).
-        """
-        claims = self.claim()
+    def settle_completed(self, completed: Sequence[Completion]) -> int:
+        """Settle finished sends; a job skipped on an expired lease is not reported (the
+        store would refuse it: the delivery is, or will be, claimed again). Returns how
+        many settlements the store accepted."""
         settlements: list[Settlement] = []
-        for claim in claims:
-            if not self.may_send(claim):
+        for job, error in completed:
+            if error == LEASE_EXPIRED:
+                self.stats.skipped_expired += 1
                 continue
-            try:
-                transport.send(self.provider_key(claim), claim.recipient, claim.content)
-                error = None
-            except TransportError as exc:
-                error = str(exc)
-            settlements.append(self.outcome(claim, error))
-        self.settle(settlements)
-        return len(claims)
+            settlements.append(self.outcome(job.claim, error))
+        return self.settle(settlements)
+
+    def step(self, pool: SendPool) -> bool:
+        """Claim what ``pool`` has room for (at most a batch), hand it over, settle what the
+        pool has finished. True when the claim came back full, so more may be due now."""
+        room = min(self.config.batch_size, pool.room())
+        claims = self.claim(room) if room > 0 else []
+        if claims:
+            job = self.job
+            pool.submit([job(c) for c in claims])
+        self.settle_completed(pool.completed())
+        return room > 0 and len(claims) == room
+
+    def send_batch(self, transport: Transport) -> int:
+        """Claim one batch, send each on this thread, settle the batch; returns how many
+        deliveries were claimed (0: nothing was due)."""
+        claimed = self.stats.claimed
+        self.step(InlinePool(self.transmitter(transport)))
+        return self.stats.claimed - claimed
 
     def run(self, transport: Transport, stop: threading.Event, *,
+            pool: SendPool | None = None, wake: threading.Event | None = None,
             until_idle: bool = False) -> None:
-        """Loop ``send_batch`` until ``stop``; sleeps through ``Clock.sleep`` to the next due
-        time when nothing is due. ``until_idle``: return once the store has nothing open."""
+        """The dispatch loop: ``step`` until ``stop``, sleeping through ``Clock.sleep`` to
+        the next due time when nothing is due.
+
+        ``pool`` defaults to an ``InlinePool`` over ``transport``. ``wake`` (set it when
+        the pool finishes sends, and on stop) cuts a sleep short; by default only ``stop``
+        does. ``until_idle``: return once the pool is empty and the store has nothing open.
+        Returns with sends possibly still in the pool: settling or giving them back is the
+        caller's, after the pool has stopped.
+        """
+        if pool is None:
+            pool = InlinePool(self.transmitter(transport))
+        alarm = stop if wake is None else wake
         while not stop.is_set():
-            if self.send_batch(transport):
+            if alarm is not stop:
+                alarm.clear()
+            if self.step(pool):
                 continue
-            if until_idle and self.store.next_due_at(self.clock.now()) is None:
+            if until_idle and not pool.in_flight() \
+                    and self.store.next_due_at(self.clock.now()) is None:
                 return
-            if self.clock.sleep(self.wait_s(), stop):
-                return
+            self.clock.sleep(self.wait_s(), alarm)

@@ -1,14 +1,15 @@
-"""The durable worker: a dispatcher thread feeding the simulator's own sender pool and monitor.
+"""The durable worker: the one dispatch loop feeding the simulator's own sender pool.
 
-Threads: ``dispatcher`` (the only one that claims and, while running, settles), the
-``sender-<i>`` threads of ``pipeline.Sender`` (each send goes to the transport through the
-sender's ``transmit`` step) and the ``monitor`` of ``pipeline.Monitor`` (its ``on_outcome``
-hook hands every result back to the dispatcher). The store is touched by the dispatcher
+Threads, all in one ``ThreadGroup``: ``dispatcher`` runs ``Dispatcher.run`` (the loop the
+benchmarks measure) and is the only one that claims and, while running, settles; the
+``sender-<i>`` threads are the simulator's ``Sender``s, each send going to the transport
+through ``Dispatcher.transmitter``; the ``monitor`` drains their outcomes, prints progress
+and hands every completion back to the dispatcher. The store is touched by the dispatcher
 thread, then, after it has been joined, by the thread that called ``run``.
 
-Stop order (STYLE.md section 6): stop claiming (join the dispatcher), let the senders
-finish the send in hand (those not started are skipped), settle every outcome, give the
-never-started claims back to ``pending``, then report. The store is the caller's to close.
+Stop order (STYLE.md section 6): stop claiming (join the dispatcher), let the senders finish
+the send in hand (those not started are skipped), settle every completion, give the
+never-started jobs back to ``pending``, then report. The store is the caller's to close.
 """
 
 from __future__ import annotations
@@ -23,33 +24,112 @@ from typing import TextIO
 
 from sms_sim.clock import Clock
 from sms_sim.config import SenderConfig
-from sms_sim.dispatch.contract import Claim, DispatchStore, StoreError
-from sms_sim.dispatch.dispatcher import DispatchConfig, Dispatcher, DispatchStats
-from sms_sim.dispatch.transport import Transport, TransportError
+from sms_sim.dispatch.contract import DispatchStore
+from sms_sim.dispatch.dispatcher import (
+    Completion,
+    DispatchConfig,
+    Dispatcher,
+    DispatchStats,
+    SendJob,
+)
+from sms_sim.dispatch.transport import Transport
 from sms_sim.errors import SmsSimError
-from sms_sim.model import Message, Outcome
+from sms_sim.model import Outcome
+from sms_sim.output import SafeWriter
 from sms_sim.policy import capacity_per_s, sender_rng
-from sms_sim.report import Report, SenderReport, StopReason
-from sms_sim.sim.threaded.run import DONE, Inbox, Monitor, OutcomeQueue, Sender
+from sms_sim.report import SenderReport, StopReason, format_sender_lines
+from sms_sim.sim.threaded.components import (
+    DONE,
+    Inbox,
+    OutcomeQueue,
+    Sender,
+    drain_inbox,
+)
+from sms_sim.sim.threaded.monitor import Monitor
+from sms_sim.sim.threaded.supervise import DEFAULT_GRACE_S, ThreadGroup
 
-__all__ = ["Worker", "WorkerReport", "format_worker_lines", "SIMULATED_FAILURE", "LEASE_EXPIRED"]
+__all__ = ["Worker", "WorkerReport", "format_worker_report"]
 
 log = logging.getLogger(__name__)
-
-SIMULATED_FAILURE = "simulated send failure"
-LEASE_EXPIRED = "lease expired before the send started"
-_JOIN_SLICE_S = 0.05
-_ABORT_BUDGET_S = 2.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WorkerReport:
-    """The simulator's report (``produced`` = deliveries claimed, ``unsent`` = claims given
-    back unstarted) plus the store-side counts of this worker."""
+    """What one worker did, in the dispatch engine's words.
 
-    run: Report
+    Every delivery it ``claimed`` ends as exactly one of: ``sent``, ``retried`` (the attempt
+    failed and a retry is scheduled), ``dead`` (out of attempts, or out of lease losses
+    unsent), ``released`` (given back unstarted at a stop) or ``expired`` (not sent because
+    its lease ran out first: another worker takes it). ``is_accounted`` checks that from
+    the dispatcher's counts. ``refused`` counts reports the store turned down because the
+    lease had been lost meanwhile (they are among the outcomes above: the send happened,
+    the store just keeps the newer claim's result).
+    """
+
     owner: str
-    stats: DispatchStats
+    seed: int
+    stopped_by: StopReason
+    elapsed_s: float
+    claimed: int
+    claims: int
+    sent: int
+    retried: int
+    dead: int
+    released: int
+    expired: int
+    refused: int
+    avg_send_s: float
+    senders: tuple[SenderReport, ...]
+    max_lag_s: float = 0.0
+    threads_alive: tuple[str, ...] = ()
+
+    @property
+    def is_accounted(self) -> bool:
+        return self.claimed == (self.sent + self.retried + self.dead + self.released
+                                + self.expired)
+
+
+class _SenderPool:
+    """The simulator's sender threads as the dispatcher's ``SendPool``.
+
+    Holds at most ``max_in_hand`` jobs; ``room``, ``submit``, ``completed`` and
+    ``in_flight`` are called on the dispatcher thread only, ``on_outcome`` on the monitor's.
+    """
+
+    def __init__(self, inbox: Inbox[SendJob], wake: threading.Event, max_in_hand: int) -> None:
+        self._inbox = inbox
+        self._wake = wake
+        self._max_in_hand = max_in_hand
+        self._done: queue.SimpleQueue[Completion] = queue.SimpleQueue()
+        self._submitted = 0
+        self._returned = 0
+
+    def room(self) -> int:
+        return max(0, self._max_in_hand - self.in_flight())
+
+    def submit(self, jobs: Sequence[SendJob]) -> None:
+        put = self._inbox.put
+        for job in jobs:  # one by one: a slow sender must not take a whole batch
+            put(job)
+        self._submitted += len(jobs)
+
+    def completed(self) -> list[Completion]:
+        done: list[Completion] = []
+        get = self._done.get_nowait
+        while True:
+            try:
+                done.append(get())
+            except queue.Empty:
+                break
+        self._returned += len(done)
+        return done
+
+    def in_flight(self) -> int:
+        return self._submitted - self._returned
+
+    def on_outcome(self, outcome: Outcome[SendJob]) -> None:
+        self._done.put((outcome.message, outcome.error))
+        self._wake.set()
 
 
 class Worker:
@@ -68,7 +148,7 @@ class Worker:
         output: TextIO | None = None,
         interval_s: float = 1.0,
         show_progress: bool = True,
-        grace_s: float = 5.0,
+        grace_s: float = DEFAULT_GRACE_S,
         exit_when_idle: bool = False,
     ) -> None:
         self._transport = transport
@@ -85,28 +165,20 @@ class Worker:
         # livelock, found when the monitor's faster drain made the worker re-claim sooner).
         batch = self.dispatcher.config.batch_size
         within_half_lease = int(capacity_per_s(senders) * self.dispatcher.config.lease_s / 2)
-        self._max_in_hand = max(1, min(2 * batch, within_half_lease))
         self._stop = threading.Event()  # stop claiming; ends the monitor loop
         self._sender_stop = threading.Event()  # senders skip what they have not started
+        self._wake = threading.Event()  # completions arrived, or stop: the dispatcher looks
+        self._inbox: Inbox[SendJob] = queue.SimpleQueue()
+        self._pool = _SenderPool(self._inbox, self._wake, max(1, min(2 * batch,
+                                                                     within_half_lease)))
         self._abort = threading.Event()  # interrupt sends in flight (second signal)
-        self._wake = threading.Event()  # outcomes arrived, or stop: the dispatcher looks again
-        self._idle = threading.Event()
-        self._failed: list[str] = []
-        self._lock = threading.Lock()
-        # Keyed by a per-claim ticket, not the delivery id: after a pause past the lease this
-        # worker may re-claim a delivery whose first claim is still queued (found by the
-        # crash test). The ticket is the Message id the senders see.
-        self._in_flight: dict[int, Claim] = {}  # lock held to write; GIL-atomic reads
-        self._next_ticket = 0
-        self._errors: dict[int, str] = {}
-        self._done: queue.SimpleQueue[tuple[int, bool]] = queue.SimpleQueue()
-        self._inbox: Inbox = queue.SimpleQueue()
-        successes: OutcomeQueue = queue.SimpleQueue()
-        failures: OutcomeQueue = queue.SimpleQueue()
+        successes: OutcomeQueue[SendJob] = queue.SimpleQueue()
+        failures: OutcomeQueue[SendJob] = queue.SimpleQueue()
+        transmit = self.dispatcher.transmitter(transport)
         self._senders = [
             Sender(index, sender, rng=sender_rng(seed, index), inbox=self._inbox,
                    successes=successes, failures=failures, stop=self._sender_stop,
-                   clock=clock, abort=self._abort, transmit=self._transmit)
+                   clock=clock, abort=self._abort, transmit=transmit)
             for index, sender in enumerate(senders)
         ]
         self._started_at = clock.monotonic()
@@ -114,93 +186,15 @@ class Worker:
                                senders=self._senders, clock=clock, output=output,
                                interval_s=interval_s, started_at=self._started_at,
                                stop=self._stop, show_progress=show_progress,
-                               on_outcome=self._on_outcome)
+                               on_outcome=self._pool.on_outcome)
 
     @property
     def owner(self) -> str:
         return self.dispatcher.owner
 
-    # --- hooks called on sender and monitor threads --------------------------------------
-
-    def _transmit(self, message: Message) -> bool:
-        claim = self._in_flight.get(message.id)
-        if claim is None:
-            self._errors[message.id] = LEASE_EXPIRED
-            return False
-        dispatcher = self.dispatcher
-        if dispatcher.config.fencing and self._clock.now() >= claim.lease_until:
-            self._errors[message.id] = LEASE_EXPIRED
-            return False
-        try:
-            self._transport.send(dispatcher.provider_key(claim), claim.recipient, claim.content)
-        except TransportError as exc:
-            self._errors[message.id] = str(exc)
-            return False
-        return True
-
-    def _on_outcome(self, outcome: Outcome) -> None:
-        self._done.put((outcome.message.id, outcome.ok))
-        self._wake.set()
-
-    # --- the dispatcher thread ------------------------------------------------------------
-
-    def _settle_done(self) -> None:
-        settlements = []
-        while True:
-            try:
-                ticket, ok = self._done.get_nowait()
-            except queue.Empty:
-                break
-            with self._lock:
-                claim = self._in_flight.pop(ticket)
-            error = None if ok else self._errors.pop(ticket, SIMULATED_FAILURE)
-            if error == LEASE_EXPIRED:
-                self.dispatcher.stats.skipped_expired += 1
-            settlements.append(self.dispatcher.outcome(claim, error))
-        self.dispatcher.settle(settlements)
-
-    def _dispatch_loop(self) -> None:
-        dispatcher, stop, wake = self.dispatcher, self._stop, self._wake
-        batch = dispatcher.config.batch_size
-        while not stop.is_set():
-            wake.clear()
-            self._settle_done()
-            room = min(batch, self._max_in_hand - len(self._in_flight))
-            if room > 0:
-                claims = dispatcher.claim(room)
-                tickets = []
-                with self._lock:
-                    for claim in claims:
-                        self._next_ticket += 1
-                        self._in_flight[self._next_ticket] = claim
-                        tickets.append(self._next_ticket)
-                for ticket, claim in zip(tickets, claims, strict=True):
-                    self._inbox.put(Message(ticket, claim.recipient,
-                                            f"delivery {claim.delivery_id}"))
-                if len(claims) == room:
-                    continue
-            if self._exit_when_idle and not self._in_flight and self._done.empty() \
-                    and dispatcher.store.next_due_at(self._clock.now()) is None:
-                self._idle.set()
-                return
-            self._clock.sleep(dispatcher.wait_s(), wake)
-
-    # --- the calling thread ---------------------------------------------------------------
-
-    def _guard(self, target: Callable[[], None], name: str) -> Callable[[], None]:
-        def guarded() -> None:
-            try:
-                target()
-            except Exception as exc:
-                if isinstance(exc, StoreError):  # the database refused: one line
-                    log.error("thread %s stopped: %s; stopping the worker", name, exc)
-                else:  # a bug: keep the traceback
-                    log.exception("thread %s failed; stopping the worker", name)
-                self._failed.append(name)
-                self._stop.set()
-                self._wake.set()
-
-        return guarded
+    def _dispatch(self) -> None:
+        self.dispatcher.run(self._transport, self._stop, pool=self._pool, wake=self._wake,
+                            until_idle=self._exit_when_idle)
 
     def run(self, stop_requests: Callable[[], int] = lambda: 0) -> WorkerReport:
         """Dispatch until stopped; one stop request is graceful, a second aborts sends.
@@ -209,41 +203,32 @@ class Worker:
         run with ``StopReason.ERROR`` (and is logged).
         """
         clock = self._clock
-        threads = {
-            "monitor": threading.Thread(target=self._guard(self.monitor.run, "monitor"),
-                                        name="monitor", daemon=True),
-            **{s.name: threading.Thread(target=self._guard(s.run, s.name), name=s.name,
-                                        daemon=True) for s in self._senders},
-            "dispatcher": threading.Thread(target=self._guard(self._dispatch_loop, "dispatcher"),
-                                           name="dispatcher", daemon=True),
-        }
-        for thread in threads.values():
-            thread.start()
-        reason = self._wait_for_end(stop_requests, threads["dispatcher"])
+        group = ThreadGroup(stop=self._stop, abort=self._abort, clock=clock,
+                            stop_requests=stop_requests, on_failure=self._wake.set)
+        group.start("monitor", self.monitor.run)
+        for sender in self._senders:
+            group.start(sender.name, sender.run)
+        group.start("dispatcher", self._dispatch)
+        reason = group.wait(finished=lambda: not group.is_alive("dispatcher"),
+                            watch=lambda: group.thread("dispatcher"),
+                            output_closed=lambda: self.monitor.output_closed)
         elapsed_s = clock.monotonic() - self._started_at
-        self._stop.set()
+        group.begin_shutdown(self._grace_s)
         self._wake.set()
-        grace_until = clock.monotonic() + self._grace_s
-        join_until = grace_until + _ABORT_BUDGET_S
-
-        def escalate() -> None:
-            if stop_requests() >= 2 or clock.monotonic() >= grace_until:
-                self._abort.set()
-
-        alive = _join([threads["dispatcher"]], clock, join_until, escalate)
+        alive = group.join(["dispatcher"])
         self._sender_stop.set()
         for _ in self._senders:
             self._inbox.put(DONE)
-        alive += _join([threads[s.name] for s in self._senders], clock, join_until, escalate)
-        alive += _join([threads["monitor"]], clock, join_until, escalate)
+        alive += group.join([s.name for s in self._senders])
+        alive += group.join(["monitor"])
         self.monitor.drain()
         if "dispatcher" not in alive:
             try:
-                self._settle_done()
-                with self._lock:
-                    unstarted = list(self._in_flight.values())
-                    self._in_flight.clear()
-                self.dispatcher.release_all(unstarted)
+                self.dispatcher.settle_completed(self._pool.completed())
+                unstarted = drain_inbox(self._inbox)
+                for sender in self._senders:
+                    unstarted.extend(sender.abandoned)
+                self.dispatcher.release_all([job.claim for job in unstarted])
             except SmsSimError as exc:
                 # The leases stay; they expire and other workers reclaim them.
                 log.error("could not record the last outcomes (%s); their leases will expire "
@@ -251,70 +236,58 @@ class Worker:
                 reason = StopReason.ERROR
         if self.monitor.output_closed and reason is StopReason.COMPLETED:
             reason = StopReason.OUTPUT_CLOSED
-        return self._report(reason, elapsed_s, alive)
-
-    def _wait_for_end(self, stop_requests: Callable[[], int],
-                      dispatcher_thread: threading.Thread) -> StopReason:
-        while True:
-            if self._failed:
-                return StopReason.ERROR
-            if self.monitor.output_closed:
-                return StopReason.OUTPUT_CLOSED
-            if stop_requests() > 0:
-                return StopReason.SIGNAL
-            if self._idle.is_set():
-                return StopReason.COMPLETED
-            dispatcher_thread.join(_JOIN_SLICE_S)
+        report = self._report(reason, elapsed_s, alive)
+        self._write(report)
+        return report
 
     def _report(self, reason: StopReason, elapsed_s: float, alive: list[str]) -> WorkerReport:
-        stats = self.dispatcher.stats
+        stats: DispatchStats = self.dispatcher.stats
         total = self.monitor.total
-        run = Report(
-            produced=stats.claimed,
-            sent=total.sent,
-            failed=total.failed,
-            unsent=stats.released,
+        return WorkerReport(
+            owner=self.owner,
+            seed=self._seed,
+            stopped_by=reason,
             elapsed_s=elapsed_s,
+            claimed=stats.claimed,
+            claims=stats.claims,
+            sent=stats.sent,
+            retried=stats.retried,
+            dead=stats.dead,
+            released=stats.released,
+            expired=stats.skipped_expired,
+            refused=stats.refused,
             avg_send_s=total.avg_send_s,
-            throughput_per_s=total.attempts / elapsed_s if elapsed_s > 0 else 0.0,
             senders=tuple(
                 SenderReport(index=i, sent=t.sent, failed=t.failed, avg_send_s=t.avg_send_s)
                 for i, t in enumerate(self.monitor.per_sender)
             ),
-            seed=self._seed,
-            stopped_by=reason,
             max_lag_s=max((s.max_lag_s for s in self._senders), default=0.0),
             threads_alive=tuple(alive),
         )
-        report = WorkerReport(run=run, owner=self.owner, stats=stats)
-        self.monitor.write_report(run)
-        if self._output is not None and not self.monitor.output_closed:
-            try:
-                self._output.write("\n".join(format_worker_lines(report)) + "\n")
-                self._output.flush()
-            except (BrokenPipeError, ValueError):
-                pass
-        return report
+
+    def _write(self, report: WorkerReport) -> None:
+        writer = SafeWriter(self._output)
+        if writer.is_terminal:
+            writer.write("\n")
+        writer.write(format_worker_report(report))
 
 
-def format_worker_lines(report: WorkerReport) -> list[str]:
-    """The store-side lines printed under the simulator's report."""
-    stats = report.stats
-    return [
-        f"store: {report.owner}: {stats.claimed} claimed in {stats.claims} claims, "
-        f"{stats.sent} sent, {stats.retried} retries scheduled, {stats.dead} dead, "
-        f"{stats.released} released unstarted",
-        f"fencing: {stats.refused} stale completions refused, "
-        f"{stats.skipped_expired} sends skipped on an expired lease",
+def format_worker_report(report: WorkerReport) -> str:
+    """The worker's final report, ending in a newline."""
+    verdict = "ok" if report.is_accounted else "MISMATCH"
+    lines = [
+        f"{report.stopped_by}: {report.owner} claimed {report.claimed} in {report.claims} "
+        f"claims: {report.sent} sent, {report.retried} retried, {report.dead} dead, "
+        f"{report.released} released, {report.expired} expired in {report.elapsed_s:.3f}s "
+        f"(seed {report.seed})",
+        f"accounting: claimed {report.claimed} = sent {report.sent} + retried "
+        f"{report.retried} + dead {report.dead} + released {report.released} + expired "
+        f"{report.expired}: {verdict}",
+        f"fencing: {report.refused} stale reports refused, {report.expired} sends skipped "
+        f"on an expired lease",
+        f"avg send {report.avg_send_s * 1000:.3f} ms",
     ]
-
-
-def _join(threads: Sequence[threading.Thread], clock: Clock, until: float,
-          between: Callable[[], None]) -> list[str]:
-    for thread in threads:
-        while thread.is_alive():
-            if clock.monotonic() >= until:
-                break
-            between()
-            thread.join(_JOIN_SLICE_S)
-    return [t.name for t in threads if t.is_alive()]
+    if report.threads_alive:
+        lines.append(f"WARNING: threads still running at exit: {', '.join(report.threads_alive)}")
+    lines.extend(format_sender_lines(report.senders))
+    return "\n".join(lines) + "\n"

@@ -145,8 +145,8 @@ def test_worker_dispatches_retries_to_dead_and_dead_can_be_requeued(tmp_path: Pa
                  "--retry-base", "0", "--mean", "0", "--deviation", "0", "--seed", "1",
                  "--quiet", cwd=tmp_path)
     assert worker.returncode == 0, worker.stderr
-    assert "completed: 4 produced, 0 sent, 4 failed, 0 unsent" in worker.stdout
-    assert "2 retries scheduled, 2 dead" in worker.stdout
+    assert "claimed 4 in " in worker.stdout
+    assert "0 sent, 2 retried, 2 dead, 0 released, 0 expired" in worker.stdout
     dead = cli("dead", cwd=tmp_path)
     assert dead.stdout.count("last error: simulated send failure") == 2
     requeued = cli("dead", "--requeue", cwd=tmp_path)

@@ -1,4 +1,5 @@
-"""The worker on real threads: the simulator's senders and monitor, a real SQLite file.
+"""The worker on real threads: the one dispatch loop, the simulator's senders and monitor,
+a real SQLite file.
 
 Tiny latencies; every thread the worker starts is joined inside ``run`` and reported alive
 if it did not stop, which the asserts check.
@@ -41,16 +42,21 @@ def test_worker_sends_everything_through_the_sender_pool_and_accounts_for_it(
                     seed=5, config=config, output=output, interval_s=60.0,
                     exit_when_idle=True)
     report = worker.run()
-    run = report.run
-    assert run.stopped_by is StopReason.COMPLETED and run.threads_alive == ()
-    assert run.is_accounted and run.unsent == 0
+    assert report.stopped_by is StopReason.COMPLETED and report.threads_alive == ()
+    assert report.is_accounted and report.released == 0
+    assert report.retried > 0  # a failure rate of 0.2 over 600 sends
     statuses = {d.status for d in store.deliveries(limit=10_000)}
     assert statuses <= {DeliveryStatus.SENT, DeliveryStatus.DEAD}
     sent = len(store.deliveries(status=DeliveryStatus.SENT, limit=10_000))
-    assert sent == run.sent == provider.summary().delivered
+    dead = len(store.deliveries(status=DeliveryStatus.DEAD, limit=10_000))
+    assert sent == report.sent == provider.summary().delivered
+    assert dead == report.dead and sent + dead == 600
+    assert sum(s.sent for s in report.senders) == report.sent
     assert provider.summary().effective_duplicates == 0
-    assert report.stats.refused == 0
-    assert "accounting:" in output.getvalue() and "store: worker-" in output.getvalue()
+    assert report.refused == 0
+    text = output.getvalue()
+    assert f"completed: {worker.owner} claimed {report.claimed}" in text
+    assert "accounting: claimed" in text and ": ok" in text
     store.close()
 
 
@@ -62,12 +68,11 @@ def test_a_stop_request_gives_unstarted_claims_back_and_loses_nothing(tmp_path: 
     worker = Worker(store, provider, senders=[SenderConfig(0.002, 0.0, 0.0)], clock=clock,
                     seed=1, config=DispatchConfig(batch_size=40), output=None)
     report = worker.run(stop_requests=lambda: 1 if provider.attempts >= 20 else 0)
-    run = report.run
-    assert run.stopped_by is StopReason.SIGNAL and run.threads_alive == ()
-    assert run.is_accounted and run.unsent > 0  # claimed = sent + failed + given back
+    assert report.stopped_by is StopReason.SIGNAL and report.threads_alive == ()
+    assert report.is_accounted and report.released > 0  # claimed = sent + given back
     counts = store.messages()[0].counts
     assert counts[DeliveryStatus.LEASED] == 0
-    assert counts[DeliveryStatus.SENT] == run.sent == provider.summary().delivered
+    assert counts[DeliveryStatus.SENT] == report.sent == provider.summary().delivered
     assert counts[DeliveryStatus.SENT] + counts[DeliveryStatus.PENDING] == 300
     store.close()
 
@@ -90,7 +95,7 @@ def test_senders_nearly_as_slow_as_the_lease_neither_livelock_nor_duplicate(
     worker = Worker(store, provider, senders=[SenderConfig(0.03, 0.0, 0.0)], clock=clock,
                     seed=2, config=config, output=None, exit_when_idle=True)
     report = worker.run()
-    assert report.run.stopped_by is StopReason.COMPLETED and report.run.threads_alive == ()
+    assert report.stopped_by is StopReason.COMPLETED and report.threads_alive == ()
     assert {d.status for d in store.deliveries()} == {DeliveryStatus.SENT}
     assert provider.summary().effective_duplicates == 0
     store.close()
