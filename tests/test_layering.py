@@ -1,71 +1,153 @@
-"""Architecture rules checked on the source with ``ast`` (STYLE.md sections 2, 5 and 8)."""
+"""Architecture rules checked on the source with ``ast`` (STYLE.md sections 2, 5 and 8).
+
+The layers, lowest first: the core (the package's top-level modules), ``sim``, ``dispatch``,
+then the edges ``cli`` and ``api``. Each package may import what ``ALLOWED`` lists for it,
+stated per package rather than per module, so a new module needs no entry here. On top of
+that: nothing outside ``dispatch/stores`` names a concrete store (only the edges may import
+``open_store`` from ``dispatch.stores``), and no import cycle anywhere. The checks run on a
+directory, so the tests can show them failing on a deliberately broken copy.
+"""
 
 from __future__ import annotations
 
 import ast
+import graphlib
+import shutil
 from pathlib import Path
 
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "sms_sim"
 
-# Lowest first; a module may import its own layer or lower ones. Keys are module paths
-# relative to the package ("engine.contract"); a package's __init__ is its own path.
-LAYERS: dict[str, int] = {
-    "errors": 0, "model": 0,
-    "config": 1,
-    "clock": 2, "policy": 2, "stats": 2, "generate": 2, "report": 2, "output": 2,
-    "pipeline": 3, "des": 3,
-    "des_state": 3, "des_burst": 3, "des_general": 3, "theory": 2, "plan": 4,
-    "engine": 3, "engine.contract": 3, "engine.dispatcher": 3, "engine.transport": 3,
-    "engine.worker": 3, "engine.service": 3,
-    "stores": 4, "stores.memory": 4, "stores.sqlite": 4, "stores.postgres": 4,
-    "stores.common": 4, "stores.sqlite_schema": 4, "stores.sqlite_rows": 4,
-    "cli_support": 5, "cli_model": 5, "cli": 5, "cli_plan": 5, "cli_dispatch": 5,
-    "cli_worker": 5, "api": 5,
-    "__main__": 6, "__init__": 6,
+# Package -> the prefixes it may import ("core" = any top-level module of sms_sim).
+# ``dispatch`` may use ``sim.threaded`` (the worker runs the sender pool); ``sim`` never
+# imports ``dispatch``; the edges assemble everything; ``facade`` is ``sms_sim/__init__``.
+ALLOWED: dict[str, tuple[str, ...]] = {
+    "core": ("core",),
+    "sim": ("core", "sim"),
+    "dispatch": ("core", "sim.threaded", "dispatch"),
+    "api": ("core", "sim", "dispatch", "api"),
+    "cli": ("core", "sim", "dispatch", "api", "cli"),
+    "facade": ("core", "sim"),
+    "__main__": ("cli",),
 }
+STORES = "dispatch.stores"
+EDGES = ("cli", "api")
 TIME_READERS = {("time", "time"), ("time", "monotonic"), ("time", "sleep"),
                 ("time", "perf_counter"), ("datetime", "now"), ("datetime", "utcnow")}
 
 
-def modules() -> list[Path]:
-    return sorted(PACKAGE.rglob("*.py"))
+def modules(root: Path = PACKAGE) -> list[Path]:
+    return sorted(root.rglob("*.py"))
 
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(PACKAGE).with_suffix("").parts
-    if parts[-1] == "__init__" and len(parts) > 1:
+def module_name(path: Path, root: Path = PACKAGE) -> str:
+    """'dispatch/stores/memory.py' -> 'dispatch.stores.memory'; a package's __init__ is the
+    package; the root __init__ is ''."""
+    parts = path.relative_to(root).with_suffix("").parts
+    if parts[-1] == "__init__":
         parts = parts[:-1]
     return ".".join(parts)
 
 
-def _as_layer_key(dotted: str) -> str:
-    """'sms_sim.dispatch.contract' -> 'engine.contract'; 'sms_sim' -> '__init__'."""
-    rest = dotted.split(".", 1)
-    return rest[1] if len(rest) > 1 else "__init__"
+def package_of(name: str) -> str:
+    if name == "":
+        return "facade"
+    first = name.split(".")[0]
+    return first if first in ALLOWED and first != "core" else "core"
 
 
-def sms_sim_imports(tree: ast.AST) -> list[str]:
+def _matches(name: str, prefix: str) -> bool:
+    if prefix == "core":
+        return package_of(name) == "core"
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def imports_of(path: Path, root: Path = PACKAGE) -> list[str]:
+    """Modules of the package that ``path`` imports (anywhere in it, lazy imports too),
+    resolved to the module file: ``from sms_sim.cli import simulate`` is 'cli.simulate'."""
     found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sms_sim"):
-            found.append(_as_layer_key(node.module))
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and (
+                node.module == "sms_sim" or node.module.startswith("sms_sim.")):
+            base = node.module.removeprefix("sms_sim").removeprefix(".")
+            for alias in node.names:
+                sub = f"{base}.{alias.name}" if base else alias.name
+                found.append(sub if _is_module(sub, root) else base)
         elif isinstance(node, ast.Import):
-            found.extend(_as_layer_key(a.name) for a in node.names
+            found.extend(a.name.removeprefix("sms_sim.") for a in node.names
                          if a.name.startswith("sms_sim."))
     return found
 
 
-def test_every_module_has_a_layer() -> None:
-    assert {module_name(p) for p in modules()} <= set(LAYERS)
+def _is_module(name: str, root: Path) -> bool:
+    path = root.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
 
 
-@pytest.mark.parametrize("path", modules(), ids=module_name)
-def test_no_upward_imports(path: Path) -> None:
-    own = LAYERS[module_name(path)]
-    for imported in sms_sim_imports(ast.parse(path.read_text())):
-        assert LAYERS[imported] <= own, f"{path.name} imports higher layer {imported}"
+def violations(root: Path = PACKAGE) -> list[str]:
+    """Every import that breaks a layer rule or names a concrete store, one line each."""
+    found = []
+    for path in modules(root):
+        name = module_name(path, root)
+        package = "__main__" if name == "__main__" else package_of(name)
+        for target in imports_of(path, root):
+            if not any(_matches(target, prefix) for prefix in ALLOWED[package]):
+                found.append(f"{name or 'sms_sim'} ({package}) imports {target}")
+            elif _matches(target, STORES) and not _matches(name, STORES) and (
+                    target != STORES or package not in EDGES):
+                found.append(f"{name} names a concrete store: {target}")
+    return found
+
+
+def import_cycle(root: Path = PACKAGE) -> tuple[str, ...] | None:
+    """One import cycle among the package's modules, or None."""
+    graph = {module_name(p, root): set(imports_of(p, root)) for p in modules(root)}
+    try:
+        tuple(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as exc:
+        return tuple(exc.args[1])
+    return None
+
+
+def test_no_upward_import_and_no_concrete_store_outside_the_stores() -> None:
+    assert violations() == []
+
+
+def test_no_import_cycle() -> None:
+    assert import_cycle() is None
+
+
+def _broken_copy(tmp_path: Path) -> Path:
+    root = tmp_path / "sms_sim"
+    shutil.copytree(PACKAGE, root, ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
+def test_the_rules_fail_on_an_upward_import(tmp_path: Path) -> None:
+    root = _broken_copy(tmp_path)
+    model = root / "model.py"
+    model.write_text(model.read_text() + "\nfrom sms_sim.dispatch import worker\n")
+    policy = root / "sim" / "plan.py"
+    policy.write_text(policy.read_text() + "\nfrom sms_sim.dispatch.stores import memory\n")
+    found = violations(root)
+    assert "model (core) imports dispatch.worker" in found
+    assert "sim.plan (sim) imports dispatch.stores.memory" in found
+
+
+def test_the_rules_fail_on_a_concrete_store_named_outside_the_stores(tmp_path: Path) -> None:
+    root = _broken_copy(tmp_path)
+    service = root / "dispatch" / "worker.py"
+    service.write_text(service.read_text() + "\nfrom sms_sim.dispatch.stores.memory import x\n")
+    assert "dispatch.worker names a concrete store: dispatch.stores.memory" in violations(root)
+
+
+def test_the_rules_fail_on_a_cycle(tmp_path: Path) -> None:
+    root = _broken_copy(tmp_path)
+    stats = root / "stats.py"  # report imports stats; the reverse closes a loop in the core
+    stats.write_text(stats.read_text() + "\nimport sms_sim.report\n")
+    cycle = import_cycle(root)
+    assert cycle is not None and {"stats", "report"} <= set(cycle)
 
 
 @pytest.mark.parametrize("path", modules(), ids=module_name)
