@@ -29,7 +29,8 @@ from sms_sim.clock import RealClock
 from sms_sim.config import RetryPolicy, SenderConfig
 from sms_sim.dispatch.dispatcher import DEFAULT_RETRY, DispatchConfig
 from sms_sim.dispatch.stores.sqlite.store import SqliteStore
-from sms_sim.dispatch.transport import LedgerProvider, MemoryProvider, Transport
+from sms_sim.dispatch.ledger import LedgerProvider
+from sms_sim.dispatch.transport import MemoryProvider, Transport
 from sms_sim.dispatch.worker import Worker
 from sms_sim.errors import ConfigError, SmsSimError
 from sms_sim.generate import new_seed

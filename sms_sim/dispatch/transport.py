@@ -1,4 +1,5 @@
-"""The simulated SMS provider the dispatcher sends through, deduplicating by idempotency key.
+"""The provider port (``Transport``) and the in-memory simulated provider, which deduplicates
+by idempotency key like a real one; ``ledger`` has the one shared by processes.
 
 A real provider that honours idempotency keys accepts a repeated key without delivering
 again. That is the second half of "never sent twice": the store's fencing stops a stale
@@ -10,20 +11,16 @@ phone network more than once) independently of what the store believes.
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
-from sms_sim.clock import Clock
 from sms_sim.errors import SmsSimError
 
 __all__ = [
     "Transport",
     "TransportError",
     "MemoryProvider",
-    "LedgerProvider",
     "LedgerSummary",
 ]
 
@@ -86,7 +83,7 @@ class MemoryProvider:
                     return
                 self._seen.add(key)
             self._delivered += 1
-            target = key.partition("#")[0]  # as ``_target``, without a call per send
+            target = key.partition("#")[0]  # as ``ledger._target``, inline: once per send
             if target in self._targets:
                 self._duplicates += 1
             else:
@@ -101,83 +98,3 @@ class MemoryProvider:
                 effective_duplicates=self._duplicates,
                 recipients_delivered=len(self._targets),
             )
-
-
-class LedgerProvider:
-    """A provider shared by processes: an SQLite file of its own (never the store's file).
-
-    Each send is one ``BEGIN IMMEDIATE`` transaction: the unique key table says whether the
-    key is new, and the append-only ``attempts`` table logs the call either way. With
-    ``dedup=False`` every call delivers (the negative control of the crash test).
-    """
-
-    def __init__(self, path: str | Path, *, clock: Clock, dedup: bool = True, worker: str = "",
-                 busy_timeout_s: float = 60.0) -> None:
-        self._clock = clock
-        self._dedup = dedup
-        self._worker = worker
-        self._lock = threading.Lock()
-        try:
-            self._conn = sqlite3.connect(str(path), timeout=busy_timeout_s,
-                                         isolation_level=None, check_same_thread=False)
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.executescript(
-                "BEGIN IMMEDIATE;"
-                "CREATE TABLE IF NOT EXISTS keys (key TEXT PRIMARY KEY);"
-                "CREATE TABLE IF NOT EXISTS attempts (seq INTEGER PRIMARY KEY, key TEXT NOT NULL,"
-                " target TEXT NOT NULL, worker TEXT NOT NULL, delivered INTEGER NOT NULL, "
-                "at REAL NOT NULL);"
-                "COMMIT;"
-            )
-        except sqlite3.Error as exc:
-            raise TransportError(f"cannot open provider ledger {str(path)!r}: {exc}") from exc
-
-    def send(self, key: str, recipient: str, content: str) -> None:
-        with self._lock:
-            conn = self._conn
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                fresh = True
-                if self._dedup:
-                    fresh = conn.execute("INSERT OR IGNORE INTO keys (key) VALUES (?)",
-                                         (key,)).rowcount == 1
-                conn.execute("INSERT INTO attempts (key, target, worker, delivered, at) "
-                             "VALUES (?, ?, ?, ?, ?)",
-                             (key, _target(key), self._worker, fresh, self._clock.now()))
-                conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise TransportError(f"provider ledger unavailable: {exc}") from exc
-
-    def summary(self) -> LedgerSummary:
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT COUNT(*), COALESCE(SUM(delivered), 0) FROM attempts").fetchone()
-            per_target = self._conn.execute(
-                "SELECT COUNT(*), COALESCE(SUM(n - 1), 0) FROM (SELECT target, COUNT(*) AS n "
-                "FROM attempts WHERE delivered = 1 GROUP BY target)").fetchone()
-            (gap,) = self._conn.execute(
-                "SELECT MAX(at - previous) FROM (SELECT at, LAG(at) OVER (PARTITION BY target "
-                "ORDER BY seq) AS previous FROM attempts)").fetchone()
-        attempts, delivered = rows
-        return LedgerSummary(attempts=attempts, delivered=delivered,
-                             absorbed=attempts - delivered,
-                             effective_duplicates=per_target[1],
-                             recipients_delivered=per_target[0],
-                             max_resend_gap_s=gap or 0.0)
-
-    def delivered_targets(self) -> set[str]:
-        """Every "message_id:recipient" the phone network received at least once."""
-        with self._lock:
-            return {row[0] for row in self._conn.execute(
-                "SELECT DISTINCT target FROM attempts WHERE delivered = 1")}
-
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
-
-
-def _target(key: str) -> str:
-    """The (message, recipient) a key addresses: keys may carry a per-attempt suffix."""
-    return key.split("#", 1)[0]

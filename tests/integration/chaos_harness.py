@@ -20,7 +20,8 @@ from pathlib import Path
 from sms_sim.clock import RealClock
 from sms_sim.dispatch.contract import DeliveryStatus, NewMessage
 from sms_sim.dispatch.stores import SqliteStore
-from sms_sim.dispatch.transport import LedgerProvider, LedgerSummary
+from sms_sim.dispatch.ledger import LedgerProvider
+from sms_sim.dispatch.transport import LedgerSummary
 
 __all__ = ["ChaosResult", "run_chaos"]
 
