@@ -20,7 +20,7 @@ from sms_sim.config import (
     ServiceDistribution,
     SimulationConfig,
 )
-from sms_sim.errors import ConfigError, InvalidMessageError, ShutdownTimeout, SmsSimError
+from sms_sim.errors import ConfigError, InvalidMessageError, SmsSimError
 from sms_sim.generate import generate_messages
 from sms_sim.model import Message, Outcome
 from sms_sim.report import Report, SenderReport, StopReason
@@ -48,7 +48,6 @@ __all__ = [
     "SenderConfig",
     "SenderReport",
     "ServiceDistribution",
-    "ShutdownTimeout",
     "SimulationConfig",
     "SmsSimError",
     "StopReason",

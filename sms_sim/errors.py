@@ -10,7 +10,6 @@ __all__ = [
     "SmsSimError",
     "ConfigError",
     "InvalidMessageError",
-    "ShutdownTimeout",
 ]
 
 
@@ -24,7 +23,3 @@ class ConfigError(SmsSimError, ValueError):
 
 class InvalidMessageError(SmsSimError, ValueError):
     """A message field is malformed; the message names the field and the value."""
-
-
-class ShutdownTimeout(SmsSimError):  # noqa: N818 - the name STYLE.md gives it
-    """Threads were still alive when the join budget ran out."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["SendTally", "LogHistogram"]
+__all__ = ["SendTally", "LogHistogram", "ZERO_BUCKET"]
 
 
 @dataclass(slots=True)
@@ -31,10 +31,16 @@ class SendTally:
         return self.total_send_s / self.attempts if self.attempts else 0.0
 
 
+ZERO_BUCKET = -(10**9)  # the bucket of zero (and negative) values
+
+
 class LogHistogram:
     """Counts of positive values in buckets 1 % wide (relative), for percentiles in O(1) memory.
 
-    A percentile is reported as its bucket's geometric midpoint, so it is within 0.5 % of
+    The event loops fill ``counts`` themselves (bucket ``floor(ln(value) * INV_LOG_GROWTH)``,
+    ``ZERO_BUCKET`` for zero), inlined because a method call per send would cost more than
+    the rest of the loop; ``total`` is set once at the end. A percentile is reported as its
+    bucket's geometric midpoint, so it is within 0.5 % of
     an exact order statistic; zero and negative values share one bucket reported as 0.0.
     Memory is a dict of occupied buckets: a few thousand entries at most for any spread of
     values from nanoseconds to days.
@@ -49,23 +55,6 @@ class LogHistogram:
         self.counts: dict[int, int] = {}
         self.total = 0
 
-    @staticmethod
-    def bucket(value: float) -> int:
-        """The bucket of ``value``; exposed so hot loops can inline the same arithmetic."""
-        if value <= 0:
-            return _ZERO_BUCKET
-        return math.floor(math.log(value) * LogHistogram.INV_LOG_GROWTH)
-
-    def add(self, value: float, count: int = 1) -> None:
-        key = self.bucket(value)
-        self.counts[key] = self.counts.get(key, 0) + count
-        self.total += count
-
-    def merge_counts(self, counts: dict[int, int]) -> None:
-        for key, count in counts.items():
-            self.counts[key] = self.counts.get(key, 0) + count
-            self.total += count
-
     def quantile(self, q: float) -> float:
         """The ``q`` quantile (0 < q <= 1) of the values added; 0.0 when empty."""
         if not 0 < q <= 1:
@@ -77,10 +66,7 @@ class LogHistogram:
         for key in sorted(self.counts):
             seen += self.counts[key]
             if seen >= rank:
-                if key == _ZERO_BUCKET:
+                if key == ZERO_BUCKET:
                     return 0.0
                 return float(math.exp((key + 0.5) / LogHistogram.INV_LOG_GROWTH))
         raise AssertionError("unreachable: ranks never exceed the total")
-
-
-_ZERO_BUCKET = -(10**9)

@@ -23,13 +23,13 @@ from sms_sim.report import (
     VirtualStats,
     format_progress,
 )
-from sms_sim.stats import LogHistogram
+from sms_sim.stats import ZERO_BUCKET, LogHistogram
 
 __all__ = ["VirtualRun", "WALL_PROGRESS_INTERVAL_S", "CHUNK_EVENTS", "ZERO_KEY", "MARKS_MAX"]
 
 WALL_PROGRESS_INTERVAL_S = 2.0  # a long run prints a wall-clock line this often
 CHUNK_EVENTS = 1 << 15  # events between checks of stop requests and the wall clock
-ZERO_KEY = -(10**9)  # LogHistogram's bucket for a zero time
+ZERO_KEY = ZERO_BUCKET  # LogHistogram's bucket for a zero time
 MARKS_MAX = 100_000  # the burst loop keeps at most about this many time-to-send marks
 
 
