@@ -17,7 +17,7 @@ What is measured, in one run, alternating which side goes first:
   up to N. Printed beside the dispatcher-only figures.
 * bare: the same schema and rows, one connection, a loop of ``BEGIN IMMEDIATE``;
   ``UPDATE ... SET status='leased' ... WHERE id IN (SELECT id ... WHERE status IN
-  ('pending', 'failed') AND next_attempt_at <= now ORDER BY next_attempt_at LIMIT 100)
+  ('pending', 'retrying') AND next_attempt_at <= now ORDER BY next_attempt_at LIMIT 100)
   RETURNING id`` (the schema's due index); ``executemany`` of ``UPDATE ... SET status='sent'``;
   ``COMMIT``, WAL with ``synchronous = FULL`` as the store. No fairness, no fencing, no
   retries: the floor any SQLite queue pays.
@@ -166,7 +166,7 @@ def rate_bare(path: Path, deliveries: int) -> float:
         ids = conn.execute(
             "UPDATE deliveries SET status = 'leased', lease_owner = 'bare', lease_until = ?, "
             "attempts = attempts + 1 WHERE id IN (SELECT id FROM deliveries WHERE "
-            "status IN ('pending', 'failed') AND next_attempt_at <= ? "
+            "status IN ('pending', 'retrying') AND next_attempt_at <= ? "
             "ORDER BY next_attempt_at LIMIT ?) RETURNING id",
             (time.time() + 30, time.time(), BARE_BATCH),
         ).fetchall()

@@ -104,7 +104,7 @@ def import_cycle(root: Path = PACKAGE) -> tuple[str, ...] | None:
     """One import cycle among the package's modules, or None."""
     graph = {module_name(p, root): set(imports_of(p, root)) for p in modules(root)}
     try:
-        tuple(graphlib.TopologicalSorter(graph).static_order())
+        graphlib.TopologicalSorter(graph).prepare()
     except graphlib.CycleError as exc:
         return tuple(exc.args[1])
     return None
@@ -180,4 +180,6 @@ def test_every_public_module_declares_all(path: Path) -> None:
     tree = ast.parse(path.read_text())
     targets = [t.id for node in tree.body if isinstance(node, ast.Assign)
                for t in node.targets if isinstance(t, ast.Name)]
+    targets += [node.target.id for node in tree.body
+                if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)]
     assert "__all__" in targets, path.name

@@ -154,8 +154,9 @@ DEFAULT_DB = "sms_sim.db"
 def base_parser(prog: str, description: str) -> OneLineParser:
     """The options every store-backed command takes: the database and verbosity."""
     parser = OneLineParser(prog=prog, description=description)
-    parser.add_argument("--db", default=DEFAULT_DB, metavar="PATH",
-                        help=f"database file (default ./{DEFAULT_DB})")
+    parser.add_argument("--db", default=DEFAULT_DB, metavar="DB",
+                        help="database path or URL (sqlite:///path, memory:; "
+                             f"default ./{DEFAULT_DB})")
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging on stderr")
     return parser
 

@@ -25,10 +25,10 @@ from sms_sim.dispatch.contract import (
     MessageStatus,
     MessageView,
     NewMessage,
-    validate_time,
 )
-from sms_sim.dispatch.stores.common import format_utc
-from sms_sim.dispatch.stores.sqlite.store import SqliteStore
+from sms_sim.dispatch.service import DispatchService
+from sms_sim.dispatch.stores import open_store
+from sms_sim.dispatch.validation import format_utc, validate_time
 from sms_sim.errors import ConfigError, SmsSimError
 
 __all__ = ["main", "COMMANDS", "parse_time"]
@@ -102,12 +102,13 @@ def _submit(prog: str, argv: Sequence[str]) -> int:
                                        priority=args.priority)
     except (InvalidRequestError, ConfigError) as exc:
         parser.error(str(exc))
-    return _with_store(parser, args, lambda store: _do_submit(store, message))
+    return _with_service(parser, args, lambda service: _do_submit(service, message),
+                         create=True)
 
 
-def _do_submit(store: SqliteStore, message: NewMessage) -> str:
-    result = store.submit(message, RealClock().now())
-    (view,) = store.messages(message_id=result.message_id)
+def _do_submit(service: DispatchService, message: NewMessage) -> str:
+    result = service.submit(message)
+    view = service.get(result.message_id)
     if not result.created:
         return (f"already submitted: message {view.id} (idempotency key "
                 f"{message.idempotency_key!r}); nothing created")
@@ -130,11 +131,11 @@ def _edit(prog: str, argv: Sequence[str]) -> int:
     except (InvalidRequestError, ConfigError) as exc:
         parser.error(str(exc))
 
-    def body(store: SqliteStore) -> str:
-        view = store.edit(args.id, args.version, edit, RealClock().now())
+    def body(service: DispatchService) -> str:
+        view = service.edit(args.id, args.version, edit)
         return f"edited message {view.id}: now version {view.version}"
 
-    return _with_store(parser, args, body, create=False)
+    return _with_service(parser, args, body, create=False)
 
 
 def _cancel(prog: str, argv: Sequence[str]) -> int:
@@ -142,13 +143,13 @@ def _cancel(prog: str, argv: Sequence[str]) -> int:
     parser.add_argument("id", type=int_at_least(1), help="message id")
     args = parser.parse_args(argv)
 
-    def body(store: SqliteStore) -> str:
-        result = store.cancel(args.id, RealClock().now())
+    def body(service: DispatchService) -> str:
+        result = service.cancel(args.id)
         return (f"cancelled message {result.message_id} (was {result.was_status}): "
                 f"{result.cancelled} deliveries cancelled, {result.already_sent} already sent, "
                 f"{result.in_flight} in flight")
 
-    return _with_store(parser, args, body, create=False)
+    return _with_service(parser, args, body, create=False)
 
 
 def _show(prog: str, argv: Sequence[str]) -> int:
@@ -157,14 +158,11 @@ def _show(prog: str, argv: Sequence[str]) -> int:
     parser.add_argument("--json", action="store_true", help="one JSON object")
     args = parser.parse_args(argv)
 
-    def body(store: SqliteStore) -> str:
-        found = store.messages(message_id=args.id)
-        if not found:
-            raise SmsSimError(f"no message with id {args.id}")
-        view = found[0]
+    def body(service: DispatchService) -> str:
+        view = service.get(args.id)
         return json.dumps(_as_dict(view)) if args.json else _describe(view)
 
-    return _with_store(parser, args, body, create=False)
+    return _with_service(parser, args, body, create=False)
 
 
 def _list(prog: str, argv: Sequence[str]) -> int:
@@ -173,12 +171,11 @@ def _list(prog: str, argv: Sequence[str]) -> int:
     parser.add_argument("--limit", type=int_at_least(1), default=100)
     args = parser.parse_args(argv)
 
-    def body(store: SqliteStore) -> str:
-        status = None if args.status is None else MessageStatus(args.status)
-        views = store.messages(status=status, limit=args.limit)
+    def body(service: DispatchService) -> str:
+        views = service.list_messages(status=args.status, limit=args.limit)
         return "\n".join(_one_line(v) for v in views) if views else "no messages"
 
-    return _with_store(parser, args, body, create=False)
+    return _with_service(parser, args, body, create=False)
 
 
 def _dead(prog: str, argv: Sequence[str]) -> int:
@@ -190,14 +187,11 @@ def _dead(prog: str, argv: Sequence[str]) -> int:
     parser.add_argument("--limit", type=int_at_least(1), default=1000)
     args = parser.parse_args(argv)
 
-    def body(store: SqliteStore) -> str:
+    def body(service: DispatchService) -> str:
         if args.requeue:
-            count = store.requeue_dead(args.message, RealClock().now())
+            count = service.requeue(args.message)
             return f"requeued {count} dead deliveries"
-        if args.message is not None and not store.messages(message_id=args.message):
-            raise SmsSimError(f"no message with id {args.message}")
-        dead = store.deliveries(message_id=args.message, status=DeliveryStatus.DEAD,
-                                limit=args.limit)
+        dead = service.dead(args.message, limit=args.limit)
         if not dead:
             return "no dead deliveries"
         return "\n".join(
@@ -205,18 +199,17 @@ def _dead(prog: str, argv: Sequence[str]) -> int:
             f"(leases lost {d.lease_losses})  last error: {d.last_error}" for d in dead
         )
 
-    return _with_store(parser, args, body, create=False)
+    return _with_service(parser, args, body, create=False)
 
 
-def _with_store(parser: argparse.ArgumentParser, args: argparse.Namespace,
-                body: Callable[[SqliteStore], str], *, create: bool = True) -> int:
+def _with_service(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                  body: Callable[[DispatchService], str], *, create: bool) -> int:
+    """Run ``body`` on a service over ``--db``; ``create`` makes a missing database (only
+    ``submit``: the other commands refuse one, so a mistyped ``--db`` creates nothing)."""
     configure_logging(args.verbose)
     try:
-        store = SqliteStore(args.db, create=create)
-        try:
-            text = body(store)
-        finally:
-            store.close()
+        with DispatchService(open_store(args.db, create=create), RealClock()) as service:
+            text = body(service)
     except SmsSimError as exc:
         log.debug("command failed", exc_info=True)
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)

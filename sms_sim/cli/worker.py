@@ -27,9 +27,10 @@ from sms_sim.cli.common import (
 from sms_sim.cli.model_args import sender_spec
 from sms_sim.clock import RealClock
 from sms_sim.config import RetryPolicy, SenderConfig
+from sms_sim.dispatch.contract import DispatchStore
 from sms_sim.dispatch.dispatcher import DEFAULT_RETRY, DispatchConfig
-from sms_sim.dispatch.stores.sqlite.store import SqliteStore
 from sms_sim.dispatch.ledger import LedgerProvider
+from sms_sim.dispatch.stores import open_store
 from sms_sim.dispatch.transport import MemoryProvider, Transport
 from sms_sim.dispatch.worker import Worker
 from sms_sim.errors import ConfigError, SmsSimError
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 
 
 def main(argv: Sequence[str], *, prog: str) -> int:
-    """The ``worker`` command: parse, wire a ``Worker`` to the SQLite store, run, exit code."""
+    """The ``worker`` command: parse, wire a ``Worker`` to the store, run, exit code."""
     parser = base_parser(prog, "Dispatch due deliveries until SIGINT/SIGTERM: claim batches "
                                "under a lease, send through the simulated sender pool, retry "
                                "with backoff. Several workers may share one database.")
@@ -103,10 +104,12 @@ def main(argv: Sequence[str], *, prog: str) -> int:
     configure_logging(args.verbose)
     seed = new_seed() if args.seed is None else args.seed
     signals = SignalRecorder()
-    store: SqliteStore | None = None
+    store: DispatchStore | None = None
     ledger: LedgerProvider | None = None
     try:
-        store = SqliteStore(args.db)
+        # Creates a missing SQLite file, as the worker always has (the dispatch issue
+        # narrows creation to submit).
+        store = open_store(args.db, create=True)
         transport: Transport = MemoryProvider()
         if args.ledger is not None:
             ledger = LedgerProvider(args.ledger, clock=RealClock(),

@@ -12,12 +12,19 @@ The docstrings of ``DispatchStore`` are the specification that
 from __future__ import annotations
 
 import enum
-import math
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
+from sms_sim.dispatch.validation import (
+    InvalidRequestError,
+    validate_content,
+    validate_edit,
+    validate_idempotency_key,
+    validate_priority,
+    validate_recipients,
+    validate_time,
+)
 from sms_sim.errors import SmsSimError
 
 __all__ = [
@@ -39,22 +46,8 @@ __all__ = [
     "ConflictError",
     "LockedError",
     "InvalidRequestError",
-    "validate_content",
-    "validate_recipients",
-    "validate_time",
-    "validate_storable",
-    "CONTENT_MAX_CHARS",
-    "PRIORITY_MIN",
-    "PRIORITY_MAX",
-    "RECIPIENTS_MAX",
     "OPEN_DELIVERY_STATUSES",
 ]
-
-CONTENT_MAX_CHARS = 1600
-PRIORITY_MIN, PRIORITY_MAX = -(2**63), 2**63 - 1
-TIME_MIN_S, TIME_MAX_S = -62135596800.0, 253402300799.0  # 0001-01-01, 9999-12-31T23:59:59Z
-RECIPIENTS_MAX = 1_000_000
-_PHONE_RE = re.compile(r"[0-9]{3}-[0-9]{3}-[0-9]{4}")
 
 
 class StoreError(SmsSimError):
@@ -76,10 +69,6 @@ class LockedError(SmsSimError):
     """An edit was refused because the message is no longer ``scheduled``."""
 
 
-class InvalidRequestError(SmsSimError, ValueError):
-    """A request to the engine is malformed; the message names the field and the value."""
-
-
 class MessageStatus(enum.StrEnum):
     SCHEDULED = "scheduled"
     DISPATCHING = "dispatching"
@@ -91,14 +80,14 @@ class DeliveryStatus(enum.StrEnum):
     PENDING = "pending"
     LEASED = "leased"
     SENT = "sent"
-    FAILED = "failed"  # an attempt failed; a retry is due at next_attempt_at
+    RETRYING = "retrying"  # an attempt failed; a retry is due at next_attempt_at
     DEAD = "dead"
     CANCELLED = "cancelled"
 
 
 # Deliveries that still have work to do; a message completes when it has none.
 OPEN_DELIVERY_STATUSES = frozenset(
-    {DeliveryStatus.PENDING, DeliveryStatus.LEASED, DeliveryStatus.FAILED}
+    {DeliveryStatus.PENDING, DeliveryStatus.LEASED, DeliveryStatus.RETRYING}
 )
 
 
@@ -135,25 +124,14 @@ class NewMessage:
         idempotency_key: str | None = None,
         priority: int = 0,
     ) -> NewMessage:
-        """Check every field (raises ``InvalidRequestError``) and drop repeated recipients."""
-        if idempotency_key is not None and not (
-            isinstance(idempotency_key, str) and 1 <= len(idempotency_key) <= 200
-        ):
-            raise InvalidRequestError(
-                f"idempotency key must be 1-200 characters (got {idempotency_key!r})"
-            )
-        if idempotency_key is not None:
-            validate_storable(idempotency_key, "idempotency key")
-        if isinstance(priority, bool) or not isinstance(priority, int):
-            raise InvalidRequestError(f"priority must be an integer (got {priority!r})")
-        if not PRIORITY_MIN <= priority <= PRIORITY_MAX:  # SQLite integers are 64-bit
-            raise InvalidRequestError(
-                f"priority must be between {PRIORITY_MIN} and {PRIORITY_MAX} (got {priority})")
+        """Check every field with ``validation`` (raises ``InvalidRequestError``) and drop
+        repeated recipients."""
+        key, priority = validate_idempotency_key(idempotency_key), validate_priority(priority)
         return cls(
             content=validate_content(content),
             recipients=validate_recipients(recipients),
             scheduled_at=None if scheduled_at is None else validate_time(scheduled_at),
-            idempotency_key=idempotency_key,
+            idempotency_key=key,
             priority=priority,
         )
 
@@ -174,8 +152,8 @@ class MessageEdit:
         scheduled_at: float | None = None,
         recipients: Iterable[str] | None = None,
     ) -> MessageEdit:
-        if content is None and scheduled_at is None and recipients is None:
-            raise InvalidRequestError("an edit must change content, schedule or recipients")
+        """Check every field given with ``validation``; an edit must change something."""
+        validate_edit(content, scheduled_at, recipients)
         return cls(
             content=None if content is None else validate_content(content),
             scheduled_at=None if scheduled_at is None else validate_time(scheduled_at),
@@ -318,19 +296,33 @@ class DispatchStore(Protocol):
         """Lease up to ``limit`` due deliveries to ``owner`` until ``now + lease_s``, atomically.
 
         Due: the message is ``scheduled``/``dispatching`` with ``scheduled_at <= now``, and the
-        delivery is ``pending``/``failed`` with ``next_attempt_at <= now``. Expired leases
+        delivery is ``pending``/``retrying`` with ``next_attempt_at <= now``. Expired leases
         (``lease_until <= now``), and leases ending after ``now + 2 * lease_s`` (granted
         before the clock jumped back; all workers on one store should use one lease
-        length), are first returned to ``failed`` by a compare-and-set on status and lease
+        length), are first returned to ``retrying`` by a compare-and-set on status and lease
         (``cancelled`` if the message was cancelled), counting one more ``lease_losses``.
-        Fairness: a higher priority class takes what it can first; within a class, messages
-        never served come first (oldest due first), then the least recently served, and the
-        limit is split evenly among them, round by round (``stores.common.fair_claim``).
+
+        Fairness, stated on what one claim leased: a message's share is the number of its
+        deliveries leased; it ran out if none of its deliveries is left due afterwards.
+
+        1. Priority classes are strict: a delivery of one class is leased only if every
+           message of every higher class ran out.
+        2. Within a class, no message waits while another is served twice: the shares of
+           two messages of one class differ by at most one, unless the smaller ran out.
+        3. It leases ``min(limit, due deliveries)``: never more than ``limit``, and fewer
+           only when every message ran out.
+        4. So a lone due message gets the full ``limit``, or all it has due.
+        5. Across claims, those left out go first: never served messages first (oldest
+           due first), then the least recently served. So if two claims serve a message,
+           every other message of its class with due work at the second was served by
+           one of the two or by a claim in between.
+
         Within a message, due retries are taken before pending deliveries, each by due time
-        and id. The returned list holds each take in turn, by delivery id within a take. A
-        message with a claimed delivery becomes ``dispatching``. No delivery is leased to two
-        owners at once. Raises ``InvalidRequestError`` for a ``now`` or ``lease_s`` that is
-        not finite (or a lease <= 0) and a non-integer ``limit``.
+        and id. The returned list holds each message's grants in the order made, by
+        delivery id within a grant. A message with a claimed delivery becomes
+        ``dispatching``. No delivery is leased to two owners at once. Raises
+        ``InvalidRequestError`` for a ``now`` or ``lease_s`` that is not finite (or a lease
+        <= 0) and a non-integer ``limit``.
         """
         ...
 
@@ -372,54 +364,3 @@ class DispatchStore(Protocol):
     def close(self) -> None:
         """Release the store's resources; further calls raise ``StoreError``."""
         ...
-
-
-def validate_content(content: object) -> str:
-    if not isinstance(content, str):
-        raise InvalidRequestError(f"content must be text (got {content!r})")
-    if not 1 <= len(content) <= CONTENT_MAX_CHARS:
-        raise InvalidRequestError(
-            f"content must be 1-{CONTENT_MAX_CHARS} characters (got {len(content)})"
-        )
-    if "\x00" in content:
-        raise InvalidRequestError("content must not contain NUL characters")
-    return validate_storable(content, "content")
-
-
-def validate_storable(text: str, what: str) -> str:
-    """Refuse text no store can keep: lone surrogates, which is what Python makes of bytes
-    that are not UTF-8 in a command-line argument."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidRequestError(f"{what} is not valid UTF-8 text (at character "
-                                  f"{exc.start + 1})") from None
-    return text
-
-
-def validate_recipients(recipients: Iterable[str]) -> tuple[str, ...]:
-    """Every number must look like xxx-xxx-xxxx; order kept, repeats dropped; 1 to 1,000,000."""
-    if isinstance(recipients, str):
-        raise InvalidRequestError("recipients must be a list of numbers, not one string")
-    unique: dict[str, None] = {}
-    for position, phone in enumerate(recipients, start=1):
-        if not isinstance(phone, str) or _PHONE_RE.fullmatch(phone) is None:
-            raise InvalidRequestError(
-                f"recipient {position} must look like xxx-xxx-xxxx (got {phone!r})"
-            )
-        unique[phone] = None
-        if len(unique) > RECIPIENTS_MAX:
-            raise InvalidRequestError(f"at most {RECIPIENTS_MAX} recipients per message")
-    if not unique:
-        raise InvalidRequestError("a message needs at least 1 recipient (got 0)")
-    return tuple(unique)
-
-
-def validate_time(value: float) -> float:
-    """Epoch seconds within 0001-9999 UTC: every stored time must also be printable."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InvalidRequestError(f"time must be finite epoch seconds (got {value!r})")
-    if not TIME_MIN_S <= value <= TIME_MAX_S:
-        raise InvalidRequestError(
-            f"time must be between years 1 and 9999 UTC (got {value!r} epoch seconds)")
-    return float(value)

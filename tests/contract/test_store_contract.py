@@ -9,10 +9,14 @@ file (as another worker process would have), for memory the same object.
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sms_sim.dispatch.contract import (
     Claim,
@@ -69,6 +73,24 @@ def opener(request: pytest.FixtureRequest) -> Opener:
 @pytest.fixture
 def store(opener: Opener) -> DispatchStore:
     return opener()
+
+
+# Fresh stores for property tests: Hypothesis runs many examples in one test call, and each
+# needs an empty store of its own (an SQLite in-memory database runs the same SQL as a file).
+@pytest.fixture(scope="module")
+def memory_factory() -> Opener:
+    return MemoryStore
+
+
+@pytest.fixture(scope="module")
+def sqlite_factory() -> Opener:
+    return lambda: SqliteStore(":memory:")
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def new_store(request: pytest.FixtureRequest) -> Opener:
+    resolved: Opener = request.getfixturevalue(f"{request.param}_factory")
+    return resolved
 
 
 def phones(count: int, start: int = 0) -> list[str]:
@@ -260,6 +282,136 @@ def test_higher_priority_is_claimed_first(store: DispatchStore) -> None:
     assert {c.message_id for c in store.claim("w", 5, LEASE_S, T0 + 2)} == {low}
 
 
+# --- the fairness of claims, as properties (the claim docstring's numbered sentences) -----
+# Judged from what each claim returned and what it left due, never from how a store splits
+# the limit. Random scenarios: messages of three priority classes arriving over a few
+# claims, each claim's deliveries then sent, retried (due at once or later), dead-lettered,
+# or kept until their lease runs out and a later claim rescues them.
+
+NEW_MESSAGE = st.tuples(st.integers(0, 2), st.integers(1, 6), st.sampled_from([0.0, 1.5]))
+OUTCOMES = st.sampled_from(["keep", "sent", "retry", "retry later", "dead"])
+FAIRNESS = settings(max_examples=40, deadline=None)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """One claim: its limit, each message's share, every message's priority, and the due
+    deliveries each due message has left afterwards (0: it ran out)."""
+
+    limit: int
+    shares: Counter[int]
+    priority: dict[int, int]
+    left: dict[int, int]
+
+
+def play(store: DispatchStore, data: st.DataObject, *, lone: bool = False) -> list[Claimed]:
+    claimed: list[Claimed] = []
+    held: list[Claim] = []
+    now, start = T0, 0
+    for number in range(data.draw(st.integers(1, 6), label="claims")):
+        arrivals = data.draw(st.lists(NEW_MESSAGE, min_size=int(number == 0), max_size=3),
+                             label="new messages")
+        if lone:
+            arrivals = arrivals[:1] if number == 0 else []
+        for priority, size, delay in arrivals:
+            submit(store, size, at=now + delay, priority=priority, now=now, start=start)
+            start += size
+        limit = data.draw(st.integers(0, 12), label="limit")
+        claims = store.claim("w", limit, LEASE_S, now)
+        shares = Counter(c.message_id for c in claims)
+        claimed.append(Claimed(limit, shares, *due_left(store, now)))
+        held += claims
+        outcomes = data.draw(st.lists(OUTCOMES, min_size=len(held), max_size=len(held)),
+                             label="outcomes")
+        reports = [
+            Settlement(delivery_id=c.delivery_id, attempts=c.attempts,
+                       kind=SettleKind(outcome.split()[0]), error="e",
+                       next_attempt_at=now + 1.5 * (outcome == "retry later"))
+            for c, outcome in zip(held, outcomes, strict=True) if outcome != "keep"
+        ]
+        store.settle("w", reports, now)
+        held = [c for c, outcome in zip(held, outcomes, strict=True) if outcome == "keep"]
+        now += data.draw(st.sampled_from([0.0, 1.0, 2.0, LEASE_S]), label="step")
+    store.close()
+    return claimed
+
+
+def due_left(store: DispatchStore, now: float) -> tuple[dict[int, int], dict[int, int]]:
+    """Every message's priority, and each due message's count of due deliveries."""
+    messages = store.messages(limit=10_000)
+    left = {m.id: 0 for m in messages if m.scheduled_at <= now
+            and m.status in (MessageStatus.SCHEDULED, MessageStatus.DISPATCHING)}
+    for d in store.deliveries(limit=100_000):
+        if d.message_id in left and d.next_attempt_at <= now \
+                and d.status in (DeliveryStatus.PENDING, DeliveryStatus.RETRYING):
+            left[d.message_id] += 1
+    return {m.id: m.priority for m in messages}, left
+
+
+@FAIRNESS
+@given(data=st.data())
+def test_a_lower_class_is_served_only_when_every_higher_class_ran_out(
+        new_store: Opener, data: st.DataObject) -> None:
+    for claim in play(new_store(), data):
+        lowest = min((claim.priority[m] for m in claim.shares), default=None)
+        starved = [m for m, left in claim.left.items()
+                   if lowest is not None and claim.priority[m] > lowest and left]
+        assert starved == [], claim
+
+
+@FAIRNESS
+@given(data=st.data())
+def test_shares_in_one_class_differ_by_at_most_one_unless_the_smaller_ran_out(
+        new_store: Opener, data: st.DataObject) -> None:
+    for claim in play(new_store(), data):
+        uneven = [(short, other) for short, left in claim.left.items() if left
+                  for other in claim.left
+                  if claim.priority[other] == claim.priority[short]
+                  and claim.shares[other] > claim.shares[short] + 1]
+        assert uneven == [], claim
+
+
+@FAIRNESS
+@given(data=st.data())
+def test_a_claim_takes_the_limit_or_everything_due(new_store: Opener,
+                                                   data: st.DataObject) -> None:
+    for claim in play(new_store(), data):
+        taken = sum(claim.shares.values())
+        assert taken <= claim.limit, claim
+        assert taken == claim.limit or not any(claim.left.values()), claim
+
+
+@FAIRNESS
+@given(data=st.data())
+def test_a_lone_message_gets_the_full_limit(new_store: Opener, data: st.DataObject) -> None:
+    for claim in play(new_store(), data, lone=True):
+        (message_id,) = claim.priority
+        share = claim.shares[message_id]
+        assert share == min(claim.limit, share + claim.left.get(message_id, 0)), claim
+
+
+@FAIRNESS
+@given(data=st.data())
+def test_a_message_is_served_again_only_after_its_class_was(new_store: Opener,
+                                                            data: st.DataObject) -> None:
+    """If two claims serve a message, every other message of its class with due work at the
+    second was served by one of the two or by a claim in between."""
+    claimed = play(new_store(), data)
+    last: dict[int, int] = {}  # message id -> the last claim that served it
+    skipped = []
+    for index, claim in enumerate(claimed):
+        for again in claim.shares:
+            if again not in last:
+                continue
+            between = claimed[last[again]:index + 1]
+            skipped += [(index, again, other) for other, left in claim.left.items()
+                        if other != again and claim.priority[other] == claim.priority[again]
+                        and (left or claim.shares[other])
+                        and not any(r.shares[other] for r in between)]
+        last.update(dict.fromkeys(claim.shares, index))
+    assert skipped == []
+
+
 # --- settling, retries, dead letters ------------------------------------------------------
 
 
@@ -299,7 +451,7 @@ def test_a_retry_is_not_claimed_before_its_time_and_keeps_counting_attempts(
                        error="timeout", next_attempt_at=T0 + 5)
     assert store.settle("w", [retry], T0 + 1).accepted == 1
     (delivery,) = store.deliveries()
-    assert delivery.status is DeliveryStatus.FAILED and delivery.last_error == "timeout"
+    assert delivery.status is DeliveryStatus.RETRYING and delivery.last_error == "timeout"
     assert store.next_due_at(T0 + 1) == T0 + 5
     assert store.claim("w", 1, LEASE_S, T0 + 4.999) == []
     (again,) = store.claim("w", 1, LEASE_S, T0 + 5)

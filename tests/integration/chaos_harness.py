@@ -193,4 +193,4 @@ def _holder(store: SqliteStore, procs: list[subprocess.Popen[bytes]],
 def _open_deliveries(store: SqliteStore) -> int:
     return sum(1 for d in store.deliveries(limit=10**9)
                if d.status in (DeliveryStatus.PENDING, DeliveryStatus.LEASED,
-                               DeliveryStatus.FAILED))
+                               DeliveryStatus.RETRYING))

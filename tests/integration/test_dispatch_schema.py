@@ -13,29 +13,80 @@ import pytest
 
 from sms_sim.dispatch.contract import NewMessage, StoreError
 from sms_sim.dispatch.stores import SqliteStore
+from sms_sim.dispatch.stores.sqlite.rows import LEASE_SQL
 from sms_sim.dispatch.stores.sqlite.schema import SCHEMA_SQL, SCHEMA_VERSION
 
 T0 = 1_000_000_000.125
 V1 = "sms_sim.dispatch/1"
+V2 = "sms_sim.dispatch/2"
+
+# The deliveries table and its indexes exactly as version 2 made them (frozen here: the
+# current SCHEMA_SQL moves on). The retry-due status was stored as 'failed'.
+V2_DELIVERIES = """
+CREATE TABLE IF NOT EXISTS deliveries (
+    id INTEGER PRIMARY KEY,
+    message_id INTEGER NOT NULL REFERENCES messages (id),
+    recipient TEXT NOT NULL,
+    status TEXT NOT NULL
+        CHECK (status IN ('pending', 'leased', 'sent', 'failed', 'dead', 'cancelled')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    lease_owner TEXT,
+    lease_until REAL,
+    sent_at REAL,
+    last_error TEXT,
+    lease_losses INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (message_id, recipient)
+);
+CREATE INDEX IF NOT EXISTS deliveries_ready
+    ON deliveries (message_id, status, next_attempt_at, id);
+CREATE INDEX IF NOT EXISTS deliveries_due
+    ON deliveries (next_attempt_at) WHERE status IN ('pending', 'failed');
+CREATE INDEX IF NOT EXISTS deliveries_lease
+    ON deliveries (lease_until) WHERE status = 'leased';
+"""
 
 
-def _make_v1(path: Path) -> None:
-    """A file as version 1 wrote it: no ``lease_losses`` column, one message."""
-    script = SCHEMA_SQL.replace("    lease_losses INTEGER NOT NULL DEFAULT 0,\n", "")
-    script = script.replace(repr(SCHEMA_VERSION), repr(V1))
-    assert script != SCHEMA_SQL
+def _old_script(version: str) -> str:
+    """SCHEMA_SQL with the version-2 deliveries table, tagged ``version``."""
+    start = SCHEMA_SQL.index("CREATE TABLE IF NOT EXISTS deliveries")
+    end = SCHEMA_SQL.index("COMMIT;")
+    script = SCHEMA_SQL[:start] + V2_DELIVERIES.lstrip() + SCHEMA_SQL[end:]
+    script = script.replace(repr(SCHEMA_VERSION), repr(version))
+    assert repr(version) in script and "'retrying'" not in script
+    if version == V1:
+        script = script.replace("    lease_losses INTEGER NOT NULL DEFAULT 0,\n", "")
+        assert "lease_losses" not in script
+    return script
+
+
+def _make_old(path: Path, version: str,
+              deliveries: list[tuple[str, str, float]] | None = None) -> None:
+    """A file as ``version`` wrote it, one message due at 1 holding ``deliveries``
+    (recipient, status, next_attempt_at), by default one pending delivery."""
+    rows = deliveries or [("555-000-0001", "pending", 1.0)]
     with sqlite3.connect(path, isolation_level=None) as conn:
-        conn.executescript(script)
+        conn.executescript(_old_script(version))
         conn.execute("INSERT INTO messages (content, status, scheduled_at, created_at, "
-                     "updated_at, version) VALUES ('old', 'scheduled', 1, 1, 1, 1)")
-        conn.execute("INSERT INTO deliveries (message_id, recipient, status, attempts, "
-                     "next_attempt_at) VALUES (1, '555-000-0001', 'pending', 0, 1)")
+                     "updated_at, version) VALUES ('old', 'dispatching', 1, 1, 1, 1)")
+        conn.executemany(
+            "INSERT INTO deliveries (message_id, recipient, status, attempts, next_attempt_at, "
+            "last_error) VALUES (1, ?, ?, ?, ?, ?)",
+            [(recipient, status, int(status == "failed"), due,
+              "timeout" if status == "failed" else None) for recipient, status, due in rows])
     conn.close()
+
+
+def _meta_version(path: Path) -> str:
+    with sqlite3.connect(path) as conn:
+        (value,) = conn.execute("SELECT value FROM sms_sim_meta WHERE key = 'schema'").fetchone()
+    conn.close()
+    return str(value)
 
 
 def test_a_version_1_file_is_upgraded_when_opened_for_writing(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
-    _make_v1(path)
+    _make_old(path, V1)
     with pytest.raises(StoreError, match="older than .*open it once for writing"):
         SqliteStore(path, read_only=True)
     store = SqliteStore(path)
@@ -45,9 +96,45 @@ def test_a_version_1_file_is_upgraded_when_opened_for_writing(tmp_path: Path) ->
     assert (claim.content, claim.lease_losses) == ("old", 0)
     store.close()
     SqliteStore(path).close()  # a second open finds nothing to upgrade
+    assert _meta_version(path) == SCHEMA_VERSION
+
+
+def test_a_version_2_file_has_its_retries_renamed_and_still_claimed_first(
+        tmp_path: Path) -> None:
+    """Version 2 stored a due retry as 'failed' and claimed retries first ('failed' sorted
+    before 'pending'); after the upgrade they are 'retrying' and still come first, though
+    'retrying' sorts after 'pending'. The pending deliveries have the lower ids, so an
+    order by status ascending or by id would put them first."""
+    path = tmp_path / "v2.db"
+    _make_old(path, V2, [("555-000-0001", "pending", 1.0), ("555-000-0002", "pending", 1.0),
+                         ("555-000-0003", "failed", 5.0), ("555-000-0004", "failed", 2.0),
+                         ("555-000-0005", "failed", T0 + 60), ("555-000-0006", "sent", 1.0)])
+    with pytest.raises(StoreError, match="'sms_sim.dispatch/2', older than"):
+        SqliteStore(path, read_only=True)
+    store = SqliteStore(path)
+    assert _meta_version(path) == SCHEMA_VERSION != V2
+    statuses = [(d.id, d.status, d.attempts, d.last_error) for d in store.deliveries()]
+    assert statuses == [(1, "pending", 0, None), (2, "pending", 0, None),
+                        (3, "retrying", 1, "timeout"), (4, "retrying", 1, "timeout"),
+                        (5, "retrying", 1, "timeout"), (6, "sent", 0, None)]
+    order = [store.claim("w", 1, 30.0, T0)[0].recipient for _ in range(4)]
+    assert order == ["555-000-0004", "555-000-0003", "555-000-0001", "555-000-0002"]
+    assert store.claim("w", 1, 30.0, T0) == []  # the last retry is not due yet
+    assert store.next_due_at(T0) == T0 + 30.0  # the leases' end, before the retry
+    assert store.integrity_check() == "ok"
+    store.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT value FROM sms_sim_meta").fetchone() == (SCHEMA_VERSION,)
+        with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+            conn.execute("UPDATE deliveries SET status = 'failed' WHERE id = 5")
+        plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + LEASE_SQL,
+                                               ("w", T0, 1, T0, 5))]
+        descending = [row[3] for row in conn.execute("PRAGMA index_xinfo(deliveries_ready)")]
     conn.close()
+    assert any("COVERING INDEX deliveries_ready" in step for step in plan), plan
+    assert not any("TEMP B-TREE" in step for step in plan), plan
+    assert descending[:2] == [0, 1]  # message_id ascending, status descending
+    SqliteStore(path).close()  # a second open finds nothing to upgrade
+    assert _meta_version(path) == SCHEMA_VERSION
 
 
 def test_a_schema_from_the_future_is_refused(tmp_path: Path) -> None:

@@ -118,7 +118,7 @@ def test_storm_of_clients_and_dispatchers_keeps_every_invariant(tmp_path: Path) 
     assert messages and sum(refusals.values()) > 0
     assert not [d for d in deliveries if d.status in (DeliveryStatus.PENDING,
                                                       DeliveryStatus.LEASED,
-                                                      DeliveryStatus.FAILED)]
+                                                      DeliveryStatus.RETRYING)]
     by_id = {m.id: m for m in messages}
     for delivery in deliveries:
         key = f"{delivery.message_id}:{delivery.recipient}"

@@ -34,13 +34,11 @@ from sms_sim.dispatch.contract import (
 )
 from sms_sim.dispatch.stores.common import (
     EXPIRED_LEASE_ERROR,
-    check_claim,
-    check_listing,
-    check_settlements,
     fair_claim,
     locked_message,
     skewed_after_s,
 )
+from sms_sim.dispatch.validation import check_claim, check_listing, check_settlements
 
 __all__ = ["MemoryStore"]
 
@@ -155,7 +153,7 @@ class MemoryStore:
                 raise LockedError(f"message {message_id} is already {was}; nothing to cancel")
             cancelled = sent = in_flight = 0
             for delivery in self._of(message_id):
-                if delivery.status in (_D.PENDING, _D.FAILED):
+                if delivery.status in (_D.PENDING, _D.RETRYING):
                     delivery.status = _D.CANCELLED
                     cancelled += 1
                 elif delivery.status is _D.SENT:
@@ -239,7 +237,7 @@ class MemoryStore:
                     delivery.last_error = item.error
                 else:
                     cancelled = self._messages[delivery.message_id].status is _M.CANCELLED
-                    delivery.status = _D.CANCELLED if cancelled else _D.FAILED
+                    delivery.status = _D.CANCELLED if cancelled else _D.RETRYING
                     delivery.last_error = item.error
                     delivery.next_attempt_at = (
                         now if item.next_attempt_at is None else item.next_attempt_at
@@ -285,7 +283,7 @@ class MemoryStore:
             times: list[float] = []
             for delivery in self._deliveries.values():
                 message = self._messages[delivery.message_id]
-                if delivery.status in (_D.PENDING, _D.FAILED) and message.status in _OPEN:
+                if delivery.status in (_D.PENDING, _D.RETRYING) and message.status in _OPEN:
                     times.append(max(delivery.next_attempt_at, message.scheduled_at))
                 elif delivery.status is _D.LEASED and delivery.lease_until is not None:
                     times.append(delivery.lease_until)
@@ -346,14 +344,14 @@ class MemoryStore:
         """Claimable deliveries of one message: due retries first, then pending, by id."""
         ready = [
             d for d in self._of(message_id)
-            if d.status in (_D.PENDING, _D.FAILED) and d.next_attempt_at <= now
+            if d.status in (_D.PENDING, _D.RETRYING) and d.next_attempt_at <= now
         ]
-        ready.sort(key=lambda d: (d.status is not _D.FAILED, d.next_attempt_at, d.id))
+        ready.sort(key=lambda d: (d.status is not _D.RETRYING, d.next_attempt_at, d.id))
         return ready
 
     def _reclaim(self, delivery: _Delivery, now: float) -> None:
         cancelled = self._messages[delivery.message_id].status is _M.CANCELLED
-        delivery.status = _D.CANCELLED if cancelled else _D.FAILED
+        delivery.status = _D.CANCELLED if cancelled else _D.RETRYING
         delivery.lease_owner = None
         delivery.next_attempt_at = now
         delivery.lease_until = None

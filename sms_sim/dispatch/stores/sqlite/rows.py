@@ -15,7 +15,7 @@ from sms_sim.dispatch.contract import (
     NotFoundError,
     SettleKind,
 )
-from sms_sim.dispatch.stores.common import could_be_an_id
+from sms_sim.dispatch.validation import could_be_an_id
 
 __all__ = [
     "MESSAGE_COLUMNS",
@@ -39,13 +39,15 @@ DELIVERY_COLUMNS = (
     "id, message_id, recipient, status, attempts, next_attempt_at, lease_owner, lease_until, "
     "sent_at, last_error, lease_losses"
 )
-# Due retries first, then pending ('failed' sorts before 'pending'), each by due time and id:
-# the order of the deliveries_ready index, so the IN walks it without a sort.
+# Due retries first, then pending ('retrying' sorts after 'pending', hence status DESC), each
+# by due time and id: the order of the deliveries_ready index (status DESC in it too), so the
+# IN walks it without a sort. With status ascending in the index, SQLite would sort the rest
+# of the ORDER BY in a temporary b-tree, reading every due row of a status before the LIMIT.
 LEASE_SQL = """
 UPDATE deliveries SET status = 'leased', lease_owner = ?, lease_until = ?, attempts = attempts + 1
 WHERE id IN (SELECT id FROM deliveries
-             WHERE message_id = ? AND status IN ('failed', 'pending') AND next_attempt_at <= ?
-             ORDER BY status, next_attempt_at, id LIMIT ?)
+             WHERE message_id = ? AND status IN ('retrying', 'pending') AND next_attempt_at <= ?
+             ORDER BY status DESC, next_attempt_at, id LIMIT ?)
 RETURNING id, recipient, attempts, lease_losses
 """
 # The messages a claim took from, with their new serve order, as JSON [[id, seq], ...].
@@ -77,7 +79,7 @@ SETTLE_SQL: dict[SettleKind, str] = {
                      f"lease_until = NULL {FENCE}",
     SettleKind.RETRY: "UPDATE deliveries SET status = CASE WHEN (SELECT status FROM messages "
                       "WHERE messages.id = deliveries.message_id) = 'cancelled' THEN 'cancelled' "
-                      "ELSE 'failed' END, last_error = ?, next_attempt_at = ?, "
+                      "ELSE 'retrying' END, last_error = ?, next_attempt_at = ?, "
                       f"lease_owner = NULL, lease_until = NULL {FENCE}",
 }
 

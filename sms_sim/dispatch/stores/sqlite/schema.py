@@ -1,7 +1,7 @@
 """The SQLite schema of the dispatch store, and its version tag.
 
-Indexes follow the queries: ``deliveries_ready`` serves the per-message claim (ordered by due
-time, then id, so ``LIMIT`` stops early even in a 1,000,000-recipient message);
+Indexes follow the queries: ``deliveries_ready`` serves the per-message claim (retries first,
+then by due time and id, so ``LIMIT`` stops early even in a 1,000,000-recipient message);
 ``deliveries_due`` and ``deliveries_lease`` make ``next_due_at`` and the lease rescue two
 index probes. ``UNIQUE (message_id, recipient)`` and the unique ``idempotency_key`` are the
 deduplication: stores insert and look at the result, never check first.
@@ -14,7 +14,34 @@ from __future__ import annotations
 
 __all__ = ["SCHEMA_SQL", "SCHEMA_VERSION", "UPGRADES"]
 
-SCHEMA_VERSION = "sms_sim.dispatch/2"
+SCHEMA_VERSION = "sms_sim.dispatch/3"
+
+# Shared by a new file and the upgrade to version 3, which rebuilds the table.
+_DELIVERIES_COLUMNS = """(
+    id INTEGER PRIMARY KEY,
+    message_id INTEGER NOT NULL REFERENCES messages (id),
+    recipient TEXT NOT NULL,
+    status TEXT NOT NULL
+        CHECK (status IN ('pending', 'leased', 'sent', 'retrying', 'dead', 'cancelled')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    lease_owner TEXT,
+    lease_until REAL,
+    sent_at REAL,
+    last_error TEXT,
+    lease_losses INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (message_id, recipient)
+)"""
+# status DESC: the claim takes 'retrying' before 'pending', which sorts after it.
+_DELIVERIES_INDEXES = (
+    """CREATE INDEX IF NOT EXISTS deliveries_ready
+    ON deliveries (message_id, status DESC, next_attempt_at, id)""",
+    """CREATE INDEX IF NOT EXISTS deliveries_due
+    ON deliveries (next_attempt_at) WHERE status IN ('pending', 'retrying')""",
+    """CREATE INDEX IF NOT EXISTS deliveries_lease
+    ON deliveries (lease_until) WHERE status = 'leased'""",
+)
+_INDEXES_SQL = "".join(f"{statement};\n" for statement in _DELIVERIES_INDEXES)
 
 SCHEMA_SQL = f"""
 BEGIN IMMEDIATE;
@@ -37,34 +64,34 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_due ON messages (status, scheduled_at);
 CREATE INDEX IF NOT EXISTS messages_served ON messages (served_seq);
-CREATE TABLE IF NOT EXISTS deliveries (
-    id INTEGER PRIMARY KEY,
-    message_id INTEGER NOT NULL REFERENCES messages (id),
-    recipient TEXT NOT NULL,
-    status TEXT NOT NULL
-        CHECK (status IN ('pending', 'leased', 'sent', 'failed', 'dead', 'cancelled')),
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at REAL NOT NULL,
-    lease_owner TEXT,
-    lease_until REAL,
-    sent_at REAL,
-    last_error TEXT,
-    lease_losses INTEGER NOT NULL DEFAULT 0,
-    UNIQUE (message_id, recipient)
-);
-CREATE INDEX IF NOT EXISTS deliveries_ready
-    ON deliveries (message_id, status, next_attempt_at, id);
-CREATE INDEX IF NOT EXISTS deliveries_due
-    ON deliveries (next_attempt_at) WHERE status IN ('pending', 'failed');
-CREATE INDEX IF NOT EXISTS deliveries_lease
-    ON deliveries (lease_until) WHERE status = 'leased';
-COMMIT;
+CREATE TABLE IF NOT EXISTS deliveries {_DELIVERIES_COLUMNS};
+{_INDEXES_SQL}COMMIT;
 """
 
-# Each older version's upgrade to the next, run inside the opener's BEGIN IMMEDIATE.
-UPGRADES: dict[str, tuple[str, str]] = {
+# Version 3 renames the delivery status 'failed' (a retry is due) to 'retrying'. SQLite
+# cannot alter a CHECK constraint, and the old one refuses 'retrying', so the table is
+# rebuilt by SQLite's documented procedure (make the new table, copy, drop the old, rename
+# the new; nothing refers to deliveries, so no trigger, view or foreign key needs care).
+# The copy is where 'failed' becomes 'retrying'. Dropping the old table drops its indexes;
+# the new ones have status DESC in deliveries_ready, for the claim's order.
+_TO_V3 = (
+    f"CREATE TABLE deliveries_v3 {_DELIVERIES_COLUMNS}",
+    """INSERT INTO deliveries_v3 (id, message_id, recipient, status, attempts, next_attempt_at,
+    lease_owner, lease_until, sent_at, last_error, lease_losses)
+SELECT id, message_id, recipient, CASE status WHEN 'failed' THEN 'retrying' ELSE status END,
+    attempts, next_attempt_at, lease_owner, lease_until, sent_at, last_error, lease_losses
+FROM deliveries""",
+    "DROP TABLE deliveries",
+    "ALTER TABLE deliveries_v3 RENAME TO deliveries",
+    *_DELIVERIES_INDEXES,
+)
+
+# Each older version's upgrade to the next: statements run in order inside the opener's
+# BEGIN IMMEDIATE, so a file is upgraded whole or not at all.
+UPGRADES: dict[str, tuple[str, tuple[str, ...]]] = {
     "sms_sim.dispatch/1": (
         "sms_sim.dispatch/2",
-        "ALTER TABLE deliveries ADD COLUMN lease_losses INTEGER NOT NULL DEFAULT 0",
+        ("ALTER TABLE deliveries ADD COLUMN lease_losses INTEGER NOT NULL DEFAULT 0",),
     ),
+    "sms_sim.dispatch/2": ("sms_sim.dispatch/3", _TO_V3),
 }

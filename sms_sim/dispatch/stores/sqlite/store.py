@@ -45,10 +45,6 @@ from sms_sim.dispatch.contract import (
 )
 from sms_sim.dispatch.stores.common import (
     EXPIRED_LEASE_ERROR,
-    INT64_MAX,
-    check_claim,
-    check_listing,
-    check_settlements,
     fair_claim,
     locked_message,
     skewed_after_s,
@@ -66,6 +62,7 @@ from sms_sim.dispatch.stores.sqlite.rows import (
     views,
 )
 from sms_sim.dispatch.stores.sqlite.schema import SCHEMA_SQL, SCHEMA_VERSION, UPGRADES
+from sms_sim.dispatch.validation import INT64_MAX, check_claim, check_listing, check_settlements
 
 __all__ = ["SqliteStore", "DEFAULT_BUSY_TIMEOUT_S"]
 
@@ -185,8 +182,9 @@ class SqliteStore:
         with self._write() as conn:
             version = self._schema_version()
             while version in UPGRADES:
-                version, statement = UPGRADES[version]
-                conn.execute(statement)
+                version, statements = UPGRADES[version]
+                for statement in statements:
+                    conn.execute(statement)
                 conn.execute("UPDATE sms_sim_meta SET value = ? WHERE key = 'schema'",
                              (version,))
 
@@ -305,12 +303,12 @@ class SqliteStore:
                 raise LockedError(f"message {message_id} is already {status}; nothing to cancel")
             by_status = counts(conn, message_id)
             conn.execute("UPDATE deliveries SET status = 'cancelled' WHERE message_id = ? AND "
-                         "status IN ('pending', 'failed')", (message_id,))
+                         "status IN ('pending', 'retrying')", (message_id,))
             conn.execute("UPDATE messages SET status = 'cancelled', version = version + 1, "
                          "updated_at = ? WHERE id = ?", (now, message_id))
         return CancelResult(
             message_id=message_id,
-            cancelled=by_status[DeliveryStatus.PENDING] + by_status[DeliveryStatus.FAILED],
+            cancelled=by_status[DeliveryStatus.PENDING] + by_status[DeliveryStatus.RETRYING],
             already_sent=by_status[DeliveryStatus.SENT],
             in_flight=by_status[DeliveryStatus.LEASED],
             was_status=status,
@@ -330,7 +328,7 @@ class SqliteStore:
             conn.execute(
                 "UPDATE deliveries SET status = CASE WHEN (SELECT status FROM messages WHERE "
                 "messages.id = deliveries.message_id) = 'cancelled' THEN 'cancelled' "
-                "ELSE 'failed' END, next_attempt_at = ?, lease_owner = NULL, "
+                "ELSE 'retrying' END, next_attempt_at = ?, lease_owner = NULL, "
                 "lease_until = NULL, last_error = ?, lease_losses = lease_losses + 1 "
                 "WHERE status = 'leased' AND "
                 "(lease_until <= ? OR lease_until > ?)",
@@ -403,7 +401,7 @@ class SqliteStore:
                     "UPDATE messages SET status = 'completed', completed_at = ?, updated_at = ? "
                     "WHERE status = 'dispatching' AND id IN (SELECT value FROM json_each(?)) "
                     "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = messages.id "
-                    "AND d.status IN ('pending', 'leased', 'failed'))",
+                    "AND d.status IN ('pending', 'leased', 'retrying'))",
                     (now, now, json.dumps(sorted(touched))),
                 )
         return SettleResult(accepted=accepted, refused=len(settlements) - accepted)
@@ -437,7 +435,7 @@ class SqliteStore:
             # Only messages that may still be claimed count: anything else due would make
             # every worker spin on empty claims.
             (ready,) = conn.execute("SELECT MIN(next_attempt_at) FROM deliveries "
-                                    "WHERE status IN ('pending', 'failed') AND message_id IN "
+                                    "WHERE status IN ('pending', 'retrying') AND message_id IN "
                                     "(SELECT id FROM messages WHERE status IN "
                                     "('scheduled', 'dispatching'))").fetchone()
             (lease,) = conn.execute("SELECT MIN(lease_until) FROM deliveries "

@@ -1,0 +1,263 @@
+"""Every check on what callers ask of the dispatch engine, in one place.
+
+The request types' builders (``NewMessage.validated``, ``MessageEdit.validated``) are made
+of these checks, and the edges (CLI, HTTP API) call them before they touch a store, so a bad
+request never opens, creates or changes a database; ``DispatchService`` checks its scalar
+arguments here; and the stores check the arguments of their own operations here, so every
+backend refuses the same inputs with the same words. Each refusal is an
+``InvalidRequestError`` (a ``ValueError``) whose one-line message names the field and the
+bad value.
+
+This module knows no dispatch type: ``contract`` builds on it, so it imports nothing from
+``contract`` (that would be an import cycle). The recipient format is decided by
+``validate_phone`` alone: accepting E.164 numbers changes that one function.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import math
+import re
+from collections.abc import Iterable, Sequence
+from typing import TypeAlias, TypeVar
+
+from sms_sim.errors import SmsSimError
+
+__all__ = [
+    "InvalidRequestError",
+    "CONTENT_MAX_CHARS",
+    "IDEMPOTENCY_KEY_MAX_CHARS",
+    "INT64_MAX",
+    "PRIORITY_MIN",
+    "PRIORITY_MAX",
+    "RECIPIENTS_MAX",
+    "TIME_MIN_S",
+    "TIME_MAX_S",
+    "validate_content",
+    "validate_storable",
+    "validate_phone",
+    "validate_recipients",
+    "validate_time",
+    "format_utc",
+    "validate_idempotency_key",
+    "validate_priority",
+    "validate_edit",
+    "validate_message_id",
+    "validate_version",
+    "validate_limit",
+    "parse_status",
+    "could_be_an_id",
+    "check_listing",
+    "check_claim",
+    "check_settlements",
+]
+
+INT64_MAX = 2**63 - 1  # SQLite's largest integer, so no id, priority or limit can be larger
+CONTENT_MAX_CHARS = 1600
+IDEMPOTENCY_KEY_MAX_CHARS = 200
+PRIORITY_MIN, PRIORITY_MAX = -(2**63), INT64_MAX
+TIME_MIN_S, TIME_MAX_S = -62135596800.0, 253402300799.0  # 0001-01-01, 9999-12-31T23:59:59Z
+RECIPIENTS_MAX = 1_000_000
+_PHONE_RE = re.compile(r"[0-9]{3}-[0-9]{3}-[0-9]{4}")
+_S = TypeVar("_S", bound=enum.StrEnum)
+
+
+class InvalidRequestError(SmsSimError, ValueError):
+    """A request to the engine is malformed; the message names the field and the value."""
+
+
+# --- fields of requests ------------------------------------------------------------------
+
+
+def validate_content(content: object) -> str:
+    if not isinstance(content, str):
+        raise InvalidRequestError(f"content must be text (got {content!r})")
+    if not 1 <= len(content) <= CONTENT_MAX_CHARS:
+        raise InvalidRequestError(
+            f"content must be 1-{CONTENT_MAX_CHARS} characters (got {len(content)})"
+        )
+    if "\x00" in content:
+        raise InvalidRequestError("content must not contain NUL characters")
+    return validate_storable(content, "content")
+
+
+def validate_storable(text: str, what: str) -> str:
+    """Refuse text no store can keep: lone surrogates, which is what Python makes of bytes
+    that are not UTF-8 in a command-line argument."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidRequestError(f"{what} is not valid UTF-8 text (at character "
+                                  f"{exc.start + 1})") from None
+    return text
+
+
+def validate_phone(phone: object, position: int) -> str:
+    """The number as it is stored and sent; ``position`` (from 1) names it in the refusal.
+
+    Today a number must look like xxx-xxx-xxxx and is kept as written. This is the only
+    place that knows the format: accepting E.164 means changing this function (and
+    returning the normalised form, since repeats are dropped after it).
+    """
+    if not isinstance(phone, str) or _PHONE_RE.fullmatch(phone) is None:
+        raise InvalidRequestError(
+            f"recipient {position} must look like xxx-xxx-xxxx (got {phone!r})"
+        )
+    return phone
+
+
+def validate_recipients(recipients: Iterable[str]) -> tuple[str, ...]:
+    """Every number valid (``validate_phone``); order kept, repeats dropped; 1 to 1,000,000."""
+    if isinstance(recipients, str):
+        raise InvalidRequestError("recipients must be a list of numbers, not one string")
+    unique: dict[str, None] = {}
+    for position, phone in enumerate(recipients, start=1):
+        unique[validate_phone(phone, position)] = None
+        if len(unique) > RECIPIENTS_MAX:
+            raise InvalidRequestError(f"at most {RECIPIENTS_MAX} recipients per message")
+    if not unique:
+        raise InvalidRequestError("a message needs at least 1 recipient (got 0)")
+    return tuple(unique)
+
+
+def validate_time(value: float) -> float:
+    """Epoch seconds within 0001-9999 UTC: every stored time must also be printable."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidRequestError(f"time must be finite epoch seconds (got {value!r})")
+    if not TIME_MIN_S <= value <= TIME_MAX_S:
+        raise InvalidRequestError(
+            f"time must be between years 1 and 9999 UTC (got {value!r} epoch seconds)")
+    return float(value)
+
+
+def format_utc(epoch_s: float | None) -> str:
+    """ISO-8601 UTC to the millisecond, or "-" for None (for messages and the edges).
+
+    It lives beside ``validate_time`` because that range is what makes every stored time
+    printable here; the stores' refusals and the CLI both print times with it.
+    """
+    if epoch_s is None:
+        return "-"
+    moment = datetime.datetime.fromtimestamp(epoch_s, tz=datetime.timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def validate_idempotency_key(key: str | None) -> str | None:
+    if key is None:
+        return None
+    if not (isinstance(key, str) and 1 <= len(key) <= IDEMPOTENCY_KEY_MAX_CHARS):
+        raise InvalidRequestError(
+            f"idempotency key must be 1-{IDEMPOTENCY_KEY_MAX_CHARS} characters (got {key!r})"
+        )
+    return validate_storable(key, "idempotency key")
+
+
+def validate_edit(content: object, scheduled_at: object, recipients: object) -> None:
+    """An edit must change something: refusing an empty one keeps a no-op from bumping the
+    version and so failing every other editor's next attempt."""
+    if content is None and scheduled_at is None and recipients is None:
+        raise InvalidRequestError("an edit must change content, schedule or recipients")
+
+
+def validate_priority(priority: int) -> int:
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise InvalidRequestError(f"priority must be an integer (got {priority!r})")
+    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:  # SQLite integers are 64-bit
+        raise InvalidRequestError(
+            f"priority must be between {PRIORITY_MIN} and {PRIORITY_MAX} (got {priority})")
+    return priority
+
+
+# --- arguments of lookups and listings ---------------------------------------------------
+
+
+def validate_message_id(message_id: int) -> int:
+    """Any integer: one no store hands out (0, negative, huge) is simply not found later."""
+    if isinstance(message_id, bool) or not isinstance(message_id, int):
+        raise InvalidRequestError(f"message id must be an integer (got {message_id!r})")
+    return message_id
+
+
+def validate_version(version: int) -> int:
+    """Versions start at 1; a version that exists but is not current is a conflict, not
+    invalid, and only the store can tell."""
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise InvalidRequestError(f"version must be an integer >= 1 (got {version!r})")
+    return version
+
+
+def validate_limit(limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise InvalidRequestError(f"limit must be an integer >= 0 (got {limit!r})")
+    return limit
+
+
+def parse_status(kind: type[_S], value: _S | str) -> _S:
+    """A status filter given as the enum member or its text (as an HTTP query brings it)."""
+    try:
+        return kind(value)
+    except ValueError:
+        choices = ", ".join(member.value for member in kind)
+        raise InvalidRequestError(f"status must be one of {choices} (got {value!r})") from None
+
+
+def could_be_an_id(message_id: int) -> bool:
+    """False for an id no store hands out (negative, or beyond SQLite's integers), so a
+    lookup can answer "not found" without asking the database (which would overflow)."""
+    return 0 <= message_id <= INT64_MAX
+
+
+def check_listing(message_id: int | None, limit: int) -> bool:
+    """Validate a listing's ``limit``; False when ``message_id`` cannot exist, so the
+    listing is empty without asking the database."""
+    validate_limit(limit)
+    return message_id is None or could_be_an_id(message_id)
+
+
+# --- arguments of the worker's operations ------------------------------------------------
+
+
+def _check_now(now: float, what: str = "now") -> None:
+    if not isinstance(now, (int, float)) or not math.isfinite(now):
+        raise InvalidRequestError(f"{what} must be a finite time in seconds (got {now!r})")
+
+
+def check_claim(limit: int, lease_s: float, now: float) -> None:
+    """Refuse arguments that would lease work no one could ever settle or rescue (a NaN
+    lease end is stored as NULL: never expired, never current)."""
+    _check_now(now)
+    if not isinstance(lease_s, (int, float)) or not math.isfinite(lease_s) or lease_s <= 0:
+        raise InvalidRequestError(f"lease must be > 0 seconds (got {lease_s!r})")
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise InvalidRequestError(f"limit must be an integer (got {limit!r})")
+
+
+# A ``contract.Settlement``, described by its shape: naming it would be an import cycle.
+_SettlementFields: TypeAlias = tuple[int, int, object, str | None, float | None]
+
+
+def check_settlements(settlements: Sequence[_SettlementFields], now: float) -> None:
+    """One report per attempt per call: two of one attempt (say RETRY then SENT) have no
+    agreed order. Two attempts of one delivery may come together (a worker paused past its
+    lease re-claims a delivery whose first claim it still holds): the fence takes at most
+    one of them, in any order."""
+    _check_now(now)
+    # Written for the hot path (a whole batch per call): the common SENT report (no error,
+    # no retry time) costs two type checks, two range checks, two None checks and a set
+    # insertion.
+    seen: set[tuple[int, int]] = set()
+    for delivery_id, attempts, _, error, next_attempt_at in settlements:
+        if type(delivery_id) is not int or type(attempts) is not int \
+                or not (0 <= delivery_id <= INT64_MAX and 0 <= attempts <= INT64_MAX):
+            raise InvalidRequestError(f"delivery_id and attempts must be integers from 0 to "
+                                      f"{INT64_MAX} (got {delivery_id!r}, {attempts!r})")
+        if next_attempt_at is not None:
+            _check_now(next_attempt_at, "next_attempt_at")
+        if error is not None:
+            validate_storable(error, "error")
+        attempt = (delivery_id, attempts)
+        if attempt in seen:
+            raise InvalidRequestError(f"delivery {delivery_id} attempt {attempts} is reported "
+                                      "twice in one settle")
+        seen.add(attempt)

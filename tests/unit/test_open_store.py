@@ -1,0 +1,110 @@
+"""``open_store``: which store each URL form opens, where the SQLite file lands, that
+``create`` is honoured, and that every URL it cannot serve is one clear line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from sms_sim.dispatch.contract import NewMessage, StoreError
+from sms_sim.dispatch.stores import MemoryStore, SqliteStore, open_store
+from sms_sim.errors import ConfigError
+
+T0 = 1_000_000_000.125
+
+
+def _message() -> NewMessage:
+    return NewMessage.validated(content="hi", recipients=["555-000-0001"])
+
+
+def test_memory_opens_a_fresh_empty_memory_store_each_time() -> None:
+    first = open_store("memory:")
+    assert isinstance(first, MemoryStore)
+    first.submit(_message(), T0)
+    second = open_store("memory:", create=True)
+    assert isinstance(second, MemoryStore)
+    assert second.messages() == []
+    assert len(first.messages()) == 1
+
+
+@pytest.mark.parametrize("form", ["sqlite://{abs}", "sqlite:///{abs}", "sqlite:{abs}",
+                                  "{abs}"])
+def test_absolute_sqlite_url_forms_and_a_plain_path_open_that_file(
+        tmp_path: Path, form: str) -> None:
+    path = tmp_path / "abs.db"
+    store = open_store(form.format(abs=path), create=True)
+    try:
+        assert isinstance(store, SqliteStore)
+        assert Path(store.path) == path
+        store.submit(_message(), T0)
+    finally:
+        store.close()
+    assert path.is_file()
+
+
+@pytest.mark.parametrize("form", ["sqlite:rel.db", "rel.db"])
+def test_relative_forms_are_relative_to_the_working_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, form: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    open_store(form, create=True).close()
+    assert (tmp_path / "rel.db").is_file()
+
+
+def test_a_path_object_and_percent_escapes_in_a_url(tmp_path: Path) -> None:
+    open_store(tmp_path / "as path.db", create=True).close()
+    assert (tmp_path / "as path.db").is_file()
+    escaped = str(tmp_path / "with space.db").replace(" ", "%20")
+    open_store(f"sqlite://{escaped}", create=True).close()
+    assert (tmp_path / "with space.db").is_file()
+
+
+def test_a_path_that_is_not_a_url_scheme_stays_a_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    open_store("./odd:name.db", create=True).close()
+    assert (tmp_path / "odd:name.db").is_file()
+
+
+@pytest.mark.parametrize("form", ["sqlite://{abs}", "{abs}"])
+def test_create_false_refuses_a_missing_database_and_creates_nothing(
+        tmp_path: Path, form: str) -> None:
+    path = tmp_path / "missing.db"
+    with pytest.raises(StoreError, match="no database at"):
+        open_store(form.format(abs=path))  # create defaults to False
+    assert not path.exists()
+    open_store(form.format(abs=path), create=True).close()
+    open_store(form.format(abs=path), create=False).close()  # now it exists: fine
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://user:s3cret@db.example/sms",
+    "postgres://user:s3cret@db.example/sms",
+    "PostgreSQL://user:s3cret@db.example/sms",
+])
+def test_postgresql_is_refused_in_one_line_without_echoing_the_url(url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        open_store(url, create=True)
+    message = str(caught.value)
+    assert "PostgreSQL stores are not supported yet" in message
+    assert "\n" not in message
+    assert "s3cret" not in message and "db.example" not in message
+    assert "sms_sim.dispatch.stores.postgres" not in sys.modules
+
+
+@pytest.mark.parametrize(("url", "fragment"), [
+    ("mysql://localhost/db", "unknown store URL scheme 'mysql'"),
+    ("redis:0", "unknown store URL scheme 'redis'"),
+    ("sqlite://host/x.db", "a sqlite URL names no host"),
+    ("sqlite:", "a sqlite URL needs a file path"),
+    ("sqlite://", "a sqlite URL needs a file path"),
+    ("sqlite:///", "a sqlite URL needs a file path"),
+    ("sqlite:///x.db?mode=ro", "sqlite URLs take no options"),
+    ("memory:somewhere", "a memory store takes no path"),
+])
+def test_urls_it_cannot_serve_are_one_clear_line(url: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        open_store(url, create=True)
+    assert fragment in str(caught.value)
+    assert "\n" not in str(caught.value)

@@ -1,0 +1,271 @@
+"""``DispatchService`` over the reference store and a ``VirtualClock``: what each operation
+returns, that every time it records is the injected clock's, and that each typed error is
+raised where the docstrings promise it (and changes nothing)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from sms_sim.clock import VirtualClock
+from sms_sim.dispatch import contract
+from sms_sim.dispatch.contract import (
+    DeliveryStatus,
+    MessageEdit,
+    MessageStatus,
+    MessageView,
+    NewMessage,
+    SettleKind,
+    Settlement,
+)
+from sms_sim.dispatch.service import (
+    ConflictError,
+    DispatchService,
+    Health,
+    InvalidRequestError,
+    LockedError,
+    NotFoundError,
+    StoreError,
+)
+from sms_sim.dispatch.stores import MemoryStore
+from sms_sim.errors import SmsSimError
+
+LEASE_S = 30.0
+
+
+class Harness:
+    """A service and, beside it, the store, for the worker's side (claim, settle)."""
+
+    def __init__(self) -> None:
+        self.clock = VirtualClock()
+        self.store = MemoryStore()
+        self.service = DispatchService(self.store, self.clock)
+
+    def submit(self, count: int = 2) -> int:
+        message = NewMessage.validated(
+            content="hello", recipients=[f"555-000-{i:04d}" for i in range(count)])
+        return self.service.submit(message).message_id
+
+    def kill_all(self) -> None:
+        """Lease everything due and report every attempt as the last one."""
+        claims = self.store.claim("w", 1000, LEASE_S, self.clock.now())
+        self.store.settle("w", [Settlement(c.delivery_id, c.attempts, SettleKind.DEAD, "boom")
+                                for c in claims], self.clock.now())
+
+
+@pytest.fixture
+def h() -> Harness:
+    return Harness()
+
+
+def snapshot(h: Harness) -> tuple[list[MessageView], list[contract.DeliveryView]]:
+    return h.store.messages(limit=1000), h.store.deliveries(limit=1000)
+
+
+def test_the_typed_errors_are_the_contracts_and_all_are_sms_sim_errors() -> None:
+    assert ConflictError is contract.ConflictError
+    assert LockedError is contract.LockedError
+    assert NotFoundError is contract.NotFoundError
+    assert InvalidRequestError is contract.InvalidRequestError
+    assert StoreError is contract.StoreError
+    for error in (ConflictError, LockedError, NotFoundError, InvalidRequestError, StoreError):
+        assert issubclass(error, SmsSimError)
+
+
+def test_submit_and_get_use_the_injected_clock(h: Harness) -> None:
+    h.clock.advance(12.5)
+    message_id = h.submit(3)
+    view = h.service.get(message_id)
+    assert view.created_at == view.updated_at == view.scheduled_at == h.clock.now()
+    assert view.status is MessageStatus.SCHEDULED and view.version == 1
+    assert view.counts[DeliveryStatus.PENDING] == 3
+
+
+def test_a_scheduled_time_is_kept_and_a_repeated_key_creates_nothing(h: Harness) -> None:
+    due = h.clock.now() + 3600
+    first = h.service.submit(NewMessage.validated(
+        content="a", recipients=["555-000-0001"], scheduled_at=due, idempotency_key="k"))
+    again = h.service.submit(NewMessage.validated(
+        content="b", recipients=["555-000-0002"], idempotency_key="k"))
+    assert first.created and not again.created
+    assert again.message_id == first.message_id
+    assert h.service.get(first.message_id).scheduled_at == due
+    assert len(h.service.list_messages()) == 1
+
+
+@pytest.mark.parametrize("bad_id", ["1", 1.0, True, None])
+def test_an_id_that_is_not_an_integer_is_an_invalid_request(h: Harness, bad_id: object) -> None:
+    h.submit()
+    for call in (lambda: h.service.get(bad_id),  # type: ignore[arg-type]
+                 lambda: h.service.cancel(bad_id),  # type: ignore[arg-type]
+                 lambda: h.service.deliveries(bad_id),  # type: ignore[arg-type]
+                 lambda: h.service.edit(bad_id, 1,  # type: ignore[arg-type]
+                                        MessageEdit.validated(content="x"))):
+        with pytest.raises(InvalidRequestError, match="message id must be an integer"):
+            call()
+    assert h.service.get(1).status is MessageStatus.SCHEDULED  # the cancel did nothing
+
+
+@pytest.mark.parametrize("missing", [2, 0, -1, 2**64])
+def test_an_unknown_id_is_not_found_everywhere(h: Harness, missing: int) -> None:
+    h.submit()
+    before = snapshot(h)
+    for call in (lambda: h.service.get(missing),
+                 lambda: h.service.cancel(missing),
+                 lambda: h.service.edit(missing, 1, MessageEdit.validated(content="x")),
+                 lambda: h.service.deliveries(missing),
+                 lambda: h.service.dead(missing),
+                 lambda: h.service.requeue(missing)):
+        with pytest.raises(NotFoundError, match=f"no message with id {missing}"):
+            call()
+    assert snapshot(h) == before
+
+
+def test_edit_bumps_the_version_at_the_clocks_time(h: Harness) -> None:
+    message_id = h.submit()
+    h.clock.advance(5)
+    edited = h.service.edit(message_id, 1, MessageEdit.validated(
+        content="changed", recipients=["555-111-0000"]))
+    assert (edited.version, edited.content, edited.updated_at) == (2, "changed", h.clock.now())
+    assert [d.recipient for d in h.service.deliveries(message_id)] == ["555-111-0000"]
+
+
+def test_a_stale_version_is_a_conflict_and_changes_nothing(h: Harness) -> None:
+    message_id = h.submit()
+    h.service.edit(message_id, 1, MessageEdit.validated(content="v2"))
+    before = snapshot(h)
+    with pytest.raises(ConflictError, match="is at version 2, not 1"):
+        h.service.edit(message_id, 1, MessageEdit.validated(content="stale"))
+    assert snapshot(h) == before
+
+
+@pytest.mark.parametrize("version", [0, -3, True, "1"])
+def test_a_version_below_one_or_not_an_integer_is_invalid(h: Harness, version: object) -> None:
+    message_id = h.submit()
+    with pytest.raises(InvalidRequestError, match="version must be an integer >= 1"):
+        h.service.edit(message_id, version, MessageEdit.validated(  # type: ignore[arg-type]
+            content="x"))
+    assert h.service.get(message_id).version == 1
+
+
+def test_editing_a_message_that_started_dispatching_is_locked(h: Harness) -> None:
+    message_id = h.submit()
+    h.store.claim("w", 1, LEASE_S, h.clock.now())
+    with pytest.raises(LockedError, match="locked: dispatching since"):
+        h.service.edit(message_id, 1, MessageEdit.validated(content="too late"))
+    assert h.service.get(message_id).content == "hello"
+
+
+def test_cancel_reports_what_it_did_and_a_second_cancel_is_locked(h: Harness) -> None:
+    message_id = h.submit(3)
+    h.store.claim("w", 1, LEASE_S, h.clock.now())
+    h.clock.advance(1)
+    result = h.service.cancel(message_id)
+    assert (result.cancelled, result.already_sent, result.in_flight) == (2, 0, 1)
+    assert result.was_status is MessageStatus.DISPATCHING
+    view = h.service.get(message_id)
+    assert view.status is MessageStatus.CANCELLED and view.updated_at == h.clock.now()
+    with pytest.raises(LockedError, match="already cancelled"):
+        h.service.cancel(message_id)
+
+
+def test_list_filters_by_status_given_as_enum_or_text_and_honours_the_limit(
+        h: Harness) -> None:
+    ids = [h.submit(1) for _ in range(4)]
+    h.service.cancel(ids[1])
+    h.service.cancel(ids[3])
+    assert [v.id for v in h.service.list_messages()] == ids
+    assert [v.id for v in h.service.list_messages(limit=2)] == ids[:2]
+    assert [v.id for v in h.service.list_messages(status="cancelled")] == [ids[1], ids[3]]
+    assert [v.id for v in h.service.list_messages(status=MessageStatus.SCHEDULED)] == \
+        [ids[0], ids[2]]
+    assert h.service.list_messages(limit=0) == []
+
+
+@pytest.mark.parametrize(("kwargs", "fragment"), [
+    ({"status": "done"}, "status must be one of scheduled, dispatching, completed, cancelled"),
+    ({"limit": -1}, "limit must be an integer >= 0 (got -1)"),
+    ({"limit": 2.5}, "limit must be an integer >= 0"),
+    ({"limit": True}, "limit must be an integer >= 0"),
+])
+def test_bad_list_arguments_are_invalid_requests(
+        h: Harness, kwargs: dict[str, object], fragment: str) -> None:
+    with pytest.raises(InvalidRequestError, match=re.escape(fragment)):
+        h.service.list_messages(**kwargs)  # type: ignore[arg-type]
+
+
+def test_deliveries_of_a_message_by_status_with_a_limit(h: Harness) -> None:
+    first, second = h.submit(3), h.submit(2)
+    h.store.claim("w", 1, LEASE_S, h.clock.now())  # one delivery of the first message
+    assert [d.message_id for d in h.service.deliveries(second)] == [second, second]
+    leased = h.service.deliveries(first, status="leased")
+    assert len(leased) == 1 and leased[0].status is DeliveryStatus.LEASED
+    assert len(h.service.deliveries(first, status=DeliveryStatus.PENDING)) == 2
+    assert len(h.service.deliveries(first, limit=2)) == 2
+    with pytest.raises(InvalidRequestError, match="status must be one of pending, leased"):
+        h.service.deliveries(first, status="lost")
+    with pytest.raises(InvalidRequestError, match="limit must be"):
+        h.service.deliveries(first, limit=-5)
+
+
+def test_dead_lists_dead_deliveries_and_requeue_gives_them_a_fresh_start(h: Harness) -> None:
+    first, second = h.submit(2), h.submit(1)
+    assert h.service.dead() == []
+    h.kill_all()
+    assert [d.message_id for d in h.service.dead()] == [first, first, second]
+    assert [d.message_id for d in h.service.dead(second)] == [second]
+    assert len(h.service.dead(limit=1)) == 1
+    assert h.service.get(first).status is MessageStatus.COMPLETED
+
+    h.clock.advance(60)
+    assert h.service.requeue(first) == 2
+    assert [d.message_id for d in h.service.dead()] == [second]
+    again = h.service.deliveries(first)
+    assert all(d.status is DeliveryStatus.PENDING and d.attempts == 0
+               and d.next_attempt_at == h.clock.now() and d.last_error == "boom"
+               for d in again)
+    assert h.service.get(first).status is MessageStatus.DISPATCHING
+    assert h.service.requeue() == 1
+    assert h.service.dead() == []
+
+
+def test_requeue_leaves_deliveries_of_cancelled_messages_dead(h: Harness) -> None:
+    message_id = h.submit(2)
+    claims = h.store.claim("w", 1, LEASE_S, h.clock.now())
+    h.store.settle("w", [Settlement(claims[0].delivery_id, 1, SettleKind.DEAD, "x")],
+                   h.clock.now())
+    h.service.cancel(message_id)
+    assert h.service.requeue() == 0
+    assert len(h.service.dead(message_id)) == 1
+
+
+def test_health_reports_how_long_due_work_has_waited(h: Harness) -> None:
+    empty = h.service.health()
+    assert empty == Health(ok=True, checked_at=h.clock.now(), next_due_at=None, behind_s=0.0)
+    due = h.clock.now() + 100
+    h.service.submit(NewMessage.validated(content="later", recipients=["555-000-0001"],
+                                          scheduled_at=due))
+    ahead = h.service.health()
+    assert (ahead.ok, ahead.next_due_at, ahead.behind_s) == (True, due, 0.0)
+    h.clock.advance(130)
+    late = h.service.health()
+    assert (late.next_due_at, late.behind_s, late.checked_at) == (due, 30.0, h.clock.now())
+
+
+def test_health_reports_a_failing_store_instead_of_raising(h: Harness) -> None:
+    h.store.close()
+    report = h.service.health()
+    assert not report.ok
+    assert report.error == "the store is closed"
+    assert report.checked_at == h.clock.now()
+
+
+def test_close_and_the_with_block_close_the_store(h: Harness) -> None:
+    with h.service as service:
+        assert service is h.service
+        h.submit()
+    with pytest.raises(StoreError, match="closed"):
+        h.service.get(1)
+    with pytest.raises(StoreError, match="closed"):
+        h.store.messages()
