@@ -250,11 +250,6 @@ class SimulationConfig:
                 f"is {self.num_messages}"
             )
 
-    @property
-    def is_real_time_capable(self) -> bool:
-        """Whether the threaded mode can run this config (burst arrivals, no retries)."""
-        return self.arrivals.kind is ArrivalKind.BURST and self.retry.max_attempts == 1
-
 
 def _check_int(name: str, value: object, *, minimum: int | None) -> None:
     if isinstance(value, bool) or not isinstance(value, int):

@@ -1,21 +1,33 @@
-"""Pure policy shared by every mode: send time, failure, retry backoff.
+"""Pure policy shared by every mode: arrival times, send time, failure, retry backoff.
 
 Draws take the sender's own ``random.Random`` and are always made in the same order
 (latency, then failure, then any backoff), so a sender's stream yields the same outcomes
 whichever mode consumes it. ``latency_sampler`` builds a specialised closure once per
 sender because the virtual-time loop calls it millions of times a second; the real-time
-sender uses the very same closure.
+sender uses the very same closure. Arrival times come from their own stream
+(``arrivals_rng``), so one seed gives one arrival sequence in both modes.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import cast
 
-from sms_sim.config import Jitter, RetryPolicy, SenderConfig, ServiceDistribution
+from sms_sim.config import (
+    ArrivalKind,
+    Arrivals,
+    Jitter,
+    RetryPolicy,
+    SenderConfig,
+    ServiceDistribution,
+)
 
 __all__ = [
+    "arrival_times",
+    "arrivals_rng",
+    "retry_rng",
     "latency_sampler",
     "draw_latency_s",
     "draw_failure",
@@ -76,6 +88,48 @@ def sender_rng(seed: int, index: int) -> random.Random:
     streams (seeding with ``seed + index`` would make runs with adjacent seeds share streams).
     """
     return random.Random(f"sms_sim:{seed}:sender:{index}")
+
+
+def arrivals_rng(seed: int) -> random.Random:
+    """The reproducible stream the arrival process of a run under ``seed`` draws from."""
+    return random.Random(f"sms_sim:{seed}:arrivals")
+
+
+def retry_rng(seed: int) -> random.Random:
+    """A stream for the threaded mode's retry delays under ``seed``.
+
+    The virtual-time mode draws a retry's delay from the failing sender's own stream, right
+    after its latency and failure draws, which is what makes a seed fix every outcome there.
+    The threaded mode cannot reproduce outcomes anyway (which sender takes which message
+    depends on thread timing), so its monitor draws every delay from this one stream.
+    """
+    return random.Random(f"sms_sim:{seed}:retries")
+
+
+def arrival_times(
+    arrivals: Arrivals, num_messages: int, rng: random.Random
+) -> Iterator[tuple[float, int]]:
+    """Yield ``(at_s, count)`` batches of arrivals in time order, ``at_s`` in seconds from
+    the start of the run; the counts add up to ``num_messages``.
+
+    A burst is one batch at 0; Poisson arrivals are one message each, with exponential gaps
+    drawn from ``rng`` (one draw per message, lazily); a schedule yields its non-empty rows
+    (``Arrivals`` checks that they add up). Both modes call this with ``arrivals_rng(seed)``.
+    """
+    if arrivals.kind is ArrivalKind.BURST:
+        if num_messages:
+            yield 0.0, num_messages
+    elif arrivals.kind is ArrivalKind.POISSON:
+        rate = cast(float, arrivals.rate_per_s)  # Arrivals checked it is a positive number
+        expovariate = rng.expovariate
+        t = 0.0
+        for _ in range(num_messages):
+            t += expovariate(rate)
+            yield t, 1
+    else:
+        for at_s, count in arrivals.schedule:
+            if count:
+                yield at_s, count
 
 
 def backoff_before_jitter_s(policy: RetryPolicy, attempt: int) -> float:

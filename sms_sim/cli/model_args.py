@@ -145,7 +145,7 @@ def arrivals_spec(text: str) -> Arrivals:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """Distribution, rate limit, arrivals and retry flags (all virtual-time capable)."""
+    """Distribution, rate limit, arrivals and retry flags (the same in both modes)."""
     model = parser.add_argument_group("model")
     model.add_argument("--distribution", choices=_DISTRIBUTIONS, default="uniform",
                        help="send-time distribution of the identical senders (default "
@@ -154,9 +154,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                        help="most sends each identical sender may start per second")
     model.add_argument("--arrivals", type=arrivals_spec, default=Arrivals(),
                        metavar="burst|poisson:RATE|schedule:FILE",
-                       help="how messages arrive (default burst: all at t=0); poisson and "
-                            "schedule need --virtual; a schedule file has time_s,count lines")
-    retry = parser.add_argument_group("retries (virtual time)")
+                       help="how messages arrive (default burst: all at t=0); a schedule "
+                            "file has time_s,count lines")
+    retry = parser.add_argument_group("retries")
     retry.add_argument("--max-attempts", type=int_at_least(1), default=1, metavar="K",
                        help="attempts per message before it is dead-lettered "
                             "(default 1: no retry)")

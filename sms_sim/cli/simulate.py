@@ -146,8 +146,6 @@ def _config_from_args(
         )
         if args.virtual and args.interval is None:
             config = replace(config, monitor_interval_s=_auto_interval_s(config))
-        if not args.virtual and not config.is_real_time_capable:
-            raise ConfigError("poisson or schedule arrivals and retries need --virtual")
         return config
     except ConfigError as exc:
         parser.error(str(exc))

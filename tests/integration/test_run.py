@@ -1,4 +1,5 @@
-"""The threaded pipeline end to end, with tiny latencies: counts, stops, failures, no duplicates."""
+"""The threaded pipeline end to end, with tiny latencies: counts, stops, failures, no duplicates,
+arrivals spread in time, retries and dead letters."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from sms_sim import (
     generate_messages,
     run,
 )
+from sms_sim.config import ArrivalKind, Arrivals, Jitter, RetryPolicy
 from sms_sim.sim.threaded.components import Inbox, OutcomeQueue
 from tests.stop_requests import StopAfterPolls
 
@@ -142,3 +144,78 @@ def test_producer_keeps_the_inbox_bounded_and_stops_while_full() -> None:
     assert not thread.is_alive()
     taken = [inbox.get_nowait() for _ in range(inbox.qsize())]
     assert taken[-1] is DONE and len(taken) == 4
+
+
+def test_every_attempt_failing_dead_letters_every_message_after_its_last_attempt() -> None:
+    """Failure rate 1, three attempts, no backoff: each message is tried exactly three times
+    and then dead (not failed: that is for a single allowed attempt, as in virtual time)."""
+    config = SimulationConfig(num_messages=200, senders=fast(1.0), seed=4,
+                              retry=RetryPolicy(max_attempts=3, base_s=0.0))
+    report = run(config, output=None)
+    assert report.stopped_by is StopReason.COMPLETED
+    assert (report.produced, report.sent, report.failed, report.dead_lettered, report.unsent) == (
+        200, 0, 0, 200, 0)
+    assert sum(s.failed for s in report.senders) == 600  # failed attempts
+    assert report.is_accounted
+
+
+def test_retries_get_failed_messages_through() -> None:
+    """Failure rate 0.3 and 20 attempts: a message is dead with probability 0.3**20 ~ 3e-11,
+    so every one is sent; the attempts beyond one per message are the retries."""
+    config = SimulationConfig(num_messages=300, senders=fast(0.3), seed=5,
+                              retry=RetryPolicy(max_attempts=20, base_s=0.001, cap_s=0.002))
+    report = run(config, output=None)
+    assert (report.sent, report.failed, report.dead_lettered, report.unsent) == (300, 0, 0, 0)
+    assert sum(s.failed for s in report.senders) > 0
+    assert report.is_accounted
+
+
+@pytest.mark.parametrize("arrivals", [
+    Arrivals(kind=ArrivalKind.POISSON, rate_per_s=5000.0),
+    Arrivals(kind=ArrivalKind.SCHEDULE, schedule=((0.0, 50), (0.02, 0), (0.03, 150))),
+])
+def test_timed_arrivals_produce_every_message(arrivals: Arrivals) -> None:
+    config = SimulationConfig(num_messages=200, senders=fast(), seed=6, arrivals=arrivals)
+    report = run(config, output=None)
+    assert report.stopped_by is StopReason.COMPLETED
+    assert report.produced == report.sent + report.failed == 200
+    assert report.unsent == report.dead_lettered == 0
+
+
+def test_stop_with_retries_pending_counts_them_unsent() -> None:
+    """A 30 s backoff (no jitter) holds every failed message when the stop comes (after
+    about 0.15 s of polls): each of them is unsent, none dead, the run ends without waiting
+    for the backoff, and the identity holds."""
+    config = SimulationConfig(num_messages=300, senders=fast(0.5), seed=7,
+                              retry=RetryPolicy(max_attempts=3, base_s=30.0, cap_s=60.0,
+                                                jitter=Jitter.NONE))
+    report = run(config, output=None, stop_requests=StopAfterPolls(3))
+    assert report.stopped_by is StopReason.SIGNAL
+    assert report.produced == 300 and report.dead_lettered == report.failed == 0
+    assert report.unsent == sum(s.failed for s in report.senders) > 0
+    assert report.sent + report.unsent == 300
+    assert report.is_accounted
+    assert report.threads_alive == ()
+
+
+def test_a_duration_limit_during_backoffs_and_arrivals_loses_nothing() -> None:
+    config = SimulationConfig(
+        num_messages=1000, senders=fast(0.5), seed=8, duration_s=0.2,
+        arrivals=Arrivals(kind=ArrivalKind.POISSON, rate_per_s=1000.0),
+        retry=RetryPolicy(max_attempts=4, base_s=0.05, cap_s=10.0),
+    )
+    report = run(config, output=None)
+    assert report.stopped_by is StopReason.DURATION
+    assert 0 < report.produced < 1000
+    assert report.is_accounted and report.unsent > 0
+    assert report.threads_alive == ()
+
+
+def test_a_stop_between_slow_arrivals_ends_the_run_at_once() -> None:
+    """One arrival a second: the stop ends the producer's wait for the next one."""
+    config = SimulationConfig(num_messages=100, senders=fast(), seed=9,
+                              arrivals=Arrivals(kind=ArrivalKind.POISSON, rate_per_s=1.0))
+    report = run(config, output=None, stop_requests=StopAfterPolls(2))
+    assert report.stopped_by is StopReason.SIGNAL
+    assert report.produced < 100 and report.is_accounted
+    assert report.threads_alive == ()

@@ -1,14 +1,24 @@
-"""Sender policy draws: latency range, and failure rate 0, 1 and p within binomial bounds."""
+"""Policy draws: latency range, failure rate 0, 1 and p within binomial bounds, and the
+arrival process both modes share."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 
 import pytest
 
 from sms_sim import SenderConfig
-from sms_sim.policy import draw_failure, draw_latency_s, sender_rng
+from sms_sim.config import ArrivalKind, Arrivals
+from sms_sim.policy import (
+    arrival_times,
+    arrivals_rng,
+    draw_failure,
+    draw_latency_s,
+    retry_rng,
+    sender_rng,
+)
 
 
 def test_latency_stays_within_mean_plus_minus_deviation() -> None:
@@ -48,3 +58,38 @@ def test_sender_streams_are_reproducible_and_independent() -> None:
     assert sender_rng(7, 0).random() == sender_rng(7, 0).random()
     assert sender_rng(7, 0).random() != sender_rng(7, 1).random()
     assert sender_rng(7, 1).random() != sender_rng(8, 0).random()
+
+
+def test_a_burst_is_one_batch_at_zero_and_an_empty_run_has_none() -> None:
+    assert list(arrival_times(Arrivals(), 500, arrivals_rng(1))) == [(0.0, 500)]
+    assert list(arrival_times(Arrivals(), 0, arrivals_rng(1))) == []
+
+
+def test_a_schedule_yields_its_non_empty_rows_without_drawing() -> None:
+    arrivals = Arrivals(kind=ArrivalKind.SCHEDULE, schedule=((0.0, 2), (1.5, 0), (3.0, 5)))
+    rng = arrivals_rng(1)
+    state = rng.getstate()
+    assert list(arrival_times(arrivals, 7, rng)) == [(0.0, 2), (3.0, 5)]
+    assert rng.getstate() == state
+
+
+def test_poisson_arrivals_are_one_seeded_sequence_with_the_right_mean_gap() -> None:
+    """One seed, one sequence (both modes call this with ``arrivals_rng(seed)``): single
+    arrivals at increasing times. The mean of n = 20000 exponential gaps with rate 50 is
+    1/50 with standard error (1/50)/sqrt(n) ~ 1.4e-4; allow 4 of them."""
+    arrivals = Arrivals(kind=ArrivalKind.POISSON, rate_per_s=50.0)
+    n = 20_000
+    times = list(arrival_times(arrivals, n, arrivals_rng(7)))
+    assert times == list(arrival_times(arrivals, n, arrivals_rng(7)))
+    assert times != list(arrival_times(arrivals, n, arrivals_rng(8)))
+    assert len(times) == n and all(count == 1 for _, count in times)
+    assert all(a < b for (a, _), (b, _) in itertools.pairwise(times))
+    assert abs(times[-1][0] / n - 1 / 50) < 4 * (1 / 50) / math.sqrt(n)
+
+
+def test_arrival_and_retry_streams_are_reproducible_and_apart_from_the_senders() -> None:
+    assert arrivals_rng(3).random() == arrivals_rng(3).random()
+    assert retry_rng(3).random() == retry_rng(3).random()
+    draws = {arrivals_rng(3).random(), retry_rng(3).random(), sender_rng(3, 0).random(),
+             arrivals_rng(4).random()}
+    assert len(draws) == 4

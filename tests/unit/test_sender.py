@@ -24,9 +24,12 @@ class OversleepingClock(VirtualClock):
         return stop.is_set()
 
 
+Queues = OutcomeQueue[Message]
+
+
 def make_sender(
     config: SenderConfig, clock: VirtualClock, *, seed: int = 1
-) -> tuple[Sender[Message], Inbox[Message], OutcomeQueue[Message], OutcomeQueue[Message], threading.Event]:
+) -> tuple[Sender[Message], Inbox[Message], Queues, Queues, threading.Event]:
     inbox: Inbox[Message] = queue.SimpleQueue()
     successes: OutcomeQueue[Message] = queue.SimpleQueue()
     failures: OutcomeQueue[Message] = queue.SimpleQueue()

@@ -195,15 +195,6 @@ def test_cli_virtual_json_is_byte_identical_apart_from_wall_time() -> None:
     assert reports[0]["elapsed_s"] == reports[0]["makespan_s"]
 
 
-def test_cli_rejects_virtual_only_options_in_real_time() -> None:
-    result = subprocess.run([sys.executable, "start.py", "10", "1", "0", "0", "0", "--arrivals",
-                             "poisson:5"], capture_output=True, text=True, cwd=ROOT, timeout=60)
-    assert result.returncode == 2
-    assert result.stderr.strip() == (
-        "start.py: error: poisson or schedule arrivals and retries need --virtual"
-    )
-
-
 def test_cli_virtual_run_stops_on_sigint_with_everything_accounted() -> None:
     import os
     import signal

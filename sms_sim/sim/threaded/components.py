@@ -1,22 +1,30 @@
 """The producer and the sender pool of the threaded mode, and the inbox between them.
 
+The producer releases messages when the model says they arrive (all at once for a burst,
+each at its time for Poisson or scheduled arrivals, on real time) and, with retries on,
+each failed message again once its backoff has passed (see ``schedule``: the monitor
+decides retry or dead-letter, the producer puts the retry back in the inbox).
+
 The sender pool is also the durable worker's: ``Sender`` is generic over its work item and
 an optional ``transmit`` step, so the same threads that simulate sends make real ones.
 """
 
 from __future__ import annotations
 
+import heapq
+import math
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from itertools import islice
+from itertools import count, islice
 from random import Random
 from typing import Final, Generic, TypeVar
 
-from sms_sim.clock import Clock
+from sms_sim.clock import Clock, RealClock
 from sms_sim.config import DEFAULT_QUEUE_SIZE, SenderConfig
 from sms_sim.model import SIMULATED_FAILURE, Outcome
 from sms_sim.policy import capacity_per_s, latency_sampler, mean_service_s
+from sms_sim.sim.threaded.schedule import ArrivalCursor, RetryHandoff
 
 __all__ = [
     "DONE",
@@ -61,6 +69,10 @@ _new_tuple = tuple.__new__
 # so senders slower than this get messages one at a time, exactly as a shared queue would.
 HANDOFF_HOLD_S = 0.001
 _HANDOFF_BATCH_MAX = 256
+# A producer with nothing left to release but messages still in flight waits for the
+# monitor's wake-up; this bounds that wait only as a safety net.
+_SETTLE_RECHECK_S = 0.5
+_INF = math.inf
 
 
 def refill_pause_s(senders: Sequence[SenderConfig], max_queued: int) -> float:
@@ -86,6 +98,18 @@ class Producer(Generic[Item]):
     once) and then refills in bulk. With ``batch_size`` above 1 the messages go in lists of
     up to that many (one queue operation each). ``produced`` counts messages actually put.
     Sentinels go in even after a stop, beyond the bound: they are what releases the senders.
+
+    Timed input (optional): ``arrivals`` gives ``(at_s, count)`` batches (seconds after
+    ``started_at``, monotonic, default when ``run`` starts; see ``policy.arrival_times``), and
+    each batch is released at its time, waiting on ``clock.sleep``; without it every message
+    arrives at once (a burst). ``retries`` (a ``RetryHandoff``) brings failed messages back:
+    each goes into the inbox once due. Arrivals and retries are released in time order, an
+    arrival first on a tie, as the virtual-time mode's FIFO serves them; whatever is due at
+    once goes in lists of up to ``batch_size``. With retries the sentinels wait until the
+    arrivals are exhausted and every produced message is final (sent or dead). ``retried``
+    counts retries put; ``retries_pending`` holds, once ``run`` has returned, the retries
+    still waiting out their backoff (unsent after a stop). With neither option the loop is
+    the plain burst loop above, unchanged.
     """
 
     def __init__(
@@ -98,6 +122,10 @@ class Producer(Generic[Item]):
         max_queued: int = DEFAULT_QUEUE_SIZE,
         batch_size: int = 1,
         refill_pause_s: float = DEFAULT_REFILL_PAUSE_S,
+        arrivals: Iterable[tuple[float, int]] | None = None,
+        retries: RetryHandoff[Item] | None = None,
+        clock: Clock | None = None,
+        started_at: float | None = None,
     ) -> None:
         self._messages = messages
         self._inbox = inbox
@@ -106,26 +134,92 @@ class Producer(Generic[Item]):
         self._max_queued = max_queued
         self._batch_size = batch_size
         self._refill_pause_s = refill_pause_s
+        self._arrivals = arrivals
+        self._retries = retries
+        self._clock = RealClock() if clock is None else clock
+        self._started_at = started_at
+        self._heap: list[tuple[float, int, Item]] = []  # (due_at, tiebreak, item)
         self.produced = 0
+        self.retried = 0
+        self.retries_pending: list[Item] = []
 
     def run(self) -> None:
+        try:
+            if self._arrivals is None and self._retries is None:
+                self._run_burst()
+            else:
+                self._run_timed()
+        finally:
+            self.retries_pending = [item for _, _, item in self._heap]
+            for _ in range(self._num_consumers):
+                self._inbox.put(DONE)
+
+    def _run_burst(self) -> None:
         inbox, stop = self._inbox, self._stop
         put, queued, limit, pause_s = inbox.put, inbox.qsize, self._max_queued, self._refill_pause_s
         items: Iterable[Item | list[Item]] = self._messages
         if self._batch_size > 1:
             items = _batches(self._messages, self._batch_size)
-        try:
-            for item in items:
-                while queued() >= limit:
-                    if stop.wait(pause_s):
-                        return
-                if stop.is_set():
+        for item in items:
+            while queued() >= limit:
+                if stop.wait(pause_s):
                     return
-                put(item)
-                self.produced += len(item) if isinstance(item, list) else 1
+            if stop.is_set():
+                return
+            put(item)
+            self.produced += len(item) if isinstance(item, list) else 1
+
+    def _run_timed(self) -> None:
+        clock, stop, retries, heap = self._clock, self._stop, self._retries, self._heap
+        # The producer waits on the handoff's wake-up (set on every new retry or final
+        # outcome, and at a stop) when there is one, else on stop itself.
+        wake = stop if retries is None else retries.wake
+        started_at = clock.monotonic() if self._started_at is None else self._started_at
+        schedule = ArrivalCursor(self._arrivals, self._messages, started_at)
+        tiebreak = count()
+        while not stop.is_set():
+            if retries is not None:
+                wake.clear()  # before collecting, so a retry queued after this wakes us
+                for due_at, item in retries.take_due():
+                    heapq.heappush(heap, (due_at, next(tiebreak), item))
+            if self._inbox.qsize() >= self._max_queued:
+                clock.sleep(self._refill_pause_s, stop)
+                continue
+            now = clock.monotonic()
+            if self._release_due(schedule, now):
+                continue
+            next_at = min(schedule.next_at, heap[0][0] if heap else _INF)
+            if next_at == _INF:
+                if retries is None or retries.settled >= self.produced:
+                    return  # nothing will arrive and nothing can come back: end of input
+                next_at = now + _SETTLE_RECHECK_S
+            clock.sleep(next_at - now, wake)
+
+    def _release_due(self, schedule: ArrivalCursor[Item], now: float) -> bool:
+        """Put whatever is due at ``now`` (up to ``batch_size`` messages, in time order) in
+        one inbox item; returns whether anything was put."""
+        heap, size = self._heap, self._batch_size
+        batch: list[Item] = []
+        retried = 0
+        try:
+            while len(batch) < size:
+                retry_at = heap[0][0] if heap else _INF
+                arrival_at = schedule.next_at
+                if arrival_at <= retry_at and arrival_at <= now:
+                    schedule.take(batch, size - len(batch))
+                elif retry_at <= now:
+                    batch.append(heapq.heappop(heap)[2])
+                    retried += 1
+                else:
+                    break
         finally:
-            for _ in range(self._num_consumers):
-                put(DONE)
+            # Also when the message source raised: what was taken goes in, so retries
+            # already off the heap are not lost and ``produced`` counts what was put.
+            if batch:
+                self._inbox.put(batch[0] if len(batch) == 1 else batch)
+                self.produced += len(batch) - retried
+                self.retried += retried
+        return bool(batch)
 
 
 class Sender(Generic[Item]):

@@ -1,4 +1,9 @@
-"""The monitor thread: drains outcomes into tallies and prints progress every interval."""
+"""The monitor thread: drains outcomes into tallies, decides retries, prints progress.
+
+With retries on it is also where each failed attempt is judged (retry after a backoff, or
+dead-letter): it is the one thread that sees every outcome, so the decision and the counts
+behind it have a single owner (see ``RetryHandoff``).
+"""
 
 from __future__ import annotations
 
@@ -19,12 +24,16 @@ from sms_sim.report import (
     format_report,
 )
 from sms_sim.sim.threaded.components import Inbox, OutcomeQueue, Sender
+from sms_sim.sim.threaded.schedule import RetryHandoff
 from sms_sim.stats import SendTally
 
-__all__ = ["Monitor", "MONITOR_DRAIN_S"]
+__all__ = ["Monitor", "MONITOR_DRAIN_S", "RETRY_DRAIN_S"]
 
 Item = TypeVar("Item")
 MONITOR_DRAIN_S = 0.01  # outcome backlog (and so memory) is bounded by this much sending
+# With retries on, a retry's backoff starts when the monitor sees the failure: draining this
+# often keeps that within about a millisecond (plus the OS's oversleep) of the failure.
+RETRY_DRAIN_S = 0.001
 
 
 class Monitor(Generic[Item]):
@@ -35,6 +44,13 @@ class Monitor(Generic[Item]):
     ``output`` that fails (a closed pipe) sets ``stop``: nobody is reading any more.
     ``on_outcome`` (optional) sees every outcome as it is drained, on the draining thread;
     the durable worker uses it to hand results back to the store.
+
+    ``retries`` (optional, a ``RetryHandoff``) turns retries on: every failed outcome is
+    handed to it as it is drained, which queues a retry for the producer or dead-letters the
+    message, and the monitor wakes the producer after each drain that moved anything and
+    when its loop ends. The tallies still count attempts (``failed`` = failed attempts);
+    final outcomes are the handoff's ``settled`` and ``dead``. Without it, nothing of this
+    runs and the drain loop is the plain one.
     """
 
     def __init__(
@@ -53,6 +69,7 @@ class Monitor(Generic[Item]):
         check_pace: bool = False,
         on_outcome: Callable[[Outcome[Item]], None] | None = None,
         queued: Callable[[], int] | None = None,
+        retries: RetryHandoff[Item] | None = None,
     ) -> None:
         self._successes = successes
         self._failures = failures
@@ -68,6 +85,8 @@ class Monitor(Generic[Item]):
         self._show_progress = show_progress
         self._on_outcome = on_outcome
         self._queued = inbox.qsize if queued is None else queued
+        self._retries = retries
+        self._drain_s = MONITOR_DRAIN_S if retries is None else RETRY_DRAIN_S
         self.per_sender = [SendTally() for _ in senders]
         self.max_behind_s = 0.0
         means = [mean_service_s(s.config) for s in senders]
@@ -104,7 +123,12 @@ class Monitor(Generic[Item]):
         )
 
     def drain(self) -> int:
-        """Move every outcome waiting on both queues into the tallies; returns how many."""
+        """Move every outcome waiting on both queues into the tallies; returns how many.
+
+        With retries on, each failed attempt is also judged (retry or dead) as it is moved.
+        """
+        if self._retries is not None:
+            return self._drain_judging(self._retries)
         moved = 0
         per_sender, hook = self.per_sender, self._on_outcome
         for source in (self._successes, self._failures):
@@ -124,6 +148,36 @@ class Monitor(Generic[Item]):
                 moved += 1
                 if hook is not None:
                     hook(outcome)
+        return moved
+
+    def _drain_judging(self, retries: RetryHandoff[Item]) -> int:
+        """``drain`` with retries on: the same tallies, plus the handoff's decision for each
+        outcome (taken at the moment the failure is seen), then one wake-up for the
+        producer."""
+        moved = 0
+        per_sender, hook, monotonic = self.per_sender, self._on_outcome, self._clock.monotonic
+        succeeded, failed = retries.succeeded, retries.failed
+        for source in (self._successes, self._failures):
+            get = source.get_nowait
+            while True:
+                try:
+                    outcome = get()
+                except queue.Empty:
+                    break
+                message, sender, duration_s, ok, _ = outcome
+                tally = per_sender[sender]
+                if ok:
+                    tally.sent += 1
+                    succeeded(message)
+                else:
+                    tally.failed += 1
+                    failed(message, monotonic())
+                tally.total_send_s += duration_s
+                moved += 1
+                if hook is not None:
+                    hook(outcome)
+        if moved:
+            retries.wake.set()
         return moved
 
     def progress(self, now: float) -> Progress:
@@ -150,12 +204,16 @@ class Monitor(Generic[Item]):
                                   math.nextafter(now, math.inf))
 
     def run(self) -> None:
-        clock, stop = self._clock, self._stop
-        while not stop.is_set():
-            now = clock.monotonic()
-            self.step(now)
-            if clock.sleep(min(self._next_tick - now, MONITOR_DRAIN_S), stop):
-                break
+        clock, stop, drain_s = self._clock, self._stop, self._drain_s
+        try:
+            while not stop.is_set():
+                now = clock.monotonic()
+                self.step(now)
+                if clock.sleep(min(self._next_tick - now, drain_s), stop):
+                    break
+        finally:
+            if self._retries is not None:
+                self._retries.wake.set()  # a producer waiting out a backoff sees the stop
 
     def write_report(self, report: Report) -> None:
         """Write the final report (after ending any in-place progress line)."""

@@ -1,5 +1,13 @@
 """The threaded mode: a producer thread, N sender threads and a monitor thread on real time.
 
+It runs the whole model the configuration describes, as the virtual-time mode does: the
+producer releases each arrival at its time after the start (a burst all at once), and with
+``max_attempts`` above 1 the monitor judges each failed attempt (retry after backoff and
+jitter, or dead-letter after the last attempt) and hands retries back to the producer, which
+puts each in the inbox once due. The counts mean what they mean in virtual time: with
+retries, ``dead_lettered`` counts messages whose every attempt failed and ``failed`` is 0;
+per-sender and progress ``failed`` count failed attempts.
+
 Shutdown protocol (the part that makes "nothing lost, nothing counted twice" hold):
 
 * One ``stop`` Event is the only shutdown signal. Setting it stops the producer from putting
@@ -8,11 +16,15 @@ Shutdown protocol (the part that makes "nothing lost, nothing counted twice" hol
   second stop request or when the grace period runs out, and the interrupted message is
   counted unsent.
 * The producer always ends by putting one ``DONE`` sentinel per sender, after its last
-  message, so a sender's blocking ``get`` always returns. Once ``stop`` is set a sender still
-  takes items but counts each message as unsent instead of sending it, until its sentinel.
-* Each count has one owner: the producer counts what it put, the monitor counts outcomes, each
-  sender counts what it abandoned, and ``run`` counts what is left in the queue. The report
-  checks the identity across those independent counts rather than deriving one from the others.
+  message (with retries, once every message it put is sent or dead), so a sender's blocking
+  ``get`` always returns. Once ``stop`` is set a sender still takes items but counts each
+  message as unsent instead of sending it, until its sentinel. A producer waiting out a
+  backoff waits on the retry handoff's ``wake``, which ``run`` sets right after ``stop``.
+* Each count has one owner: the producer counts what it put and the retries it still held,
+  the monitor counts outcomes (and, with retries, dead letters), each sender counts what it
+  abandoned, and ``run`` counts what is left in the queue and the retries in transit from
+  the monitor to the producer. The report checks the identity across those independent
+  counts rather than deriving one from the others.
 """
 
 from __future__ import annotations
@@ -26,10 +38,10 @@ from collections.abc import Callable, Iterable
 from typing import Final, TextIO, cast
 
 from sms_sim.clock import Clock, RealClock
-from sms_sim.config import SimulationConfig
+from sms_sim.config import ArrivalKind, SimulationConfig
 from sms_sim.generate import generate_messages, new_seed
 from sms_sim.model import Message
-from sms_sim.policy import sender_rng
+from sms_sim.policy import arrival_times, arrivals_rng, retry_rng, sender_rng
 from sms_sim.report import Report, StopReason, build_report
 from sms_sim.sim.threaded.components import (
     Inbox,
@@ -41,6 +53,7 @@ from sms_sim.sim.threaded.components import (
     refill_pause_s,
 )
 from sms_sim.sim.threaded.monitor import Monitor
+from sms_sim.sim.threaded.schedule import RetryHandoff
 from sms_sim.sim.threaded.supervise import DEFAULT_GRACE_S, ThreadGroup
 
 __all__ = ["run", "DEFAULT_GRACE_S"]
@@ -67,7 +80,10 @@ def run(
     ``stop_requests`` is polled by the joining thread: one request stops the run gracefully
     (sends in flight get up to ``grace_s`` to finish), a second interrupts them at once; the
     report is produced and every message accounted for either way. ``messages`` replaces
-    the generated stream (its length is then what ``produced`` counts). Blocks until the run
+    the generated stream (with burst arrivals its length is then what ``produced`` counts;
+    Poisson or scheduled arrivals take ``num_messages`` of it, fewer if it runs out first).
+    Arrival times and retries follow ``config`` on real time (see the module docstring), so
+    ``elapsed_s`` is comparable to the virtual-time makespan. Blocks until the run
     ends; never raises for a simulated failure, and worker-thread exceptions end the run
     with ``StopReason.ERROR``.
     """
@@ -77,24 +93,35 @@ def run(
     seed = new_seed() if config.seed is None else config.seed
 
     stop = threading.Event()
-    group = ThreadGroup(stop=stop, abort=threading.Event(), clock=clock, stop_requests=requests)
+    retries: RetryHandoff[Message] | None = None
+    if config.retry.max_attempts > 1:
+        retries = RetryHandoff(config.retry, retry_rng(seed))
+    burst = config.arrivals.kind is ArrivalKind.BURST
+    group = ThreadGroup(stop=stop, abort=threading.Event(), clock=clock, stop_requests=requests,
+                        # A failing thread sets stop; a producer in a backoff waits on wake.
+                        on_failure=None if retries is None else retries.wake.set)
     inbox: Inbox[Message] = queue.SimpleQueue()
     successes: OutcomeQueue[Message] = queue.SimpleQueue()
     failures: OutcomeQueue[Message] = queue.SimpleQueue()
     source = generate_messages(config.num_messages, seed) if messages is None else messages
     batch_size = handoff_batch_size(config.senders)
-    producer = Producer(source, inbox, stop, num_consumers=len(config.senders),
-                        # The bound is in messages: a batch counts as its size.
-                        max_queued=max(2 * len(config.senders), config.queue_size // batch_size),
-                        batch_size=batch_size,
-                        refill_pause_s=refill_pause_s(config.senders, config.queue_size))
     senders = [
         Sender(index, sender_config, rng=sender_rng(seed, index), inbox=inbox,
                successes=successes, failures=failures, stop=stop, clock=clock,
                abort=group.abort)
         for index, sender_config in enumerate(config.senders)
     ]
+    # t = 0 of the arrival process: taken after the senders' streams are seeded (a few ms
+    # with a thousand senders) so that the first arrivals are not released late.
     started_at = clock.monotonic()
+    producer = Producer(source, inbox, stop, num_consumers=len(config.senders),
+                        # The bound is in messages: a batch counts as its size.
+                        max_queued=max(2 * len(config.senders), config.queue_size // batch_size),
+                        batch_size=batch_size,
+                        refill_pause_s=refill_pause_s(config.senders, config.queue_size),
+                        arrivals=None if burst else arrival_times(
+                            config.arrivals, config.num_messages, arrivals_rng(seed)),
+                        retries=retries, clock=clock, started_at=started_at)
     monitor = Monitor(
         successes=successes,
         failures=failures,
@@ -106,9 +133,13 @@ def run(
         started_at=started_at,
         stop=stop,
         show_progress=show_progress,
-        check_pace=True,  # a burst: idle senders mean the host is too slow to feed them
-        # In messages: an inbox item may be a batch of them.
-        queued=lambda: max(0, producer.produced - sum(s.taken for s in senders)),
+        # Only in a burst without retries do idle senders mean the host is too slow to
+        # feed them; arrivals spread in time and backoffs idle them by design.
+        check_pace=burst and retries is None,
+        # In messages (an inbox item may be a batch of them), retries put back included.
+        queued=lambda: max(0, producer.produced + producer.retried
+                           - sum(s.taken for s in senders)),
+        retries=retries,
     )
     sender_names = [s.name for s in senders]
     group.start("monitor", monitor.run)
@@ -134,6 +165,8 @@ def run(
     # then count what is left in the inbox, then the monitor, then one last drain of the
     # outcome queues so nothing put after the monitor's final pass is missed.
     group.begin_shutdown(grace_s)
+    if retries is not None:
+        retries.wake.set()  # the producer may be waiting out a backoff on it, not on stop
     alive = group.join(sender_names)
     alive += group.join(["producer"])
     left_in_queue = len(drain_inbox(inbox))
@@ -145,16 +178,26 @@ def run(
 
     total = monitor.total
     unsent = left_in_queue + sum(len(s.abandoned) for s in senders)
+    # With retries: failed messages still waiting out their backoff (in the producer's
+    # heap, or on their way to it after the monitor's last drain) were never completed.
+    failed = None if retries is None else 0  # with retries a final failure is dead
+    dead = 0
+    if retries is not None:
+        unsent += len(producer.retries_pending) + len(retries.take_due())
+        dead = retries.dead
     if alive:
         # A live sender may hold one message it neither sent nor counted; say so rather
         # than let it vanish from the totals.
-        unsent = max(unsent, producer.produced - total.sent - total.failed)
+        final_failures = total.failed if failed is None else dead
+        unsent = max(unsent, producer.produced - total.sent - final_failures)
     if monitor.output_closed and reason is StopReason.COMPLETED:
         reason = StopReason.OUTPUT_CLOSED
     report = build_report(
         produced=producer.produced,
         per_sender=monitor.per_sender,
         unsent=unsent,
+        failed=failed,
+        dead_lettered=dead,
         elapsed_s=elapsed_s,
         seed=seed,
         stopped_by=reason,

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import heapq
 import math
-import random
 from collections import deque
-from collections.abc import Callable, Iterator
-from typing import cast
+from collections.abc import Callable
 
 from sms_sim.clock import Clock
-from sms_sim.config import ArrivalKind, SimulationConfig
 from sms_sim.errors import ConfigError
-from sms_sim.policy import latency_sampler, retry_delay_s
+from sms_sim.policy import arrival_times, arrivals_rng, latency_sampler, retry_delay_s
 from sms_sim.report import StopReason
 from sms_sim.sim.virtual.state import CHUNK_EVENTS, ZERO_KEY, VirtualRun
 from sms_sim.stats import LogHistogram
@@ -46,7 +43,7 @@ def run_general(  # noqa: C901 - see above
     heappush, heappop, heapreplace = heapq.heappush, heapq.heappop, heapq.heapreplace
     materialise = run.messages
 
-    arrivals = _arrival_times(config, random.Random(f"sms_sim:{run.seed}:arrivals"))
+    arrivals = arrival_times(config.arrivals, config.num_messages, arrivals_rng(run.seed))
     next_arrival, arrival_count = next(arrivals, (_INF, 0))
     # (time, sender, ok, message id, attempts, arrived, send time): one entry per sender;
     # ok is None for a sender resting out its rate limit. Times are unique per sender,
@@ -201,22 +198,3 @@ def run_general(  # noqa: C901 - see above
             stopping, reason = True, StopReason.OUTPUT_CLOSED
         next_wall_line = run.wall_line(wall, wall_start, next_wall_line, last_t, sent,
                                        produced - sent - failed - dead)
-
-
-def _arrival_times(config: SimulationConfig, rng: random.Random) -> Iterator[tuple[float, int]]:
-    """Yield ``(time, count)`` batches of arrivals in time order."""
-    arrivals = config.arrivals
-    total = config.num_messages
-    if arrivals.kind is ArrivalKind.BURST:
-        if total:
-            yield 0.0, total
-    elif arrivals.kind is ArrivalKind.POISSON:
-        rate = cast(float, arrivals.rate_per_s)
-        t = 0.0
-        for _ in range(total):
-            t += rng.expovariate(rate)
-            yield t, 1
-    else:
-        for at_s, count in arrivals.schedule:
-            if count:
-                yield at_s, count

@@ -1,0 +1,135 @@
+"""One model, two clocks: the threaded mode on real time and the virtual-time mode agree on
+a configuration with Poisson arrivals and retries, within tolerances derived from the
+model's own variance; and the command line runs such a model without ``--virtual``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sms_sim import SenderConfig, SimulationConfig, StopReason, run
+from sms_sim.config import ArrivalKind, Arrivals, Jitter, RetryPolicy
+from sms_sim.policy import arrival_times, arrivals_rng
+from sms_sim.sim.virtual.run import simulate
+
+# Real threads, processes or wall-clock waits (STYLE.md section 10).
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+
+N = 400
+RATE_PER_S = 400.0  # the last of N arrivals comes at about N / rate = 1 s
+FAILURE_RATE = 0.3
+MAX_ATTEMPTS = 5
+SEED = 11
+REPLICATIONS = 300
+# Wall-clock lateness the threaded run may add to the makespan on top of the model's
+# randomness; it only ever makes the real run later. Budget on an idle host: the last
+# arrival is released up to one OS oversleep late (release times are absolute, so lateness
+# does not accumulate), ~1 ms; the last message's up to 4 retries each start up to
+# RETRY_DRAIN_S (1 ms) after the failure plus the producer's wake-up and oversleep, ~2 ms
+# each; its up to 5 sends each oversleep up to ~1 ms; thread start and end-of-run detection
+# ~3 ms: about 20 ms in all. 50 ms leaves room for a shared 2-core host.
+WALL_MARGIN_S = 0.05
+
+
+def config() -> SimulationConfig:
+    return SimulationConfig(
+        num_messages=N,
+        senders=[SenderConfig(0.002, 0.001, FAILURE_RATE)] * 4,  # capacity 2000/s, load ~29 %
+        seed=SEED,
+        arrivals=Arrivals(kind=ArrivalKind.POISSON, rate_per_s=RATE_PER_S),
+        retry=RetryPolicy(max_attempts=MAX_ATTEMPTS, base_s=0.01, factor=2.0, cap_s=0.1,
+                          jitter=Jitter.FULL),
+    )
+
+
+def test_real_time_and_virtual_time_agree_with_retries_and_poisson_arrivals() -> None:
+    """Sent, dead-lettered, failed attempts and makespan agree within derived tolerances.
+
+    Both modes draw the arrival times from ``arrivals_rng(SEED)``, so they share one arrival
+    sequence; everything else (which sender takes which message, each outcome, each retry
+    delay) is an independent draw from the same model, so each difference below is that of
+    two independent copies, with variance twice the single-run variance.
+
+    * Dead letters: a message is dead when all 5 attempts fail, p_dead = 0.3**5 ~ 0.00243,
+      so the count is binomial(N, p_dead), sd sqrt(N p (1-p)) ~ 0.985 for N = 400; the
+      difference has sd sqrt(2) times that, ~1.39; allow 4 sd (~5.6). ``sent`` is N minus
+      the dead in a completed run, so the same bound holds for it.
+    * Failed attempts: per message F = min(G, 5) failed attempts, G geometric,
+      P(F = k) = p**k (1 - p) for k < 5 and P(F = 5) = p**5; mean and variance computed
+      exactly below; the total over N messages has variance N var(F); allow 4 sd of the
+      difference.
+    * Makespan = last arrival + residual (the service, queueing and retries of the last
+      messages). The last arrival is shared, so only the residual differs: its sd given
+      these arrival times is estimated from REPLICATIONS virtual runs on a schedule of the
+      same times with other seeds (other sender and retry draws), and the tolerance is
+      4 sqrt(2) times it (~0.14 s here). The residual is skewed (a maximum over the last
+      messages, bounded by their service times plus the backoff caps, ~0.17 s), so rather
+      than trust a normal tail the test checks the tolerance on the replications
+      themselves: fewer than 1 % of them fall outside it around this seed's virtual
+      makespan (none did when this was written). The real run may additionally be late by
+      WALL_MARGIN_S (see its comment), never early.
+    """
+    base = config()
+    virtual = simulate(base, output=None)
+    assert virtual.virtual is not None
+    real = run(base, output=None)
+
+    assert real.stopped_by is virtual.stopped_by is StopReason.COMPLETED
+    assert real.produced == virtual.produced == N
+    assert real.is_accounted and real.unsent == 0 and real.failed == virtual.failed == 0
+
+    p, k = FAILURE_RATE, MAX_ATTEMPTS
+    p_dead = p**k
+    dead_sd = math.sqrt(2 * N * p_dead * (1 - p_dead))
+    assert abs(real.dead_lettered - virtual.dead_lettered) <= 4 * dead_sd
+    assert abs(real.sent - virtual.sent) <= 4 * dead_sd
+
+    pmf = {j: p**j * (1 - p) for j in range(k)} | {k: p_dead}
+    mean_f = sum(j * q for j, q in pmf.items())
+    var_f = sum(j * j * q for j, q in pmf.items()) - mean_f**2
+    real_failed_attempts = sum(s.failed for s in real.senders)
+    assert abs(real_failed_attempts - virtual.virtual.failed_attempts) <= 4 * math.sqrt(
+        2 * N * var_f
+    )
+
+    schedule = tuple(arrival_times(base.arrivals, N, arrivals_rng(SEED)))
+    last_arrival_s = schedule[-1][0]
+    same_arrivals = dataclasses.replace(
+        base, arrivals=Arrivals(kind=ArrivalKind.SCHEDULE, schedule=schedule)
+    )
+    # The schedule reproduces the Poisson run exactly (same arrivals, same sender streams).
+    assert simulate(same_arrivals, output=None).elapsed_s == virtual.elapsed_s
+    makespans = [
+        simulate(dataclasses.replace(same_arrivals, seed=seed), output=None).elapsed_s
+        for seed in range(1000, 1000 + REPLICATIONS)
+    ]
+    tolerance_s = 4 * math.sqrt(2) * statistics.stdev(makespans)
+    outside = sum(abs(m - virtual.elapsed_s) > tolerance_s for m in makespans)
+    assert outside < 0.01 * REPLICATIONS, (outside, tolerance_s)
+
+    assert real.elapsed_s > last_arrival_s  # the last message was released at its time
+    difference_s = real.elapsed_s - virtual.elapsed_s
+    assert -tolerance_s <= difference_s <= tolerance_s + WALL_MARGIN_S, (
+        difference_s, tolerance_s
+    )
+
+
+def test_the_command_line_runs_arrivals_and_retries_on_real_time() -> None:
+    """Once refused without ``--virtual``; now the threaded run honours them."""
+    result = subprocess.run(
+        [sys.executable, "start.py", "20", "2", "0.001", "0", "0.5", "--arrivals", "poisson:200",
+         "--max-attempts", "3", "--backoff-base", "0.005", "--seed", "1", "--quiet"],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("completed: 20 produced, ")
+    assert "dead-lettered" in result.stdout and ": ok" in result.stdout
