@@ -30,7 +30,6 @@ __all__ = [
     "retry_rng",
     "latency_sampler",
     "draw_latency_s",
-    "draw_failure",
     "sender_rng",
     "backoff_before_jitter_s",
     "retry_delay_s",
@@ -62,11 +61,6 @@ def latency_sampler(rng: random.Random, sender: SenderConfig) -> Callable[[], fl
 def draw_latency_s(rng: random.Random, sender: SenderConfig) -> float:
     """One send time; prefer a cached ``latency_sampler`` on hot paths."""
     return latency_sampler(rng, sender)()
-
-
-def draw_failure(rng: random.Random, sender: SenderConfig) -> bool:
-    """True with probability ``failure_rate``: exactly never at 0 and always at 1."""
-    return rng.random() < sender.failure_rate
 
 
 def mean_service_s(sender: SenderConfig) -> float:

@@ -9,12 +9,11 @@ import random
 
 import pytest
 
-from sms_sim import SenderConfig
+from sms_sim import SenderConfig, SimulationConfig, simulate
 from sms_sim.config import ArrivalKind, Arrivals
 from sms_sim.policy import (
     arrival_times,
     arrivals_rng,
-    draw_failure,
     draw_latency_s,
     retry_rng,
     sender_rng,
@@ -40,17 +39,18 @@ def test_zero_deviation_gives_the_mean_exactly() -> None:
 
 @pytest.mark.parametrize("rate", [0.0, 1.0])
 def test_extreme_failure_rates_are_exact(rate: float) -> None:
-    sender = SenderConfig(0.0, 0.0, rate)
-    rng = random.Random(2)
-    assert {draw_failure(rng, sender) for _ in range(10_000)} == {rate == 1.0}
+    """The failure draw the event loops and the threaded sender make (uniform >= rate)."""
+    config = SimulationConfig(num_messages=10_000, senders=[SenderConfig(0.0, 0.0, rate)],
+                              seed=2)
+    report = simulate(config, output=None)
+    assert report.failed == (10_000 if rate == 1.0 else 0)
 
 
 def test_failure_count_is_within_binomial_bounds() -> None:
     """n=20000, p=0.2: mean 4000, sd sqrt(n p (1-p)) ~ 56.6; allow 4 sd (two-sided ~6e-5)."""
     n, p = 20_000, 0.2
-    sender = SenderConfig(0.0, 0.0, p)
-    rng = random.Random(4)
-    failures = sum(draw_failure(rng, sender) for _ in range(n))
+    config = SimulationConfig(num_messages=n, senders=[SenderConfig(0.0, 0.0, p)] * 2, seed=4)
+    failures = simulate(config, output=None).failed
     assert abs(failures - n * p) < 4 * math.sqrt(n * p * (1 - p))
 
 
