@@ -27,7 +27,7 @@ keeping a full report; SimPy is the usual off-the-shelf alternative.
 
 Targets: case A ours >= 1.5M/s, ours/minimal >= 0.4, ours/SimPy >= 1.5; case B
 ours/SimPy >= 4. SimPy targets are skipped when SimPy is not installed. (That the event
-heap stays bounded in N is by construction, see ``sms_sim/des.py``; not measured here.)
+heap stays bounded in N is by construction, see ``sms_sim/sim/virtual/run.py``; not measured here.)
 
 Command (from the repo root): python3 bench/virtual_speed.py [--runs 5] [--quick]
 (``--quick`` uses N = 200,000 for case A and 50,000 for case B.) SimPy is optional and

@@ -19,7 +19,7 @@ VIRTUAL_EPOCH_S = 1_000_000_000.125
 
 
 class Clock(Protocol):
-    """What the pipeline needs from time."""
+    """What every mode needs from time: persisted now, intervals, interruptible sleep."""
 
     def now(self) -> float:
         """Epoch seconds: for timestamps that are stored or compared across processes."""

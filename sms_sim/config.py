@@ -1,6 +1,6 @@
 """Validated configuration for a simulation: the senders and the run as a whole.
 
-Validation lives here and only here, so the CLI, the library and (later) the virtual mode
+Validation lives here and only here, so the CLI, the library, the threaded and the virtual mode
 reject the same values with the same one-line messages.
 """
 

@@ -1,4 +1,4 @@
-"""The threaded pipeline end to end, with tiny latencies: counts, stops, failures, no duplicates,
+"""The threaded mode end to end, with tiny latencies: counts, stops, failures, no duplicates,
 arrivals spread in time, retries and dead letters."""
 
 from __future__ import annotations

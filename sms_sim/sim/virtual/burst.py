@@ -1,7 +1,7 @@
 """The virtual-time loop specialised to its most common case: a burst with no retries.
 
 Every message arrives at t = 0 and is tried once, so the waiting queue is a counter and
-completions come in time order. It is an optimisation of ``des_general.run_general`` (about
+completions come in time order. It is an optimisation of ``general.run_general`` (about
 twice as fast) and makes the same draws in the same order: a test checks that the two
 give identical reports.
 """

@@ -1,5 +1,5 @@
 """The general virtual-time event loop: any arrivals, retries, rate limits, materialised
-messages. See ``des`` for the event structures and why none grows with N."""
+messages. See ``run`` for the event structures and why none grows with N."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The state of one virtual-time run and the report built from it.
 
-Shared by the two event loops (``des_general`` and its specialisation ``des_burst``): they
+Shared by the two event loops (``general`` and its specialisation ``burst``): they
 bind what they need to locals, run, and write their totals back here once at the end.
 """
 
