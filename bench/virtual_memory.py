@@ -2,8 +2,8 @@
 
 What is measured: peak RSS (``resource.getrusage(RUSAGE_SELF).ru_maxrss``, KiB on Linux) of
 fresh child interpreters (``python -c``, the same interpreter as this script). Every child
-imports ``sms_sim`` (and ``sms_sim.sim.virtual.run``) and builds its config: a burst of N messages on 4
-senders ``SenderConfig(0, 0, 0)`` (zero send time, no failures), seed 1. Then:
+imports ``sms_sim`` (and ``sms_sim.sim.virtual.run``) and builds its config: a burst of N
+messages on 4 senders ``SenderConfig(0, 0, 0)`` (zero send time, no failures), seed 1. Then:
 
 * baseline: nothing else (N = 1,000,000 in the config, never run);
 * small: ``simulate(config, output=None)`` with N = 1,000,000;

@@ -34,8 +34,8 @@ from sms_sim.dispatch.contract import (
     StoreError,
 )
 from sms_sim.dispatch.stores import MemoryStore, SqliteStore
+from tests.conftest import T0, phones
 
-T0 = 1_000_000_000.125
 LEASE_S = 30.0
 BACKENDS = ["memory", "sqlite"]
 JOIN_TIMEOUT_S = 30.0
@@ -93,10 +93,6 @@ def new_store(request: pytest.FixtureRequest) -> Opener:
     return resolved
 
 
-def phones(count: int, start: int = 0) -> list[str]:
-    return [f"555-{(start + i) // 10000:03d}-{(start + i) % 10000:04d}" for i in range(count)]
-
-
 def submit(store: DispatchStore, count: int = 1, *, at: float | None = None,
            key: str | None = None, priority: int = 0, now: float = T0, start: int = 0) -> int:
     message = NewMessage.validated(content="alert", recipients=phones(count, start),
@@ -135,6 +131,7 @@ def test_a_known_idempotency_key_returns_the_first_message_and_creates_nothing(
     assert len(store.messages()) == 1 and len(store.deliveries()) == 2
 
 
+@pytest.mark.slow  # real threads
 def test_concurrent_submits_with_one_key_create_exactly_once(opener: Opener) -> None:
     stores = [opener() for _ in range(4)]
     barrier = threading.Barrier(len(stores))
@@ -223,6 +220,7 @@ def test_a_claimer_whose_now_lags_a_little_does_not_steal_a_fresh_lease(
     assert store.claim("b", 1, LEASE_S, T0) == []
 
 
+@pytest.mark.slow  # real threads
 def test_concurrent_claims_never_lease_one_delivery_twice(opener: Opener) -> None:
     submit(opener(), 200)
     submit(opener(), 50, start=1000)
@@ -510,6 +508,7 @@ def test_edit_needs_the_current_version_and_bumps_it(store: DispatchStore) -> No
         store.edit(999, 1, MessageEdit.validated(content="x"), T0)
 
 
+@pytest.mark.slow  # real threads
 def test_an_edit_racing_the_first_claim_lands_before_it_or_is_refused(opener: Opener) -> None:
     for round_number in range(10):
         _race_edit_and_claim(opener, round_number)

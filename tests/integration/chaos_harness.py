@@ -11,21 +11,19 @@ from __future__ import annotations
 import random
 import signal
 import subprocess
-import sys
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sms_sim.clock import RealClock
-from sms_sim.dispatch.contract import DeliveryStatus, NewMessage
+from sms_sim.dispatch.contract import DeliveryStatus, DeliveryView, NewMessage
 from sms_sim.dispatch.stores import SqliteStore
 from sms_sim.dispatch.ledger import LedgerProvider
 from sms_sim.dispatch.transport import LedgerSummary
+from tests.conftest import START
 
 __all__ = ["ChaosResult", "run_chaos"]
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(slots=True)
@@ -47,7 +45,7 @@ class ChaosResult:
 
 def _worker_cmd(db: Path, ledger: Path, *, lease_s: float, seed: int, fencing: bool,
                 mean_s: float) -> list[str]:
-    cmd = [sys.executable, str(ROOT / "start.py"), "worker", "--db", str(db),
+    cmd = [*START, "worker", "--db", str(db),
            "--ledger", str(ledger), "--senders", "2", "--mean", str(mean_s), "--deviation", "0",
            "--failure-rate", "0.05", "--max-attempts", "20", "--retry-base", "0.01",
            "--retry-cap", "0.05", "--batch", "20", "--lease", str(lease_s),
@@ -77,9 +75,7 @@ def run_chaos(
     clock, rng, tick = RealClock(), random.Random(seed), threading.Event()
     db, ledger_path = root / "chaos.db", root / "ledger.db"
     store = SqliteStore(db)
-    for m in range(messages):
-        numbers = [f"5{m:02d}-{i // 10000:03d}-{i % 10000:04d}" for i in range(recipients)]
-        store.submit(NewMessage.validated(content=f"alert {m}", recipients=numbers), clock.now())
+    _submit_broadcasts(store, clock, messages=messages, recipients=recipients)
     # Create the ledger before the workers, so they do not race to create one new file.
     LedgerProvider(ledger_path, clock=clock).close()
     logs: list[Path] = []
@@ -112,10 +108,7 @@ def run_chaos(
     finished = False
     while clock.monotonic() - start < deadline_s:
         now = clock.monotonic()
-        for index, resume_at in list(paused.items()):
-            if now >= resume_at:
-                procs[index].send_signal(signal.SIGCONT)
-                del paused[index]
+        _resume_due(procs, paused, now)
         chaos = now - start < chaos_for_s
         if chaos:
             index = rng.randrange(len(procs)) if pauses else _holder(store, procs, log_of)
@@ -139,26 +132,62 @@ def run_chaos(
             procs = [spawn() for _ in range(workers)]  # all exited early: keep going
             restarts += workers
         clock.sleep(rng.uniform(0.1, 0.4) if chaos else 0.05, tick)
-    for index in list(paused):
-        procs[index].send_signal(signal.SIGCONT)
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-        proc.wait(timeout=30)
+    _stop_all(procs, paused)
     provider = LedgerProvider(ledger_path, clock=clock)
     summary = provider.summary()
     delivered = provider.delivered_targets()
     provider.close()
     rows = store.deliveries(limit=10**9)
     statuses = Counter(str(d.status) for d in rows)
-    lost = sum(
+    lost = _lost(rows, delivered)
+    integrity = store.integrity_check()
+    store.close()
+    texts = [log.read_text(errors="replace") for log in logs]
+    refused, skipped = _fencing_counts(texts)
+    return ChaosResult(deliveries=len(rows), statuses=statuses, kills=kills, pauses=pauses,
+                       restarts=restarts, ledger=summary, lost=lost, refused=refused,
+                       skipped_expired=skipped, lease_s=lease_s, integrity=integrity,
+                       finished=finished, worker_logs=texts)
+
+
+def _submit_broadcasts(store: SqliteStore, clock: RealClock, *, messages: int,
+                       recipients: int) -> None:
+    """``messages`` broadcasts of ``recipients`` each; message ``m``'s numbers start ``5mm-``."""
+    for m in range(messages):
+        numbers = [f"5{m:02d}-{i // 10000:03d}-{i % 10000:04d}" for i in range(recipients)]
+        store.submit(NewMessage.validated(content=f"alert {m}", recipients=numbers), clock.now())
+
+
+def _resume_due(procs: list[subprocess.Popen[bytes]], paused: dict[int, float],
+                now: float) -> None:
+    """SIGCONT every paused worker whose resume time has come, and forget it as paused."""
+    for index, resume_at in list(paused.items()):
+        if now >= resume_at:
+            procs[index].send_signal(signal.SIGCONT)
+            del paused[index]
+
+
+def _stop_all(procs: list[subprocess.Popen[bytes]], paused: dict[int, float]) -> None:
+    """Resume the paused workers, terminate any still running, and reap them all."""
+    for index in list(paused):
+        procs[index].send_signal(signal.SIGCONT)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _lost(rows: list[DeliveryView], delivered: set[str]) -> int:
+    """Deliveries left unfinished, or marked sent with no send in the ledger."""
+    return sum(
         1 for d in rows
         if d.status not in (DeliveryStatus.SENT, DeliveryStatus.DEAD)
         or (d.status is DeliveryStatus.SENT and f"{d.message_id}:{d.recipient}" not in delivered)
     )
-    integrity = store.integrity_check()
-    store.close()
-    texts = [log.read_text(errors="replace") for log in logs]
+
+
+def _fencing_counts(texts: list[str]) -> tuple[int, int]:
+    """Totals of the workers' ``fencing:`` lines: (refused, skipped as expired)."""
     refused = skipped = 0
     for text in texts:
         for line in text.splitlines():
@@ -166,10 +195,7 @@ def run_chaos(
                 words = line.split()
                 refused += int(words[1])
                 skipped += int(words[5])
-    return ChaosResult(deliveries=len(rows), statuses=statuses, kills=kills, pauses=pauses,
-                       restarts=restarts, ledger=summary, lost=lost, refused=refused,
-                       skipped_expired=skipped, lease_s=lease_s, integrity=integrity,
-                       finished=finished, worker_logs=texts)
+    return refused, skipped
 
 
 def _holder(store: SqliteStore, procs: list[subprocess.Popen[bytes]],

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import ROOT, START
+
 # Real threads, processes or wall-clock waits (STYLE.md section 10).
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-START = [sys.executable, str(ROOT / "start.py")]
 TIMEOUT_S = 60
 
 

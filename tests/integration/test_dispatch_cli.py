@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import ROOT, START, phones
+
 # Real threads, processes or wall-clock waits (STYLE.md section 10).
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-START = [sys.executable, str(ROOT / "start.py")]
 TIMEOUT_S = 60
 
 
@@ -158,7 +158,7 @@ def test_worker_dispatches_retries_to_dead_and_dead_can_be_requeued(tmp_path: Pa
 
 
 def test_sigterm_stops_the_worker_and_gives_unstarted_claims_back(tmp_path: Path) -> None:
-    numbers = ",".join(f"555-000-{i:04d}" for i in range(400))
+    numbers = ",".join(phones(400))
     assert cli("submit", "hi", "--to", numbers, cwd=tmp_path).returncode == 0
     proc = subprocess.Popen([*START, "worker", "--senders", "1", "--mean", "0.05",
                              "--deviation", "0", "--batch", "50", "--interval", "0.05"],

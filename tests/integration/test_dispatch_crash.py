@@ -23,7 +23,7 @@ def test_killed_and_paused_workers_never_deliver_twice_and_lose_nothing(tmp_path
                        chaos_for_s=2.0)
     assert result.finished, result.worker_logs[-1]
     assert result.kills >= 1 and result.pauses >= 1
-    assert result.statuses == {"sent": 900} or set(result.statuses) <= {"sent", "dead"}
+    assert set(result.statuses) <= {"sent", "dead"} and sum(result.statuses.values()) == 900
     assert result.lost == 0
     assert result.ledger.effective_duplicates == 0
     assert result.ledger.recipients_delivered == result.statuses["sent"]

@@ -16,9 +16,8 @@ import pytest
 from sms_sim.dispatch.contract import DeliveryStatus, NewMessage, StoreError
 from sms_sim.dispatch.dispatcher import DispatchConfig, Dispatcher
 from sms_sim.dispatch.stores import SqliteStore
-from sms_sim.dispatch.transport import MemoryProvider
+from tests.conftest import T0, RecordingProvider, phones
 
-T0 = 1_000_000_000.125
 TWO_HOURS_S = 7200.0
 
 
@@ -37,21 +36,6 @@ class JumpingClock:
     def sleep(self, seconds: float, stop: threading.Event) -> bool:
         self.now_s += max(0.0, seconds)
         return stop.is_set()
-
-
-class TimedProvider(MemoryProvider):
-    def __init__(self, clock: JumpingClock) -> None:
-        super().__init__()
-        self.clock = clock
-        self.sent_at: list[float] = []
-
-    def send(self, key: str, recipient: str, content: str) -> None:
-        self.sent_at.append(self.clock.now())
-        super().send(key, recipient, content)
-
-
-def phones(count: int) -> list[str]:
-    return [f"555-{i // 10000:03d}-{i % 10000:04d}" for i in range(count)]
 
 
 def test_disk_full_is_a_clear_error_and_loses_nothing(tmp_path: Path) -> None:
@@ -99,7 +83,7 @@ def test_a_clock_jump_neither_sends_early_nor_parks_nor_duplicates(
     store.submit(NewMessage.validated(content="now", recipients=phones(4)), T0 - 3 * TWO_HOURS_S)
     scheduled = store.submit(NewMessage.validated(content="later", recipients=phones(2),
                                                   scheduled_at=T0 + 600), T0)
-    provider = TimedProvider(clock)
+    provider = RecordingProvider(clock)
     config = DispatchConfig(lease_s=30.0, batch_size=2, idle_recheck_s=TWO_HOURS_S)
     first = Dispatcher(store, clock=clock, rng=random.Random(1), config=config)
     second = Dispatcher(store, clock=clock, rng=random.Random(2), config=config)

@@ -15,8 +15,8 @@ from sms_sim.dispatch.contract import NewMessage, StoreError
 from sms_sim.dispatch.stores import SqliteStore
 from sms_sim.dispatch.stores.sqlite.rows import LEASE_SQL
 from sms_sim.dispatch.stores.sqlite.schema import SCHEMA_SQL, SCHEMA_VERSION
+from tests.conftest import T0
 
-T0 = 1_000_000_000.125
 V1 = "sms_sim.dispatch/1"
 V2 = "sms_sim.dispatch/2"
 

@@ -19,9 +19,11 @@ from sms_sim.clock import RealClock
 from sms_sim.dispatch.contract import (
     ConflictError,
     DeliveryStatus,
+    DeliveryView,
     LockedError,
     MessageEdit,
     MessageStatus,
+    MessageView,
     NewMessage,
     NotFoundError,
 )
@@ -64,21 +66,8 @@ def test_storm_of_clients_and_dispatchers_keeps_every_invariant(tmp_path: Path) 
         store, rng = SqliteStore(path), random.Random(index)
         try:
             for op in range(OPS_PER_CLIENT):
-                people = [f"55{index}-{op:03d}-{i:04d}" for i in range(rng.randint(1, 30))]
-                choice = rng.random()
                 try:
-                    if choice < 0.5:
-                        store.submit(NewMessage.validated(
-                            content=f"c{index}-{op}", recipients=people,
-                            scheduled_at=clock.now() + rng.choice([0.0, 0.02])), clock.now())
-                    elif choice < 0.85:
-                        target = rng.randint(1, 1 + op * CLIENTS // 2)
-                        found = store.messages(message_id=target)
-                        if found:
-                            store.edit(target, found[0].version, MessageEdit.validated(
-                                content=f"edited {index}-{op}", recipients=people), clock.now())
-                    else:
-                        store.cancel(rng.randint(1, 1 + op * CLIENTS // 2), clock.now())
+                    _client_op(store, clock, rng, index, op)
                 except (ConflictError, LockedError, NotFoundError) as exc:
                     with lock:
                         refusals[type(exc).__name__] += 1
@@ -100,18 +89,11 @@ def test_storm_of_clients_and_dispatchers_keeps_every_invariant(tmp_path: Path) 
                for i in range(CLIENTS)]
     for thread in senders + clients:
         thread.start()
-    for thread in clients:
-        thread.join(JOIN_TIMEOUT_S)
-        assert not thread.is_alive()
+    _join_all(clients)
     audit = SqliteStore(path)
-    wait = threading.Event()
-    deadline = clock.monotonic() + JOIN_TIMEOUT_S
-    while audit.next_due_at(clock.now()) is not None and clock.monotonic() < deadline:
-        clock.sleep(0.01, wait)
+    _wait_until_nothing_due(audit, clock)
     stop.set()
-    for thread in senders:
-        thread.join(JOIN_TIMEOUT_S)
-        assert not thread.is_alive()
+    _join_all(senders)
 
     messages = audit.messages(limit=10_000)
     deliveries = audit.deliveries(limit=100_000)
@@ -119,6 +101,51 @@ def test_storm_of_clients_and_dispatchers_keeps_every_invariant(tmp_path: Path) 
     assert not [d for d in deliveries if d.status in (DeliveryStatus.PENDING,
                                                       DeliveryStatus.LEASED,
                                                       DeliveryStatus.RETRYING)]
+    _assert_each_got_the_final_content_once(messages, deliveries, provider)
+    assert {m.status for m in messages} <= {MessageStatus.COMPLETED, MessageStatus.CANCELLED}
+    assert provider.summary().effective_duplicates == 0
+    assert audit.integrity_check() == "ok"
+    audit.close()
+
+
+def _client_op(store: SqliteStore, clock: RealClock, rng: random.Random, index: int,
+               op: int) -> None:
+    """One random client action: submit (half the time), edit (35%) or cancel (15%)."""
+    people = [f"55{index}-{op:03d}-{i:04d}" for i in range(rng.randint(1, 30))]
+    choice = rng.random()
+    if choice < 0.5:
+        store.submit(NewMessage.validated(
+            content=f"c{index}-{op}", recipients=people,
+            scheduled_at=clock.now() + rng.choice([0.0, 0.02])), clock.now())
+    elif choice < 0.85:
+        target = rng.randint(1, 1 + op * CLIENTS // 2)
+        found = store.messages(message_id=target)
+        if found:
+            store.edit(target, found[0].version, MessageEdit.validated(
+                content=f"edited {index}-{op}", recipients=people), clock.now())
+    else:
+        store.cancel(rng.randint(1, 1 + op * CLIENTS // 2), clock.now())
+
+
+def _join_all(threads: list[threading.Thread]) -> None:
+    for thread in threads:
+        thread.join(JOIN_TIMEOUT_S)
+        assert not thread.is_alive()
+
+
+def _wait_until_nothing_due(audit: SqliteStore, clock: RealClock) -> None:
+    """Let the dispatchers drain the queue (bounded by ``JOIN_TIMEOUT_S``)."""
+    wait = threading.Event()
+    deadline = clock.monotonic() + JOIN_TIMEOUT_S
+    while audit.next_due_at(clock.now()) is not None and clock.monotonic() < deadline:
+        clock.sleep(0.01, wait)
+
+
+def _assert_each_got_the_final_content_once(messages: list[MessageView],
+                                            deliveries: list[DeliveryView],
+                                            provider: ContentLedger) -> None:
+    """A sent delivery got its message's final content exactly once; any other was
+    cancelled with its message and sent nothing."""
     by_id = {m.id: m for m in messages}
     for delivery in deliveries:
         key = f"{delivery.message_id}:{delivery.recipient}"
@@ -129,7 +156,3 @@ def test_storm_of_clients_and_dispatchers_keeps_every_invariant(tmp_path: Path) 
             assert delivery.status is DeliveryStatus.CANCELLED
             assert message.status is MessageStatus.CANCELLED
             assert key not in provider.contents
-    assert {m.status for m in messages} <= {MessageStatus.COMPLETED, MessageStatus.CANCELLED}
-    assert provider.summary().effective_duplicates == 0
-    assert audit.integrity_check() == "ok"
-    audit.close()

@@ -20,13 +20,10 @@ from sms_sim.dispatch.stores import SqliteStore
 from sms_sim.dispatch.transport import MemoryProvider
 from sms_sim.dispatch.worker import Worker
 from sms_sim.report import StopReason
+from tests.conftest import phones
 
 # Real threads, processes or wall-clock waits (STYLE.md section 10).
 pytestmark = pytest.mark.slow
-
-
-def phones(count: int) -> list[str]:
-    return [f"555-{i // 10000:03d}-{i % 10000:04d}" for i in range(count)]
 
 
 def test_worker_sends_everything_through_the_sender_pool_and_accounts_for_it(

@@ -7,6 +7,7 @@ was not stopped produces every message and leaves none unsent, and no message is
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,6 +22,7 @@ senders = st.builds(
 )
 
 
+@pytest.mark.slow  # the threaded run: real threads
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     num_messages=st.integers(0, 400),

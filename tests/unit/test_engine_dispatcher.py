@@ -24,39 +24,15 @@ from sms_sim.dispatch.contract import (
 )
 from sms_sim.dispatch.dispatcher import DispatchConfig, Dispatcher
 from sms_sim.dispatch.stores import SqliteStore
-from sms_sim.dispatch.transport import MemoryProvider, TransportError
+from sms_sim.dispatch.transport import MemoryProvider
 from sms_sim.errors import ConfigError
 from sms_sim.policy import retry_delay_s
-
-T0 = 1_000_000_000.125
-
-
-class RecordingProvider(MemoryProvider):
-    """Records the virtual time of every send; fails the first ``fail_first`` calls."""
-
-    def __init__(self, clock: VirtualClock, fail_first: int = 0) -> None:
-        super().__init__()
-        self.clock = clock
-        self.fail_first = fail_first
-        self.sent_at: list[float] = []
-        self.keys: list[str] = []
-
-    def send(self, key: str, recipient: str, content: str) -> None:
-        self.sent_at.append(self.clock.now())
-        self.keys.append(key)
-        if self.fail_first > 0:
-            self.fail_first -= 1
-            raise TransportError("provider busy")
-        super().send(key, recipient, content)
+from tests.conftest import T0, RecordingProvider, phones
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> SqliteStore:
     return SqliteStore(tmp_path / "d.db")
-
-
-def phones(count: int) -> list[str]:
-    return [f"555-000-{i:04d}" for i in range(count)]
 
 
 def test_dispatch_starts_exactly_at_scheduled_time_and_wakes_without_polling(

@@ -11,8 +11,8 @@ from sms_sim.dispatch.contract import NewMessage
 from sms_sim.dispatch.dispatcher import DispatchConfig, Dispatcher
 from sms_sim.dispatch.stores import SqliteStore
 from sms_sim.dispatch.transport import MemoryProvider
+from tests.conftest import T0, phones
 
-T0 = 1_000_000_000.125
 SEND_S = 0.001
 BATCH = 100
 
@@ -30,8 +30,7 @@ class SlowProvider(MemoryProvider):
 def test_small_messages_are_not_starved_by_a_broadcast(tmp_path: Path) -> None:
     clock = VirtualClock(T0)
     store = SqliteStore(tmp_path / "fair.db")
-    broadcast = [f"555-{i // 10000:03d}-{i % 10000:04d}" for i in range(5000)]
-    store.submit(NewMessage.validated(content="broadcast", recipients=broadcast), T0)
+    store.submit(NewMessage.validated(content="broadcast", recipients=phones(5000)), T0)
     dispatcher = Dispatcher(store, clock=clock, rng=random.Random(1),
                             config=DispatchConfig(batch_size=BATCH))
     provider = SlowProvider(clock)

@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 
 from sms_sim.clock import VirtualClock
-from sms_sim.dispatch.contract import NewMessage, StoreError
+from sms_sim.dispatch.contract import StoreError
 from sms_sim.dispatch.stores import SqliteStore
-
-T0 = 1_000_000_000.125
+from tests.conftest import T0, one_message
 
 
 class ReleasingClock(VirtualClock):
@@ -44,15 +43,11 @@ def _holder(path: Path) -> sqlite3.Connection:
     return holder
 
 
-def _message() -> NewMessage:
-    return NewMessage.validated(content="hi", recipients=["555-000-0001"])
-
-
 def test_a_held_lock_is_taken_at_the_next_try_after_it_frees(tmp_path: Path) -> None:
     holder = _holder(tmp_path / "db")
     clock = ReleasingClock(holder, release_on=20)
     store = SqliteStore(tmp_path / "db", lock_clock=clock)
-    store.submit(_message(), T0)
+    store.submit(one_message(), T0)
     # It tried once after each pause: the 20th pause freed the lock, the try after it won.
     assert len(clock.pauses) == 20
     # Pauses double from 0.1 ms but never exceed 1 ms, so a waiter notices a freed lock
@@ -71,7 +66,7 @@ def test_a_lock_held_past_the_busy_timeout_is_one_clear_error_and_no_change(
     clock = ReleasingClock(holder, release_on=None)
     store = SqliteStore(tmp_path / "db", lock_clock=clock, busy_timeout_s=2.0)
     with pytest.raises(StoreError, match="database is locked") as caught:
-        store.submit(_message(), T0)
+        store.submit(one_message(), T0)
     assert "\n" not in str(caught.value)
     assert 2.0 <= sum(clock.pauses) <= 2.0 + 0.001
     holder.execute("COMMIT")

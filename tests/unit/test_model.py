@@ -49,10 +49,14 @@ def test_non_printable_ascii_is_rejected(bad: str) -> None:
     assert repr(bad) in str(caught.value)
 
 
-def test_boundaries_are_accepted() -> None:
-    Message(0, "999-999-9999", " ")
-    Message(0, "000-000-0000", "~" * 100)
-    Message(0, "000-000-0000", "".join(chr(c) for c in range(32, 127)))
+@pytest.mark.parametrize(("phone", "text"), [
+    ("999-999-9999", " "),
+    ("000-000-0000", "~" * 100),
+    ("000-000-0000", "".join(chr(c) for c in range(32, 127))),
+])
+def test_boundaries_are_accepted(phone: str, text: str) -> None:
+    message = Message(0, phone, text)
+    assert (message.phone, message.text) == (phone, text)
 
 
 def test_validation_errors_are_value_errors_and_sms_sim_errors() -> None:

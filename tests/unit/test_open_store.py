@@ -8,21 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from sms_sim.dispatch.contract import NewMessage, StoreError
+from sms_sim.dispatch.contract import StoreError
 from sms_sim.dispatch.stores import MemoryStore, SqliteStore, open_store
 from sms_sim.errors import ConfigError
-
-T0 = 1_000_000_000.125
-
-
-def _message() -> NewMessage:
-    return NewMessage.validated(content="hi", recipients=["555-000-0001"])
+from tests.conftest import T0, one_message
 
 
 def test_memory_opens_a_fresh_empty_memory_store_each_time() -> None:
     first = open_store("memory:")
     assert isinstance(first, MemoryStore)
-    first.submit(_message(), T0)
+    first.submit(one_message(), T0)
     second = open_store("memory:", create=True)
     assert isinstance(second, MemoryStore)
     assert second.messages() == []
@@ -38,7 +33,7 @@ def test_absolute_sqlite_url_forms_and_a_plain_path_open_that_file(
     try:
         assert isinstance(store, SqliteStore)
         assert Path(store.path) == path
-        store.submit(_message(), T0)
+        store.submit(one_message(), T0)
     finally:
         store.close()
     assert path.is_file()

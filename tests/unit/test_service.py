@@ -30,6 +30,7 @@ from sms_sim.dispatch.service import (
 )
 from sms_sim.dispatch.stores import MemoryStore
 from sms_sim.errors import SmsSimError
+from tests.conftest import phones
 
 LEASE_S = 30.0
 
@@ -44,7 +45,7 @@ class Harness:
 
     def submit(self, count: int = 2) -> int:
         message = NewMessage.validated(
-            content="hello", recipients=[f"555-000-{i:04d}" for i in range(count)])
+            content="hello", recipients=phones(count))
         return self.service.submit(message).message_id
 
     def kill_all(self) -> None:
