@@ -92,7 +92,7 @@ def test_broken_output_sets_stop_instead_of_raising() -> None:
     clock.advance(1.0)
     monitor.step(clock.monotonic())
     assert monitor.output_closed
-    assert monitor._stop.is_set()  # noqa: SLF001 - the Event the monitor was given
+    assert monitor._stop.is_set()  # the Event the monitor was given
 
 
 def test_an_interval_below_clock_resolution_cannot_spin_the_monitor() -> None:
@@ -145,7 +145,7 @@ def build_retrying(
     )
     monitor = Monitor(successes=successes, failures=failures, inbox=inbox, senders=senders,
                       clock=clock, output=output, interval_s=1.0, started_at=100.0,
-                      stop=monitor._stop, retries=retries)  # noqa: SLF001 - reuse its Event
+                      stop=monitor._stop, retries=retries)  # reuse its Event
     return monitor, clock, successes, failures, retries
 
 
@@ -170,6 +170,6 @@ def test_the_monitor_judges_each_failure_as_it_drains_and_wakes_the_producer() -
 
 def test_a_monitor_with_retries_wakes_the_producer_when_its_loop_ends() -> None:
     monitor, *_, retries = build_retrying()
-    monitor._stop.set()  # noqa: SLF001 - the Event the monitor was given
+    monitor._stop.set()  # the Event the monitor was given
     monitor.run()
     assert retries.wake.is_set()
