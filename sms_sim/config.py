@@ -117,7 +117,7 @@ class RetryPolicy:
     ``min(cap_s, base_s * factor ** (n - 1))`` seconds, randomised by ``jitter``.
 
     ``max_attempts=1`` (the default) means no retries: a failed send is final. The same
-    policy object drives the virtual-time mode and the dispatch engine.
+    policy object drives both simulation modes and the dispatch engine.
     """
 
     max_attempts: int = 1

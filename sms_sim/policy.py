@@ -1,11 +1,14 @@
 """Pure policy shared by every mode: arrival times, send time, failure, retry backoff.
 
 Draws take the sender's own ``random.Random`` and are always made in the same order
-(latency, then failure, then any backoff), so a sender's stream yields the same outcomes
-whichever mode consumes it. ``latency_sampler`` builds a specialised closure once per
-sender because the virtual-time loop calls it millions of times a second; the real-time
-sender uses the very same closure. Arrival times come from their own stream
-(``arrivals_rng``), so one seed gives one arrival sequence in both modes.
+(latency, then failure), so a sender's stream yields the same outcomes whichever mode
+consumes it. The virtual mode draws a retry's backoff from the failing sender's stream
+too; the threaded mode from ``retry_rng`` (which sender takes which message depends on
+thread timing there, so its outcomes are not reproducible anyway). ``latency_sampler``
+builds a specialised closure once per sender because the virtual-time loop calls it
+millions of times a second; the real-time sender uses the very same closure. Arrival
+times come from their own stream (``arrivals_rng``), so one seed gives one arrival
+sequence in both modes.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ __all__ = [
     "arrivals_rng",
     "retry_rng",
     "latency_sampler",
-    "draw_latency_s",
     "sender_rng",
     "backoff_before_jitter_s",
     "retry_delay_s",
@@ -56,11 +58,6 @@ def latency_sampler(rng: random.Random, sender: SenderConfig) -> Callable[[], fl
     sigma = math.sqrt(math.log1p((deviation / mean) ** 2))
     mu = math.log(mean) - sigma * sigma / 2
     return lambda: rng.lognormvariate(mu, sigma)
-
-
-def draw_latency_s(rng: random.Random, sender: SenderConfig) -> float:
-    """One send time; prefer a cached ``latency_sampler`` on hot paths."""
-    return latency_sampler(rng, sender)()
 
 
 def mean_service_s(sender: SenderConfig) -> float:

@@ -21,6 +21,8 @@ __all__ = [
     "format_progress",
     "format_report",
     "format_sender_lines",
+    "format_warnings",
+    "sender_reports",
     "LAG_WARNING_S",
     "SENDER_LINES_MAX",
 ]
@@ -173,10 +175,7 @@ def build_report(
         elapsed_s=elapsed_s,
         avg_send_s=busy_s / attempts if attempts else 0.0,
         throughput_per_s=attempts / elapsed_s if elapsed_s > 0 else 0.0,
-        senders=tuple(
-            SenderReport(index=i, sent=t.sent, failed=t.failed, avg_send_s=t.avg_send_s)
-            for i, t in enumerate(per_sender)
-        ),
+        senders=sender_reports(per_sender),
         seed=seed,
         stopped_by=stopped_by,
         max_lag_s=max_lag_s,
@@ -248,13 +247,7 @@ def format_report(report: Report) -> str:
         f"avg send {report.avg_send_s * 1000:.3f} ms/msg, "
         f"throughput {report.throughput_per_s:.1f} msg/s",
     ]
-    if report.max_lag_s > LAG_WARNING_S:
-        lines.append(
-            f"WARNING: senders fell up to {report.max_lag_s:.2f}s behind schedule; this host "
-            "could not keep real time, so the run was slower than the configured senders"
-        )
-    if report.threads_alive:
-        lines.append(f"WARNING: threads still running at exit: {', '.join(report.threads_alive)}")
+    lines.extend(format_warnings(report.max_lag_s, report.threads_alive))
     if report.virtual is not None:
         v = report.virtual
         lines.append(
@@ -265,6 +258,27 @@ def format_report(report: Report) -> str:
         )
     lines.extend(format_sender_lines(report.senders))
     return "\n".join(lines) + "\n"
+
+
+def sender_reports(tallies: Sequence[SendTally]) -> tuple[SenderReport, ...]:
+    """One ``SenderReport`` per sender tally, indexed in order."""
+    return tuple(
+        SenderReport(index=i, sent=t.sent, failed=t.failed, avg_send_s=t.avg_send_s)
+        for i, t in enumerate(tallies)
+    )
+
+
+def format_warnings(max_lag_s: float, threads_alive: Sequence[str]) -> list[str]:
+    """The report's warning lines: a host that could not keep real time, threads left alive."""
+    lines = []
+    if max_lag_s > LAG_WARNING_S:
+        lines.append(
+            f"WARNING: senders fell up to {max_lag_s:.2f}s behind schedule; this host "
+            "could not keep real time, so the run was slower than the configured senders"
+        )
+    if threads_alive:
+        lines.append(f"WARNING: threads still running at exit: {', '.join(threads_alive)}")
+    return lines
 
 
 def format_sender_lines(senders: Sequence[SenderReport]) -> list[str]:

@@ -63,21 +63,36 @@ def _matches(name: str, prefix: str) -> bool:
     return name == prefix or name.startswith(prefix + ".")
 
 
-def imports_of(path: Path, root: Path = PACKAGE) -> list[str]:
-    """Modules of the package that ``path`` imports (anywhere in it, lazy imports too),
-    resolved to the module file: ``from sms_sim.cli import simulate`` is 'cli.simulate'."""
-    found = []
+def imported_names(path: Path, root: Path = PACKAGE) -> list[tuple[str, str | None]]:
+    """``(module, name)`` for every import of the package in ``path`` (lazy ones too), the
+    module resolved to its file: ``from sms_sim.cli import simulate`` is ('cli.simulate',
+    None), ``from sms_sim.dispatch.stores import open_store`` ('dispatch.stores',
+    'open_store'). Relative imports count as well."""
+    found: list[tuple[str, str | None]] = []
+    package = module_name(path, root) if path.name == "__init__.py" else \
+        module_name(path, root).rpartition(".")[0]
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.module and (
-                node.module == "sms_sim" or node.module.startswith("sms_sim.")):
-            base = node.module.removeprefix("sms_sim").removeprefix(".")
+        if isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolved against this module's package
+                parts = package.split(".") if package else []
+                parts = parts[:len(parts) - (node.level - 1)]
+                base = ".".join([*parts, *([node.module] if node.module else [])])
+            elif node.module == "sms_sim" or (node.module or "").startswith("sms_sim."):
+                base = (node.module or "").removeprefix("sms_sim").removeprefix(".")
+            else:
+                continue
             for alias in node.names:
                 sub = f"{base}.{alias.name}" if base else alias.name
-                found.append(sub if _is_module(sub, root) else base)
+                found.append((sub, None) if _is_module(sub, root) else (base, alias.name))
         elif isinstance(node, ast.Import):
-            found.extend(a.name.removeprefix("sms_sim.") for a in node.names
+            found.extend((a.name.removeprefix("sms_sim."), None) for a in node.names
                          if a.name.startswith("sms_sim."))
     return found
+
+
+def imports_of(path: Path, root: Path = PACKAGE) -> list[str]:
+    """The package's modules that ``path`` imports."""
+    return [module for module, _ in imported_names(path, root)]
 
 
 def _is_module(name: str, root: Path) -> bool:
@@ -91,12 +106,13 @@ def violations(root: Path = PACKAGE) -> list[str]:
     for path in modules(root):
         name = module_name(path, root)
         package = "__main__" if name == "__main__" else package_of(name)
-        for target in imports_of(path, root):
+        for target, imported in imported_names(path, root):
             if not any(_matches(target, prefix) for prefix in ALLOWED[package]):
                 found.append(f"{name or 'sms_sim'} ({package}) imports {target}")
             elif _matches(target, STORES) and not _matches(name, STORES) and (
-                    target != STORES or package not in EDGES):
-                found.append(f"{name} names a concrete store: {target}")
+                    target != STORES or package not in EDGES or imported != "open_store"):
+                what = f"{target}.{imported}" if target == STORES else target
+                found.append(f"{name} names a concrete store: {what}")
     return found
 
 
@@ -140,6 +156,17 @@ def test_the_rules_fail_on_a_concrete_store_named_outside_the_stores(tmp_path: P
     service = root / "dispatch" / "worker.py"
     service.write_text(service.read_text() + "\nfrom sms_sim.dispatch.stores.memory import x\n")
     assert "dispatch.worker names a concrete store: dispatch.stores.memory" in violations(root)
+
+
+def test_an_edge_may_take_open_store_and_nothing_else_from_the_stores(tmp_path: Path) -> None:
+    root = _broken_copy(tmp_path)
+    worker = root / "cli" / "worker.py"
+    worker.write_text(worker.read_text() + "\nfrom sms_sim.dispatch.stores import SqliteStore\n"
+                      "from ..dispatch.stores.memory import MemoryStore\n")
+    found = violations(root)
+    assert "cli.worker names a concrete store: dispatch.stores.SqliteStore" in found
+    assert "cli.worker names a concrete store: dispatch.stores.memory" in found
+    assert not [line for line in found if "open_store" in line]
 
 
 def test_the_rules_fail_on_a_cycle(tmp_path: Path) -> None:

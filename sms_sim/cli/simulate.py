@@ -20,6 +20,7 @@ from sms_sim.cli.common import (
     ExitCode,
     OneLineParser,
     SignalRecorder,
+    configure_logging,
     exit_code,
     int_at_least,
     non_negative_float,
@@ -173,11 +174,7 @@ def main(argv: Sequence[str], *, prog: str) -> int:
     parser = build_parser(prog)
     args = parser.parse_args(list(argv))
     config = _config_from_args(parser, args)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
-        format="%(name)s: %(levelname)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.verbose)
     signals = SignalRecorder()
     signals.install()
     try:

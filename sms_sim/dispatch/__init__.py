@@ -1,4 +1,5 @@
-"""The durable dispatch engine: the store contract, the dispatcher and the worker."""
+"""Durable dispatch: the store contract and its row types (re-exported here), validation, the
+service the edges call, the one dispatch loop, the worker, the providers and the stores."""
 
 from sms_sim.dispatch.contract import (
     CancelResult,

@@ -14,6 +14,7 @@ one place that checks the lease before sending.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -22,7 +23,7 @@ import sys
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from operator import attrgetter
 from typing import NamedTuple, Protocol
 
@@ -30,7 +31,7 @@ from sms_sim.clock import Clock
 from sms_sim.config import RetryPolicy
 from sms_sim.dispatch.contract import Claim, DispatchStore, SettleKind, Settlement
 from sms_sim.dispatch.transport import Transport, TransportError
-from sms_sim.errors import ConfigError
+from sms_sim.errors import ConfigError, SmsSimError
 from sms_sim.policy import retry_delay_s
 
 __all__ = ["DispatchConfig", "DispatchStats", "Dispatcher", "DEFAULT_RETRY",
@@ -61,6 +62,7 @@ class SendJob(NamedTuple):
     claim: Claim
 
 
+_new_tuple = tuple.__new__
 # A finished send: the job and None if the provider accepted it, else why not.
 Completion = tuple[SendJob, str | None]
 
@@ -163,7 +165,6 @@ class DispatchStats:
     skipped_expired: int = 0  # claims not sent because their lease had run out
     exhausted: int = 0  # claims made dead unsent: out of lease losses (also counted dead)
     claims: int = 0  # claim transactions
-    errors: dict[str, int] = field(default_factory=dict)
 
 
 class Dispatcher:
@@ -184,6 +185,9 @@ class Dispatcher:
         self.owner = owner or f"worker-{uuid.uuid4()}"
         self.stats = DispatchStats()
         self._rng = rng
+        # Completions the store has not taken yet because settling raised (a store error):
+        # kept for the next try, at the latest the worker's at shutdown, never dropped.
+        self._unsettled: list[Completion] = []
 
     def claim(self, limit: int | None = None) -> list[Claim]:
         """Lease up to ``limit`` (default ``batch_size``) due deliveries, now.
@@ -199,10 +203,17 @@ class Dispatcher:
         exhausted = [c for c in claims if c.lease_losses > most]
         if exhausted:
             self.stats.exhausted += len(exhausted)
-            self.settle([Settlement(delivery_id=c.delivery_id, attempts=c.attempts,
-                                    kind=SettleKind.DEAD, error=LEASE_LOSSES_EXHAUSTED)
-                         for c in exhausted])
             claims = [c for c in claims if c.lease_losses <= most]
+            try:
+                self.settle([Settlement(delivery_id=c.delivery_id, attempts=c.attempts,
+                                        kind=SettleKind.DEAD, error=LEASE_LOSSES_EXHAUSTED)
+                             for c in exhausted])
+            except SmsSimError:
+                # Give the rest back unsent rather than let their leases run out, which
+                # would charge them a lease loss for an attempt never made.
+                with contextlib.suppress(SmsSimError):
+                    self.release_all(claims)
+                raise
         return claims
 
     def provider_key(self, claim: Claim) -> str:
@@ -219,7 +230,10 @@ class Dispatcher:
         return not self.config.fencing or self.clock.now() < claim.lease_until
 
     def job(self, claim: Claim) -> SendJob:
-        return SendJob(claim.recipient, claim.content, self.provider_key(claim), claim)
+        # tuple.__new__ rather than SendJob(...): NamedTuple's Python-level __new__ would
+        # be a measurable part of the per-delivery cost on the dispatch hot path.
+        return _new_tuple(SendJob, (claim.recipient, claim.content, self.provider_key(claim),
+                                    claim))
 
     def transmitter(self, transport: Transport) -> Callable[[SendJob], str | None]:
         """The send step for ``transport``: check the lease, send, return None or the error.
@@ -246,7 +260,6 @@ class Dispatcher:
         if error is None:
             return Settlement(delivery_id=claim.delivery_id, attempts=claim.attempts,
                               kind=SettleKind.SENT)
-        self.stats.errors[error] = self.stats.errors.get(error, 0) + 1
         policy = self.config.retry
         reported = claim.attempts - claim.lease_losses  # this one included
         if reported >= policy.max_attempts:
@@ -292,14 +305,25 @@ class Dispatcher:
     def settle_completed(self, completed: Sequence[Completion]) -> int:
         """Settle finished sends; a job skipped on an expired lease is not reported (the
         store would refuse it: the delivery is, or will be, claimed again). Returns how
-        many settlements the store accepted."""
+        many settlements the store accepted.
+
+        If the store raises, these completions (and any left from an earlier failure) are
+        kept and go out with the next call: a store error delays a report, never loses it.
+        """
+        self._unsettled.extend(completed)
+        if not self._unsettled:
+            return 0
         settlements: list[Settlement] = []
-        for job, error in completed:
+        skipped = 0
+        for job, error in self._unsettled:
             if error == LEASE_EXPIRED:
-                self.stats.skipped_expired += 1
+                skipped += 1
                 continue
             settlements.append(self.outcome(job.claim, error))
-        return self.settle(settlements)
+        accepted = self.settle(settlements)
+        self._unsettled = []
+        self.stats.skipped_expired += skipped
+        return accepted
 
     def step(self, pool: SendPool) -> bool:
         """Claim what ``pool`` has room for (at most a batch), hand it over, settle what the
@@ -334,12 +358,18 @@ class Dispatcher:
         if pool is None:
             pool = InlinePool(self.transmitter(transport))
         alarm = stop if wake is None else wake
-        while not stop.is_set():
+        while True:
             if alarm is not stop:
-                alarm.clear()
+                alarm.clear()  # before looking at stop: a stop set meanwhile is never missed
+            if stop.is_set():
+                return
             if self.step(pool):
                 continue
             if until_idle and not pool.in_flight() \
                     and self.store.next_due_at(self.clock.now()) is None:
                 return
-            self.clock.sleep(self.wait_s(), alarm)
+            # A full pool makes room only as sends finish, and ``alarm`` says when; the
+            # store's next due time says nothing then (work is due, with nowhere to go), and
+            # waiting on it would spin on the store.
+            delay_s = self.wait_s() if pool.room() > 0 else self.config.idle_recheck_s
+            self.clock.sleep(delay_s, alarm)

@@ -37,7 +37,13 @@ from sms_sim.errors import SmsSimError
 from sms_sim.model import Outcome
 from sms_sim.output import SafeWriter
 from sms_sim.policy import capacity_per_s, sender_rng
-from sms_sim.report import SenderReport, StopReason, format_sender_lines
+from sms_sim.report import (
+    SenderReport,
+    StopReason,
+    format_sender_lines,
+    format_warnings,
+    sender_reports,
+)
 from sms_sim.sim.threaded.components import (
     DONE,
     Inbox,
@@ -105,7 +111,10 @@ class _SenderPool:
         self._returned = 0
 
     def room(self) -> int:
-        return max(0, self._max_in_hand - self.in_flight())
+        # Room opens in steps of at least half what the pool holds, so claims stay
+        # batch-sized instead of one small transaction per finished send.
+        free = self._max_in_hand - self.in_flight()
+        return free if 2 * free >= self._max_in_hand else 0
 
     def submit(self, jobs: Sequence[SendJob]) -> None:
         put = self._inbox.put
@@ -221,24 +230,38 @@ class Worker:
             self._inbox.put(DONE)
         alive += group.join([s.name for s in self._senders])
         alive += group.join(["monitor"])
-        self.monitor.drain()
-        if "dispatcher" not in alive:
-            try:
-                self.dispatcher.settle_completed(self._pool.completed())
-                unstarted = drain_inbox(self._inbox)
-                for sender in self._senders:
-                    unstarted.extend(sender.abandoned)
-                self.dispatcher.release_all([job.claim for job in unstarted])
-            except SmsSimError as exc:
-                # The leases stay; they expire and other workers reclaim them.
-                log.error("could not record the last outcomes (%s); their leases will expire "
-                          "and other workers will take them", exc)
-                reason = StopReason.ERROR
+        if "monitor" not in alive:  # one drainer at a time: the monitor owns its tallies
+            self.monitor.drain()
+        if "dispatcher" not in alive and not self._finish():
+            reason = StopReason.ERROR
         if self.monitor.output_closed and reason is StopReason.COMPLETED:
             reason = StopReason.OUTPUT_CLOSED
         report = self._report(reason, elapsed_s, alive)
         self._write(report)
         return report
+
+    def _finish(self) -> bool:
+        """Settle the last completions, then give the never-started jobs back; each is tried
+        even if the other fails. True if both reached the store. (What did not keeps its
+        lease until it runs out; other workers then take it.)"""
+        unstarted = drain_inbox(self._inbox)
+        for sender in self._senders:
+            unstarted.extend(sender.abandoned)
+        steps: tuple[tuple[str, Callable[[], object]], ...] = (
+            ("the last outcomes", lambda: self.dispatcher.settle_completed(
+                self._pool.completed())),
+            ("the unstarted claims", lambda: self.dispatcher.release_all(
+                [job.claim for job in unstarted])),
+        )
+        ok = True
+        for what, step in steps:
+            try:
+                step()
+            except SmsSimError as exc:
+                log.error("could not record %s (%s); their leases will expire and other "
+                          "workers will take them", what, exc)
+                ok = False
+        return ok
 
     def _report(self, reason: StopReason, elapsed_s: float, alive: list[str]) -> WorkerReport:
         stats: DispatchStats = self.dispatcher.stats
@@ -257,10 +280,7 @@ class Worker:
             expired=stats.skipped_expired,
             refused=stats.refused,
             avg_send_s=total.avg_send_s,
-            senders=tuple(
-                SenderReport(index=i, sent=t.sent, failed=t.failed, avg_send_s=t.avg_send_s)
-                for i, t in enumerate(self.monitor.per_sender)
-            ),
+            senders=sender_reports(self.monitor.per_sender),
             max_lag_s=max((s.max_lag_s for s in self._senders), default=0.0),
             threads_alive=tuple(alive),
         )
@@ -287,7 +307,6 @@ def format_worker_report(report: WorkerReport) -> str:
         f"on an expired lease",
         f"avg send {report.avg_send_s * 1000:.3f} ms",
     ]
-    if report.threads_alive:
-        lines.append(f"WARNING: threads still running at exit: {', '.join(report.threads_alive)}")
+    lines.extend(format_warnings(report.max_lag_s, report.threads_alive))
     lines.extend(format_sender_lines(report.senders))
     return "\n".join(lines) + "\n"

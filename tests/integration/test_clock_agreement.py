@@ -6,11 +6,11 @@ model's own variance; and the command line runs such a model without ``--virtual
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import statistics
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -18,11 +18,11 @@ from sms_sim import SenderConfig, SimulationConfig, StopReason, run
 from sms_sim.config import ArrivalKind, Arrivals, Jitter, RetryPolicy
 from sms_sim.policy import arrival_times, arrivals_rng
 from sms_sim.sim.virtual.run import simulate
+from tests.conftest import ROOT
 
 # Real threads, processes or wall-clock waits (STYLE.md section 10).
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
 
 N = 400
 RATE_PER_S = 400.0  # the last of N arrivals comes at about N / rate = 1 s
@@ -127,9 +127,15 @@ def test_the_command_line_runs_arrivals_and_retries_on_real_time() -> None:
     """Once refused without ``--virtual``; now the threaded run honours them."""
     result = subprocess.run(
         [sys.executable, "start.py", "20", "2", "0.001", "0", "0.5", "--arrivals", "poisson:200",
-         "--max-attempts", "3", "--backoff-base", "0.005", "--seed", "1", "--quiet"],
+         "--max-attempts", "3", "--backoff-base", "0.005", "--seed", "1", "--quiet", "--json"],
         capture_output=True, text=True, cwd=ROOT, timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("completed: 20 produced, ")
-    assert "dead-lettered" in result.stdout and ": ok" in result.stdout
+    report = json.loads(result.stdout)
+    assert (report["stopped_by"], report["produced"], report["accounted"]) == (
+        "completed", 20, True)
+    # Retries on: a message that fails for good is dead-lettered, never 'failed'; and with
+    # a failure rate of 0.5 some attempts failed (all 20 first attempts succeeding: 1e-6).
+    assert report["failed"] == 0 and report["unsent"] == 0
+    assert report["sent"] + report["dead_lettered"] == 20
+    assert sum(s["failed"] for s in report["senders"]) > 0

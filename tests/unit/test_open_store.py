@@ -60,6 +60,8 @@ def test_a_path_that_is_not_a_url_scheme_stays_a_path(
     monkeypatch.chdir(tmp_path)
     open_store("./odd:name.db", create=True).close()
     assert (tmp_path / "odd:name.db").is_file()
+    open_store("data:2024.db", create=True).close()  # an unknown prefix without // is a name
+    assert (tmp_path / "data:2024.db").is_file()
 
 
 @pytest.mark.parametrize("form", ["sqlite://{abs}", "{abs}"])
@@ -90,7 +92,7 @@ def test_postgresql_is_refused_in_one_line_without_echoing_the_url(url: str) -> 
 
 @pytest.mark.parametrize(("url", "fragment"), [
     ("mysql://localhost/db", "unknown store URL scheme 'mysql'"),
-    ("redis:0", "unknown store URL scheme 'redis'"),
+    ("redis://localhost:6379/0", "unknown store URL scheme 'redis'"),
     ("sqlite://host/x.db", "a sqlite URL names no host"),
     ("sqlite:", "a sqlite URL needs a file path"),
     ("sqlite://", "a sqlite URL needs a file path"),

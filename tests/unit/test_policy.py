@@ -14,7 +14,7 @@ from sms_sim.config import ArrivalKind, Arrivals
 from sms_sim.policy import (
     arrival_times,
     arrivals_rng,
-    draw_latency_s,
+    latency_sampler,
     retry_rng,
     sender_rng,
 )
@@ -23,7 +23,7 @@ from sms_sim.policy import (
 def test_latency_stays_within_mean_plus_minus_deviation() -> None:
     sender = SenderConfig(0.01, 0.004, 0.0)
     rng = random.Random(1)
-    draws = [draw_latency_s(rng, sender) for _ in range(10_000)]
+    draws = [latency_sampler(rng, sender)() for _ in range(10_000)]
     assert min(draws) >= 0.006
     assert max(draws) <= 0.014
     # Uniform on [a, b]: mean (a+b)/2, sd (b-a)/sqrt(12); the sample mean is within 5 standard
@@ -34,7 +34,7 @@ def test_latency_stays_within_mean_plus_minus_deviation() -> None:
 
 def test_zero_deviation_gives_the_mean_exactly() -> None:
     sender = SenderConfig(0.25, 0.0, 0.0)
-    assert draw_latency_s(random.Random(3), sender) == 0.25
+    assert latency_sampler(random.Random(3), sender)() == 0.25
 
 
 @pytest.mark.parametrize("rate", [0.0, 1.0])

@@ -7,7 +7,7 @@ import random
 import threading
 
 from sms_sim import DONE, Message, Outcome, SenderConfig, VirtualClock
-from sms_sim.policy import draw_latency_s
+from sms_sim.policy import latency_sampler
 from sms_sim.sim.threaded.components import Inbox, OutcomeQueue, Sender
 
 
@@ -62,7 +62,7 @@ def test_step_takes_exactly_the_drawn_latency_on_a_fake_clock() -> None:
     clock = VirtualClock(0.0)
     config = SenderConfig(0.01, 0.004, 0.0)
     sender, _, successes, _, _ = make_sender(config, clock, seed=5)
-    expected = draw_latency_s(random.Random(5), config)
+    expected = latency_sampler(random.Random(5), config)()
     outcome = sender.step(message(1), clock.monotonic())
     assert outcome is not None
     assert outcome.ok and outcome.sender == 3 and outcome.message == message(1)

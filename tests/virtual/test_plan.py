@@ -13,8 +13,8 @@ import pytest
 from sms_sim import ConfigError, SenderConfig, SimulationConfig
 from sms_sim.sim.plan import fluid_estimate, plan
 from sms_sim.sim.theory import student_t_quantile
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 SENDER = SenderConfig(0.08, 0.02, 0.03)
 
 
@@ -72,6 +72,7 @@ def run_plan(*args: str) -> subprocess.CompletedProcess[str]:
                           text=True, cwd=ROOT, timeout=120)
 
 
+@pytest.mark.slow  # subprocesses
 def test_cli_plan_json_and_csv() -> None:
     common = ["--messages", "2000", "--mean", "0.08", "--deviation", "0.02", "--failure-rate",
               "0.03", "--deadline", "30", "--replications", "3", "--jobs", "1", "--quiet"]
@@ -99,6 +100,7 @@ def test_cli_plan_json_and_csv() -> None:
      (["--messages", "10", "--mean", "0.1", "--deviation", "0.5", "--deadline", "5"],
       "deviation must be <= mean")],
 )
+@pytest.mark.slow  # a subprocess
 def test_cli_plan_bad_input_is_one_line(args: list[str], fragment: str) -> None:
     result = run_plan(*args)
     assert result.returncode == 2
@@ -106,9 +108,9 @@ def test_cli_plan_bad_input_is_one_line(args: list[str], fragment: str) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # a subprocess
 def test_plot_without_matplotlib_says_how_to_install_it(tmp_path: Path) -> None:
-    pytest.importorskip("sms_sim")  # always present; matplotlib is absent from the dev venv
-    try:
+    try:  # matplotlib is absent from the dev venv
         import matplotlib  # noqa: F401
         pytest.skip("matplotlib is installed here")
     except ImportError:

@@ -24,12 +24,14 @@ __all__ = ["MemoryStore", "SqliteStore", "open_store"]
 # "./a:b.db", "/tmp/x.db" or ":memory:" does not start with one, so it is never a URL.
 _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 _POSTGRES_SCHEMES = frozenset({"postgresql", "postgres"})
+_KNOWN_SCHEMES = frozenset({"memory", "sqlite", *_POSTGRES_SCHEMES})
 
 
 def open_store(url: str | os.PathLike[str], *, create: bool = False) -> DispatchStore:
     """Open the store ``url`` names: ``memory:`` (empty, gone when closed),
     ``sqlite:///absolute/path``, ``sqlite:relative/path`` (URL forms are percent-decoded),
-    or a plain file path, which means SQLite.
+    or a plain file path, which means SQLite. An unknown ``scheme://`` is refused; an
+    unknown prefix without ``//`` is a file name that happens to hold a colon.
 
     ``create=True`` makes a missing SQLite database (and its schema); ``create=False``
     refuses one with ``StoreError`` instead, so a mistyped path given to a command that only
@@ -42,6 +44,8 @@ def open_store(url: str | os.PathLike[str], *, create: bool = False) -> Dispatch
     if found is None:
         return SqliteStore(text, create=create)
     scheme, rest = found.group(1).lower(), text[found.end():]
+    if scheme not in _KNOWN_SCHEMES and not rest.startswith("//"):
+        return SqliteStore(text, create=create)  # a file name with a colon: data:2024.db
     if scheme == "memory":
         if rest:
             raise ConfigError(f"a memory store takes no path (got {text!r}; use 'memory:')")

@@ -177,9 +177,14 @@ class Producer(Generic[Item]):
         started_at = clock.monotonic() if self._started_at is None else self._started_at
         schedule = ArrivalCursor(self._arrivals, self._messages, started_at)
         tiebreak = count()
-        while not stop.is_set():
+        while True:
             if retries is not None:
-                wake.clear()  # before collecting, so a retry queued after this wakes us
+                # Cleared before looking at stop and collecting: a stop or a retry that
+                # comes after this sets it again, so the sleep below cannot miss either.
+                wake.clear()
+            if stop.is_set():
+                return
+            if retries is not None:
                 for due_at, item in retries.take_due():
                     heapq.heappush(heap, (due_at, next(tiebreak), item))
             if self._inbox.qsize() >= self._max_queued:
@@ -225,8 +230,8 @@ class Producer(Generic[Item]):
 class Sender(Generic[Item]):
     """One simulated gateway connection: takes work items, "sends" each, reports the outcome.
 
-The item is whatever the caller sends: the simulator's ``Message``, or the durable worker's
-send job (recipient, content, idempotency key). The sender never looks inside it.
+    The item is whatever the caller sends: the simulator's ``Message``, or the durable
+    worker's send job (recipient, content, idempotency key). The sender never looks inside.
 
     Sends are scheduled from deadlines: a send that follows directly on the previous one
     starts at the previous deadline, not when ``sleep`` happened to return, so OS oversleep

@@ -171,7 +171,8 @@ def run(
     alive += group.join(["producer"])
     left_in_queue = len(drain_inbox(inbox))
     alive += group.join(["monitor"])
-    monitor.drain()
+    if "monitor" not in alive:  # one drainer at a time: the monitor owns its tallies
+        monitor.drain()
     monitor.behind_s(started_at + elapsed_s)  # the final pace check counts towards max lag
     if alive:
         log.warning("threads still running after the grace period: %s", ", ".join(alive))

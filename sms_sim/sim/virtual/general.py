@@ -12,8 +12,8 @@ from sms_sim.clock import Clock
 from sms_sim.errors import ConfigError
 from sms_sim.policy import arrival_times, arrivals_rng, latency_sampler, retry_delay_s
 from sms_sim.report import StopReason
-from sms_sim.sim.virtual.state import CHUNK_EVENTS, ZERO_KEY, VirtualRun
-from sms_sim.stats import LogHistogram
+from sms_sim.sim.virtual.state import CHUNK_EVENTS, VirtualRun
+from sms_sim.stats import ZERO_BUCKET, LogHistogram
 
 __all__ = ["run_general"]
 
@@ -118,7 +118,7 @@ def run_general(  # noqa: C901 - see above
                         departed += 1
                         spent = t - arrived
                         sum_in_system_s += spent
-                        key = floor(log(spent) * inv_log_growth) if spent > 0 else ZERO_KEY
+                        key = floor(log(spent) * inv_log_growth) if spent > 0 else ZERO_BUCKET
                         hist_counts[key] = hist_counts.get(key, 0) + 1
                     else:
                         failed_by[i] += 1

@@ -12,7 +12,8 @@ real time). Events live in three places, none of which grows with the number of 
 Ready work waits in ``waiting``, a FIFO of batches ``[ready_at, next_id, count, attempts,
 arrived_at]``, so a burst of a million messages is one entry and the loop is O(N log S).
 Sends draw from each sender's own stream via the shared ``policy`` samplers in the same
-order as the threaded mode (latency, failure, then backoff), so a seed fixes every outcome;
+order as the threaded mode (latency, then failure; here the backoff too, from the failing
+sender's stream), so a seed fixes every outcome;
 message texts never influence an outcome and are only generated when asked for.
 """
 

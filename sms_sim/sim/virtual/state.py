@@ -18,18 +18,17 @@ from sms_sim.policy import sender_rng
 from sms_sim.report import (
     Progress,
     Report,
-    SenderReport,
     StopReason,
     VirtualStats,
+    build_report,
     format_progress,
 )
-from sms_sim.stats import ZERO_BUCKET, LogHistogram
+from sms_sim.stats import LogHistogram, SendTally
 
-__all__ = ["VirtualRun", "WALL_PROGRESS_INTERVAL_S", "CHUNK_EVENTS", "ZERO_KEY", "MARKS_MAX"]
+__all__ = ["VirtualRun", "WALL_PROGRESS_INTERVAL_S", "CHUNK_EVENTS", "MARKS_MAX"]
 
 WALL_PROGRESS_INTERVAL_S = 2.0  # a long run prints a wall-clock line this often
 CHUNK_EVENTS = 1 << 15  # events between checks of stop requests and the wall clock
-ZERO_KEY = ZERO_BUCKET  # LogHistogram's bucket for a zero time
 MARKS_MAX = 100_000  # the burst loop keeps at most about this many time-to-send marks
 
 
@@ -124,22 +123,17 @@ class VirtualRun:
         hist.total = sum(hist.counts.values())
         p50, p95, p99 = (self.quantile(q) for q in (0.50, 0.95, 0.99))
         senders = len(self.sent_by)
-        return Report(
+        return build_report(
             produced=self.produced,
-            sent=self.sent,
+            per_sender=[
+                SendTally(sent=sent, failed=failed, total_send_s=busy)
+                for sent, failed, busy in zip(self.sent_by, self.failed_by, self.send_s,
+                                              strict=True)
+            ],
             failed=self.failed,
             unsent=self.unsent,
             dead_lettered=self.dead,
             elapsed_s=makespan,
-            avg_send_s=self.busy_s / attempts if attempts else 0.0,
-            throughput_per_s=attempts / makespan if makespan > 0 else 0.0,
-            senders=tuple(
-                SenderReport(index=i, sent=sent, failed=failed,
-                             avg_send_s=busy / (sent + failed) if sent + failed else 0.0)
-                for i, (sent, failed, busy) in enumerate(
-                    zip(self.sent_by, self.failed_by, self.send_s, strict=True)
-                )
-            ),
             seed=self.seed,
             stopped_by=reason,
             virtual=VirtualStats(

@@ -32,7 +32,7 @@ _DELIVERIES_COLUMNS = """(
     lease_losses INTEGER NOT NULL DEFAULT 0,
     UNIQUE (message_id, recipient)
 )"""
-# status DESC: the claim takes 'retrying' before 'pending', which sorts after it.
+# status DESC: the claim takes 'retrying' before 'pending', and 'pending' sorts first.
 _DELIVERIES_INDEXES = (
     """CREATE INDEX IF NOT EXISTS deliveries_ready
     ON deliveries (message_id, status DESC, next_attempt_at, id)""",

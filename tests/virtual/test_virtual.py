@@ -24,9 +24,8 @@ from sms_sim.sim.virtual.burst import fits_burst_loop, run_burst
 from sms_sim.sim.virtual.general import run_general
 from sms_sim.sim.virtual.run import simulate
 from sms_sim.sim.virtual.state import VirtualRun
+from tests.conftest import ROOT
 from tests.stop_requests import StopAfterPolls
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def without_wall(report: Report) -> Report:
@@ -118,6 +117,7 @@ def test_duration_and_stop_requests_end_the_run_with_everything_accounted() -> N
     assert stopped.is_accounted and stopped.unsent > 0
 
 
+@pytest.mark.slow  # real threads or a subprocess
 def test_real_time_and_virtual_modes_agree_on_a_small_config() -> None:
     """Makespan within 5 %: a wall-clock margin, not a variance bound (the threaded mode
     measured 1.002-1.009 x ideal on these hosts; the virtual makespan's own spread here is
@@ -181,6 +181,7 @@ def test_virtual_accounting_identity_holds_for_any_config(
         assert report.produced == num_messages and report.unsent == 0
 
 
+@pytest.mark.slow  # real threads or a subprocess
 def test_cli_virtual_json_is_byte_identical_apart_from_wall_time() -> None:
     args = [sys.executable, "start.py", "20000", "7", "0.08", "0.02", "0.03", "--virtual",
             "--seed", "5", "--json", "--quiet"]
@@ -195,6 +196,7 @@ def test_cli_virtual_json_is_byte_identical_apart_from_wall_time() -> None:
     assert reports[0]["elapsed_s"] == reports[0]["makespan_s"]
 
 
+@pytest.mark.slow  # real threads or a subprocess
 def test_cli_virtual_run_stops_on_sigint_with_everything_accounted() -> None:
     import os
     import signal
@@ -237,6 +239,7 @@ def test_event_heap_holds_at_most_one_event_per_sender(monkeypatch: pytest.Monke
         assert largest and max(largest.values()) <= len(senders)
 
 
+@pytest.mark.slow  # real threads or a subprocess
 def test_schedule_arrivals_from_a_file(tmp_path: Path) -> None:
     """A schedule file puts its counts in at its times; the run waits for the last batch."""
     schedule = tmp_path / "schedule.csv"
