@@ -9,7 +9,9 @@ from __future__ import annotations
 import random
 import re
 import threading
+from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -18,11 +20,15 @@ from sms_sim.config import Jitter, RetryPolicy
 from sms_sim.dispatch.contract import (
     Claim,
     DeliveryStatus,
+    DispatchStore,
     MessageStatus,
     NewMessage,
     SettleKind,
+    Settlement,
+    SettleResult,
+    StoreError,
 )
-from sms_sim.dispatch.dispatcher import DispatchConfig, Dispatcher
+from sms_sim.dispatch.dispatcher import Completion, DispatchConfig, Dispatcher, SendJob
 from sms_sim.dispatch.stores import SqliteStore
 from sms_sim.dispatch.transport import MemoryProvider
 from sms_sim.errors import ConfigError
@@ -230,3 +236,103 @@ def test_a_worker_that_dies_between_send_and_settle_is_absorbed_by_the_key(
         assert (summary.absorbed, summary.effective_duplicates) == (3, 0)
     else:
         assert (summary.absorbed, summary.effective_duplicates) == (0, 3)
+
+
+class _FullPool:
+    """A pool with no room (its senders are all busy) that finishes nothing; it sets
+    ``stop`` once the dispatcher has looked at it ``looks`` times."""
+
+    def __init__(self, stop: threading.Event, looks: int) -> None:
+        self._stop = stop
+        self._looks = looks
+
+    def room(self) -> int:
+        return 0
+
+    def submit(self, jobs: Sequence[SendJob]) -> None:
+        raise AssertionError("a full pool is given nothing")
+
+    def completed(self) -> list[Completion]:
+        self._looks -= 1
+        if self._looks <= 0:
+            self._stop.set()
+        return []
+
+    def in_flight(self) -> int:
+        return 1
+
+
+def test_a_full_pool_is_waited_on_not_spun_on(store: SqliteStore) -> None:
+    """Work is due but the pool has no room: the loop waits (here the idle recheck, cut
+    short in real use by the pool's wake-up) instead of asking the store again at once.
+    The old loop slept until the next due time, which is now: 0 s, a spin."""
+    clock = VirtualClock(T0)
+    store.submit(NewMessage.validated(content="due", recipients=phones(5)), T0)
+    config = DispatchConfig(idle_recheck_s=0.25)
+    dispatcher = Dispatcher(store, clock=clock, rng=random.Random(1), config=config)
+    stop = threading.Event()
+    dispatcher.run(MemoryProvider(), stop, pool=_FullPool(stop, looks=4),
+                   wake=threading.Event())
+    assert clock.now() - T0 == pytest.approx(4 * 0.25)  # a wait after each of four looks
+    assert dispatcher.stats.claims == 0
+
+
+class _StopOnClear(threading.Event):
+    """A wake-up Event through which a stop arrives exactly between the loop's look at
+    ``stop`` and its clearing of the wake-up: the lost wake-up the order must rule out."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        super().__init__()
+        self._stop = stop
+
+    def clear(self) -> None:
+        if not self._stop.is_set():  # the stopping thread sets stop, then the wake-up...
+            self._stop.set()
+            self.set()
+        super().clear()  # ...just before the loop clears it
+
+
+def test_a_stop_arriving_while_the_wake_up_is_cleared_is_not_missed(
+        store: SqliteStore) -> None:
+    clock = VirtualClock(T0)
+    store.submit(NewMessage.validated(content="later", recipients=phones(1),
+                                      scheduled_at=T0 + 3600), T0)
+    config = DispatchConfig(idle_recheck_s=3600.0)
+    dispatcher = Dispatcher(store, clock=clock, rng=random.Random(1), config=config)
+    stop = threading.Event()
+    dispatcher.run(MemoryProvider(), stop, wake=_StopOnClear(stop))
+    assert clock.now() == T0  # returned at once; the old order slept an hour first
+
+
+class _FailingOnce:
+    """A store whose next ``settle`` raises (the database refused), then behaves."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+        self.fail_next_settle = False
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    def settle(self, owner: str, settlements: Sequence[Settlement],
+               now: float) -> SettleResult:
+        if self.fail_next_settle:
+            self.fail_next_settle = False
+            raise StoreError("disk I/O error")
+        return self._store.settle(owner, settlements, now)
+
+
+def test_a_store_error_while_settling_delays_the_reports_and_loses_none(
+        store: SqliteStore) -> None:
+    clock = VirtualClock(T0)
+    store.submit(NewMessage.validated(content="x", recipients=phones(3)), T0)
+    flaky = _FailingOnce(store)
+    dispatcher = Dispatcher(cast(DispatchStore, flaky), clock=clock, rng=random.Random(1))
+    jobs = [dispatcher.job(claim) for claim in dispatcher.claim()]
+    flaky.fail_next_settle = True
+    with pytest.raises(StoreError):
+        dispatcher.settle_completed([(job, None) for job in jobs])
+    assert {d.status for d in store.deliveries()} == {DeliveryStatus.LEASED}
+    assert dispatcher.settle_completed([]) == 3  # the next call reports them
+    assert {d.status for d in store.deliveries()} == {DeliveryStatus.SENT}
+    assert dispatcher.stats.sent == 3
