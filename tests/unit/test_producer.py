@@ -173,6 +173,41 @@ def test_a_stop_during_a_backoff_ends_the_producer_with_the_retry_pending() -> N
     assert made.produced == 1 and made.retries_pending == ["a"]
 
 
+class StopOnClear(threading.Event):
+    """The handoff's wake-up, through which a stop arrives (stop set, then the wake-up)
+    just before the producer clears it: the lost wake-up the loop's order must rule out."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        super().__init__()
+        self._stop = stop
+        self.armed = False
+
+    def clear(self) -> None:
+        if self.armed and not self._stop.is_set():
+            self._stop.set()
+            self.set()
+        super().clear()
+
+
+def test_a_stop_arriving_as_the_wake_up_is_cleared_ends_the_producer_at_once() -> None:
+    """The old loop looked at stop, then cleared the wake-up: a stop in between was
+    erased and the producer slept out the next arrival (a minute here) before ending."""
+    clock = ScriptedClock()
+    retries = handoff()
+    stop = threading.Event()
+    wake = retries.wake = StopOnClear(stop)
+    made, inbox = producer(clock, ["a", "b"], arrivals=[(0.0, 1), (60.0, 1)], retries=retries,
+                           stop=stop)
+
+    def arm() -> None:
+        wake.armed = True
+
+    clock.at(START_S + 1.0, arm)
+    made.run()
+    assert inbox.log == [(0.0, "a"), (1.0, DONE), (1.0, DONE)]
+    assert made.produced == 1
+
+
 def test_the_bound_holds_for_timed_arrivals_and_a_stop_ends_the_refill_wait() -> None:
     clock = ScriptedClock()
     stop = threading.Event()
