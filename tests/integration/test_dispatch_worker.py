@@ -78,8 +78,9 @@ def test_senders_nearly_as_slow_as_the_lease_neither_livelock_nor_duplicate(
         tmp_path: Path) -> None:
     """Sends nearly as slow as the lease: the worker neither livelocks nor loses a claim.
 
-    Each claim is its own ticket, so two claims of one delivery never collide (this once
-    ended the dispatcher thread with a KeyError when a stale copy sat in the queue); and
+    Each claim travels as its own send job, so two claims of one delivery never collide
+    (when claims were looked up by ticket, a stale copy in the queue once ended the
+    dispatcher thread with a KeyError); and
     the worker holds no more than its senders can send within half a lease, so claims do
     not expire in its own queue (holding two batches here once livelocked it).
     """
