@@ -5,8 +5,11 @@ from __future__ import annotations
 import queue
 import random
 import threading
+from typing import TypeVar
 
 from sms_sim import DONE, Message, Outcome, SenderConfig, VirtualClock
+from sms_sim.dispatch.contract import Claim
+from sms_sim.dispatch.dispatcher import SendJob
 from sms_sim.policy import latency_sampler
 from sms_sim.sim.threaded.components import Inbox, OutcomeQueue, Sender
 
@@ -25,6 +28,7 @@ class OversleepingClock(VirtualClock):
 
 
 Queues = OutcomeQueue[Message]
+T = TypeVar("T")
 
 
 def make_sender(
@@ -47,7 +51,7 @@ def make_sender(
     return sender, inbox, successes, failures, stop
 
 
-def drain(q: OutcomeQueue[Message]) -> list[Outcome[Message]]:
+def drain(q: OutcomeQueue[T]) -> list[Outcome[T]]:
     items = []
     while not q.empty():
         items.append(q.get_nowait())
@@ -124,3 +128,35 @@ def test_with_a_separate_abort_event_stop_lets_the_send_in_flight_finish() -> No
     abort.set()
     assert sender.step(message(2), 0.01) is None
     assert [o.message.id for o in drain(successes)] == [1]
+
+
+def test_the_pool_carries_any_work_item_and_returns_the_providers_error() -> None:
+    """The durable worker's send jobs are not simulator messages: an E.164 recipient and
+    1,600 Unicode characters go through untouched, and a refusal comes back in the
+    outcome instead of a side table (or an exception that would end the thread)."""
+    clock = VirtualClock(1000.0)
+    inbox: Inbox[SendJob] = queue.SimpleQueue()
+    successes: OutcomeQueue[SendJob] = queue.SimpleQueue()
+    failures: OutcomeQueue[SendJob] = queue.SimpleQueue()
+    seen: list[SendJob] = []
+
+    def transmit(job: SendJob) -> str | None:
+        seen.append(job)
+        return None if job.key.endswith("ok") else "provider said 21211 invalid number"
+
+    sender = Sender(0, SenderConfig(0.01, 0.0, 0.0), rng=random.Random(1), inbox=inbox,
+                    successes=successes, failures=failures, stop=threading.Event(),
+                    clock=clock, transmit=transmit)
+    claim = Claim(delivery_id=1, message_id=1, recipient="+447700900123",
+                  content="Évacuez 🚨" * 160, attempts=1, lease_until=2000.0)
+    jobs = [SendJob(claim.recipient, claim.content, key, claim) for key in ("k-ok", "k-no")]
+    for job in jobs:
+        inbox.put(job)
+    inbox.put(DONE)
+    sender.run()
+    assert seen == jobs
+    (sent,) = drain(successes)
+    (refused,) = drain(failures)
+    assert (sent.message, sent.ok, sent.error) == (jobs[0], True, None)
+    assert (refused.message, refused.ok, refused.error) == (
+        jobs[1], False, "provider said 21211 invalid number")
