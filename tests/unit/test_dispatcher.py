@@ -328,7 +328,8 @@ def test_a_store_error_while_settling_delays_the_reports_and_loses_none(
     store.submit(NewMessage.validated(content="x", recipients=phones(3)), T0)
     flaky = _FailingOnce(store)
     dispatcher = Dispatcher(cast(DispatchStore, flaky), clock=clock, rng=random.Random(1))
-    jobs = [dispatcher.job(claim) for claim in dispatcher.claim()]
+    jobs = [SendJob(c.recipient, c.content, dispatcher.provider_key(c), c)
+            for c in dispatcher.claim()]
     flaky.fail_next_settle = True
     with pytest.raises(StoreError):
         dispatcher.settle_completed([(job, None) for job in jobs])

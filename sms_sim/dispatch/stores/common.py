@@ -16,7 +16,6 @@ __all__ = [
     "locked_message",
     "skewed_after_s",
     "EXPIRED_LEASE_ERROR",
-    "format_utc",
 ]
 
 EXPIRED_LEASE_ERROR = "lease expired before the worker reported (worker lost or paused)"

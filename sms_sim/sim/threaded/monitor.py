@@ -125,38 +125,13 @@ class Monitor(Generic[Item]):
     def drain(self) -> int:
         """Move every outcome waiting on both queues into the tallies; returns how many.
 
-        With retries on, each failed attempt is also judged (retry or dead) as it is moved.
+        With retries on, each outcome is also handed to the ``RetryHandoff`` as it is moved
+        (a failure judged retry or dead at the moment it is seen), and the producer gets one
+        wake-up per drain that moved anything.
         """
-        if self._retries is not None:
-            return self._drain_judging(self._retries)
-        moved = 0
-        per_sender, hook = self.per_sender, self._on_outcome
-        for source in (self._successes, self._failures):
-            get = source.get_nowait
-            while True:
-                try:
-                    outcome = get()
-                except queue.Empty:
-                    break
-                _, sender, duration_s, ok, _ = outcome
-                tally = per_sender[sender]
-                if ok:
-                    tally.sent += 1
-                else:
-                    tally.failed += 1
-                tally.total_send_s += duration_s
-                moved += 1
-                if hook is not None:
-                    hook(outcome)
-        return moved
-
-    def _drain_judging(self, retries: RetryHandoff[Item]) -> int:
-        """``drain`` with retries on: the same tallies, plus the handoff's decision for each
-        outcome (taken at the moment the failure is seen), then one wake-up for the
-        producer."""
         moved = 0
         per_sender, hook, monotonic = self.per_sender, self._on_outcome, self._clock.monotonic
-        succeeded, failed = retries.succeeded, retries.failed
+        retries = self._retries
         for source in (self._successes, self._failures):
             get = source.get_nowait
             while True:
@@ -168,15 +143,17 @@ class Monitor(Generic[Item]):
                 tally = per_sender[sender]
                 if ok:
                     tally.sent += 1
-                    succeeded(message)
+                    if retries is not None:
+                        retries.succeeded(message)
                 else:
                     tally.failed += 1
-                    failed(message, monotonic())
+                    if retries is not None:
+                        retries.failed(message, monotonic())
                 tally.total_send_s += duration_s
                 moved += 1
                 if hook is not None:
                     hook(outcome)
-        if moved:
+        if moved and retries is not None:
             retries.wake.set()
         return moved
 
