@@ -12,7 +12,9 @@ The docstrings of ``DispatchStore`` are the specification that
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
+import hashlib
+import json
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -42,12 +44,29 @@ __all__ = [
     "CancelResult",
     "SettleResult",
     "StoreError",
+    "StoreBusyError",
+    "StoreDamagedError",
     "NotFoundError",
     "ConflictError",
     "LockedError",
     "InvalidRequestError",
     "OPEN_DELIVERY_STATUSES",
+    "AGING_STEP_S",
+    "provider_key",
+    "effective_priority",
 ]
+
+# A due message rises one priority class for every this many seconds it has waited since it
+# was last served (or since it became due): classes stay strict, but nothing starves.
+AGING_STEP_S = 60.0
+
+
+def effective_priority(priority: int, waiting_since: float, now: float) -> int:
+    """The class a due message competes in: its priority plus one per ``AGING_STEP_S``
+    waited. A message being served keeps its own class; one left waiting climbs until it
+    shares round-robin with whatever starves it."""
+    waited_s = now - waiting_since
+    return priority + int(waited_s // AGING_STEP_S) if waited_s > 0 else priority
 
 
 class StoreError(SmsSimError):
@@ -57,12 +76,28 @@ class StoreError(SmsSimError):
     """
 
 
+class StoreBusyError(StoreError):
+    """Another connection held the store's write lock for longer than the store waits.
+
+    Transient by nature: a worker logs it and tries again, it never exits for it.
+    """
+
+
+class StoreDamagedError(StoreError):
+    """The database file is damaged (corrupt pages, or no longer a database at all).
+
+    Never retried: every command stops with one line, and ``sms_sim check`` says more.
+    """
+
+
 class NotFoundError(SmsSimError, LookupError):
     """No message has the given id."""
 
 
 class ConflictError(SmsSimError):
-    """An edit named a version other than the current one; the message names both."""
+    """A request contradicts the stored state: an edit named a version other than the current
+    one, or a submit reused an idempotency key for a different message. The message names
+    both sides."""
 
 
 class LockedError(SmsSimError):
@@ -113,6 +148,18 @@ class NewMessage:
     scheduled_at: float | None = None
     idempotency_key: str | None = None
     priority: int = 0
+
+    def fingerprint(self) -> str:
+        """What makes two submits "the same request" for an idempotency key: content,
+        recipients (as a set: order and repeats do not change who gets the message), the
+        requested time (absent stays absent: "now" on a retry is still "now") and priority.
+        A hex SHA-256, stored with the message."""
+        digest = hashlib.sha256()
+        head = [self.content, self.scheduled_at, self.priority]
+        digest.update(json.dumps(head, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+        for recipient in sorted(set(self.recipients)):
+            digest.update(b"\0" + recipient.encode("utf-8", "surrogatepass"))
+        return digest.hexdigest()
 
     @classmethod
     def validated(
@@ -177,6 +224,7 @@ class MessageView:
     idempotency_key: str | None
     priority: int
     counts: dict[DeliveryStatus, int]
+    uid: str = ""  # globally unique: the provider's idempotency keys are built on it
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -214,11 +262,20 @@ class Claim(NamedTuple):
     attempts: int
     lease_until: float
     lease_losses: int = 0
+    message_uid: str = ""
+    priority: int = 0
 
     @property
     def idempotency_key(self) -> str:
-        """The provider-side dedup key: the same on every attempt of one (message, recipient)."""
-        return f"{self.message_id}:{self.recipient}"
+        """The provider-side dedup key: the same on every attempt of one (message, recipient),
+        and different for every other pair, in any database: built on the message's UUID, not
+        its id (a recreated database, or two sharing one provider account, reuse ids)."""
+        return provider_key(self.message_uid, self.recipient)
+
+
+def provider_key(message_uid: str, recipient: str) -> str:
+    """The provider's idempotency key for one delivery (see ``Claim.idempotency_key``)."""
+    return f"{message_uid}:{recipient}"
 
 
 class Settlement(NamedTuple):
@@ -266,9 +323,16 @@ class DispatchStore(Protocol):
     def submit(self, message: NewMessage, now: float) -> SubmitResult:
         """Store a message and one ``pending`` delivery per distinct recipient, atomically.
 
-        If ``idempotency_key`` is already known, nothing is created and the first message's
-        id is returned with ``created=False``; of concurrent submits with one key exactly
-        one creates. The due time is ``scheduled_at`` or ``now``.
+        If ``idempotency_key`` is already known for the same request (same
+        ``NewMessage.fingerprint``), nothing is created and the first message's id is
+        returned with ``created=False``; for a different request it raises
+        ``ConflictError`` naming the key and the first message, and creates nothing. Of
+        concurrent submits with one key exactly one creates. The due time is
+        ``scheduled_at`` or ``now``. Every message gets a fresh ``uid`` (32 hex digits).
+
+        Readers and claims see the message whole or not at all. A store may load a large
+        recipient list in several short transactions (so workers are not locked out for
+        seconds) as long as that stays true and a load cut short leaves nothing claimable.
         """
         ...
 
@@ -287,9 +351,14 @@ class DispatchStore(Protocol):
         """Cancel a ``scheduled`` or ``dispatching`` message and its unleased deliveries.
 
         Sent deliveries stay sent; leased ones finish their attempt (a failure then becomes
-        ``cancelled``, not retried). Raises ``NotFoundError``, or ``LockedError`` if the
-        message is already completed or cancelled.
+        ``cancelled``, not retried), and workers ask ``cancelled`` before each send, so once
+        this returns only sends already started go out. Raises ``NotFoundError``, or
+        ``LockedError`` if the message is already completed or cancelled.
         """
+        ...
+
+    def cancelled(self, message_ids: Collection[int]) -> set[int]:
+        """Which of ``message_ids`` are cancelled now (unknown ids are not). A read."""
         ...
 
     def claim(self, owner: str, limit: int, lease_s: float, now: float) -> list[Claim]:
@@ -297,16 +366,20 @@ class DispatchStore(Protocol):
 
         Due: the message is ``scheduled``/``dispatching`` with ``scheduled_at <= now``, and the
         delivery is ``pending``/``retrying`` with ``next_attempt_at <= now``. Expired leases
-        (``lease_until <= now``), and leases ending after ``now + 2 * lease_s`` (granted
-        before the clock jumped back; all workers on one store should use one lease
-        length), are first returned to ``retrying`` by a compare-and-set on status and lease
-        (``cancelled`` if the message was cancelled), counting one more ``lease_losses``.
+        (``lease_until <= now``), and leases ending more than twice their own length after
+        ``now`` (granted before the clock jumped back), are first returned to ``retrying``
+        by a compare-and-set on status and lease (``cancelled`` if the message was
+        cancelled), counting one more ``lease_losses``. Each lease is judged by the length
+        its holder asked for, never by this claimer's ``lease_s``: workers with different
+        leases share one store without taking each other's live claims.
 
         Fairness, stated on what one claim leased: a message's share is the number of its
         deliveries leased; it ran out if none of its deliveries is left due afterwards.
 
         1. Priority classes are strict: a delivery of one class is leased only if every
-           message of every higher class ran out.
+           message of every higher class ran out. The class is ``effective_priority``:
+           the message's priority, plus one per ``AGING_STEP_S`` it has waited since it was
+           last served (or became due), so a low class is delayed, never starved.
         2. Within a class, no message waits while another is served twice: the shares of
            two messages of one class differ by at most one, unless the smaller ran out.
         3. It leases ``min(limit, due deliveries)``: never more than ``limit``, and fewer
@@ -319,7 +392,8 @@ class DispatchStore(Protocol):
 
         Within a message, due retries are taken before pending deliveries, each by due time
         and id. The returned list holds each message's grants in the order made, by
-        delivery id within a grant. A message with a claimed delivery becomes
+        delivery id within a grant; each ``Claim`` carries its message's ``uid`` and
+        priority. A message with a claimed delivery becomes
         ``dispatching``. No delivery is leased to two owners at once. Raises
         ``InvalidRequestError`` for a ``now`` or ``lease_s`` that is not finite (or a lease
         <= 0) and a non-integer ``limit``.

@@ -31,7 +31,9 @@ from sms_sim.dispatch.contract import (
     NotFoundError,
     SettleKind,
     Settlement,
+    AGING_STEP_S,
     StoreError,
+    effective_priority,
 )
 from sms_sim.dispatch.stores import MemoryStore, SqliteStore
 from tests.conftest import T0, phones
@@ -120,15 +122,45 @@ def test_submit_makes_one_pending_delivery_per_distinct_recipient(store: Dispatc
     assert sorted(d.recipient for d in store.deliveries()) == ["111-111-1111", "222-222-2222"]
 
 
-def test_a_known_idempotency_key_returns_the_first_message_and_creates_nothing(
+def test_a_known_idempotency_key_with_the_same_request_returns_the_first_message(
         store: DispatchStore) -> None:
-    first = store.submit(NewMessage.validated(content="a", recipients=phones(2),
+    first = store.submit(NewMessage.validated(content="a", recipients=phones(3),
                                               idempotency_key="k1"), T0)
-    again = store.submit(NewMessage.validated(content="b", recipients=phones(5),
-                                              idempotency_key="k1"), T0 + 1)
+    # The same recipients in another order, one repeated: the same request.
+    again = store.submit(NewMessage.validated(
+        content="a", recipients=[*reversed(phones(3)), phones(1)[0]], idempotency_key="k1"),
+        T0 + 1)
     assert first.created and not again.created
     assert again.message_id == first.message_id
-    assert len(store.messages()) == 1 and len(store.deliveries()) == 2
+    assert len(store.messages()) == 1 and len(store.deliveries()) == 3
+
+
+@pytest.mark.parametrize("change", [
+    {"content": "All clear"},
+    {"recipients": phones(4)},
+    {"scheduled_at": T0 + 600},
+    {"priority": 5},
+])
+def test_a_known_idempotency_key_with_a_different_request_is_a_conflict(
+        store: DispatchStore, change: dict[str, object]) -> None:
+    """Issue 11, item 3: an "All clear" under an old key was dropped as "already submitted"."""
+    fields: dict[str, object] = {"content": "EVACUATE NOW", "recipients": phones(3),
+                                 "idempotency_key": "k1"}
+    first = store.submit(NewMessage.validated(**fields), T0)  # type: ignore[arg-type]
+    with pytest.raises(ConflictError, match=rf"'k1'.*message {first.message_id}"):
+        store.submit(NewMessage.validated(**{**fields, **change}), T0 + 1)  # type: ignore[arg-type]
+    assert len(store.messages()) == 1 and len(store.deliveries()) == 3
+
+
+def test_every_message_has_its_own_uid_and_claims_carry_it(store: DispatchStore) -> None:
+    ids = [store.submit(NewMessage.validated(content="x", recipients=phones(1)), T0).message_id
+           for _ in range(2)]
+    uids = {view.id: view.uid for view in store.messages()}
+    assert len(set(uids.values())) == 2 and all(len(uid) == 32 for uid in uids.values())
+    claims = store.claim("w", 10, LEASE_S, T0)
+    assert {c.message_id: c.message_uid for c in claims} == {i: uids[i] for i in ids}
+    assert {c.idempotency_key for c in claims} == {f"{uids[c.message_id]}:{c.recipient}"
+                                                   for c in claims}
 
 
 @pytest.mark.slow  # real threads
@@ -280,6 +312,39 @@ def test_higher_priority_is_claimed_first(store: DispatchStore) -> None:
     assert {c.message_id for c in store.claim("w", 5, LEASE_S, T0 + 2)} == {low}
 
 
+def test_waiting_work_ages_into_the_class_that_starves_it(store: DispatchStore) -> None:
+    """Issue 11, item 10: a priority-1 broadcast starved every priority-0 message for good."""
+    broadcast = submit(store, 500, priority=1)
+    low = submit(store, 1, start=1000)
+    served_low_at = None
+    for step in range(1, 40):
+        now = T0 + 5.0 * step
+        claims = store.claim("w", 5, LEASE_S, now)
+        store.settle("w", sent(claims), now)
+        if any(c.message_id == low for c in claims):
+            served_low_at = now
+            break
+        assert {c.message_id for c in claims} == {broadcast}
+    assert served_low_at is not None and served_low_at - T0 <= AGING_STEP_S + 5.0
+
+
+def test_a_lease_is_judged_by_its_own_length(store: DispatchStore) -> None:
+    """Issue 11, item 1: a worker with a 1 s lease took the live claims of one with 300 s."""
+    submit(store, 4)
+    long = store.claim("long", 2, 300.0, T0)
+    short = store.claim("short", 10, 1.0, T0 + 0.5)
+    assert {c.delivery_id for c in long}.isdisjoint(c.delivery_id for c in short)
+    assert len(short) == 2
+    assert store.settle("long", sent(long), T0 + 299).accepted == 2
+
+
+def test_a_lease_from_before_a_backward_clock_jump_is_taken_back(store: DispatchStore) -> None:
+    submit(store, 1, now=T0 - 200.0)
+    store.claim("a", 1, 1.0, T0)
+    again = store.claim("b", 1, 300.0, T0 - 100.0)  # the clock went back 100 s
+    assert len(again) == 1 and again[0].lease_losses == 1
+
+
 # --- the fairness of claims, as properties (the claim docstring's numbered sentences) -----
 # Judged from what each claim returned and what it left due, never from how a store splits
 # the limit. Random scenarios: messages of three priority classes arriving over a few
@@ -293,8 +358,9 @@ FAIRNESS = settings(max_examples=40, deadline=None)
 
 @dataclass(frozen=True)
 class Claimed:
-    """One claim: its limit, each message's share, every message's priority, and the due
-    deliveries each due message has left afterwards (0: it ran out)."""
+    """One claim: its limit, each message's share, every message's class as the claim saw
+    it (``effective_priority``), and the due deliveries each due message has left
+    afterwards (0: it ran out)."""
 
     limit: int
     shares: Counter[int]
@@ -305,6 +371,7 @@ class Claimed:
 def play(store: DispatchStore, data: st.DataObject, *, lone: bool = False) -> list[Claimed]:
     claimed: list[Claimed] = []
     held: list[Claim] = []
+    served_at: dict[int, float] = {}  # message id -> the last claim that served it
     now, start = T0, 0
     for number in range(data.draw(st.integers(1, 6), label="claims")):
         arrivals = data.draw(st.lists(NEW_MESSAGE, min_size=int(number == 0), max_size=3),
@@ -315,9 +382,13 @@ def play(store: DispatchStore, data: st.DataObject, *, lone: bool = False) -> li
             submit(store, size, at=now + delay, priority=priority, now=now, start=start)
             start += size
         limit = data.draw(st.integers(0, 12), label="limit")
+        # Classes are judged as the claim saw them: aged by the time waited since served.
+        classes = {m.id: effective_priority(m.priority, served_at.get(m.id, m.scheduled_at),
+                                            now) for m in store.messages(limit=10_000)}
         claims = store.claim("w", limit, LEASE_S, now)
         shares = Counter(c.message_id for c in claims)
-        claimed.append(Claimed(limit, shares, *due_left(store, now)))
+        served_at.update(dict.fromkeys(shares, now))
+        claimed.append(Claimed(limit, shares, classes, due_left(store, now)))
         held += claims
         outcomes = data.draw(st.lists(OUTCOMES, min_size=len(held), max_size=len(held)),
                              label="outcomes")
@@ -334,8 +405,8 @@ def play(store: DispatchStore, data: st.DataObject, *, lone: bool = False) -> li
     return claimed
 
 
-def due_left(store: DispatchStore, now: float) -> tuple[dict[int, int], dict[int, int]]:
-    """Every message's priority, and each due message's count of due deliveries."""
+def due_left(store: DispatchStore, now: float) -> dict[int, int]:
+    """Each due message's count of due deliveries."""
     messages = store.messages(limit=10_000)
     left = {m.id: 0 for m in messages if m.scheduled_at <= now
             and m.status in (MessageStatus.SCHEDULED, MessageStatus.DISPATCHING)}
@@ -343,7 +414,7 @@ def due_left(store: DispatchStore, now: float) -> tuple[dict[int, int], dict[int
         if d.message_id in left and d.next_attempt_at <= now \
                 and d.status in (DeliveryStatus.PENDING, DeliveryStatus.RETRYING):
             left[d.message_id] += 1
-    return {m.id: m.priority for m in messages}, left
+    return left
 
 
 @FAIRNESS

@@ -19,6 +19,28 @@ from tests.conftest import T0
 
 V1 = "sms_sim.dispatch/1"
 V2 = "sms_sim.dispatch/2"
+V3 = "sms_sim.dispatch/3"
+
+# The messages table as versions 1 to 3 made it (frozen: version 4 rebuilt it).
+OLD_MESSAGES = """
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY,
+    content TEXT NOT NULL,
+    status TEXT NOT NULL
+        CHECK (status IN ('scheduled', 'dispatching', 'completed', 'cancelled')),
+    scheduled_at REAL NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    version INTEGER NOT NULL,
+    dispatch_started_at REAL,
+    completed_at REAL,
+    idempotency_key TEXT UNIQUE,
+    priority INTEGER NOT NULL DEFAULT 0,
+    served_seq INTEGER
+);
+CREATE INDEX IF NOT EXISTS messages_due ON messages (status, scheduled_at);
+CREATE INDEX IF NOT EXISTS messages_served ON messages (served_seq);
+"""
 
 # The deliveries table and its indexes exactly as version 2 made them (frozen here: the
 # current SCHEMA_SQL moves on). The retry-due status was stored as 'failed'.
@@ -48,12 +70,19 @@ CREATE INDEX IF NOT EXISTS deliveries_lease
 
 
 def _old_script(version: str) -> str:
-    """SCHEMA_SQL with the version-2 deliveries table, tagged ``version``."""
-    start = SCHEMA_SQL.index("CREATE TABLE IF NOT EXISTS deliveries")
+    """SCHEMA_SQL with the old messages table and the version-2 deliveries table (version
+    3's, with 'retrying', for ``V3``), tagged ``version``."""
+    start = SCHEMA_SQL.index("CREATE TABLE IF NOT EXISTS messages")
     end = SCHEMA_SQL.index("COMMIT;")
-    script = SCHEMA_SQL[:start] + V2_DELIVERIES.lstrip() + SCHEMA_SQL[end:]
+    deliveries = V2_DELIVERIES
+    if version == V3:
+        deliveries = deliveries.replace("'failed'", "'retrying'").replace(
+            "(message_id, status, next_attempt_at, id)",
+            "(message_id, status DESC, next_attempt_at, id)")
+    script = SCHEMA_SQL[:start] + OLD_MESSAGES.lstrip() + deliveries.lstrip() + SCHEMA_SQL[end:]
     script = script.replace(repr(SCHEMA_VERSION), repr(version))
-    assert repr(version) in script and "'retrying'" not in script
+    assert repr(version) in script and "uid" not in script
+    assert ("'retrying'" in script) == (version == V3)
     if version == V1:
         script = script.replace("    lease_losses INTEGER NOT NULL DEFAULT 0,\n", "")
         assert "lease_losses" not in script
@@ -68,7 +97,8 @@ def _make_old(path: Path, version: str,
     with sqlite3.connect(path, isolation_level=None) as conn:
         conn.executescript(_old_script(version))
         conn.execute("INSERT INTO messages (content, status, scheduled_at, created_at, "
-                     "updated_at, version) VALUES ('old', 'dispatching', 1, 1, 1, 1)")
+                     "updated_at, version, idempotency_key) "
+                     "VALUES ('old', 'dispatching', 1, 1, 1, 1, 'k')")
         conn.executemany(
             "INSERT INTO deliveries (message_id, recipient, status, attempts, next_attempt_at, "
             "last_error) VALUES (1, ?, ?, ?, ?, ?)",
@@ -127,7 +157,7 @@ def test_a_version_2_file_has_its_retries_renamed_and_still_claimed_first(
         with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
             conn.execute("UPDATE deliveries SET status = 'failed' WHERE id = 5")
         plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + LEASE_SQL,
-                                               ("w", T0, 1, T0, 5))]
+                                               ("w", T0, 30.0, 1, T0, 5))]
         descending = [row[3] for row in conn.execute("PRAGMA index_xinfo(deliveries_ready)")]
     conn.close()
     assert any("COVERING INDEX deliveries_ready" in step for step in plan), plan
@@ -135,6 +165,36 @@ def test_a_version_2_file_has_its_retries_renamed_and_still_claimed_first(
     assert descending[:2] == [0, 1]  # message_id ascending, status descending
     SqliteStore(path).close()  # a second open finds nothing to upgrade
     assert _meta_version(path) == SCHEMA_VERSION
+
+
+def test_a_version_3_file_keeps_its_provider_keys_and_old_leases(tmp_path: Path) -> None:
+    """Version 4 adds message uids, request hashes and per-lease lengths. An old message's
+    uid is its id, so an attempt in flight at the upgrade keeps the key it was sent under;
+    a lease from before the upgrade has no length and is judged by the claimer's."""
+    path = tmp_path / "v3.db"
+    _make_old(path, V3, [("555-000-0001", "pending", 1.0), ("555-000-0002", "pending", 1.0)])
+    with sqlite3.connect(path, isolation_level=None) as conn:
+        conn.execute("UPDATE deliveries SET status = 'leased', lease_owner = 'old', "
+                     "lease_until = ?, attempts = 1 WHERE id = 1", (T0 + 30.0,))
+    conn.close()
+    store = SqliteStore(path)
+    assert _meta_version(path) == SCHEMA_VERSION
+    (old,) = store.messages()
+    assert old.uid == "1"
+    (claim,) = store.claim("w", 5, 30.0, T0)  # the old lease is still live by our length
+    assert claim.idempotency_key == "1:555-000-0002"
+    # 100 s back, both leases ended too far ahead: the old one by the claimer's 10 s
+    rescued = store.claim("w", 5, 10.0, T0 - 100.0)
+    assert {c.idempotency_key for c in rescued} == {"1:555-000-0001", "1:555-000-0002"}
+    assert [c.lease_losses for c in rescued] == [1, 1]
+    # An old key has no request hash: repeating it counts as the same request, as it did.
+    again = store.submit(NewMessage.validated(content="new", recipients=["555-000-0009"],
+                                              idempotency_key="k"), T0)
+    assert (again.message_id, again.created) == (1, False)
+    fresh = store.submit(NewMessage.validated(content="new", recipients=["555-000-0009"]), T0)
+    assert len(store.messages(message_id=fresh.message_id)[0].uid) == 32
+    assert store.integrity_check() == "ok"
+    store.close()
 
 
 def test_a_schema_from_the_future_is_refused(tmp_path: Path) -> None:

@@ -91,7 +91,8 @@ def test_a_retry_that_succeeds_uses_the_same_idempotency_key(store: SqliteStore)
     dispatcher = Dispatcher(store, clock=clock, rng=random.Random(3),
                             config=DispatchConfig(retry=RetryPolicy(max_attempts=5)))
     dispatcher.run(provider, threading.Event(), until_idle=True)
-    assert provider.keys == [f"{result.message_id}:555-123-4567"] * 3
+    (view,) = store.messages(message_id=result.message_id)
+    assert provider.keys == [f"{view.uid}:555-123-4567"] * 3
     assert provider.summary().delivered == 1
 
 
@@ -337,3 +338,20 @@ def test_a_store_error_while_settling_delays_the_reports_and_loses_none(
     assert dispatcher.settle_completed([]) == 3  # the next call reports them
     assert {d.status for d in store.deliveries()} == {DeliveryStatus.SENT}
     assert dispatcher.stats.sent == 3
+
+
+def test_two_databases_sharing_one_provider_both_deliver(tmp_path: Path) -> None:
+    """Issue 11, item 2: the provider key was "message_id:recipient", so message 1 of a
+    recreated database was absorbed as a repeat of the old database's message 1."""
+    clock = VirtualClock(T0)
+    provider = RecordingProvider(clock)
+    for name, text in (("monday.db", "office closed"), ("tuesday.db", "EVACUATE NOW")):
+        store = SqliteStore(tmp_path / name)
+        result = store.submit(NewMessage.validated(content=text, recipients=["555-123-4567"]),
+                              T0)
+        assert result.message_id == 1
+        Dispatcher(store, clock=clock, rng=random.Random(1)).run(
+            provider, threading.Event(), until_idle=True)
+        store.close()
+    assert provider.summary().delivered == 2
+    assert len(set(provider.keys)) == 2

@@ -88,7 +88,7 @@ def test_a_scheduled_time_is_kept_and_a_repeated_key_creates_nothing(h: Harness)
     first = h.service.submit(NewMessage.validated(
         content="a", recipients=["555-000-0001"], scheduled_at=due, idempotency_key="k"))
     again = h.service.submit(NewMessage.validated(
-        content="b", recipients=["555-000-0002"], idempotency_key="k"))
+        content="a", recipients=["555-000-0001"], scheduled_at=due, idempotency_key="k"))
     assert first.created and not again.created
     assert again.message_id == first.message_id
     assert h.service.get(first.message_id).scheduled_at == due

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from sms_sim.dispatch.contract import MessageStatus
+from sms_sim.dispatch.contract import ConflictError, MessageStatus
 from sms_sim.dispatch.validation import format_utc
 
 __all__ = [
     "fair_claim",
     "locked_message",
-    "skewed_after_s",
+    "SKEW_FACTOR",
+    "key_conflict",
     "EXPIRED_LEASE_ERROR",
 ]
 
@@ -56,16 +57,15 @@ def fair_claim(order: Sequence[tuple[int, int]], limit: int,
             active = still
 
 
-def skewed_after_s(lease_s: float) -> float:
-    """A lease ending more than this after ``now`` cannot have been granted at or before
-    ``now``: the clock has jumped back since, and the lease is reclaimed at once.
-
-    Twice the lease length, not once: a claimer reads ``now`` before it may wait for the
-    write lock, so a lease granted meanwhile by another worker can legitimately end a
-    little after this claimer's ``now + lease_s`` (found by the storm test). So a backward
-    jump parks work for at most about two lease lengths, never for the jump itself.
-    """
-    return 2.0 * lease_s
+# A lease ending more than SKEW_FACTOR x its own length after ``now`` cannot have been granted
+# at or before ``now``: the clock has jumped back since, and the lease is reclaimed at once.
+# Twice, not once: a claimer reads ``now`` before it may wait for the write lock, so a lease
+# granted meanwhile by another worker can legitimately end a little after ``now`` + its
+# length (found by the storm test). So a backward jump parks work for at most about two
+# lease lengths, never for the jump itself. Each lease is judged by the length its holder
+# asked for: judged by the claimer's, a worker with a 1 s lease took the live claims of one
+# with 300 s and sent them again.
+SKEW_FACTOR = 2.0
 
 
 def locked_message(message_id: int, status: MessageStatus, since: float | None) -> str:
@@ -74,3 +74,10 @@ def locked_message(message_id: int, status: MessageStatus, since: float | None) 
         return f"locked: dispatching since {format_utc(since)}; message {message_id} " \
                "cannot be edited (cancel it instead)"
     return f"locked: message {message_id} is {status} and cannot be edited"
+
+
+def key_conflict(key: str, first: int) -> ConflictError:
+    """The refusal of an idempotency key reused for a different request."""
+    return ConflictError(f"idempotency key {key!r} was used for message {first}, with "
+                         "different content, recipients, time or priority; nothing created "
+                         "(use a new key for a new message)")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Sequence
+import uuid
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from sms_sim.dispatch.contract import (
@@ -22,6 +23,7 @@ from sms_sim.dispatch.contract import (
     DispatchStore,
     LockedError,
     MessageEdit,
+    effective_priority,
     MessageStatus,
     MessageView,
     NewMessage,
@@ -34,9 +36,10 @@ from sms_sim.dispatch.contract import (
 )
 from sms_sim.dispatch.stores.common import (
     EXPIRED_LEASE_ERROR,
+    SKEW_FACTOR,
     fair_claim,
+    key_conflict,
     locked_message,
-    skewed_after_s,
 )
 from sms_sim.dispatch.validation import check_claim, check_listing, check_settlements
 
@@ -60,7 +63,10 @@ class _Message:
     completed_at: float | None
     idempotency_key: str | None
     priority: int
+    uid: str
+    fingerprint: str
     served_seq: int | None = None  # when it was last given deliveries, in take order
+    served_at: float | None = None  # ... and at what time, for aging
 
 
 @dataclass(slots=True, kw_only=True)
@@ -76,6 +82,7 @@ class _Delivery:
     sent_at: float | None = None
     last_error: str | None = None
     lease_losses: int = 0
+    lease_s: float | None = None  # the length its holder asked for: the lease's own terms
 
 
 class MemoryStore:
@@ -98,8 +105,12 @@ class MemoryStore:
         with self._lock:
             self._check_open()
             key = message.idempotency_key
+            fingerprint = message.fingerprint()
             if key is not None and key in self._keys:
-                return SubmitResult(message_id=self._keys[key], created=False)
+                first = self._keys[key]
+                if self._messages[first].fingerprint != fingerprint:
+                    raise key_conflict(key, first)
+                return SubmitResult(message_id=first, created=False)
             message_id = self._next_message_id
             self._next_message_id += 1
             due_at = now if message.scheduled_at is None else message.scheduled_at
@@ -107,7 +118,7 @@ class MemoryStore:
                 id=message_id, content=message.content, status=_M.SCHEDULED,
                 scheduled_at=due_at, created_at=now, updated_at=now, version=1,
                 dispatch_started_at=None, completed_at=None, idempotency_key=key,
-                priority=message.priority,
+                priority=message.priority, uid=uuid.uuid4().hex, fingerprint=fingerprint,
             )
             self._by_message[message_id] = []
             self._add_deliveries(message_id, dict.fromkeys(message.recipients), due_at)
@@ -173,16 +184,20 @@ class MemoryStore:
             if limit <= 0:
                 return []
             for delivery in self._deliveries.values():
+                if delivery.status is not _D.LEASED:
+                    continue
                 until = delivery.lease_until or 0.0
-                # A lease ending this far ahead predates a backward clock jump.
-                skewed_at = now + skewed_after_s(lease_s)
-                if delivery.status is _D.LEASED and (until <= now or until > skewed_at):
+                # A lease ending this far ahead, by its own terms, predates a backward
+                # clock jump.
+                skewed_at = now + SKEW_FACTOR * (delivery.lease_s or lease_s)
+                if until <= now or until > skewed_at:
                     self._reclaim(delivery, now)
             due = [
                 m for m in self._messages.values()
                 if m.status in (_M.SCHEDULED, _M.DISPATCHING) and m.scheduled_at <= now
             ]
             due.sort(key=_fair_order)
+            classes = {m.id: effective_priority(m.priority, _waiting_since(m), now) for m in due}
             claims: list[Claim] = []
 
             def take(message_id: int, count: int) -> int:
@@ -195,18 +210,21 @@ class MemoryStore:
                     message.dispatch_started_at = now
                 self._served_seq += 1
                 message.served_seq = self._served_seq
+                message.served_at = now
                 message.updated_at = now
                 for delivery in sorted(ready, key=lambda d: d.id):
                     delivery.status = _D.LEASED
                     delivery.lease_owner = owner
                     delivery.lease_until = now + lease_s
+                    delivery.lease_s = lease_s
                     delivery.attempts += 1
                     claims.append(Claim(delivery.id, message_id, delivery.recipient,
                                         message.content, delivery.attempts, now + lease_s,
-                                        delivery.lease_losses))
+                                        delivery.lease_losses, message.uid,
+                                        classes[message_id]))
                 return len(ready)
 
-            fair_claim([(m.priority, m.id) for m in due], limit, take)
+            fair_claim([(classes[m.id], m.id) for m in due], limit, take)
             return claims
 
     def settle(self, owner: str, settlements: Sequence[Settlement], now: float) -> SettleResult:
@@ -275,6 +293,12 @@ class MemoryStore:
         with self._lock:
             self._closed = True
 
+    def cancelled(self, message_ids: Collection[int]) -> set[int]:
+        with self._lock:
+            self._check_open()
+            return {i for i in message_ids
+                    if i in self._messages and self._messages[i].status is _M.CANCELLED}
+
     # --- reads -------------------------------------------------------------------------
 
     def next_due_at(self, now: float) -> float | None:
@@ -307,7 +331,8 @@ class MemoryStore:
         with self._lock:
             self._check_open()
             found = [
-                DeliveryView(**dataclasses.asdict(d))
+                DeliveryView(**{k: v for k, v in dataclasses.asdict(d).items()
+                                if k != "lease_s"})
                 for _, d in sorted(self._deliveries.items())
                 if (message_id is None or d.message_id == message_id)
                 and (status is None or d.status is status)
@@ -378,14 +403,18 @@ class MemoryStore:
             updated_at=message.updated_at, version=message.version,
             dispatch_started_at=message.dispatch_started_at,
             completed_at=message.completed_at, idempotency_key=message.idempotency_key,
-            priority=message.priority, counts=counts,
+            priority=message.priority, counts=counts, uid=message.uid,
         )
 
 
-def _fair_order(message: _Message) -> tuple[int, float, float, int]:
+def _fair_order(message: _Message) -> tuple[float, float, int]:
     """Never served first (oldest due first), then the least recently served."""
     served = float("-inf") if message.served_seq is None else message.served_seq
-    return (-message.priority, served, message.scheduled_at, message.id)
+    return (served, message.scheduled_at, message.id)
+
+
+def _waiting_since(message: _Message) -> float:
+    return message.scheduled_at if message.served_at is None else message.served_at
 
 
 _check: type[DispatchStore] = MemoryStore

@@ -14,6 +14,9 @@ from sms_sim.dispatch.contract import (
     MessageView,
     NotFoundError,
     SettleKind,
+    StoreBusyError,
+    StoreDamagedError,
+    StoreError,
 )
 from sms_sim.dispatch.validation import could_be_an_id
 
@@ -25,7 +28,7 @@ __all__ = [
     "SETTLE_SENT_SQL",
     "SETTLE_SQL",
     "describe",
-    "insert_deliveries",
+    "store_error",
     "message_state",
     "counts",
     "views",
@@ -33,7 +36,7 @@ __all__ = [
 
 MESSAGE_COLUMNS = (
     "id, content, status, scheduled_at, created_at, updated_at, version, "
-    "dispatch_started_at, completed_at, idempotency_key, priority"
+    "dispatch_started_at, completed_at, idempotency_key, priority, uid"
 )
 DELIVERY_COLUMNS = (
     "id, message_id, recipient, status, attempts, next_attempt_at, lease_owner, lease_until, "
@@ -44,7 +47,8 @@ DELIVERY_COLUMNS = (
 # IN walks it without a sort. With status ascending in the index, SQLite would sort the rest
 # of the ORDER BY in a temporary b-tree, reading every due row of a status before the LIMIT.
 LEASE_SQL = """
-UPDATE deliveries SET status = 'leased', lease_owner = ?, lease_until = ?, attempts = attempts + 1
+UPDATE deliveries SET status = 'leased', lease_owner = ?, lease_until = ?, lease_s = ?,
+    attempts = attempts + 1
 WHERE id IN (SELECT id FROM deliveries
              WHERE message_id = ? AND status IN ('retrying', 'pending') AND next_attempt_at <= ?
              ORDER BY status DESC, next_attempt_at, id LIMIT ?)
@@ -53,7 +57,7 @@ RETURNING id, recipient, attempts, lease_losses
 # The messages a claim took from, with their new serve order, as JSON [[id, seq], ...].
 SERVED_SQL = """
 UPDATE messages SET status = 'dispatching', dispatch_started_at = COALESCE(dispatch_started_at, ?1),
-    served_seq = s.seq, updated_at = ?1
+    served_seq = s.seq, served_at = ?1, updated_at = ?1
 FROM (SELECT value ->> 0 AS served_id, value ->> 1 AS seq FROM json_each(?2)) AS s
 WHERE messages.id = s.served_id
 """
@@ -89,21 +93,29 @@ def describe(path: str, exc: sqlite3.Error) -> str:
     return f"database {path!r}: {text}"
 
 
-def insert_deliveries(conn: sqlite3.Connection, message_id: int, recipients: Sequence[str],
-                      due_at: float) -> None:
-    conn.executemany(
-        "INSERT OR IGNORE INTO deliveries (message_id, recipient, status, attempts, "
-        "next_attempt_at) VALUES (?, ?, 'pending', 0, ?)",
-        ((message_id, recipient, due_at) for recipient in recipients),
-    )
+# Result codes that mean the file itself is damaged: no retry can help.
+_DAMAGED_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+
+
+def store_error(path: str, exc: sqlite3.Error) -> StoreError:
+    """The contract's error for a driver error: damaged, busy, or any other failure."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = None if code is None else code & 0xFF
+    if primary in _DAMAGED_CODES:
+        return StoreDamagedError(f"database {path!r} is damaged ({exc}); stop using it, run "
+                                 "'check' on it and restore it from a backup")
+    if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return StoreBusyError(describe(path, exc))
+    return StoreError(describe(path, exc))
 
 
 def message_state(conn: sqlite3.Connection,
                   message_id: int) -> tuple[MessageStatus, int, float | None]:
     row = None
     if could_be_an_id(message_id):
+        # A message still loading does not exist yet for anyone but its loader.
         row = conn.execute("SELECT status, version, dispatch_started_at FROM messages "
-                           "WHERE id = ?", (message_id,)).fetchone()
+                           "WHERE id = ? AND status != 'loading'", (message_id,)).fetchone()
     if row is None:
         raise NotFoundError(f"no message with id {message_id}")
     return MessageStatus(row[0]), row[1], row[2]
@@ -120,11 +132,13 @@ def counts(conn: sqlite3.Connection, message_id: int) -> dict[DeliveryStatus, in
 
 
 def views(conn: sqlite3.Connection, where: str, params: Sequence[object]) -> list[MessageView]:
-    rows = conn.execute(f"SELECT {MESSAGE_COLUMNS} FROM messages {where}", params).fetchall()
+    # Messages still loading are invisible: a reader sees a submit whole or not at all.
+    rows = conn.execute(f"SELECT {MESSAGE_COLUMNS} FROM (SELECT * FROM messages WHERE status "
+                        f"!= 'loading') AS messages {where}", params).fetchall()
     return [
         MessageView(id=r[0], content=r[1], status=MessageStatus(r[2]), scheduled_at=r[3],
                     created_at=r[4], updated_at=r[5], version=r[6], dispatch_started_at=r[7],
                     completed_at=r[8], idempotency_key=r[9], priority=r[10],
-                    counts=counts(conn, r[0]))
+                    counts=counts(conn, r[0]), uid=r[11])
         for r in rows
     ]

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 __all__ = ["SCHEMA_SQL", "SCHEMA_VERSION", "UPGRADES"]
 
-SCHEMA_VERSION = "sms_sim.dispatch/3"
+SCHEMA_VERSION = "sms_sim.dispatch/4"
 
-# Shared by a new file and the upgrade to version 3, which rebuilds the table.
-_DELIVERIES_COLUMNS = """(
+# The deliveries table of version 3, which the upgrade to version 3 builds (version 4 adds a
+# column to it, so new files use ``_DELIVERIES_COLUMNS``).
+_DELIVERIES_V3_COLUMNS = """(
     id INTEGER PRIMARY KEY,
     message_id INTEGER NOT NULL REFERENCES messages (id),
     recipient TEXT NOT NULL,
@@ -32,6 +33,38 @@ _DELIVERIES_COLUMNS = """(
     lease_losses INTEGER NOT NULL DEFAULT 0,
     UNIQUE (message_id, recipient)
 )"""
+# lease_s: the lease length the holder asked for. A lease is judged by its own terms, so a
+# worker with a short lease never takes a live claim of one with a long lease.
+_DELIVERIES_COLUMNS = _DELIVERIES_V3_COLUMNS.replace(
+    "    lease_losses INTEGER NOT NULL DEFAULT 0,\n",
+    "    lease_losses INTEGER NOT NULL DEFAULT 0,\n    lease_s REAL,\n")
+# 'loading': a large submit being inserted in chunks, invisible to readers and claims until
+# one short final transaction makes it 'scheduled'. uid: globally unique, the root of the
+# provider's idempotency keys. request_hash: ``NewMessage.fingerprint``, so a reused
+# idempotency key with a different request is told apart. served_at: when a claim last
+# took from it, for aging.
+_MESSAGES_COLUMNS = """(
+    id INTEGER PRIMARY KEY,
+    content TEXT NOT NULL,
+    status TEXT NOT NULL
+        CHECK (status IN ('loading', 'scheduled', 'dispatching', 'completed', 'cancelled')),
+    scheduled_at REAL NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    version INTEGER NOT NULL,
+    dispatch_started_at REAL,
+    completed_at REAL,
+    idempotency_key TEXT UNIQUE,
+    priority INTEGER NOT NULL DEFAULT 0,
+    served_seq INTEGER,
+    uid TEXT NOT NULL UNIQUE,
+    request_hash TEXT,
+    served_at REAL
+)"""
+_MESSAGES_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS messages_due ON messages (status, scheduled_at)",
+    "CREATE INDEX IF NOT EXISTS messages_served ON messages (served_seq)",
+)
 # status DESC: the claim takes 'retrying' before 'pending', and 'pending' sorts first.
 _DELIVERIES_INDEXES = (
     """CREATE INDEX IF NOT EXISTS deliveries_ready
@@ -47,24 +80,8 @@ SCHEMA_SQL = f"""
 BEGIN IMMEDIATE;
 CREATE TABLE IF NOT EXISTS sms_sim_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT OR IGNORE INTO sms_sim_meta (key, value) VALUES ('schema', {SCHEMA_VERSION!r});
-CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY,
-    content TEXT NOT NULL,
-    status TEXT NOT NULL
-        CHECK (status IN ('scheduled', 'dispatching', 'completed', 'cancelled')),
-    scheduled_at REAL NOT NULL,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    version INTEGER NOT NULL,
-    dispatch_started_at REAL,
-    completed_at REAL,
-    idempotency_key TEXT UNIQUE,
-    priority INTEGER NOT NULL DEFAULT 0,
-    served_seq INTEGER
-);
-CREATE INDEX IF NOT EXISTS messages_due ON messages (status, scheduled_at);
-CREATE INDEX IF NOT EXISTS messages_served ON messages (served_seq);
-CREATE TABLE IF NOT EXISTS deliveries {_DELIVERIES_COLUMNS};
+CREATE TABLE IF NOT EXISTS messages {_MESSAGES_COLUMNS};
+{"".join(f"{statement};{chr(10)}" for statement in _MESSAGES_INDEXES)}CREATE TABLE IF NOT EXISTS deliveries {_DELIVERIES_COLUMNS};
 {_INDEXES_SQL}COMMIT;
 """
 
@@ -75,7 +92,7 @@ CREATE TABLE IF NOT EXISTS deliveries {_DELIVERIES_COLUMNS};
 # The copy is where 'failed' becomes 'retrying'. Dropping the old table drops its indexes;
 # the new ones have status DESC in deliveries_ready, for the claim's order.
 _TO_V3 = (
-    f"CREATE TABLE deliveries_v3 {_DELIVERIES_COLUMNS}",
+    f"CREATE TABLE deliveries_v3 {_DELIVERIES_V3_COLUMNS}",
     """INSERT INTO deliveries_v3 (id, message_id, recipient, status, attempts, next_attempt_at,
     lease_owner, lease_until, sent_at, last_error, lease_losses)
 SELECT id, message_id, recipient, CASE status WHEN 'failed' THEN 'retrying' ELSE status END,
@@ -86,6 +103,27 @@ FROM deliveries""",
     *_DELIVERIES_INDEXES,
 )
 
+# Version 4 widens the messages CHECK (the 'loading' status) and adds columns, so messages is
+# rebuilt the same way. An existing message's uid is its id, so its provider key stays the
+# "id:recipient" its earlier attempts used (a delivery leased at the upgrade may already
+# have reached the provider; a new key would send it twice); new messages get 32 random hex
+# digits, which never equal a decimal id. Existing messages have no request hash: a reused
+# key then counts as the same request, as it did. Deliveries gain lease_s; leases held at the upgrade have none and are judged by the
+# claimer's length, as before.
+_TO_V4 = (
+    f"CREATE TABLE messages_v4 {_MESSAGES_COLUMNS}",
+    """INSERT INTO messages_v4 (id, content, status, scheduled_at, created_at, updated_at,
+    version, dispatch_started_at, completed_at, idempotency_key, priority, served_seq, uid)
+SELECT id, content, status, scheduled_at, created_at, updated_at, version,
+    dispatch_started_at, completed_at, idempotency_key, priority, served_seq,
+    CAST(id AS TEXT)
+FROM messages""",
+    "DROP TABLE messages",
+    "ALTER TABLE messages_v4 RENAME TO messages",
+    *_MESSAGES_INDEXES,
+    "ALTER TABLE deliveries ADD COLUMN lease_s REAL",
+)
+
 # Each older version's upgrade to the next: statements run in order inside the opener's
 # BEGIN IMMEDIATE, so a file is upgraded whole or not at all.
 UPGRADES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -94,4 +132,5 @@ UPGRADES: dict[str, tuple[str, tuple[str, ...]]] = {
         ("ALTER TABLE deliveries ADD COLUMN lease_losses INTEGER NOT NULL DEFAULT 0",),
     ),
     "sms_sim.dispatch/2": ("sms_sim.dispatch/3", _TO_V3),
+    "sms_sim.dispatch/3": ("sms_sim.dispatch/4", _TO_V4),
 }

@@ -19,7 +19,7 @@ import random
 import sqlite3
 import threading
 import urllib.parse
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -33,6 +33,7 @@ from sms_sim.dispatch.contract import (
     DeliveryView,
     DispatchStore,
     LockedError,
+    effective_priority,
     MessageEdit,
     MessageStatus,
     MessageView,
@@ -45,9 +46,9 @@ from sms_sim.dispatch.contract import (
 )
 from sms_sim.dispatch.stores.common import (
     EXPIRED_LEASE_ERROR,
+    SKEW_FACTOR,
     fair_claim,
     locked_message,
-    skewed_after_s,
 )
 from sms_sim.dispatch.stores.sqlite.rows import (
     DELIVERY_COLUMNS,
@@ -56,12 +57,12 @@ from sms_sim.dispatch.stores.sqlite.rows import (
     SETTLE_SENT_SQL,
     SETTLE_SQL,
     counts,
-    describe,
-    insert_deliveries,
     message_state,
+    store_error,
     views,
 )
 from sms_sim.dispatch.stores.sqlite.schema import SCHEMA_SQL, SCHEMA_VERSION, UPGRADES
+from sms_sim.dispatch.stores.sqlite.submit import insert_deliveries, submit_message
 from sms_sim.dispatch.validation import INT64_MAX, check_claim, check_listing, check_settlements
 
 __all__ = ["SqliteStore", "DEFAULT_BUSY_TIMEOUT_S"]
@@ -133,7 +134,7 @@ class SqliteStore:
                 "SELECT name FROM sqlite_master WHERE type = 'table'")})
         except sqlite3.DatabaseError as exc:
             if _is_busy(exc):  # held past the busy timeout: locked, not foreign
-                raise StoreError(describe(self.path, exc)) from exc
+                raise store_error(self.path, exc) from exc
             raise StoreError(f"{self.path!r} is not an SQLite database ({exc})") from exc
         if tables and "sms_sim_meta" not in tables:
             raise StoreError(f"{self.path!r} is an SQLite database but not an sms_sim one "
@@ -155,6 +156,9 @@ class SqliteStore:
                 self._upgrade()
                 version = self._when_free(self._schema_version)
         except sqlite3.Error as exc:
+            error = store_error(self.path, exc)
+            if type(error) is not StoreError:  # damaged or busy: say so, not "cannot prepare"
+                raise error from exc
             raise StoreError(f"cannot prepare database {self.path!r}: {exc}") from exc
         if version in UPGRADES:
             raise StoreError(f"{self.path!r} has schema {version!r}, older than "
@@ -219,7 +223,7 @@ class SqliteStore:
             try:
                 self._when_free(lambda: conn.execute("BEGIN IMMEDIATE"))
             except sqlite3.Error as exc:
-                raise StoreError(describe(self.path, exc)) from exc
+                raise store_error(self.path, exc) from exc
             try:
                 yield conn
                 conn.execute("COMMIT")
@@ -229,7 +233,7 @@ class SqliteStore:
                 except sqlite3.Error:
                     pass  # the failed statement may already have rolled it back
                 if isinstance(exc, sqlite3.Error):
-                    raise StoreError(describe(self.path, exc)) from exc
+                    raise store_error(self.path, exc) from exc
                 raise
 
     def _read(self, body: Callable[[sqlite3.Connection], _T]) -> _T:
@@ -250,26 +254,12 @@ class SqliteStore:
             try:
                 return self._when_free(attempt)
             except sqlite3.Error as exc:
-                raise StoreError(describe(self.path, exc)) from exc
+                raise store_error(self.path, exc) from exc
 
     # --- writes --------------------------------------------------------------------------
 
     def submit(self, message: NewMessage, now: float) -> SubmitResult:
-        due_at = now if message.scheduled_at is None else message.scheduled_at
-        with self._write() as conn:
-            row = conn.execute(
-                "INSERT INTO messages (content, status, scheduled_at, created_at, updated_at, "
-                "version, idempotency_key, priority) VALUES (?, 'scheduled', ?, ?, ?, 1, ?, ?) "
-                "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
-                (message.content, due_at, now, now, message.idempotency_key, message.priority),
-            ).fetchone()
-            if row is None:  # the unique key said no: report the first message
-                (first,) = conn.execute("SELECT id FROM messages WHERE idempotency_key = ?",
-                                        (message.idempotency_key,)).fetchone()
-                return SubmitResult(message_id=first, created=False)
-            message_id: int = row[0]
-            insert_deliveries(conn, message_id, message.recipients, due_at)
-        return SubmitResult(message_id=message_id, created=True)
+        return submit_message(self._write, message, now)
 
     def edit(self, message_id: int, expected_version: int, edit: MessageEdit,
              now: float) -> MessageView:
@@ -323,44 +313,48 @@ class SqliteStore:
         with self._write() as conn:
             # Rescue: one statement, so the compare (still leased, lease expired) and the
             # set cannot be split by a completion landing in between. A lease ending after
-            # now + 2 * lease_s was granted before the clock jumped back: it is reclaimed
-            # too (the slack absorbs callers whose ``now`` was read before a lock wait).
+            # now + SKEW_FACTOR x its own length was granted before the clock jumped back:
+            # it is reclaimed too (the slack absorbs callers whose ``now`` was read before a
+            # lock wait). Leases from before schema 4 have no length: ours stands in.
             conn.execute(
                 "UPDATE deliveries SET status = CASE WHEN (SELECT status FROM messages WHERE "
                 "messages.id = deliveries.message_id) = 'cancelled' THEN 'cancelled' "
-                "ELSE 'retrying' END, next_attempt_at = ?, lease_owner = NULL, "
-                "lease_until = NULL, last_error = ?, lease_losses = lease_losses + 1 "
-                "WHERE status = 'leased' AND "
-                "(lease_until <= ? OR lease_until > ?)",
-                (now, EXPIRED_LEASE_ERROR, now, now + skewed_after_s(lease_s)),
+                "ELSE 'retrying' END, next_attempt_at = ?1, lease_owner = NULL, "
+                "lease_until = NULL, lease_s = NULL, last_error = ?2, "
+                "lease_losses = lease_losses + 1 WHERE status = 'leased' AND "
+                f"(lease_until <= ?1 OR lease_until > ?1 + {SKEW_FACTOR} * COALESCE(lease_s, ?3))",
+                (now, EXPIRED_LEASE_ERROR, lease_s),
             )
             # Never served first (NULLs sort first), oldest due first; then least recently.
             due = conn.execute(
-                "SELECT id, content, priority FROM messages WHERE status IN "
-                "('scheduled', 'dispatching') AND scheduled_at <= ? "
-                "ORDER BY priority DESC, served_seq, scheduled_at, id",
+                "SELECT id, content, priority, uid, COALESCE(served_at, scheduled_at) "
+                "FROM messages WHERE status IN ('scheduled', 'dispatching') "
+                "AND scheduled_at <= ? ORDER BY served_seq, scheduled_at, id",
                 (now,),
             ).fetchall()
-            content = {message_id: text for message_id, text, _ in due}
+            content = {row[0]: row for row in due}
             (last_served,) = conn.execute("SELECT MAX(served_seq) FROM messages").fetchone()
             serves = itertools.count((last_served or 0) + 1)
             served: dict[int, int] = {}  # message id -> its latest serve order in this claim
 
+            classes = {row[0]: effective_priority(row[2], row[4], now) for row in due}
+
             def take(message_id: int, count: int) -> int:
-                rows = conn.execute(LEASE_SQL, (owner, lease_until, message_id, now,
+                rows = conn.execute(LEASE_SQL, (owner, lease_until, lease_s, message_id, now,
                                                 count)).fetchall()
                 if rows:
                     rows.sort()
-                    text = content[message_id]
+                    _, text, _, uid, _ = content[message_id]
+                    priority = classes[message_id]
                     claims.extend(
                         Claim(delivery_id, message_id, recipient, text, attempts, lease_until,
-                              lease_losses)
+                              lease_losses, uid, priority)
                         for delivery_id, recipient, attempts, lease_losses in rows
                     )
                     served[message_id] = next(serves)
                 return len(rows)
 
-            fair_claim([(priority, message_id) for message_id, _, priority in due], limit, take)
+            fair_claim([(classes[row[0]], row[0]) for row in due], limit, take)
             if served:
                 conn.execute(SERVED_SQL, (now, json.dumps(list(served.items()))))
         return claims
@@ -429,6 +423,14 @@ class SqliteStore:
             self._conn.close()
 
     # --- reads ---------------------------------------------------------------------------
+
+    def cancelled(self, message_ids: Collection[int]) -> set[int]:
+        if not message_ids:
+            return set()
+        wanted = json.dumps(sorted(message_ids))
+        return self._read(lambda conn: {row[0] for row in conn.execute(
+            "SELECT id FROM messages WHERE status = 'cancelled' AND id IN "
+            "(SELECT value FROM json_each(?))", (wanted,))})
 
     def next_due_at(self, now: float) -> float | None:
         def body(conn: sqlite3.Connection) -> float | None:

@@ -1,0 +1,124 @@
+"""How ``SqliteStore`` stores a new message: the idempotency check, and a large recipient list
+loaded in short transactions.
+
+SQLite has one writer. A 1,000,000-recipient message inserted in one transaction held the
+write lock for 15-28 s, long enough for every worker's claim to give up. So a message with
+more than ``LOAD_CHUNK`` recipients is written as ``loading`` (no reader, claim or due-time
+query sees that status), its deliveries follow in chunks of ``LOAD_CHUNK``, each its own
+transaction, and one short final transaction makes it ``scheduled``: readers see all of it or
+none of it. A load cut short in this process is deleted at once; one cut short by a killed
+process is deleted by the first submit after ``ABANDONED_LOAD_S``, judged from the load's own
+start, because a store never reads a clock and cannot tell a slow loader from a dead one
+sooner.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import uuid
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+
+from sms_sim.dispatch.contract import ConflictError, NewMessage, StoreError, SubmitResult
+from sms_sim.dispatch.stores.common import key_conflict
+from sms_sim.dispatch.validation import format_utc
+
+__all__ = ["LOAD_CHUNK", "ABANDONED_LOAD_S", "submit_message"]
+
+LOAD_CHUNK = 5_000  # deliveries per transaction: tens of milliseconds of write lock
+ABANDONED_LOAD_S = 600.0
+
+Write = Callable[[], AbstractContextManager[sqlite3.Connection]]
+
+
+def submit_message(write: Write, message: NewMessage, now: float) -> SubmitResult:
+    """Store ``message`` through ``write`` (one write transaction per call); see
+    ``DispatchStore.submit``."""
+    due_at = now if message.scheduled_at is None else message.scheduled_at
+    fingerprint = message.fingerprint()
+    recipients = message.recipients
+    chunked = len(recipients) > LOAD_CHUNK
+    with write() as conn:
+        _drop_abandoned_loads(conn, now)
+        known = _known_key(conn, message, fingerprint)
+        if known is not None:
+            return known
+        (message_id,) = conn.execute(
+            "INSERT INTO messages (content, status, scheduled_at, created_at, updated_at, "
+            "version, idempotency_key, priority, uid, request_hash) "
+            "VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?) RETURNING id",
+            (message.content, "loading" if chunked else "scheduled", due_at, now, now,
+             message.idempotency_key, message.priority, uuid.uuid4().hex, fingerprint),
+        ).fetchone()
+        insert_deliveries(conn, message_id, recipients[:LOAD_CHUNK], due_at)
+    if chunked:
+        try:
+            _load_rest(write, message_id, recipients, due_at)
+        except BaseException:
+            with contextlib.suppress(StoreError):
+                with write() as conn:
+                    _delete_load(conn, message_id)
+            raise
+    return SubmitResult(message_id=message_id, created=True)
+
+
+def insert_deliveries(conn: sqlite3.Connection, message_id: int, recipients: Sequence[str],
+                      due_at: float) -> None:
+    conn.executemany(
+        "INSERT OR IGNORE INTO deliveries (message_id, recipient, status, attempts, "
+        "next_attempt_at) VALUES (?, ?, 'pending', 0, ?)",
+        ((message_id, recipient, due_at) for recipient in recipients),
+    )
+
+
+def _load_rest(write: Write, message_id: int, recipients: Sequence[str],
+               due_at: float) -> None:
+    for start in range(LOAD_CHUNK, len(recipients), LOAD_CHUNK):
+        with write() as conn:
+            _still_loading(conn, message_id)
+            insert_deliveries(conn, message_id, recipients[start:start + LOAD_CHUNK], due_at)
+    with write() as conn:
+        _still_loading(conn, message_id)
+        conn.execute("UPDATE messages SET status = 'scheduled' WHERE id = ?", (message_id,))
+
+
+def _still_loading(conn: sqlite3.Connection, message_id: int) -> None:
+    row = conn.execute("SELECT 1 FROM messages WHERE id = ? AND status = 'loading'",
+                       (message_id,)).fetchone()
+    if row is None:
+        raise StoreError(f"this submit took longer than {ABANDONED_LOAD_S:.0f} s and was "
+                         "cleared as abandoned; nothing was created: submit it again")
+
+
+def _known_key(conn: sqlite3.Connection, message: NewMessage,
+               fingerprint: str) -> SubmitResult | None:
+    """The first message under this idempotency key, if the request is the same; raises
+    ``ConflictError`` if it is not (or if that message is still being loaded)."""
+    if message.idempotency_key is None:
+        return None
+    row = conn.execute("SELECT id, status, request_hash, created_at FROM messages "
+                       "WHERE idempotency_key = ?", (message.idempotency_key,)).fetchone()
+    if row is None:
+        return None
+    first, status, stored_hash, created_at = row
+    if status == "loading":
+        raise ConflictError(f"idempotency key {message.idempotency_key!r}: message {first} is "
+                            f"still being submitted (since {format_utc(created_at)}); try "
+                            "again when that submit has finished")
+    if stored_hash is not None and stored_hash != fingerprint:
+        raise key_conflict(message.idempotency_key, first)
+    return SubmitResult(message_id=first, created=False)
+
+
+def _drop_abandoned_loads(conn: sqlite3.Connection, now: float) -> None:
+    for (message_id,) in conn.execute(
+            "SELECT id FROM messages WHERE status = 'loading' AND created_at < ?",
+            (now - ABANDONED_LOAD_S,)).fetchall():
+        _delete_load(conn, message_id)
+
+
+def _delete_load(conn: sqlite3.Connection, message_id: int) -> None:
+    conn.execute("DELETE FROM deliveries WHERE message_id = ? AND message_id IN "
+                 "(SELECT id FROM messages WHERE status = 'loading')", (message_id,))
+    conn.execute("DELETE FROM messages WHERE id = ? AND status = 'loading'", (message_id,))
