@@ -29,7 +29,16 @@ from typing import NamedTuple, Protocol
 
 from sms_sim.clock import Clock
 from sms_sim.config import RetryPolicy
-from sms_sim.dispatch.contract import Claim, DispatchStore, SettleKind, Settlement
+from sms_sim.dispatch.cancel_check import CancelCheck
+from sms_sim.dispatch.contract import (
+    Claim,
+    DispatchStore,
+    SettleKind,
+    Settlement,
+    StoreBusyError,
+    StoreDamagedError,
+    StoreError,
+)
 from sms_sim.dispatch.transport import Transport, TransportError
 from sms_sim.errors import ConfigError, SmsSimError
 from sms_sim.policy import retry_delay_s
@@ -46,6 +55,13 @@ MAX_IDLE_RECHECK_S = 86_400.0
 DEFAULT_RETRY = RetryPolicy(max_attempts=5, base_s=1.0, factor=2.0, cap_s=300.0)
 LEASE_LOSSES_EXHAUSTED = "lease ran out too many times (each time the worker died or stalled)"
 LEASE_EXPIRED = "lease expired before the send started"
+CANCELLED_UNSENT = "message cancelled before the send started"
+UNCHECKED = "could not check for a cancel before the send; not sent"
+# Outcomes of sends that never reached the provider: given back, the attempt not counted.
+_NOT_ATTEMPTED = frozenset({CANCELLED_UNSENT, UNCHECKED})
+# A worker waits this long after a store error before it tries again, doubling up to the cap.
+STORE_RETRY_FIRST_S = 0.1
+STORE_RETRY_CAP_S = 5.0
 
 
 class SendJob(NamedTuple):
@@ -123,6 +139,8 @@ class DispatchConfig:
     work scheduled it wakes exactly at the next due time instead. ``fencing=False``
     disables the safeguards that prevent duplicates (one provider key per attempt, sending
     on an expired lease): only the crash test's negative control uses it.
+    ``store_outage_s``: how long a store may fail every call (other than "busy", which is
+    waited out for ever) before the worker gives up; a damaged store stops it at once.
 
     ``retry.max_attempts`` counts attempts whose outcome was reported. An attempt whose lease
     ran out (its worker died or stalled) is not one of them: it may never have reached the
@@ -137,6 +155,7 @@ class DispatchConfig:
     retry: RetryPolicy = DEFAULT_RETRY
     max_lease_losses: int = 5
     fencing: bool = True
+    store_outage_s: float = 300.0
 
     def __post_init__(self) -> None:
         for name, low, high in (("batch_size", 1, MAX_BATCH), ("max_lease_losses", 0, 1000)):
@@ -144,7 +163,8 @@ class DispatchConfig:
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise ConfigError(f"{name} must be an integer from {low} to {high:,} "
                                   f"(got {value!r})")
-        for name, most_s in (("lease_s", MAX_LEASE_S), ("idle_recheck_s", MAX_IDLE_RECHECK_S)):
+        for name, most_s in (("lease_s", MAX_LEASE_S), ("idle_recheck_s", MAX_IDLE_RECHECK_S),
+                             ("store_outage_s", MAX_IDLE_RECHECK_S)):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) \
                     or not 0 < value <= most_s:
@@ -164,7 +184,44 @@ class DispatchStats:
     refused: int = 0  # stale completions the store refused (lease lost)
     skipped_expired: int = 0  # claims not sent because their lease had run out
     exhausted: int = 0  # claims made dead unsent: out of lease losses (also counted dead)
+    withdrawn: int = 0  # given back unsent: the message was cancelled (among ``released``)
     claims: int = 0  # claim transactions
+    store_errors: int = 0  # store calls that failed and were tried again
+
+
+class _Outage:
+    """A worker's patience with its store: a busy or briefly unavailable store is logged and
+    tried again with backoff (doubling from ``STORE_RETRY_FIRST_S`` to ``STORE_RETRY_CAP_S``);
+    only a store failing every call for ``limit_s`` ends the run. Busy (the write lock held
+    by a large submit or another process) never counts against the limit: a locked store is
+    working, just not for us yet."""
+
+    def __init__(self, clock: Clock, limit_s: float) -> None:
+        self._clock = clock
+        self._limit_s = limit_s
+        self._since: float | None = None
+        self._pause_s = STORE_RETRY_FIRST_S
+
+    def over(self) -> None:
+        if self._since is not None:
+            log.warning("the store answers again")
+        self._since = None
+        self._pause_s = STORE_RETRY_FIRST_S
+
+    def failed(self, exc: StoreError, owner: str) -> float:
+        """The pause before the next try; re-raises ``exc`` once the limit has passed."""
+        now = self._clock.monotonic()
+        if isinstance(exc, StoreBusyError):
+            pass  # the outage clock starts at the first failure that is not "busy"
+        elif self._since is None:
+            self._since = now
+        elif now - self._since >= self._limit_s:
+            log.error("%s: the store failed every call for %.0f s; giving up", owner,
+                      now - self._since)
+            raise exc
+        log.warning("%s: %s; trying again in %.1f s", owner, exc, self._pause_s)
+        pause_s, self._pause_s = self._pause_s, min(2 * self._pause_s, STORE_RETRY_CAP_S)
+        return pause_s
 
 
 class Dispatcher:
@@ -188,6 +245,7 @@ class Dispatcher:
         # Completions the store has not taken yet because settling raised (a store error):
         # kept for the next try, at the latest the worker's at shutdown, never dropped.
         self._unsettled: list[Completion] = []
+        self.cancel_check = CancelCheck(store.cancelled)
 
     def claim(self, limit: int | None = None) -> list[Claim]:
         """Lease up to ``limit`` (default ``batch_size``) due deliveries, now.
@@ -230,16 +288,25 @@ class Dispatcher:
         return not self.config.fencing or self.clock.now() < claim.lease_until
 
     def transmitter(self, transport: Transport) -> Callable[[SendJob], str | None]:
-        """The send step for ``transport``: check the lease, send, return None or the error.
+        """The send step for ``transport``: check the lease, check the message was not
+        cancelled (a store read begun after this send was due to start, shared with
+        concurrent sends), send, return None or the error.
 
         Runs on whichever thread sends (the dispatcher's own, or a sender thread), so it
         touches no counters: what happened is read from the returned error at settle time.
         """
         may_send, send = self.may_send, transport.send
+        is_cancelled = self.cancel_check.is_cancelled
 
         def transmit(job: SendJob) -> str | None:
             if not may_send(job.claim):
                 return LEASE_EXPIRED
+            try:
+                if is_cancelled(job.claim.message_id):
+                    return CANCELLED_UNSENT
+            except StoreError as exc:
+                log.warning("%s", exc)
+                return UNCHECKED
             try:
                 send(job.key, job.recipient, job.content)
             except TransportError as exc:
@@ -249,11 +316,16 @@ class Dispatcher:
         return transmit
 
     def outcome(self, claim: Claim, error: str | None) -> Settlement:
-        """SENT for no error; otherwise RETRY after the policy's jittered backoff, or DEAD
-        once this was reported attempt ``max_attempts`` (the error is kept either way)."""
+        """SENT for no error; RELEASE for a send that never reached the provider (its
+        message was cancelled, or that could not be checked); otherwise RETRY after the
+        policy's jittered backoff, or DEAD once this was reported attempt ``max_attempts``
+        (the error is kept either way)."""
         if error is None:
             return Settlement(delivery_id=claim.delivery_id, attempts=claim.attempts,
                               kind=SettleKind.SENT)
+        if error in _NOT_ATTEMPTED:
+            return Settlement(delivery_id=claim.delivery_id, attempts=claim.attempts,
+                              kind=SettleKind.RELEASE)
         policy = self.config.retry
         reported = claim.attempts - claim.lease_losses  # this one included
         if reported >= policy.max_attempts:
@@ -308,15 +380,17 @@ class Dispatcher:
         if not self._unsettled:
             return 0
         settlements: list[Settlement] = []
-        skipped = 0
+        skipped = withdrawn = 0
         for job, error in self._unsettled:
             if error == LEASE_EXPIRED:
                 skipped += 1
                 continue
+            withdrawn += error == CANCELLED_UNSENT
             settlements.append(self.outcome(job.claim, error))
         accepted = self.settle(settlements)
         self._unsettled = []
         self.stats.skipped_expired += skipped
+        self.stats.withdrawn += withdrawn
         return accepted
 
     def step(self, pool: SendPool) -> bool:
@@ -354,18 +428,27 @@ class Dispatcher:
         if pool is None:
             pool = InlinePool(self.transmitter(transport))
         alarm = stop if wake is None else wake
+        outage = _Outage(self.clock, self.config.store_outage_s)
         while True:
             if alarm is not stop:
                 alarm.clear()  # before looking at stop: a stop set meanwhile is never missed
             if stop.is_set():
                 return
-            if self.step(pool):
-                continue
-            if until_idle and not pool.in_flight() \
-                    and self.store.next_due_at(self.clock.now()) is None:
-                return
-            # A full pool makes room only as sends finish, and ``alarm`` says when; the
-            # store's next due time says nothing then (work is due, with nowhere to go), and
-            # waiting on it would spin on the store.
-            delay_s = self.wait_s() if pool.room() > 0 else self.config.idle_recheck_s
+            try:
+                if self.step(pool):
+                    outage.over()
+                    continue
+                if until_idle and not pool.in_flight() \
+                        and self.store.next_due_at(self.clock.now()) is None:
+                    return
+                # A full pool makes room only as sends finish, and ``alarm`` says when; the
+                # store's next due time says nothing then (work is due, with nowhere to go),
+                # and waiting on it would spin on the store.
+                delay_s = self.wait_s() if pool.room() > 0 else self.config.idle_recheck_s
+                outage.over()
+            except StoreDamagedError:
+                raise
+            except StoreError as exc:
+                self.stats.store_errors += 1
+                delay_s = outage.failed(exc, self.owner)
             self.clock.sleep(delay_s, alarm)

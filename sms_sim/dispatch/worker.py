@@ -15,6 +15,7 @@ never-started jobs back to ``pending``, then report. The store is the caller's t
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import random
 import threading
@@ -54,9 +55,29 @@ from sms_sim.sim.threaded.components import (
 from sms_sim.sim.threaded.monitor import Monitor
 from sms_sim.sim.threaded.supervise import DEFAULT_GRACE_S, ThreadGroup
 
-__all__ = ["Worker", "WorkerReport", "format_worker_report"]
+__all__ = ["Worker", "WorkerReport", "format_worker_report", "work_in_hand", "CLAIM_ROUND_S"]
 
 log = logging.getLogger(__name__)
+
+# The time one claim round takes to come back with work (a claim transaction, the hand-over),
+# budgeted generously: what a worker holds beyond its senders' sends in progress.
+CLAIM_ROUND_S = 0.05
+
+
+def work_in_hand(senders: Sequence[SenderConfig], config: DispatchConfig) -> int:
+    """How many claimed deliveries a worker holds at most: one per sender (the sends in
+    progress) plus what the senders finish in one claim round, so a new claim arrives as
+    the last held job starts. Bounded by time, not by batches: with four senders at 0.2 s
+    and two batches held, an urgent message due during a broadcast waited 10 s behind the
+    worker's own queue whatever its priority. Never more than two batches (senders that
+    take no time) nor than the senders finish within half a lease (claims held longer
+    expire in the worker's own queue and are re-claimed in a loop)."""
+    capacity = capacity_per_s(senders)
+    most = 2 * config.batch_size
+    if math.isinf(capacity):
+        return most
+    one_round = math.ceil(len(senders) + capacity * CLAIM_ROUND_S)
+    return max(1, min(most, int(capacity * config.lease_s / 2), one_round))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -168,18 +189,12 @@ class Worker:
         self._exit_when_idle = exit_when_idle
         self.dispatcher = Dispatcher(store, clock=clock, config=config,
                                      rng=random.Random(f"sms_sim:{seed}:dispatcher"))
-        # Work in hand: up to two batches, but never more than the senders can send within
-        # half a lease. Holding more lets claims expire in our own queue; with slow senders
-        # the worker then spent its time skipping expired claims and re-claiming them (a
-        # livelock, found when the monitor's faster drain made the worker re-claim sooner).
-        batch = self.dispatcher.config.batch_size
-        within_half_lease = int(capacity_per_s(senders) * self.dispatcher.config.lease_s / 2)
+        max_in_hand = work_in_hand(senders, self.dispatcher.config)
         self._stop = threading.Event()  # stop claiming; ends the monitor loop
         self._sender_stop = threading.Event()  # senders skip what they have not started
         self._wake = threading.Event()  # completions arrived, or stop: the dispatcher looks
         self._inbox: Inbox[SendJob] = queue.SimpleQueue()
-        self._pool = _SenderPool(self._inbox, self._wake, max(1, min(2 * batch,
-                                                                     within_half_lease)))
+        self._pool = _SenderPool(self._inbox, self._wake, max_in_hand)
         self._abort = threading.Event()  # interrupt sends in flight (second signal)
         successes: OutcomeQueue[SendJob] = queue.SimpleQueue()
         failures: OutcomeQueue[SendJob] = queue.SimpleQueue()

@@ -97,8 +97,9 @@ def describe(path: str, exc: sqlite3.Error) -> str:
 _DAMAGED_CODES = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
 
 
-def store_error(path: str, exc: sqlite3.Error) -> StoreError:
-    """The contract's error for a driver error: damaged, busy, or any other failure."""
+def store_error(path: str, exc: sqlite3.Error, *, doing: str = "") -> StoreError:
+    """The contract's error for a driver error: damaged, busy, or any other failure
+    (prefixed with ``doing``, as in "cannot prepare")."""
     code = getattr(exc, "sqlite_errorcode", None)
     primary = None if code is None else code & 0xFF
     if primary in _DAMAGED_CODES:
@@ -106,6 +107,8 @@ def store_error(path: str, exc: sqlite3.Error) -> StoreError:
                                  "'check' on it and restore it from a backup")
     if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
         return StoreBusyError(describe(path, exc))
+    if doing:
+        return StoreError(f"{doing} database {path!r}: {exc}")
     return StoreError(describe(path, exc))
 
 

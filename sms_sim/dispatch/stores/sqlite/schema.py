@@ -75,13 +75,14 @@ _DELIVERIES_INDEXES = (
     ON deliveries (lease_until) WHERE status = 'leased'""",
 )
 _INDEXES_SQL = "".join(f"{statement};\n" for statement in _DELIVERIES_INDEXES)
+_MESSAGES_INDEXES_SQL = "".join(f"{statement};\n" for statement in _MESSAGES_INDEXES)
 
 SCHEMA_SQL = f"""
 BEGIN IMMEDIATE;
 CREATE TABLE IF NOT EXISTS sms_sim_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT OR IGNORE INTO sms_sim_meta (key, value) VALUES ('schema', {SCHEMA_VERSION!r});
 CREATE TABLE IF NOT EXISTS messages {_MESSAGES_COLUMNS};
-{"".join(f"{statement};{chr(10)}" for statement in _MESSAGES_INDEXES)}CREATE TABLE IF NOT EXISTS deliveries {_DELIVERIES_COLUMNS};
+{_MESSAGES_INDEXES_SQL}CREATE TABLE IF NOT EXISTS deliveries {_DELIVERIES_COLUMNS};
 {_INDEXES_SQL}COMMIT;
 """
 
@@ -108,8 +109,8 @@ FROM deliveries""",
 # "id:recipient" its earlier attempts used (a delivery leased at the upgrade may already
 # have reached the provider; a new key would send it twice); new messages get 32 random hex
 # digits, which never equal a decimal id. Existing messages have no request hash: a reused
-# key then counts as the same request, as it did. Deliveries gain lease_s; leases held at the upgrade have none and are judged by the
-# claimer's length, as before.
+# key then counts as the same request, as it did. Deliveries gain lease_s; leases held at
+# the upgrade have none and are judged by the claimer's length, as before.
 _TO_V4 = (
     f"CREATE TABLE messages_v4 {_MESSAGES_COLUMNS}",
     """INSERT INTO messages_v4 (id, content, status, scheduled_at, created_at, updated_at,

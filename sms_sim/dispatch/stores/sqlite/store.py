@@ -156,10 +156,7 @@ class SqliteStore:
                 self._upgrade()
                 version = self._when_free(self._schema_version)
         except sqlite3.Error as exc:
-            error = store_error(self.path, exc)
-            if type(error) is not StoreError:  # damaged or busy: say so, not "cannot prepare"
-                raise error from exc
-            raise StoreError(f"cannot prepare database {self.path!r}: {exc}") from exc
+            raise store_error(self.path, exc, doing="cannot prepare") from exc
         if version in UPGRADES:
             raise StoreError(f"{self.path!r} has schema {version!r}, older than "
                              f"{SCHEMA_VERSION!r}: open it once for writing (any submit, edit "
@@ -464,7 +461,8 @@ class SqliteStore:
         def body(conn: sqlite3.Connection) -> list[DeliveryView]:
             rows = conn.execute(
                 f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE (?1 IS NULL OR message_id = ?1) "
-                "AND (?2 IS NULL OR status = ?2) ORDER BY id LIMIT ?3",
+                "AND (?2 IS NULL OR status = ?2) AND message_id NOT IN "
+                "(SELECT id FROM messages WHERE status = 'loading') ORDER BY id LIMIT ?3",
                 (message_id, None if status is None else str(status), min(limit, INT64_MAX)),
             ).fetchall()
             return [

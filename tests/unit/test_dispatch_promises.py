@@ -1,0 +1,204 @@
+"""Issue 11's promises at the dispatch loop: a cancel stops every send not yet started, a
+worker keeps going through a busy or briefly failing store, and holds work by time."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Collection, Sequence
+from pathlib import Path
+
+import pytest
+
+from sms_sim.clock import RealClock, VirtualClock
+from sms_sim.config import SenderConfig
+from sms_sim.dispatch.cancel_check import CancelCheck
+from sms_sim.dispatch.contract import (
+    Claim,
+    DeliveryStatus,
+    DispatchStore,
+    NewMessage,
+    StoreBusyError,
+    StoreDamagedError,
+    StoreError,
+)
+from sms_sim.dispatch.dispatcher import DispatchConfig, Dispatcher
+from sms_sim.dispatch.stores import SqliteStore
+from sms_sim.dispatch.worker import Worker, work_in_hand
+from sms_sim.dispatch.transport import MemoryProvider
+from tests.conftest import T0, phones
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SqliteStore:
+    return SqliteStore(tmp_path / "d.db")
+
+
+class CancellingProvider(MemoryProvider):
+    """Cancels message 1 (through its own connection) during the ``at``-th send."""
+
+    def __init__(self, path: Path, at: int) -> None:
+        super().__init__()
+        self.path, self.at, self.calls = path, at, 0
+
+    def send(self, key: str, recipient: str, content: str) -> None:
+        self.calls += 1
+        if self.calls == self.at:
+            other = SqliteStore(self.path)
+            other.cancel(1, T0)
+            other.close()
+        super().send(key, recipient, content)
+
+
+def test_a_cancel_stops_every_send_the_worker_holds_but_has_not_started(
+        store: SqliteStore, tmp_path: Path) -> None:
+    """Item 8: after "cancelled ... 200 in flight", 140 more SMS went out. Here the cancel
+    commits during the 3rd send of a batch of 10: the other 7 are never sent."""
+    store.submit(NewMessage.validated(content="x", recipients=phones(10)), T0)
+    provider = CancellingProvider(tmp_path / "d.db", at=3)
+    dispatcher = Dispatcher(store, clock=VirtualClock(T0), rng=random.Random(1),
+                            config=DispatchConfig(batch_size=10))
+    dispatcher.run(provider, threading.Event(), until_idle=True)
+    assert provider.calls == 3
+    counts = store.messages()[0].counts
+    assert (counts[DeliveryStatus.SENT], counts[DeliveryStatus.CANCELLED]) == (3, 7)
+    assert (dispatcher.stats.released, dispatcher.stats.withdrawn) == (7, 7)
+    # Withdrawn sends cost no attempt: the cancelled deliveries were attempted 0 times.
+    assert {d.attempts for d in store.deliveries(status=DeliveryStatus.CANCELLED)} == {0}
+
+
+class CountingProvider(MemoryProvider):
+    """Counts sends that reach it after ``cancelled`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cancelled = threading.Event()
+        self.after_cancel = 0
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def send(self, key: str, recipient: str, content: str) -> None:
+        with self._lock:
+            self.calls += 1
+            self.after_cancel += self.cancelled.is_set()
+        super().send(key, recipient, content)
+
+
+@pytest.mark.slow  # real sender threads, a few seconds
+def test_after_a_cancel_commits_at_most_one_send_per_sender_goes_out(tmp_path: Path) -> None:
+    """Item 8 with the real worker and slow senders: sends reaching the provider after the
+    cancel's commit are only those that had passed their check, at most one per sender."""
+    path = tmp_path / "w.db"
+    setup = SqliteStore(path)
+    setup.submit(NewMessage.validated(content="x", recipients=phones(400)), T0)
+    provider = CountingProvider()
+    senders = [SenderConfig(0.02, 0.0, 0.0)] * 3
+    worker = Worker(SqliteStore(path), provider, senders=senders, clock=RealClock(), seed=1,
+                    config=DispatchConfig(batch_size=200), show_progress=False,
+                    exit_when_idle=True)
+    done = threading.Event()
+
+    def work() -> None:
+        worker.run()
+        done.set()
+
+    runner = threading.Thread(target=work)
+    runner.start()
+    try:
+        while provider.calls < 20:
+            RealClock().sleep(0.01, done)
+        setup.cancel(1, T0)
+        provider.cancelled.set()
+    finally:
+        runner.join(60)
+    assert not runner.is_alive()
+    assert provider.after_cancel <= len(senders)
+    counts = setup.messages()[0].counts
+    assert counts[DeliveryStatus.SENT] == provider.calls
+    assert counts[DeliveryStatus.SENT] + counts[DeliveryStatus.CANCELLED] == 400
+    setup.close()
+
+
+def test_concurrent_askers_share_reads_begun_after_they_asked() -> None:
+    reads: list[frozenset[int]] = []
+    cancelled: set[int] = set()
+    gate = threading.Event()
+
+    def read(ids: Collection[int]) -> set[int]:
+        reads.append(frozenset(ids))
+        gate.wait(5)
+        return cancelled & set(ids)
+
+    check = CancelCheck(read)
+    answers: dict[int, bool] = {}
+    first = threading.Thread(target=lambda: answers.__setitem__(1, check.is_cancelled(1)))
+    first.start()
+    while not reads:
+        gate.wait(0.001)
+    cancelled.add(2)  # cancelled while the first read runs: the askers after it must see it
+    others = [threading.Thread(target=lambda i=i: answers.__setitem__(i, check.is_cancelled(i)))
+              for i in (2, 3)]
+    for thread in others:
+        thread.start()
+    gate.set()
+    for thread in (first, *others):
+        thread.join(5)
+    assert answers == {1: False, 2: True, 3: False}
+    assert reads[0] == {1} and len(reads) == 2 and reads[1] == {2, 3}  # one shared read
+    assert check.is_cancelled(2) and len(reads) == 2  # a cancel is final: not read again
+
+
+class FlakyStore:
+    """A store whose ``claim`` raises ``errors`` in turn before it works."""
+
+    def __init__(self, inner: DispatchStore, errors: Sequence[StoreError]) -> None:
+        self._inner = inner
+        self._errors = list(errors)
+
+    def claim(self, owner: str, limit: int, lease_s: float, now: float) -> list[Claim]:
+        if self._errors:
+            raise self._errors.pop(0)
+        return self._inner.claim(owner, limit, lease_s, now)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+
+def test_a_worker_waits_out_a_busy_or_failing_store_with_backoff(store: SqliteStore) -> None:
+    """Item 11: a worker exited for good after 30 s waiting for the write lock."""
+    store.submit(NewMessage.validated(content="x", recipients=phones(3)), T0)
+    clock = VirtualClock(T0)
+    errors = [StoreBusyError("locked")] * 20 + [StoreError("disk I/O error")] * 3
+    flaky = FlakyStore(store, errors)
+    dispatcher = Dispatcher(flaky, clock=clock, rng=random.Random(1),  # type: ignore[arg-type]
+                            config=DispatchConfig(store_outage_s=60.0))
+    provider = MemoryProvider()
+    dispatcher.run(provider, threading.Event(), until_idle=True)
+    assert provider.summary().delivered == 3
+    assert dispatcher.stats.store_errors == 23
+    assert clock.now() - T0 > 60.0  # busy for longer than the outage limit: still waited
+
+
+def test_a_store_failing_past_the_outage_limit_or_damaged_ends_the_run(
+        store: SqliteStore) -> None:
+    store.submit(NewMessage.validated(content="x", recipients=phones(1)), T0)
+    for errors, limit_s in (([StoreError("gone")] * 1000, 30.0),
+                            ([StoreDamagedError("damaged")], 1000.0)):
+        clock = VirtualClock(T0)
+        flaky = FlakyStore(store, errors)
+        dispatcher = Dispatcher(flaky, clock=clock,  # type: ignore[arg-type]
+                                rng=random.Random(1),
+                                config=DispatchConfig(store_outage_s=limit_s))
+        with pytest.raises(StoreError, match=str(errors[0])):
+            dispatcher.run(MemoryProvider(), threading.Event(), until_idle=True)
+        assert clock.now() - T0 <= limit_s + 5.0
+
+
+@pytest.mark.parametrize("batch", [100, 1000])
+def test_a_worker_holds_about_one_claim_round_of_work_whatever_the_batch(batch: int) -> None:
+    """Item 9: four senders at 0.2 s held two batches (200), so an urgent message due during
+    a broadcast waited 10 s in the worker's own queue."""
+    config = DispatchConfig(batch_size=batch)
+    assert work_in_hand([SenderConfig(0.2, 0.0, 0.0)] * 4, config) == 5
+    assert work_in_hand([SenderConfig(0.05, 0.0, 0.0)] * 4, config) == 8
+    assert work_in_hand([SenderConfig(0.0, 0.0, 0.0)] * 4, config) == 2 * batch
