@@ -1,0 +1,59 @@
+"""A damaged sms_sim file stops every command with one line (issue 11, item 12: ``submit``
+changed a damaged file and ``worker --exit-when-idle`` kept running past 30 s)."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sms_sim.dispatch.contract import NewMessage, StoreDamagedError
+from sms_sim.dispatch.stores import SqliteStore
+from tests.conftest import START, T0, phones
+
+
+def _damaged(path: Path) -> None:
+    """A real sms_sim file with the pages of its delivery indexes overwritten."""
+    store = SqliteStore(path)
+    for _ in range(3):
+        store.submit(NewMessage.validated(content="x", recipients=phones(400)), T0)
+    store.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+        roots = [row[0] for row in conn.execute(
+            "SELECT rootpage FROM sqlite_master WHERE name LIKE 'deliveries_%'")]
+    conn.close()
+    with path.open("r+b") as raw:
+        for root in roots:
+            raw.seek((root - 1) * page_size)
+            raw.write(b"\xa5" * page_size)
+
+
+def test_the_store_reports_damage_as_its_own_error(tmp_path: Path) -> None:
+    path = tmp_path / "damaged.db"
+    _damaged(path)
+    store = SqliteStore(path)
+    with pytest.raises(StoreDamagedError, match="is damaged"):
+        store.claim("w", 10, 30.0, T0)
+    store.close()
+
+
+@pytest.mark.parametrize("command", [
+    ["submit", "hello", "--to", "555-000-0001"],
+    ["worker", "--exit-when-idle", "--quiet"],
+])
+def test_every_command_stops_on_a_damaged_file_with_one_line(
+        tmp_path: Path, command: list[str]) -> None:
+    path = tmp_path / "damaged.db"
+    _damaged(path)
+    before = path.read_bytes()
+    done = subprocess.run([*START, *command, "--db", str(path)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 1, done
+    assert "Traceback" not in done.stderr
+    assert "is damaged" in done.stderr
+    if command[0] == "submit":
+        assert path.read_bytes() == before  # nothing written into a damaged file
