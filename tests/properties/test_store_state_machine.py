@@ -50,7 +50,7 @@ def test_enqueueing_one_key_twice_stores_it_once(first: list[str], second: list[
             two = store.submit(again, T0 + 1)
             assert (one.created, two.created, two.message_id) == (True, False, one.message_id)
         else:
-            with pytest.raises(ConflictError, match=f"'{key}' was used for message 1"):
+            with pytest.raises(ConflictError, match=f"{key!r} was used for message 1"):
                 store.submit(again, T0 + 1)
         assert len(store.messages()) == 1
         assert sorted(d.recipient for d in store.deliveries()) == sorted(set(first))
