@@ -26,16 +26,10 @@ from typing import TextIO
 from sms_sim.clock import Clock
 from sms_sim.config import SenderConfig
 from sms_sim.dispatch.contract import DispatchStore
-from sms_sim.dispatch.dispatcher import (
-    Completion,
-    DispatchConfig,
-    Dispatcher,
-    DispatchStats,
-    SendJob,
-)
+from sms_sim.dispatch.dispatcher import DispatchConfig, Dispatcher, DispatchStats
+from sms_sim.dispatch.sender_pool import SenderPool, Slot
 from sms_sim.dispatch.transport import Transport
 from sms_sim.errors import SmsSimError
-from sms_sim.model import Outcome
 from sms_sim.output import SafeWriter
 from sms_sim.policy import capacity_per_s, sender_rng
 from sms_sim.report import (
@@ -116,52 +110,6 @@ class WorkerReport:
                                 + self.expired)
 
 
-class _SenderPool:
-    """The simulator's sender threads as the dispatcher's ``SendPool``.
-
-    Holds at most ``max_in_hand`` jobs; ``room``, ``submit``, ``completed`` and
-    ``in_flight`` are called on the dispatcher thread only, ``on_outcome`` on the monitor's.
-    """
-
-    def __init__(self, inbox: Inbox[SendJob], wake: threading.Event, max_in_hand: int) -> None:
-        self._inbox = inbox
-        self._wake = wake
-        self._max_in_hand = max_in_hand
-        self._done: queue.SimpleQueue[Completion] = queue.SimpleQueue()
-        self._submitted = 0
-        self._returned = 0
-
-    def room(self) -> int:
-        # Room opens in steps of at least half what the pool holds, so claims stay
-        # batch-sized instead of one small transaction per finished send.
-        free = self._max_in_hand - self.in_flight()
-        return free if 2 * free >= self._max_in_hand else 0
-
-    def submit(self, jobs: Sequence[SendJob]) -> None:
-        put = self._inbox.put
-        for job in jobs:  # one by one: a slow sender must not take a whole batch
-            put(job)
-        self._submitted += len(jobs)
-
-    def completed(self) -> list[Completion]:
-        done: list[Completion] = []
-        get = self._done.get_nowait
-        while True:
-            try:
-                done.append(get())
-            except queue.Empty:
-                break
-        self._returned += len(done)
-        return done
-
-    def in_flight(self) -> int:
-        return self._submitted - self._returned
-
-    def on_outcome(self, outcome: Outcome[SendJob]) -> None:
-        self._done.put((outcome.message, outcome.error))
-        self._wake.set()
-
-
 class Worker:
     """One worker process's engine. ``run`` blocks until a stop request (or, with
     ``exit_when_idle``, until the store has nothing open) and returns the report."""
@@ -193,16 +141,16 @@ class Worker:
         self._stop = threading.Event()  # stop claiming; ends the monitor loop
         self._sender_stop = threading.Event()  # senders skip what they have not started
         self._wake = threading.Event()  # completions arrived, or stop: the dispatcher looks
-        self._inbox: Inbox[SendJob] = queue.SimpleQueue()
-        self._pool = _SenderPool(self._inbox, self._wake, max_in_hand)
+        self._inbox: Inbox[Slot] = queue.SimpleQueue()
+        self._pool = SenderPool(self._inbox, self._wake, max_in_hand,
+                                self.dispatcher.transmitter(transport))
         self._abort = threading.Event()  # interrupt sends in flight (second signal)
-        successes: OutcomeQueue[SendJob] = queue.SimpleQueue()
-        failures: OutcomeQueue[SendJob] = queue.SimpleQueue()
-        transmit = self.dispatcher.transmitter(transport)
+        successes: OutcomeQueue[Slot] = queue.SimpleQueue()
+        failures: OutcomeQueue[Slot] = queue.SimpleQueue()
         self._senders = [
             Sender(index, sender, rng=sender_rng(seed, index), inbox=self._inbox,
                    successes=successes, failures=failures, stop=self._sender_stop,
-                   clock=clock, abort=self._abort, transmit=transmit)
+                   clock=clock, abort=self._abort, transmit=self._pool.transmit)
             for index, sender in enumerate(senders)
         ]
         self._started_at = clock.monotonic()
@@ -259,9 +207,10 @@ class Worker:
         """Settle the last completions, then give the never-started jobs back; each is tried
         even if the other fails. True if both reached the store. (What did not keeps its
         lease until it runs out; other workers then take it.)"""
-        unstarted = drain_inbox(self._inbox)
+        slots = drain_inbox(self._inbox)
         for sender in self._senders:
-            unstarted.extend(sender.abandoned)
+            slots.extend(sender.abandoned)
+        unstarted = self._pool.unstarted(slots)
         steps: tuple[tuple[str, Callable[[], object]], ...] = (
             ("the last outcomes", lambda: self.dispatcher.settle_completed(
                 self._pool.completed())),

@@ -121,11 +121,16 @@ def test_a_corrupt_or_foreign_database_is_a_clear_one_line_error(
 
 
 def test_submit_show_edit_cancel_and_the_idempotency_key(db: Path) -> None:
-    again = cli("submit", "other text", "--to", "555-000-0009", "--idempotency-key", "k",
+    again = cli("submit", "now", "--to", "555-000-0003", "--idempotency-key", "k",
                 cwd=db.parent)
     assert again.returncode == 0
     assert again.stdout.strip() == "already submitted: message 2 (idempotency key 'k'); " \
                                    "nothing created"
+    # Issue 11, item 3: another message under a used key is a conflict, not "submitted".
+    other = cli("submit", "All clear", "--to", "555-000-0003", "--idempotency-key", "k",
+                cwd=db.parent)
+    assert other.returncode == 1 and other.stdout == ""
+    assert other.stderr.count("\n") == 1 and "'k' was used for message 2" in other.stderr
     edited = cli("edit", "1", "--version", "1", "--content", "changed", cwd=db.parent)
     assert edited.stdout.strip() == "edited message 1: now version 2"
     shown = cli("show", "1", cwd=db.parent)

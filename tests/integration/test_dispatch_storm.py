@@ -26,6 +26,7 @@ from sms_sim.dispatch.contract import (
     MessageView,
     NewMessage,
     NotFoundError,
+    provider_key,
 )
 from sms_sim.dispatch.dispatcher import DispatchConfig, Dispatcher
 from sms_sim.dispatch.stores import SqliteStore
@@ -148,8 +149,8 @@ def _assert_each_got_the_final_content_once(messages: list[MessageView],
     cancelled with its message and sent nothing."""
     by_id = {m.id: m for m in messages}
     for delivery in deliveries:
-        key = f"{delivery.message_id}:{delivery.recipient}"
         message = by_id[delivery.message_id]
+        key = provider_key(message.uid, delivery.recipient)
         if delivery.status is DeliveryStatus.SENT:
             assert provider.contents[key] == [message.content], key
         else:

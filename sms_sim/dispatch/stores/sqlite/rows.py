@@ -101,6 +101,10 @@ def store_error(path: str, exc: sqlite3.Error, *, doing: str = "") -> StoreError
     """The contract's error for a driver error: damaged, busy, or any other failure
     (prefixed with ``doing``, as in "cannot prepare")."""
     code = getattr(exc, "sqlite_errorcode", None)
+    if code is None and isinstance(exc, sqlite3.OperationalError):
+        # Raised by the sqlite3 module itself, not SQLite: text that is not UTF-8, say.
+        # The rows are unreadable, which no retry changes.
+        return StoreDamagedError(f"database {path!r} holds data that cannot be read ({exc})")
     primary = None if code is None else code & 0xFF
     if primary in _DAMAGED_CODES:
         return StoreDamagedError(f"database {path!r} is damaged ({exc}); stop using it, run "

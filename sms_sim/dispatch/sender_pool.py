@@ -1,0 +1,108 @@
+"""The simulator's sender threads as the dispatcher's ``SendPool``, most urgent work first.
+
+A worker holds claimed jobs until a sender is free. Put in the senders' inbox as they came,
+a 1-recipient alert claimed during a broadcast waited behind everything claimed before it,
+whatever its priority. So the inbox carries ``Slot``s (turns to send), one per job held, and
+the jobs wait in a heap by priority class (highest first; claim order within a class). A
+slot is filled with the most urgent job at the moment its sender needs one: when the send
+reaches the provider, or, for a send the simulator fails on its own, when its outcome is
+counted. An urgent job overtakes everything held locally, with no reordering of a queue.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import queue
+import threading
+from collections.abc import Callable, Iterable, Sequence
+
+from sms_sim.dispatch.dispatcher import Completion, SendJob
+from sms_sim.model import Outcome
+from sms_sim.sim.threaded.components import Inbox
+
+__all__ = ["SenderPool", "Slot"]
+
+
+class Slot:
+    """A sender's turn to send one held job; ``take`` fills it, once."""
+
+    __slots__ = ("job", "_pool")
+
+    def __init__(self, pool: SenderPool) -> None:
+        self.job: SendJob | None = None
+        self._pool = pool
+
+    def take(self) -> SendJob:
+        if self.job is None:
+            self.job = self._pool.next_job()
+        return self.job
+
+
+class SenderPool:
+    """Holds at most ``max_in_hand`` jobs. ``room``, ``submit``, ``completed`` and
+    ``in_flight`` are called on the dispatcher thread only, ``transmit`` on the senders',
+    ``on_outcome`` on the monitor's; the heap is shared under a lock."""
+
+    def __init__(self, inbox: Inbox[Slot], wake: threading.Event, max_in_hand: int,
+                 transmit: Callable[[SendJob], str | None]) -> None:
+        self._inbox = inbox
+        self._wake = wake
+        self._max_in_hand = max_in_hand
+        self._transmit = transmit
+        self._held: list[tuple[int, int, SendJob]] = []  # (-priority, order, job)
+        self._order = itertools.count()
+        self._lock = threading.Lock()
+        self._done: queue.SimpleQueue[Completion] = queue.SimpleQueue()
+        self._submitted = 0
+        self._returned = 0
+
+    def room(self) -> int:
+        # Room opens in steps of at least half what the pool holds, so claims stay
+        # batch-sized instead of one small transaction per finished send.
+        free = self._max_in_hand - self.in_flight()
+        return free if 2 * free >= self._max_in_hand else 0
+
+    def submit(self, jobs: Sequence[SendJob]) -> None:
+        order, held = self._order, self._held
+        with self._lock:
+            for job in jobs:
+                heapq.heappush(held, (-job.claim.priority, next(order), job))
+        put = self._inbox.put
+        for _ in jobs:  # one slot each: a slow sender must not take a whole batch
+            put(Slot(self))
+        self._submitted += len(jobs)
+
+    def next_job(self) -> SendJob:
+        """The most urgent held job (there is one for every slot not yet filled)."""
+        with self._lock:
+            return heapq.heappop(self._held)[2]
+
+    def transmit(self, slot: Slot) -> str | None:
+        return self._transmit(slot.take())
+
+    def completed(self) -> list[Completion]:
+        done: list[Completion] = []
+        get = self._done.get_nowait
+        while True:
+            try:
+                done.append(get())
+            except queue.Empty:
+                break
+        self._returned += len(done)
+        return done
+
+    def in_flight(self) -> int:
+        return self._submitted - self._returned
+
+    def on_outcome(self, outcome: Outcome[Slot]) -> None:
+        self._done.put((outcome.message.take(), outcome.error))
+        self._wake.set()
+
+    def unstarted(self, slots: Iterable[Slot]) -> list[SendJob]:
+        """Once the senders have stopped: every job no send was made for, given the slots
+        taken but never sent (a sender's ``abandoned``, the inbox's remainder)."""
+        with self._lock:
+            jobs = [job for _, _, job in sorted(self._held)]
+            self._held.clear()
+        return jobs + [slot.job for slot in slots if slot.job is not None]
