@@ -8,11 +8,16 @@ running ``python3 bench/<name>.py`` puts ``bench/`` first on ``sys.path``. It ne
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
+import os
+import shlex
 import statistics
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
@@ -177,3 +182,86 @@ def peak_rss_mib(code: str, expected: int, handled: str) -> float:
     if figures["count"] != expected:
         raise RuntimeError(f"{handled} {figures['count']} of {expected} messages")
     return float(figures["maxrss_kib"]) / KIB_PER_MIB
+
+
+# ---- another checkout of this repository ---------------------------------------------------
+
+
+def add_checkout_options(parser: argparse.ArgumentParser) -> None:
+    """``--repo PATH`` (measure that checkout instead of this one) and ``--against REV``
+    (measure a ``git worktree`` of REV beside it: the "old figure")."""
+    parser.add_argument("--repo", type=Path, default=ROOT, metavar="PATH",
+                        help="the checkout whose CLI is measured (default: this one)")
+    parser.add_argument("--against", metavar="REV",
+                        help="also measure REV (e.g. HEAD~1) from a temporary git worktree, "
+                             "removed at the end")
+
+
+def cli_command(repo: Path) -> list[str]:
+    """How to run the CLI of the checkout at ``repo`` (use with ``cli_env(repo)``)."""
+    return [sys.executable, str(repo / "start.py")]
+
+
+def cli_env(repo: Path) -> dict[str, str]:
+    """The environment for ``cli_command(repo)``: that checkout's ``sms_sim`` first."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo), env.get("PYTHONPATH")]))
+    return env
+
+
+@contextlib.contextmanager
+def checkouts(args: argparse.Namespace) -> Iterator[list[tuple[str, Path]]]:
+    """The sides to measure as (label, checkout): ``--repo`` as "new", then, with
+    ``--against REV``, a detached ``git worktree`` of REV as "old REV", removed on exit."""
+    sides = [("new", Path(args.repo).resolve())]
+    if args.against is None:
+        yield sides
+        return
+    with tempfile.TemporaryDirectory(prefix="sms_sim-against-") as tmp:
+        tree = Path(tmp) / "tree"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--quiet",
+                        str(tree), args.against], check=True)
+        try:
+            yield [*sides, (f"old {args.against}", tree)]
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
+                            str(tree)], check=False)
+
+
+def command_line() -> str:
+    """The command this script was started with, as one could type it again."""
+    return " ".join(shlex.quote(part) for part in [Path(sys.executable).name, *sys.argv])
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile (``fraction`` in (0, 1]) of a non-empty sample."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+def run_cli(repo: Path, *args: str, cwd: Path) -> str:
+    """Run one CLI command of the checkout at ``repo``; its stdout, or raise with its stderr."""
+    result = subprocess.run([*cli_command(repo), *args], capture_output=True, text=True,
+                            cwd=cwd, env=cli_env(repo), timeout=3600)
+    if result.returncode != 0:
+        raise RuntimeError(f"{args[0]} exited {result.returncode}: "
+                           f"{result.stderr.strip()[-500:]}")
+    return result.stdout
+
+
+def start_cli(repo: Path, *args: str, cwd: Path, log: Path) -> subprocess.Popen[bytes]:
+    """Start one long-running CLI command (a worker) of ``repo``, output to ``log``."""
+    with log.open("wb") as out:
+        return subprocess.Popen([*cli_command(repo), *args], stdout=out,
+                                stderr=subprocess.STDOUT, cwd=cwd, env=cli_env(repo))
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 20.0) -> int:
+    """SIGTERM (a worker's graceful stop), then SIGKILL after ``timeout_s``; the exit code."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            return process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return process.wait()

@@ -1,9 +1,16 @@
-"""Crash harness: worker processes on one SQLite file, SIGKILLed, restarted and SIGSTOPped.
+"""Crash harness: worker processes on SQLite files, SIGKILLed, restarted and SIGSTOPped.
 
 Shared by the CI crash test (small) and ``bench/dispatch_soak.py`` (large). The provider's
 ledger is a separate SQLite file written by the workers' transport, so the duplicate count
 comes from outside the store under test. Waiting uses ``RealClock.sleep`` on an Event (the
 one real-time component here is the chaos itself); nothing asserts on elapsed time.
+
+Two variants of the operator's setup (issue 11): mixed leases (every other worker runs with a
+long lease and is never killed or paused, so nothing waits for it; a short-lease worker that
+takes one of its live claims shows as a report of the long-lease worker refused, and as a
+second provider call for that recipient), and several databases, all created fresh with the
+same message ids and recipients, sharing one ledger (each database's deliveries must reach
+the ledger under keys of their own).
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import signal
 import subprocess
 import threading
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +49,25 @@ class ChaosResult:
     integrity: str
     finished: bool
     worker_logs: list[str] = field(default_factory=list)
+    databases: int = 1
+    long_lease_s: float | None = None
+    long_refused: int = 0  # of ``refused``: reports of long-lease workers (never touched)
+    long_skipped_expired: int = 0
+
+    @property
+    def repeats(self) -> int:
+        """Provider calls beyond the first per (message, recipient): each one a second copy
+        with per-worker providers. Without kills or pauses there is no reason for any."""
+        return self.ledger.attempts - self.ledger.recipients_delivered
+
+
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    """One worker position: its database, its lease, and whether the chaos may touch it."""
+
+    db: int
+    lease_s: float
+    chaos: bool
 
 
 def _worker_cmd(db: Path, ledger: Path, *, lease_s: float, seed: int, fencing: bool,
@@ -48,7 +75,7 @@ def _worker_cmd(db: Path, ledger: Path, *, lease_s: float, seed: int, fencing: b
     cmd = [*START, "worker", "--db", str(db),
            "--ledger", str(ledger), "--senders", "2", "--mean", str(mean_s), "--deviation", "0",
            "--failure-rate", "0.05", "--max-attempts", "20", "--retry-base", "0.01",
-           "--retry-cap", "0.05", "--batch", "20", "--lease", str(lease_s),
+           "--retry-cap", "0.05", "--batch", "20", "--lease", f"{lease_s:g}",
            "--idle-recheck", "0.02", "--exit-when-idle", "--quiet", "--interval", "3600",
            "--seed", str(seed)]
     return cmd if fencing else [*cmd, "--unsafe-no-fencing"]
@@ -66,96 +93,127 @@ def run_chaos(
     deadline_s: float = 60.0,
     chaos_for_s: float = 3.0,
     mean_s: float = 0.004,
+    long_lease_s: float | None = None,
+    databases: int = 1,
 ) -> ChaosResult:
-    """Submit ``messages`` x ``recipients``, run ``workers`` processes, and, from the first
-    recorded send on, for ``chaos_for_s`` pause (SIGSTOP for 1.5 leases; the first action
-    always, on the worker holding the most leases) or kill (SIGKILL, then restart) one at
-    random every 0.1-0.4 s. Then let them finish (they exit when idle) and audit the store
-    and the ledger. Workers' outputs come back in ``worker_logs``."""
+    """Submit ``messages`` x ``recipients`` to each of ``databases`` new files (the same ids
+    and numbers in each), run ``workers`` processes per file, all on one ledger, and, from
+    the first recorded send on, for ``chaos_for_s`` pause (SIGSTOP for 1.5 leases; the first
+    action always, on the worker holding the most leases) or kill (SIGKILL, then restart)
+    one at random every 0.1-0.4 s. Then let them finish (they exit when idle) and audit the
+    stores and the ledger. Workers' outputs come back in ``worker_logs``.
+
+    ``long_lease_s``: every second worker of a file runs with this lease instead, and the
+    chaos leaves it alone (so a test never waits for such a lease to run out).
+    """
     clock, rng, tick = RealClock(), random.Random(seed), threading.Event()
-    db, ledger_path = root / "chaos.db", root / "ledger.db"
-    store = SqliteStore(db)
-    _submit_broadcasts(store, clock, messages=messages, recipients=recipients)
+    ledger_path = root / "ledger.db"
+    paths = [root / ("chaos.db" if databases == 1 else f"chaos-{d + 1}.db")
+             for d in range(databases)]
+    stores = [SqliteStore(path) for path in paths]
+    for d, store in enumerate(stores):
+        _submit_broadcasts(store, clock, messages=messages, recipients=recipients,
+                           label="" if databases == 1 else f" (database {d + 1})")
     # Create the ledger before the workers, so they do not race to create one new file.
     LedgerProvider(ledger_path, clock=clock).close()
-    logs: list[Path] = []
+    slots = [_Slot(d, long_lease_s, False) if long_lease_s is not None and i % 2 == 1
+             else _Slot(d, lease_s, True)
+             for d in range(databases) for i in range(workers)]
+    logs: list[tuple[_Slot, Path]] = []
     log_of: dict[int, Path] = {}  # pid -> its output file (first line: its lease token)
     spawned = 0
 
-    def spawn() -> subprocess.Popen[bytes]:
+    def spawn(slot: _Slot) -> subprocess.Popen[bytes]:
         nonlocal spawned
         spawned += 1
         log = root / f"worker-{spawned}.log"
-        logs.append(log)
+        logs.append((slot, log))
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                _worker_cmd(db, ledger_path, lease_s=lease_s, seed=seed * 1000 + spawned,
-                            fencing=fencing, mean_s=mean_s),
+                _worker_cmd(paths[slot.db], ledger_path, lease_s=slot.lease_s,
+                            seed=seed * 1000 + spawned, fencing=fencing, mean_s=mean_s),
                 stdout=out, stderr=subprocess.STDOUT, cwd=root)
         log_of[proc.pid] = log
         return proc
 
-    procs = [spawn() for _ in range(workers)]
+    procs = [spawn(slot) for slot in slots]
+    targets = [index for index, slot in enumerate(slots) if slot.chaos]
     paused: dict[int, float] = {}  # index -> resume at (monotonic)
     protected: set[int] = set()  # paused once: let it live to report its refusals
     kills = pauses = restarts = 0
-    max_pauses = max(1, min(3, workers - 1))  # paused ones are spared kills: keep one killable
+    max_pauses = max(1, min(3, len(targets) - 1))  # paused ones are spared kills: keep one
     # Chaos starts once dispatch has, and opens with a pause: a worker paused while it
     # holds claims is what must see its late completions refused.
-    while not store.deliveries(status=DeliveryStatus.SENT, limit=1):
+    while not any(store.deliveries(status=DeliveryStatus.SENT, limit=1) for store in stores):
         clock.sleep(0.01, tick)
     start = clock.monotonic()
     finished = False
     while clock.monotonic() - start < deadline_s:
         now = clock.monotonic()
         _resume_due(procs, paused, now)
-        chaos = now - start < chaos_for_s
+        chaos = now - start < chaos_for_s and bool(targets)
         if chaos:
-            index = rng.randrange(len(procs)) if pauses else _holder(store, procs, log_of)
+            index = rng.choice(targets) if pauses else _holder(stores, procs, targets, log_of)
             proc = procs[index]
             if index not in paused and index not in protected and proc.poll() is None:
                 if pauses == 0 or (rng.random() < 0.3 and pauses < max_pauses):
                     proc.send_signal(signal.SIGSTOP)
-                    paused[index] = now + 1.5 * lease_s
+                    paused[index] = now + 1.5 * slots[index].lease_s
                     protected.add(index)
                     pauses += 1
                 else:
                     proc.kill()
                     proc.wait(timeout=30)
                     kills += 1
-                    procs[index] = spawn()
+                    procs[index] = spawn(slots[index])
                     restarts += 1
         elif not paused and all(p.poll() is not None for p in procs):
-            if _open_deliveries(store) == 0:
+            if sum(_open_deliveries(store) for store in stores) == 0:
                 finished = True
                 break
-            procs = [spawn() for _ in range(workers)]  # all exited early: keep going
-            restarts += workers
+            procs = [spawn(slot) for slot in slots]  # all exited early: keep going
+            restarts += len(slots)
         clock.sleep(rng.uniform(0.1, 0.4) if chaos else 0.05, tick)
     _stop_all(procs, paused)
     provider = LedgerProvider(ledger_path, clock=clock)
     summary = provider.summary()
     delivered = provider.delivered_targets()
     provider.close()
-    rows = store.deliveries(limit=10**9)
-    statuses = Counter(str(d.status) for d in rows)
-    lost = _lost(rows, delivered)
-    integrity = store.integrity_check()
-    store.close()
-    texts = [log.read_text(errors="replace") for log in logs]
+    statuses: Counter[str] = Counter()
+    count = lost = 0
+    checks: list[str] = []
+    for store in stores:
+        rows = store.deliveries(limit=10**9)
+        uids = {view.id: view.uid for view in store.messages(limit=10**9)}
+        count += len(rows)
+        statuses.update(str(d.status) for d in rows)
+        lost += _lost(rows, uids, delivered)
+        checks.append(store.integrity_check())
+        store.close()
+    texts = [log.read_text(errors="replace") for _, log in logs]
     refused, skipped = _fencing_counts(texts)
-    return ChaosResult(deliveries=len(rows), statuses=statuses, kills=kills, pauses=pauses,
+    long_refused, long_skipped = _fencing_counts(
+        [text for (slot, _), text in zip(logs, texts, strict=True) if not slot.chaos])
+    integrity = "ok" if all(check == "ok" for check in checks) else "; ".join(checks)
+    return ChaosResult(deliveries=count, statuses=statuses, kills=kills, pauses=pauses,
                        restarts=restarts, ledger=summary, lost=lost, refused=refused,
                        skipped_expired=skipped, lease_s=lease_s, integrity=integrity,
-                       finished=finished, worker_logs=texts)
+                       finished=finished, worker_logs=texts, databases=databases,
+                       long_lease_s=long_lease_s, long_refused=long_refused,
+                       long_skipped_expired=long_skipped)
 
 
 def _submit_broadcasts(store: SqliteStore, clock: RealClock, *, messages: int,
-                       recipients: int) -> None:
-    """``messages`` broadcasts of ``recipients`` each; message ``m``'s numbers start ``5mm-``."""
+                       recipients: int, label: str) -> None:
+    """``messages`` broadcasts of ``recipients`` each; message ``m``'s numbers start ``5mm-``.
+
+    Every database gets the same numbers and, being new, the same message ids: only the
+    content (``label``) tells them apart, as for two announcements from two databases.
+    """
     for m in range(messages):
         numbers = [f"5{m:02d}-{i // 10000:03d}-{i % 10000:04d}" for i in range(recipients)]
-        store.submit(NewMessage.validated(content=f"alert {m}", recipients=numbers), clock.now())
+        store.submit(NewMessage.validated(content=f"alert {m}{label}", recipients=numbers),
+                     clock.now())
 
 
 def _resume_due(procs: list[subprocess.Popen[bytes]], paused: dict[int, float],
@@ -177,16 +235,21 @@ def _stop_all(procs: list[subprocess.Popen[bytes]], paused: dict[int, float]) ->
         proc.wait(timeout=30)
 
 
-def _lost(rows: list[DeliveryView], delivered: set[str]) -> int:
-    """Deliveries left unfinished, or marked sent with no send in the ledger."""
+def _lost(rows: list[DeliveryView], uids: dict[int, str], delivered: set[str]) -> int:
+    """Deliveries left unfinished, or marked sent with no send in the ledger under their key.
+
+    The key is spelled out here (the message's uid, then the recipient) rather than asked of
+    the engine, so an engine that built keys that collide across databases is caught.
+    """
     return sum(
         1 for d in rows
         if d.status not in (DeliveryStatus.SENT, DeliveryStatus.DEAD)
-        or (d.status is DeliveryStatus.SENT and f"{d.message_id}:{d.recipient}" not in delivered)
+        or (d.status is DeliveryStatus.SENT
+            and f"{uids[d.message_id]}:{d.recipient}" not in delivered)
     )
 
 
-def _fencing_counts(texts: list[str]) -> tuple[int, int]:
+def _fencing_counts(texts: Sequence[str]) -> tuple[int, int]:
     """Totals of the workers' ``fencing:`` lines: (refused, skipped as expired)."""
     refused = skipped = 0
     for text in texts:
@@ -198,16 +261,18 @@ def _fencing_counts(texts: list[str]) -> tuple[int, int]:
     return refused, skipped
 
 
-def _holder(store: SqliteStore, procs: list[subprocess.Popen[bytes]],
-            log_of: dict[int, Path]) -> int:
-    """The index of a running worker that holds the most leases right now (0 if none).
+def _holder(stores: Sequence[SqliteStore], procs: list[subprocess.Popen[bytes]],
+            candidates: Sequence[int], log_of: dict[int, Path]) -> int:
+    """Of ``candidates``, the index of a running worker that holds the most leases right now
+    (the first candidate if none holds any).
 
-    Workers print their lease token on their first line; the store says who holds what.
+    Workers print their lease token on their first line; the stores say who holds what.
     """
-    held = Counter(d.lease_owner for d in store.deliveries(status=DeliveryStatus.LEASED,
-                                                           limit=10**9))
-    best, best_count = 0, 0
-    for index, proc in enumerate(procs):
+    held = Counter(d.lease_owner for store in stores
+                   for d in store.deliveries(status=DeliveryStatus.LEASED, limit=10**9))
+    best, best_count = candidates[0], 0
+    for index in candidates:
+        proc = procs[index]
         if proc.poll() is not None:
             continue
         owner = log_of[proc.pid].read_text(errors="replace").split(":", 1)[0]

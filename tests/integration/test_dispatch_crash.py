@@ -2,8 +2,10 @@
 
 The audit reads the provider's ledger (a separate file the workers' transport writes), not
 the store: zero effective duplicates and nothing lost with fencing on, and duplicates found
-with fencing and keys off, which proves the check can fail. The large version with all
-figures is ``bench/dispatch_soak.py``.
+with fencing and keys off, which proves the check can fail. Then the operator's setups of
+issue 11: workers with a 1 s and a 300 s lease on one file, and two new databases (the same
+message ids, the same numbers) sharing one provider. The large version with all figures is
+``bench/dispatch_soak.py``.
 """
 
 from __future__ import annotations
@@ -39,3 +41,35 @@ def test_the_same_chaos_without_fencing_or_keys_is_caught_delivering_twice(
                        chaos_for_s=2.0, fencing=False)
     assert result.finished
     assert result.ledger.effective_duplicates > 0
+
+
+def test_workers_with_short_and_long_leases_never_take_each_others_live_claims(
+        tmp_path: Path) -> None:
+    # No kills or pauses: no lease runs out, so a second provider call for a recipient (a
+    # second copy with per-worker providers) can only come from a live claim being taken.
+    # The long-lease workers are never touched, so a refused report of theirs is one too.
+    result = run_chaos(tmp_path, messages=3, recipients=300, workers=4, lease_s=1.0,
+                       long_lease_s=300.0, seed=12, chaos_for_s=0.0)
+    assert result.finished, result.worker_logs[-1]
+    assert result.long_refused == 0 and result.long_skipped_expired == 0
+    assert result.repeats == 0
+    assert result.statuses == {"sent": 900}  # nothing falsely dead
+    assert result.ledger.effective_duplicates == 0
+    assert result.lost == 0
+    assert not [log for log in result.worker_logs if "Traceback" in log]
+
+
+def test_two_new_databases_sharing_one_provider_both_deliver_every_recipient(
+        tmp_path: Path) -> None:
+    # Both files number their messages from 1 and address the same phones: only keys that
+    # are unique across databases keep the provider from absorbing one as a repeat of the
+    # other.
+    result = run_chaos(tmp_path, messages=3, recipients=200, workers=2, lease_s=0.5, seed=13,
+                       chaos_for_s=1.0, databases=2)
+    assert result.finished, result.worker_logs[-1]
+    assert set(result.statuses) <= {"sent", "dead"} and sum(result.statuses.values()) == 1200
+    assert result.ledger.recipients_delivered == result.statuses["sent"]
+    assert result.lost == 0
+    assert result.ledger.effective_duplicates == 0
+    assert result.integrity == "ok"
+    assert not [log for log in result.worker_logs if "Traceback" in log]
