@@ -99,6 +99,8 @@ class WorkerReport:
     released: int
     expired: int
     refused: int
+    withdrawn: int  # among ``released``: not sent because the message was cancelled
+    store_errors: int  # store calls that failed and were tried again
     avg_send_s: float
     senders: tuple[SenderReport, ...]
     max_lag_s: float = 0.0
@@ -243,6 +245,8 @@ class Worker:
             released=stats.released,
             expired=stats.skipped_expired,
             refused=stats.refused,
+            withdrawn=stats.withdrawn,
+            store_errors=stats.store_errors,
             avg_send_s=total.avg_send_s,
             senders=sender_reports(self.monitor.per_sender),
             max_lag_s=max((s.max_lag_s for s in self._senders), default=0.0),
@@ -268,9 +272,11 @@ def format_worker_report(report: WorkerReport) -> str:
         f"{report.retried} + dead {report.dead} + released {report.released} + expired "
         f"{report.expired}: {verdict}",
         f"fencing: {report.refused} stale reports refused, {report.expired} sends skipped "
-        f"on an expired lease",
+        f"on an expired lease, {report.withdrawn} withdrawn (message cancelled)",
         f"avg send {report.avg_send_s * 1000:.3f} ms",
     ]
+    if report.store_errors:
+        lines.append(f"store: {report.store_errors} calls failed and were tried again")
     lines.extend(format_warnings(report.max_lag_s, report.threads_alive))
     lines.extend(format_sender_lines(report.senders))
     return "\n".join(lines) + "\n"

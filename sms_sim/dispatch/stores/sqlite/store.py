@@ -107,6 +107,11 @@ class SqliteStore:
         self._busy_timeout_s = busy_timeout_s
         self._lock_clock: Clock = RealClock() if lock_clock is None else lock_clock
         self._jitter = random.Random()
+        # ``cancelled`` runs before every send, on sender threads: on a connection of its own,
+        # so it never waits behind a claim that waits for another process's write lock.
+        self._check_lock = threading.Lock()
+        self._check_conn: sqlite3.Connection | None = None
+        self._check_closed = False
         mode = "ro" if read_only else ("rwc" if create else "rw")
         uri = f"file:{urllib.parse.quote(self.path)}?mode={mode}"
         try:
@@ -418,6 +423,10 @@ class SqliteStore:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+        with self._check_lock:
+            self._check_closed = True
+            if self._check_conn is not None:
+                self._check_conn.close()
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -425,9 +434,20 @@ class SqliteStore:
         if not message_ids:
             return set()
         wanted = json.dumps(sorted(message_ids))
-        return self._read(lambda conn: {row[0] for row in conn.execute(
-            "SELECT id FROM messages WHERE status = 'cancelled' AND id IN "
-            "(SELECT value FROM json_each(?))", (wanted,))})
+        with self._check_lock:
+            if self._check_closed:
+                raise StoreError(f"database {self.path!r}: the store is closed")
+            try:
+                if self._check_conn is None:
+                    self._check_conn = sqlite3.connect(
+                        f"file:{urllib.parse.quote(self.path)}?mode=ro", uri=True, timeout=0,
+                        isolation_level=None, check_same_thread=False)
+                conn = self._check_conn
+                return self._when_free(lambda: {row[0] for row in conn.execute(
+                    "SELECT id FROM messages WHERE status = 'cancelled' AND id IN "
+                    "(SELECT value FROM json_each(?))", (wanted,))})
+            except sqlite3.Error as exc:
+                raise store_error(self.path, exc) from exc
 
     def next_due_at(self, now: float) -> float | None:
         def body(conn: sqlite3.Connection) -> float | None:
