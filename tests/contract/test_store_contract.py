@@ -312,6 +312,18 @@ def test_higher_priority_is_claimed_first(store: DispatchStore) -> None:
     assert {c.message_id for c in store.claim("w", 5, LEASE_S, T0 + 2)} == {low}
 
 
+def test_cancelled_names_exactly_the_cancelled_messages_asked_about(
+        store: DispatchStore) -> None:
+    first, second, third = (submit(store, 1, start=i) for i in range(3))
+    store.cancel(first, T0)
+    store.cancel(third, T0)
+    assert store.cancelled([first, second, 999]) == {first}
+    assert store.cancelled([]) == set()
+    store.close()
+    with pytest.raises(StoreError):
+        store.cancelled([first])
+
+
 def test_waiting_work_ages_into_the_class_that_starves_it(store: DispatchStore) -> None:
     """Issue 11, item 10: a priority-1 broadcast starved every priority-0 message for good."""
     broadcast = submit(store, 500, priority=1)
