@@ -49,6 +49,7 @@ __all__ = [
     "parse_status",
     "could_be_an_id",
     "check_listing",
+    "cursor_bounds",
     "check_claim",
     "check_settlements",
 ]
@@ -208,11 +209,25 @@ def could_be_an_id(message_id: int) -> bool:
     return 0 <= message_id <= INT64_MAX
 
 
-def check_listing(message_id: int | None, limit: int) -> bool:
-    """Validate a listing's ``limit``; False when ``message_id`` cannot exist, so the
-    listing is empty without asking the database."""
+def check_listing(message_id: int | None, limit: int, *, before: int | None = None,
+                  after: int | None = None) -> bool:
+    """Validate a listing's ``limit`` and cursors; False when nothing can match (an id no
+    store hands out, a cursor that excludes every id), so the listing is empty without
+    asking the database."""
     validate_limit(limit)
+    for name, cursor in (("before", before), ("after", after)):
+        if cursor is not None and (isinstance(cursor, bool) or not isinstance(cursor, int)):
+            raise InvalidRequestError(f"{name} must be an id (got {cursor!r})")
+    if before is not None and before <= 0 or after is not None and after >= INT64_MAX:
+        return False
     return message_id is None or could_be_an_id(message_id)
+
+
+def cursor_bounds(before: int | None, after: int | None) -> tuple[int | None, int | None]:
+    """The cursors as a store can pass them on: one beyond every id an int64 holds is no
+    bound at all (a database would overflow on it). Call after ``check_listing``."""
+    return (None if before is None or before > INT64_MAX else before,
+            None if after is None or after < 0 else after)
 
 
 # --- arguments of the worker's operations ------------------------------------------------

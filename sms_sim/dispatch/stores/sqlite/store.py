@@ -50,15 +50,17 @@ from sms_sim.dispatch.stores.common import (
     skewed_after_s,
 )
 from sms_sim.dispatch.stores.sqlite.rows import (
-    DELIVERY_COLUMNS,
     LEASE_SQL,
     SERVED_SQL,
     SETTLE_SENT_SQL,
     SETTLE_SQL,
     counts,
+    delivery_views,
     describe,
     insert_deliveries,
+    message_count,
     message_state,
+    message_views,
     views,
 )
 from sms_sim.dispatch.stores.sqlite.schema import SCHEMA_SQL, SCHEMA_VERSION, UPGRADES
@@ -446,34 +448,29 @@ class SqliteStore:
         return self._read(body)
 
     def messages(self, *, message_id: int | None = None, status: MessageStatus | None = None,
-                 limit: int = 100) -> list[MessageView]:
-        if not check_listing(message_id, limit):
+                 limit: int = 100, newest_first: bool = False,
+                 before: int | None = None) -> list[MessageView]:
+        if not check_listing(message_id, limit, before=before):
             return []
-        where = "WHERE (? IS NULL OR id = ?) AND (? IS NULL OR status = ?) ORDER BY id LIMIT ?"
-        key = None if status is None else str(status)
-        params = (message_id, message_id, key, key, min(limit, INT64_MAX))
-        return self._read(lambda conn: views(conn, where, params))
+        return self._read(lambda conn: message_views(
+            conn, message_id=message_id, status=status, before=before,
+            limit=min(limit, INT64_MAX), newest_first=newest_first))
+
+    def count_messages(self, *, status: MessageStatus | None = None,
+                       before: int | None = None) -> int:
+        if not check_listing(None, 0, before=before):
+            return 0
+        return self._read(lambda conn: message_count(conn, status=status, before=before))
 
     def deliveries(self, *, message_id: int | None = None,
-                   status: DeliveryStatus | None = None, limit: int = 1000) -> list[DeliveryView]:
-        if not check_listing(message_id, limit):
+                   status: DeliveryStatus | None = None, limit: int = 1000,
+                   recipient: str | None = None,
+                   after: int | None = None) -> list[DeliveryView]:
+        if not check_listing(message_id, limit, after=after):
             return []
-
-        def body(conn: sqlite3.Connection) -> list[DeliveryView]:
-            rows = conn.execute(
-                f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE (?1 IS NULL OR message_id = ?1) "
-                "AND (?2 IS NULL OR status = ?2) ORDER BY id LIMIT ?3",
-                (message_id, None if status is None else str(status), min(limit, INT64_MAX)),
-            ).fetchall()
-            return [
-                DeliveryView(id=r[0], message_id=r[1], recipient=r[2],
-                             status=DeliveryStatus(r[3]), attempts=r[4], next_attempt_at=r[5],
-                             lease_owner=r[6], lease_until=r[7], sent_at=r[8], last_error=r[9],
-                             lease_losses=r[10])
-                for r in rows
-            ]
-
-        return self._read(body)
+        return self._read(lambda conn: delivery_views(
+            conn, message_id=message_id, status=status, recipient=recipient, after=after,
+            limit=min(limit, INT64_MAX)))
 
     def integrity_check(self) -> str:
         """SQLite's own ``PRAGMA integrity_check`` verdict: "ok" when the file is sound."""
