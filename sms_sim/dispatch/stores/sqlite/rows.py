@@ -139,7 +139,7 @@ def message_views(conn: sqlite3.Connection, *, message_id: int | None,
 
 
 def message_count(conn: sqlite3.Connection, *, status: MessageStatus | None,
-                   before: int | None) -> int:
+                  before: int | None) -> int:
     """``DispatchStore.count_messages`` on checked arguments."""
     before, _ = cursor_bounds(before, None)
     (count,) = conn.execute(f"SELECT COUNT(*) FROM messages {_MESSAGE_FILTER}",
