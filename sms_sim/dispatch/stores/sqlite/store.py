@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import random
 import sqlite3
 import threading
@@ -82,6 +83,21 @@ def _is_busy(exc: sqlite3.Error) -> bool:
     return code is not None and code & 0xFF == sqlite3.SQLITE_BUSY
 
 
+def _needs_immutable(path: str) -> bool:
+    """True when a read-only open of ``path`` can only work as ``immutable``: SQLite reads a
+    WAL-mode file through its ``-shm`` index, which it must create beside the file, and the
+    directory is not writable (an auditor's view, a backup copy). With no ``-shm`` there,
+    no process has the file open, and with no ``-wal`` holding pages nothing is left
+    uncheckpointed, so reading the file alone reads all of it (issue 11, item 13). A writer
+    that opens the file later (its owner can write the directory) is not seen: this is for
+    reading copies and idle databases, not for watching a live dispatch."""
+    folder = os.path.dirname(path) or "."
+    wal = f"{path}-wal"
+    return (os.path.isfile(path) and not os.path.exists(f"{path}-shm")
+            and not os.access(folder, os.W_OK)
+            and (not os.path.exists(wal) or os.path.getsize(wal) == 0))
+
+
 class SqliteStore:
     """SQLite-backed store; see ``DispatchStore`` for what each method promises.
 
@@ -110,6 +126,8 @@ class SqliteStore:
         self._jitter = random.Random()
         mode = "ro" if read_only else ("rwc" if create else "rw")
         uri = f"file:{urllib.parse.quote(self.path)}?mode={mode}"
+        if read_only and _needs_immutable(self.path):
+            uri += "&immutable=1"
         try:
             # No SQLite busy handler (timeout 0): ``_when_free`` does all the waiting.
             self._conn = sqlite3.connect(uri, uri=True, timeout=0, isolation_level=None,
