@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
+import io
 import os
 import sys
 from collections.abc import Sequence
@@ -20,11 +20,12 @@ from typing import Any
 from sms_sim.cli.common import (
     ExitCode,
     OneLineParser,
+    emit,
     int_at_least,
+    json_text,
     non_negative_float,
     positive_float,
     probability,
-    silence_stdout,
 )
 from sms_sim.cli.model_args import add_model_arguments, retry_from_args, sender_from_args
 from sms_sim.config import SimulationConfig
@@ -118,17 +119,12 @@ def main(argv: Sequence[str], *, prog: str) -> int:
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted", file=sys.stderr)
         return ExitCode.SIGINT
-    try:
-        if args.json:
-            print(json.dumps(result.to_dict()))
-        elif args.csv:
-            _write_csv(result)
-        else:
-            print(_table(result, args.messages))
-        sys.stdout.flush()
-    except BrokenPipeError:
-        silence_stdout()
-        return ExitCode.SIGPIPE
+    if args.json:
+        emit(json_text(result.to_dict()))
+    elif args.csv:
+        emit(_csv(result))
+    else:
+        emit(_table(result, args.messages))
     if pyplot is not None:
         _plot(pyplot, result, args.plot)
     return ExitCode.OK
@@ -174,12 +170,14 @@ def _table(result: PlanResult, messages: int) -> str:
     return "\n".join(lines)
 
 
-def _write_csv(result: PlanResult) -> None:
-    writer = csv.writer(sys.stdout)
+def _csv(result: PlanResult) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(_COLUMNS)
     for row in result.rows:
         values = row.to_dict()
         writer.writerow([values[column] for column in _COLUMNS])
+    return buffer.getvalue().rstrip("\n")
 
 
 def _plot(pyplot: Any, result: PlanResult, path: Path) -> None:
