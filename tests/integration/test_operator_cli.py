@@ -132,7 +132,7 @@ def test_inspection_works_on_a_copy_in_a_directory_the_reader_cannot_write(
         copy = str(backup / "copy.db")
         for args, expected in [
             (["list"], "1  scheduled  v1  due 2099-11-24T15:00:00.000Z  2 recipients"),
-            (["show", "1"], "message 1: scheduled, due 2099-11-24T15:00:00.000Z, version 1"),
+            (["show", "1"], "message 1: scheduled, version 1, priority 0"),
             (["deliveries", "1"], "delivery 1  555-010-0001  pending"),
             (["dead"], "no dead deliveries"),
             (["check"], f"{copy!r}: ok (integrity check passed)"),
