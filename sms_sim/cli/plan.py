@@ -70,12 +70,15 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                     "virtual-time model R times per sender count and reports the makespan "
                     "with its confidence interval.",
     )
-    parser.add_argument("--messages", type=int_at_least(1), required=True, metavar="N")
+    parser.add_argument("--messages", type=int_at_least(1), required=True, metavar="N",
+                        help="messages to send (required)")
     parser.add_argument("--mean", type=non_negative_float, required=True, metavar="SECONDS",
                         help="mean send time of one sender")
     parser.add_argument("--deviation", type=non_negative_float, default=0.0, metavar="SECONDS",
-                        help="max deviation (uniform) or standard deviation (lognormal)")
-    parser.add_argument("--failure-rate", type=probability, default=0.0, metavar="P")
+                        help="max deviation (uniform) or standard deviation (lognormal) "
+                             "(default 0)")
+    parser.add_argument("--failure-rate", type=probability, default=0.0, metavar="P",
+                        help="probability one send fails, 0-1 (default 0)")
     parser.add_argument("--deadline", type=positive_float, required=True, metavar="SECONDS",
                         help="the time by which every message must be done")
     parser.add_argument("--replications", type=int_at_least(2), default=10, metavar="R",

@@ -8,6 +8,7 @@ a read-only directory, the local time zone) is in ``test_operator_cli.py``.
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import logging
@@ -19,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from sms_sim.cli import main
+from sms_sim.cli import COMMANDS, main
+from sms_sim.cli.common import OneLineParser
 from sms_sim.clock import RealClock
 from sms_sim.dispatch.contract import SettleKind, Settlement
 from sms_sim.dispatch.stores import SqliteStore
@@ -402,3 +404,29 @@ def test_content_starting_with_a_dash_is_accepted(cli: Cli) -> None:
     assert contents == ["-urgent", "-5 degrees", "-urgent: leave now"]
     one_line_error(cli("submit", "a", "--content", "b", "--to", "555-010-0001"), 2,
                    "give the content once: as an argument or with --content")
+
+
+def test_every_option_of_every_command_has_help_that_states_a_default_it_has(
+        cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No option is left for the reader to guess: each has a help text, and one with a
+    default says what it is (in its own words, or through ``DefaultsHelpFormatter``)."""
+    parsers: list[argparse.ArgumentParser] = []
+
+    def capture(self: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        parsers.append(self)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(OneLineParser, "parse_args", capture)
+    for name in [*COMMANDS, "1"]:  # "1": the simulation
+        cli(name)
+    assert len(parsers) == len(COMMANDS) + 1
+    for parser in parsers:
+        text = parser.format_help()
+        for action in parser._actions:
+            assert action.help, (parser.prog, action.dest)
+            unstated = action.default is None or action.default is False \
+                or action.default == [] or action.default == argparse.SUPPRESS
+            if not unstated and action.option_strings:
+                assert "default" in parser._get_formatter()._expand_help(action) \
+                    or "default" in (action.help or ""), (parser.prog, action.dest)
+        assert "%(default)" not in text
