@@ -28,6 +28,7 @@ from sms_sim.sim.threaded.components import DONE, Producer, Sender
 from sms_sim.sim.threaded.monitor import Monitor
 from sms_sim.sim.threaded.run import run
 from sms_sim.sim.virtual.run import simulate
+from sms_sim.version import __version__
 
 __all__ = [
     "ArrivalKind",
@@ -52,6 +53,7 @@ __all__ = [
     "SmsSimError",
     "StopReason",
     "VirtualClock",
+    "__version__",
     "generate_messages",
     "run",
     "simulate",

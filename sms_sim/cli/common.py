@@ -1,5 +1,6 @@
 """Pieces every command-line entry point shares: exit codes, the one-line-error parser,
-argument types that quote the bad value, and the signal recorder.
+argument types that quote the bad value, the signal recorder, and product output that
+survives its reader going away (``emit``, ``json_text``).
 
 Only CLI modules import this; the library never exits, prints or touches signals.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import enum
+import json
 import logging
 import math
 import os
@@ -16,13 +18,21 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from sms_sim.report import StopReason
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 __all__ = [
     "ExitCode",
     "OneLineParser",
+    "DefaultsHelpFormatter",
+    "OutputClosedError",
+    "emit",
+    "flush_stdout",
+    "json_text",
     "SignalRecorder",
     "finite_float",
     "non_negative_float",
@@ -30,8 +40,6 @@ __all__ = [
     "probability",
     "int_at_least",
     "silence_stdout",
-    "DEFAULT_DB",
-    "base_parser",
     "configure_logging",
     "exit_code",
 ]
@@ -50,10 +58,82 @@ class ExitCode(enum.IntEnum):
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse, but an error is exactly one line (no usage block) and exit 2."""
+    """argparse, but an error is exactly one line (no usage block) and exit 2, and help
+    that cannot be written to stdout is an ``OutputClosedError`` (argparse would drop the
+    failure and exit 0 with the help lost)."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(ExitCode.USAGE, f"{self.prog}: error: {message}\n")
+
+    def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
+        if not message:
+            return
+        target = file or sys.stderr
+        to_stdout = target is sys.stdout
+        try:
+            target.write(message)
+            if to_stdout:
+                sys.stdout.flush()
+        except (OSError, ValueError) as exc:
+            if to_stdout:
+                raise OutputClosedError(str(exc) or type(exc).__name__) from exc
+
+
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Adds "(default X)" to an option's help unless the help already states its default,
+    so every option shows what it does when left out (issue 11, item 18)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        unstated = default is None or default is False or default == [] \
+            or default == argparse.SUPPRESS
+        if "default" in text or unstated or not action.option_strings:
+            return text
+        return f"{text} (default %(default)s)"
+
+
+# --- product output ---------------------------------------------------------------------
+
+
+class OutputClosedError(Exception):
+    """stdout could not be written: its reader went away (a pipe into ``head``) or the
+    disk is full. Not an ``SmsSimError``: the work was done, only telling about it failed,
+    and ``cli.main`` turns it into exit 141 without a traceback."""
+
+
+def emit(text: str) -> None:
+    """Print ``text`` and a newline on stdout and flush at once, so a failure to write is
+    seen here (as ``OutputClosedError``), where the command can still react to it, rather
+    than at interpreter exit."""
+    try:
+        print(text, file=sys.stdout, flush=True)
+    except (OSError, ValueError) as exc:  # ValueError: stdout already closed
+        raise OutputClosedError(str(exc) or type(exc).__name__) from exc
+
+
+def flush_stdout() -> None:
+    """Flush stdout; ``OutputClosedError`` if that fails (see ``emit``)."""
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError) as exc:
+        raise OutputClosedError(str(exc) or type(exc).__name__) from exc
+
+
+def json_text(value: object) -> str:
+    """``value`` as strict JSON: a non-finite float (``inf``, ``nan``) becomes ``null``,
+    because ``Infinity`` and ``NaN`` are not JSON and break the readers that consume it."""
+    return json.dumps(_finite(value), allow_nan=False)
+
+
+def _finite(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 # --- argument types: each raises ArgumentTypeError quoting the bad value -----------------
@@ -146,19 +226,6 @@ def silence_stdout() -> None:
         pass
     finally:
         os.close(devnull)
-
-
-DEFAULT_DB = "sms_sim.db"
-
-
-def base_parser(prog: str, description: str) -> OneLineParser:
-    """The options every store-backed command takes: the database and verbosity."""
-    parser = OneLineParser(prog=prog, description=description)
-    parser.add_argument("--db", default=DEFAULT_DB, metavar="DB",
-                        help="database path or URL (sqlite:///path, memory:; "
-                             f"default ./{DEFAULT_DB})")
-    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging on stderr")
-    return parser
 
 
 def configure_logging(verbose: bool) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
+import io
 import os
 import sys
 from collections.abc import Sequence
@@ -20,11 +20,12 @@ from typing import Any
 from sms_sim.cli.common import (
     ExitCode,
     OneLineParser,
+    emit,
     int_at_least,
+    json_text,
     non_negative_float,
     positive_float,
     probability,
-    silence_stdout,
 )
 from sms_sim.cli.model_args import add_model_arguments, retry_from_args, sender_from_args
 from sms_sim.config import SimulationConfig
@@ -69,12 +70,15 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                     "virtual-time model R times per sender count and reports the makespan "
                     "with its confidence interval.",
     )
-    parser.add_argument("--messages", type=int_at_least(1), required=True, metavar="N")
+    parser.add_argument("--messages", type=int_at_least(1), required=True, metavar="N",
+                        help="messages to send (required)")
     parser.add_argument("--mean", type=non_negative_float, required=True, metavar="SECONDS",
                         help="mean send time of one sender")
     parser.add_argument("--deviation", type=non_negative_float, default=0.0, metavar="SECONDS",
-                        help="max deviation (uniform) or standard deviation (lognormal)")
-    parser.add_argument("--failure-rate", type=probability, default=0.0, metavar="P")
+                        help="max deviation (uniform) or standard deviation (lognormal) "
+                             "(default 0)")
+    parser.add_argument("--failure-rate", type=probability, default=0.0, metavar="P",
+                        help="probability one send fails, 0-1 (default 0)")
     parser.add_argument("--deadline", type=positive_float, required=True, metavar="SECONDS",
                         help="the time by which every message must be done")
     parser.add_argument("--replications", type=int_at_least(2), default=10, metavar="R",
@@ -118,17 +122,12 @@ def main(argv: Sequence[str], *, prog: str) -> int:
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted", file=sys.stderr)
         return ExitCode.SIGINT
-    try:
-        if args.json:
-            print(json.dumps(result.to_dict()))
-        elif args.csv:
-            _write_csv(result)
-        else:
-            print(_table(result, args.messages))
-        sys.stdout.flush()
-    except BrokenPipeError:
-        silence_stdout()
-        return ExitCode.SIGPIPE
+    if args.json:
+        emit(json_text(result.to_dict()))
+    elif args.csv:
+        emit(_csv(result))
+    else:
+        emit(_table(result, args.messages))
     if pyplot is not None:
         _plot(pyplot, result, args.plot)
     return ExitCode.OK
@@ -174,12 +173,14 @@ def _table(result: PlanResult, messages: int) -> str:
     return "\n".join(lines)
 
 
-def _write_csv(result: PlanResult) -> None:
-    writer = csv.writer(sys.stdout)
+def _csv(result: PlanResult) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(_COLUMNS)
     for row in result.rows:
         values = row.to_dict()
         writer.writerow([values[column] for column in _COLUMNS])
+    return buffer.getvalue().rstrip("\n")
 
 
 def _plot(pyplot: Any, result: PlanResult, path: Path) -> None:

@@ -8,7 +8,6 @@ stderr and exit 2.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import sys
@@ -21,8 +20,10 @@ from sms_sim.cli.common import (
     OneLineParser,
     SignalRecorder,
     configure_logging,
+    emit,
     exit_code,
     int_at_least,
+    json_text,
     non_negative_float,
     positive_float,
     probability,
@@ -185,10 +186,7 @@ def main(argv: Sequence[str], *, prog: str) -> int:
             stop_requests=lambda: signals.count,
         )
         if args.json:
-            print(json.dumps(report.to_dict()), flush=True)
-    except BrokenPipeError:
-        silence_stdout()
-        return ExitCode.SIGPIPE
+            emit(json_text(report.to_dict()))
     except SmsSimError as exc:
         log.debug("run failed", exc_info=True)
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)

@@ -16,27 +16,28 @@ from pathlib import Path
 from sms_sim.cli.common import (
     ExitCode,
     SignalRecorder,
-    base_parser,
     configure_logging,
+    emit,
     exit_code,
     int_at_least,
+    json_text,
     non_negative_float,
     positive_float,
     probability,
 )
 from sms_sim.cli.model_args import sender_spec
+from sms_sim.cli.store_command import Access, base_parser, open_for
 from sms_sim.clock import RealClock
 from sms_sim.config import RetryPolicy, SenderConfig
 from sms_sim.dispatch.contract import DispatchStore
 from sms_sim.dispatch.dispatcher import DEFAULT_RETRY, DispatchConfig
 from sms_sim.dispatch.ledger import LedgerProvider
-from sms_sim.dispatch.stores import open_store
 from sms_sim.dispatch.transport import MemoryProvider, Transport
-from sms_sim.dispatch.worker import Worker
+from sms_sim.dispatch.worker import Worker, WorkerReport
 from sms_sim.errors import ConfigError, SmsSimError
 from sms_sim.generate import new_seed
 
-__all__ = ["main"]
+__all__ = ["main", "report_dict"]
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,9 @@ def main(argv: Sequence[str], *, prog: str) -> int:
     parser = base_parser(prog, "Dispatch due deliveries until SIGINT/SIGTERM: claim batches "
                                "under a lease, send through the simulated sender pool, retry "
                                "with backoff. Several workers may share one database.")
-    parser.epilog = ("exit codes: 0 idle exit (--exit-when-idle), 1 store error, 2 bad usage, "
-                     "3 threads did not stop, 130 SIGINT, 143 SIGTERM")
+    parser.epilog = ("exit codes: 0 idle exit (--exit-when-idle), 1 store error (a missing "
+                     "database included: see init), 2 bad usage, 3 threads did not stop, "
+                     "130 SIGINT, 141 output closed, 143 SIGTERM")
     parser.add_argument("--senders", type=int_at_least(0), default=4,
                         help="identical sender threads (default 4)")
     parser.add_argument("--mean", type=non_negative_float, default=0.01, metavar="SECONDS",
@@ -85,6 +87,9 @@ def main(argv: Sequence[str], *, prog: str) -> int:
     parser.add_argument("--exit-when-idle", action="store_true",
                         help="exit 0 once nothing is scheduled, pending, leased or retrying")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+    parser.add_argument("--json", action="store_true",
+                        help="print the final report as one JSON object on stdout; the "
+                             "first line, progress and the text report go to stderr")
     parser.add_argument("--unsafe-no-fencing", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
@@ -106,20 +111,25 @@ def main(argv: Sequence[str], *, prog: str) -> int:
     signals = SignalRecorder()
     store: DispatchStore | None = None
     ledger: LedgerProvider | None = None
+    text_output = sys.stderr if args.json else sys.stdout
     try:
-        # Creates a missing SQLite file, as the worker always has (the dispatch issue
-        # narrows creation to submit).
-        store = open_store(args.db, create=True)
+        # Never creates a database: a mistyped --db must fail, not idle on an empty file
+        # while the real messages wait (issue 11, item 5).
+        store = open_for(args.db, Access.WRITE)
         transport: Transport = MemoryProvider()
         if args.ledger is not None:
             ledger = LedgerProvider(args.ledger, clock=RealClock(),
                                     dedup=not args.unsafe_no_fencing)
             transport = ledger
         worker = Worker(store, transport, senders=senders, clock=RealClock(), seed=seed,
-                        config=config, output=sys.stdout, interval_s=args.interval,
+                        config=config, output=text_output, interval_s=args.interval,
                         show_progress=not args.quiet, exit_when_idle=args.exit_when_idle)
-        print(f"{worker.owner}: dispatching from {args.db} with {len(senders)} senders, "
-              f"batch {config.batch_size}, lease {config.lease_s:g}s (seed {seed})", flush=True)
+        first = (f"{worker.owner}: dispatching from {args.db} with {len(senders)} senders, "
+                 f"batch {config.batch_size}, lease {config.lease_s:g}s (seed {seed})")
+        if args.json:
+            print(first, file=sys.stderr, flush=True)
+        else:
+            emit(first)
         signals.install()
         report = worker.run(stop_requests=lambda: signals.count)
     except SmsSimError as exc:
@@ -132,4 +142,22 @@ def main(argv: Sequence[str], *, prog: str) -> int:
             ledger.close()
         if store is not None:
             store.close()
-    return exit_code(report.stopped_by, report.threads_alive, signals)
+    code = exit_code(report.stopped_by, report.threads_alive, signals)
+    if args.json and code != ExitCode.SIGPIPE:
+        emit(json_text(report_dict(report)))
+    return code
+
+
+def report_dict(report: WorkerReport) -> dict[str, object]:
+    """The JSON form of the worker's final report: the text report's figures, times in the
+    units their keys name."""
+    return {
+        "owner": report.owner, "seed": report.seed, "stopped_by": str(report.stopped_by),
+        "elapsed_s": report.elapsed_s, "claimed": report.claimed, "claims": report.claims,
+        "sent": report.sent, "retried": report.retried, "dead": report.dead,
+        "released": report.released, "expired": report.expired, "refused": report.refused,
+        "accounted": report.is_accounted, "avg_send_ms": report.avg_send_s * 1000,
+        "max_lag_s": report.max_lag_s, "threads_alive": list(report.threads_alive),
+        "senders": [{"index": s.index, "sent": s.sent, "failed": s.failed,
+                     "avg_send_ms": s.avg_send_s * 1000} for s in report.senders],
+    }

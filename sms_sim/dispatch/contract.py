@@ -32,6 +32,7 @@ from sms_sim.errors import SmsSimError
 __all__ = [
     "DispatchStore",
     "MessageStatus",
+    "MessageOutcome",
     "DeliveryStatus",
     "SettleKind",
     "NewMessage",
@@ -208,6 +209,15 @@ class MessageEdit:
         )
 
 
+class MessageOutcome(enum.StrEnum):
+    """How a completed message ended, in an operator's words: ``completed`` alone says only
+    that no delivery is left to try, which is as true when every one went dead."""
+
+    ALL_SENT = "all sent"
+    PARTLY_FAILED = "partly failed"  # some sent, some dead
+    ALL_FAILED = "all failed"  # every delivery dead
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MessageView:
     """A message as stored, with its deliveries counted by status (every status present)."""
@@ -225,6 +235,23 @@ class MessageView:
     priority: int
     counts: dict[DeliveryStatus, int]
     uid: str = ""  # globally unique: the provider's idempotency keys are built on it
+
+    @property
+    def recipient_count(self) -> int:
+        """How many deliveries the message has (one per distinct recipient)."""
+        return sum(self.counts.values())
+
+    @property
+    def outcome(self) -> MessageOutcome | None:
+        """For a ``completed`` message, whether its deliveries were all sent, partly dead or
+        all dead (from ``counts``); None while it is scheduled or dispatching, and for a
+        cancelled one, whose counts say how far it got."""
+        if self.status is not MessageStatus.COMPLETED:
+            return None
+        sent, dead = self.counts[DeliveryStatus.SENT], self.counts[DeliveryStatus.DEAD]
+        if dead == 0:
+            return MessageOutcome.ALL_SENT
+        return MessageOutcome.ALL_FAILED if sent == 0 else MessageOutcome.PARTLY_FAILED
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -419,13 +446,29 @@ class DispatchStore(Protocol):
         ...
 
     def messages(self, *, message_id: int | None = None, status: MessageStatus | None = None,
-                 limit: int = 100) -> list[MessageView]:
-        """Messages by id ascending, optionally one id or one status; with delivery counts."""
+                 limit: int = 100, newest_first: bool = False,
+                 before: int | None = None) -> list[MessageView]:
+        """Up to ``limit`` messages by id ascending (``newest_first``: descending), with
+        delivery counts; optionally one id, one status, and only ids below ``before`` (a
+        cursor: the last id of the page before). The filters combine; an id no store hands
+        out matches nothing. Raises ``InvalidRequestError`` for a negative or non-integer
+        ``limit`` or a non-integer cursor."""
+        ...
+
+    def count_messages(self, *, status: MessageStatus | None = None,
+                       before: int | None = None) -> int:
+        """How many messages ``messages`` would list with these filters and no limit (what
+        a listing says is left beyond its page), without building them."""
         ...
 
     def deliveries(self, *, message_id: int | None = None,
-                   status: DeliveryStatus | None = None, limit: int = 1000) -> list[DeliveryView]:
-        """Deliveries by id ascending, optionally of one message and/or status."""
+                   status: DeliveryStatus | None = None, limit: int = 1000,
+                   recipient: str | None = None,
+                   after: int | None = None) -> list[DeliveryView]:
+        """Up to ``limit`` deliveries by id ascending (a message's in recipient order),
+        optionally of one message, one status, one recipient (as stored), and only ids
+        above ``after`` (a cursor: the last id of the page before). Raises
+        ``InvalidRequestError`` as ``messages`` does."""
         ...
 
     def requeue_dead(self, message_id: int | None, now: float) -> int:

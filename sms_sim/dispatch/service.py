@@ -18,10 +18,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self, runtime_checkable
 
 from sms_sim.clock import Clock
 from sms_sim.dispatch.contract import (
+    OPEN_DELIVERY_STATUSES,
     CancelResult,
     ConflictError,
     DeliveryStatus,
@@ -47,6 +48,8 @@ from sms_sim.dispatch.validation import (
 __all__ = [
     "DispatchService",
     "Health",
+    "MessagePage",
+    "Progress",
     "InvalidRequestError",
     "NotFoundError",
     "ConflictError",
@@ -69,6 +72,47 @@ class Health:
     next_due_at: float | None
     behind_s: float
     error: str | None = None  # why the store could not be read, when not ok
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessagePage:
+    """One page of a newest-first listing: ``more`` messages matching the same filter are
+    older than the last one here; ask for them with ``before=next_before``."""
+
+    messages: list[MessageView]
+    more: int
+
+    @property
+    def next_before(self) -> int | None:
+        """The cursor of the next (older) page, None when this is the last."""
+        return self.messages[-1].id if self.more and self.messages else None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Progress:
+    """How far a message has got, for an operator watching it go out.
+
+    ``rate_per_s`` is deliveries sent per second since dispatch began (until it completed,
+    for a completed message); ``eta_at`` is when the deliveries still open would all be
+    sent at that rate, for a dispatching message that has sent something. Both are None
+    when there is nothing to measure yet. Retries and dead deliveries make the ETA a
+    floor, not a promise.
+    """
+
+    total: int
+    sent: int
+    dead: int
+    open: int  # pending, leased or retrying: still to be tried
+    sent_fraction: float  # of ``total``, 0 to 1
+    rate_per_s: float | None
+    eta_at: float | None
+
+
+@runtime_checkable
+class _SelfChecking(Protocol):
+    """A store that can verify its own files (SQLite's ``PRAGMA integrity_check``)."""
+
+    def integrity_check(self) -> str: ...
 
 
 class DispatchService:
@@ -134,24 +178,60 @@ class DispatchService:
         """
         return self._store.cancel(validate_message_id(message_id), self._clock.now())
 
-    def list_messages(self, *, status: MessageStatus | str | None = None,
-                      limit: int = 100) -> list[MessageView]:
-        """Up to ``limit`` messages by id ascending (oldest first), optionally only those in
-        ``status`` (the enum or its text)."""
+    def list_messages(self, *, status: MessageStatus | str | None = None, limit: int = 100,
+                      newest_first: bool = False,
+                      before: int | None = None) -> list[MessageView]:
+        """Up to ``limit`` messages by id ascending (oldest first; ``newest_first`` turns
+        it round), optionally only those in ``status`` (the enum or its text) and with an
+        id below ``before``."""
         wanted = None if status is None else parse_status(MessageStatus, status)
-        return self._store.messages(status=wanted, limit=validate_limit(limit))
+        return self._store.messages(status=wanted, limit=validate_limit(limit),
+                                    newest_first=newest_first, before=before)
+
+    def message_page(self, *, status: MessageStatus | str | None = None, limit: int = 100,
+                     before: int | None = None) -> MessagePage:
+        """The newest ``limit`` messages (below ``before``, if given), and how many more
+        older ones match: what an operator listing messages wants to see first."""
+        wanted = None if status is None else parse_status(MessageStatus, status)
+        page = self._store.messages(status=wanted, limit=validate_limit(limit),
+                                    newest_first=True, before=before)
+        if page:
+            more = self._store.count_messages(status=wanted, before=page[-1].id)
+        else:  # nothing matched, or a page of none was asked for: count what would have
+            more = 0 if limit else self._store.count_messages(status=wanted, before=before)
+        return MessagePage(messages=page, more=more)
+
+    def progress(self, view: MessageView) -> Progress:
+        """How far ``view`` has got at the clock's now: share sent, rate and ETA."""
+        counts = view.counts
+        total, sent = view.recipient_count, counts[DeliveryStatus.SENT]
+        still = sum(counts[status] for status in OPEN_DELIVERY_STATUSES)
+        rate_per_s = eta_at = None
+        started, now = view.dispatch_started_at, self._clock.now()
+        end = view.completed_at if view.status is MessageStatus.COMPLETED else now
+        if view.status in (MessageStatus.DISPATCHING, MessageStatus.COMPLETED) \
+                and started is not None and end is not None and end > started and sent:
+            rate_per_s = sent / (end - started)
+            if view.status is MessageStatus.DISPATCHING:
+                eta_at = now + still / rate_per_s
+        return Progress(total=total, sent=sent, dead=counts[DeliveryStatus.DEAD], open=still,
+                        sent_fraction=sent / total if total else 0.0, rate_per_s=rate_per_s,
+                        eta_at=eta_at)
 
     # --- deliveries --------------------------------------------------------------------
 
     def deliveries(self, message_id: int, *, status: DeliveryStatus | str | None = None,
-                   limit: int = 1000) -> list[DeliveryView]:
-        """Up to ``limit`` deliveries of one message by id ascending, optionally only those
-        in ``status``. Raises ``NotFoundError`` for an unknown message rather than
-        answering with an empty list, which would look like a message with no recipients."""
+                   limit: int = 1000, recipient: str | None = None,
+                   after: int | None = None) -> list[DeliveryView]:
+        """Up to ``limit`` deliveries of one message by id ascending (recipient order),
+        optionally only those in ``status``, to ``recipient``, or with an id above
+        ``after``. Raises ``NotFoundError`` for an unknown message rather than answering
+        with an empty list, which would look like a message with no recipients."""
         wanted = None if status is None else parse_status(DeliveryStatus, status)
         validate_limit(limit)
         self._require(message_id)
-        return self._store.deliveries(message_id=message_id, status=wanted, limit=limit)
+        return self._store.deliveries(message_id=message_id, status=wanted, limit=limit,
+                                      recipient=recipient, after=after)
 
     def dead(self, message_id: int | None = None, *, limit: int = 1000) -> list[DeliveryView]:
         """Up to ``limit`` deliveries that ran out of attempts or lease losses, of one
@@ -184,6 +264,13 @@ class DispatchService:
                           error=str(exc))
         behind_s = 0.0 if due_at is None else max(0.0, now - due_at)
         return Health(ok=True, checked_at=now, next_due_at=due_at, behind_s=behind_s)
+
+    def check(self) -> str:
+        """The store's own verdict on its files: "ok", or the first problem found (for
+        SQLite, ``PRAGMA integrity_check``). A store with no files (in memory) is "ok". A
+        file too damaged to be read at all raises ``StoreError``."""
+        store = self._store
+        return store.integrity_check() if isinstance(store, _SelfChecking) else "ok"
 
     def _require(self, message_id: int) -> None:
         """Raise ``NotFoundError`` unless the message exists. Messages are never deleted,

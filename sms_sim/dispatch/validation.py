@@ -39,6 +39,8 @@ __all__ = [
     "validate_phone",
     "validate_recipients",
     "validate_time",
+    "validate_due",
+    "PAST_GRACE_S",
     "format_utc",
     "validate_idempotency_key",
     "validate_priority",
@@ -49,6 +51,7 @@ __all__ = [
     "parse_status",
     "could_be_an_id",
     "check_listing",
+    "cursor_bounds",
     "check_claim",
     "check_settlements",
 ]
@@ -59,7 +62,10 @@ IDEMPOTENCY_KEY_MAX_CHARS = 200
 PRIORITY_MIN, PRIORITY_MAX = -(2**63), INT64_MAX
 TIME_MIN_S, TIME_MAX_S = -62135596800.0, 253402300799.0  # 0001-01-01, 9999-12-31T23:59:59Z
 RECIPIENTS_MAX = 1_000_000
+PAST_GRACE_S = 60.0  # how far in the past a requested send time may be (clock skew, typing)
 _PHONE_RE = re.compile(r"[0-9]{3}-[0-9]{3}-[0-9]{4}")
+# C0 controls but the line feed, DEL, and C1 controls (see ``validate_content``).
+_CONTROL_RE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")
 _S = TypeVar("_S", bound=enum.StrEnum)
 
 
@@ -71,14 +77,27 @@ class InvalidRequestError(SmsSimError, ValueError):
 
 
 def validate_content(content: object) -> str:
+    """The text as it is stored and sent: 1-1600 characters, not only whitespace, and no
+    control characters but the line break.
+
+    C0 and C1 controls (tab and carriage return included: an SMS has line breaks, not
+    tabs, and a stray CR from a Windows file would reach the handset) are refused because
+    they print as nothing on a phone and, echoed on an operator's terminal, can rewrite
+    the screen or its title. Every other character, emoji and joiners included, is kept.
+    """
     if not isinstance(content, str):
         raise InvalidRequestError(f"content must be text (got {content!r})")
     if not 1 <= len(content) <= CONTENT_MAX_CHARS:
         raise InvalidRequestError(
             f"content must be 1-{CONTENT_MAX_CHARS} characters (got {len(content)})"
         )
-    if "\x00" in content:
-        raise InvalidRequestError("content must not contain NUL characters")
+    if content.isspace():
+        raise InvalidRequestError("content must not be only whitespace")
+    control = _CONTROL_RE.search(content)
+    if control is not None:
+        raise InvalidRequestError(
+            f"content must not contain control characters (got {control.group()!r} at "
+            f"character {control.start() + 1}; only a line break is allowed)")
     return validate_storable(content, "content")
 
 
@@ -93,8 +112,9 @@ def validate_storable(text: str, what: str) -> str:
     return text
 
 
-def validate_phone(phone: object, position: int) -> str:
-    """The number as it is stored and sent; ``position`` (from 1) names it in the refusal.
+def validate_phone(phone: object, position: int, *, where: str | None = None) -> str:
+    """The number as it is stored and sent; ``position`` (from 1) names it in the refusal,
+    or ``where`` does when the caller knows better (a file's line: "staff.txt line 7").
 
     Today a number must look like xxx-xxx-xxxx and is kept as written. This is the only
     place that knows the format: accepting E.164 means changing this function (and
@@ -102,7 +122,7 @@ def validate_phone(phone: object, position: int) -> str:
     """
     if not isinstance(phone, str) or _PHONE_RE.fullmatch(phone) is None:
         raise InvalidRequestError(
-            f"recipient {position} must look like xxx-xxx-xxxx (got {phone!r})"
+            f"{where or f'recipient {position}'} must look like xxx-xxx-xxxx (got {phone!r})"
         )
     return phone
 
@@ -129,6 +149,19 @@ def validate_time(value: float) -> float:
         raise InvalidRequestError(
             f"time must be between years 1 and 9999 UTC (got {value!r} epoch seconds)")
     return float(value)
+
+
+def validate_due(due_at: float, now: float) -> float:
+    """A requested send time, refused when it is more than ``PAST_GRACE_S`` before ``now``:
+    a time in the past is almost always a typo (last year, a date without its time) and
+    would go out at once. The grace lets a time typed "now" survive the seconds it took to
+    submit. Checked by the edges, which know the time a person meant; the stores accept
+    any time."""
+    validate_time(due_at)
+    if due_at < now - PAST_GRACE_S:
+        raise InvalidRequestError(f"{format_utc(due_at)} is in the past (now "
+                                  f"{format_utc(now)})")
+    return due_at
 
 
 def format_utc(epoch_s: float | None) -> str:
@@ -208,11 +241,25 @@ def could_be_an_id(message_id: int) -> bool:
     return 0 <= message_id <= INT64_MAX
 
 
-def check_listing(message_id: int | None, limit: int) -> bool:
-    """Validate a listing's ``limit``; False when ``message_id`` cannot exist, so the
-    listing is empty without asking the database."""
+def check_listing(message_id: int | None, limit: int, *, before: int | None = None,
+                  after: int | None = None) -> bool:
+    """Validate a listing's ``limit`` and cursors; False when nothing can match (an id no
+    store hands out, a cursor that excludes every id), so the listing is empty without
+    asking the database."""
     validate_limit(limit)
+    for name, cursor in (("before", before), ("after", after)):
+        if cursor is not None and (isinstance(cursor, bool) or not isinstance(cursor, int)):
+            raise InvalidRequestError(f"{name} must be an id (got {cursor!r})")
+    if before is not None and before <= 0 or after is not None and after >= INT64_MAX:
+        return False
     return message_id is None or could_be_an_id(message_id)
+
+
+def cursor_bounds(before: int | None, after: int | None) -> tuple[int | None, int | None]:
+    """The cursors as a store can pass them on: one beyond every id an int64 holds is no
+    bound at all (a database would overflow on it). Call after ``check_listing``."""
+    return (None if before is None or before > INT64_MAX else before,
+            None if after is None or after < 0 else after)
 
 
 # --- arguments of the worker's operations ------------------------------------------------

@@ -26,6 +26,7 @@ from sms_sim.dispatch.contract import (
     InvalidRequestError,
     LockedError,
     MessageEdit,
+    MessageOutcome,
     MessageStatus,
     NewMessage,
     NotFoundError,
@@ -758,3 +759,77 @@ def test_two_attempts_of_one_delivery_in_one_settle_count_only_the_current(
     result = store.settle("w", [*sent([current]), *sent([stale])], T0 + LEASE_S + 1)
     assert (result.accepted, result.refused) == (1, 1)
     assert store.deliveries()[0].status is DeliveryStatus.SENT
+
+
+# --- reading pages (issue 11, items 14-16) --------------------------------------------------
+
+
+def test_messages_newest_first_with_a_before_cursor_and_a_count_of_the_rest(
+        store: DispatchStore) -> None:
+    """An operator's listing: the newest page first, then older pages through ``before``
+    (the last id shown), and how many are left, all under one filter."""
+    ids = [submit(store, 1, start=i) for i in range(5)]
+    store.cancel(ids[1], T0)
+    store.cancel(ids[3], T0)
+    assert [m.id for m in store.messages(newest_first=True, limit=2)] == [ids[4], ids[3]]
+    assert [m.id for m in store.messages(newest_first=True, limit=2, before=ids[3])] == \
+        [ids[2], ids[1]]
+    assert [m.id for m in store.messages(before=ids[3])] == ids[:3]  # ascending by default
+    assert store.count_messages() == 5
+    assert store.count_messages(before=ids[3]) == 3
+    cancelled = MessageStatus.CANCELLED
+    assert [m.id for m in store.messages(status=cancelled, newest_first=True)] == \
+        [ids[3], ids[1]]
+    assert store.count_messages(status=cancelled, before=ids[3]) == 1
+    assert store.messages(before=ids[0]) == [] and store.count_messages(before=ids[0]) == 0
+    assert store.messages(before=0) == [] and store.count_messages(before=-5) == 0
+    assert len(store.messages(before=2**70)) == 5 and store.count_messages(before=2**70) == 5
+    for bad in ("3", 2.5, True):
+        with pytest.raises(InvalidRequestError, match="before must be an id"):
+            store.messages(before=bad)  # type: ignore[arg-type]
+        with pytest.raises(InvalidRequestError, match="before must be an id"):
+            store.count_messages(before=bad)  # type: ignore[arg-type]
+
+
+def test_deliveries_by_recipient_and_after_a_cursor(store: DispatchStore) -> None:
+    """Did this number get it? One recipient's delivery, and a message's deliveries page
+    by page in recipient order."""
+    first = submit(store, 5)
+    other = submit(store, 2)
+    every = store.deliveries(message_id=first)
+    assert [d.recipient for d in every] == phones(5)
+    (found,) = store.deliveries(message_id=first, recipient=phones(5)[3])
+    assert found.id == every[3].id and found.status is DeliveryStatus.PENDING
+    assert store.deliveries(message_id=first, recipient="999-999-9999") == []
+    assert len(store.deliveries(recipient=phones(1)[0])) == 2  # both messages list it
+    page = store.deliveries(message_id=first, after=every[1].id, limit=2)
+    assert [d.id for d in page] == [every[2].id, every[3].id]
+    assert store.deliveries(message_id=first, after=every[4].id) == []
+    assert [d.message_id for d in store.deliveries(after=every[4].id)] == [other, other]
+    assert len(store.deliveries(message_id=first, after=-1)) == 5
+    assert store.deliveries(after=2**63 - 1) == [] and store.deliveries(after=2**70) == []
+    with pytest.raises(InvalidRequestError, match="after must be an id"):
+        store.deliveries(after="1")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("outcomes", "expected"), [
+    ([SettleKind.SENT, SettleKind.SENT], MessageOutcome.ALL_SENT),
+    ([SettleKind.SENT, SettleKind.DEAD], MessageOutcome.PARTLY_FAILED),
+    ([SettleKind.DEAD, SettleKind.DEAD], MessageOutcome.ALL_FAILED),
+])
+def test_a_completed_message_says_how_it_ended(store: DispatchStore,
+                                               outcomes: list[SettleKind],
+                                               expected: MessageOutcome) -> None:
+    """``completed`` only says nothing is left to try; the outcome says whether anyone got
+    it. Messages still going out, and cancelled ones, have none."""
+    message_id = submit(store, 2)
+    assert store.messages()[0].outcome is None
+    claims = store.claim("w", 2, LEASE_S, T0)
+    store.settle("w", [sent(claims)[0]._replace(kind=outcomes[0])], T0 + 1)
+    assert store.messages()[0].outcome is None  # dispatching
+    store.settle("w", [sent(claims)[1]._replace(kind=outcomes[1], error="x")], T0 + 1)
+    (view,) = store.messages(message_id=message_id)
+    assert (view.status, view.outcome) == (MessageStatus.COMPLETED, expected)
+    cancelled = submit(store, 1, start=9)
+    store.cancel(cancelled, T0)
+    assert store.messages(message_id=cancelled)[0].outcome is None

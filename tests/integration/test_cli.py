@@ -39,7 +39,9 @@ def test_seed_example_runs_and_exits_zero() -> None:
     [
         (["10", "4", "0.01"], "expected 5 positional arguments"),
         (["10", "4", "0.01", "0.001", "0.2", "9"], "unrecognized arguments: 9"),
-        (["ten", "4", "0.01", "0.001", "0.2"], "argument num_messages: not an integer: 'ten'"),
+        # A first word that is neither a command nor a number (issue 11, item 18).
+        (["ten", "4", "0.01", "0.001", "0.2"], "unknown command 'ten' (commands: plan, "),
+        (["4.5", "4", "0.01", "0.001", "0.2"], "argument num_messages: not an integer: '4.5'"),
         (["10", "4", "x", "0.001", "0.2"], "argument mean_processing_time: not a number: 'x'"),
         (["10", "4", "nan", "0.001", "0.2"], "mean_processing_time: must be a finite number"),
         (["10", "4", "inf", "0.001", "0.2"], "mean_processing_time: must be a finite number"),

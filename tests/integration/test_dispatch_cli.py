@@ -49,7 +49,7 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize(("args", "code", "fragment"), [
     (["submit", "", "--to", "555-000-0001"], 2, "content must be 1-1600 characters (got 0)"),
-    (["submit", "x", "--to", "555-0000-001"], 2, "recipient 1 must look like xxx-xxx-xxxx"),
+    (["submit", "x", "--to", "555-0000-001"], 2, "--to number 1 must look like xxx-xxx-xxxx"),
     (["submit", "x"], 2, "at least 1 recipient"),
     (["submit", "x", "--to", "555-000-0001", "--at", "soon"], 2, "not an ISO-8601 time"),
     (["submit", "x", "--recipients-file", "/no/such"], 2, "cannot read recipients file"),
@@ -124,8 +124,8 @@ def test_submit_show_edit_cancel_and_the_idempotency_key(db: Path) -> None:
     again = cli("submit", "now", "--to", "555-000-0003", "--idempotency-key", "k",
                 cwd=db.parent)
     assert again.returncode == 0
-    assert again.stdout.strip() == "already submitted: message 2 (idempotency key 'k'); " \
-                                   "nothing created"
+    assert again.stdout.strip() == "already submitted: message 2 (idempotency key 'k'), " \
+                                   "dispatching, 0 of 1 sent; nothing created"
     # Issue 11, item 3: another message under a used key is a conflict, not "submitted".
     other = cli("submit", "All clear", "--to", "555-000-0003", "--idempotency-key", "k",
                 cwd=db.parent)
@@ -154,7 +154,7 @@ def test_worker_dispatches_retries_to_dead_and_dead_can_be_requeued(tmp_path: Pa
     assert "0 sent, 2 retried, 2 dead, 0 released, 0 expired" in worker.stdout
     dead = cli("dead", cwd=tmp_path)
     assert dead.stdout.count("last error: simulated send failure") == 2
-    requeued = cli("dead", "--requeue", cwd=tmp_path)
+    requeued = cli("dead", "--requeue", "--all", cwd=tmp_path)
     assert requeued.stdout.strip() == "requeued 2 dead deliveries"
     finish = cli("worker", "--exit-when-idle", "--mean", "0", "--deviation", "0", "--quiet",
                  cwd=tmp_path)

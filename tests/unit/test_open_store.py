@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
 from sms_sim.dispatch.contract import StoreError
-from sms_sim.dispatch.stores import MemoryStore, SqliteStore, open_store
+from sms_sim.dispatch.stores import MemoryStore, SqliteStore, is_transient, open_store
 from sms_sim.errors import ConfigError
 from tests.conftest import T0, one_message
 
@@ -105,3 +106,43 @@ def test_urls_it_cannot_serve_are_one_clear_line(url: str, fragment: str) -> Non
         open_store(url, create=True)
     assert fragment in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("url", "transient"), [
+    ("memory:", True), ("MEMORY:", True), (":memory:", True), ("", True), ("  ", True),
+    ("sqlite::memory:", True), ("sqlite:%3Amemory%3A", True),
+    ("sqlite:///:memory:", False),  # an absolute file called :memory:
+    ("./:memory:", False), ("alert.db", False), ("sqlite:///tmp/a.db", False),
+    ("data:2024.db", False), ("sqlite:", False),  # malformed, refused by open_store
+])
+def test_is_transient_names_every_spelling_of_a_store_that_dies_with_its_process(
+        url: str, transient: bool) -> None:
+    assert is_transient(url) is transient
+
+
+def test_read_only_reads_and_refuses_every_write(tmp_path: Path) -> None:
+    path = tmp_path / "ro.db"
+    writer = open_store(path, create=True)
+    writer.submit(one_message(), T0)
+    writer.close()
+    reader = open_store(f"sqlite://{path}", read_only=True)
+    try:
+        assert [m.id for m in reader.messages()] == [1]
+        with pytest.raises(StoreError, match="readonly"):
+            reader.submit(one_message(), T0)
+    finally:
+        reader.close()
+    with pytest.raises(StoreError, match="no database at"):
+        open_store(tmp_path / "missing.db", read_only=True)
+    assert not (tmp_path / "missing.db").exists()
+    with pytest.raises(ConfigError, match="cannot be created"):
+        open_store(path, create=True, read_only=True)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file whatever its mode")
+def test_a_file_the_reader_may_not_read_is_named_as_such(tmp_path: Path) -> None:
+    path = tmp_path / "secret.db"
+    open_store(path, create=True).close()
+    path.chmod(0)
+    with pytest.raises(StoreError, match="cannot read database .*: permission denied"):
+        open_store(path, read_only=True)

@@ -26,6 +26,7 @@ from sms_sim.dispatch.service import (
     InvalidRequestError,
     LockedError,
     NotFoundError,
+    Progress,
     StoreError,
 )
 from sms_sim.dispatch.stores import MemoryStore
@@ -270,3 +271,53 @@ def test_close_and_the_with_block_close_the_store(h: Harness) -> None:
         h.service.get(1)
     with pytest.raises(StoreError, match="closed"):
         h.store.messages()
+
+
+# --- what an operator reads (issue 11, items 14-16, 12) -------------------------------------
+
+
+def test_a_message_page_is_newest_first_and_counts_the_older_ones(h: Harness) -> None:
+    ids = [h.submit(1) for _ in range(5)]
+    page = h.service.message_page(limit=2)
+    assert [v.id for v in page.messages] == [ids[4], ids[3]]
+    assert (page.more, page.next_before) == (3, ids[3])
+    last = h.service.message_page(limit=3, before=ids[2])
+    assert [v.id for v in last.messages] == [ids[1], ids[0]]
+    assert (last.more, last.next_before) == (0, None)
+    h.service.cancel(ids[0])
+    cancelled = h.service.message_page(status="cancelled", limit=10)
+    assert ([v.id for v in cancelled.messages], cancelled.more) == ([ids[0]], 0)
+    assert h.service.message_page(limit=0).more == 5
+    assert [v.id for v in h.service.list_messages(newest_first=True, before=ids[1])] == [ids[0]]
+
+
+def test_progress_gives_the_share_sent_the_rate_and_the_eta_on_the_clock(h: Harness) -> None:
+    message_id = h.submit(10)
+    assert h.service.progress(h.service.get(message_id)) == Progress(
+        total=10, sent=0, dead=0, open=10, sent_fraction=0.0, rate_per_s=None, eta_at=None)
+    claims = h.store.claim("w", 10, LEASE_S, h.clock.now())
+    h.clock.advance(4)
+    h.store.settle("w", [Settlement(c.delivery_id, c.attempts, SettleKind.SENT)
+                         for c in claims[:2]], h.clock.now())
+    progress = h.service.progress(h.service.get(message_id))
+    assert (progress.sent, progress.open, progress.sent_fraction) == (2, 8, 0.2)
+    assert progress.rate_per_s == 0.5  # 2 sent in the 4 s since dispatch began
+    assert progress.eta_at == h.clock.now() + 16  # 8 more at 0.5/s
+    h.store.settle("w", [Settlement(c.delivery_id, c.attempts, SettleKind.DEAD, "x")
+                         for c in claims[2:]], h.clock.now())
+    h.clock.advance(100)
+    done = h.service.progress(h.service.get(message_id))
+    assert (done.rate_per_s, done.eta_at, done.dead) == (0.5, None, 8)  # until completion
+
+
+def test_a_memory_store_has_no_file_to_damage(h: Harness) -> None:
+    assert h.service.check() == "ok"
+
+
+def test_deliveries_of_one_recipient_and_after_a_cursor(h: Harness) -> None:
+    message_id = h.submit(3)
+    every = h.service.deliveries(message_id)
+    assert [d.id for d in h.service.deliveries(message_id, recipient=phones(3)[1])] == \
+        [every[1].id]
+    assert [d.id for d in h.service.deliveries(message_id, after=every[0].id, limit=1)] == \
+        [every[1].id]

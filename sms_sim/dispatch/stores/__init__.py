@@ -13,21 +13,23 @@ import os
 import re
 import urllib.parse
 
-from sms_sim.dispatch.contract import DispatchStore
+from sms_sim.dispatch.contract import DispatchStore, StoreError
 from sms_sim.dispatch.stores.memory import MemoryStore
 from sms_sim.dispatch.stores.sqlite.store import SqliteStore
 from sms_sim.errors import ConfigError
 
-__all__ = ["MemoryStore", "SqliteStore", "open_store"]
+__all__ = ["MemoryStore", "SqliteStore", "open_store", "is_transient"]
 
 # RFC 3986 scheme: a letter, then letters, digits, "+", "-" or ".". A path such as
 # "./a:b.db", "/tmp/x.db" or ":memory:" does not start with one, so it is never a URL.
 _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 _POSTGRES_SCHEMES = frozenset({"postgresql", "postgres"})
 _KNOWN_SCHEMES = frozenset({"memory", "sqlite", *_POSTGRES_SCHEMES})
+_SQLITE_MEMORY = ":memory:"  # SQLite's own name for a private in-memory database
 
 
-def open_store(url: str | os.PathLike[str], *, create: bool = False) -> DispatchStore:
+def open_store(url: str | os.PathLike[str], *, create: bool = False,
+               read_only: bool = False) -> DispatchStore:
     """Open the store ``url`` names: ``memory:`` (empty, gone when closed),
     ``sqlite:///absolute/path``, ``sqlite:relative/path`` (URL forms are percent-decoded),
     or a plain file path, which means SQLite. An unknown ``scheme://`` is refused; an
@@ -35,23 +37,28 @@ def open_store(url: str | os.PathLike[str], *, create: bool = False) -> Dispatch
 
     ``create=True`` makes a missing SQLite database (and its schema); ``create=False``
     refuses one with ``StoreError`` instead, so a mistyped path given to a command that only
-    reads or changes existing messages leaves no new file behind. Raises ``ConfigError``
-    for a URL that names no supported store: one line, never repeating a PostgreSQL URL,
-    which may hold a password.
+    reads or changes existing messages leaves no new file behind. ``read_only=True`` opens
+    an existing database without ever writing to it (an auditor, a backup copy in a
+    directory the reader cannot write): every write then raises ``StoreError``; it cannot
+    be combined with ``create``. Raises ``ConfigError`` for a URL that names no supported
+    store: one line, never repeating a PostgreSQL URL, which may hold a password.
     """
+    if create and read_only:
+        raise ConfigError("a store opened read-only cannot be created")
     text = os.fspath(url)
     found = _SCHEME_RE.match(text)
     if found is None:
-        return SqliteStore(text, create=create)
+        return _sqlite(text, create=create, read_only=read_only)
     scheme, rest = found.group(1).lower(), text[found.end():]
     if scheme not in _KNOWN_SCHEMES and not rest.startswith("//"):
-        return SqliteStore(text, create=create)  # a file name with a colon: data:2024.db
+        # a file name with a colon: data:2024.db
+        return _sqlite(text, create=create, read_only=read_only)
     if scheme == "memory":
         if rest:
             raise ConfigError(f"a memory store takes no path (got {text!r}; use 'memory:')")
         return MemoryStore()
     if scheme == "sqlite":
-        return SqliteStore(_sqlite_path(text, rest), create=create)
+        return _sqlite(_sqlite_path(text, rest), create=create, read_only=read_only)
     if scheme in _POSTGRES_SCHEMES:
         # The PostgreSQL issue adds ``sms_sim.dispatch.stores.postgres`` and imports it
         # here, never at module level: psycopg is an optional extra.
@@ -59,6 +66,52 @@ def open_store(url: str | os.PathLike[str], *, create: bool = False) -> Dispatch
                           "use a SQLite path, sqlite:///path or memory:")
     raise ConfigError(f"unknown store URL scheme {scheme!r} (use a SQLite path, "
                       "sqlite:///path or memory:)")
+
+
+def is_transient(url: str | os.PathLike[str]) -> bool:
+    """True if ``url`` names a store that lasts only as long as the process that opens it:
+    ``memory:``, and for SQLite an empty path (a temporary file) or ``:memory:``, however
+    spelled. A command-line edge refuses these, since each command is its own process."""
+    text = os.fspath(url)
+    if not text.strip():
+        return True
+    found = _SCHEME_RE.match(text)
+    if found is None:
+        return text == _SQLITE_MEMORY
+    scheme, rest = found.group(1).lower(), text[found.end():]
+    if scheme == "memory":
+        return True
+    if scheme == "sqlite":
+        try:
+            return _sqlite_path(text, rest) == _SQLITE_MEMORY
+        except ConfigError:
+            return False  # not transient, just malformed: open_store says why
+    return False
+
+
+def _sqlite(path: str, *, create: bool, read_only: bool) -> SqliteStore:
+    """A ``SqliteStore`` on ``path``. A file this process may not read, or may not write
+    when it asked to, is named as such: SQLite says only "unable to open database file",
+    which the store would report as a file that is not a database at all."""
+    if os.path.exists(path):
+        if not os.access(path, os.R_OK):
+            raise StoreError(f"cannot read database {path!r}: permission denied")
+        if not read_only and not _writable(path):
+            raise StoreError(f"cannot write database {path!r}: the file or its directory is "
+                             "read-only (list, show, deliveries, dead and check can still "
+                             "read it)")
+    return SqliteStore(path, create=create, read_only=read_only)
+
+
+def _writable(path: str) -> bool:
+    """Whether SQLite can write ``path`` in WAL mode: the file itself, and its ``-wal`` and
+    ``-shm`` companions, which it creates in the file's directory when they are missing."""
+    folder = os.path.dirname(path) or "."
+    companions = [f"{path}-wal", f"{path}-shm"]
+    if not all(os.path.exists(name) for name in companions) and not os.access(folder, os.W_OK):
+        return False
+    return all(os.access(name, os.W_OK) for name in [path, *companions]
+               if os.path.exists(name))
 
 
 def _sqlite_path(text: str, rest: str) -> str:

@@ -314,28 +314,38 @@ class MemoryStore:
             return min(times, default=None)
 
     def messages(self, *, message_id: int | None = None, status: MessageStatus | None = None,
-                 limit: int = 100) -> list[MessageView]:
-        check_listing(message_id, limit)
+                 limit: int = 100, newest_first: bool = False,
+                 before: int | None = None) -> list[MessageView]:
+        check_listing(message_id, limit, before=before)
         with self._lock:
             self._check_open()
-            found = [
-                self._view(m) for m_id, m in sorted(self._messages.items())
-                if (message_id is None or m_id == message_id)
-                and (status is None or m.status is status)
-            ]
-            return found[:limit]
+            found = self._matching(status, before, message_id)
+            if newest_first:
+                found.reverse()
+            return [self._view(m) for m in found[:limit]]
+
+    def count_messages(self, *, status: MessageStatus | None = None,
+                       before: int | None = None) -> int:
+        check_listing(None, 0, before=before)
+        with self._lock:
+            self._check_open()
+            return len(self._matching(status, before))
 
     def deliveries(self, *, message_id: int | None = None,
-                   status: DeliveryStatus | None = None, limit: int = 1000) -> list[DeliveryView]:
-        check_listing(message_id, limit)
+                   status: DeliveryStatus | None = None, limit: int = 1000,
+                   recipient: str | None = None,
+                   after: int | None = None) -> list[DeliveryView]:
+        check_listing(message_id, limit, after=after)
         with self._lock:
             self._check_open()
             found = [
                 DeliveryView(**{k: v for k, v in dataclasses.asdict(d).items()
                                 if k != "lease_s"})
-                for _, d in sorted(self._deliveries.items())
+                for d_id, d in sorted(self._deliveries.items())
                 if (message_id is None or d.message_id == message_id)
                 and (status is None or d.status is status)
+                and (recipient is None or d.recipient == recipient)
+                and (after is None or d_id > after)
             ]
             return found[:limit]
 
@@ -392,6 +402,16 @@ class MemoryStore:
         message.status = _M.COMPLETED
         message.completed_at = now
         message.updated_at = now
+
+    def _matching(self, status: MessageStatus | None, before: int | None,
+                  message_id: int | None = None) -> list[_Message]:
+        """Messages passing a listing's filters, by id ascending."""
+        return [
+            m for m_id, m in sorted(self._messages.items())
+            if (message_id is None or m_id == message_id)
+            and (status is None or m.status is status)
+            and (before is None or m_id < before)
+        ]
 
     def _view(self, message: _Message) -> MessageView:
         counts = dict.fromkeys(DeliveryStatus, 0)

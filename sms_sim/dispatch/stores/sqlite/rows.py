@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from sms_sim.dispatch.contract import (
     DeliveryStatus,
+    DeliveryView,
     MessageStatus,
     MessageView,
     NotFoundError,
@@ -18,7 +19,7 @@ from sms_sim.dispatch.contract import (
     StoreDamagedError,
     StoreError,
 )
-from sms_sim.dispatch.validation import could_be_an_id
+from sms_sim.dispatch.validation import could_be_an_id, cursor_bounds
 
 __all__ = [
     "MESSAGE_COLUMNS",
@@ -31,6 +32,9 @@ __all__ = [
     "store_error",
     "message_state",
     "counts",
+    "message_count",
+    "delivery_views",
+    "message_views",
     "views",
 ]
 
@@ -136,6 +140,55 @@ def counts(conn: sqlite3.Connection, message_id: int) -> dict[DeliveryStatus, in
     ):
         counts[DeliveryStatus(status)] = count
     return counts
+
+
+# A listing's filters, as ``?1`` id, ``?2`` status, ``?3`` before (each NULL: no filter).
+# A message still loading is never listed nor counted: readers see a submit whole or not at all.
+_MESSAGE_FILTER = ("WHERE (?1 IS NULL OR id = ?1) AND (?2 IS NULL OR status = ?2) "
+                   "AND (?3 IS NULL OR id < ?3) AND status != 'loading'")
+
+
+def message_views(conn: sqlite3.Connection, *, message_id: int | None,
+                  status: MessageStatus | None, before: int | None, limit: int,
+                  newest_first: bool) -> list[MessageView]:
+    """``DispatchStore.messages`` on checked arguments (``check_listing``)."""
+    before, _ = cursor_bounds(before, None)
+    order = "DESC" if newest_first else "ASC"
+    return views(conn, f"{_MESSAGE_FILTER} ORDER BY id {order} LIMIT ?4",
+                 (message_id, _text(status), before, limit))
+
+
+def message_count(conn: sqlite3.Connection, *, status: MessageStatus | None,
+                  before: int | None) -> int:
+    """``DispatchStore.count_messages`` on checked arguments."""
+    before, _ = cursor_bounds(before, None)
+    (count,) = conn.execute(f"SELECT COUNT(*) FROM messages {_MESSAGE_FILTER}",
+                            (None, _text(status), before)).fetchone()
+    return int(count)
+
+
+def delivery_views(conn: sqlite3.Connection, *, message_id: int | None,
+                   status: DeliveryStatus | None, recipient: str | None, after: int | None,
+                   limit: int) -> list[DeliveryView]:
+    """``DispatchStore.deliveries`` on checked arguments."""
+    _, after = cursor_bounds(None, after)
+    rows = conn.execute(
+        f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE (?1 IS NULL OR message_id = ?1) "
+        "AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR recipient = ?3) "
+        "AND (?4 IS NULL OR id > ?4) AND message_id NOT IN "
+        "(SELECT id FROM messages WHERE status = 'loading') ORDER BY id LIMIT ?5",
+        (message_id, _text(status), recipient, after, limit),
+    ).fetchall()
+    return [
+        DeliveryView(id=r[0], message_id=r[1], recipient=r[2], status=DeliveryStatus(r[3]),
+                     attempts=r[4], next_attempt_at=r[5], lease_owner=r[6], lease_until=r[7],
+                     sent_at=r[8], last_error=r[9], lease_losses=r[10])
+        for r in rows
+    ]
+
+
+def _text(status: MessageStatus | DeliveryStatus | None) -> str | None:
+    return None if status is None else str(status)
 
 
 def views(conn: sqlite3.Connection, where: str, params: Sequence[object]) -> list[MessageView]:

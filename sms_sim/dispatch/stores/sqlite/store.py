@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import random
 import sqlite3
 import threading
@@ -51,13 +52,15 @@ from sms_sim.dispatch.stores.common import (
     locked_message,
 )
 from sms_sim.dispatch.stores.sqlite.rows import (
-    DELIVERY_COLUMNS,
     LEASE_SQL,
     SERVED_SQL,
     SETTLE_SENT_SQL,
     SETTLE_SQL,
     counts,
+    delivery_views,
+    message_count,
     message_state,
+    message_views,
     store_error,
     views,
 )
@@ -79,6 +82,21 @@ def _is_busy(exc: sqlite3.Error) -> bool:
     (text that is not UTF-8, say) carry no code at all."""
     code = getattr(exc, "sqlite_errorcode", None)
     return code is not None and code & 0xFF == sqlite3.SQLITE_BUSY
+
+
+def _needs_immutable(path: str) -> bool:
+    """True when a read-only open of ``path`` can only work as ``immutable``: SQLite reads a
+    WAL-mode file through its ``-shm`` index, which it must create beside the file, and the
+    directory is not writable (an auditor's view, a backup copy). With no ``-shm`` there,
+    no process has the file open, and with no ``-wal`` holding pages nothing is left
+    uncheckpointed, so reading the file alone reads all of it (issue 11, item 13). A writer
+    that opens the file later (its owner can write the directory) is not seen: this is for
+    reading copies and idle databases, not for watching a live dispatch."""
+    folder = os.path.dirname(path) or "."
+    wal = f"{path}-wal"
+    return (os.path.isfile(path) and not os.path.exists(f"{path}-shm")
+            and not os.access(folder, os.W_OK)
+            and (not os.path.exists(wal) or os.path.getsize(wal) == 0))
 
 
 class SqliteStore:
@@ -114,6 +132,8 @@ class SqliteStore:
         self._check_closed = False
         mode = "ro" if read_only else ("rwc" if create else "rw")
         uri = f"file:{urllib.parse.quote(self.path)}?mode={mode}"
+        if read_only and _needs_immutable(self.path):
+            uri += "&immutable=1"
         try:
             # No SQLite busy handler (timeout 0): ``_when_free`` does all the waiting.
             self._conn = sqlite3.connect(uri, uri=True, timeout=0, isolation_level=None,
@@ -465,35 +485,29 @@ class SqliteStore:
         return self._read(body)
 
     def messages(self, *, message_id: int | None = None, status: MessageStatus | None = None,
-                 limit: int = 100) -> list[MessageView]:
-        if not check_listing(message_id, limit):
+                 limit: int = 100, newest_first: bool = False,
+                 before: int | None = None) -> list[MessageView]:
+        if not check_listing(message_id, limit, before=before):
             return []
-        where = "WHERE (? IS NULL OR id = ?) AND (? IS NULL OR status = ?) ORDER BY id LIMIT ?"
-        key = None if status is None else str(status)
-        params = (message_id, message_id, key, key, min(limit, INT64_MAX))
-        return self._read(lambda conn: views(conn, where, params))
+        return self._read(lambda conn: message_views(
+            conn, message_id=message_id, status=status, before=before,
+            limit=min(limit, INT64_MAX), newest_first=newest_first))
+
+    def count_messages(self, *, status: MessageStatus | None = None,
+                       before: int | None = None) -> int:
+        if not check_listing(None, 0, before=before):
+            return 0
+        return self._read(lambda conn: message_count(conn, status=status, before=before))
 
     def deliveries(self, *, message_id: int | None = None,
-                   status: DeliveryStatus | None = None, limit: int = 1000) -> list[DeliveryView]:
-        if not check_listing(message_id, limit):
+                   status: DeliveryStatus | None = None, limit: int = 1000,
+                   recipient: str | None = None,
+                   after: int | None = None) -> list[DeliveryView]:
+        if not check_listing(message_id, limit, after=after):
             return []
-
-        def body(conn: sqlite3.Connection) -> list[DeliveryView]:
-            rows = conn.execute(
-                f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE (?1 IS NULL OR message_id = ?1) "
-                "AND (?2 IS NULL OR status = ?2) AND message_id NOT IN "
-                "(SELECT id FROM messages WHERE status = 'loading') ORDER BY id LIMIT ?3",
-                (message_id, None if status is None else str(status), min(limit, INT64_MAX)),
-            ).fetchall()
-            return [
-                DeliveryView(id=r[0], message_id=r[1], recipient=r[2],
-                             status=DeliveryStatus(r[3]), attempts=r[4], next_attempt_at=r[5],
-                             lease_owner=r[6], lease_until=r[7], sent_at=r[8], last_error=r[9],
-                             lease_losses=r[10])
-                for r in rows
-            ]
-
-        return self._read(body)
+        return self._read(lambda conn: delivery_views(
+            conn, message_id=message_id, status=status, recipient=recipient, after=after,
+            limit=min(limit, INT64_MAX)))
 
     def integrity_check(self) -> str:
         """SQLite's own ``PRAGMA integrity_check`` verdict: "ok" when the file is sound."""

@@ -1,0 +1,209 @@
+"""The commands that look without changing: show, list, deliveries, dead, check (and
+``dead --requeue``, the one change an operator makes from a dead-letter listing).
+
+They open the store read-only, so an auditor, or anyone holding a backup copy in a
+directory they cannot write, can use them. Listings are pages: ``list`` shows the newest
+messages first and says how many older ones are left and the ``--before`` that shows
+them; ``deliveries`` pages forward in recipient order with ``--after``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+
+from sms_sim.cli.common import ExitCode, int_at_least, json_text
+from sms_sim.cli.store_command import Access, base_parser, run_with_service
+from sms_sim.cli.views import (
+    deliveries_csv,
+    delivery_dict,
+    delivery_line,
+    describe_message,
+    message_dict,
+    message_line,
+    printable,
+)
+from sms_sim.dispatch.contract import (
+    DeliveryStatus,
+    DeliveryView,
+    InvalidRequestError,
+    MessageStatus,
+    StoreError,
+)
+from sms_sim.dispatch.service import DispatchService
+from sms_sim.dispatch.validation import INT64_MAX, validate_phone
+
+__all__ = ["main", "COMMANDS"]
+
+COMMANDS = ("show", "list", "deliveries", "dead", "check")
+
+
+def _show(prog: str, argv: Sequence[str]) -> int:
+    parser = base_parser(prog, "Show one message: status (how it ended, once completed), "
+                               "progress (share sent, rate, ETA), times in UTC, and its "
+                               "deliveries by status.")
+    parser.add_argument("id", type=int_at_least(1), help="message id")
+    parser.add_argument("--json", action="store_true", help="one JSON object")
+    args = parser.parse_args(argv)
+
+    def body(service: DispatchService) -> str:
+        view = service.get(args.id)
+        progress = service.progress(view)
+        if args.json:
+            return json_text(message_dict(view, progress))
+        return describe_message(view, progress)
+
+    return run_with_service(parser, args, body, Access.READ)
+
+
+def _list(prog: str, argv: Sequence[str]) -> int:
+    parser = base_parser(prog, "List messages, newest first, one line each.")
+    parser.add_argument("--status", choices=[s.value for s in MessageStatus],
+                        help="only messages in this status (default: all)")
+    parser.add_argument("--limit", type=int_at_least(1), default=100, metavar="N",
+                        help="messages per page")
+    parser.add_argument("--before", type=int_at_least(1), metavar="ID",
+                        help="only messages older than this id: the next page of a listing")
+    parser.add_argument("--json", action="store_true",
+                        help="one JSON object: messages, more, next_before")
+    args = parser.parse_args(argv)
+
+    def body(service: DispatchService) -> str:
+        page = service.message_page(status=args.status, limit=args.limit, before=args.before)
+        if args.json:
+            return json_text({"messages": [message_dict(v) for v in page.messages],
+                              "more": page.more, "next_before": page.next_before})
+        lines = [message_line(v) for v in page.messages] or ["no messages"]
+        if page.more:
+            lines.append(f"... {page.more} more (older: list --before {page.next_before})")
+        return "\n".join(lines)
+
+    return run_with_service(parser, args, body, Access.READ)
+
+
+def _deliveries(prog: str, argv: Sequence[str]) -> int:
+    parser = base_parser(prog, "List one message's deliveries in recipient order: status, "
+                               "attempts, sent time and last error. Did 555-010-0001 get "
+                               "it? deliveries ID --to 555-010-0001")
+    parser.add_argument("id", type=int_at_least(1), help="message id")
+    parser.add_argument("--status", choices=[s.value for s in DeliveryStatus],
+                        help="only deliveries in this status (default: all)")
+    parser.add_argument("--to", metavar="NUMBER", help="only the delivery to this number")
+    parser.add_argument("--after", type=int_at_least(0), metavar="ID",
+                        help="only deliveries after this delivery id: the next page")
+    parser.add_argument("--limit", type=int_at_least(1), default=1000, metavar="N",
+                        help="deliveries per page")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true",
+                        help="one JSON object: deliveries, more, next_after")
+    output.add_argument("--csv", action="store_true", help="a header and one row each")
+    args = parser.parse_args(argv)
+    if args.to is not None:
+        try:
+            validate_phone(args.to.strip(), 1, where="--to")
+        except InvalidRequestError as exc:
+            parser.error(str(exc))
+
+    def body(service: DispatchService) -> str:
+        found = service.deliveries(args.id, status=args.status, limit=_one_more(args.limit),
+                                   recipient=None if args.to is None else args.to.strip(),
+                                   after=args.after)
+        page, more = found[:args.limit], len(found) > args.limit
+        next_after = page[-1].id if more else None
+        if args.json:
+            return json_text({"message_id": args.id,
+                              "deliveries": [delivery_dict(d) for d in page],
+                              "more": more, "next_after": next_after})
+        if args.csv:
+            return deliveries_csv(page)
+        lines = [delivery_line(d, with_message=False) for d in page]
+        if not lines:
+            lines = [_none_found(args.id, args.status, args.to)]
+        if more:
+            lines.append(f"... more (next: deliveries {args.id} --after {next_after})")
+        return "\n".join(lines)
+
+    return run_with_service(parser, args, body, Access.READ)
+
+
+def _none_found(message_id: int, status: str | None, to: str | None) -> str:
+    which = f" {status}" if status else ""
+    whom = f" to {to.strip()}" if to else ""
+    return f"no{which} delivery{whom} in message {message_id}"
+
+
+def _dead(prog: str, argv: Sequence[str]) -> int:
+    parser = base_parser(prog, "List dead deliveries (out of attempts or lease losses), "
+                               "or requeue them.")
+    parser.add_argument("--message", type=int_at_least(1), metavar="ID",
+                        help="only this message's (default: every message's)")
+    parser.add_argument("--requeue", action="store_true",
+                        help="put them back to pending with attempts and lease losses reset; "
+                             "needs --message ID, or --all for every message's")
+    parser.add_argument("--all", action="store_true",
+                        help="with --requeue and no --message: requeue every dead delivery")
+    parser.add_argument("--limit", type=int_at_least(1), default=1000, metavar="N",
+                        help="deliveries to list")
+    parser.add_argument("--json", action="store_true",
+                        help="one JSON object: deliveries and more (requeued, with --requeue)")
+    args = parser.parse_args(argv)
+    if args.requeue and args.message is None and not args.all:
+        parser.error("--requeue needs --message ID, or --all to requeue every dead delivery")
+    if args.all and (not args.requeue or args.message is not None):
+        parser.error("--all goes with --requeue and without --message")
+
+    def body(service: DispatchService) -> str:
+        if args.requeue:
+            count = service.requeue(args.message)
+            return json_text({"requeued": count}) if args.json else \
+                f"requeued {count} dead deliveries"
+        found = service.dead(args.message, limit=_one_more(args.limit))
+        page, more = found[:args.limit], len(found) > args.limit
+        if args.json:
+            return json_text({"deliveries": [delivery_dict(d) for d in page], "more": more})
+        return _dead_lines(page, more)
+
+    return run_with_service(parser, args, body,
+                            Access.WRITE if args.requeue else Access.READ)
+
+
+def _dead_lines(page: list[DeliveryView], more: bool) -> str:
+    lines = [delivery_line(d, with_message=True) for d in page] or ["no dead deliveries"]
+    if more:
+        lines.append("... more (raise --limit, or narrow with --message)")
+    return "\n".join(lines)
+
+
+def _check(prog: str, argv: Sequence[str]) -> int:
+    parser = base_parser(prog, "Check the database file for damage (SQLite's integrity "
+                               "check); exit 1 if it is damaged.")
+    args = parser.parse_args(argv)
+
+    def body(service: DispatchService) -> str:
+        verdict = service.check()
+        if verdict != "ok":
+            raise StoreError(f"{args.db!r} is damaged: {printable(verdict)}")
+        return f"{args.db!r}: ok (integrity check passed)"
+
+    return run_with_service(parser, args, body, Access.READ)
+
+
+def _one_more(limit: int) -> int:
+    """Ask for one more than a page holds, to learn whether another page follows."""
+    return min(limit + 1, INT64_MAX)
+
+
+_HANDLERS: dict[str, Callable[[str, Sequence[str]], int]] = {
+    "show": _show, "list": _list, "deliveries": _deliveries, "dead": _dead, "check": _check,
+}
+
+
+def main(argv: Sequence[str], *, prog: str) -> int:
+    """Run one of ``COMMANDS``; ``prog`` ends with the command's name (as ``cli`` passes it)."""
+    command = prog.rsplit(" ", 1)[-1]
+    handler = _HANDLERS.get(command)
+    if handler is None:
+        print(f"{prog}: error: unknown inspection command {command!r} "
+              f"(choose from {', '.join(COMMANDS)})", file=sys.stderr)
+        return ExitCode.USAGE
+    return handler(prog, list(argv))

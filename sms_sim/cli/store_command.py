@@ -1,0 +1,115 @@
+"""What every store-backed command shares: the ``--db`` option, opening the store the way
+the command needs it, one line per refusal, and what is printed once the work is done.
+
+How a command opens the store is its ``Access``: only ``submit`` and ``init`` may create a
+database (a mistyped ``--db`` given to anything else, the worker included, is refused
+instead of leaving a new empty file that nothing ever fills); the inspection commands
+open it read-only, so they work on a copy in a directory the reader cannot write.
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import logging
+import sys
+from collections.abc import Callable
+
+from sms_sim.cli.common import (
+    DefaultsHelpFormatter,
+    ExitCode,
+    OneLineParser,
+    OutputClosedError,
+    configure_logging,
+    emit,
+)
+from sms_sim.clock import RealClock
+from sms_sim.dispatch.contract import DispatchStore
+from sms_sim.dispatch.service import DispatchService
+from sms_sim.dispatch.stores import is_transient, open_store
+from sms_sim.errors import SmsSimError
+
+__all__ = [
+    "Access",
+    "DEFAULT_DB",
+    "base_parser",
+    "open_for",
+    "run_and_print",
+    "run_with_service",
+    "store_url",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DB = "sms_sim.db"
+
+
+class Access(enum.Enum):
+    """How a command opens the store."""
+
+    CREATE = "create"  # submit, init: a missing database is created
+    WRITE = "write"  # edit, cancel, requeue, worker: an existing database, read-write
+    READ = "read"  # show, list, dead, deliveries, check: an existing database, read-only
+
+
+def store_url(text: str) -> str:
+    """The ``--db`` argument type: refuses a store that would vanish when the command ends
+    (``memory:``, ``:memory:``, an empty path, which SQLite makes a temporary file): each
+    command is its own process, so a submit to one would be acknowledged and lost."""
+    if is_transient(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} keeps nothing after this command ends; give a database file "
+            f"(default ./{DEFAULT_DB})")
+    return text
+
+
+def base_parser(prog: str, description: str) -> OneLineParser:
+    """The options every store-backed command takes: the database and verbosity."""
+    parser = OneLineParser(prog=prog, description=description,
+                           formatter_class=DefaultsHelpFormatter)
+    parser.add_argument("--db", type=store_url, default=DEFAULT_DB, metavar="DB",
+                        help=f"database file, or sqlite:///path (default ./{DEFAULT_DB})")
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging on stderr")
+    return parser
+
+
+def open_for(url: str, access: Access) -> DispatchStore:
+    """The store at ``url`` opened as ``access`` says (``StoreError`` if it is missing and
+    ``access`` may not create it)."""
+    return open_store(url, create=access is Access.CREATE, read_only=access is Access.READ)
+
+
+def run_with_service(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                     body: Callable[[DispatchService], str], access: Access) -> int:
+    """Run ``body`` on a service over ``--db`` opened as ``access``; see ``run_and_print``."""
+    def work() -> str:
+        with DispatchService(open_for(args.db, access), RealClock()) as service:
+            return body(service)
+
+    return run_and_print(parser, args, work, changes=access is not Access.READ)
+
+
+def run_and_print(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                  work: Callable[[], str], *, changes: bool) -> int:
+    """Run ``work`` and print the text it returns on stdout.
+
+    A refusal (``SmsSimError``) is one line on stderr and exit 1. If stdout cannot take
+    the answer of a command that ``changes`` the store, the answer goes to stderr before
+    ``OutputClosedError`` leaves (exit 141): the change stands, and a script that retries
+    on a failure must be able to see what it was (the id a submit created).
+    """
+    configure_logging(args.verbose)
+    try:
+        text = work()
+    except SmsSimError as exc:
+        log.debug("command failed", exc_info=True)
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return ExitCode.ERROR
+    try:
+        emit(text)
+    except OutputClosedError as exc:
+        if changes:
+            print(f"{parser.prog}: stdout could not be written ({exc}); done anyway: "
+                  f"{text.replace(chr(10), ' ')}", file=sys.stderr)
+        raise
+    return ExitCode.OK
