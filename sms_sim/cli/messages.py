@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
-from sms_sim.cli.common import ExitCode, int_at_least, json_text
+from sms_sim.cli.common import ExitCode, int_at_least, json_text, non_negative_float
 from sms_sim.cli.recipients import add_recipient_arguments, recipients_from
 from sms_sim.cli.store_command import (
     Access,
@@ -25,6 +25,7 @@ from sms_sim.cli.views import message_dict, status_phrase
 from sms_sim.cli.when import add_time_arguments, describe_due, due_at
 from sms_sim.clock import RealClock
 from sms_sim.dispatch.contract import (
+    DeliveryStatus,
     InvalidRequestError,
     MessageEdit,
     NewMessage,
@@ -127,13 +128,25 @@ def _edit(prog: str, argv: Sequence[str]) -> int:
 def _cancel(prog: str, argv: Sequence[str]) -> int:
     parser = base_parser(prog, "Cancel a scheduled or dispatching message.")
     parser.add_argument("id", type=int_at_least(1), help="message id")
+    parser.add_argument("--wait", type=non_negative_float, default=10.0, metavar="SECONDS",
+                        help="how long to wait for workers to settle what they held, so the "
+                             "line can say how many went out (default 10; 0: do not wait)")
     args = parser.parse_args(argv)
 
     def body(service: DispatchService) -> str:
         result = service.cancel(args.id)
-        return (f"cancelled message {result.message_id} (was {result.was_status}): "
-                f"{result.cancelled} deliveries cancelled, {result.already_sent} already sent, "
-                f"{result.in_flight} in flight")
+        line = (f"cancelled message {result.message_id} (was {result.was_status}): "
+                f"{result.cancelled} deliveries cancelled, {result.already_sent} already sent")
+        if not result.in_flight:
+            return line + ", none held by workers"
+        view = service.await_workers(result.message_id, timeout_s=args.wait)
+        went_out = view.counts[DeliveryStatus.SENT] - result.already_sent
+        still = view.counts[DeliveryStatus.LEASED]
+        held = (f"; {result.in_flight} held by workers: {went_out} were being sent and went "
+                f"out, {result.in_flight - went_out - still} not sent")
+        if still:
+            held += f", {still} still held (only a send already started can go out)"
+        return line + held
 
     return run_with_service(parser, args, body, Access.WRITE)
 

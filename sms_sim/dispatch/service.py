@@ -16,6 +16,7 @@ A refused operation changes nothing. Time comes only from the injected ``Clock``
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
@@ -177,6 +178,22 @@ class DispatchService:
         Raises ``NotFoundError``, or ``LockedError`` if it already completed or was cancelled.
         """
         return self._store.cancel(validate_message_id(message_id), self._clock.now())
+
+    def await_workers(self, message_id: int, *, timeout_s: float,
+                      poll_s: float = 0.05) -> MessageView:
+        """The message once no worker holds any of its deliveries, or after ``timeout_s``.
+
+        After a cancel, what workers held is either being sent (it goes out) or withdrawn
+        at its send's check, within about one send time: waiting that long lets a cancel
+        say how many actually went out instead of how many were held.
+        """
+        deadline = self._clock.monotonic() + timeout_s
+        pause = threading.Event()  # never set: the sleeps are short and bounded
+        while True:
+            view = self.get(message_id)
+            if not view.counts[DeliveryStatus.LEASED] or self._clock.monotonic() >= deadline:
+                return view
+            self._clock.sleep(poll_s, pause)
 
     def list_messages(self, *, status: MessageStatus | str | None = None, limit: int = 100,
                       newest_first: bool = False,

@@ -138,7 +138,7 @@ def test_submit_show_edit_cancel_and_the_idempotency_key(db: Path) -> None:
     cancelled = cli("cancel", "2", cwd=db.parent)
     assert cancelled.stdout.strip() == (
         "cancelled message 2 (was dispatching): 1 deliveries cancelled, 0 already sent, "
-        "0 in flight")
+        "none held by workers")
     listed = cli("list", "--status", "cancelled", cwd=db.parent)
     assert listed.stdout.startswith("2  cancelled")
 

@@ -321,3 +321,25 @@ def test_deliveries_of_one_recipient_and_after_a_cursor(h: Harness) -> None:
         [every[1].id]
     assert [d.id for d in h.service.deliveries(message_id, after=every[0].id, limit=1)] == \
         [every[1].id]
+
+
+def test_after_a_cancel_the_service_waits_for_workers_to_settle_what_they_held(
+        h: Harness) -> None:
+    """Item 8's report: "in flight" now means sends in progress. A cancel waits (on the
+    clock, bounded) until workers settle what they held, so it can say what went out."""
+    message_id = h.submit(3)
+    claims = h.store.claim("w", 3, LEASE_S, h.clock.now())
+    result = h.service.cancel(message_id)
+    assert result.in_flight == 3
+    start = h.clock.monotonic()
+    view = h.service.await_workers(message_id, timeout_s=2.0)  # nobody settles
+    assert view.counts[contract.DeliveryStatus.LEASED] == 3
+    assert 2.0 <= h.clock.monotonic() - start <= 2.1
+    h.store.settle("w", [Settlement(claims[0].delivery_id, claims[0].attempts, SettleKind.SENT),
+                         *(Settlement(c.delivery_id, c.attempts, SettleKind.RELEASE)
+                           for c in claims[1:])], h.clock.now())
+    start = h.clock.monotonic()
+    view = h.service.await_workers(message_id, timeout_s=2.0)
+    assert h.clock.monotonic() == start  # nothing held: no wait
+    assert (view.counts[contract.DeliveryStatus.SENT],
+            view.counts[contract.DeliveryStatus.CANCELLED]) == (1, 2)
