@@ -140,8 +140,8 @@ class SqliteStore:
                                          check_same_thread=False)
         except sqlite3.Error as exc:
             if not create and not Path(self.path).exists():
-                raise StoreError(f"no database at {self.path!r} (submit a message first, "
-                                 "or check --db)") from exc
+                raise StoreError(f"no database at {self.path!r} (submit a message or run "
+                                 "init first, or check --db)") from exc
             raise StoreError(f"cannot open database {self.path!r}: {exc}") from exc
         try:
             self._setup(create=create, read_only=read_only, max_page_count=max_page_count)
