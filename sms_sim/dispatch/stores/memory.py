@@ -64,7 +64,7 @@ class _Message:
     idempotency_key: str | None
     priority: int
     uid: str
-    fingerprint: str
+    fingerprint: str | None  # of the request, when it came with an idempotency key
     served_seq: int | None = None  # when it was last given deliveries, in take order
     served_at: float | None = None  # ... and at what time, for aging
 
@@ -105,7 +105,7 @@ class MemoryStore:
         with self._lock:
             self._check_open()
             key = message.idempotency_key
-            fingerprint = message.fingerprint()
+            fingerprint = None if key is None else message.fingerprint()
             if key is not None and key in self._keys:
                 first = self._keys[key]
                 if self._messages[first].fingerprint != fingerprint:
