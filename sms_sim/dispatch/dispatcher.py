@@ -9,7 +9,8 @@ name or pid, which are reused and hide orphans). It reads time only through the 
 the claims over as ``SendJob``s, settle what the pool finished. The pool decides where sends
 happen: ``InlinePool`` sends on the dispatcher's own thread (tests, benchmarks), the worker's
 pool on the simulator's sender threads. Either way each send goes through ``transmit``, the
-one place that checks the lease before sending.
+one place that checks, just before the provider, that the lease still runs and the message
+was not cancelled. A failing store is waited out (``patience``), a damaged one is not.
 """
 
 from __future__ import annotations
@@ -35,10 +36,10 @@ from sms_sim.dispatch.contract import (
     DispatchStore,
     SettleKind,
     Settlement,
-    StoreBusyError,
     StoreDamagedError,
     StoreError,
 )
+from sms_sim.dispatch.patience import StorePatience
 from sms_sim.dispatch.transport import Transport, TransportError
 from sms_sim.errors import ConfigError, SmsSimError
 from sms_sim.policy import retry_delay_s
@@ -59,9 +60,6 @@ CANCELLED_UNSENT = "message cancelled before the send started"
 UNCHECKED = "could not check for a cancel before the send; not sent"
 # Outcomes of sends that never reached the provider: given back, the attempt not counted.
 _NOT_ATTEMPTED = frozenset({CANCELLED_UNSENT, UNCHECKED})
-# A worker waits this long after a store error before it tries again, doubling up to the cap.
-STORE_RETRY_FIRST_S = 0.1
-STORE_RETRY_CAP_S = 5.0
 
 
 class SendJob(NamedTuple):
@@ -187,41 +185,6 @@ class DispatchStats:
     withdrawn: int = 0  # given back unsent: the message was cancelled (among ``released``)
     claims: int = 0  # claim transactions
     store_errors: int = 0  # store calls that failed and were tried again
-
-
-class _Outage:
-    """A worker's patience with its store: a busy or briefly unavailable store is logged and
-    tried again with backoff (doubling from ``STORE_RETRY_FIRST_S`` to ``STORE_RETRY_CAP_S``);
-    only a store failing every call for ``limit_s`` ends the run. Busy (the write lock held
-    by a large submit or another process) never counts against the limit: a locked store is
-    working, just not for us yet."""
-
-    def __init__(self, clock: Clock, limit_s: float) -> None:
-        self._clock = clock
-        self._limit_s = limit_s
-        self._since: float | None = None
-        self._pause_s = STORE_RETRY_FIRST_S
-
-    def over(self) -> None:
-        if self._since is not None:
-            log.warning("the store answers again")
-        self._since = None
-        self._pause_s = STORE_RETRY_FIRST_S
-
-    def failed(self, exc: StoreError, owner: str) -> float:
-        """The pause before the next try; re-raises ``exc`` once the limit has passed."""
-        now = self._clock.monotonic()
-        if isinstance(exc, StoreBusyError):
-            pass  # the outage clock starts at the first failure that is not "busy"
-        elif self._since is None:
-            self._since = now
-        elif now - self._since >= self._limit_s:
-            log.error("%s: the store failed every call for %.0f s; giving up", owner,
-                      now - self._since)
-            raise exc
-        log.warning("%s: %s; trying again in %.1f s", owner, exc, self._pause_s)
-        pause_s, self._pause_s = self._pause_s, min(2 * self._pause_s, STORE_RETRY_CAP_S)
-        return pause_s
 
 
 class Dispatcher:
@@ -428,7 +391,7 @@ class Dispatcher:
         if pool is None:
             pool = InlinePool(self.transmitter(transport))
         alarm = stop if wake is None else wake
-        outage = _Outage(self.clock, self.config.store_outage_s)
+        patience = StorePatience(self.clock, self.config.store_outage_s, self.owner)
         while True:
             if alarm is not stop:
                 alarm.clear()  # before looking at stop: a stop set meanwhile is never missed
@@ -436,7 +399,7 @@ class Dispatcher:
                 return
             try:
                 if self.step(pool):
-                    outage.over()
+                    patience.answered()
                     continue
                 if until_idle and not pool.in_flight() \
                         and self.store.next_due_at(self.clock.now()) is None:
@@ -445,10 +408,10 @@ class Dispatcher:
                 # store's next due time says nothing then (work is due, with nowhere to go),
                 # and waiting on it would spin on the store.
                 delay_s = self.wait_s() if pool.room() > 0 else self.config.idle_recheck_s
-                outage.over()
+                patience.answered()
             except StoreDamagedError:
                 raise
             except StoreError as exc:
                 self.stats.store_errors += 1
-                delay_s = outage.failed(exc, self.owner)
+                delay_s = patience.failed(exc)
             self.clock.sleep(delay_s, alarm)
