@@ -1,31 +1,22 @@
-"""``DispatchStore`` on SQLite (standard library ``sqlite3``): WAL, busy timeout, and
-``BEGIN IMMEDIATE`` for every write transaction.
-
-Why IMMEDIATE: a deferred transaction that reads and then writes must upgrade its lock, and
-SQLite answers a contended upgrade with "database is locked" at once, without waiting for the
-busy timeout. Taking the write lock first makes every read-check-write here (edit's version
-check, claim's selection) atomic against other connections and processes.
+"""``DispatchStore`` on SQLite (standard library ``sqlite3``): WAL, ``synchronous = FULL``,
+and ``BEGIN IMMEDIATE`` for every write transaction (``database.Database``).
 
 One store object owns one connection, guarded by a lock, so it may be shared by threads;
-use one store object per worker for parallelism. Every ``sqlite3.Error`` leaves as a
-``StoreError`` (``raise ... from exc``) after the transaction is rolled back.
+use one store object per worker for parallelism. The SQL lives in ``rows``, the submit of a
+large message in ``submit``, the schema and its upgrades in ``schema``.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import os
-import random
 import sqlite3
 import threading
 import urllib.parse
-from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import TypeVar
 
-from sms_sim.clock import Clock, RealClock
+from sms_sim.clock import Clock
 from sms_sim.dispatch.contract import (
     CancelResult,
     Claim,
@@ -51,6 +42,7 @@ from sms_sim.dispatch.stores.common import (
     fair_claim,
     locked_message,
 )
+from sms_sim.dispatch.stores.sqlite.database import DEFAULT_BUSY_TIMEOUT_S, Database
 from sms_sim.dispatch.stores.sqlite.rows import (
     LEASE_SQL,
     SERVED_SQL,
@@ -64,39 +56,10 @@ from sms_sim.dispatch.stores.sqlite.rows import (
     store_error,
     views,
 )
-from sms_sim.dispatch.stores.sqlite.schema import SCHEMA_SQL, SCHEMA_VERSION, UPGRADES
 from sms_sim.dispatch.stores.sqlite.submit import insert_deliveries, submit_message
 from sms_sim.dispatch.validation import INT64_MAX, check_claim, check_listing, check_settlements
 
 __all__ = ["SqliteStore", "DEFAULT_BUSY_TIMEOUT_S"]
-
-DEFAULT_BUSY_TIMEOUT_S = 30.0
-_FIRST_PAUSE_S = 0.0001
-_MAX_PAUSE_S = 0.001
-_NEVER = threading.Event()  # lock waits are short and bounded; nothing interrupts them
-_T = TypeVar("_T")
-
-
-def _is_busy(exc: sqlite3.Error) -> bool:
-    """SQLITE_BUSY or one of its extended codes. Errors raised by the sqlite3 module itself
-    (text that is not UTF-8, say) carry no code at all."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    return code is not None and code & 0xFF == sqlite3.SQLITE_BUSY
-
-
-def _needs_immutable(path: str) -> bool:
-    """True when a read-only open of ``path`` can only work as ``immutable``: SQLite reads a
-    WAL-mode file through its ``-shm`` index, which it must create beside the file, and the
-    directory is not writable (an auditor's view, a backup copy). With no ``-shm`` there,
-    no process has the file open, and with no ``-wal`` holding pages nothing is left
-    uncheckpointed, so reading the file alone reads all of it (issue 11, item 13). A writer
-    that opens the file later (its owner can write the directory) is not seen: this is for
-    reading copies and idle databases, not for watching a live dispatch."""
-    folder = os.path.dirname(path) or "."
-    wal = f"{path}-wal"
-    return (os.path.isfile(path) and not os.path.exists(f"{path}-shm")
-            and not os.access(folder, os.W_OK)
-            and (not os.path.exists(wal) or os.path.getsize(wal) == 0))
 
 
 class SqliteStore:
@@ -121,162 +84,16 @@ class SqliteStore:
         lock_clock: Clock | None = None,
     ) -> None:
         self.path = str(path)
-        self._lock = threading.Lock()
-        self._busy_timeout_s = busy_timeout_s
-        self._lock_clock: Clock = RealClock() if lock_clock is None else lock_clock
-        self._jitter = random.Random()
+        self._db = Database(self.path, create=create, read_only=read_only,
+                            busy_timeout_s=busy_timeout_s, max_page_count=max_page_count,
+                            lock_clock=lock_clock)
+        self._write = self._db.write
+        self._read = self._db.read
         # ``cancelled`` runs before every send, on sender threads: on a connection of its own,
         # so it never waits behind a claim that waits for another process's write lock.
         self._check_lock = threading.Lock()
         self._check_conn: sqlite3.Connection | None = None
         self._check_closed = False
-        mode = "ro" if read_only else ("rwc" if create else "rw")
-        uri = f"file:{urllib.parse.quote(self.path)}?mode={mode}"
-        if read_only and _needs_immutable(self.path):
-            uri += "&immutable=1"
-        try:
-            # No SQLite busy handler (timeout 0): ``_when_free`` does all the waiting.
-            self._conn = sqlite3.connect(uri, uri=True, timeout=0, isolation_level=None,
-                                         check_same_thread=False)
-        except sqlite3.Error as exc:
-            if not create and not Path(self.path).exists():
-                raise StoreError(f"no database at {self.path!r} (submit a message or run "
-                                 "init first, or check --db)") from exc
-            raise StoreError(f"cannot open database {self.path!r}: {exc}") from exc
-        try:
-            self._setup(create=create, read_only=read_only, max_page_count=max_page_count)
-        except BaseException:
-            self._conn.close()
-            raise
-
-    def _setup(self, *, create: bool, read_only: bool, max_page_count: int | None) -> None:
-        """Check the file is ours, then create or upgrade the schema: every step through
-        ``_when_free``, because processes opening one new file at once meet each other's
-        locks here too (``journal_mode = WAL`` answers "busy" without waiting)."""
-        conn = self._conn
-        try:
-            tables = self._when_free(lambda: {row[0] for row in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table'")})
-        except sqlite3.DatabaseError as exc:
-            if _is_busy(exc):  # held past the busy timeout: locked, not foreign
-                raise store_error(self.path, exc) from exc
-            raise StoreError(f"{self.path!r} is not an SQLite database ({exc})") from exc
-        if tables and "sms_sim_meta" not in tables:
-            raise StoreError(f"{self.path!r} is an SQLite database but not an sms_sim one "
-                             f"(tables: {', '.join(sorted(tables)[:5])})")
-        if not tables and (not create or read_only):
-            raise StoreError(f"{self.path!r} holds no sms_sim database (nothing submitted yet?)")
-        try:
-            if not read_only:
-                self._when_free(lambda: conn.execute("PRAGMA journal_mode = WAL"))
-                # FULL: a commit is on disk before the call returns, so an acknowledged
-                # submit or a recorded send survives a power cut, not only a killed process.
-                conn.execute("PRAGMA synchronous = FULL")
-            if max_page_count is not None:
-                conn.execute(f"PRAGMA max_page_count = {int(max_page_count)}")
-            if not tables:
-                self._when_free(lambda: self._run_script(SCHEMA_SQL))  # IF NOT EXISTS
-            version = self._when_free(self._schema_version)
-            if version in UPGRADES and not read_only:
-                self._upgrade()
-                version = self._when_free(self._schema_version)
-        except sqlite3.Error as exc:
-            raise store_error(self.path, exc, doing="cannot prepare") from exc
-        if version in UPGRADES:
-            raise StoreError(f"{self.path!r} has schema {version!r}, older than "
-                             f"{SCHEMA_VERSION!r}: open it once for writing (any submit, edit "
-                             "or worker) to upgrade it")
-        if version != SCHEMA_VERSION:
-            raise StoreError(f"{self.path!r} has schema {version!r}; this version needs "
-                             f"{SCHEMA_VERSION!r}")
-
-    def _schema_version(self) -> str | None:
-        row = self._conn.execute("SELECT value FROM sms_sim_meta WHERE key = 'schema'").fetchone()
-        return None if row is None else str(row[0])
-
-    def _run_script(self, script: str) -> None:
-        """``executescript`` that leaves no transaction open when a statement fails."""
-        try:
-            self._conn.executescript(script)
-        except sqlite3.Error:
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
-            raise
-
-    def _upgrade(self) -> None:
-        """Apply ``UPGRADES`` in one transaction; a racing opener finds nothing left to do."""
-        with self._write() as conn:
-            version = self._schema_version()
-            while version in UPGRADES:
-                version, statements = UPGRADES[version]
-                for statement in statements:
-                    conn.execute(statement)
-                conn.execute("UPDATE sms_sim_meta SET value = ? WHERE key = 'schema'",
-                             (version,))
-
-    # --- plumbing ------------------------------------------------------------------------
-
-    def _when_free(self, attempt: Callable[[], _T]) -> _T:
-        """Run ``attempt`` until SQLite stops answering "busy", for up to the busy timeout.
-
-        SQLite's own busy handler sleeps 1, 2, 5, 10 ... then 100 ms between tries, so a
-        waiter mostly sleeps through the moments the lock is free: a submit waited over a
-        second behind busy workers, and two dispatchers were slower together than one
-        alone. This one tries again after at most ``_MAX_PAUSE_S`` (randomised, so waiters do
-        not move in step), which costs a few system calls per millisecond of waiting.
-        """
-        clock = self._lock_clock
-        pause_s = _FIRST_PAUSE_S
-        deadline = clock.monotonic() + self._busy_timeout_s
-        while True:
-            try:
-                return attempt()
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc) or clock.monotonic() >= deadline:
-                    raise
-            clock.sleep(pause_s * (0.5 + self._jitter.random() / 2), _NEVER)
-            pause_s = min(2 * pause_s, _MAX_PAUSE_S)
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One ``BEGIN IMMEDIATE`` transaction under the object lock; rolled back on error."""
-        with self._lock:
-            conn = self._conn
-            try:
-                self._when_free(lambda: conn.execute("BEGIN IMMEDIATE"))
-            except sqlite3.Error as exc:
-                raise store_error(self.path, exc) from exc
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException as exc:
-                try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass  # the failed statement may already have rolled it back
-                if isinstance(exc, sqlite3.Error):
-                    raise store_error(self.path, exc) from exc
-                raise
-
-    def _read(self, body: Callable[[sqlite3.Connection], _T]) -> _T:
-        """A read in one (deferred) transaction, so its several queries see one snapshot.
-
-        Retried whole when busy (a WAL reader can meet a checkpoint or recovery): a read
-        has no effects to repeat.
-        """
-        def attempt() -> _T:
-            conn.execute("BEGIN")
-            try:
-                return body(conn)
-            finally:
-                conn.execute("COMMIT")
-
-        with self._lock:
-            conn = self._conn
-            try:
-                return self._when_free(attempt)
-            except sqlite3.Error as exc:
-                raise store_error(self.path, exc) from exc
 
     # --- writes --------------------------------------------------------------------------
 
@@ -441,8 +258,7 @@ class SqliteStore:
         return len(rows)
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        self._db.close()
         with self._check_lock:
             self._check_closed = True
             if self._check_conn is not None:
@@ -463,7 +279,7 @@ class SqliteStore:
                         f"file:{urllib.parse.quote(self.path)}?mode=ro", uri=True, timeout=0,
                         isolation_level=None, check_same_thread=False)
                 conn = self._check_conn
-                return self._when_free(lambda: {row[0] for row in conn.execute(
+                return self._db.when_free(lambda: {row[0] for row in conn.execute(
                     "SELECT id FROM messages WHERE status = 'cancelled' AND id IN "
                     "(SELECT value FROM json_each(?))", (wanted,))})
             except sqlite3.Error as exc:
