@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sms_sim.config import SimulationConfig
+from sms_sim.config import SenderConfig, SimulationConfig
 from sms_sim.errors import ConfigError
 from sms_sim.sim.threaded import limits
 from sms_sim.sim.threaded.limits import THREADED_SENDERS_MAX, threaded_senders_max
@@ -31,6 +31,6 @@ def test_run_refuses_more_senders_than_the_cap_before_starting_a_thread(
     limit = tmp_path / "threads-max"
     limit.write_text("8\n", encoding="ascii")
     monkeypatch.setattr(limits, "_LIMIT_FILES", (limit,))
-    config = SimulationConfig(num_messages=1, senders=SimulationConfig().senders * 2, seed=1)
+    config = SimulationConfig(num_messages=1, senders=[SenderConfig(0.001, 0.0, 0.0)] * 8, seed=1)
     with pytest.raises(ConfigError, match=r"senders must be <= 4 in all for real threads"):
         run(config, output=None)
