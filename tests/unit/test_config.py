@@ -83,7 +83,8 @@ def test_senders_are_frozen_into_a_tuple() -> None:
     ("build", "fragment"),
     [
         (lambda: SenderConfig(1e308, 0.0, 0.0), "mean must be <= 1e+09 (got 1e+308)"),
-        (lambda: SenderConfig(1.0, 1e308, 0.0, ServiceDistribution.LOGNORMAL), "deviation must be <= 1e+09"),
+        (lambda: SenderConfig(1.0, 1e308, 0.0, ServiceDistribution.LOGNORMAL),
+         "deviation must be <= 1e+09"),
         (lambda: SenderConfig(1.0, 0.0, 0.0, rate_limit_per_s=1e-300),
          "rate_limit must be >= 1e-09 per second"),
         (lambda: RetryPolicy(base_s=1e308, cap_s=1e308), "base must be <= 1e+09"),
