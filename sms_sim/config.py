@@ -26,6 +26,8 @@ __all__ = [
     "SENDERS_MAX",
     "MESSAGES_MAX",
     "check_sender_total",
+    "DeliveryGoal",
+    "REPLICATIONS_MAX",
 ]
 
 DEFAULT_QUEUE_SIZE = 1024
@@ -35,6 +37,7 @@ DEFAULT_QUEUE_SIZE = 1024
 TIME_MAX_S = 1e9
 SENDERS_MAX = 100_000  # all sources together: identical senders, --sender, senders files
 MESSAGES_MAX = 10**12
+REPLICATIONS_MAX = 10_000
 _RATE_MIN_PER_S = 1 / TIME_MAX_S  # a rate's period is a time, so it has the same bound
 
 
@@ -292,3 +295,39 @@ def _check_int(
         raise ConfigError(f"{name} must be >= {minimum} (got {value!r})")
     if maximum is not None and value > maximum:
         raise ConfigError(f"{name} must be <= {maximum} (got {value!r})")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliveryGoal:
+    """What a capacity plan must show: at least ``deliver`` of the messages delivered (sent
+    successfully, not merely attempted) within ``deadline_s`` of the start, with
+    ``level`` confidence, judged on ``replications`` runs per sender count.
+    ``percentiles`` (each in (0, 100]) are extra delivery times to report: when that
+    percentage of the messages had been delivered.
+
+    ``level`` must be at least 0.5: below it the bound falls under the mean, which no reader
+    would call confidence.
+    """
+
+    deadline_s: float
+    deliver: float = 1.0
+    level: float = 0.95
+    replications: int = 10
+    percentiles: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_time("deadline", self.deadline_s)
+        if self.deadline_s <= 0:
+            raise ConfigError(f"deadline must be > 0 (got {self.deadline_s!r})")
+        _check_finite("deliver", self.deliver)
+        if not 0 < self.deliver <= 1:
+            raise ConfigError(f"deliver must be in (0, 1] (got {self.deliver!r})")
+        _check_finite("confidence", self.level)
+        if not 0.5 <= self.level < 1:
+            raise ConfigError(f"confidence must be in [0.5, 1) (got {self.level!r})")
+        _check_int("replications", self.replications, minimum=2, maximum=REPLICATIONS_MAX)
+        object.__setattr__(self, "percentiles", tuple(self.percentiles))
+        for percentile in self.percentiles:
+            _check_finite("percentile", percentile)
+            if not 0 < percentile <= 100:
+                raise ConfigError(f"percentile must be in (0, 100] (got {percentile!r})")

@@ -154,13 +154,7 @@ def select_ranks(
         for rank, window in windows.items():
             if rank not in found and window not in tallies:
                 tallies[window] = _Tally(window, kept_max)
-        adders = [tally.add for tally in tallies.values()]
-
-        def record(value: float) -> None:
-            for add in adders:
-                add(value)
-
-        feed(record)
+        feed(_fan_out([tally.add for tally in tallies.values()]))
         for rank, window in list(windows.items()):
             if rank in found:
                 continue
@@ -170,6 +164,14 @@ def select_ranks(
             else:
                 windows[rank] = narrower
     return found
+
+
+def _fan_out(adders: list[Callable[[float], None]]) -> Callable[[float], None]:
+    def record(value: float) -> None:
+        for add in adders:
+            add(value)
+
+    return record
 
 
 def _resolve(tally: _Tally, rank: int) -> tuple[float, _Window | None]:
