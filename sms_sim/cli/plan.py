@@ -43,7 +43,7 @@ from sms_sim.sim.plan import (
     plan,
 )
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "draw", "format_result", "format_progress", "format_bracket"]
 
 TABLE_COUNTS_MAX = 1000  # rows --senders may ask for
 JOBS_MAX = 256
@@ -360,7 +360,14 @@ def _import_pyplot(parser: argparse.ArgumentParser) -> Any:
 
 
 def _plot(pyplot: Any, result: PlanResult, path: Path) -> None:
-    """Time to deliver the goal against senders (mean and bound), the deadline, the answer."""
+    figure = draw(pyplot, result)
+    figure.savefig(path, dpi=100)
+    pyplot.close(figure)
+
+
+def draw(pyplot: Any, result: PlanResult) -> Any:
+    """A figure of the time to deliver the goal against senders (mean and bound, integer
+    ticks), the deadline and the answer, titled with the goal."""
     from matplotlib.ticker import MaxNLocator
 
     goal = result.goal
@@ -382,5 +389,4 @@ def _plot(pyplot: Any, result: PlanResult, path: Path) -> None:
     axes.set_title(f"Delivering {_percent(goal.deliver)} of {result.messages} messages "
                    f"within {goal.deadline_s:g} s")
     axes.legend()
-    figure.savefig(path, dpi=100)
-    pyplot.close(figure)
+    return figure

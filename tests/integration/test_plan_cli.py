@@ -170,3 +170,37 @@ def test_ctrl_c_prints_the_bracket_and_exits_130() -> None:
     assert "Traceback" not in err
     assert err.splitlines()[-1].startswith("python3 -m sms_sim plan: interrupted; ")
     assert out == ""
+
+
+def test_the_plot_shows_the_deadline_the_answer_and_integer_senders(tmp_path: Path) -> None:
+    """Needs the [plot] extra: skipped where matplotlib is absent (the dev venv)."""
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as pyplot
+    from matplotlib.ticker import MaxNLocator
+
+    from sms_sim.cli.plan import draw
+    from sms_sim.config import DeliveryGoal, SenderConfig, SimulationConfig
+    from sms_sim.sim.plan import plan
+
+    sender = SenderConfig(0.08, 0.02, 0.0)
+    result = plan(SimulationConfig(num_messages=2000, senders=[sender], seed=1), sender,
+                  DeliveryGoal(deadline_s=30.0, replications=3), sweep=True)
+    figure = draw(pyplot, result)
+    axes = figure.axes[0]
+    assert axes.get_title() == "Delivering 100 % of 2000 messages within 30 s"
+    assert isinstance(axes.xaxis.get_major_locator(), MaxNLocator)
+    assert all(float(tick).is_integer() for tick in axes.get_xticks())
+    labels = [line.get_label() for line in axes.get_lines()]
+    assert "deadline 30 s" in labels and f"answer: {result.min_senders} senders" in labels
+    pyplot.close(figure)
+    # And through the command line, to the file asked for (and no other).
+    path = tmp_path / "plan.svg"
+    written = run_plan("--messages", "2000", "--mean", "0.08", "--deviation", "0.02",
+                       "--deadline", "30", "--replications", "3", "--jobs", "1", "-q",
+                       "--plot", str(path))
+    assert written.returncode == 0, written.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["plan.svg"]
+    assert path.read_text(encoding="utf-8").lstrip().startswith("<?xml")
