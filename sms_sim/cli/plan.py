@@ -167,10 +167,11 @@ def main(argv: Sequence[str], *, prog: str) -> int:
         deliver = args.deliver if args.deliver is not None else default_deliver(base, sender)
         if deliver is None:
             lost = args.messages * args.failure_rate ** args.max_attempts
+            about = f"{lost:,.0f}" if lost >= 10 else f"{lost:.2g}"
             raise ConfigError(
                 f"say what fraction must be delivered: with failure rate {args.failure_rate:g} "
                 f"and {args.max_attempts} attempt{'s' if args.max_attempts > 1 else ''} about "
-                f"{lost:.4g} of {args.messages} messages are never delivered; use --deliver "
+                f"{about} of {args.messages:,} messages are never delivered; use --deliver "
                 "(e.g. --deliver 0.95) or retry with --max-attempts"
             )
         goal = DeliveryGoal(deadline_s=args.deadline, deliver=deliver, level=args.confidence,
