@@ -38,16 +38,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from statistics import fmean
 
 from sms_sim.clock import Clock, RealClock
-from sms_sim.config import (
-    SENDERS_MAX,
-    ArrivalKind,
-    DeliveryGoal,
-    SenderConfig,
-    SimulationConfig,
-)
+from sms_sim.config import SENDERS_MAX, DeliveryGoal, SenderConfig, SimulationConfig
 from sms_sim.errors import ConfigError
 from sms_sim.policy import mean_service_s
 from sms_sim.sim.plan_bounds import least_bound
@@ -57,23 +50,16 @@ from sms_sim.sim.plan_eval import (
     PlanRow,
     Question,
     Runner,
-    first_arrival_bound,
-    kth_arrival_s,
     replication_seed,
 )
+from sms_sim.sim.plan_reasons import LOST_MESSAGES_MAX, impossible, nothing_meets
 from sms_sim.sim.theory import expected_attempts
-from sms_sim.sim.virtual.deliveries import deliverable_count, run_deliveries
+from sms_sim.sim.virtual.deliveries import run_deliveries
 
 __all__ = ["PlanRow", "PlanResult", "PlanProgress", "plan", "replication_seed",
            "default_deliver", "first_guess", "sweep_around", "SWEEP_POINTS"]
 
 SWEEP_POINTS = 20  # rows of a --table
-# Below this expected number of never-delivered messages per run, "deliver everything" is
-# the default goal: all R runs deliver every message except about once in 10**6 plans.
-_LOST_MESSAGES_MAX = 1e-6
-# Delivered counts this many standard deviations short are left to the runs to notice
-# (they do, when a run has drawn every message): drawing them up front costs a run's worth.
-_UNREACHABLE_Z = 4.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -128,7 +114,7 @@ def default_deliver(base: SimulationConfig, sender: SenderConfig) -> float | Non
     retries that make a lost message that unlikely), else None: then what fraction counts
     is the user's to say."""
     lost = base.num_messages * sender.failure_rate ** base.retry.max_attempts
-    return 1.0 if lost <= _LOST_MESSAGES_MAX else None
+    return 1.0 if lost <= LOST_MESSAGES_MAX else None
 
 
 def first_guess(base: SimulationConfig, sender: SenderConfig, goal: DeliveryGoal) -> int:
@@ -215,7 +201,7 @@ class _Search:
     # -- the search ------------------------------------------------------------------------
 
     def run(self) -> tuple[int | None, str | None]:
-        reason = self._impossible()
+        reason = impossible(self.question, self.knowledge, self.runner)
         if reason is not None:
             return None, reason
         question = self.question
@@ -224,7 +210,7 @@ class _Search:
         while True:
             low = self.ruled_out()
             if low >= self.top:
-                return None, self._explain()
+                return None, nothing_meets(self.question, self.knowledge, self.top)
             if self.meets_at is None:
                 # Upwards from the guess, in growing steps, until a count meets.
                 count = min(max(count, low + 1), self.top)
@@ -241,7 +227,7 @@ class _Search:
                             if self.evaluations.get(c, Evaluation(c)).meets is None), None)
             if pending is None:
                 if self.meets_at > self.top:
-                    return None, self._explain()
+                    return None, nothing_meets(self.question, self.knowledge, self.top)
                 return self.meets_at, None
             if self.evaluate(pending).meets:
                 self.meets_at = pending
@@ -326,83 +312,3 @@ class _Search:
             current=current, current_runs=current_runs, replications=replications,
             elapsed_s=elapsed, eta_s=eta,
         ))
-
-    # -- answers without a count -------------------------------------------------------------
-
-    def _impossible(self) -> str | None:
-        """Why no count can meet the goal, if that follows before any run: messages that
-        are never delivered, or a deadline before the k-th arrival or the shortest send."""
-        question = self.question
-        goal, base = question.goal, question.base
-        reason = self._undeliverable()
-        if reason is not None:
-            return reason
-        arrivals = first_arrival_bound(question)
-        if arrivals is None:  # Poisson: draw each replication's arrivals (cheap)
-            arrivals = self.runner.map(kth_arrival_s, [question.model(1, r) for r in
-                                                       range(goal.replications)])
-        for knowledge, at_s in zip(self.knowledge, arrivals, strict=True):
-            knowledge.kth_arrival_s = at_s
-        if goal.deadline_s < question.shortest_send_s:
-            return (f"no count meets {goal.deadline_s:g} s: one send takes at least "
-                    f"{question.shortest_send_s:g} s")
-        floor = [at_s + question.shortest_send_s for at_s in arrivals]
-        if least_bound([], floor, question.factor) > goal.deadline_s:
-            which = "the last message" if question.k == base.num_messages else (
-                f"message {question.k} (of {base.num_messages})")
-            if base.arrivals.kind is ArrivalKind.POISSON:
-                return (f"no count meets {goal.deadline_s:g} s: {which} arrives at "
-                        f"{fmean(arrivals):.4g} s on average over {goal.replications} runs")
-            return f"no count meets {goal.deadline_s:g} s: {which} arrives at {arrivals[0]:.4g} s"
-        return None
-
-    def _undeliverable(self) -> str | None:
-        """Whether some replication delivers fewer than k messages at any count: certain
-        when every attempt fails, looked up (the draws alone) when the binomial odds are not
-        negligible, otherwise left to the runs (which notice it too)."""
-        question = self.question
-        goal, base, sender = question.goal, question.base, question.sender
-        n, k = base.num_messages, question.k
-        success = 1 - sender.failure_rate ** base.retry.max_attempts
-        if success == 0:
-            for knowledge in self.knowledge:
-                knowledge.deliverable = 0
-            return self._short_of_deliveries()
-        spread = math.sqrt(n * success * (1 - success))
-        if n * (1 - success) <= _LOST_MESSAGES_MAX or k <= n * success - _UNREACHABLE_Z * spread:
-            return None
-        counts = self.runner.map(deliverable_count,
-                                 [question.model(1, r) for r in range(goal.replications)])
-        for knowledge, count in zip(self.knowledge, counts, strict=True):
-            knowledge.deliverable = count
-        return self._short_of_deliveries()
-
-    def _short_of_deliveries(self) -> str | None:
-        """The goal out of reach because some replication never delivers k messages."""
-        question = self.question
-        goal, base, sender = question.goal, question.base, question.sender
-        short = sum(1 for knowledge in self.knowledge
-                    if knowledge.deliverable is not None and knowledge.deliverable < question.k)
-        if not short:
-            return None
-        attempts = base.retry.max_attempts
-        success = 1 - sender.failure_rate ** attempts
-        tried = (f"with failure rate {sender.failure_rate:g} and {attempts} attempt"
-                 f"{'s' if attempts > 1 else ''} per message")
-        wanted = f"no count delivers {goal.deliver * 100:.4g} % of {base.num_messages} messages"
-        if success == 0:
-            return f"{wanted}: {tried} none is ever delivered"
-        return (f"{wanted}: {tried} about {success * 100:.4g} % are ever delivered, and "
-                f"{short} of {goal.replications} runs delivered fewer than {question.k}; "
-                "allow retries with --max-attempts or ask for less with --deliver")
-
-    def _explain(self) -> str:
-        short = self._short_of_deliveries()
-        if short is not None:
-            return short
-        goal = self.question.goal
-        where = (f"up to {SENDERS_MAX} senders (the most a plan considers)"
-                 if self.top == SENDERS_MAX else
-                 f"up to {self.top} senders (more change nothing: nobody waits for a sender)")
-        return (f"no count {where} meets {goal.deadline_s:g} s with {goal.level:.4g} "
-                "confidence")

@@ -89,7 +89,6 @@ class DeliveryRun:
     prefix_max_s: float | None
     waited: bool
     kth_arrival_s: float | None
-    end_s: float
 
 
 Chain = list[tuple[float, bool, float]]  # a message's attempts: (send time, ok, backoff after)
@@ -233,7 +232,6 @@ def _run_burst(model: DeliveryModel) -> DeliveryRun:  # noqa: C901
         prefix_max_s=prefix_max if prefix_known else None,
         waited=config.num_messages > model.senders,
         kth_arrival_s=0.0 if model.prefix_rank <= config.num_messages else None,
-        end_s=t,
     )
 
 
@@ -358,7 +356,7 @@ def _run_general(model: DeliveryModel) -> DeliveryRun:  # noqa: C901 - one loop,
         prefix_max_s=prefix_max if prefix_known else None,
         # Work still queued at the stop has been waiting: more senders might start it
         # sooner. Work not yet arrived cannot change anything before the stop.
-        waited=waited or bool(waiting), kth_arrival_s=kth_arrival, end_s=t,
+        waited=waited or bool(waiting), kth_arrival_s=kth_arrival,
     )
 
 
