@@ -66,7 +66,8 @@ def simulate(
     (texts materialised); outcomes are identical either way. Same seed, same report
     (apart from ``virtual.wall_s``). The time-to-send percentiles are exact order
     statistics of the sends made (see ``percentiles``; a run of over a million sends is
-    replayed to find them, which takes as long again).
+    replayed to find them, which takes as long again; the replay ends where the run did and
+    does not poll ``stop_requests``).
     """
     stream = sys.stdout if output is _STDOUT else cast("TextIO | None", output)
     writer = SafeWriter(stream)
