@@ -22,18 +22,49 @@ __all__ = [
     "Arrivals",
     "ArrivalKind",
     "DEFAULT_QUEUE_SIZE",
+    "TIME_MAX_S",
+    "SENDERS_MAX",
+    "MESSAGES_MAX",
+    "check_sender_total",
+    "DeliveryGoal",
+    "REPLICATIONS_MAX",
 ]
 
 DEFAULT_QUEUE_SIZE = 1024
+# Upper bounds that keep every sum and product of the model finite and every run startable:
+# a time of 1e308 s is finite but two of them add up to infinity, and 1e11 senders cannot be
+# held in memory (each has its own random stream, about 2.5 KB). 1e9 s is about 32 years.
+TIME_MAX_S = 1e9
+SENDERS_MAX = 100_000  # all sources together: identical senders, --sender, senders files
+MESSAGES_MAX = 10**12
+REPLICATIONS_MAX = 10_000
+_RATE_MIN_PER_S = 1 / TIME_MAX_S  # a rate's period is a time, so it has the same bound
 
 
-def _check_finite(name: str, value: float, *, minimum: float = 0.0) -> None:
+def _check_finite(
+    name: str, value: float, *, minimum: float = 0.0, maximum: float | None = None
+) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{name} must be a number (got {value!r})")
     if not math.isfinite(value):
         raise ConfigError(f"{name} must be a finite number (got {value!r})")
     if value < minimum:
         raise ConfigError(f"{name} must be >= {minimum:g} (got {value!r})")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be <= {maximum:g} (got {value!r})")
+
+
+def _check_time(name: str, value: float) -> None:
+    """A duration in seconds: finite, >= 0 and at most ``TIME_MAX_S``."""
+    _check_finite(name, value, maximum=TIME_MAX_S)
+
+
+def check_sender_total(total: int, *, maximum: int = SENDERS_MAX) -> None:
+    """Refuse more than ``maximum`` senders in all (``SENDERS_MAX`` unless a mode needs
+    fewer). Call it with the sum of every source before building the list of senders: a
+    count such as 1e11 must be refused, not materialised."""
+    if total > maximum:
+        raise ConfigError(f"senders must be <= {maximum} in all (got {total})")
 
 
 class ServiceDistribution(enum.StrEnum):
@@ -63,8 +94,8 @@ class SenderConfig:
     rate_limit_per_s: float | None = None
 
     def __post_init__(self) -> None:
-        _check_finite("mean", self.mean_s)
-        _check_finite("deviation", self.deviation_s)
+        _check_time("mean", self.mean_s)
+        _check_time("deviation", self.deviation_s)
         _check_finite("failure_rate", self.failure_rate)
         if self.failure_rate > 1:
             raise ConfigError(f"failure_rate must be in [0, 1] (got {self.failure_rate!r})")
@@ -93,9 +124,10 @@ class SenderConfig:
                 f"mean must be > 0 for the lognormal distribution (got {self.mean_s!r})"
             )
         if self.rate_limit_per_s is not None:
-            _check_finite("rate_limit", self.rate_limit_per_s)
-            if self.rate_limit_per_s <= 0:
-                raise ConfigError(f"rate_limit must be > 0 (got {self.rate_limit_per_s!r})")
+            _check_finite("rate_limit", self.rate_limit_per_s, maximum=1 / _RATE_MIN_PER_S)
+            if self.rate_limit_per_s < _RATE_MIN_PER_S:
+                raise ConfigError(f"rate_limit must be >= {_RATE_MIN_PER_S:g} per second "
+                                  f"(got {self.rate_limit_per_s!r})")
 
     @property
     def min_interval_s(self) -> float:
@@ -128,9 +160,9 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         _check_int("max_attempts", self.max_attempts, minimum=1)
-        _check_finite("base", self.base_s)
-        _check_finite("factor", self.factor, minimum=1.0)
-        _check_finite("cap", self.cap_s)
+        _check_time("base", self.base_s)
+        _check_finite("factor", self.factor, minimum=1.0, maximum=TIME_MAX_S)
+        _check_time("cap", self.cap_s)
         if self.cap_s < self.base_s:
             raise ConfigError(
                 f"cap must be >= base (got cap {self.cap_s!r} < base {self.base_s!r})"
@@ -168,9 +200,10 @@ class Arrivals:
         if self.kind is ArrivalKind.POISSON:
             if self.rate_per_s is None:
                 raise ConfigError("poisson arrivals need a rate (messages per second)")
-            _check_finite("arrival rate", self.rate_per_s)
-            if self.rate_per_s <= 0:
-                raise ConfigError(f"arrival rate must be > 0 (got {self.rate_per_s!r})")
+            _check_finite("arrival rate", self.rate_per_s, maximum=1 / _RATE_MIN_PER_S)
+            if self.rate_per_s < _RATE_MIN_PER_S:
+                raise ConfigError(f"arrival rate must be >= {_RATE_MIN_PER_S:g} per second "
+                                  f"(got {self.rate_per_s!r})")
         elif self.rate_per_s is not None:
             raise ConfigError(f"an arrival rate applies to poisson arrivals only (got {self.kind})")
         object.__setattr__(self, "schedule", tuple(tuple(row) for row in self.schedule))
@@ -182,8 +215,9 @@ class Arrivals:
                 if len(row) != 2:
                     raise ConfigError(f"schedule row {number} must be (time, count) (got {row!r})")
                 at_s, count = row
-                _check_finite(f"schedule row {number} time", at_s)
-                _check_int(f"schedule row {number} count", count, minimum=0)
+                _check_time(f"schedule row {number} time", at_s)
+                _check_int(f"schedule row {number} count", count, minimum=0,
+                           maximum=MESSAGES_MAX)
                 if at_s < previous:
                     raise ConfigError(
                         f"schedule times must not decrease (row {number}: {at_s!r} < {previous!r})"
@@ -222,20 +256,21 @@ class SimulationConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def __post_init__(self) -> None:
-        _check_int("num_messages", self.num_messages, minimum=0)
+        _check_int("num_messages", self.num_messages, minimum=0, maximum=MESSAGES_MAX)
         object.__setattr__(self, "senders", tuple(self.senders))
         if len(self.senders) < 1:
             raise ConfigError(f"senders must be >= 1 (got {len(self.senders)})")
+        check_sender_total(len(self.senders))
         for sender in self.senders:
             if not isinstance(sender, SenderConfig):
                 raise ConfigError(f"senders must hold SenderConfig values (got {sender!r})")
-        _check_finite("monitor_interval", self.monitor_interval_s)
+        _check_time("monitor_interval", self.monitor_interval_s)
         if self.monitor_interval_s <= 0:
             raise ConfigError(f"monitor_interval must be > 0 (got {self.monitor_interval_s!r})")
         if self.seed is not None:
             _check_int("seed", self.seed, minimum=None)
         if self.duration_s is not None:
-            _check_finite("duration", self.duration_s)
+            _check_time("duration", self.duration_s)
         _check_int("queue_size", self.queue_size, minimum=1)
         if not isinstance(self.arrivals, Arrivals):
             raise ConfigError(f"arrivals must be an Arrivals value (got {self.arrivals!r})")
@@ -251,8 +286,48 @@ class SimulationConfig:
             )
 
 
-def _check_int(name: str, value: object, *, minimum: int | None) -> None:
+def _check_int(
+    name: str, value: object, *, minimum: int | None, maximum: int | None = None
+) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{name} must be an integer (got {value!r})")
     if minimum is not None and value < minimum:
         raise ConfigError(f"{name} must be >= {minimum} (got {value!r})")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be <= {maximum} (got {value!r})")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliveryGoal:
+    """What a capacity plan must show: at least ``deliver`` of the messages delivered (sent
+    successfully, not merely attempted) within ``deadline_s`` of the start, with
+    ``level`` confidence, judged on ``replications`` runs per sender count.
+    ``percentiles`` (each in (0, 100]) are extra delivery times to report: when that
+    percentage of the messages had been delivered.
+
+    ``level`` must be at least 0.5: below it the bound falls under the mean, which no reader
+    would call confidence.
+    """
+
+    deadline_s: float
+    deliver: float = 1.0
+    level: float = 0.95
+    replications: int = 10
+    percentiles: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_time("deadline", self.deadline_s)
+        if self.deadline_s <= 0:
+            raise ConfigError(f"deadline must be > 0 (got {self.deadline_s!r})")
+        _check_finite("deliver", self.deliver)
+        if not 0 < self.deliver <= 1:
+            raise ConfigError(f"deliver must be in (0, 1] (got {self.deliver!r})")
+        _check_finite("confidence", self.level)
+        if not 0.5 <= self.level < 1:
+            raise ConfigError(f"confidence must be in [0.5, 1) (got {self.level!r})")
+        _check_int("replications", self.replications, minimum=2, maximum=REPLICATIONS_MAX)
+        object.__setattr__(self, "percentiles", tuple(self.percentiles))
+        for percentile in self.percentiles:
+            _check_finite("percentile", percentile)
+            if not 0 < percentile <= 100:
+                raise ConfigError(f"percentile must be in (0, 100] (got {percentile!r})")

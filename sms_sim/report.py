@@ -58,7 +58,8 @@ class VirtualStats:
     """What only a simulated clock can measure exactly (virtual-time mode).
 
     Times are simulated seconds except ``wall_s``. Time to send runs from a message's
-    arrival to its successful completion; the percentiles are exact to within 1 %.
+    arrival to its successful completion; the percentiles are exact nearest-rank order
+    statistics of the sends made, None when there were none.
     ``mean_in_system`` is the time-average number of messages present (queued, sending or
     waiting to retry), integrated over the run independently of the per-message times, so
     Little's law ``mean_in_system == arrival_rate_per_s * mean_time_in_system_s`` is a check.
@@ -66,9 +67,9 @@ class VirtualStats:
 
     wall_s: float
     makespan_s: float
-    p50_send_s: float
-    p95_send_s: float
-    p99_send_s: float
+    p50_send_s: float | None
+    p95_send_s: float | None
+    p99_send_s: float | None
     utilisation: float
     attempts: int
     failed_attempts: int
@@ -190,9 +191,9 @@ def _virtual_dict(stats: VirtualStats) -> dict[str, object]:
         "makespan_s": stats.makespan_s,
         "wall_s": stats.wall_s,
         "time_to_send_ms": {
-            "p50": stats.p50_send_s * 1000,
-            "p95": stats.p95_send_s * 1000,
-            "p99": stats.p99_send_s * 1000,
+            "p50": _ms(stats.p50_send_s),
+            "p95": _ms(stats.p95_send_s),
+            "p99": _ms(stats.p99_send_s),
         },
         "utilisation": stats.utilisation,
         "attempts": stats.attempts,
@@ -200,6 +201,14 @@ def _virtual_dict(stats: VirtualStats) -> dict[str, object]:
         "mean_wait_ms": stats.mean_wait_s * 1000,
         "waited_fraction": stats.waited_fraction,
     }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000
+
+
+def _seconds(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}s"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -252,7 +261,8 @@ def format_report(report: Report) -> str:
         v = report.virtual
         lines.append(
             f"virtual time: makespan {v.makespan_s:.3f}s, time to send p50 "
-            f"{v.p50_send_s:.3f}s p95 {v.p95_send_s:.3f}s p99 {v.p99_send_s:.3f}s, "
+            f"{_seconds(v.p50_send_s)} p95 {_seconds(v.p95_send_s)} "
+            f"p99 {_seconds(v.p99_send_s)}, "
             f"utilisation {v.utilisation:.1%}, {v.attempts} attempts "
             f"({v.failed_attempts} failed)"
         )

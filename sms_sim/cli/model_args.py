@@ -14,6 +14,7 @@ from pathlib import Path
 
 from sms_sim.cli.common import int_at_least, non_negative_float, positive_float, probability
 from sms_sim.config import (
+    SENDERS_MAX,
     ArrivalKind,
     Arrivals,
     Jitter,
@@ -31,9 +32,10 @@ __all__ = [
     "add_model_arguments",
     "retry_from_args",
     "sender_from_args",
+    "sender_count",
 ]
 
-SENDERS_PER_TABLE_MAX = 100_000
+SENDERS_PER_TABLE_MAX = SENDERS_MAX
 _SENDER_FILE_KEYS = {"mean", "deviation", "failure_rate", "count", "distribution", "rate_limit"}
 _DISTRIBUTIONS = [d.value for d in ServiceDistribution]
 
@@ -97,8 +99,17 @@ def load_senders_file(path: Path) -> list[SenderConfig]:
             )
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from exc
+        if len(senders) + count > SENDERS_MAX:  # before the table is multiplied out
+            raise ConfigError(f"senders file {str(path)!r} holds more than {SENDERS_MAX} "
+                              "senders in all")
         senders.extend([sender] * count)
     return senders
+
+
+def sender_count(text: str) -> int:
+    """An argparse type for a number of senders: an integer in 0..``SENDERS_MAX``, checked
+    before any list of that many senders is built."""
+    return int_at_least(0, SENDERS_MAX)(text)
 
 
 def load_schedule_file(path: Path) -> tuple[tuple[float, int], ...]:

@@ -1,9 +1,12 @@
 """``sms-sim plan``: the sizing question answered from the command line.
 
-Prints a table (or ``--json`` / ``--csv``) of sender counts with their makespan and its
-confidence interval, and the fewest senders that finish within the deadline with the
-requested confidence. ``--plot`` needs the optional ``[plot]`` extra (matplotlib), imported
-only here and only when asked for.
+"How many senders deliver 95 % of 1M messages within 600 s, with 95 % confidence?" The
+answer line comes with the rows of the counts that decided it (the answer and the count
+below it), or the rows of ``--table`` / ``--senders``; ``--json`` and ``--csv`` give them
+to programs. Progress goes to stderr (one redrawn line on a terminal); Ctrl-C prints the
+bracket known so far and exits 130. Every bad value, the ``--plot`` file included, is
+refused in one line with exit 2 before any work; ``--plot`` needs the optional ``[plot]``
+extra (matplotlib), imported only then.
 """
 
 from __future__ import annotations
@@ -11,16 +14,18 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import math
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from sms_sim.cli.common import (
     ExitCode,
     OneLineParser,
     emit,
+    finite_float,
     int_at_least,
     json_text,
     non_negative_float,
@@ -28,21 +33,29 @@ from sms_sim.cli.common import (
     probability,
 )
 from sms_sim.cli.model_args import add_model_arguments, retry_from_args, sender_from_args
-from sms_sim.config import SimulationConfig
+from sms_sim.config import SENDERS_MAX, DeliveryGoal, SimulationConfig
 from sms_sim.errors import ConfigError
-from sms_sim.sim.plan import PlanResult, plan
-
-__all__ = ["main"]
-
-_COLUMNS = (
-    "senders", "makespan_mean_s", "makespan_ci_s", "makespan_upper_s", "p50_send_s",
-    "p95_send_s", "p99_send_s", "utilisation", "failed_attempts", "dead_lettered",
-    "meets_deadline",
+from sms_sim.sim.plan import (
+    SWEEP_POINTS,
+    PlanProgress,
+    PlanResult,
+    PlanRow,
+    default_deliver,
+    plan,
 )
+
+__all__ = ["main", "build_parser", "draw", "format_result", "format_progress", "format_bracket"]
+
+TABLE_COUNTS_MAX = 1000  # rows --senders may ask for
+JOBS_MAX = 256
+PLOT_FORMATS = (".png", ".pdf", ".svg")
+_COLUMNS = ("senders", "replications", "runs", "meets", "time_mean_s", "upper_s",
+            "least_upper_s", "delivered_mean", "delivered_min", "failed_attempts", "dead")
 
 
 def _sender_counts(text: str) -> list[int]:
-    """``10,20,40`` or ``10:50:5`` (start:stop:step, stop included)."""
+    """``10,20,40`` or ``10:50:5`` (start:stop:step, stop included), each in
+    1..SENDERS_MAX and at most TABLE_COUNTS_MAX of them (checked before any list is built)."""
     try:
         if ":" in text:
             parts = [int(p) for p in text.split(":")]
@@ -51,24 +64,57 @@ def _sender_counts(text: str) -> list[int]:
             start, stop, step = parts[0], parts[1], parts[2] if len(parts) == 3 else 1
             if step < 1 or stop < start:
                 raise ValueError
-            counts = list(range(start, stop + 1, step))
+            ends = [start, stop]
+            size = (stop - start) // step + 1
         else:
-            counts = [int(p) for p in text.split(",")]
+            ends = [int(p) for p in text.split(",")]
+            size = len(ends)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected counts like 10,20,40 or 10:50:5 (got {text!r})"
         ) from None
-    if not counts or min(counts) < 1:
-        raise argparse.ArgumentTypeError(f"sender counts must be >= 1 (got {text!r})")
-    return counts
+    if min(ends) < 1 or max(ends) > SENDERS_MAX:
+        raise argparse.ArgumentTypeError(f"sender counts must be in 1..{SENDERS_MAX} "
+                                         f"(got {text!r})")
+    if size > TABLE_COUNTS_MAX:
+        raise argparse.ArgumentTypeError(f"at most {TABLE_COUNTS_MAX} sender counts "
+                                         f"(got {size} in {text!r})")
+    return list(range(start, stop + 1, step)) if ":" in text else ends
+
+
+def _fraction(text: str) -> float:
+    value = finite_float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1] (got {text!r})")
+    return value
+
+
+def _confidence(text: str) -> float:
+    value = finite_float(text)
+    if not 0.5 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0.5 and below 1 (got {text!r})")
+    return value
+
+
+def _percentiles(text: str) -> list[float]:
+    values = [finite_float(part) for part in text.split(",")]
+    if any(not 0 < value <= 100 for value in values):
+        raise argparse.ArgumentTypeError(f"percentiles must be in (0, 100] (got {text!r})")
+    return values
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog=prog,
-        description="How many senders finish the messages within the deadline? Runs the "
-                    "virtual-time model R times per sender count and reports the makespan "
-                    "with its confidence interval.",
+        description="How many senders deliver the messages in time? The fewest identical "
+                    "senders whose replications deliver --deliver of the messages within "
+                    "--deadline with --confidence (an upper prediction bound of the time "
+                    "the last of them is delivered: one more run meets it with that "
+                    "probability). Failed or dead-lettered messages never count as "
+                    "delivered.",
+        epilog="exit codes: 0 answered (also when no count can meet the goal: the last line "
+               "says why), 1 --plot without matplotlib, 2 bad usage, 130 interrupted "
+               "(the bracket known so far is printed)",
     )
     parser.add_argument("--messages", type=int_at_least(1), required=True, metavar="N",
                         help="messages to send (required)")
@@ -80,26 +126,35 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--failure-rate", type=probability, default=0.0, metavar="P",
                         help="probability one send fails, 0-1 (default 0)")
     parser.add_argument("--deadline", type=positive_float, required=True, metavar="SECONDS",
-                        help="the time by which every message must be done")
-    parser.add_argument("--replications", type=int_at_least(2), default=10, metavar="R",
-                        help="independent runs per sender count (default 10)")
-    parser.add_argument("--confidence", type=probability, default=0.95, metavar="LEVEL",
-                        help="confidence of the interval and the deadline bound (default 0.95)")
-    parser.add_argument("--senders", type=_sender_counts, metavar="LIST|START:STOP:STEP",
-                        help="sender counts to tabulate (default: about 20 around the answer)")
+                        help="the time from the start by which the messages must be delivered")
+    parser.add_argument("--deliver", type=_fraction, metavar="FRACTION",
+                        help="fraction of the messages that must be delivered by the deadline "
+                             "(default 1 when retries deliver every message; otherwise "
+                             "required, e.g. 0.95)")
+    parser.add_argument("--percentile", type=_percentiles, default=[], metavar="P[,P...]",
+                        help="also show when P %% of the messages had been delivered")
+    parser.add_argument("--replications", type=int_at_least(2, 10_000), default=10,
+                        metavar="R", help="runs per sender count (default 10)")
+    parser.add_argument("--confidence", type=_confidence, default=0.95, metavar="LEVEL",
+                        help="probability one more run meets the goal (default 0.95)")
+    parser.add_argument("--table", action="store_true",
+                        help=f"also tabulate about {SWEEP_POINTS} counts around the answer "
+                             "(each fully replicated: slower)")
+    parser.add_argument("--senders", type=_sender_counts, metavar="LIST|START:STOP[:STEP]",
+                        help="also tabulate these counts (fully replicated)")
     parser.add_argument("--seed", type=int_at_least(0), default=1, metavar="N",
                         help="seed of replication 1 (default 1: plans are repeatable)")
-    parser.add_argument("--jobs", type=int_at_least(1), default=os.cpu_count() or 1,
+    parser.add_argument("--jobs", type=int_at_least(1, JOBS_MAX), default=os.cpu_count() or 1,
                         metavar="N", help="processes running replications (default: all cores)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true",
-                        help="one JSON object with min_senders and rows")
+                        help="one JSON object with min_senders, reason and rows")
     output.add_argument("--csv", action="store_true", help="the rows as CSV")
-    parser.add_argument("--plot", type=Path, metavar="FILE.png",
-                        help="draw makespan against senders with the deadline (needs "
-                             "sms_sim[plot])")
+    parser.add_argument("--plot", type=Path, metavar="FILE.png|.pdf|.svg",
+                        help="draw the time to deliver against senders with the deadline and "
+                             "the answer (implies --table; needs sms_sim[plot])")
     parser.add_argument("--quiet", "-q", action="store_true",
-                        help="no progress lines on stderr")
+                        help="no progress on stderr")
     add_model_arguments(parser)
     return parser
 
@@ -107,34 +162,191 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
 def main(argv: Sequence[str], *, prog: str) -> int:
     parser = build_parser(prog)
     args = parser.parse_args(argv)
-    pyplot = _import_pyplot(parser) if args.plot else None
+    if args.plot is not None:
+        _check_plot_path(parser, args.plot)
     try:
         sender = sender_from_args(args, args.mean, args.deviation, args.failure_rate)
         base = SimulationConfig(num_messages=args.messages, senders=[sender], seed=args.seed,
                                 arrivals=args.arrivals, retry=retry_from_args(args))
+        deliver = args.deliver if args.deliver is not None else default_deliver(base, sender)
+        if deliver is None:
+            lost = args.messages * args.failure_rate ** args.max_attempts
+            about = f"{lost:,.0f}" if lost >= 10 else f"{lost:.2g}"
+            raise ConfigError(
+                f"say what fraction must be delivered: with failure rate {args.failure_rate:g} "
+                f"and {args.max_attempts} attempt{'s' if args.max_attempts > 1 else ''} about "
+                f"{about} of {args.messages:,} messages are never delivered; use --deliver "
+                "(e.g. --deliver 0.95) or retry with --max-attempts"
+            )
+        goal = DeliveryGoal(deadline_s=args.deadline, deliver=deliver, level=args.confidence,
+                            replications=args.replications,
+                            percentiles=tuple(args.percentile))
     except ConfigError as exc:
         parser.error(str(exc))
-    progress = (lambda line: None) if args.quiet else _stderr_line
+    pyplot = _import_pyplot(parser) if args.plot is not None else None
+    progress = _Progress(sys.stderr, quiet=args.quiet)
     try:
-        result = plan(base, sender, deadline_s=args.deadline, replications=args.replications,
-                      level=args.confidence, sender_counts=args.senders, jobs=args.jobs,
-                      progress=progress)
+        result = plan(base, sender, goal, jobs=args.jobs, table_counts=args.senders or (),
+                      sweep=args.table or args.plot is not None, progress=progress)
     except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        progress.finish()
+        print(f"{parser.prog}: interrupted; {progress.bracket()}", file=sys.stderr)
         return ExitCode.SIGINT
+    progress.finish()
     if args.json:
         emit(json_text(result.to_dict()))
     elif args.csv:
-        emit(_csv(result))
+        emit(_csv_text(result))
     else:
-        emit(_table(result, args.messages))
+        emit(format_result(result))
     if pyplot is not None:
         _plot(pyplot, result, args.plot)
     return ExitCode.OK
 
 
-def _stderr_line(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+class _Progress:
+    """Progress on stderr: one redrawn line on a terminal; otherwise a line when a count is
+    settled or every ``LOG_INTERVAL_S`` of the plan's time. Remembers the last snapshot so
+    an interruption can say what is known."""
+
+    LOG_INTERVAL_S = 2.0
+
+    def __init__(self, stream: TextIO, *, quiet: bool) -> None:
+        self._stream = stream
+        self._quiet = quiet
+        self._tty = stream.isatty()
+        self._drawn = False
+        self._logged_at = 0.0
+        self.last: PlanProgress | None = None
+
+    def __call__(self, snapshot: PlanProgress) -> None:
+        previous, self.last = self.last, snapshot
+        if self._quiet:
+            return
+        line = format_progress(snapshot)
+        if self._tty:
+            self._stream.write(f"\r{line}\x1b[K")
+            self._drawn = True
+        elif (previous is None or snapshot.settled != previous.settled
+              or snapshot.elapsed_s >= self._logged_at + self.LOG_INTERVAL_S):
+            self._stream.write(line + "\n")
+            self._logged_at = snapshot.elapsed_s
+        self._stream.flush()
+
+    def finish(self) -> None:
+        if self._drawn:
+            self._stream.write("\n")
+            self._stream.flush()
+            self._drawn = False
+
+    def bracket(self) -> str:
+        return "nothing evaluated yet" if self.last is None else format_bracket(self.last)
+
+
+def format_bracket(snapshot: PlanProgress) -> str:
+    """What is known about the answer, in words."""
+    low = snapshot.ruled_out_to
+    below = f"every count up to {low} misses" if low else "no count is ruled out yet"
+    if snapshot.meets_at is None:
+        return f"{below}; no count has met the goal yet"
+    if snapshot.meets_at == low + 1:
+        return f"{below}, {snapshot.meets_at} meets: the answer is {snapshot.meets_at}"
+    return (f"{below}, {snapshot.meets_at} meets: the answer is in "
+            f"{low + 1}..{snapshot.meets_at}")
+
+
+def format_progress(snapshot: PlanProgress) -> str:
+    current = ("" if snapshot.current is None else
+               f"{snapshot.current} senders: run {snapshot.current_runs}/"
+               f"{snapshot.replications}; ")
+    eta = "" if snapshot.eta_s is None else f"; ETA for this count {snapshot.eta_s:.0f} s"
+    return (f"plan: {current}{snapshot.settled} counts settled, {snapshot.runs} runs in "
+            f"{_wall(snapshot.elapsed_s)}; {format_bracket(snapshot)}{eta}")
+
+
+def format_result(result: PlanResult) -> str:
+    """The rows and the answer line (or the reason no count meets)."""
+    goal = result.goal
+    level = _percent(goal.level)
+    wanted = f"{_percent(goal.deliver)} of {result.messages} messages"
+    lines = [
+        f"goal: deliver {wanted} within {goal.deadline_s:g} s, {level} confidence "
+        f"(up to {goal.replications} runs per count, seed {result.seed})",
+    ]
+    if result.rows:
+        lines.append(_header(result))
+    lines.extend(_row_line(row) for row in result.rows)
+    if result.min_senders is None:
+        lines.append(result.reason or "no count meets the goal")
+    else:
+        below = result.min_senders - 1
+        shown = f"; {below} misses" if below >= 1 else ""
+        lines.append(f"min senders: {result.min_senders} deliver {wanted} within "
+                     f"{goal.deadline_s:g} s with {level} confidence{shown} "
+                     f"({result.runs} runs in {_wall(result.elapsed_s)})")
+    return "\n".join(lines)
+
+
+def _wall(seconds: float) -> str:
+    return f"{seconds:.2g} s" if seconds < 10 else f"{seconds:.0f} s"
+
+
+def _percent(fraction: float) -> str:
+    return f"{fraction * 100:.4g} %"
+
+
+def _header(result: PlanResult) -> str:
+    goal = result.goal
+    extra = "".join(f" {f't{p:g}% s':>11}" for p in goal.percentiles)
+    return (f"{'senders':>8} {'runs':>7} {f't{goal.deliver * 100:.4g}% s':>11} "
+            f"{'bound s':>12} {f'by {goal.deadline_s:g}s':>10} {'lowest':>8}{extra} "
+            f"{'failed':>10} {'dead':>8}  verdict")
+
+
+def _row_line(row: PlanRow) -> str:
+    bound = (_time(row.upper_s) if row.upper_s is not None
+             else ">=" + _time(row.least_upper_s))
+    extra = "".join(f" {_time(t):>11}" for t in row.percentile_times_s)
+    return (f"{row.senders:>8} {f'{row.runs}/{row.replications}':>7} "
+            f"{_time(row.time_mean_s):>11} {bound:>12} {row.delivered_mean:>10.2%} "
+            f"{row.delivered_min:>8.2%}{extra} {row.failed_attempts:>10.1f} "
+            f"{row.dead:>8.1f}  {'meets' if row.meets else 'misses'}")
+
+
+def _time(value: float) -> str:
+    return "never" if math.isinf(value) else f"{value:.3f}"
+
+
+def _csv_text(result: PlanResult) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    percentile_columns = [f"t{p:g}_s" for p in result.goal.percentiles]
+    writer.writerow([*_COLUMNS, *percentile_columns])
+    for row in result.rows:
+        values = row.to_dict()
+        times = values["percentile_times_s"]
+        assert isinstance(times, list)
+        writer.writerow([_cell(values[column]) for column in _COLUMNS]
+                        + [_cell(t) for t in times])
+    return buffer.getvalue().rstrip("\n")
+
+
+def _cell(value: object) -> object:
+    return "" if value is None else value
+
+
+def _check_plot_path(parser: argparse.ArgumentParser, path: Path) -> None:
+    """Refuse, before any work, a plot file that could not be written."""
+    if path.suffix.lower() not in PLOT_FORMATS:
+        parser.error(f"argument --plot: the file name must end in {', '.join(PLOT_FORMATS)} "
+                     f"(got {str(path)!r})")
+    directory = path.parent
+    if not directory.is_dir():
+        parser.error(f"argument --plot: no such directory {str(directory)!r}")
+    if path.is_dir():
+        parser.error(f"argument --plot: {str(path)!r} is a directory")
+    if not os.access(directory, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        parser.error(f"argument --plot: cannot write {str(path)!r}")
 
 
 def _import_pyplot(parser: argparse.ArgumentParser) -> Any:
@@ -149,52 +361,34 @@ def _import_pyplot(parser: argparse.ArgumentParser) -> Any:
     return pyplot
 
 
-def _table(result: PlanResult, messages: int) -> str:
-    level = f"{result.level:.0%}"
-    lines = [
-        f"{'senders':>8} {'makespan s':>12} {f'+/- {level} CI':>11} {f'upper {level}':>11} "
-        f"{'p50 s':>9} {'p95 s':>9} {'p99 s':>9} {'util':>6} {'failures':>10} "
-        f"{'dead':>8}  deadline",
-    ]
-    for row in result.rows:
-        lines.append(
-            f"{row.senders:>8} {row.makespan_mean_s:>12.3f} {row.makespan_ci_s:>11.3f} "
-            f"{row.makespan_upper_s:>11.3f} {row.p50_send_s:>9.3f} {row.p95_send_s:>9.3f} "
-            f"{row.p99_send_s:>9.3f} {row.utilisation:>6.1%} {row.failed_attempts:>10.1f} "
-            f"{row.dead_lettered:>8.1f}  {'meets' if row.meets_deadline else 'misses'}"
-        )
-    if result.min_senders is None:
-        lines.append(f"no sender count meets the {result.deadline_s:g}s deadline "
-                     f"with {level} confidence")
-    else:
-        lines.append(f"min senders: {result.min_senders} finish {messages} messages within "
-                     f"{result.deadline_s:g}s with {level} confidence (seed {result.seed}, "
-                     f"{result.rows[0].replications} replications per count)")
-    return "\n".join(lines)
-
-
-def _csv(result: PlanResult) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(_COLUMNS)
-    for row in result.rows:
-        values = row.to_dict()
-        writer.writerow([values[column] for column in _COLUMNS])
-    return buffer.getvalue().rstrip("\n")
-
-
 def _plot(pyplot: Any, result: PlanResult, path: Path) -> None:
-    figure, axes = pyplot.subplots(figsize=(8, 5))
-    senders = [row.senders for row in result.rows]
-    axes.errorbar(senders, [row.makespan_mean_s for row in result.rows],
-                  yerr=[row.makespan_ci_s for row in result.rows], marker="o", capsize=3,
-                  label=f"makespan (mean, {result.level:.0%} CI)")
-    axes.axhline(result.deadline_s, color="red", linestyle="--", label="deadline")
-    if result.min_senders is not None:
-        axes.axvline(result.min_senders, color="green", linestyle=":",
-                     label=f"min senders = {result.min_senders}")
-    axes.set_xlabel("senders")
-    axes.set_ylabel("makespan (s)")
-    axes.legend()
+    figure = draw(pyplot, result)
     figure.savefig(path, dpi=100)
     pyplot.close(figure)
+
+
+def draw(pyplot: Any, result: PlanResult) -> Any:
+    """A figure of the time to deliver the goal against senders (mean and bound, integer
+    ticks), the deadline and the answer, titled with the goal."""
+    from matplotlib.ticker import MaxNLocator
+
+    goal = result.goal
+    rows = [row for row in result.rows if not math.isinf(row.time_mean_s)]
+    figure, axes = pyplot.subplots(figsize=(8, 5))
+    axes.plot([row.senders for row in rows], [row.time_mean_s for row in rows], marker="o",
+              label=f"time to deliver {_percent(goal.deliver)} (mean of runs)")
+    bounded = [row for row in rows if row.upper_s is not None and not math.isinf(row.upper_s)]
+    axes.plot([row.senders for row in bounded], [row.upper_s for row in bounded],
+              linestyle="--", marker="^", label=f"{_percent(goal.level)} prediction bound")
+    axes.axhline(goal.deadline_s, color="red", linestyle=":",
+                 label=f"deadline {goal.deadline_s:g} s")
+    if result.min_senders is not None:
+        axes.axvline(result.min_senders, color="green", linestyle="-.",
+                     label=f"answer: {result.min_senders} senders")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_xlabel("senders")
+    axes.set_ylabel("seconds from the start")
+    axes.set_title(f"Delivering {_percent(goal.deliver)} of {result.messages} messages "
+                   f"within {goal.deadline_s:g} s")
+    axes.legend()
+    return figure

@@ -33,10 +33,11 @@ from sms_sim.cli.model_args import (
     add_model_arguments,
     load_senders_file,
     retry_from_args,
+    sender_count,
     sender_from_args,
     sender_spec,
 )
-from sms_sim.config import SenderConfig, SimulationConfig
+from sms_sim.config import TIME_MAX_S, SenderConfig, SimulationConfig, check_sender_total
 from sms_sim.errors import ConfigError, SmsSimError
 from sms_sim.policy import capacity_per_s
 from sms_sim.report import StopReason
@@ -75,7 +76,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     positional = parser.add_argument_group("simulation (all five, or none for the defaults)")
     positional.add_argument("num_messages", nargs="?", type=int_at_least(0),
                             help="messages to produce (default 10000)")
-    positional.add_argument("num_senders", nargs="?", type=int_at_least(0),
+    positional.add_argument("num_senders", nargs="?", type=sender_count,
                             help="identical sender threads (default 4)")
     positional.add_argument("mean_processing_time", nargs="?", type=non_negative_float,
                             help="mean send time per message, seconds (default 0.01)")
@@ -131,10 +132,12 @@ def _config_from_args(
         # Zero identical senders is allowed only when --sender/--senders-file add some; the
         # positional settings are still validated so a typo is not silently ignored.
         identical = sender_from_args(args, mean_s, deviation_s, failure_rate)
+        from_file = [] if args.senders_file is None else load_senders_file(args.senders_file)
+        # One cap on the total, checked before the identical senders are multiplied out.
+        check_sender_total(num_senders + len(args.sender) + len(from_file))
         senders.extend([identical] * num_senders)
         senders.extend(args.sender)
-        if args.senders_file is not None:
-            senders.extend(load_senders_file(args.senders_file))
+        senders.extend(from_file)
         if not senders:
             raise ConfigError(f"num_senders must be >= 1 (got {num_senders})")
         config = SimulationConfig(
@@ -154,7 +157,8 @@ def _config_from_args(
 
 
 def _auto_interval_s(config: SimulationConfig) -> float:
-    """About a tenth of the expected makespan, rounded to 1, 2 or 5 times a power of ten."""
+    """About a tenth of the expected makespan, rounded to 1, 2 or 5 times a power of ten
+    (at most ``TIME_MAX_S``, however long the run)."""
     expected_s = config.num_messages / capacity_per_s(config.senders)
     if config.arrivals.rate_per_s:
         expected_s = max(expected_s, config.num_messages / config.arrivals.rate_per_s)
@@ -162,7 +166,8 @@ def _auto_interval_s(config: SimulationConfig) -> float:
         expected_s = max(expected_s, config.arrivals.schedule[-1][0])
     target = max(expected_s / 10, 1e-3)
     power = 10.0 ** math.floor(math.log10(target))
-    return next(step * power for step in (1, 2, 5, 10) if step * power >= target)
+    rounded = next(step * power for step in (1, 2, 5, 10) if step * power >= target)
+    return min(rounded, TIME_MAX_S)
 
 
 def _positional_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
@@ -187,6 +192,10 @@ def main(argv: Sequence[str], *, prog: str) -> int:
         )
         if args.json:
             emit(json_text(report.to_dict()))
+    except ConfigError as exc:  # refused before the run could start (too many threads)
+        log.debug("run refused", exc_info=True)
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
     except SmsSimError as exc:
         log.debug("run failed", exc_info=True)
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)

@@ -1,276 +1,314 @@
-"""Capacity planning: how many senders finish N messages within a deadline, and how sure we are.
+"""Capacity planning: the fewest identical senders that deliver enough of the messages in
+time, with a stated confidence, found without simulating every count.
 
-For each sender count the virtual-time model is replicated R times with common random
-numbers (replication r uses the same seed whatever the sender count, so differences between
-rows come from the sender count, not from luck). A count "meets the deadline with 95 %
-confidence" when the one-sided 95 % upper prediction bound of its makespan, mean + t s
-sqrt(1 + 1/R), is within the deadline: a further run would finish in time with probability
-about 0.95 (normal model). The smallest such count is found by bisection, since more
-senders never make a burst slower on average.
+**The criterion.** The goal (``DeliveryGoal``) is about *delivered* messages: at least
+``deliver`` of the N messages sent successfully within ``deadline_s`` of the start; a failed
+or dead-lettered message does not count, however early it failed. For a sender count S the
+model is replicated R times and each replication r gives T_r, the time its k-th message
+(k = ceil(deliver * N)) was delivered. S **meets** the goal when every replication
+delivered k messages and the one-sided upper prediction bound of the T_r,
+``mean + t(level, R-1) * s * sqrt(1 + 1/R)``, is within the deadline: under a normal model,
+one more run (the real broadcast) delivers k messages in time with probability ``level``.
+
+**The answer** is the smallest count that meets, exactly: the same a scan of every count
+with the same seeds would give. Replication r uses the same random numbers at every count
+(attached to messages, see ``virtual.deliveries``), so counts differ only by their senders.
+The bound is not monotone in S (a slower but steadier count can pass where a faster one
+does not), so the search does not bisect. It rules out every count up to some L by proof,
+the per-replication lower bounds of ``plan_eval`` put into the least bound of
+``plan_bounds`` (a bound that only grows as L shrinks, so L is found by bisection without
+running anything), and then evaluates the counts above L in increasing order until one
+meets. Which counts are evaluated first is a guess from the work the goal needs (about
+N * mean send time * attempts / deadline): a count that meets there gives every
+replication's work, which usually rules out every count below but one or two.
+
+**Sequential stopping.** A count's replications run in order and stop as soon as the
+verdict of all R is certain (``plan_eval.Evaluation.settle``): a miss is often clear after
+one or two runs, a meet needs all R. The verdict, and so the stated confidence, is the
+fixed-R one. A run itself stops once the deadline has passed and its k-th delivery is
+known, or at a horizon past which no run can meet.
+
+``plan`` raises ``ConfigError`` for inputs it cannot plan (no seed, more senders than
+``SENDERS_MAX`` to tabulate); a goal no count can meet is an answer (``min_senders`` None
+and a one-line ``reason``), not an error. It never prints; ``progress`` receives snapshots.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import signal
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from statistics import fmean
 
-from sms_sim.config import SenderConfig, SimulationConfig
+from sms_sim.clock import Clock, RealClock
+from sms_sim.config import SENDERS_MAX, DeliveryGoal, SenderConfig, SimulationConfig
 from sms_sim.errors import ConfigError
 from sms_sim.policy import mean_service_s
-from sms_sim.sim.theory import expected_attempts, mean_confidence_interval, upper_prediction_bound
-from sms_sim.sim.virtual.run import simulate
+from sms_sim.sim.plan_bounds import least_bound
+from sms_sim.sim.plan_eval import (
+    Evaluation,
+    Knowledge,
+    PlanRow,
+    Question,
+    Runner,
+    replication_seed,
+)
+from sms_sim.sim.plan_reasons import LOST_MESSAGES_MAX, impossible, nothing_meets
+from sms_sim.sim.theory import expected_attempts
+from sms_sim.sim.virtual.deliveries import run_deliveries
 
-__all__ = ["PlanRow", "PlanResult", "plan", "replication_seed", "SWEEP_POINTS"]
+__all__ = ["PlanRow", "PlanResult", "PlanProgress", "plan", "replication_seed",
+           "default_deliver", "first_guess", "sweep_around", "SWEEP_POINTS"]
 
-SWEEP_POINTS = 20
-_NO_GAIN = 0.99  # doubling the senders must cut the makespan bound by more than 1 %
-_MAX_SENDERS = 1_000_000
+SWEEP_POINTS = 20  # rows of a --table
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class PlanRow:
-    """One sender count, summarised over its replications (times in seconds)."""
+class PlanProgress:
+    """Where a plan stands: counts settled and runs made; every count up to
+    ``ruled_out_to`` misses (0: none known); ``meets_at`` is the smallest count known to
+    meet; ``current`` is being evaluated (``current_runs`` of ``replications`` done);
+    ``eta_s`` estimates the wall time left for it (None before the first run)."""
 
-    senders: int
+    settled: int
+    runs: int
+    ruled_out_to: int
+    meets_at: int | None
+    current: int | None
+    current_runs: int
     replications: int
-    makespan_mean_s: float
-    makespan_ci_s: float  # half-width of the two-sided confidence interval of the mean
-    makespan_upper_s: float  # one-sided upper prediction bound for one more run
-    p50_send_s: float
-    p95_send_s: float
-    p99_send_s: float
-    utilisation: float
-    failed_attempts: float  # mean per replication
-    dead_lettered: float  # mean per replication
-    meets_deadline: bool
-
-    def to_dict(self) -> dict[str, object]:
-        return dataclasses.asdict(self)
+    elapsed_s: float
+    eta_s: float | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PlanResult:
-    deadline_s: float
-    level: float
-    min_senders: int | None  # None: no count up to the search limit meets the deadline
-    rows: tuple[PlanRow, ...]
+    """The answer, the rows of the counts evaluated (ascending), and the effort."""
+
+    goal: DeliveryGoal
+    messages: int
     seed: int
+    min_senders: int | None
+    reason: str | None  # one line on why no count meets, when none does
+    rows: tuple[PlanRow, ...]
+    runs: int
+    elapsed_s: float
 
     def to_dict(self) -> dict[str, object]:
         return {
-            "deadline_s": self.deadline_s,
-            "level": self.level,
-            "seed": self.seed,
             "min_senders": self.min_senders,
+            "reason": self.reason,
+            "messages": self.messages,
+            "deliver": self.goal.deliver,
+            "deadline_s": self.goal.deadline_s,
+            "level": self.goal.level,
+            "replications": self.goal.replications,
+            "percentiles": list(self.goal.percentiles),
+            "seed": self.seed,
+            "runs": self.runs,
             "rows": [row.to_dict() for row in self.rows],
         }
 
 
-@dataclass(frozen=True, slots=True)
-class _Replication:
-    makespan_s: float
-    p50_s: float
-    p95_s: float
-    p99_s: float
-    utilisation: float
-    failed_attempts: int
-    dead_lettered: int
+def default_deliver(base: SimulationConfig, sender: SenderConfig) -> float | None:
+    """1.0 when a run delivers every message but about once in a million (no failures, or
+    retries that make a lost message that unlikely), else None: then what fraction counts
+    is the user's to say."""
+    lost = base.num_messages * sender.failure_rate ** base.retry.max_attempts
+    return 1.0 if lost <= LOST_MESSAGES_MAX else None
 
 
-def replication_seed(seed: int, replication: int) -> int:
-    """Seed of replication ``r``: the same for every sender count (common random numbers)."""
-    return (seed * 1_000_003 + replication) % (2**63)
-
-
-def _replicate(config: SimulationConfig) -> _Replication:
-    """One virtual run, reduced to what a plan row needs (small, so cheap to pickle)."""
-    report = simulate(config, output=None)
-    virtual = report.virtual
-    assert virtual is not None  # simulate always fills it
-    return _Replication(virtual.makespan_s, virtual.p50_send_s, virtual.p95_send_s,
-                        virtual.p99_send_s, virtual.utilisation, virtual.failed_attempts,
-                        report.dead_lettered)
-
-
-class _Evaluator:
-    """Runs and caches rows; replications go through ``executor`` when one is given."""
-
-    def __init__(
-        self,
-        base: SimulationConfig,
-        sender: SenderConfig,
-        *,
-        deadline_s: float,
-        replications: int,
-        level: float,
-        seed: int,
-        executor: Executor | None,
-        progress: Callable[[str], None],
-    ) -> None:
-        self._base = base
-        self._sender = sender
-        self._deadline_s = deadline_s
-        self._replications = replications
-        self._level = level
-        self._seed = seed
-        self._executor = executor
-        self._progress = progress
-        self.rows: dict[int, PlanRow] = {}
-
-    def row(self, senders: int) -> PlanRow:
-        if senders not in self.rows:
-            self.rows[senders] = self._evaluate(senders)
-        return self.rows[senders]
-
-    def prefetch(self, counts: Iterable[int]) -> None:
-        """Evaluate several counts, all their replications in flight at once."""
-        todo = [s for s in dict.fromkeys(counts) if s not in self.rows]
-        configs = [self._config(s, r) for s in todo for r in range(self._replications)]
-        results = list(self._map(configs))
-        for index, senders in enumerate(todo):
-            chunk = results[index * self._replications:(index + 1) * self._replications]
-            self.rows[senders] = self._summarise(senders, chunk)
-
-    def _config(self, senders: int, replication: int) -> SimulationConfig:
-        return dataclasses.replace(self._base, senders=(self._sender,) * senders,
-                                   seed=replication_seed(self._seed, replication))
-
-    def _map(self, configs: Sequence[SimulationConfig]) -> Iterable[_Replication]:
-        if self._executor is None:
-            return map(_replicate, configs)
-        return self._executor.map(_replicate, configs)
-
-    def _evaluate(self, senders: int) -> PlanRow:
-        configs = [self._config(senders, r) for r in range(self._replications)]
-        return self._summarise(senders, list(self._map(configs)))
-
-    def _summarise(self, senders: int, runs: Sequence[_Replication]) -> PlanRow:
-        makespans = [run.makespan_s for run in runs]
-        mean, half_width = mean_confidence_interval(makespans, self._level)
-        upper = upper_prediction_bound(makespans, self._level)
-        row = PlanRow(
-            senders=senders,
-            replications=len(runs),
-            makespan_mean_s=mean,
-            makespan_ci_s=half_width,
-            makespan_upper_s=upper,
-            p50_send_s=fmean(run.p50_s for run in runs),
-            p95_send_s=fmean(run.p95_s for run in runs),
-            p99_send_s=fmean(run.p99_s for run in runs),
-            utilisation=fmean(run.utilisation for run in runs),
-            failed_attempts=fmean(run.failed_attempts for run in runs),
-            dead_lettered=fmean(run.dead_lettered for run in runs),
-            meets_deadline=upper <= self._deadline_s,
-        )
-        self._progress(
-            f"plan: {senders} senders: makespan {mean:.3f}s +/- {half_width:.3f}s "
-            f"(upper {upper:.3f}s) {'meets' if row.meets_deadline else 'misses'} the deadline"
-        )
-        return row
-
-
-def fluid_estimate(base: SimulationConfig, sender: SenderConfig, deadline_s: float) -> int:
-    """Senders needed if every one worked flat out with no end effects: a starting point."""
-    work_s = base.num_messages * mean_service_s(sender) * expected_attempts(
-        sender.failure_rate, base.retry.max_attempts
-    )
-    return max(1, math.ceil(work_s / deadline_s))
+def first_guess(base: SimulationConfig, sender: SenderConfig, goal: DeliveryGoal) -> int:
+    """Where the search starts: the senders that would do the goal's work (its
+    deliveries' attempts, failed ones included) by the deadline if never idle."""
+    success = 1 - sender.failure_rate ** base.retry.max_attempts
+    k = max(1, math.ceil(goal.deliver * base.num_messages - 1e-9))
+    attempts = expected_attempts(sender.failure_rate, base.retry.max_attempts)
+    work_s = k / max(success, 1e-12) * attempts * mean_service_s(sender)
+    return max(1, min(SENDERS_MAX, math.ceil(work_s / goal.deadline_s)))
 
 
 def plan(
     base: SimulationConfig,
     sender: SenderConfig,
+    goal: DeliveryGoal,
     *,
-    deadline_s: float,
-    replications: int = 10,
-    level: float = 0.95,
-    sender_counts: Sequence[int] | None = None,
     jobs: int = 1,
-    progress: Callable[[str], None] = lambda line: None,
+    table_counts: Sequence[int] = (),
+    sweep: bool = False,
+    progress: Callable[[PlanProgress], None] = lambda snapshot: None,
+    clock: Clock | None = None,
 ) -> PlanResult:
-    """Find the fewest identical ``sender`` that finish ``base`` within ``deadline_s``, and
-    tabulate a sweep of sender counts around it (or ``sender_counts`` if given).
-
-    ``base`` gives the messages, arrivals, retry policy and seed (``None`` is not allowed:
-    a plan must be repeatable). ``jobs`` > 1 runs replications in that many processes.
-    Raises ``ConfigError`` for bad arguments.
-    """
+    """The fewest identical ``sender`` that meet ``goal`` for ``base`` (messages, arrivals,
+    retries and seed; see the module docstring for the criterion), plus full rows for
+    ``table_counts`` and, with ``sweep``, for about ``SWEEP_POINTS`` counts around the
+    answer. ``jobs`` > 1 runs replications in that many processes (Ctrl-C reaches this
+    process alone, which ends them and raises ``KeyboardInterrupt``)."""
     if base.seed is None:
         raise ConfigError("a plan needs a seed so that it can be repeated")
-    if not math.isfinite(deadline_s) or deadline_s <= 0:
-        raise ConfigError(f"deadline must be > 0 (got {deadline_s!r})")
-    if replications < 2:
-        raise ConfigError(
-            f"replications must be >= 2 for a confidence interval (got {replications})"
-        )
-    if not 0 < level < 1:
-        raise ConfigError(f"level must be in (0, 1) (got {level!r})")
-    if sender_counts is not None and (not sender_counts or min(sender_counts) < 1):
-        raise ConfigError(f"sender counts must be >= 1 (got {list(sender_counts)!r})")
-    # Workers ignore SIGINT: the parent alone handles Ctrl-C (and shuts them down).
-    executor = ProcessPoolExecutor(jobs, initializer=_ignore_sigint) if jobs > 1 else None
-    try:
-        evaluator = _Evaluator(base, sender, deadline_s=deadline_s, replications=replications,
-                               level=level, seed=base.seed, executor=executor,
-                               progress=progress)
-        minimum = _search_minimum(evaluator, fluid_estimate(base, sender, deadline_s))
-        counts = list(sender_counts) if sender_counts else _sweep_around(minimum)
-        if minimum is not None and minimum not in counts:
-            counts.append(minimum)  # the answer always has its row
-        evaluator.prefetch(counts)
-        rows = tuple(evaluator.rows[count] for count in sorted(set(counts)))
-    finally:
-        if executor is not None:
-            executor.shutdown()
-    return PlanResult(deadline_s=deadline_s, level=level, min_senders=minimum, rows=rows,
-                      seed=base.seed)
+    if base.num_messages < 1:
+        raise ConfigError(f"a plan needs messages >= 1 (got {base.num_messages})")
+    if any(not 1 <= count <= SENDERS_MAX for count in table_counts):
+        raise ConfigError(f"sender counts to tabulate must be in 1..{SENDERS_MAX}")
+    question = Question.of(base, sender, goal)
+    clock = clock or RealClock()
+    with Runner(jobs) as runner:
+        search = _Search(question, runner, progress, clock)
+        answer, reason = search.run()
+        if answer is not None and answer > 1:
+            search.evaluate(answer - 1, at_least=1)  # the count below, shown missing
+        for count in sorted({*table_counts, *(sweep_around(answer) if sweep else ())}):
+            search.evaluate(count, full=True)
+    rows = tuple(evaluation.row(question)
+                 for _, evaluation in sorted(search.evaluations.items())
+                 if evaluation.runs)
+    return PlanResult(goal=goal, messages=base.num_messages, seed=base.seed,
+                      min_senders=answer, reason=reason, rows=rows, runs=search.runs,
+                      elapsed_s=clock.monotonic() - search.started)
 
 
-def _ignore_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _search_minimum(evaluator: _Evaluator, estimate: int) -> int | None:
-    """Smallest count meeting the deadline: bracket it from the estimate, then bisect.
-
-    Invariant of the bisection: ``low`` misses the deadline (0 senders always does) and
-    ``high`` meets it.
-    """
-    low, high = 0, estimate
-    while not (row := evaluator.row(high)).meets_deadline:
-        if high >= _MAX_SENDERS:
-            return None
-        previous_upper = row.makespan_upper_s
-        low, high = high, min(_MAX_SENDERS, high * 2)
-        # Doubling the senders hardly helps: the makespan is bounded by something senders
-        # cannot shorten (the last arrival, one long send), so no count will do.
-        if evaluator.row(high).makespan_upper_s > _NO_GAIN * previous_upper:
-            return None if not evaluator.row(high).meets_deadline else high
-    if low == 0:
-        probe = high // 2
-        while probe > 0 and evaluator.row(probe).meets_deadline:
-            high, probe = probe, probe // 2
-        low = probe
-    while high - low > 1:
-        middle = (low + high) // 2
-        if evaluator.row(middle).meets_deadline:
-            high = middle
-        else:
-            low = middle
-    return high
-
-
-def _sweep_around(minimum: int | None) -> list[int]:
-    """About SWEEP_POINTS counts from half to one and a half times the answer."""
-    centre = minimum or 1
-    low, high = max(1, centre // 2), max(centre + 1, math.ceil(centre * 1.5))
+def sweep_around(answer: int | None) -> list[int]:
+    """About SWEEP_POINTS counts from half to one and a half times the answer, the answer
+    and the count below it included."""
+    centre = answer or 1
+    low, high = max(1, centre // 2), min(SENDERS_MAX, max(centre + 1, math.ceil(centre * 1.5)))
     step = max(1, math.ceil((high - low) / (SWEEP_POINTS - 1)))
-    counts = list(range(low, high + 1, step))
-    if minimum is not None and minimum not in counts:
-        counts.append(minimum)
+    counts = set(range(low, high + 1, step))
+    if answer is not None:
+        counts.update({answer, max(1, answer - 1)})
     return sorted(counts)
+
+
+class _Search:
+    """The search of the module docstring, with what it has learnt so far."""
+
+    def __init__(self, question: Question, runner: Runner,
+                 progress: Callable[[PlanProgress], None], clock: Clock) -> None:
+        self.question = question
+        self.runner = runner
+        self.progress = progress
+        self.clock = clock
+        self.started = clock.monotonic()
+        replications = question.goal.replications
+        self.knowledge = [Knowledge() for _ in range(replications)]
+        self.evaluations: dict[int, Evaluation] = {}
+        self.runs = 0
+        self.batches = 0  # rounds of up to ``jobs`` runs in parallel
+        # More senders than messages change nothing: nobody ever waits for one.
+        self.top = min(SENDERS_MAX, question.base.num_messages)
+        self.meets_at: int | None = None
+        self._ruled_out = 0
+
+    # -- the search ------------------------------------------------------------------------
+
+    def run(self) -> tuple[int | None, str | None]:
+        reason = impossible(self.question, self.knowledge, self.runner)
+        if reason is not None:
+            return None, reason
+        question = self.question
+        count = first_guess(question.base, question.sender, question.goal)
+        step = 1
+        while True:
+            low = self.ruled_out()
+            if low >= self.top:
+                return None, nothing_meets(self.question, self.knowledge, self.top)
+            if self.meets_at is None:
+                # Upwards from the guess, in growing steps, until a count meets.
+                count = min(max(count, low + 1), self.top)
+                if self.evaluate(count).meets:
+                    self.meets_at = count
+                elif count == self.top:
+                    self.meets_at = self.top + 1  # none above: scan what lies below
+                else:
+                    self._settle_top(count)
+                    count, step = count + step, step * 2
+                continue
+            # Every count between the ruled-out ones and the meeting one, in order.
+            pending = next((c for c in range(low + 1, self.meets_at)
+                            if self.evaluations.get(c, Evaluation(c)).meets is None), None)
+            if pending is None:
+                if self.meets_at > self.top:
+                    return None, nothing_meets(self.question, self.knowledge, self.top)
+                return self.meets_at, None
+            if self.evaluate(pending).meets:
+                self.meets_at = pending
+            else:
+                self._settle_top(pending)
+
+    def ruled_out(self) -> int:
+        """The largest L such that every count up to L provably misses (0 if none)."""
+        def proven(senders: int) -> bool:
+            lower = [k.lower_bound_s(senders, self.question) for k in self.knowledge]
+            return least_bound([], lower, self.question.factor) > self.question.goal.deadline_s
+
+        low, high = self._ruled_out, self.top + 1  # proven(low) holds; proven(high) unknown
+        if proven(self.top):
+            low = self.top
+        else:
+            while high - low > 1:  # proven() only grows as the count shrinks
+                middle = (low + high) // 2
+                if proven(middle):
+                    low = middle
+                else:
+                    high = middle
+        self._ruled_out = low
+        return low
+
+    def _settle_top(self, count: int) -> None:
+        """If no run at a missing ``count`` ever waited for a sender, more senders change
+        nothing; run its remaining replications to be sure of that, then cap the search."""
+        evaluation = self.evaluations[count]
+        if count < self.top and not any(run.waited for run in evaluation.runs):
+            self.evaluate(count, full=True)
+            if not any(run.waited for run in evaluation.runs):
+                self.top = count
+
+    # -- evaluating a count ----------------------------------------------------------------
+
+    def evaluate(self, senders: int, *, full: bool = False, at_least: int = 0) -> Evaluation:
+        """Run replications of ``senders`` in order until the verdict is settled (all R
+        with ``full``; at least ``at_least`` runs either way)."""
+        question = self.question
+        replications = question.goal.replications
+        evaluation = self.evaluations.setdefault(senders, Evaluation(senders))
+        if not evaluation.runs:
+            evaluation.settle(question, self.knowledge)  # the bounds may settle it unrun
+
+        def wanted() -> bool:
+            return len(evaluation.runs) < replications and (
+                full or evaluation.meets is None or len(evaluation.runs) < at_least)
+
+        while wanted():
+            first = len(evaluation.runs)
+            batch = range(first, min(replications, first + self.runner.jobs))
+            results = self.runner.map(run_deliveries,
+                                      [question.model(senders, r) for r in batch])
+            self.batches += 1
+            for replication, result in zip(batch, results, strict=True):
+                if not wanted():
+                    break  # computed alongside, but the verdict was already settled
+                self.knowledge[replication].learn(result, question)
+                evaluation.runs.append(result)
+                self.runs += 1
+                evaluation.settle(question, self.knowledge)
+            self._report(senders, len(evaluation.runs))
+        return evaluation
+
+    def _report(self, current: int | None, current_runs: int) -> None:
+        elapsed = self.clock.monotonic() - self.started
+        replications = self.question.goal.replications
+        eta = None
+        if self.batches and current is not None:
+            # Runs go in rounds of ``jobs``; the rounds this count still needs if it meets.
+            rounds_left = math.ceil((replications - current_runs) / self.runner.jobs)
+            eta = elapsed / self.batches * rounds_left
+        low = self._ruled_out  # and the evaluated misses right above it
+        while (evaluation := self.evaluations.get(low + 1)) is not None and (
+                evaluation.meets is False):
+            low += 1
+        self.progress(PlanProgress(
+            settled=sum(1 for e in self.evaluations.values() if e.meets is not None),
+            runs=self.runs, ruled_out_to=low,
+            meets_at=min((c for c, e in self.evaluations.items() if e.meets), default=None),
+            current=current, current_runs=current_runs, replications=replications,
+            elapsed_s=elapsed, eta_s=eta,
+        ))

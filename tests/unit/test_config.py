@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 
 from sms_sim import ConfigError, SenderConfig, SimulationConfig
+from sms_sim.config import (
+    SENDERS_MAX,
+    ArrivalKind,
+    Arrivals,
+    RetryPolicy,
+    ServiceDistribution,
+    check_sender_total,
+)
 
 
 def test_sender_config_positional_order_is_mean_deviation_rate() -> None:
@@ -68,3 +77,36 @@ def test_senders_are_frozen_into_a_tuple() -> None:
     config = SimulationConfig(senders=senders)
     senders.append(SenderConfig(1.0, 0.0, 0.0))
     assert len(config.senders) == 1
+
+
+@pytest.mark.parametrize(
+    ("build", "fragment"),
+    [
+        (lambda: SenderConfig(1e308, 0.0, 0.0), "mean must be <= 1e+09 (got 1e+308)"),
+        (lambda: SenderConfig(1.0, 1e308, 0.0, ServiceDistribution.LOGNORMAL),
+         "deviation must be <= 1e+09"),
+        (lambda: SenderConfig(1.0, 0.0, 0.0, rate_limit_per_s=1e-300),
+         "rate_limit must be >= 1e-09 per second"),
+        (lambda: RetryPolicy(base_s=1e308, cap_s=1e308), "base must be <= 1e+09"),
+        (lambda: Arrivals(kind=ArrivalKind.POISSON, rate_per_s=1e308),
+         "arrival rate must be <= 1e+09"),
+        (lambda: Arrivals(kind=ArrivalKind.SCHEDULE, schedule=((1e308, 1),)),
+         "schedule row 1 time must be <= 1e+09"),
+        (lambda: SimulationConfig(duration_s=1e308), "duration must be <= 1e+09"),
+        (lambda: SimulationConfig(num_messages=10**13), "num_messages must be <= 1000000000000"),
+        (lambda: SimulationConfig(senders=[SenderConfig(0.0, 0.0, 0.0)] * (SENDERS_MAX + 1)),
+         f"senders must be <= {SENDERS_MAX} in all (got {SENDERS_MAX + 1})"),
+    ],
+)
+def test_values_too_large_to_run_are_refused(build: Callable[[], object], fragment: str) -> None:
+    """Issue 11 item 19: 1e308 is finite but two of them overflow, and 1e11 senders do not fit
+    in memory; both are refused where every mode validates, naming the field and value."""
+    with pytest.raises(ConfigError) as caught:
+        build()
+    assert fragment in str(caught.value)
+
+
+def test_the_sender_cap_is_checked_on_a_count_before_a_list_is_built() -> None:
+    check_sender_total(SENDERS_MAX)
+    with pytest.raises(ConfigError, match="senders must be <= 100000 in all"):
+        check_sender_total(10**11)

@@ -43,7 +43,9 @@ from sms_sim.generate import generate_messages, new_seed
 from sms_sim.model import Message
 from sms_sim.policy import arrival_times, arrivals_rng, retry_rng, sender_rng
 from sms_sim.report import Report, StopReason, build_report
+from sms_sim.errors import ConfigError
 from sms_sim.sim.threaded.components import (
+    DONE,
     Inbox,
     OutcomeQueue,
     Producer,
@@ -53,6 +55,7 @@ from sms_sim.sim.threaded.components import (
     refill_pause_s,
 )
 from sms_sim.sim.threaded.monitor import Monitor
+from sms_sim.sim.threaded.limits import ThreadStartError, threaded_senders_max
 from sms_sim.sim.threaded.schedule import RetryHandoff
 from sms_sim.sim.threaded.supervise import DEFAULT_GRACE_S, ThreadGroup
 
@@ -85,8 +88,12 @@ def run(
     Arrival times and retries follow ``config`` on real time (see the module docstring), so
     ``elapsed_s`` is comparable to the virtual-time makespan. Blocks until the run
     ends; never raises for a simulated failure, and worker-thread exceptions end the run
-    with ``StopReason.ERROR``.
+    with ``StopReason.ERROR``. Raises ``ConfigError`` before starting anything when the
+    configuration has more senders than this host's threaded limit
+    (``threaded_senders_max``), and ``ThreadStartError`` (a ``ConfigError``) after stopping
+    the threads already started when the OS refuses one anyway.
     """
+    _check_thread_limit(config)
     clock = clock or RealClock()
     requests = stop_requests or (lambda: 0)
     stream = sys.stdout if output is _STDOUT else cast("TextIO | None", output)
@@ -142,10 +149,8 @@ def run(
         retries=retries,
     )
     sender_names = [s.name for s in senders]
-    group.start("monitor", monitor.run)
-    for sender in senders:
-        group.start(sender.name, sender.run)
-    group.start("producer", producer.run)
+    _start(group, [("monitor", monitor.run), *((s.name, s.run) for s in senders),
+                   ("producer", producer.run)], inbox, grace_s)
 
     def first_running() -> threading.Thread | None:
         for name in (*sender_names, "producer"):
@@ -210,3 +215,38 @@ def run(
         # The report itself could not be written (a full disk, a closed pipe): say so.
         report = dataclasses.replace(report, stopped_by=StopReason.OUTPUT_CLOSED)
     return report
+
+
+def _check_thread_limit(config: SimulationConfig) -> None:
+    limit = threaded_senders_max()
+    if len(config.senders) > limit:
+        raise ConfigError(f"senders must be <= {limit} in all for real threads on this host "
+                          f"(got {len(config.senders)}); the virtual mode takes more")
+
+
+def _start(
+    group: ThreadGroup,
+    targets: Iterable[tuple[str, Callable[[], None]]],
+    inbox: Inbox[Message],
+    grace_s: float,
+) -> None:
+    """Start the threads in order; if the OS refuses one, stop those already running and
+    re-raise: without a producer nobody would give the senders their sentinels, so they are
+    given here (one each, as the producer would)."""
+    try:
+        for name, target in targets:
+            group.start(name, target)
+    except ThreadStartError:
+        _release(group, inbox, grace_s)
+        raise
+
+
+def _release(group: ThreadGroup, inbox: Inbox[Message], grace_s: float) -> None:
+    group.begin_shutdown(grace_s)
+    started = group.names
+    for name in started:
+        if name.startswith("sender-"):
+            inbox.put(DONE)
+    alive = group.join(started)
+    if alive:
+        log.warning("threads still running after a failed start: %s", ", ".join(alive))

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from sms_sim.clock import Clock
 from sms_sim.errors import SmsSimError
 from sms_sim.report import StopReason
+from sms_sim.sim.threaded.limits import ThreadStartError
 
 __all__ = ["ThreadGroup", "DEFAULT_GRACE_S", "ABORT_BUDGET_S", "JOIN_SLICE_S"]
 
@@ -71,13 +72,28 @@ class ThreadGroup:
             return tuple(self._failed)
 
     def start(self, name: str, target: Callable[[], None]) -> threading.Thread:
-        """Start ``target`` on a daemon thread called ``name`` under the group's guard."""
+        """Start ``target`` on a daemon thread called ``name`` under the group's guard.
+
+        Raises ``ThreadStartError`` when the OS refuses the thread ("can't start new
+        thread"); the threads started before it keep running, and stopping them is the
+        caller's part (it knows how to release them)."""
         if name in self._threads:
             raise ValueError(f"thread name {name!r} is already in this group")
         thread = threading.Thread(target=self._guarded(target, name), name=name, daemon=True)
+        try:
+            thread.start()
+        except RuntimeError as exc:  # the interpreter's "can't start new thread"
+            raise ThreadStartError(
+                f"this host refused to start thread {name} after {len(self._threads)} "
+                f"others ({exc}); use fewer senders"
+            ) from exc
         self._threads[name] = thread
-        thread.start()
         return thread
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The names of the threads started so far, in start order."""
+        return tuple(self._threads)
 
     def _guarded(self, target: Callable[[], None], name: str) -> Callable[[], None]:
         def guarded() -> None:

@@ -49,9 +49,7 @@ def run_burst(
     failure_rates = [s.failure_rate for s in senders]
     sent_by, failed_by, send_s = run.sent_by, run.failed_by, run.send_s
     heappop, heapreplace = heapq.heappop, heapq.heapreplace
-    marks_append = run.marks.append
-    stride = run.mark_stride
-    countdown = stride
+    record = run.record
     floor = math.floor
     remaining = config.num_messages
     run.produced = remaining
@@ -100,10 +98,7 @@ def run_burst(
             if ok:
                 sent += 1
                 sent_by[i] += 1
-                countdown -= 1
-                if not countdown:
-                    marks_append(t)
-                    countdown = stride
+                record(t)  # arrived at 0, so the time to send is t (ascending here)
             else:
                 failed_by[i] += 1
             if remaining and not stopping:
@@ -121,5 +116,6 @@ def run_burst(
             stopping, reason = True, StopReason.SIGNAL
         if run.writer.closed and not stopping:
             stopping, reason = True, StopReason.OUTPUT_CLOSED
+        run.end_chunk()
         next_wall_line = run.wall_line(wall, wall_start, next_wall_line, last_t, sent,
                                        remaining + len(busy))

@@ -13,7 +13,6 @@ from sms_sim.errors import ConfigError
 from sms_sim.policy import arrival_times, arrivals_rng, latency_sampler, retry_delay_s
 from sms_sim.report import StopReason
 from sms_sim.sim.virtual.state import CHUNK_EVENTS, VirtualRun
-from sms_sim.stats import ZERO_BUCKET, LogHistogram
 
 __all__ = ["run_general"]
 
@@ -37,9 +36,8 @@ def run_general(  # noqa: C901 - see above
     rate_limited = any(m > 0 for m in min_intervals)
     may_start_at = [0.0] * len(senders)
     sent_by, failed_by, send_s = run.sent_by, run.failed_by, run.send_s
-    hist_counts = run.histogram.counts
-    inv_log_growth = LogHistogram.INV_LOG_GROWTH
-    log, floor = math.log, math.floor
+    record = run.record
+    floor = math.floor
     heappush, heappop, heapreplace = heapq.heappush, heapq.heappop, heapq.heapreplace
     materialise = run.messages
 
@@ -118,8 +116,7 @@ def run_general(  # noqa: C901 - see above
                         departed += 1
                         spent = t - arrived
                         sum_in_system_s += spent
-                        key = floor(log(spent) * inv_log_growth) if spent > 0 else ZERO_BUCKET
-                        hist_counts[key] = hist_counts.get(key, 0) + 1
+                        record(spent)
                     else:
                         failed_by[i] += 1
                         failed_attempts += 1
@@ -196,5 +193,6 @@ def run_general(  # noqa: C901 - see above
             stopping, reason = True, StopReason.SIGNAL
         if run.writer.closed and not stopping:
             stopping, reason = True, StopReason.OUTPUT_CLOSED
+        run.end_chunk()
         next_wall_line = run.wall_line(wall, wall_start, next_wall_line, last_t, sent,
                                        produced - sent - failed - dead)

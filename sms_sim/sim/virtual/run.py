@@ -20,6 +20,7 @@ message texts never influence an outcome and are only generated when asked for.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import sys
 from collections.abc import Callable, Iterable
 from typing import Final, TextIO, cast
@@ -32,9 +33,16 @@ from sms_sim.output import SafeWriter
 from sms_sim.report import Report, StopReason, format_report
 from sms_sim.sim.virtual.burst import fits_burst_loop, run_burst
 from sms_sim.sim.virtual.general import run_general
+from sms_sim.sim.virtual.percentiles import (
+    QUANTILES,
+    nearest_rank,
+    pick_ranks,
+    quantiles_of_sorted,
+    select_ranks,
+)
 from sms_sim.sim.virtual.state import WALL_PROGRESS_INTERVAL_S, VirtualRun
 
-__all__ = ["simulate", "WALL_PROGRESS_INTERVAL_S"]
+__all__ = ["simulate", "time_to_send_percentiles", "WALL_PROGRESS_INTERVAL_S"]
 
 _STDOUT: Final = object()
 
@@ -56,22 +64,77 @@ def simulate(
     appears every ``WALL_PROGRESS_INTERVAL_S`` real seconds of a long run. ``duration_s`` is
     a simulated-time limit. With ``messages`` given, each new message consumes one item
     (texts materialised); outcomes are identical either way. Same seed, same report
-    (apart from ``virtual.wall_s``).
+    (apart from ``virtual.wall_s``). The time-to-send percentiles are exact order
+    statistics of the sends made (see ``percentiles``; a run of over a million sends is
+    replayed to find them, which takes as long again; the replay ends where the run did and
+    does not poll ``stop_requests``).
     """
     stream = sys.stdout if output is _STDOUT else cast("TextIO | None", output)
     writer = SafeWriter(stream)
     wall = wall_clock or RealClock()
-    requests = stop_requests or (lambda: 0)
+    polls = _Polls(stop_requests or (lambda: 0))
     seed = new_seed() if config.seed is None else config.seed
     run = VirtualRun(config, seed, writer if show_progress else SafeWriter(None), messages)
     wall_start = wall.monotonic()
     loop = run_burst if fits_burst_loop(run) else run_general
-    reason = loop(run, requests, wall, wall_start)
+    reason = loop(run, polls, wall, wall_start)
     wall_s = wall.monotonic() - wall_start
+    stopped_at_poll = polls.count if reason in (StopReason.SIGNAL,
+                                                StopReason.OUTPUT_CLOSED) else None
+    percentiles = time_to_send_percentiles(run, loop, stopped_at_poll, wall)
     if writer.closed and reason is StopReason.COMPLETED:
         reason = StopReason.OUTPUT_CLOSED
-    report = run.report(reason, wall_s)
+    report = run.report(reason, wall_s, percentiles)
     if not writer.write(format_report(report)) and reason is StopReason.COMPLETED:
         # The report itself could not be written (a full disk, a closed pipe): say so.
         report = dataclasses.replace(report, stopped_by=StopReason.OUTPUT_CLOSED)
     return report
+
+
+Loop = Callable[[VirtualRun, Callable[[], int], Clock, float], StopReason]
+
+
+class _Polls:
+    """The caller's stop requests, counted: the loops poll once per chunk and stop polling
+    once they stop, so the count says at which poll a signal (or a closed output) was
+    honoured, which is all a replay needs to stop at the same event."""
+
+    def __init__(self, requests: Callable[[], int]) -> None:
+        self._requests = requests
+        self.count = 0
+
+    def __call__(self) -> int:
+        self.count += 1
+        return self._requests()
+
+
+def time_to_send_percentiles(
+    run: VirtualRun, loop: Loop, stopped_at_poll: int | None, wall: Clock
+) -> tuple[float | None, float | None, float | None]:
+    """Exact p50, p95, p99 of the times to send of ``run``, which ``loop`` has run: from
+    the times it kept, or from a replay of the same loop (same config, seed and stop at
+    poll number ``stopped_at_poll``, None if it was not stopped by a request or a closed
+    output) when it had too many."""
+    if run.sent == 0:
+        return None, None, None
+    if not run.times_overflowed:
+        # The burst loop records in ascending order; the general loop's need sorting.
+        ordered = run.times if loop is run_burst else sorted(run.times)
+        p50, p95, p99 = quantiles_of_sorted(ordered, QUANTILES)
+        return p50, p95, p99
+
+    def feed(record: Callable[[float], None]) -> None:
+        replay = VirtualRun(run.config, run.seed, SafeWriter(None), None)
+        replay.record = record
+        polled = itertools.count(1)
+
+        def requests() -> int:  # the original's stop, at the same poll
+            return int(stopped_at_poll is not None and next(polled) >= stopped_at_poll)
+
+        loop(replay, requests, wall, wall.monotonic())
+        if replay.sent != run.sent:
+            raise AssertionError(f"a replay sent {replay.sent}, the run {run.sent}")
+
+    ranks = [nearest_rank(q, run.sent) for q in QUANTILES]
+    found = pick_ranks(feed, ranks) if loop is run_burst else select_ranks(feed, ranks)
+    return found[ranks[0]], found[ranks[1]], found[ranks[2]]

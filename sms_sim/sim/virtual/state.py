@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from sms_sim.clock import Clock
 from sms_sim.config import SimulationConfig
@@ -23,13 +23,13 @@ from sms_sim.report import (
     build_report,
     format_progress,
 )
-from sms_sim.stats import LogHistogram, SendTally
+from sms_sim.sim.virtual.percentiles import TIMES_KEPT_MAX
+from sms_sim.stats import SendTally
 
-__all__ = ["VirtualRun", "WALL_PROGRESS_INTERVAL_S", "CHUNK_EVENTS", "MARKS_MAX"]
+__all__ = ["VirtualRun", "WALL_PROGRESS_INTERVAL_S", "CHUNK_EVENTS"]
 
 WALL_PROGRESS_INTERVAL_S = 2.0  # a long run prints a wall-clock line this often
 CHUNK_EVENTS = 1 << 15  # events between checks of stop requests and the wall clock
-MARKS_MAX = 100_000  # the burst loop keeps at most about this many time-to-send marks
 
 
 class VirtualRun:
@@ -50,11 +50,12 @@ class VirtualRun:
         self.sent_by = [0] * len(config.senders)
         self.failed_by = [0] * len(config.senders)
         self.send_s = [0.0] * len(config.senders)
-        self.histogram = LogHistogram()
-        # The burst loop records every ``mark_stride``-th time to send instead (they arrive
-        # in order there), which is cheaper per message and exact to within a stride.
-        self.marks = array("d")
-        self.mark_stride = max(1, config.num_messages // MARKS_MAX)
+        # Every successful send's time to send (arrival to completion), in completion
+        # order, until there are more than TIMES_KEPT_MAX of them (see ``end_chunk``);
+        # ``record`` is what the loops call per send (a replay swaps it, see percentiles).
+        self.times = array("d")
+        self.record: Callable[[float], None] = self.times.append
+        self.times_overflowed = False
         self.now = 0.0
         self.produced = 0
         self.sent = 0
@@ -72,12 +73,12 @@ class VirtualRun:
         self.unsent = 0
         self.force_general_loop = False  # tests compare the two loops
 
-    def quantile(self, q: float) -> float:
-        """Time-to-send quantile from whichever record the loop kept."""
-        if self.histogram.total or not self.marks:
-            return self.histogram.quantile(q)
-        index = max(0, min(len(self.marks) - 1, math.ceil(q * self.sent / self.mark_stride) - 1))
-        return self.marks[index]
+    def end_chunk(self) -> None:
+        """Called by the loops between chunks of events: past the cap the times are
+        forgotten (memory stays flat in N) and the percentiles come from a replay."""
+        if len(self.times) > TIMES_KEPT_MAX:
+            self.times_overflowed = True
+            del self.times[:]
 
     def limits(self, wall_start: float) -> tuple[float, float, float, float, float]:
         """(interval, first tick, simulated end, first check, first wall line): the times
@@ -116,12 +117,15 @@ class VirtualRun:
         )
         self.writer.write(format_progress(progress) + "\n")
 
-    def report(self, reason: StopReason, wall_s: float) -> Report:
+    def report(
+        self, reason: StopReason, wall_s: float,
+        percentiles: tuple[float | None, float | None, float | None] = (None, None, None),
+    ) -> Report:
+        """The run's report; ``percentiles`` are its exact p50, p95 and p99 time to send
+        (None without sends), which ``run.simulate`` works out from ``times`` or a replay."""
         attempts = self.sent + self.failed_attempts
         makespan = self.makespan_s
-        hist = self.histogram
-        hist.total = sum(hist.counts.values())
-        p50, p95, p99 = (self.quantile(q) for q in (0.50, 0.95, 0.99))
+        p50, p95, p99 = percentiles
         senders = len(self.sent_by)
         return build_report(
             produced=self.produced,

@@ -1,0 +1,377 @@
+"""One replication for the planner: when do the first k messages get delivered, with S
+identical senders?
+
+The same model as ``simulate`` (arrivals, send times, failures, retries with backoff, rate
+limits: the shared ``policy`` functions), run by a loop specialised to what a plan asks:
+
+* **Random numbers belong to messages, not senders.** Message j's send times, outcomes and
+  backoffs are drawn, in order, from one stream of the replication when it first starts; first
+  attempts start in arrival order whatever the number of senders, so message j gets the same
+  draws at every count. (``simulate`` gives each sender its own stream, which with identical
+  senders is the same model in distribution.) This is the classic synchronisation of common
+  random numbers, and it makes a replication without retries *monotone*: with FIFO service by
+  identical senders, adding a sender never starts any message later (the sorted free times of
+  S + 1 senders are elementwise no later than those of S), so the k-th delivery time never
+  grows with S. The planner's search relies on this.
+* **It stops as soon as the plan knows enough**: once every asked-for rank has been delivered
+  and the deadline has passed (so "delivered by the deadline" is final), or at ``horizon_s``
+  (a rank not delivered by then is reported ``inf``).
+* **It reports bounds that hold for every count**: the occupancy of the first-attempt prefix
+  up to the k-th deliverable message (``prefix_work_s``) and the largest such occupancy, from
+  which ``plan_bounds`` derives a lower bound of the k-th delivery time at any S; and
+  whether any send waited for a sender before the run stopped (if none did, more senders
+  change nothing the plan looks at: everything up to the stop would happen the same way).
+
+Identical senders make the pool a count of idle senders, not a set of identities.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sms_sim.config import ArrivalKind, ServiceDistribution, SimulationConfig, SenderConfig
+from sms_sim.policy import arrival_times, arrivals_rng, latency_sampler, retry_delay_s
+
+__all__ = ["DeliveryModel", "DeliveryRun", "run_deliveries", "message_rng", "draw_chain",
+           "deliverable_count"]
+
+_INF = math.inf
+
+
+def message_rng(seed: int) -> random.Random:
+    """The stream a replication under ``seed`` draws its messages' sends from."""
+    return random.Random(f"sms_sim:{seed}:plan:messages")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliveryModel:
+    """One replication at one sender count (small and picklable: it crosses processes).
+
+    ``config`` gives the messages, arrivals, retry policy and the replication's seed;
+    ``ranks`` are the 1-based delivery ranks to time, ascending; ``prefix_rank`` is the
+    rank whose first-attempt prefix work is measured (the goal's k). Deliveries by
+    ``deadline_s`` are counted.
+    """
+
+    config: SimulationConfig
+    sender: SenderConfig
+    senders: int
+    ranks: tuple[int, ...]
+    prefix_rank: int
+    deadline_s: float
+    horizon_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliveryRun:
+    """What one replication showed (times in simulated seconds).
+
+    ``rank_times_s`` pairs with ``DeliveryModel.ranks``: when that many messages had been
+    delivered, ``inf`` if not by the horizon (or never). ``deliverable`` is how many
+    messages would ever be delivered (their draws include a success), once every message
+    has been drawn, else None. ``prefix_work_s`` and ``prefix_max_s`` are the summed and
+    the largest occupancy of the first attempts of messages 1..k', k' the index of the
+    ``prefix_rank``-th deliverable message, None until drawn that far.
+    """
+
+    senders: int
+    rank_times_s: tuple[float, ...]
+    delivered_by_deadline: int
+    failed_attempts: int
+    dead: int
+    deliverable: int | None
+    prefix_work_s: float | None
+    prefix_max_s: float | None
+    waited: bool
+    kth_arrival_s: float | None
+
+
+Chain = list[tuple[float, bool, float]]  # a message's attempts: (send time, ok, backoff after)
+
+
+class _Ready:
+    """Work waiting for a sender: ``count`` first attempts that arrived at ``ready_at``
+    (``chain`` None: drawn when each starts), or attempt ``attempt`` of a drawn ``chain``."""
+
+    __slots__ = ("ready_at", "count", "chain", "attempt")
+
+    def __init__(self, ready_at: float, count: int, chain: Chain | None, attempt: int) -> None:
+        self.ready_at = ready_at
+        self.count = count
+        self.chain = chain
+        self.attempt = attempt
+
+
+def draw_chain(
+    sample: Callable[[], float], uniform: Callable[[], float], failure_rate: float,
+    max_attempts: int, backoff: Callable[[int], float],
+) -> Chain:
+    """A message's attempts as (send time, ok, backoff before the next), drawn in this
+    order until one succeeds or ``max_attempts`` have failed."""
+    chain: Chain = []
+    for attempt in range(1, max_attempts + 1):
+        latency = sample()
+        ok = uniform() >= failure_rate
+        delay = backoff(attempt) if not ok and attempt < max_attempts else 0.0
+        chain.append((latency, ok, delay))
+        if ok:
+            break
+    return chain
+
+
+def run_deliveries(model: DeliveryModel) -> DeliveryRun:
+    """Run one replication. Pure CPU, no I/O: Ctrl-C in the calling process interrupts it
+    as ``KeyboardInterrupt``."""
+    config = model.config
+    sender = model.sender
+    if (config.arrivals.kind is ArrivalKind.BURST and config.retry.max_attempts == 1
+            and sender.rate_limit_per_s is None):
+        return _run_burst(model)
+    return _run_general(model)
+
+
+def _latency_cap(sender: SenderConfig) -> float | None:
+    """The largest send time the distribution allows, None if unbounded."""
+    if sender.distribution is ServiceDistribution.UNIFORM:
+        return sender.mean_s + sender.deviation_s
+    if sender.distribution is ServiceDistribution.CONSTANT or sender.mean_s == 0:
+        return sender.mean_s
+    return None
+
+
+# Hot loop: locals bound once, ``start`` inlined (see the comment in the loop).
+def _run_burst(model: DeliveryModel) -> DeliveryRun:  # noqa: C901
+    """Every message at t = 0, one attempt, no rate limit: a heap of S completion times,
+    popped in time order; each pop starts the next message on the freed sender."""
+    config = model.config
+    assert config.seed is not None
+    rng = message_rng(config.seed)
+    sample = latency_sampler(rng, model.sender)
+    uniform = rng.random
+    failure_rate = model.sender.failure_rate
+    ranks = model.ranks
+    times = [_INF] * len(ranks)
+    next_rank = ranks[0] if ranks else 0
+    rank_index = 0
+    deadline, horizon = model.deadline_s, model.horizon_s
+    prefix_rank = model.prefix_rank
+    bounded = _latency_cap(model.sender) is not None
+    remaining = config.num_messages
+    deliverable = delivered = by_deadline = failed = 0
+    work = prefix_work = prefix_max = max_latency = 0.0
+    prefix_known = prefix_rank == 0
+    heappop, heapreplace = heapq.heappop, heapq.heapreplace
+    busy: list[tuple[float, bool]] = []
+
+    def start() -> tuple[float, bool]:
+        nonlocal deliverable, work, max_latency, prefix_work, prefix_max, prefix_known
+        latency = sample()
+        ok = uniform() >= failure_rate
+        work += latency
+        if not bounded and latency > max_latency:
+            max_latency = latency
+        if ok:
+            deliverable += 1
+            if deliverable == prefix_rank:
+                prefix_work, prefix_max, prefix_known = work, max_latency, True
+        return latency, ok
+
+    for _ in range(min(remaining, model.senders)):
+        busy.append(start())
+        remaining -= 1
+    heapq.heapify(busy)
+    t = 0.0
+    while busy:
+        t, ok = busy[0]
+        if t > horizon or (rank_index == len(ranks) and t > deadline):
+            break
+        if ok:
+            delivered += 1
+            if t <= deadline:
+                by_deadline += 1
+            if delivered == next_rank:
+                times[rank_index] = t
+                rank_index += 1
+                next_rank = ranks[rank_index] if rank_index < len(ranks) else 0
+        else:
+            failed += 1
+        if remaining:
+            remaining -= 1
+            # ``start`` inlined for the hot path: the prefix bookkeeping only until known.
+            latency = sample()
+            ok = uniform() >= failure_rate
+            if prefix_known:
+                if ok:
+                    deliverable += 1
+            else:
+                work += latency
+                if not bounded and latency > max_latency:
+                    max_latency = latency
+                if ok:
+                    deliverable += 1
+                    if deliverable == prefix_rank:
+                        prefix_work, prefix_max, prefix_known = work, max_latency, True
+            heapreplace(busy, (t + latency, ok))
+        else:
+            heappop(busy)
+    if bounded:
+        prefix_max = _latency_cap(model.sender) or 0.0
+    return DeliveryRun(
+        senders=model.senders,
+        rank_times_s=tuple(times),
+        delivered_by_deadline=by_deadline,
+        failed_attempts=failed,
+        dead=0,
+        deliverable=deliverable if remaining == 0 else None,
+        prefix_work_s=prefix_work if prefix_known else None,
+        prefix_max_s=prefix_max if prefix_known else None,
+        waited=config.num_messages > model.senders,
+        kth_arrival_s=0.0 if model.prefix_rank <= config.num_messages else None,
+    )
+
+
+def _run_general(model: DeliveryModel) -> DeliveryRun:  # noqa: C901 - one loop, see below
+    """Any arrivals, retries and rate limits. Events: send outcomes and rate-limit rests
+    (a heap), the next arrival, retries coming due (a heap). Ready work waits in a FIFO of
+    first-attempt batches and due retries, as in ``simulate``."""
+    config = model.config
+    assert config.seed is not None
+    policy = config.retry
+    max_attempts = policy.max_attempts
+    rng = message_rng(config.seed)
+    sample = latency_sampler(rng, model.sender)
+    uniform = rng.random
+    failure_rate = model.sender.failure_rate
+    min_interval = model.sender.min_interval_s
+
+    def backoff(attempt: int) -> float:
+        return retry_delay_s(policy, attempt, rng)
+
+    ranks = model.ranks
+    times = [_INF] * len(ranks)
+    rank_index = 0
+    deadline, horizon = model.deadline_s, model.horizon_s
+    prefix_rank = model.prefix_rank
+    arrivals = arrival_times(config.arrivals, config.num_messages, arrivals_rng(config.seed))
+    next_arrival, arrival_count = next(arrivals, (_INF, 0))
+    # (time, seq, frees a sender, outcome: None for a rest ending, else (ok, chain, attempt))
+    events: list[tuple[float, int, bool, tuple[bool, Chain, int] | None]] = []
+    retries: list[tuple[float, int, Chain, int]] = []  # (due, seq, chain, next attempt)
+    waiting: deque[_Ready] = deque()
+    idle = model.senders
+    seq = 0
+    drawn = deliverable = delivered = by_deadline = failed = dead = 0
+    prefix_work = prefix_max = 0.0
+    prefix_known = prefix_rank == 0
+    waited = False
+    t = 0.0
+    arrived_count = 0
+    kth_arrival: float | None = None
+
+    def start(now: float) -> None:
+        """Start the head of ``waiting`` on an idle sender at ``now``."""
+        nonlocal idle, seq, drawn, deliverable, prefix_work, prefix_max, prefix_known, waited
+        head = waiting[0]
+        if now > head.ready_at:
+            waited = True
+        chain = head.chain
+        attempt = head.attempt
+        if chain is None:  # a first attempt: draw the message's sends now
+            chain = draw_chain(sample, uniform, failure_rate, max_attempts, backoff)
+            drawn += 1
+            occupancy = max(chain[0][0], min_interval)
+            if not prefix_known:
+                prefix_work += occupancy
+                prefix_max = max(prefix_max, occupancy)
+            if chain[-1][1]:
+                deliverable += 1
+                if deliverable == prefix_rank:
+                    prefix_known = True
+            head.count -= 1
+            if not head.count:
+                waiting.popleft()
+        else:
+            waiting.popleft()
+        latency, ok, _ = chain[attempt]
+        idle -= 1
+        seq += 1
+        outcome = (ok, chain, attempt)
+        if min_interval > latency:  # the outcome now, the sender free after its rest
+            heapq.heappush(events, (now + latency, seq, False, outcome))
+            seq += 1
+            heapq.heappush(events, (now + min_interval, seq, True, None))
+        else:
+            heapq.heappush(events, (now + latency, seq, True, outcome))
+
+    while True:
+        t_ext = next_arrival
+        if retries and retries[0][0] < t_ext:
+            t_ext = retries[0][0]
+        # As in ``simulate``: an arrival or a due retry at the same time as an outcome
+        # comes first.
+        t = events[0][0] if events and events[0][0] < t_ext else t_ext
+        if t == _INF or t > horizon or (rank_index == len(ranks) and t > deadline):
+            break
+        if events and events[0][0] < t_ext:
+            _, _, frees, outcome = heapq.heappop(events)
+            if frees:
+                idle += 1
+            if outcome is not None:
+                ok, chain, attempt = outcome
+                if ok:
+                    delivered += 1
+                    if t <= deadline:
+                        by_deadline += 1
+                    while rank_index < len(ranks) and ranks[rank_index] == delivered:
+                        times[rank_index] = t
+                        rank_index += 1
+                else:
+                    failed += 1
+                    if attempt + 1 < len(chain):
+                        seq += 1
+                        heapq.heappush(retries, (t + chain[attempt][2], seq, chain, attempt + 1))
+                    elif max_attempts > 1:
+                        dead += 1
+        elif next_arrival <= t_ext:
+            waiting.append(_Ready(t, arrival_count, None, 0))
+            arrived_count += arrival_count
+            if kth_arrival is None and arrived_count >= prefix_rank:
+                kth_arrival = t
+            next_arrival, arrival_count = next(arrivals, (_INF, 0))
+        else:
+            due, _, chain, attempt = heapq.heappop(retries)
+            waiting.append(_Ready(due, 1, chain, attempt))
+        while idle and waiting:
+            start(t)
+    complete = drawn == config.num_messages
+    return DeliveryRun(
+        senders=model.senders, rank_times_s=tuple(times), delivered_by_deadline=by_deadline,
+        failed_attempts=failed, dead=dead, deliverable=deliverable if complete else None,
+        prefix_work_s=prefix_work if prefix_known else None,
+        prefix_max_s=prefix_max if prefix_known else None,
+        # Work still queued at the stop has been waiting: more senders might start it
+        # sooner. Work not yet arrived cannot change anything before the stop.
+        waited=waited or bool(waiting), kth_arrival_s=kth_arrival,
+    )
+
+
+def deliverable_count(model: DeliveryModel) -> int:
+    """How many of the replication's messages would ever be delivered: its message draws
+    alone, in the order a run makes them (first attempts start in arrival order, so the
+    same at every count), without simulating time."""
+    config, sender = model.config, model.sender
+    assert config.seed is not None
+    rng = message_rng(config.seed)
+    sample = latency_sampler(rng, sender)
+    policy = config.retry
+
+    def backoff(attempt: int) -> float:
+        return retry_delay_s(policy, attempt, rng)
+
+    return sum(draw_chain(sample, rng.random, sender.failure_rate, policy.max_attempts,
+                          backoff)[-1][1] for _ in range(config.num_messages))
