@@ -25,10 +25,10 @@ from sms_sim.cli.common import (
     positive_float,
     probability,
 )
-from sms_sim.cli.model_args import sender_spec
+from sms_sim.cli.model_args import sender_count, sender_spec
 from sms_sim.cli.store_command import Access, base_parser, open_for
 from sms_sim.clock import RealClock
-from sms_sim.config import RetryPolicy, SenderConfig
+from sms_sim.config import RetryPolicy, SenderConfig, check_sender_total
 from sms_sim.dispatch.contract import DispatchStore
 from sms_sim.dispatch.dispatcher import DEFAULT_RETRY, DispatchConfig
 from sms_sim.dispatch.ledger import LedgerProvider
@@ -36,6 +36,7 @@ from sms_sim.dispatch.transport import MemoryProvider, Transport
 from sms_sim.dispatch.worker import Worker, WorkerReport
 from sms_sim.errors import ConfigError, SmsSimError
 from sms_sim.generate import new_seed
+from sms_sim.sim.threaded.limits import ThreadStartError, threaded_senders_max
 
 __all__ = ["main", "report_dict"]
 
@@ -50,7 +51,7 @@ def main(argv: Sequence[str], *, prog: str) -> int:
     parser.epilog = ("exit codes: 0 idle exit (--exit-when-idle), 1 store error (a missing "
                      "database included: see init), 2 bad usage, 3 threads did not stop, "
                      "130 SIGINT, 141 output closed, 143 SIGTERM")
-    parser.add_argument("--senders", type=int_at_least(0), default=4,
+    parser.add_argument("--senders", type=sender_count, default=4,
                         help="identical sender threads (default 4)")
     parser.add_argument("--mean", type=non_negative_float, default=0.01, metavar="SECONDS",
                         help="mean send time (default 0.01)")
@@ -95,6 +96,8 @@ def main(argv: Sequence[str], *, prog: str) -> int:
     try:
         # Validated even for --senders 0 so that a typo in --mean is never silently ignored.
         identical = SenderConfig(args.mean, args.deviation, args.failure_rate)
+        # One thread per sender: the host's cap, checked before the list is built.
+        check_sender_total(args.senders + len(args.sender), maximum=threaded_senders_max())
         senders = [identical] * args.senders + list(args.sender)
         if not senders:
             raise ConfigError("senders must be >= 1 (got 0)")
@@ -132,6 +135,9 @@ def main(argv: Sequence[str], *, prog: str) -> int:
             emit(first)
         signals.install()
         report = worker.run(stop_requests=lambda: signals.count)
+    except ThreadStartError as exc:  # the host refused a sender thread: ask for fewer
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
     except SmsSimError as exc:
         log.debug("worker failed", exc_info=True)
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)

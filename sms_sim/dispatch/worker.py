@@ -47,6 +47,7 @@ from sms_sim.sim.threaded.components import (
     drain_inbox,
 )
 from sms_sim.sim.threaded.monitor import Monitor
+from sms_sim.sim.threaded.limits import ThreadStartError
 from sms_sim.sim.threaded.supervise import DEFAULT_GRACE_S, ThreadGroup
 
 __all__ = ["Worker", "WorkerReport", "format_worker_report", "work_in_hand", "CLAIM_ROUND_S"]
@@ -174,14 +175,19 @@ class Worker:
         """Dispatch until stopped; one stop request is graceful, a second aborts sends.
 
         Raises nothing for failed sends; a store error on the dispatcher thread ends the
-        run with ``StopReason.ERROR`` (and is logged).
+        run with ``StopReason.ERROR`` (and is logged). Raises ``ThreadStartError`` if the OS
+        refuses a thread, after stopping those it started.
         """
         clock = self._clock
         group = ThreadGroup(stop=self._stop, abort=self._abort, clock=clock,
                             stop_requests=stop_requests, on_failure=self._wake.set)
-        group.start("monitor", self.monitor.run)
-        for sender in self._senders:
-            group.start(sender.name, sender.run)
+        try:
+            group.start("monitor", self.monitor.run)
+            for sender in self._senders:
+                group.start(sender.name, sender.run)
+        except ThreadStartError:
+            self._release(group)
+            raise
         group.start("dispatcher", self._dispatch)
         reason = group.wait(finished=lambda: not group.is_alive("dispatcher"),
                             watch=lambda: group.thread("dispatcher"),
@@ -204,6 +210,18 @@ class Worker:
         report = self._report(reason, elapsed_s, alive)
         self._write(report)
         return report
+
+    def _release(self, group: ThreadGroup) -> None:
+        """Stop the threads started before the OS refused one (nothing was claimed yet:
+        the dispatcher starts last)."""
+        group.begin_shutdown(self._grace_s)
+        self._stop.set()
+        self._sender_stop.set()
+        started = group.names
+        for name in started:
+            if name.startswith("sender-"):
+                self._inbox.put(DONE)
+        group.join(started)
 
     def _finish(self) -> bool:
         """Settle the last completions, then give the never-started jobs back; each is tried

@@ -86,3 +86,35 @@ def test_a_thread_the_os_refuses_is_one_line_and_exit_2() -> None:
                             timeout=TIMEOUT_S, cwd=ROOT)
     assert_one_line_exit_2(result, "refused to start thread sender-2")
     assert "can't start new thread" in result.stderr
+
+
+def test_the_worker_refuses_sender_counts_the_host_cannot_run(tmp_path: Path) -> None:
+    """The worker runs one thread per sender too: 1e11 senders was a MemoryError traceback,
+    and a thread the OS refuses stops the started ones, one line, exit 2, nothing claimed."""
+    db = tmp_path / "w.db"
+    assert run_cli("submit", "x", "--to", "555-000-0001", "--db", str(db)).returncode == 0
+    huge = run_cli("worker", "--db", str(db), "--senders", "100000000000")
+    assert_one_line_exit_2(huge, "must be <= 100000")
+    code = (
+        "import sys, threading\n"
+        "original = threading.Thread.start\n"
+        "calls = []\n"
+        "def start(self):\n"
+        "    calls.append(self.name)\n"
+        "    if len(calls) > 3:\n"
+        "        raise RuntimeError(\"can't start new thread\")\n"
+        "    original(self)\n"
+        "threading.Thread.start = start\n"
+        "from sms_sim.cli import main\n"
+        f"code = main(['worker', '--db', {str(db)!r}, '--senders', '8', '-q',"
+        " '--exit-when-idle'], prog='start.py')\n"
+        "assert threading.active_count() == 1, threading.enumerate()\n"
+        "sys.exit(code)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=TIMEOUT_S, cwd=ROOT)
+    assert result.returncode == 2, result
+    assert result.stderr.count("\n") == 1 and "can't start new thread" in result.stderr
+    assert "Traceback" not in result.stderr
+    check = run_cli("show", "1", "--db", str(db))
+    assert "pending 1" in check.stdout or "1 pending" in check.stdout, check.stdout
