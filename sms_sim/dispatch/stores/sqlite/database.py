@@ -213,6 +213,13 @@ class Database:
             except sqlite3.Error as exc:
                 raise store_error(self.path, exc) from exc
 
+    def let_others_in(self) -> None:
+        """Pause between two write transactions of one long job (a large submit's chunks):
+        SQLite keeps no queue for its write lock, and a writer that takes it again at once
+        keeps winning over the others' retries (``when_free`` tries every ``_MAX_PAUSE_S``
+        at most), so the pause is a little longer than that."""
+        self._lock_clock.sleep(2 * _MAX_PAUSE_S, _NEVER)
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()

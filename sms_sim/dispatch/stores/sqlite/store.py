@@ -98,7 +98,7 @@ class SqliteStore:
     # --- writes --------------------------------------------------------------------------
 
     def submit(self, message: NewMessage, now: float) -> SubmitResult:
-        return submit_message(self._write, message, now)
+        return submit_message(self._write, message, now, self._db.let_others_in)
 
     def edit(self, message_id: int, expected_version: int, edit: MessageEdit,
              now: float) -> MessageView:

@@ -5,11 +5,12 @@ SQLite has one writer. A 1,000,000-recipient message inserted in one transaction
 write lock for 15-28 s, long enough for every worker's claim to give up. So a message with
 more than ``LOAD_CHUNK`` recipients is written as ``loading`` (no reader, claim or due-time
 query sees that status), its deliveries follow in chunks of ``LOAD_CHUNK``, each its own
-transaction, and one short final transaction makes it ``scheduled``: readers see all of it or
-none of it. A load cut short in this process is deleted at once; one cut short by a killed
-process is deleted by the first submit after ``ABANDONED_LOAD_S``, judged from the load's own
-start, because a store never reads a clock and cannot tell a slow loader from a dead one
-sooner.
+transaction with a short pause before the next (SQLite keeps no queue for its lock: a loader
+that takes it back at once starves the workers' claims), and one short final transaction
+makes it ``scheduled``: readers see all of it or none of it. A load cut short in this
+process is deleted at once; one cut short by a killed process is deleted by the first submit
+after ``ABANDONED_LOAD_S``, judged from the load's own start, because a store never reads a
+clock and cannot tell a slow loader from a dead one sooner.
 """
 
 from __future__ import annotations
@@ -26,14 +27,16 @@ from sms_sim.dispatch.validation import format_utc
 
 __all__ = ["LOAD_CHUNK", "ABANDONED_LOAD_S", "submit_message"]
 
-LOAD_CHUNK = 5_000  # deliveries per transaction: tens of milliseconds of write lock
+LOAD_CHUNK = 2_000  # deliveries per transaction: a few tens of milliseconds of write lock
 ABANDONED_LOAD_S = 600.0
 
 Write = Callable[[], AbstractContextManager[sqlite3.Connection]]
 
 
-def submit_message(write: Write, message: NewMessage, now: float) -> SubmitResult:
-    """Store ``message`` through ``write`` (one write transaction per call); see
+def submit_message(write: Write, message: NewMessage, now: float,
+                   between: Callable[[], None] = lambda: None) -> SubmitResult:
+    """Store ``message`` through ``write`` (one write transaction per call), calling
+    ``between`` between two chunks so other writers get the lock; see
     ``DispatchStore.submit``."""
     due_at = now if message.scheduled_at is None else message.scheduled_at
     # Only a key needs the request's fingerprint (hashing 1,000,000 sorted numbers takes ~1 s).
@@ -55,7 +58,7 @@ def submit_message(write: Write, message: NewMessage, now: float) -> SubmitResul
         insert_deliveries(conn, message_id, recipients[:LOAD_CHUNK], due_at)
     if chunked:
         try:
-            _load_rest(write, message_id, recipients, due_at)
+            _load_rest(write, message_id, recipients, due_at, between)
         except BaseException:
             with contextlib.suppress(StoreError):
                 with write() as conn:
@@ -74,11 +77,13 @@ def insert_deliveries(conn: sqlite3.Connection, message_id: int, recipients: Seq
 
 
 def _load_rest(write: Write, message_id: int, recipients: Sequence[str],
-               due_at: float) -> None:
+               due_at: float, between: Callable[[], None]) -> None:
     for start in range(LOAD_CHUNK, len(recipients), LOAD_CHUNK):
+        between()
         with write() as conn:
             _still_loading(conn, message_id)
             insert_deliveries(conn, message_id, recipients[start:start + LOAD_CHUNK], due_at)
+    between()
     with write() as conn:
         _still_loading(conn, message_id)
         conn.execute("UPDATE messages SET status = 'scheduled' WHERE id = ?", (message_id,))
