@@ -30,7 +30,6 @@ from typing import NamedTuple, Protocol
 
 from sms_sim.clock import Clock
 from sms_sim.config import RetryPolicy
-from sms_sim.dispatch.cancel_check import CancelCheck
 from sms_sim.dispatch.contract import (
     Claim,
     DispatchStore,
@@ -208,7 +207,6 @@ class Dispatcher:
         # Completions the store has not taken yet because settling raised (a store error):
         # kept for the next try, at the latest the worker's at shutdown, never dropped.
         self._unsettled: list[Completion] = []
-        self.cancel_check = CancelCheck(store.cancelled)
 
     def claim(self, limit: int | None = None) -> list[Claim]:
         """Lease up to ``limit`` (default ``batch_size``) due deliveries, now.
@@ -251,21 +249,20 @@ class Dispatcher:
         return not self.config.fencing or self.clock.now() < claim.lease_until
 
     def transmitter(self, transport: Transport) -> Callable[[SendJob], str | None]:
-        """The send step for ``transport``: check the lease, check the message was not
-        cancelled (a store read begun after this send was due to start, shared with
-        concurrent sends), send, return None or the error.
+        """The send step for ``transport``: check the lease, ask the store whether the
+        message was cancelled (``DispatchStore.cancelled``: an answer as of now, so once a
+        cancel has returned no later send goes out), send, return None or the error.
 
         Runs on whichever thread sends (the dispatcher's own, or a sender thread), so it
         touches no counters: what happened is read from the returned error at settle time.
         """
-        may_send, send = self.may_send, transport.send
-        is_cancelled = self.cancel_check.is_cancelled
+        may_send, send, cancelled = self.may_send, transport.send, self.store.cancelled
 
         def transmit(job: SendJob) -> str | None:
             if not may_send(job.claim):
                 return LEASE_EXPIRED
             try:
-                if is_cancelled(job.claim.message_id):
+                if cancelled((job.claim.message_id,)):
                     return CANCELLED_UNSENT
             except StoreError as exc:
                 log.warning("%s", exc)

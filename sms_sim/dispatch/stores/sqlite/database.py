@@ -213,6 +213,10 @@ class Database:
             except sqlite3.Error as exc:
                 raise store_error(self.path, exc) from exc
 
+    @property
+    def lock_clock(self) -> Clock:
+        return self._lock_clock
+
     def let_others_in(self) -> None:
         """Pause between two write transactions of one long job (a large submit's chunks):
         SQLite keeps no queue for its write lock, and a writer that takes it again at once

@@ -11,8 +11,6 @@ from __future__ import annotations
 import itertools
 import json
 import sqlite3
-import threading
-import urllib.parse
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
@@ -33,7 +31,6 @@ from sms_sim.dispatch.contract import (
     SettleKind,
     Settlement,
     SettleResult,
-    StoreError,
     SubmitResult,
 )
 from sms_sim.dispatch.stores.common import (
@@ -42,6 +39,7 @@ from sms_sim.dispatch.stores.common import (
     fair_claim,
     locked_message,
 )
+from sms_sim.dispatch.stores.sqlite.cancel_watch import CancelWatch
 from sms_sim.dispatch.stores.sqlite.database import DEFAULT_BUSY_TIMEOUT_S, Database
 from sms_sim.dispatch.stores.sqlite.rows import (
     LEASE_SQL,
@@ -53,7 +51,6 @@ from sms_sim.dispatch.stores.sqlite.rows import (
     message_count,
     message_state,
     message_views,
-    store_error,
     views,
 )
 from sms_sim.dispatch.stores.sqlite.submit import insert_deliveries, submit_message
@@ -89,11 +86,7 @@ class SqliteStore:
                             lock_clock=lock_clock)
         self._write = self._db.write
         self._read = self._db.read
-        # ``cancelled`` runs before every send, on sender threads: on a connection of its own,
-        # so it never waits behind a claim that waits for another process's write lock.
-        self._check_lock = threading.Lock()
-        self._check_conn: sqlite3.Connection | None = None
-        self._check_closed = False
+        self._watch = CancelWatch(self.path, self._db.lock_clock, self._db.when_free)
 
     # --- writes --------------------------------------------------------------------------
 
@@ -131,10 +124,12 @@ class SqliteStore:
             if status not in (MessageStatus.SCHEDULED, MessageStatus.DISPATCHING):
                 raise LockedError(f"message {message_id} is already {status}; nothing to cancel")
             by_status = counts(conn, message_id)
+            self._watch.mark()  # before the commit and after it: see ``cancel_watch``
             conn.execute("UPDATE deliveries SET status = 'cancelled' WHERE message_id = ? AND "
                          "status IN ('pending', 'retrying')", (message_id,))
             conn.execute("UPDATE messages SET status = 'cancelled', version = version + 1, "
                          "updated_at = ? WHERE id = ?", (now, message_id))
+        self._watch.mark()
         return CancelResult(
             message_id=message_id,
             cancelled=by_status[DeliveryStatus.PENDING] + by_status[DeliveryStatus.RETRYING],
@@ -259,31 +254,12 @@ class SqliteStore:
 
     def close(self) -> None:
         self._db.close()
-        with self._check_lock:
-            self._check_closed = True
-            if self._check_conn is not None:
-                self._check_conn.close()
+        self._watch.close()
 
     # --- reads ---------------------------------------------------------------------------
 
     def cancelled(self, message_ids: Collection[int]) -> set[int]:
-        if not message_ids:
-            return set()
-        wanted = json.dumps(sorted(message_ids))
-        with self._check_lock:
-            if self._check_closed:
-                raise StoreError(f"database {self.path!r}: the store is closed")
-            try:
-                if self._check_conn is None:
-                    self._check_conn = sqlite3.connect(
-                        f"file:{urllib.parse.quote(self.path)}?mode=ro", uri=True, timeout=0,
-                        isolation_level=None, check_same_thread=False)
-                conn = self._check_conn
-                return self._db.when_free(lambda: {row[0] for row in conn.execute(
-                    "SELECT id FROM messages WHERE status = 'cancelled' AND id IN "
-                    "(SELECT value FROM json_each(?))", (wanted,))})
-            except sqlite3.Error as exc:
-                raise store_error(self.path, exc) from exc
+        return self._watch.cancelled(message_ids) if message_ids else set()
 
     def next_due_at(self, now: float) -> float | None:
         def body(conn: sqlite3.Connection) -> float | None:
