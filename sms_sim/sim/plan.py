@@ -43,7 +43,7 @@ from sms_sim.clock import Clock, RealClock
 from sms_sim.config import SENDERS_MAX, DeliveryGoal, SenderConfig, SimulationConfig
 from sms_sim.errors import ConfigError
 from sms_sim.policy import mean_service_s
-from sms_sim.sim.plan_bounds import least_bound
+from sms_sim.sim.plan_bounds import least_bound, surely_above
 from sms_sim.sim.plan_eval import (
     Evaluation,
     Knowledge,
@@ -238,7 +238,8 @@ class _Search:
         """The largest L such that every count up to L provably misses (0 if none)."""
         def proven(senders: int) -> bool:
             lower = [k.lower_bound_s(senders, self.question) for k in self.knowledge]
-            return least_bound([], lower, self.question.factor) > self.question.goal.deadline_s
+            return surely_above(least_bound([], lower, self.question.factor),
+                                self.question.goal.deadline_s)
 
         low, high = self._ruled_out, self.top + 1  # proven(low) holds; proven(high) unknown
         if proven(self.top):

@@ -23,7 +23,12 @@ from statistics import fmean
 
 from sms_sim.sim.theory import student_t_quantile
 
-__all__ = ["prediction_factor", "prediction_bound", "least_bound"]
+__all__ = ["prediction_factor", "prediction_bound", "least_bound", "surely_above"]
+
+# Rounding slack of ``least_bound``: its quadratic can put a bound that equals the deadline a
+# few ulps above it (0.1 + 2e-17 for four runs of exactly 0.1 s), which would rule out a count
+# that meets the deadline exactly. Relative and absolute, like the planner's horizon.
+_ROUNDING = 1e-10  # a tenth of the horizon's slack, so a censored run still proves a miss
 
 
 def prediction_factor(level: float, replications: int) -> float:
@@ -38,6 +43,13 @@ def prediction_bound(values: Sequence[float], factor: float) -> float:
     mean = fmean(values)
     spread = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
     return mean + factor * math.sqrt(spread)
+
+
+def surely_above(bound: float, deadline_s: float) -> bool:
+    """True when a ``least_bound`` proves a miss: above the deadline by more than rounding.
+    A count within the slack is not ruled out; it is evaluated in full instead, where
+    ``prediction_bound`` of the actual times decides."""
+    return bound > deadline_s * (1 + _ROUNDING) + _ROUNDING
 
 
 def least_bound(fixed: Sequence[float], lower: Sequence[float], factor: float) -> float:

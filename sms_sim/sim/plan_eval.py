@@ -41,7 +41,12 @@ from sms_sim.config import (
     SimulationConfig,
 )
 from sms_sim.policy import arrival_times, arrivals_rng
-from sms_sim.sim.plan_bounds import least_bound, prediction_bound, prediction_factor
+from sms_sim.sim.plan_bounds import (
+    least_bound,
+    prediction_bound,
+    prediction_factor,
+    surely_above,
+)
 from sms_sim.sim.virtual.deliveries import DeliveryModel, DeliveryRun
 
 __all__ = ["PlanRow", "Question", "Runner", "Knowledge", "Evaluation", "replication_seed",
@@ -280,7 +285,7 @@ class Evaluation:
             self.meets, self.least_upper_s = bound <= goal.deadline_s, bound
             return
         self.least_upper_s = least_bound(known, lower, question.factor)
-        if self.least_upper_s > goal.deadline_s:
+        if surely_above(self.least_upper_s, goal.deadline_s):
             self.meets = False
         elif len(self.runs) == replications:
             # Only censored runs are open, and the horizon makes any of them a miss.

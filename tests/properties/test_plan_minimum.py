@@ -87,6 +87,9 @@ BURST = SimulationConfig(num_messages=20, senders=[SenderConfig(0.1, 0.05, 0.0)]
 
 @given(model=models())
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@example(model=(  # meets exactly at the deadline: rounding must not rule it out
+    dataclasses.replace(BURST, num_messages=8, seed=0), SenderConfig(0.05, 0.0, 0.0),
+    DeliveryGoal(deadline_s=0.1, deliver=0.5, level=0.9, replications=4)))
 @example(model=(BURST, SenderConfig(0.1, 0.05, 0.0), DeliveryGoal(deadline_s=0.5)))
 @example(model=(BURST, SenderConfig(0.1, 0.05, 0.0), DeliveryGoal(deadline_s=0.01)))  # none
 @example(model=(  # none: the last message arrives after the deadline
