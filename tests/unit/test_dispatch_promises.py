@@ -210,3 +210,15 @@ def test_a_worker_holds_about_one_claim_round_of_work_whatever_the_batch(batch: 
     assert work_in_hand([SenderConfig(0.2, 0.0, 0.0)] * 4, config) == 5
     assert work_in_hand([SenderConfig(0.05, 0.0, 0.0)] * 4, config) == 8
     assert work_in_hand([SenderConfig(0.0, 0.0, 0.0)] * 4, config) == 2 * batch
+
+
+def test_an_in_memory_database_answers_cancelled_without_a_side_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = SqliteStore(":memory:")
+    store.submit(NewMessage.validated(content="x", recipients=phones(1)), T0)
+    assert store.cancelled([1]) == set()
+    store.cancel(1, T0)
+    assert store.cancelled([1]) == {1}
+    store.close()
+    assert list(tmp_path.iterdir()) == []

@@ -18,7 +18,9 @@ since it last read it, or when that read is ``RECHECK_S`` old:
 * a canceller that died between its commit and its second write never acknowledged the
   cancel; workers see it within ``RECHECK_S`` anyway.
 
-A message seen cancelled stays cancelled (a cancel is final), so that answer is kept.
+A message seen cancelled stays cancelled (a cancel is final), so that answer is kept. An
+in-memory database (``:memory:``, tests) has one connection and no other process: its token
+is kept in this object and its reads go through that connection.
 """
 
 from __future__ import annotations
@@ -60,12 +62,16 @@ class CancelWatch:
     sender's question never waits behind a claim waiting for another process's lock)."""
 
     def __init__(self, path: str, clock: Clock,
-                 when_free: Callable[[Callable[[], set[int]]], set[int]]) -> None:
+                 when_free: Callable[[Callable[[], set[int]]], set[int]],
+                 read_main: Callable[[Callable[[sqlite3.Connection], set[int]]], set[int]]
+                 ) -> None:
         self._path = path
         self._clock = clock
         self._when_free = when_free
+        self._read_main = read_main
+        self._in_memory = path in ("", ":memory:")
         self._lock = threading.Lock()
-        self._tokens: mmap.mmap | None = None
+        self._tokens: mmap.mmap | bytearray | None = None
         self._conn: sqlite3.Connection | None = None
         self._closed = False
         self._cancelled: set[int] = set()
@@ -79,7 +85,7 @@ class CancelWatch:
 
     def cancelled(self, message_ids: Collection[int]) -> set[int]:
         with self._lock:
-            token = self._shared()[:_TOKEN_BYTES]  # before any read: a later change is seen
+            token = bytes(self._shared()[:_TOKEN_BYTES])  # before any read: a later change is seen
             if token != self._token:
                 self._token = token
                 self._not_cancelled.clear()  # a cancel happened since: ask the database
@@ -106,13 +112,15 @@ class CancelWatch:
             self._closed = True
             if self._conn is not None:
                 self._conn.close()
-            if self._tokens is not None:
+            if isinstance(self._tokens, mmap.mmap):
                 self._tokens.close()
 
-    def _shared(self) -> mmap.mmap:
+    def _shared(self) -> mmap.mmap | bytearray:
         """The mapped token (lock held)."""
         if self._closed:
             raise StoreError(f"database {self._path!r}: the store is closed")
+        if self._tokens is None and self._in_memory:
+            self._tokens = bytearray(_TOKEN_BYTES)
         if self._tokens is None:
             try:
                 self._tokens = _map(mark_path(self._path))
@@ -122,15 +130,17 @@ class CancelWatch:
         return self._tokens
 
     def _read(self, message_ids: list[int]) -> set[int]:
+        placeholders = ",".join("?" * len(message_ids))
+        query = f"SELECT id FROM messages WHERE status = 'cancelled' AND id IN ({placeholders})"
+        if self._in_memory:
+            return self._read_main(
+                lambda conn: {row[0] for row in conn.execute(query, message_ids)})
         try:
             if self._conn is None:
                 self._conn = sqlite3.connect(
                     f"file:{urllib.parse.quote(self._path)}?mode=ro", uri=True, timeout=0,
                     isolation_level=None, check_same_thread=False)
             conn = self._conn
-            placeholders = ",".join("?" * len(message_ids))
-            return self._when_free(lambda: {row[0] for row in conn.execute(
-                f"SELECT id FROM messages WHERE status = 'cancelled' AND id IN ({placeholders})",
-                message_ids)})
+            return self._when_free(lambda: {row[0] for row in conn.execute(query, message_ids)})
         except sqlite3.Error as exc:
             raise store_error(self._path, exc) from exc

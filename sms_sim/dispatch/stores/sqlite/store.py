@@ -86,7 +86,8 @@ class SqliteStore:
                             lock_clock=lock_clock)
         self._write = self._db.write
         self._read = self._db.read
-        self._watch = CancelWatch(self.path, self._db.lock_clock, self._db.when_free)
+        self._watch = CancelWatch(self.path, self._db.lock_clock, self._db.when_free,
+                                  self._db.read)
 
     # --- writes --------------------------------------------------------------------------
 
