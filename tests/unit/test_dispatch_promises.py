@@ -3,6 +3,7 @@ worker keeps going through a busy or briefly failing store, and holds work by ti
 
 from __future__ import annotations
 
+import queue
 import random
 import sqlite3
 import threading
@@ -23,10 +24,12 @@ from sms_sim.dispatch.contract import (
     StoreDamagedError,
     StoreError,
 )
-from sms_sim.dispatch.dispatcher import DispatchConfig, Dispatcher
+from sms_sim.dispatch.dispatcher import DispatchConfig, Dispatcher, SendJob
+from sms_sim.dispatch.sender_pool import SenderPool, Slot
 from sms_sim.dispatch.stores import SqliteStore
 from sms_sim.dispatch.worker import Worker, work_in_hand
 from sms_sim.dispatch.transport import MemoryProvider
+from sms_sim.sim.threaded.components import Inbox, drain_inbox
 from tests.conftest import T0, phones
 
 
@@ -222,3 +225,27 @@ def test_an_in_memory_database_answers_cancelled_without_a_side_file(
     assert store.cancelled([1]) == {1}
     store.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_each_senders_turn_takes_the_most_urgent_job_held() -> None:
+    """Item 9: an urgent job claimed after a broadcast's overtakes what the worker holds."""
+    inbox: Inbox[Slot] = queue.SimpleQueue()
+    order: list[str] = []
+
+    def transmit(job: SendJob) -> str | None:
+        order.append(job.recipient)
+        return None
+
+    pool = SenderPool(inbox, threading.Event(), max_in_hand=10, transmit=transmit)
+
+    def job(recipient: str, priority: int) -> SendJob:
+        claim = Claim(len(order), 1, recipient, "x", 1, T0 + 30, 0, "u", priority)
+        return SendJob(recipient, "x", f"u:{recipient}", claim)
+
+    pool.submit([job("b1", 0), job("b2", 0)])
+    pool.submit([job("urgent", 10), job("b3", 0)])
+    slots = drain_inbox(inbox)
+    for slot in slots[:2]:
+        pool.transmit(slot)
+    assert order == ["urgent", "b1"]
+    assert [j.recipient for j in pool.unstarted(slots[2:])] == ["b2", "b3"]
