@@ -25,6 +25,7 @@ from sms_sim.cli.views import message_dict, status_phrase
 from sms_sim.cli.when import add_time_arguments, describe_due, due_at
 from sms_sim.clock import RealClock
 from sms_sim.dispatch.contract import (
+    AGING_STEP_S,
     DeliveryStatus,
     InvalidRequestError,
     MessageEdit,
@@ -39,7 +40,8 @@ __all__ = ["main", "COMMANDS"]
 COMMANDS = ("init", "submit", "edit", "cancel")
 
 PRIORITY_HELP = ("priority class: higher classes go first; waiting work ages so nothing "
-                 "starves; within a class, messages take turns")
+                 f"starves (a due message rises one class per {AGING_STEP_S:.0f} s it has "
+                 "waited since last served); within a class, messages take turns")
 
 
 def _init(prog: str, argv: Sequence[str]) -> int:
