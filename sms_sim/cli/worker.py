@@ -29,7 +29,8 @@ from sms_sim.cli.model_args import sender_count, sender_spec
 from sms_sim.cli.store_command import Access, base_parser, open_for
 from sms_sim.clock import RealClock
 from sms_sim.config import RetryPolicy, SenderConfig, check_sender_total
-from sms_sim.dispatch.contract import DispatchStore
+from sms_sim.dispatch.contract import DispatchStore, StoreDamagedError
+from sms_sim.dispatch.service import DispatchService
 from sms_sim.dispatch.dispatcher import DEFAULT_RETRY, DispatchConfig
 from sms_sim.dispatch.ledger import LedgerProvider
 from sms_sim.dispatch.transport import MemoryProvider, Transport
@@ -119,6 +120,15 @@ def main(argv: Sequence[str], *, prog: str) -> int:
         # Never creates a database: a mistyped --db must fail, not idle on an empty file
         # while the real messages wait (issue 11, item 5).
         store = open_for(args.db, Access.WRITE)
+        # SQLite finds damage only in the pages a statement reads: a long-running worker
+        # checks every page once as it starts (``quick_check``: 0.9 s for a 125 MB file
+        # of 1,000,000 deliveries) rather than dispatching from a damaged file.
+        verdict = DispatchService(store, RealClock()).check(quick=True)
+        if verdict != "ok":
+            lines = verdict.splitlines()  # "*** in database main ***" heads the details
+            problem = next((line for line in lines if not line.startswith("***")), lines[0])
+            raise StoreDamagedError(f"database {args.db!r} is damaged ({problem}); run 'check' "
+                                    "on it and restore it from a backup")
         transport: Transport = MemoryProvider()
         if args.ledger is not None:
             ledger = LedgerProvider(args.ledger, clock=RealClock(),

@@ -113,7 +113,7 @@ class Progress:
 class _SelfChecking(Protocol):
     """A store that can verify its own files (SQLite's ``PRAGMA integrity_check``)."""
 
-    def integrity_check(self) -> str: ...
+    def integrity_check(self, *, quick: bool = False) -> str: ...
 
 
 class DispatchService:
@@ -282,12 +282,13 @@ class DispatchService:
         behind_s = 0.0 if due_at is None else max(0.0, now - due_at)
         return Health(ok=True, checked_at=now, next_due_at=due_at, behind_s=behind_s)
 
-    def check(self) -> str:
+    def check(self, *, quick: bool = False) -> str:
         """The store's own verdict on its files: "ok", or the first problem found (for
-        SQLite, ``PRAGMA integrity_check``). A store with no files (in memory) is "ok". A
-        file too damaged to be read at all raises ``StoreError``."""
+        SQLite, ``PRAGMA integrity_check``; ``quick``: ``quick_check``, which a worker runs
+        as it starts). A store with no files (in memory) is "ok". A file too damaged to be
+        read at all raises ``StoreError``."""
         store = self._store
-        return store.integrity_check() if isinstance(store, _SelfChecking) else "ok"
+        return store.integrity_check(quick=quick) if isinstance(store, _SelfChecking) else "ok"
 
     def _require(self, message_id: int) -> None:
         """Raise ``NotFoundError`` unless the message exists. Messages are never deleted,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sms_sim.dispatch.contract import NewMessage, StoreDamagedError
+from sms_sim.dispatch.contract import NewMessage, SettleKind, Settlement, StoreDamagedError
 from sms_sim.dispatch.stores import SqliteStore
 from tests.conftest import START, T0, phones
 
@@ -57,3 +57,29 @@ def test_every_command_stops_on_a_damaged_file_with_one_line(
     assert "is damaged" in done.stderr
     if command[0] == "submit":
         assert path.read_bytes() == before  # nothing written into a damaged file
+
+
+def test_a_worker_checks_every_page_as_it_starts(tmp_path: Path) -> None:
+    """Damage in pages no statement of the dispatch loop reads (the unique indexes a submit
+    writes) went unseen: the worker idled, then exited 0 with the file still damaged. It
+    runs ``quick_check`` as it starts."""
+    path = tmp_path / "quiet-damage.db"
+    store = SqliteStore(path)
+    store.submit(NewMessage.validated(content="x", recipients=phones(1)), T0)
+    (claim,) = store.claim("w", 1, 30.0, T0)
+    store.settle("w", [Settlement(claim.delivery_id, claim.attempts, SettleKind.SENT)], T0)
+    store.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+        roots = [row[0] for row in conn.execute(
+            "SELECT rootpage FROM sqlite_master WHERE name LIKE 'sqlite_autoindex_messages_%'")]
+    conn.close()
+    with path.open("r+b") as raw:  # each page header's cell count
+        for root in roots:
+            raw.seek((root - 1) * page_size + 3)
+            raw.write(b"\x7f\x7f")
+    done = subprocess.run([*START, "worker", "--exit-when-idle", "--quiet", "--db", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done
+    assert done.stderr.count("\n") == 1 and "is damaged (Page" in done.stderr, done.stderr
