@@ -44,8 +44,8 @@ from sms_sim.errors import ConfigError, SmsSimError
 from sms_sim.policy import retry_delay_s
 
 __all__ = ["DispatchConfig", "DispatchStats", "Dispatcher", "DEFAULT_RETRY",
-           "LEASE_LOSSES_EXHAUSTED", "LEASE_EXPIRED", "SendJob", "SendPool", "InlinePool",
-           "Completion"]
+           "LEASE_LOSSES_EXHAUSTED", "LEASE_EXPIRED", "NOT_SENT", "SendJob", "SendPool",
+           "InlinePool", "Completion"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,8 @@ CANCELLED_UNSENT = "message cancelled before the send started"
 UNCHECKED = "could not check for a cancel before the send; not sent"
 # Outcomes of sends that never reached the provider: given back, the attempt not counted.
 _NOT_ATTEMPTED = frozenset({CANCELLED_UNSENT, UNCHECKED})
+# Every outcome of a send that never happened (an expired lease is not reported at all).
+NOT_SENT = _NOT_ATTEMPTED | {LEASE_EXPIRED}
 
 
 class SendJob(NamedTuple):

@@ -26,7 +26,7 @@ from typing import TextIO
 from sms_sim.clock import Clock
 from sms_sim.config import SenderConfig
 from sms_sim.dispatch.contract import DispatchStore
-from sms_sim.dispatch.dispatcher import DispatchConfig, Dispatcher, DispatchStats
+from sms_sim.dispatch.dispatcher import NOT_SENT, DispatchConfig, Dispatcher, DispatchStats
 from sms_sim.dispatch.sender_pool import SenderPool, Slot
 from sms_sim.dispatch.transport import Transport
 from sms_sim.errors import SmsSimError
@@ -161,7 +161,7 @@ class Worker:
                                senders=self._senders, clock=clock, output=output,
                                interval_s=interval_s, started_at=self._started_at,
                                stop=self._stop, show_progress=show_progress,
-                               on_outcome=self._pool.on_outcome)
+                               on_outcome=self._pool.on_outcome, not_sent=NOT_SENT)
 
     @property
     def owner(self) -> str:

@@ -13,6 +13,7 @@ from sms_sim.config import Jitter, RetryPolicy
 from sms_sim.policy import retry_delay_s
 from sms_sim.sim.threaded.components import Inbox, OutcomeQueue, Sender
 from sms_sim.sim.threaded.schedule import RetryHandoff
+from sms_sim.stats import SendTally
 
 Queues = OutcomeQueue[Message]
 Built = tuple[Monitor[Message], VirtualClock, Queues, Queues, Inbox[Message],
@@ -173,3 +174,23 @@ def test_a_monitor_with_retries_wakes_the_producer_when_its_loop_ends() -> None:
     monitor._stop.set()  # the Event the monitor was given
     monitor.run()
     assert retries.wake.is_set()
+
+
+def test_outcomes_of_sends_that_never_happened_are_tallied_neither_sent_nor_failed() -> None:
+    """The durable worker's withdrawn sends (message cancelled before the send) showed as
+    "failed" in every sender's line; they still reach ``on_outcome``."""
+    successes: OutcomeQueue[str] = queue.SimpleQueue()
+    failures: OutcomeQueue[str] = queue.SimpleQueue()
+    seen: list[Outcome[str]] = []
+    monitor = Monitor(successes=successes, failures=failures, inbox=queue.SimpleQueue(),
+                      senders=[], clock=VirtualClock(), output=None, interval_s=1.0,
+                      started_at=0.0, stop=threading.Event(), show_progress=False,
+                      on_outcome=seen.append, not_sent=frozenset({"withdrawn"}))
+    monitor.per_sender.append(SendTally())
+    successes.put(Outcome("a", 0, 0.5, True, None))
+    failures.put(Outcome("b", 0, 0.5, False, "withdrawn"))
+    failures.put(Outcome("c", 0, 0.5, False, "timeout"))
+    assert monitor.drain() == 3
+    tally = monitor.per_sender[0]
+    assert (tally.sent, tally.failed, tally.total_send_s) == (1, 1, 1.0)
+    assert [o.message for o in seen] == ["a", "b", "c"]

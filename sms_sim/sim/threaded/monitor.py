@@ -51,6 +51,10 @@ class Monitor(Generic[Item]):
     when its loop ends. The tallies still count attempts (``failed`` = failed attempts);
     final outcomes are the handoff's ``settled`` and ``dead``. Without it, nothing of this
     runs and the drain loop is the plain one.
+
+    ``not_sent`` (optional) names errors that mean the send never happened (the durable
+    worker's: a lease run out or a message cancelled before the send started): those
+    outcomes still reach ``on_outcome`` but are tallied neither sent nor failed.
     """
 
     def __init__(
@@ -70,6 +74,7 @@ class Monitor(Generic[Item]):
         on_outcome: Callable[[Outcome[Item]], None] | None = None,
         queued: Callable[[], int] | None = None,
         retries: RetryHandoff[Item] | None = None,
+        not_sent: frozenset[str] = frozenset(),
     ) -> None:
         self._successes = successes
         self._failures = failures
@@ -84,6 +89,7 @@ class Monitor(Generic[Item]):
         self._stop = stop
         self._show_progress = show_progress
         self._on_outcome = on_outcome
+        self._not_sent = not_sent
         self._queued = inbox.qsize if queued is None else queued
         self._retries = retries
         self._drain_s = MONITOR_DRAIN_S if retries is None else RETRY_DRAIN_S
@@ -131,7 +137,7 @@ class Monitor(Generic[Item]):
         """
         moved = 0
         per_sender, hook, monotonic = self.per_sender, self._on_outcome, self._clock.monotonic
-        retries = self._retries
+        retries, not_sent = self._retries, self._not_sent
         for source in (self._successes, self._failures):
             get = source.get_nowait
             while True:
@@ -139,7 +145,12 @@ class Monitor(Generic[Item]):
                     outcome = get()
                 except queue.Empty:
                     break
-                message, sender, duration_s, ok, _ = outcome
+                message, sender, duration_s, ok, error = outcome
+                moved += 1
+                if not ok and error in not_sent:
+                    if hook is not None:
+                        hook(outcome)
+                    continue
                 tally = per_sender[sender]
                 if ok:
                     tally.sent += 1
@@ -150,7 +161,6 @@ class Monitor(Generic[Item]):
                     if retries is not None:
                         retries.failed(message, monotonic())
                 tally.total_send_s += duration_s
-                moved += 1
                 if hook is not None:
                     hook(outcome)
         if moved and retries is not None:
