@@ -393,12 +393,14 @@ class DispatchStore(Protocol):
 
         Due: the message is ``scheduled``/``dispatching`` with ``scheduled_at <= now``, and the
         delivery is ``pending``/``retrying`` with ``next_attempt_at <= now``. Expired leases
-        (``lease_until <= now``), and leases ending more than twice their own length after
-        ``now`` (granted before the clock jumped back), are first returned to ``retrying``
-        by a compare-and-set on status and lease (``cancelled`` if the message was
-        cancelled), counting one more ``lease_losses``. Each lease is judged by the length
-        its holder asked for, never by this claimer's ``lease_s``: workers with different
-        leases share one store without taking each other's live claims.
+        (``lease_until <= now``), and leases granted more than a store's jump allowance
+        (``stores.common.clock_jumped_back_after_s``, at least 60 s and more than any wait
+        for the store's lock) after ``now`` (so granted before the clock jumped back), are
+        first returned to ``retrying`` by a compare-and-set on status and lease
+        (``cancelled`` if the message was cancelled), counting one more ``lease_losses``.
+        A live lease is never judged by this claimer's ``lease_s``, nor taken because the
+        claimer's ``now`` is stale: workers with different leases, and a claim that waited
+        for the lock, never take each other's live claims.
 
         Fairness, stated on what one claim leased: a message's share is the number of its
         deliveries leased; it ran out if none of its deliveries is left due afterwards.

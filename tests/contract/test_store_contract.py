@@ -351,6 +351,17 @@ def test_a_lease_is_judged_by_its_own_length(store: DispatchStore) -> None:
     assert store.settle("long", sent(long), T0 + 299).accepted == 2
 
 
+def test_a_claimer_whose_now_is_stale_takes_no_live_lease(store: DispatchStore) -> None:
+    """A claim's ``now`` is read before it waits for the write lock. Another worker's
+    1 s lease granted during a 5 s wait is live: judged by twice its length, it was taken
+    and sent twice (found in review; the fix judges a lease by when it was granted)."""
+    submit(store, 4, now=T0 - 10.0)
+    short = store.claim("short", 2, 1.0, T0)
+    stale = store.claim("long", 10, 300.0, T0 - 5.0)  # read 5 s ago, before its lock wait
+    assert {c.delivery_id for c in short}.isdisjoint(c.delivery_id for c in stale)
+    assert store.settle("short", sent(short), T0 + 0.5).accepted == 2
+
+
 def test_a_lease_from_before_a_backward_clock_jump_is_taken_back(store: DispatchStore) -> None:
     submit(store, 1, now=T0 - 200.0)
     store.claim("a", 1, 1.0, T0)

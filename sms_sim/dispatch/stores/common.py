@@ -14,7 +14,8 @@ from sms_sim.dispatch.validation import format_utc
 __all__ = [
     "fair_claim",
     "locked_message",
-    "SKEW_FACTOR",
+    "CLOCK_JUMP_MIN_S",
+    "clock_jumped_back_after_s",
     "key_conflict",
     "EXPIRED_LEASE_ERROR",
 ]
@@ -57,15 +58,22 @@ def fair_claim(order: Sequence[tuple[int, int]], limit: int,
             active = still
 
 
-# A lease ending more than SKEW_FACTOR x its own length after ``now`` cannot have been granted
-# at or before ``now``: the clock has jumped back since, and the lease is reclaimed at once.
-# Twice, not once: a claimer reads ``now`` before it may wait for the write lock, so a lease
-# granted meanwhile by another worker can legitimately end a little after ``now`` + its
-# length (found by the storm test). So a backward jump parks work for at most about two
-# lease lengths, never for the jump itself. Each lease is judged by the length its holder
-# asked for: judged by the claimer's, a worker with a 1 s lease took the live claims of one
-# with 300 s and sent them again.
-SKEW_FACTOR = 2.0
+# A clock that jumps back leaves leases granted "in the future": without a rescue they would
+# be parked for the whole jump (hours, after a bad NTP step). But a claimer's ``now`` is read
+# before it waits for the write lock, so a lease another worker granted meanwhile can
+# legitimately start up to that wait after it. Judged by lease lengths (twice the holder's),
+# a worker whose ``now`` was 1.5 s stale took the live claims of one with a 1 s lease and
+# sent them again. So a lease proves a backward jump only if it was granted more than
+# ``clock_jumped_back_after_s`` after the claimer's ``now``: longer than any lock wait.
+CLOCK_JUMP_MIN_S = 60.0
+
+
+def clock_jumped_back_after_s(lock_wait_s: float) -> float:
+    """How far past a claimer's ``now`` a lease's grant time must be to prove the clock went
+    back, for a store whose claims wait at most ``lock_wait_s`` for their lock: twice that
+    wait, and at least ``CLOCK_JUMP_MIN_S``. A smaller jump parks leases for at most this
+    long past their end."""
+    return max(CLOCK_JUMP_MIN_S, 2.0 * lock_wait_s)
 
 
 def locked_message(message_id: int, status: MessageStatus, since: float | None) -> str:

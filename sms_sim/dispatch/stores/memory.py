@@ -36,7 +36,7 @@ from sms_sim.dispatch.contract import (
 )
 from sms_sim.dispatch.stores.common import (
     EXPIRED_LEASE_ERROR,
-    SKEW_FACTOR,
+    clock_jumped_back_after_s,
     fair_claim,
     key_conflict,
     locked_message,
@@ -48,6 +48,7 @@ __all__ = ["MemoryStore"]
 _D = DeliveryStatus
 _M = MessageStatus
 _OPEN = (MessageStatus.SCHEDULED, MessageStatus.DISPATCHING)  # messages that may be claimed
+_JUMP_S = clock_jumped_back_after_s(0.0)  # threads wait for the lock briefly, not seconds
 
 
 @dataclass(slots=True, kw_only=True)
@@ -82,7 +83,7 @@ class _Delivery:
     sent_at: float | None = None
     last_error: str | None = None
     lease_losses: int = 0
-    lease_s: float | None = None  # the length its holder asked for: the lease's own terms
+    leased_at: float | None = None  # the claimer's ``now`` when it was granted
 
 
 class MemoryStore:
@@ -187,10 +188,9 @@ class MemoryStore:
                 if delivery.status is not _D.LEASED:
                     continue
                 until = delivery.lease_until or 0.0
-                # A lease ending this far ahead, by its own terms, predates a backward
-                # clock jump.
-                skewed_at = now + SKEW_FACTOR * (delivery.lease_s or lease_s)
-                if until <= now or until > skewed_at:
+                # Granted this long after our ``now``: it predates a backward clock jump.
+                granted = until - lease_s if delivery.leased_at is None else delivery.leased_at
+                if until <= now or granted > now + _JUMP_S:
                     self._reclaim(delivery, now)
             due = [
                 m for m in self._messages.values()
@@ -216,7 +216,7 @@ class MemoryStore:
                     delivery.status = _D.LEASED
                     delivery.lease_owner = owner
                     delivery.lease_until = now + lease_s
-                    delivery.lease_s = lease_s
+                    delivery.leased_at = now
                     delivery.attempts += 1
                     claims.append(Claim(delivery.id, message_id, delivery.recipient,
                                         message.content, delivery.attempts, now + lease_s,
@@ -340,7 +340,7 @@ class MemoryStore:
             self._check_open()
             found = [
                 DeliveryView(**{k: v for k, v in dataclasses.asdict(d).items()
-                                if k != "lease_s"})
+                                if k != "leased_at"})
                 for d_id, d in sorted(self._deliveries.items())
                 if (message_id is None or d.message_id == message_id)
                 and (status is None or d.status is status)

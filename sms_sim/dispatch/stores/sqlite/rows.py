@@ -51,7 +51,7 @@ DELIVERY_COLUMNS = (
 # IN walks it without a sort. With status ascending in the index, SQLite would sort the rest
 # of the ORDER BY in a temporary b-tree, reading every due row of a status before the LIMIT.
 LEASE_SQL = """
-UPDATE deliveries SET status = 'leased', lease_owner = ?, lease_until = ?, lease_s = ?,
+UPDATE deliveries SET status = 'leased', lease_owner = ?, lease_until = ?, leased_at = ?,
     attempts = attempts + 1
 WHERE id IN (SELECT id FROM deliveries
              WHERE message_id = ? AND status IN ('retrying', 'pending') AND next_attempt_at <= ?

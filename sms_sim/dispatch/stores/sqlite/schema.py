@@ -33,11 +33,12 @@ _DELIVERIES_V3_COLUMNS = """(
     lease_losses INTEGER NOT NULL DEFAULT 0,
     UNIQUE (message_id, recipient)
 )"""
-# lease_s: the lease length the holder asked for. A lease is judged by its own terms, so a
-# worker with a short lease never takes a live claim of one with a long lease.
+# leased_at: the claimer's ``now`` when the lease was granted. A live lease is taken back
+# only once it ran out by its own terms, or when it was granted so far after a claimer's
+# ``now`` that the clock must have jumped back (``stores.common.clock_jumped_back_after_s``).
 _DELIVERIES_COLUMNS = _DELIVERIES_V3_COLUMNS.replace(
     "    lease_losses INTEGER NOT NULL DEFAULT 0,\n",
-    "    lease_losses INTEGER NOT NULL DEFAULT 0,\n    lease_s REAL,\n")
+    "    lease_losses INTEGER NOT NULL DEFAULT 0,\n    leased_at REAL,\n")
 # 'loading': a large submit being inserted in chunks, invisible to readers and claims until
 # one short final transaction makes it 'scheduled'. uid: globally unique, the root of the
 # provider's idempotency keys. request_hash: ``NewMessage.fingerprint``, so a reused
@@ -109,8 +110,8 @@ FROM deliveries""",
 # "id:recipient" its earlier attempts used (a delivery leased at the upgrade may already
 # have reached the provider; a new key would send it twice); new messages get 32 random hex
 # digits, which never equal a decimal id. Existing messages have no request hash: a reused
-# key then counts as the same request, as it did. Deliveries gain lease_s; leases held at
-# the upgrade have none and are judged by the claimer's length, as before.
+# key then counts as the same request, as it did. Deliveries gain leased_at; a lease held at
+# the upgrade has none, and its grant time is taken as its end less the claimer's length.
 _TO_V4 = (
     f"CREATE TABLE messages_v4 {_MESSAGES_COLUMNS}",
     """INSERT INTO messages_v4 (id, content, status, scheduled_at, created_at, updated_at,
@@ -122,7 +123,7 @@ FROM messages""",
     "DROP TABLE messages",
     "ALTER TABLE messages_v4 RENAME TO messages",
     *_MESSAGES_INDEXES,
-    "ALTER TABLE deliveries ADD COLUMN lease_s REAL",
+    "ALTER TABLE deliveries ADD COLUMN leased_at REAL",
 )
 
 # Each older version's upgrade to the next: statements run in order inside the opener's

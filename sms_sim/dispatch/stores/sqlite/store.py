@@ -35,7 +35,7 @@ from sms_sim.dispatch.contract import (
 )
 from sms_sim.dispatch.stores.common import (
     EXPIRED_LEASE_ERROR,
-    SKEW_FACTOR,
+    clock_jumped_back_after_s,
     fair_claim,
     locked_message,
 )
@@ -86,6 +86,9 @@ class SqliteStore:
                             lock_clock=lock_clock)
         self._write = self._db.write
         self._read = self._db.read
+        # A claimer's ``now`` may lag by its whole wait for the write lock (up to the busy
+        # timeout): only a lease granted later than that past it proves a backward jump.
+        self._jump_s = clock_jumped_back_after_s(busy_timeout_s)
         self._watch = CancelWatch(self.path, self._db.lock_clock, self._db.when_free,
                                   self._db.read)
 
@@ -147,18 +150,18 @@ class SqliteStore:
         claims: list[Claim] = []
         with self._write() as conn:
             # Rescue: one statement, so the compare (still leased, lease expired) and the
-            # set cannot be split by a completion landing in between. A lease ending after
-            # now + SKEW_FACTOR x its own length was granted before the clock jumped back:
-            # it is reclaimed too (the slack absorbs callers whose ``now`` was read before a
-            # lock wait). Leases from before schema 4 have no length: ours stands in.
+            # set cannot be split by a completion landing in between. A lease granted more
+            # than ``_jump_s`` after our ``now`` was granted before the clock jumped back: it
+            # is reclaimed too. Leases from before schema 4 have no grant time: their end
+            # less our length stands in.
             conn.execute(
                 "UPDATE deliveries SET status = CASE WHEN (SELECT status FROM messages WHERE "
                 "messages.id = deliveries.message_id) = 'cancelled' THEN 'cancelled' "
                 "ELSE 'retrying' END, next_attempt_at = ?1, lease_owner = NULL, "
-                "lease_until = NULL, lease_s = NULL, last_error = ?2, "
-                "lease_losses = lease_losses + 1 WHERE status = 'leased' AND "
-                f"(lease_until <= ?1 OR lease_until > ?1 + {SKEW_FACTOR} * COALESCE(lease_s, ?3))",
-                (now, EXPIRED_LEASE_ERROR, lease_s),
+                "lease_until = NULL, leased_at = NULL, last_error = ?2, "
+                "lease_losses = lease_losses + 1 WHERE status = 'leased' AND (lease_until <= ?1 "
+                "OR COALESCE(leased_at, lease_until - ?3) > ?1 + ?4)",
+                (now, EXPIRED_LEASE_ERROR, lease_s, self._jump_s),
             )
             # Never served first (NULLs sort first), oldest due first; then least recently.
             due = conn.execute(
@@ -175,7 +178,7 @@ class SqliteStore:
             classes = {row[0]: effective_priority(row[2], row[4], now) for row in due}
 
             def take(message_id: int, count: int) -> int:
-                rows = conn.execute(LEASE_SQL, (owner, lease_until, lease_s, message_id, now,
+                rows = conn.execute(LEASE_SQL, (owner, lease_until, now, message_id, now,
                                                 count)).fetchall()
                 if rows:
                     rows.sort()
