@@ -209,6 +209,10 @@ class Dispatcher:
         # Completions the store has not taken yet because settling raised (a store error):
         # kept for the next try, at the latest the worker's at shutdown, never dropped.
         self._unsettled: list[Completion] = []
+        # The last store error a send's cancel check met (on a sender thread); ``step``
+        # raises it after settling, so the loop's patience (backoff, outage limit, a damaged
+        # store's stop) applies instead of claiming and giving back in a loop.
+        self._check_error: StoreError | None = None
 
     def claim(self, limit: int | None = None) -> list[Claim]:
         """Lease up to ``limit`` (default ``batch_size``) due deliveries, now.
@@ -267,7 +271,7 @@ class Dispatcher:
                 if cancelled((job.claim.message_id,)):
                     return CANCELLED_UNSENT
             except StoreError as exc:
-                log.warning("%s", exc)
+                self._check_error = exc
                 return UNCHECKED
             try:
                 send(job.key, job.recipient, job.content)
@@ -366,6 +370,9 @@ class Dispatcher:
             new, key = _new_tuple, self.provider_key
             pool.submit([new(SendJob, (c.recipient, c.content, key(c), c)) for c in claims])
         self.settle_completed(pool.completed())
+        error, self._check_error = self._check_error, None
+        if error is not None:
+            raise error
         return room > 0 and len(claims) == room
 
     def send_batch(self, transport: Transport) -> int:

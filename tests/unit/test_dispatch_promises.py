@@ -7,7 +7,7 @@ import queue
 import random
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import pytest
@@ -249,3 +249,91 @@ def test_each_senders_turn_takes_the_most_urgent_job_held() -> None:
         pool.transmit(slot)
     assert order == ["urgent", "b1"]
     assert [j.recipient for j in pool.unstarted(slots[2:])] == ["b2", "b3"]
+
+
+def test_a_store_that_cannot_keep_cancel_marks_refuses_to_open_for_writing(
+        tmp_path: Path) -> None:
+    """A cancel check that always failed made a worker claim and give back in a loop,
+    forever and silently (found in review): now the worker cannot start."""
+    path = tmp_path / "w.db"
+    SqliteStore(path).close()
+    (tmp_path / "w.db-cancels").unlink()
+    (tmp_path / "w.db-cancels").mkdir()  # the side file cannot be made
+    with pytest.raises(StoreError, match="cannot open the cancel marks"):
+        SqliteStore(path)
+    SqliteStore(path, read_only=True).close()  # a reader never needs them
+
+
+class UncheckableStore(FlakyStore):
+    """A store whose cancel check fails ``failures`` times."""
+
+    def __init__(self, inner: DispatchStore, failures: int) -> None:
+        super().__init__(inner, [])
+        self._failures = failures
+
+    def cancelled(self, message_ids: Collection[int]) -> set[int]:
+        if self._failures:
+            self._failures -= 1
+            raise StoreError("disk I/O error")
+        return self._inner.cancelled(message_ids)
+
+
+def test_a_failing_cancel_check_reaches_the_loop_and_its_patience(store: SqliteStore) -> None:
+    for failures, limit_s, done in ((4, 300.0, True), (10**6, 30.0, False)):
+        store.submit(NewMessage.validated(content="x", recipients=phones(3)), T0)
+        clock = VirtualClock(T0)
+        dispatcher = Dispatcher(UncheckableStore(store, failures),  # type: ignore[arg-type]
+                                clock=clock, rng=random.Random(1),
+                                config=DispatchConfig(store_outage_s=limit_s))
+        provider = MemoryProvider()
+        if done:
+            dispatcher.run(provider, threading.Event(), until_idle=True)
+            assert provider.summary().delivered == 3 and dispatcher.stats.store_errors >= 1
+        else:
+            with pytest.raises(StoreError, match="disk I/O"):
+                dispatcher.run(provider, threading.Event(), until_idle=True)
+            assert dispatcher.stats.claims < 100  # backed off, not spinning
+
+
+def test_a_cancel_through_another_path_to_the_file_is_seen_at_once(tmp_path: Path) -> None:
+    clock = VirtualClock(T0)  # time stands still: only the token can tell
+    real = tmp_path / "alerts.db"
+    worker = SqliteStore(real, lock_clock=clock)
+    worker.submit(NewMessage.validated(content="x", recipients=phones(1)), T0)
+    (tmp_path / "current.db").symlink_to(real)
+    portal = SqliteStore(tmp_path / "current.db")
+    assert worker.cancelled([1]) == set()
+    portal.cancel(1, T0)
+    assert worker.cancelled([1]) == {1}
+    portal.close()
+    worker.close()
+
+
+def test_an_in_memory_store_shared_by_threads_cancels_and_checks_without_deadlock() -> None:
+    store = SqliteStore(":memory:")
+    for i in range(200):
+        store.submit(NewMessage.validated(content="x", recipients=phones(1, i)), T0)
+    errors: list[Exception] = []
+
+    def cancel_all() -> None:
+        try:
+            for message_id in range(1, 201):
+                store.cancel(message_id, T0)
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    def check_all() -> None:
+        try:
+            for message_id in range(1, 201):
+                store.cancelled([message_id])
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=cancel_all), threading.Thread(target=check_all)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert not any(t.is_alive() for t in threads) and errors == []
+    assert store.cancelled(list(range(1, 201))) == set(range(1, 201))
+    store.close()

@@ -43,13 +43,19 @@ _TOKEN_BYTES = 8
 
 
 def mark_path(database: str) -> str:
-    return f"{database}-cancels"
+    """Beside the file itself: a symlink or another spelling of the path names one file."""
+    return f"{os.path.realpath(database)}-cancels"
 
 
-def _map(path: str) -> mmap.mmap:
-    """The side file, created if missing, mapped shared and writable."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+def _map(path: str, database: str) -> mmap.mmap:
+    """The side file, created if missing with the database file's mode and owner (as SQLite
+    makes ``-wal`` and ``-shm``, so a cancel run as root does not lock the workers out),
+    mapped shared and writable."""
+    owner = os.stat(database)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, owner.st_mode & 0o666)
     try:
+        if os.geteuid() == 0:
+            os.fchown(fd, owner.st_uid, owner.st_gid)
         if os.fstat(fd).st_size < _TOKEN_BYTES:
             os.ftruncate(fd, _TOKEN_BYTES)  # idempotent: racing creators agree
         return mmap.mmap(fd, _TOKEN_BYTES)
@@ -71,12 +77,20 @@ class CancelWatch:
         self._read_main = read_main
         self._in_memory = path in ("", ":memory:")
         self._lock = threading.Lock()
+        self._read_lock = threading.Lock()  # the read-only connection, one reader at a time
         self._tokens: mmap.mmap | bytearray | None = None
+        self._inode: int | None = None  # of the side file mapped
         self._conn: sqlite3.Connection | None = None
         self._closed = False
         self._cancelled: set[int] = set()
         self._token = b""  # the token when ``_not_cancelled`` was last valid
         self._not_cancelled: dict[int, float] = {}  # id -> when read not cancelled
+
+    def prepare(self) -> None:
+        """Map the side file now (a store opened for writing does, so a worker that cannot
+        use it fails as it starts instead of at every send)."""
+        with self._lock:
+            self._shared()
 
     def mark(self) -> None:
         """Called by ``cancel`` before its commit and again after (see the module doc)."""
@@ -99,21 +113,43 @@ class CancelWatch:
                     return set()
             unknown = [i for i in message_ids if i not in cancelled
                        and now - verified.get(i, -RECHECK_S) >= RECHECK_S]
-            if unknown:
-                found = self._read(unknown)
-                cancelled |= found
+            if not unknown:
+                return {i for i in message_ids if i in cancelled}
+            self._follow_the_file()
+            token = self._token
+        # The read runs without this object's lock: an in-memory store's read takes the
+        # store's own lock, which ``cancel`` holds while it calls ``mark``.
+        found = self._read(unknown)
+        with self._lock:
+            cancelled |= found
+            if self._token == token:  # no cancel seen since the read began: "no" holds
                 for message_id in unknown:
                     if message_id not in found:
                         verified[message_id] = now
             return {i for i in message_ids if i in cancelled}
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._read_lock:
             self._closed = True
             if self._conn is not None:
                 self._conn.close()
             if isinstance(self._tokens, mmap.mmap):
                 self._tokens.close()
+
+    def _follow_the_file(self) -> None:
+        """Map the side file again if it was replaced or deleted since it was mapped (a
+        cancel then writes to a file this store no longer sees): checked whenever the
+        database is read anyway, so at least every ``RECHECK_S`` while sends go on."""
+        if self._in_memory or not isinstance(self._tokens, mmap.mmap):
+            return
+        try:
+            current = os.stat(mark_path(self._path)).st_ino
+        except FileNotFoundError:
+            current = None
+        if current != self._inode:
+            self._tokens.close()
+            self._tokens = None
+            self._shared()
 
     def _shared(self) -> mmap.mmap | bytearray:
         """The mapped token (lock held)."""
@@ -123,13 +159,20 @@ class CancelWatch:
             self._tokens = bytearray(_TOKEN_BYTES)
         if self._tokens is None:
             try:
-                self._tokens = _map(mark_path(self._path))
+                self._tokens = _map(mark_path(self._path), self._path)
+                self._inode = os.stat(mark_path(self._path)).st_ino
             except (OSError, ValueError) as exc:
                 raise StoreError(f"cannot open the cancel marks beside {self._path!r} "
                                  f"({exc}); workers need them to stop sends at once") from exc
         return self._tokens
 
     def _read(self, message_ids: list[int]) -> set[int]:
+        with self._read_lock:
+            return self._read_held(message_ids)
+
+    def _read_held(self, message_ids: list[int]) -> set[int]:
+        if self._closed:
+            raise StoreError(f"database {self._path!r}: the store is closed")
         placeholders = ",".join("?" * len(message_ids))
         query = f"SELECT id FROM messages WHERE status = 'cancelled' AND id IN ({placeholders})"
         if self._in_memory:

@@ -91,6 +91,12 @@ class SqliteStore:
         self._jump_s = clock_jumped_back_after_s(busy_timeout_s)
         self._watch = CancelWatch(self.path, self._db.lock_clock, self._db.when_free,
                                   self._db.read)
+        if not read_only:
+            try:
+                self._watch.prepare()
+            except BaseException:
+                self.close()
+                raise
 
     # --- writes --------------------------------------------------------------------------
 
