@@ -85,7 +85,8 @@ def _submit(prog: str, argv: Sequence[str]) -> int:
             content=args.content if args.content is not None else args.content_option,
             recipients=recipients_from(args.to, args.recipients_file, sys.stdin.buffer) or [],
             scheduled_at=due_at(args.at, args.in_, RealClock().now()),
-            idempotency_key=args.idempotency_key, priority=args.priority)
+            idempotency_key=args.idempotency_key, priority=args.priority,
+            time_request=None if args.in_ is None else f"in {args.in_!r} s")
     except InvalidRequestError as exc:
         parser.error(str(exc))
 

@@ -149,14 +149,21 @@ class NewMessage:
     scheduled_at: float | None = None
     idempotency_key: str | None = None
     priority: int = 0
+    # How the time was asked for when it was relative ("in 600 s"): a retry of the same
+    # request then has the same fingerprint although its absolute due time moved on.
+    time_request: str | None = None
 
     def fingerprint(self) -> str:
         """What makes two submits "the same request" for an idempotency key: content,
         recipients (as a set: order and repeats do not change who gets the message), the
-        requested time (absent stays absent: "now" on a retry is still "now") and priority.
-        A hex SHA-256, stored with the message."""
+        requested time as it was asked (absent stays absent: "now" on a retry is still
+        "now"; "in 10 minutes" is still "in 10 minutes") and priority. A hex SHA-256,
+        stored with the message."""
         digest = hashlib.sha256()
-        head = [self.content, self.scheduled_at, self.priority]
+        when: float | str | None = self.scheduled_at
+        if self.time_request is not None:
+            when = self.time_request
+        head = [self.content, when, self.priority]
         digest.update(json.dumps(head, ensure_ascii=False).encode("utf-8", "surrogatepass"))
         for recipient in sorted(set(self.recipients)):
             digest.update(b"\0" + recipient.encode("utf-8", "surrogatepass"))
@@ -171,9 +178,10 @@ class NewMessage:
         scheduled_at: float | None = None,
         idempotency_key: str | None = None,
         priority: int = 0,
+        time_request: str | None = None,
     ) -> NewMessage:
         """Check every field with ``validation`` (raises ``InvalidRequestError``) and drop
-        repeated recipients."""
+        repeated recipients. ``time_request``: see the field."""
         key, priority = validate_idempotency_key(idempotency_key), validate_priority(priority)
         return cls(
             content=validate_content(content),
@@ -181,6 +189,7 @@ class NewMessage:
             scheduled_at=None if scheduled_at is None else validate_time(scheduled_at),
             idempotency_key=key,
             priority=priority,
+            time_request=time_request,
         )
 
 

@@ -278,6 +278,17 @@ def test_a_repeated_idempotency_key_says_what_became_of_the_first(cli: Cli,
                                           "'drill-1'), completed, all sent; nothing created\n")
 
 
+def test_a_retried_relative_submit_is_the_same_request(cli: Cli) -> None:
+    """``--in 10m`` asks for a time relative to each run: a retry of the same command is the
+    same request, not a conflict (its absolute due time moved on; found in review)."""
+    args = ("drill", "--to", "555-010-0001", "--idempotency-key", "drill-2", "--in", "10m")
+    submit(cli, *args)
+    again = cli("submit", *args)
+    assert again.code == 0 and again.out.startswith("already submitted: message 1"), again
+    other = cli("submit", *args[:-1], "20m")
+    one_line_error(other, 1, "'drill-2' was used for message 1")
+
+
 # --- item 17: when ----------------------------------------------------------------------
 
 
