@@ -41,7 +41,8 @@ COMMANDS = ("init", "submit", "edit", "cancel")
 
 PRIORITY_HELP = ("priority class: higher classes go first; waiting work ages so nothing "
                  f"starves (a due message rises one class per {AGING_STEP_S:.0f} s it has "
-                 "waited since last served); within a class, messages take turns")
+                 "waited since last served, and keeps it while it has work due); within a "
+                 "class, messages take turns")
 
 
 def _init(prog: str, argv: Sequence[str]) -> int:

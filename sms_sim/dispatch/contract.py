@@ -62,12 +62,20 @@ __all__ = [
 AGING_STEP_S = 60.0
 
 
-def effective_priority(priority: int, waiting_since: float, now: float) -> int:
+def effective_priority(priority: int, waiting_since: float, now: float,
+                       kept: int | None = None) -> int:
     """The class a due message competes in: its priority plus one per ``AGING_STEP_S``
-    waited. A message being served keeps its own class; one left waiting climbs until it
-    shares round-robin with whatever starves it."""
+    waited, and at least ``kept``, the raised class it was last served in.
+
+    A message served in a raised class keeps that class until it has nothing left due
+    (``DispatchStore.claim`` then drops it): so a starved message, once aged into the class
+    that starved it, shares round-robin with it until it is done, instead of getting one
+    share per ``AGING_STEP_S`` and sinking back; and it never climbs above that class while
+    it is being served (its wait restarts at each serve).
+    """
     waited_s = now - waiting_since
-    return priority + int(waited_s // AGING_STEP_S) if waited_s > 0 else priority
+    aged = priority + int(waited_s // AGING_STEP_S) if waited_s > 0 else priority
+    return aged if kept is None else max(aged, kept)
 
 
 class StoreError(SmsSimError):
@@ -417,7 +425,10 @@ class DispatchStore(Protocol):
         1. Priority classes are strict: a delivery of one class is leased only if every
            message of every higher class ran out. The class is ``effective_priority``:
            the message's priority, plus one per ``AGING_STEP_S`` it has waited since it was
-           last served (or became due), so a low class is delayed, never starved.
+           last served (or became due), and at least the raised class a claim last served
+           it in; after each claim, a message served above its priority keeps that class,
+           and one with nothing left due loses it. So a low class is delayed, never
+           starved, and once aged in it is served round-robin until it is done.
         2. Within a class, no message waits while another is served twice: the shares of
            two messages of one class differ by at most one, unless the smaller ran out.
         3. It leases ``min(limit, due deliveries)``: never more than ``limit``, and fewer

@@ -68,6 +68,7 @@ class _Message:
     fingerprint: str | None  # of the request, when it came with an idempotency key
     served_seq: int | None = None  # when it was last given deliveries, in take order
     served_at: float | None = None  # ... and at what time, for aging
+    kept_class: int | None = None  # the raised class it was last served in (aging)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -197,7 +198,8 @@ class MemoryStore:
                 if m.status in (_M.SCHEDULED, _M.DISPATCHING) and m.scheduled_at <= now
             ]
             due.sort(key=_fair_order)
-            classes = {m.id: effective_priority(m.priority, _waiting_since(m), now) for m in due}
+            classes = {m.id: effective_priority(m.priority, _waiting_since(m), now, m.kept_class)
+                       for m in due}
             claims: list[Claim] = []
 
             def take(message_id: int, count: int) -> int:
@@ -212,6 +214,8 @@ class MemoryStore:
                 message.served_seq = self._served_seq
                 message.served_at = now
                 message.updated_at = now
+                if classes[message_id] > message.priority:
+                    message.kept_class = classes[message_id]
                 for delivery in sorted(ready, key=lambda d: d.id):
                     delivery.status = _D.LEASED
                     delivery.lease_owner = owner
@@ -225,6 +229,9 @@ class MemoryStore:
                 return len(ready)
 
             fair_claim([(classes[m.id], m.id) for m in due], limit, take)
+            for message in due:  # aging: a kept class lasts while something is due
+                if message.kept_class is not None and not self._ready(message.id, now):
+                    message.kept_class = None
             return claims
 
     def settle(self, owner: str, settlements: Sequence[Settlement], now: float) -> SettleResult:

@@ -26,6 +26,8 @@ __all__ = [
     "DELIVERY_COLUMNS",
     "LEASE_SQL",
     "SERVED_SQL",
+    "KEPT_SQL",
+    "STILL_DUE_SQL",
     "SETTLE_SENT_SQL",
     "SETTLE_SQL",
     "describe",
@@ -64,6 +66,18 @@ UPDATE messages SET status = 'dispatching', dispatch_started_at = COALESCE(dispa
     served_seq = s.seq, served_at = ?1, updated_at = ?1
 FROM (SELECT value ->> 0 AS served_id, value ->> 1 AS seq FROM json_each(?2)) AS s
 WHERE messages.id = s.served_id
+"""
+# Aging's kept classes after a claim, as JSON [[id, class or null], ...].
+KEPT_SQL = """
+UPDATE messages SET kept_class = k.kept
+FROM (SELECT value ->> 0 AS kept_id, value ->> 1 AS kept FROM json_each(?1)) AS k
+WHERE messages.id = k.kept_id
+"""
+# Which of the given messages (JSON ids) still have a delivery due at ?2.
+STILL_DUE_SQL = """
+SELECT DISTINCT message_id FROM deliveries
+WHERE message_id IN (SELECT value FROM json_each(?1)) AND status IN ('retrying', 'pending')
+  AND next_attempt_at <= ?2
 """
 # A completion counts only from the lease holder, for this attempt, while the lease runs.
 FENCE = ("WHERE id = ? AND status = 'leased' AND lease_owner = ? AND attempts = ? "

@@ -43,7 +43,7 @@ _DELIVERIES_COLUMNS = _DELIVERIES_V3_COLUMNS.replace(
 # one short final transaction makes it 'scheduled'. uid: globally unique, the root of the
 # provider's idempotency keys. request_hash: ``NewMessage.fingerprint``, so a reused
 # idempotency key with a different request is told apart. served_at: when a claim last
-# took from it, for aging.
+# took from it, and kept_class: the raised class it was served in, for aging.
 _MESSAGES_COLUMNS = """(
     id INTEGER PRIMARY KEY,
     content TEXT NOT NULL,
@@ -60,7 +60,8 @@ _MESSAGES_COLUMNS = """(
     served_seq INTEGER,
     uid TEXT NOT NULL UNIQUE,
     request_hash TEXT,
-    served_at REAL
+    served_at REAL,
+    kept_class INTEGER
 )"""
 _MESSAGES_INDEXES = (
     "CREATE INDEX IF NOT EXISTS messages_due ON messages (status, scheduled_at)",

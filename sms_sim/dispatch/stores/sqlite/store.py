@@ -13,6 +13,7 @@ import json
 import sqlite3
 from collections.abc import Collection, Sequence
 from pathlib import Path
+from typing import Any
 
 from sms_sim.clock import Clock
 from sms_sim.dispatch.contract import (
@@ -42,8 +43,10 @@ from sms_sim.dispatch.stores.common import (
 from sms_sim.dispatch.stores.sqlite.cancel_watch import CancelWatch
 from sms_sim.dispatch.stores.sqlite.database import DEFAULT_BUSY_TIMEOUT_S, Database
 from sms_sim.dispatch.stores.sqlite.rows import (
+    KEPT_SQL,
     LEASE_SQL,
     SERVED_SQL,
+    STILL_DUE_SQL,
     SETTLE_SENT_SQL,
     SETTLE_SQL,
     counts,
@@ -171,8 +174,8 @@ class SqliteStore:
             )
             # Never served first (NULLs sort first), oldest due first; then least recently.
             due = conn.execute(
-                "SELECT id, content, priority, uid, COALESCE(served_at, scheduled_at) "
-                "FROM messages WHERE status IN ('scheduled', 'dispatching') "
+                "SELECT id, content, priority, uid, COALESCE(served_at, scheduled_at), "
+                "kept_class FROM messages WHERE status IN ('scheduled', 'dispatching') "
                 "AND scheduled_at <= ? ORDER BY served_seq, scheduled_at, id",
                 (now,),
             ).fetchall()
@@ -181,14 +184,14 @@ class SqliteStore:
             serves = itertools.count((last_served or 0) + 1)
             served: dict[int, int] = {}  # message id -> its latest serve order in this claim
 
-            classes = {row[0]: effective_priority(row[2], row[4], now) for row in due}
+            classes = {row[0]: effective_priority(row[2], row[4], now, row[5]) for row in due}
 
             def take(message_id: int, count: int) -> int:
                 rows = conn.execute(LEASE_SQL, (owner, lease_until, now, message_id, now,
                                                 count)).fetchall()
                 if rows:
                     rows.sort()
-                    _, text, _, uid, _ = content[message_id]
+                    _, text, _, uid, _, _ = content[message_id]
                     priority = classes[message_id]
                     claims.extend(
                         Claim(delivery_id, message_id, recipient, text, attempts, lease_until,
@@ -201,7 +204,25 @@ class SqliteStore:
             fair_claim([(classes[row[0]], row[0]) for row in due], limit, take)
             if served:
                 conn.execute(SERVED_SQL, (now, json.dumps(list(served.items()))))
+            self._keep_classes(conn, due, classes, served, now)
         return claims
+
+    @staticmethod
+    def _keep_classes(conn: sqlite3.Connection, due: list[tuple[Any, ...]],
+                      classes: dict[int, int], served: dict[int, int], now: float) -> None:
+        """Aging after a claim (``effective_priority``): a message served above its priority
+        keeps that class; a kept class is dropped once nothing of the message is due."""
+        kept = {row[0]: row[5] for row in due}
+        priority = {row[0]: row[2] for row in due}
+        for message_id in served:
+            if classes[message_id] > priority[message_id]:
+                kept[message_id] = classes[message_id]
+        holders = [m for m, k in kept.items() if k is not None]
+        if not holders:
+            return
+        still = {row[0] for row in conn.execute(STILL_DUE_SQL, (json.dumps(holders), now))}
+        changes = [[m, kept[m] if m in still else None] for m in holders]
+        conn.execute(KEPT_SQL, (json.dumps(changes),))
 
     def settle(self, owner: str, settlements: Sequence[Settlement], now: float) -> SettleResult:
         check_settlements(settlements, now)
