@@ -371,7 +371,8 @@ class DispatchStore(Protocol):
         ``NewMessage.fingerprint``), nothing is created and the first message's id is
         returned with ``created=False``; for a different request it raises
         ``ConflictError`` naming the key and the first message, and creates nothing. Of
-        concurrent submits with one key exactly one creates. The due time is
+        concurrent submits with one key exactly one creates; while the first is still being
+        loaded (see below), a repeat is refused with ``ConflictError`` saying so. The due time is
         ``scheduled_at`` or ``now``. Every message gets a fresh ``uid`` (32 hex digits).
 
         Readers and claims see the message whole or not at all. A store may load a large

@@ -180,7 +180,7 @@ def test_a_version_3_file_keeps_its_provider_keys_and_old_leases(tmp_path: Path)
     store = SqliteStore(path)
     assert _meta_version(path) == SCHEMA_VERSION
     (old,) = store.messages()
-    assert old.uid == "1"
+    assert old.uid == "1"  # dispatching: its attempts' key is kept
     (claim,) = store.claim("w", 5, 30.0, T0)  # the old lease is still live by our length
     assert claim.idempotency_key == "1:555-000-0002"
     # 100 s back, both leases ended too far ahead: the old one by the claimer's 10 s
@@ -231,3 +231,16 @@ def test_processes_creating_one_new_file_at_once_all_succeed(tmp_path: Path) -> 
         store = SqliteStore(path)
         assert len(store.messages()) == processes_per_file
         store.close()
+
+
+def test_a_version_3_message_not_yet_dispatching_gets_a_fresh_uid(tmp_path: Path) -> None:
+    """Nothing of it was sent, so it can take a key no other database shares."""
+    path = tmp_path / "v3-scheduled.db"
+    _make_old(path, V3)
+    with sqlite3.connect(path, isolation_level=None) as conn:
+        conn.execute("UPDATE messages SET status = 'scheduled'")
+    conn.close()
+    store = SqliteStore(path)
+    (message,) = store.messages()
+    assert len(message.uid) == 32 and int(message.uid, 16) >= 0
+    store.close()

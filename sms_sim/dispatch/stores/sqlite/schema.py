@@ -107,10 +107,11 @@ FROM deliveries""",
 )
 
 # Version 4 widens the messages CHECK (the 'loading' status) and adds columns, so messages is
-# rebuilt the same way. An existing message's uid is its id, so its provider key stays the
-# "id:recipient" its earlier attempts used (a delivery leased at the upgrade may already
-# have reached the provider; a new key would send it twice); new messages get 32 random hex
-# digits, which never equal a decimal id. Existing messages have no request hash: a reused
+# rebuilt the same way. A message that has started dispatching keeps its id as its uid, so
+# its provider key stays the "id:recipient" its earlier attempts used (a delivery leased at
+# the upgrade may already have reached the provider; a new key would send it twice); so
+# those keep the old key's risk of meeting another database's. A still-scheduled message
+# (nothing sent yet) and every new one get 32 random hex digits, which never equal an id. Existing messages have no request hash: a reused
 # key then counts as the same request, as it did. Deliveries gain leased_at; a lease held at
 # the upgrade has none, and its grant time is taken as its end less the claimer's length.
 _TO_V4 = (
@@ -119,7 +120,7 @@ _TO_V4 = (
     version, dispatch_started_at, completed_at, idempotency_key, priority, served_seq, uid)
 SELECT id, content, status, scheduled_at, created_at, updated_at, version,
     dispatch_started_at, completed_at, idempotency_key, priority, served_seq,
-    CAST(id AS TEXT)
+    CASE status WHEN 'scheduled' THEN lower(hex(randomblob(16))) ELSE CAST(id AS TEXT) END
 FROM messages""",
     "DROP TABLE messages",
     "ALTER TABLE messages_v4 RENAME TO messages",
