@@ -111,9 +111,10 @@ FROM deliveries""",
 # its provider key stays the "id:recipient" its earlier attempts used (a delivery leased at
 # the upgrade may already have reached the provider; a new key would send it twice); so
 # those keep the old key's risk of meeting another database's. A still-scheduled message
-# (nothing sent yet) and every new one get 32 random hex digits, which never equal an id. Existing messages have no request hash: a reused
-# key then counts as the same request, as it did. Deliveries gain leased_at; a lease held at
-# the upgrade has none, and its grant time is taken as its end less the claimer's length.
+# (nothing sent yet) and every new one get 32 random hex digits, which never equal an id.
+# Existing messages have no request hash: a reused key then counts as the same request, as
+# it did. Deliveries gain leased_at; a lease held at the upgrade has none, and its grant
+# time is taken as its end less the claimer's length.
 _TO_V4 = (
     f"CREATE TABLE messages_v4 {_MESSAGES_COLUMNS}",
     """INSERT INTO messages_v4 (id, content, status, scheduled_at, created_at, updated_at,
