@@ -52,7 +52,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sms_sim.clock import RealClock  # noqa: E402
-from sms_sim.dispatch.contract import NewMessage  # noqa: E402
+from sms_sim.dispatch.requests import NewMessage  # noqa: E402
 from sms_sim.dispatch.dispatcher import DispatchConfig, Dispatcher  # noqa: E402
 from sms_sim.dispatch.stores import SqliteStore  # noqa: E402
 from sms_sim.dispatch.transport import MemoryProvider  # noqa: E402

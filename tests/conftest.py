@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Protocol
 
-from sms_sim.dispatch.contract import NewMessage
+from sms_sim.dispatch.requests import NewMessage
 from sms_sim.dispatch.transport import MemoryProvider, TransportError
 
 # The repository root (where ``start.py`` lives) and the command that runs the CLI from it.

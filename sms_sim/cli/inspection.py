@@ -28,8 +28,8 @@ from sms_sim.dispatch.contract import (
     DeliveryView,
     InvalidRequestError,
     MessageStatus,
-    StoreError,
 )
+from sms_sim.dispatch.errors import StoreError
 from sms_sim.dispatch.service import DispatchService
 from sms_sim.dispatch.validation import INT64_MAX, validate_phone
 

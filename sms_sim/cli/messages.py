@@ -24,14 +24,9 @@ from sms_sim.cli.store_command import (
 from sms_sim.cli.views import message_dict, status_phrase
 from sms_sim.cli.when import add_time_arguments, describe_due, due_at
 from sms_sim.clock import RealClock
-from sms_sim.dispatch.contract import (
-    AGING_STEP_S,
-    DeliveryStatus,
-    InvalidRequestError,
-    MessageEdit,
-    NewMessage,
-    StoreError,
-)
+from sms_sim.dispatch.contract import AGING_STEP_S, DeliveryStatus, InvalidRequestError
+from sms_sim.dispatch.errors import StoreError
+from sms_sim.dispatch.requests import MessageEdit, NewMessage
 from sms_sim.dispatch.service import DispatchService
 from sms_sim.dispatch.validation import PRIORITY_MIN
 

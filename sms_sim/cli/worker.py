@@ -29,7 +29,8 @@ from sms_sim.cli.model_args import sender_count, sender_spec
 from sms_sim.cli.store_command import Access, base_parser, open_for
 from sms_sim.clock import RealClock
 from sms_sim.config import RetryPolicy, SenderConfig, check_sender_total
-from sms_sim.dispatch.contract import DispatchStore, StoreDamagedError
+from sms_sim.dispatch.contract import DispatchStore
+from sms_sim.dispatch.errors import StoreDamagedError
 from sms_sim.dispatch.service import DispatchService
 from sms_sim.dispatch.dispatcher import DEFAULT_RETRY, DispatchConfig
 from sms_sim.dispatch.ledger import LedgerProvider

@@ -4,23 +4,19 @@ service the edges call, the one dispatch loop, the worker, the providers and the
 from sms_sim.dispatch.contract import (
     CancelResult,
     Claim,
-    ConflictError,
     DeliveryStatus,
     DeliveryView,
     DispatchStore,
     InvalidRequestError,
-    LockedError,
-    MessageEdit,
     MessageStatus,
     MessageView,
-    NewMessage,
-    NotFoundError,
     SettleKind,
-    Settlement,
     SettleResult,
-    StoreError,
+    Settlement,
     SubmitResult,
 )
+from sms_sim.dispatch.errors import ConflictError, LockedError, NotFoundError, StoreError
+from sms_sim.dispatch.requests import MessageEdit, NewMessage
 
 __all__ = [
     "CancelResult",

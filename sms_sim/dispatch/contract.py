@@ -6,28 +6,19 @@ it calls the ten domain operations below. Every operation that depends on time t
 ``VirtualClock`` drive a real SQLite file in tests.
 
 The docstrings of ``DispatchStore`` are the specification that
-``tests/contract/test_store_contract.py`` encodes for every backend.
+``tests/contract/test_store_contract.py`` encodes for every backend. What callers ask for is
+in ``requests`` (``NewMessage``, ``MessageEdit``), what stores refuse in ``errors``.
 """
 
 from __future__ import annotations
 
 import enum
-import hashlib
-import json
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
-from sms_sim.dispatch.validation import (
-    InvalidRequestError,
-    validate_content,
-    validate_edit,
-    validate_idempotency_key,
-    validate_priority,
-    validate_recipients,
-    validate_time,
-)
-from sms_sim.errors import SmsSimError
+from sms_sim.dispatch.requests import MessageEdit, NewMessage
+from sms_sim.dispatch.validation import InvalidRequestError
 
 __all__ = [
     "DispatchStore",
@@ -35,8 +26,6 @@ __all__ = [
     "MessageOutcome",
     "DeliveryStatus",
     "SettleKind",
-    "NewMessage",
-    "MessageEdit",
     "MessageView",
     "DeliveryView",
     "Claim",
@@ -44,12 +33,6 @@ __all__ = [
     "SubmitResult",
     "CancelResult",
     "SettleResult",
-    "StoreError",
-    "StoreBusyError",
-    "StoreDamagedError",
-    "NotFoundError",
-    "ConflictError",
-    "LockedError",
     "InvalidRequestError",
     "OPEN_DELIVERY_STATUSES",
     "AGING_STEP_S",
@@ -76,41 +59,6 @@ def effective_priority(priority: int, waiting_since: float, now: float,
     waited_s = now - waiting_since
     aged = priority + int(waited_s // AGING_STEP_S) if waited_s > 0 else priority
     return aged if kept is None else max(aged, kept)
-
-
-class StoreError(SmsSimError):
-    """The store could not do what was asked (disk full, read-only, not an sms_sim database).
-
-    Wraps the driver's exception (``raise ... from exc``); the message is one line.
-    """
-
-
-class StoreBusyError(StoreError):
-    """Another connection held the store's write lock for longer than the store waits.
-
-    Transient by nature: a worker logs it and tries again, it never exits for it.
-    """
-
-
-class StoreDamagedError(StoreError):
-    """The database file is damaged (corrupt pages, or no longer a database at all).
-
-    Never retried: every command stops with one line, and ``sms_sim check`` says more.
-    """
-
-
-class NotFoundError(SmsSimError, LookupError):
-    """No message has the given id."""
-
-
-class ConflictError(SmsSimError):
-    """A request contradicts the stored state: an edit named a version other than the current
-    one, or a submit reused an idempotency key for a different message. The message names
-    both sides."""
-
-
-class LockedError(SmsSimError):
-    """An edit was refused because the message is no longer ``scheduled``."""
 
 
 class MessageStatus(enum.StrEnum):
@@ -142,88 +90,6 @@ class SettleKind(enum.StrEnum):
     RETRY = "retry"  # the attempt failed; try again at ``next_attempt_at``
     DEAD = "dead"  # the attempt failed and it was the last one
     RELEASE = "release"  # never attempted (shutdown): back to pending, attempt not counted
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class NewMessage:
-    """A message to submit; build it through ``validated`` to get the engine's checks.
-
-    ``scheduled_at`` None means "due now". Recipients listed twice get one delivery.
-    ``priority``: higher classes are claimed first; within a class, fair round-robin.
-    """
-
-    content: str
-    recipients: tuple[str, ...]
-    scheduled_at: float | None = None
-    idempotency_key: str | None = None
-    priority: int = 0
-    # How the time was asked for when it was relative ("in 600 s"): a retry of the same
-    # request then has the same fingerprint although its absolute due time moved on.
-    time_request: str | None = None
-
-    def fingerprint(self) -> str:
-        """What makes two submits "the same request" for an idempotency key: content,
-        recipients (as a set: order and repeats do not change who gets the message), the
-        requested time as it was asked (absent stays absent: "now" on a retry is still
-        "now"; "in 10 minutes" is still "in 10 minutes") and priority. A hex SHA-256,
-        stored with the message."""
-        digest = hashlib.sha256()
-        when: float | str | None = self.scheduled_at
-        if self.time_request is not None:
-            when = self.time_request
-        head = [self.content, when, self.priority]
-        digest.update(json.dumps(head, ensure_ascii=False).encode("utf-8", "surrogatepass"))
-        for recipient in sorted(set(self.recipients)):
-            digest.update(b"\0" + recipient.encode("utf-8", "surrogatepass"))
-        return digest.hexdigest()
-
-    @classmethod
-    def validated(
-        cls,
-        *,
-        content: str,
-        recipients: Iterable[str],
-        scheduled_at: float | None = None,
-        idempotency_key: str | None = None,
-        priority: int = 0,
-        time_request: str | None = None,
-    ) -> NewMessage:
-        """Check every field with ``validation`` (raises ``InvalidRequestError``) and drop
-        repeated recipients. ``time_request``: see the field."""
-        key, priority = validate_idempotency_key(idempotency_key), validate_priority(priority)
-        return cls(
-            content=validate_content(content),
-            recipients=validate_recipients(recipients),
-            scheduled_at=None if scheduled_at is None else validate_time(scheduled_at),
-            idempotency_key=key,
-            priority=priority,
-            time_request=time_request,
-        )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MessageEdit:
-    """Changes to a scheduled message; None leaves a field as it is."""
-
-    content: str | None = None
-    scheduled_at: float | None = None
-    recipients: tuple[str, ...] | None = None
-
-    @classmethod
-    def validated(
-        cls,
-        *,
-        content: str | None = None,
-        scheduled_at: float | None = None,
-        recipients: Iterable[str] | None = None,
-    ) -> MessageEdit:
-        """Check every field given with ``validation``; an edit must change something."""
-        validate_edit(content, scheduled_at, recipients)
-        return cls(
-            content=None if content is None else validate_content(content),
-            scheduled_at=None if scheduled_at is None else validate_time(scheduled_at),
-            recipients=None if recipients is None else validate_recipients(recipients),
-        )
 
 
 class MessageOutcome(enum.StrEnum):

@@ -30,14 +30,8 @@ from typing import NamedTuple, Protocol
 
 from sms_sim.clock import Clock
 from sms_sim.config import RetryPolicy
-from sms_sim.dispatch.contract import (
-    Claim,
-    DispatchStore,
-    SettleKind,
-    Settlement,
-    StoreDamagedError,
-    StoreError,
-)
+from sms_sim.dispatch.contract import Claim, DispatchStore, SettleKind, Settlement
+from sms_sim.dispatch.errors import StoreDamagedError, StoreError
 from sms_sim.dispatch.patience import StorePatience
 from sms_sim.dispatch.transport import Transport, TransportError
 from sms_sim.errors import ConfigError, SmsSimError

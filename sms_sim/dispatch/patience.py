@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from sms_sim.clock import Clock
-from sms_sim.dispatch.contract import StoreBusyError, StoreError
+from sms_sim.dispatch.errors import StoreBusyError, StoreError
 
 __all__ = ["StorePatience", "STORE_RETRY_FIRST_S", "STORE_RETRY_CAP_S"]
 

@@ -23,22 +23,18 @@ from typing import Protocol, Self, runtime_checkable
 
 from sms_sim.clock import Clock
 from sms_sim.dispatch.contract import (
-    OPEN_DELIVERY_STATUSES,
     CancelResult,
-    ConflictError,
     DeliveryStatus,
     DeliveryView,
     DispatchStore,
     InvalidRequestError,
-    LockedError,
-    MessageEdit,
     MessageStatus,
     MessageView,
-    NewMessage,
-    NotFoundError,
-    StoreError,
+    OPEN_DELIVERY_STATUSES,
     SubmitResult,
 )
+from sms_sim.dispatch.errors import ConflictError, LockedError, NotFoundError, StoreError
+from sms_sim.dispatch.requests import MessageEdit, NewMessage
 from sms_sim.dispatch.validation import (
     parse_status,
     validate_limit,

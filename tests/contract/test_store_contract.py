@@ -19,23 +19,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sms_sim.dispatch.contract import (
+    AGING_STEP_S,
     Claim,
-    ConflictError,
     DeliveryStatus,
     DispatchStore,
     InvalidRequestError,
-    LockedError,
-    MessageEdit,
     MessageOutcome,
     MessageStatus,
-    NewMessage,
-    NotFoundError,
     SettleKind,
     Settlement,
-    AGING_STEP_S,
-    StoreError,
     effective_priority,
 )
+from sms_sim.dispatch.errors import ConflictError, LockedError, NotFoundError, StoreError
+from sms_sim.dispatch.requests import MessageEdit, NewMessage
 from sms_sim.dispatch.stores import MemoryStore, SqliteStore
 from tests.conftest import T0, phones
 

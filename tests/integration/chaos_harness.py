@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sms_sim.clock import RealClock
-from sms_sim.dispatch.contract import DeliveryStatus, DeliveryView, NewMessage
+from sms_sim.dispatch.contract import DeliveryStatus, DeliveryView
+from sms_sim.dispatch.requests import NewMessage
 from sms_sim.dispatch.stores import SqliteStore
 from sms_sim.dispatch.ledger import LedgerProvider
 from sms_sim.dispatch.transport import LedgerSummary

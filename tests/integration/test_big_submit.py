@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sms_sim.dispatch.contract import ConflictError, NewMessage, StoreError
+from sms_sim.dispatch.errors import ConflictError, StoreError
+from sms_sim.dispatch.requests import NewMessage
 from sms_sim.dispatch.stores import SqliteStore
 from sms_sim.dispatch.stores.sqlite import submit as loader
 from tests.conftest import T0, phones

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from sms_sim.dispatch.contract import NewMessage, SettleKind, Settlement, StoreDamagedError
+from sms_sim.dispatch.contract import SettleKind, Settlement
+from sms_sim.dispatch.errors import StoreDamagedError
+from sms_sim.dispatch.requests import NewMessage
 from sms_sim.dispatch.stores import SqliteStore
 from tests.conftest import START, T0, phones
 

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from sms_sim.dispatch.contract import DeliveryStatus, NewMessage, StoreError
+from sms_sim.dispatch.contract import DeliveryStatus
+from sms_sim.dispatch.errors import StoreError
+from sms_sim.dispatch.requests import NewMessage
 from sms_sim.dispatch.dispatcher import DispatchConfig, Dispatcher
 from sms_sim.dispatch.stores import SqliteStore
 from tests.conftest import T0, RecordingProvider, phones

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sms_sim.dispatch.contract import NewMessage, StoreError
+from sms_sim.dispatch.errors import StoreError
+from sms_sim.dispatch.requests import NewMessage
 from sms_sim.dispatch.stores import SqliteStore
 from sms_sim.dispatch.stores.sqlite.rows import LEASE_SQL
 from sms_sim.dispatch.stores.sqlite.schema import SCHEMA_SQL, SCHEMA_VERSION

@@ -17,17 +17,14 @@ import pytest
 
 from sms_sim.clock import RealClock
 from sms_sim.dispatch.contract import (
-    ConflictError,
     DeliveryStatus,
     DeliveryView,
-    LockedError,
-    MessageEdit,
     MessageStatus,
     MessageView,
-    NewMessage,
-    NotFoundError,
     provider_key,
 )
+from sms_sim.dispatch.errors import ConflictError, LockedError, NotFoundError
+from sms_sim.dispatch.requests import MessageEdit, NewMessage
 from sms_sim.dispatch.dispatcher import DispatchConfig, Dispatcher
 from sms_sim.dispatch.stores import SqliteStore
 from sms_sim.dispatch.transport import MemoryProvider

@@ -14,7 +14,8 @@ import pytest
 
 from sms_sim.clock import RealClock
 from sms_sim.config import RetryPolicy, SenderConfig
-from sms_sim.dispatch.contract import DeliveryStatus, NewMessage
+from sms_sim.dispatch.contract import DeliveryStatus
+from sms_sim.dispatch.requests import NewMessage
 from sms_sim.dispatch.dispatcher import DispatchConfig
 from sms_sim.dispatch.stores import SqliteStore
 from sms_sim.dispatch.transport import MemoryProvider

@@ -17,15 +17,14 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from sms_sim.dispatch.contract import (
     Claim,
-    ConflictError,
     DeliveryStatus,
     DispatchStore,
-    MessageEdit,
     MessageView,
-    NewMessage,
     SettleKind,
     Settlement,
 )
+from sms_sim.dispatch.errors import ConflictError
+from sms_sim.dispatch.requests import MessageEdit, NewMessage
 from sms_sim.dispatch.stores import MemoryStore, SqliteStore
 from tests.conftest import T0, phones
 

@@ -7,7 +7,7 @@ import random
 from pathlib import Path
 
 from sms_sim.clock import VirtualClock
-from sms_sim.dispatch.contract import NewMessage
+from sms_sim.dispatch.requests import NewMessage
 from sms_sim.dispatch.dispatcher import DispatchConfig, Dispatcher
 from sms_sim.dispatch.stores import SqliteStore
 from sms_sim.dispatch.transport import MemoryProvider

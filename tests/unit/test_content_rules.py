@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from sms_sim.dispatch.contract import InvalidRequestError, NewMessage
+from sms_sim.dispatch.contract import InvalidRequestError
+from sms_sim.dispatch.requests import NewMessage
 from sms_sim.dispatch.validation import validate_content
 
 

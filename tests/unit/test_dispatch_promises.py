@@ -15,15 +15,9 @@ import pytest
 from sms_sim.clock import RealClock, VirtualClock
 from sms_sim.config import SenderConfig
 from sms_sim.dispatch.stores.sqlite.cancel_watch import RECHECK_S
-from sms_sim.dispatch.contract import (
-    Claim,
-    DeliveryStatus,
-    DispatchStore,
-    NewMessage,
-    StoreBusyError,
-    StoreDamagedError,
-    StoreError,
-)
+from sms_sim.dispatch.contract import Claim, DeliveryStatus, DispatchStore
+from sms_sim.dispatch.errors import StoreBusyError, StoreDamagedError, StoreError
+from sms_sim.dispatch.requests import NewMessage
 from sms_sim.dispatch.dispatcher import DispatchConfig, Dispatcher, SendJob
 from sms_sim.dispatch.sender_pool import SenderPool, Slot
 from sms_sim.dispatch.stores import SqliteStore

@@ -22,12 +22,12 @@ from sms_sim.dispatch.contract import (
     DeliveryStatus,
     DispatchStore,
     MessageStatus,
-    NewMessage,
     SettleKind,
-    Settlement,
     SettleResult,
-    StoreError,
+    Settlement,
 )
+from sms_sim.dispatch.errors import StoreError
+from sms_sim.dispatch.requests import NewMessage
 from sms_sim.dispatch.dispatcher import Completion, DispatchConfig, Dispatcher, SendJob
 from sms_sim.dispatch.stores import SqliteStore
 from sms_sim.dispatch.transport import MemoryProvider

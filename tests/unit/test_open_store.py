@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sms_sim.dispatch.contract import StoreError
+from sms_sim.dispatch.errors import StoreError
 from sms_sim.dispatch.stores import MemoryStore, SqliteStore, is_transient, open_store
 from sms_sim.errors import ConfigError
 from tests.conftest import T0, one_message

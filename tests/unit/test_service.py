@@ -9,16 +9,15 @@ import re
 import pytest
 
 from sms_sim.clock import VirtualClock
-from sms_sim.dispatch import contract
+from sms_sim.dispatch import contract, errors
 from sms_sim.dispatch.contract import (
     DeliveryStatus,
-    MessageEdit,
     MessageStatus,
     MessageView,
-    NewMessage,
     SettleKind,
     Settlement,
 )
+from sms_sim.dispatch.requests import MessageEdit, NewMessage
 from sms_sim.dispatch.service import (
     ConflictError,
     DispatchService,
@@ -65,12 +64,12 @@ def snapshot(h: Harness) -> tuple[list[MessageView], list[contract.DeliveryView]
     return h.store.messages(limit=1000), h.store.deliveries(limit=1000)
 
 
-def test_the_typed_errors_are_the_contracts_and_all_are_sms_sim_errors() -> None:
-    assert ConflictError is contract.ConflictError
-    assert LockedError is contract.LockedError
-    assert NotFoundError is contract.NotFoundError
+def test_the_typed_errors_are_the_engines_and_all_are_sms_sim_errors() -> None:
+    assert ConflictError is errors.ConflictError
+    assert LockedError is errors.LockedError
+    assert NotFoundError is errors.NotFoundError
     assert InvalidRequestError is contract.InvalidRequestError
-    assert StoreError is contract.StoreError
+    assert StoreError is errors.StoreError
     for error in (ConflictError, LockedError, NotFoundError, InvalidRequestError, StoreError):
         assert issubclass(error, SmsSimError)
 

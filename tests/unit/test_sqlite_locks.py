@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sms_sim.clock import VirtualClock
-from sms_sim.dispatch.contract import StoreError
+from sms_sim.dispatch.errors import StoreError
 from sms_sim.dispatch.stores import SqliteStore
 from tests.conftest import T0, one_message
 

@@ -13,7 +13,8 @@ import os
 import re
 import urllib.parse
 
-from sms_sim.dispatch.contract import DispatchStore, StoreError
+from sms_sim.dispatch.contract import DispatchStore
+from sms_sim.dispatch.errors import StoreError
 from sms_sim.dispatch.stores.memory import MemoryStore
 from sms_sim.dispatch.stores.sqlite.store import SqliteStore
 from sms_sim.errors import ConfigError

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from sms_sim.dispatch.contract import ConflictError, MessageStatus
+from sms_sim.dispatch.contract import MessageStatus
+from sms_sim.dispatch.errors import ConflictError
 from sms_sim.dispatch.validation import format_utc
 
 __all__ = [

@@ -14,26 +14,22 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from sms_sim.dispatch.contract import (
-    OPEN_DELIVERY_STATUSES,
     CancelResult,
     Claim,
-    ConflictError,
     DeliveryStatus,
     DeliveryView,
     DispatchStore,
-    LockedError,
-    MessageEdit,
-    effective_priority,
     MessageStatus,
     MessageView,
-    NewMessage,
-    NotFoundError,
+    OPEN_DELIVERY_STATUSES,
     SettleKind,
-    Settlement,
     SettleResult,
-    StoreError,
+    Settlement,
     SubmitResult,
+    effective_priority,
 )
+from sms_sim.dispatch.errors import ConflictError, LockedError, NotFoundError, StoreError
+from sms_sim.dispatch.requests import MessageEdit, NewMessage
 from sms_sim.dispatch.stores.common import (
     EXPIRED_LEASE_ERROR,
     clock_jumped_back_after_s,

@@ -33,7 +33,7 @@ import urllib.parse
 from collections.abc import Callable, Collection
 
 from sms_sim.clock import Clock
-from sms_sim.dispatch.contract import StoreError
+from sms_sim.dispatch.errors import StoreError
 from sms_sim.dispatch.stores.sqlite.rows import store_error
 
 __all__ = ["CancelWatch", "RECHECK_S", "mark_path"]

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from sms_sim.clock import Clock, RealClock
-from sms_sim.dispatch.contract import StoreError
+from sms_sim.dispatch.errors import StoreError
 from sms_sim.dispatch.stores.sqlite.rows import store_error
 from sms_sim.dispatch.stores.sqlite.schema import SCHEMA_SQL, SCHEMA_VERSION, UPGRADES
 

@@ -13,12 +13,9 @@ from sms_sim.dispatch.contract import (
     DeliveryView,
     MessageStatus,
     MessageView,
-    NotFoundError,
     SettleKind,
-    StoreBusyError,
-    StoreDamagedError,
-    StoreError,
 )
+from sms_sim.dispatch.errors import NotFoundError, StoreBusyError, StoreDamagedError, StoreError
 from sms_sim.dispatch.validation import could_be_an_id, cursor_bounds
 
 __all__ = [

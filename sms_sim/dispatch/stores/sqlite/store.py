@@ -19,21 +19,19 @@ from sms_sim.clock import Clock
 from sms_sim.dispatch.contract import (
     CancelResult,
     Claim,
-    ConflictError,
     DeliveryStatus,
     DeliveryView,
     DispatchStore,
-    LockedError,
-    effective_priority,
-    MessageEdit,
     MessageStatus,
     MessageView,
-    NewMessage,
     SettleKind,
-    Settlement,
     SettleResult,
+    Settlement,
     SubmitResult,
+    effective_priority,
 )
+from sms_sim.dispatch.errors import ConflictError, LockedError
+from sms_sim.dispatch.requests import MessageEdit, NewMessage
 from sms_sim.dispatch.stores.common import (
     EXPIRED_LEASE_ERROR,
     clock_jumped_back_after_s,

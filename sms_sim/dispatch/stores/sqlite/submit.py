@@ -21,7 +21,9 @@ import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 
-from sms_sim.dispatch.contract import ConflictError, NewMessage, StoreError, SubmitResult
+from sms_sim.dispatch.contract import SubmitResult
+from sms_sim.dispatch.errors import ConflictError, StoreError
+from sms_sim.dispatch.requests import NewMessage
 from sms_sim.dispatch.stores.common import key_conflict
 from sms_sim.dispatch.validation import format_utc
 

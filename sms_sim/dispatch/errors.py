@@ -1,0 +1,54 @@
+"""The dispatch engine's typed errors: what a store or the service refuses, and why.
+
+The edges map them (the CLI to exit codes, an HTTP API to statuses); every message is one
+line. ``InvalidRequestError`` (a bad request, before any store is asked) lives with the
+checks in ``validation``.
+"""
+
+from __future__ import annotations
+
+from sms_sim.errors import SmsSimError
+
+__all__ = [
+    "StoreError",
+    "StoreBusyError",
+    "StoreDamagedError",
+    "NotFoundError",
+    "ConflictError",
+    "LockedError",
+]
+
+
+class StoreError(SmsSimError):
+    """The store could not do what was asked (disk full, read-only, not an sms_sim database).
+
+    Wraps the driver's exception (``raise ... from exc``); the message is one line.
+    """
+
+
+class StoreBusyError(StoreError):
+    """Another connection held the store's write lock for longer than the store waits.
+
+    Transient by nature: a worker logs it and tries again, it never exits for it.
+    """
+
+
+class StoreDamagedError(StoreError):
+    """The database file is damaged (corrupt pages, or no longer a database at all).
+
+    Never retried: every command stops with one line, and ``sms_sim check`` says more.
+    """
+
+
+class NotFoundError(SmsSimError, LookupError):
+    """No message has the given id."""
+
+
+class ConflictError(SmsSimError):
+    """A request contradicts the stored state: an edit named a version other than the current
+    one, or a submit reused an idempotency key for a different message. The message names
+    both sides."""
+
+
+class LockedError(SmsSimError):
+    """An edit was refused because the message is no longer ``scheduled``."""

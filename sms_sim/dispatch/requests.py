@@ -1,0 +1,105 @@
+"""What a caller asks the engine to store: a new message, or an edit of a scheduled one.
+
+Built through their ``validated`` constructors, which run every check in ``validation`` and
+raise ``InvalidRequestError``; a store may then trust them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sms_sim.dispatch.validation import (
+    validate_content,
+    validate_edit,
+    validate_idempotency_key,
+    validate_priority,
+    validate_recipients,
+    validate_time,
+)
+
+__all__ = ["NewMessage", "MessageEdit"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewMessage:
+    """A message to submit; build it through ``validated`` to get the engine's checks.
+
+    ``scheduled_at`` None means "due now". Recipients listed twice get one delivery.
+    ``priority``: higher classes are claimed first; within a class, fair round-robin.
+    """
+
+    content: str
+    recipients: tuple[str, ...]
+    scheduled_at: float | None = None
+    idempotency_key: str | None = None
+    priority: int = 0
+    # How the time was asked for when it was relative ("in 600 s"): a retry of the same
+    # request then has the same fingerprint although its absolute due time moved on.
+    time_request: str | None = None
+
+    def fingerprint(self) -> str:
+        """What makes two submits "the same request" for an idempotency key: content,
+        recipients (as a set: order and repeats do not change who gets the message), the
+        requested time as it was asked (absent stays absent: "now" on a retry is still
+        "now"; "in 10 minutes" is still "in 10 minutes") and priority. A hex SHA-256,
+        stored with the message."""
+        digest = hashlib.sha256()
+        when: float | str | None = self.scheduled_at
+        if self.time_request is not None:
+            when = self.time_request
+        head = [self.content, when, self.priority]
+        digest.update(json.dumps(head, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+        for recipient in sorted(set(self.recipients)):
+            digest.update(b"\0" + recipient.encode("utf-8", "surrogatepass"))
+        return digest.hexdigest()
+
+    @classmethod
+    def validated(
+        cls,
+        *,
+        content: str,
+        recipients: Iterable[str],
+        scheduled_at: float | None = None,
+        idempotency_key: str | None = None,
+        priority: int = 0,
+        time_request: str | None = None,
+    ) -> NewMessage:
+        """Check every field with ``validation`` (raises ``InvalidRequestError``) and drop
+        repeated recipients. ``time_request``: see the field."""
+        key, priority = validate_idempotency_key(idempotency_key), validate_priority(priority)
+        return cls(
+            content=validate_content(content),
+            recipients=validate_recipients(recipients),
+            scheduled_at=None if scheduled_at is None else validate_time(scheduled_at),
+            idempotency_key=key,
+            priority=priority,
+            time_request=time_request,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageEdit:
+    """Changes to a scheduled message; None leaves a field as it is."""
+
+    content: str | None = None
+    scheduled_at: float | None = None
+    recipients: tuple[str, ...] | None = None
+
+    @classmethod
+    def validated(
+        cls,
+        *,
+        content: str | None = None,
+        scheduled_at: float | None = None,
+        recipients: Iterable[str] | None = None,
+    ) -> MessageEdit:
+        """Check every field given with ``validation``; an edit must change something."""
+        validate_edit(content, scheduled_at, recipients)
+        return cls(
+            content=None if content is None else validate_content(content),
+            scheduled_at=None if scheduled_at is None else validate_time(scheduled_at),
+            recipients=None if recipients is None else validate_recipients(recipients),
+        )
