@@ -8,6 +8,7 @@ if it did not stop, which the asserts check.
 from __future__ import annotations
 
 import io
+import threading
 from pathlib import Path
 
 import pytest
@@ -58,19 +59,44 @@ def test_worker_sends_everything_through_the_sender_pool_and_accounts_for_it(
     store.close()
 
 
+class GatedProvider(MemoryProvider):
+    """Holds its ``at``-th send until ``gate`` opens: a send in progress at the stop."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at, self.calls, self.gate = at, 0, threading.Event()
+
+    def send(self, key: str, recipient: str, content: str) -> None:
+        self.calls += 1
+        if self.calls == self.at:
+            self.gate.wait(30)
+        super().send(key, recipient, content)
+
+
 def test_a_stop_request_gives_unstarted_claims_back_and_loses_nothing(tmp_path: Path) -> None:
+    """The stop comes while the 20th send is in progress (the provider holds it until the
+    senders were told to stop), so the worker still holds unstarted claims: they go back."""
     store = SqliteStore(tmp_path / "w.db")
     clock = RealClock()
     store.submit(NewMessage.validated(content="hi", recipients=phones(300)), clock.now())
-    provider = MemoryProvider()
+    provider = GatedProvider(at=20)
     worker = Worker(store, provider, senders=[SenderConfig(0.002, 0.0, 0.0)], clock=clock,
                     seed=1, config=DispatchConfig(batch_size=40), output=None)
-    report = worker.run(stop_requests=lambda: 1 if provider.attempts >= 20 else 0)
+    stopping = worker._sender_stop  # noqa: SLF001 - open the gate once senders must stop
+
+    def open_gate() -> None:
+        stopping.wait(30)
+        provider.gate.set()
+
+    opener = threading.Thread(target=open_gate)
+    opener.start()
+    report = worker.run(stop_requests=lambda: 1 if provider.calls >= 20 else 0)
+    opener.join(30)
     assert report.stopped_by is StopReason.SIGNAL and report.threads_alive == ()
     assert report.is_accounted and report.released > 0  # claimed = sent + given back
     counts = store.messages()[0].counts
     assert counts[DeliveryStatus.LEASED] == 0
-    assert counts[DeliveryStatus.SENT] == report.sent == provider.summary().delivered
+    assert counts[DeliveryStatus.SENT] == report.sent == provider.summary().delivered == 20
     assert counts[DeliveryStatus.SENT] + counts[DeliveryStatus.PENDING] == 300
     store.close()
 
