@@ -9,11 +9,10 @@ them; ``deliveries`` pages forward in recipient order with ``--after``.
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from sms_sim.cli.common import ExitCode, int_at_least, json_text
-from sms_sim.cli.store_command import Access, base_parser, run_with_service
+from sms_sim.cli.common import int_at_least, json_text
+from sms_sim.cli.store_command import Access, Handler, base_parser, route, run_with_service
 from sms_sim.cli.views import (
     deliveries_csv,
     delivery_dict,
@@ -193,17 +192,11 @@ def _one_more(limit: int) -> int:
     return min(limit + 1, INT64_MAX)
 
 
-_HANDLERS: dict[str, Callable[[str, Sequence[str]], int]] = {
+_HANDLERS: dict[str, Handler] = {
     "show": _show, "list": _list, "deliveries": _deliveries, "dead": _dead, "check": _check,
 }
 
 
 def main(argv: Sequence[str], *, prog: str) -> int:
     """Run one of ``COMMANDS``; ``prog`` ends with the command's name (as ``cli`` passes it)."""
-    command = prog.rsplit(" ", 1)[-1]
-    handler = _HANDLERS.get(command)
-    if handler is None:
-        print(f"{prog}: error: unknown inspection command {command!r} "
-              f"(choose from {', '.join(COMMANDS)})", file=sys.stderr)
-        return ExitCode.USAGE
-    return handler(prog, list(argv))
+    return route(_HANDLERS, argv, prog=prog, group="inspection")

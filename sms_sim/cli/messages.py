@@ -10,14 +10,16 @@ and ``init`` create a missing database.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from sms_sim.cli.common import ExitCode, int_at_least, json_text, non_negative_float
+from sms_sim.cli.common import int_at_least, json_text, non_negative_float
 from sms_sim.cli.recipients import add_recipient_arguments, recipients_from
 from sms_sim.cli.store_command import (
     Access,
+    Handler,
     base_parser,
     open_for,
+    route,
     run_and_print,
     run_with_service,
 )
@@ -150,17 +152,11 @@ def _cancel(prog: str, argv: Sequence[str]) -> int:
     return run_with_service(parser, args, body, Access.WRITE)
 
 
-_HANDLERS: dict[str, Callable[[str, Sequence[str]], int]] = {
+_HANDLERS: dict[str, Handler] = {
     "init": _init, "submit": _submit, "edit": _edit, "cancel": _cancel,
 }
 
 
 def main(argv: Sequence[str], *, prog: str) -> int:
     """Run one of ``COMMANDS``; ``prog`` ends with the command's name (as ``cli`` passes it)."""
-    command = prog.rsplit(" ", 1)[-1]
-    handler = _HANDLERS.get(command)
-    if handler is None:
-        print(f"{prog}: error: unknown message command {command!r} "
-              f"(choose from {', '.join(COMMANDS)})", file=sys.stderr)
-        return ExitCode.USAGE
-    return handler(prog, list(argv))
+    return route(_HANDLERS, argv, prog=prog, group="message")

@@ -13,7 +13,7 @@ import argparse
 import enum
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 from sms_sim.cli.common import (
     DefaultsHelpFormatter,
@@ -36,10 +36,14 @@ __all__ = [
     "open_for",
     "run_and_print",
     "run_with_service",
+    "route",
     "store_url",
+    "Handler",
 ]
 
 log = logging.getLogger(__name__)
+
+Handler = Callable[[str, Sequence[str]], int]  # (prog, argv after the command) -> exit code
 
 DEFAULT_DB = "sms_sim.db"
 
@@ -113,3 +117,17 @@ def run_and_print(parser: argparse.ArgumentParser, args: argparse.Namespace,
                   f"{text.replace(chr(10), ' ')}", file=sys.stderr)
         raise
     return ExitCode.OK
+
+
+def route(handlers: Mapping[str, Handler], argv: Sequence[str], *, prog: str,
+          group: str) -> int:
+    """Run the handler of the command ``prog`` ends with (as ``cli`` passes it); a name
+    that is not one of ``handlers`` (only a wrong ``COMMANDS`` table can cause it) is a
+    usage error naming the ``group``'s commands."""
+    command = prog.rsplit(" ", 1)[-1]
+    handler = handlers.get(command)
+    if handler is None:
+        print(f"{prog}: error: unknown {group} command {command!r} "
+              f"(choose from {', '.join(handlers)})", file=sys.stderr)
+        return ExitCode.USAGE
+    return handler(prog, list(argv))

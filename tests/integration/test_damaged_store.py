@@ -16,22 +16,28 @@ from sms_sim.dispatch.stores import SqliteStore
 from tests.conftest import START, T0, phones
 
 
+def _overwrite_roots(path: Path, names: str, *, offset: int, data: bytes | None) -> None:
+    """Write ``data`` (by default a whole page of 0xa5) at ``offset`` into the root page of
+    every b-tree whose name is LIKE ``names``, in a closed, checkpointed file."""
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        (page_size,) = conn.execute("PRAGMA page_size").fetchone()
+        roots = [row[0] for row in conn.execute(
+            "SELECT rootpage FROM sqlite_master WHERE name LIKE ?", (names,))]
+    conn.close()
+    with path.open("r+b") as raw:
+        for root in roots:
+            raw.seek((root - 1) * page_size + offset)
+            raw.write(b"\xa5" * page_size if data is None else data)
+
+
 def _damaged(path: Path) -> None:
     """A real sms_sim file with the pages of its delivery indexes overwritten."""
     store = SqliteStore(path)
     for _ in range(3):
         store.submit(NewMessage.validated(content="x", recipients=phones(400)), T0)
     store.close()
-    with sqlite3.connect(path) as conn:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        (page_size,) = conn.execute("PRAGMA page_size").fetchone()
-        roots = [row[0] for row in conn.execute(
-            "SELECT rootpage FROM sqlite_master WHERE name LIKE 'deliveries_%'")]
-    conn.close()
-    with path.open("r+b") as raw:
-        for root in roots:
-            raw.seek((root - 1) * page_size)
-            raw.write(b"\xa5" * page_size)
+    _overwrite_roots(path, "deliveries_%", offset=0, data=None)
 
 
 def test_the_store_reports_damage_as_its_own_error(tmp_path: Path) -> None:
@@ -71,16 +77,8 @@ def test_a_worker_checks_every_page_as_it_starts(tmp_path: Path) -> None:
     (claim,) = store.claim("w", 1, 30.0, T0)
     store.settle("w", [Settlement(claim.delivery_id, claim.attempts, SettleKind.SENT)], T0)
     store.close()
-    with sqlite3.connect(path) as conn:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        (page_size,) = conn.execute("PRAGMA page_size").fetchone()
-        roots = [row[0] for row in conn.execute(
-            "SELECT rootpage FROM sqlite_master WHERE name LIKE 'sqlite_autoindex_messages_%'")]
-    conn.close()
-    with path.open("r+b") as raw:  # each page header's cell count
-        for root in roots:
-            raw.seek((root - 1) * page_size + 3)
-            raw.write(b"\x7f\x7f")
+    # Each unique index's page header: its cell count.
+    _overwrite_roots(path, "sqlite_autoindex_messages_%", offset=3, data=b"\x7f\x7f")
     done = subprocess.run([*START, "worker", "--exit-when-idle", "--quiet", "--db", str(path)],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1, done

@@ -63,10 +63,9 @@ def test_a_senders_file_counts_towards_the_one_cap(tmp_path: Path) -> None:
     assert_one_line_exit_2(result, f"holds more than {SENDERS_MAX} senders in all")
 
 
-def test_a_thread_the_os_refuses_is_one_line_and_exit_2() -> None:
-    """The OS may refuse a thread under the cap (other processes share its limits): the
-    threads already started are stopped and the refusal is one line. Thread creation is made
-    to fail from the fourth thread on, inside the child only."""
+def run_refusing_threads(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """The CLI with ``argv`` in a child whose fourth and later threads the "OS" refuses;
+    the child also checks that no thread is left running when the command returns."""
     code = (
         "import sys, threading\n"
         "original = threading.Thread.start\n"
@@ -78,12 +77,19 @@ def test_a_thread_the_os_refuses_is_one_line_and_exit_2() -> None:
         "    original(self)\n"
         "threading.Thread.start = start\n"
         "from sms_sim.cli import main\n"
-        "code = main(['100', '8', '0.001', '0', '0', '-q'], prog='start.py')\n"
+        f"code = main({argv!r}, prog='start.py')\n"
         "assert threading.active_count() == 1, threading.enumerate()\n"
         "sys.exit(code)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=TIMEOUT_S, cwd=ROOT)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=TIMEOUT_S, cwd=ROOT)
+
+
+def test_a_thread_the_os_refuses_is_one_line_and_exit_2() -> None:
+    """The OS may refuse a thread under the cap (other processes share its limits): the
+    threads already started are stopped and the refusal is one line. Thread creation is made
+    to fail from the fourth thread on, inside the child only."""
+    result = run_refusing_threads(["100", "8", "0.001", "0", "0", "-q"])
     assert_one_line_exit_2(result, "refused to start thread sender-2")
     assert "can't start new thread" in result.stderr
 
@@ -95,24 +101,8 @@ def test_the_worker_refuses_sender_counts_the_host_cannot_run(tmp_path: Path) ->
     assert run_cli("submit", "x", "--to", "555-000-0001", "--db", str(db)).returncode == 0
     huge = run_cli("worker", "--db", str(db), "--senders", "100000000000")
     assert_one_line_exit_2(huge, "must be <= 100000")
-    code = (
-        "import sys, threading\n"
-        "original = threading.Thread.start\n"
-        "calls = []\n"
-        "def start(self):\n"
-        "    calls.append(self.name)\n"
-        "    if len(calls) > 3:\n"
-        "        raise RuntimeError(\"can't start new thread\")\n"
-        "    original(self)\n"
-        "threading.Thread.start = start\n"
-        "from sms_sim.cli import main\n"
-        f"code = main(['worker', '--db', {str(db)!r}, '--senders', '8', '-q',"
-        " '--exit-when-idle'], prog='start.py')\n"
-        "assert threading.active_count() == 1, threading.enumerate()\n"
-        "sys.exit(code)\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=TIMEOUT_S, cwd=ROOT)
+    result = run_refusing_threads(["worker", "--db", str(db), "--senders", "8", "-q",
+                                   "--exit-when-idle"])
     assert result.returncode == 2, result
     assert result.stderr.count("\n") == 1 and "can't start new thread" in result.stderr
     assert "Traceback" not in result.stderr

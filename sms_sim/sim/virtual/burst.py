@@ -112,10 +112,6 @@ def run_burst(
                                    latency))
             else:
                 heappop(busy)
-        if not stopping and requests() > 0:
-            stopping, reason = True, StopReason.SIGNAL
-        if run.writer.closed and not stopping:
-            stopping, reason = True, StopReason.OUTPUT_CLOSED
-        run.end_chunk()
+        stopping, reason = run.end_chunk(stopping, reason, requests)
         next_wall_line = run.wall_line(wall, wall_start, next_wall_line, last_t, sent,
                                        remaining + len(busy))

@@ -189,10 +189,6 @@ def run_general(  # noqa: C901 - see above
                 run.unsent = sum(int(b[2]) for b in waiting) + len(retries)
                 return reason
         # Every chunk: honour stop requests and show that a long run is alive.
-        if not stopping and requests() > 0:
-            stopping, reason = True, StopReason.SIGNAL
-        if run.writer.closed and not stopping:
-            stopping, reason = True, StopReason.OUTPUT_CLOSED
-        run.end_chunk()
+        stopping, reason = run.end_chunk(stopping, reason, requests)
         next_wall_line = run.wall_line(wall, wall_start, next_wall_line, last_t, sent,
                                        produced - sent - failed - dead)

@@ -73,12 +73,19 @@ class VirtualRun:
         self.unsent = 0
         self.force_general_loop = False  # tests compare the two loops
 
-    def end_chunk(self) -> None:
-        """Called by the loops between chunks of events: past the cap the times are
-        forgotten (memory stays flat in N) and the percentiles come from a replay."""
+    def end_chunk(self, stopping: bool, reason: StopReason,
+                  requests: Callable[[], int]) -> tuple[bool, StopReason]:
+        """What both loops do between chunks of events: honour a stop request or a closed
+        output (returning the new ``stopping, reason``), and, past the cap, forget the times
+        (memory stays flat in N; the percentiles then come from a replay)."""
+        if not stopping and requests() > 0:
+            stopping, reason = True, StopReason.SIGNAL
+        if self.writer.closed and not stopping:
+            stopping, reason = True, StopReason.OUTPUT_CLOSED
         if len(self.times) > TIMES_KEPT_MAX:
             self.times_overflowed = True
             del self.times[:]
+        return stopping, reason
 
     def limits(self, wall_start: float) -> tuple[float, float, float, float, float]:
         """(interval, first tick, simulated end, first check, first wall line): the times
