@@ -12,7 +12,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sms_sim.cli.common import int_at_least, json_text
-from sms_sim.cli.store_command import Access, Handler, base_parser, route, run_with_service
+from sms_sim.cli.store_command import (
+    Access,
+    Handler,
+    add_tenant_argument,
+    base_parser,
+    route,
+    run_with_service,
+)
 from sms_sim.cli.views import (
     deliveries_csv,
     delivery_dict,
@@ -63,11 +70,15 @@ def _list(prog: str, argv: Sequence[str]) -> int:
                         help="messages per page")
     parser.add_argument("--before", type=int_at_least(1), metavar="ID",
                         help="only messages older than this id: the next page of a listing")
+    add_tenant_argument(parser, "only this tenant's messages (default: every tenant)",
+                        default=None)
     parser.add_argument("--json", action="store_true",
                         help="one JSON object: messages, more, next_before")
     args = parser.parse_args(argv)
 
     def body(service: DispatchService) -> str:
+        if args.tenant is not None:
+            service = service.for_tenant(args.tenant)
         page = service.message_page(status=args.status, limit=args.limit, before=args.before)
         if args.json:
             return json_text({"messages": [message_dict(v) for v in page.messages],

@@ -17,6 +17,7 @@ from sms_sim.cli.recipients import add_recipient_arguments, recipients_from
 from sms_sim.cli.store_command import (
     Access,
     Handler,
+    add_tenant_argument,
     base_parser,
     open_for,
     route,
@@ -73,6 +74,8 @@ def _submit(prog: str, argv: Sequence[str]) -> int:
                              "nothing and answers with the first message")
     parser.add_argument("--priority", type=int_at_least(PRIORITY_MIN), default=0,
                         metavar="N", help=PRIORITY_HELP)
+    add_tenant_argument(parser, "the tenant the message belongs to, as if submitted with "
+                                "one of its API keys (default: %(default)s)")
     parser.add_argument("--json", action="store_true",
                         help="one JSON object: the message, and whether it was created")
     args = parser.parse_args(argv)
@@ -84,7 +87,8 @@ def _submit(prog: str, argv: Sequence[str]) -> int:
             recipients=recipients_from(args.to, args.recipients_file, sys.stdin.buffer) or [],
             scheduled_at=due_at(args.at, args.in_, RealClock().now()),
             idempotency_key=args.idempotency_key, priority=args.priority,
-            time_request=None if args.in_ is None else f"in {args.in_!r} s")
+            time_request=None if args.in_ is None else f"in {args.in_!r} s",
+            tenant=args.tenant)
     except InvalidRequestError as exc:
         parser.error(str(exc))
 

@@ -441,3 +441,19 @@ def test_every_option_of_every_command_has_help_that_states_a_default_it_has(
                 assert "default" in parser._get_formatter()._expand_help(action) \
                     or "default" in (action.help or ""), (parser.prog, action.dest)
         assert "%(default)" not in text
+
+
+def test_submit_and_list_by_tenant(cli: Callable[..., Ran], tmp_path: Path) -> None:
+    """The command line is the operator of every tenant: it submits into one with --tenant
+    (the default tenant otherwise), lists all of them, and narrows a listing to one."""
+    assert cli("submit", "ours", "--to", "555-010-0001").code == 0
+    assert cli("submit", "theirs", "--to", "+15550100001", "--tenant", "acme").code == 0
+    listed = cli("list")
+    assert "[acme]" in listed.out.splitlines()[0] and "[" not in listed.out.splitlines()[1]
+    only = cli("list", "--tenant", "acme", "--json")
+    assert [m["tenant"] for m in json.loads(only.out)["messages"]] == ["acme"]
+    assert "tenant acme" in cli("show", "2").out
+    (delivery,) = json.loads(cli("deliveries", "2", "--json").out)["deliveries"]
+    assert delivery["recipient"] == "555-010-0001"  # +1 and ten digits: one stored form
+    one_line_error(cli("submit", "x", "--to", "555-010-0001", "--tenant", "Acme"), 2,
+                   "--tenant: tenant must be 1-63 characters")

@@ -183,9 +183,8 @@ class SqliteStore:
                 (now,),
             ).fetchall()
             content = {row[0]: row for row in due}
-            (last_served,) = conn.execute(
-                "SELECT MAX(seq) FROM (SELECT MAX(served_seq) AS seq FROM messages UNION ALL "
-                "SELECT MAX(served_seq) FROM tenants)").fetchone()
+            # A tenant's last serve is one of its messages', so messages hold the maximum.
+            (last_served,) = conn.execute("SELECT MAX(served_seq) FROM messages").fetchone()
             serves = itertools.count((last_served or 0) + 1)
             served: dict[int, int] = {}  # message id -> its latest serve order in this claim
             tenants_served: dict[str, int] = {}  # the same for tenants
