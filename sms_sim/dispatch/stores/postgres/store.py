@@ -11,6 +11,7 @@ errors name the database without its password.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from typing import Any
 
 from sms_sim.dispatch.contract import (
     CancelResult,
@@ -266,10 +267,9 @@ class PostgresStore:
             limit=limit, tenant=tenant))
 
 
-def _key(row: Sequence[object]) -> ApiKey:
+def _key(row: Sequence[Any]) -> ApiKey:
     key_id, tenant, created_at, revoked_at = row[:4]
-    return ApiKey(key_id=str(key_id), tenant=str(tenant), created_at=float(created_at),  # type: ignore[arg-type]
-                  revoked_at=None if revoked_at is None else float(revoked_at))  # type: ignore[arg-type]
+    return ApiKey(key_id=key_id, tenant=tenant, created_at=created_at, revoked_at=revoked_at)
 
 
 _check: type[DispatchStore] = PostgresStore
