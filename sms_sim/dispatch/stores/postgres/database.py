@@ -21,7 +21,7 @@ import psycopg_pool
 
 from sms_sim.dispatch.errors import StoreError
 from sms_sim.dispatch.stores.postgres.errors import safe_name, store_error
-from sms_sim.dispatch.stores.postgres.schema import SCHEMA_VERSION, Connection, migrate, prepare
+from sms_sim.dispatch.stores.postgres.schema import Connection, migrate, prepare
 
 __all__ = ["Database", "migrate_database", "DEFAULT_LOCK_TIMEOUT_S", "DEFAULT_POOL_SIZE"]
 
@@ -110,4 +110,4 @@ def migrate_database(dsn: str) -> str:
         return f"{name}: sms_sim schema version {after} is current; nothing to do"
     if before is None:
         return f"{name}: created sms_sim schema version {after}"
-    return f"{name}: upgraded sms_sim schema from version {before} to {SCHEMA_VERSION}"
+    return f"{name}: upgraded sms_sim schema from version {before} to {after}"
