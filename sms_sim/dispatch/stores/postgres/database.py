@@ -69,7 +69,7 @@ class Database:
     def transaction(self) -> Iterator[Connection]:
         """One transaction on a pooled connection: committed when the block ends, rolled back
         if it raises."""
-        self._check_open()
+        self.check_open()
         try:
             with self._pool.connection() as conn, conn.transaction():
                 yield conn
@@ -78,14 +78,15 @@ class Database:
 
     def run(self, body: Callable[[Connection], _T]) -> _T:
         """``body`` on a pooled connection in autocommit: for one-statement reads."""
-        self._check_open()
+        self.check_open()
         try:
             with self._pool.connection() as conn:
                 return body(conn)
         except psycopg.Error as exc:
             raise store_error(self.dsn, exc) from exc
 
-    def _check_open(self) -> None:
+    def check_open(self) -> None:
+        """``StoreError`` once the store is closed (for calls that need no database)."""
         if self._closed:
             raise StoreError(f"database {self.name}: the store is closed")
 

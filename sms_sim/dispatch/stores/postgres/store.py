@@ -217,7 +217,7 @@ class PostgresStore:
         file, nothing here is shared between hosts but the database itself."""
         ids = [i for i in message_ids if 0 <= i <= INT64_MAX]
         if not ids:
-            self._db.run(lambda conn: None)  # a closed store still says so
+            self._db.check_open()  # a closed store still says so
             return set()
         rows = self._db.run(lambda conn: conn.execute(
             "SELECT id FROM messages WHERE id = ANY(%s) AND status = 'cancelled'",
@@ -240,7 +240,7 @@ class PostgresStore:
                  limit: int = 100, newest_first: bool = False, before: int | None = None,
                  tenant: str | None = None) -> list[MessageView]:
         if not check_listing(message_id, limit, before=before):
-            self._db.run(lambda conn: None)
+            self._db.check_open()
             return []
         return self._db.run(lambda conn: message_views(
             conn, message_id=message_id, status=status, before=before, limit=limit,
