@@ -241,3 +241,33 @@ def test_claims_carry_the_content_stored_once_per_message(store: DispatchStore) 
     claims: list[Claim] = store.claim("w", 10, LEASE_S, T0)
     assert {c.content for c in claims} == {"alert"} and len(claims) == 5
     assert {c.message_id for c in claims} == {message_id}
+
+
+# --- faults ---------------------------------------------------------------------------------
+
+
+def test_connections_killed_under_a_store_are_a_transient_error_then_replaced(
+        pg_cluster: PgCluster, store: DispatchStore) -> None:
+    """Every server process of the store killed (``pg_terminate_backend``, as a restart or a
+    failover does): a call may fail once per dead pooled connection, always with
+    ``StoreBusyError`` (which a worker waits out), and the pool then reconnects by itself;
+    nothing committed is lost."""
+    from sms_sim.dispatch.errors import StoreBusyError
+
+    message_id = _submit(store, 20)
+    killed = pg_cluster.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE application_name = 'sms_sim' AND datname = current_database()")
+    assert killed
+    failures = 0
+    for _ in range(10):  # a pool of at most 4 connections: at most 4 dead ones to meet
+        try:
+            claims = store.claim("w", 50, LEASE_S, T0)
+            break
+        except StoreBusyError as exc:
+            assert "\n" not in str(exc)
+            failures += 1
+    else:
+        raise AssertionError("the store never reconnected")
+    assert failures <= 4, failures
+    assert {c.message_id for c in claims} == {message_id} and len(claims) == 20
