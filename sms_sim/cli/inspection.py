@@ -37,6 +37,7 @@ from sms_sim.dispatch.contract import (
 )
 from sms_sim.dispatch.errors import StoreError
 from sms_sim.dispatch.service import DispatchService
+from sms_sim.dispatch.stores import display_url
 from sms_sim.dispatch.validation import INT64_MAX, validate_phone
 
 __all__ = ["main", "COMMANDS"]
@@ -192,8 +193,8 @@ def _check(prog: str, argv: Sequence[str]) -> int:
     def body(service: DispatchService) -> str:
         verdict = service.check()
         if verdict != "ok":
-            raise StoreError(f"{args.db!r} is damaged: {printable(verdict)}")
-        return f"{args.db!r}: ok (integrity check passed)"
+            raise StoreError(f"{display_url(args.db)!r} is damaged: {printable(verdict)}")
+        return f"{display_url(args.db)!r}: ok (integrity check passed)"
 
     return run_with_service(parser, args, body, Access.READ)
 

@@ -31,6 +31,7 @@ from sms_sim.dispatch.contract import AGING_STEP_S, DeliveryStatus, InvalidReque
 from sms_sim.dispatch.errors import StoreError
 from sms_sim.dispatch.requests import MessageEdit, NewMessage
 from sms_sim.dispatch.service import DispatchService
+from sms_sim.dispatch.stores import display_url
 from sms_sim.dispatch.validation import PRIORITY_MIN
 
 __all__ = ["main", "COMMANDS"]
@@ -54,8 +55,8 @@ def _init(prog: str, argv: Sequence[str]) -> int:
             open_for(args.db, Access.WRITE).close()
         except StoreError:  # missing or empty: create it (a file that is not ours fails again)
             open_for(args.db, Access.CREATE).close()
-            return f"created sms_sim database {args.db!r}"
-        return f"{args.db!r} is already an sms_sim database; nothing changed"
+            return f"created sms_sim database {display_url(args.db)!r}"
+        return f"{display_url(args.db)!r} is already an sms_sim database; nothing changed"
 
     return run_and_print(parser, args, work, changes=True)
 

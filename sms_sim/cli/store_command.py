@@ -91,7 +91,8 @@ def base_parser(prog: str, description: str) -> OneLineParser:
     parser = OneLineParser(prog=prog, description=description,
                            formatter_class=DefaultsHelpFormatter)
     parser.add_argument("--db", type=store_url, default=DEFAULT_DB, metavar="DB",
-                        help=f"database file, or sqlite:///path (default ./{DEFAULT_DB})")
+                        help="database file, sqlite:///path or postgresql://user@host/db "
+                             f"(default ./{DEFAULT_DB})")
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging on stderr")
     return parser
 

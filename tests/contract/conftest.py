@@ -2,8 +2,9 @@
 
 Backends are resolved lazily by name with ``request.getfixturevalue`` so a backend that
 cannot run skips only its own cases. ``opener`` gives a fresh handle on the same store: for
-SQLite a new connection to the same file (as another worker process would have), for memory
-the same object.
+SQLite a new connection to the same file, for PostgreSQL a new pool on the same schema (as
+another worker process would have), for memory the same object. PostgreSQL runs on the
+session's server (``tests.pg_cluster``), each store in a schema of its own.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from sms_sim.dispatch.requests import NewMessage
 from sms_sim.dispatch.stores import MemoryStore, SqliteStore
 from sms_sim.dispatch.tenants import DEFAULT_TENANT
 from tests.conftest import T0, phones
+from tests.pg_cluster import PgCluster
 
 LEASE_S = 30.0
-BACKENDS = ["memory", "sqlite"]
+BACKENDS = ["memory", "sqlite", "postgres"]
 
 Opener = Callable[[], DispatchStore]
 
@@ -38,6 +40,23 @@ def sqlite_opener(tmp_path: Path) -> Iterator[Opener]:
 
     def open_store() -> DispatchStore:
         store = SqliteStore(tmp_path / "contract.db")
+        opened.append(store)
+        return store
+
+    yield open_store
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def postgres_opener(pg_cluster: PgCluster) -> Iterator[Opener]:
+    from sms_sim.dispatch.stores.postgres import PostgresStore
+
+    url = pg_cluster.fresh_url()
+    opened: list[DispatchStore] = []
+
+    def open_store() -> DispatchStore:
+        store = PostgresStore(url, create=True)
         opened.append(store)
         return store
 
@@ -67,6 +86,21 @@ def memory_factory() -> Opener:
 @pytest.fixture(scope="module")
 def sqlite_factory() -> Opener:
     return lambda: SqliteStore(":memory:")
+
+
+@pytest.fixture(scope="module")
+def postgres_factory(pg_cluster: PgCluster) -> Iterator[Opener]:
+    from sms_sim.dispatch.stores.postgres import PostgresStore
+
+    made: list[DispatchStore] = []
+
+    def new_store() -> DispatchStore:
+        made.append(PostgresStore(pg_cluster.fresh_url(), create=True))
+        return made[-1]
+
+    yield new_store
+    for store in made:  # those an example abandoned (closing twice is harmless)
+        store.close()
 
 
 @pytest.fixture(scope="module", params=BACKENDS)

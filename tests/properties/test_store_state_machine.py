@@ -1,22 +1,32 @@
-"""Properties of the stores: dedup by key, and SQLite behaving exactly like the reference.
+"""Properties of the stores: dedup by key, and SQLite and PostgreSQL behaving exactly like the
+reference.
 
-The state machine drives ``SqliteStore`` and ``MemoryStore`` with the same operations and
+The state machine drives a durable store (``SqliteStore`` or ``PostgresStore``, one test
+each) and ``MemoryStore`` with the same operations and
 compares every result and, in an ``@invariant``, the whole state. Messages belong to two
 tenants, and the operations that name or list messages run as either tenant or as the
 operator (every tenant), so tenant scoping, per-tenant idempotency keys and fairness across
 tenants are compared too. Delivery ids may differ
-between backends after an edit (SQLite reuses freed rowids), so deliveries are compared by
-(message, recipient) and claims are settled by their position in that order.
+between backends after an edit (SQLite reuses freed rowids, PostgreSQL's sequence does not),
+so deliveries are compared by (message, recipient) and claims are settled by their position
+in that order.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from sms_sim.dispatch.contract import (
     Claim,
@@ -32,6 +42,7 @@ from sms_sim.dispatch.errors import KeyReusedError
 from sms_sim.dispatch.requests import MessageEdit, NewMessage
 from sms_sim.dispatch.stores import MemoryStore, SqliteStore
 from tests.conftest import T0, phones
+from tests.pg_cluster import PgCluster
 
 LEASE_S = 10.0
 PHONES = phones(6)
@@ -76,10 +87,14 @@ def outcome(call: object) -> tuple[str, object]:
 
 
 class StoresAgree(RuleBasedStateMachine):
+    """``self.sqlite`` is the store under test (named for the first one it ran on)."""
+
+    make_store: Callable[[], DispatchStore] = staticmethod(lambda: SqliteStore(":memory:"))
+
     def __init__(self) -> None:
         super().__init__()
         self.model = MemoryStore()
-        self.sqlite = SqliteStore(":memory:")
+        self.sqlite = type(self).make_store()
         self.now = T0
         self.claims: dict[str, tuple[list[Claim], list[Claim]]] = {"a": ([], []), "b": ([], [])}
 
@@ -240,6 +255,19 @@ def _state(store: DispatchStore) -> tuple[object, ...]:
     return (messages, deliveries)
 
 
-StoresAgree.TestCase.settings = settings(max_examples=60, stateful_step_count=30,
-                                         deadline=None)
-TestStoresAgree = StoresAgree.TestCase
+AGREE = settings(max_examples=60, stateful_step_count=30, deadline=None)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_stores_agree_with_the_reference(backend: str, request: pytest.FixtureRequest) -> None:
+    if backend == "postgres":
+        from sms_sim.dispatch.stores.postgres import PostgresStore
+
+        cluster: PgCluster = request.getfixturevalue("pg_cluster")
+
+        class Agree(StoresAgree):
+            make_store = staticmethod(lambda: PostgresStore(cluster.fresh_url(), create=True))
+
+        run_state_machine_as_test(Agree, settings=AGREE)
+    else:
+        run_state_machine_as_test(StoresAgree, settings=AGREE)
