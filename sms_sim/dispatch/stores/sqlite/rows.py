@@ -6,7 +6,8 @@ Helpers take an open connection inside the caller's transaction; none commits.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 
 from sms_sim.dispatch.contract import (
     DeliveryStatus,
@@ -22,11 +23,15 @@ __all__ = [
     "MESSAGE_COLUMNS",
     "DELIVERY_COLUMNS",
     "LEASE_SQL",
+    "DUE_RETRIES_SQL",
+    "COUNTS_DISAGREE_SQL",
     "SERVED_SQL",
     "KEPT_SQL",
     "STILL_DUE_SQL",
     "SETTLE_SENT_SQL",
     "SETTLE_SQL",
+    "add_counts",
+    "moved",
     "describe",
     "store_error",
     "message_state",
@@ -58,6 +63,13 @@ WHERE id IN (SELECT id FROM deliveries
              ORDER BY status DESC, next_attempt_at, id LIMIT ?)
 RETURNING id, recipient, attempts, lease_losses
 """
+# How many of the rows LEASE_SQL would take are due retries (it takes those first), so the
+# counts know which status each leased row left.
+DUE_RETRIES_SQL = """
+SELECT COUNT(*) FROM (SELECT 1 FROM deliveries
+                      WHERE message_id = ? AND status = 'retrying' AND next_attempt_at <= ?
+                      LIMIT ?)
+"""
 # The messages a claim took from, with their new serve order, as JSON [[id, seq], ...].
 SERVED_SQL = """
 UPDATE messages SET status = 'dispatching', dispatch_started_at = COALESCE(dispatch_started_at, ?1),
@@ -77,6 +89,7 @@ SELECT DISTINCT message_id FROM deliveries
 WHERE message_id IN (SELECT value FROM json_each(?1)) AND status IN ('retrying', 'pending')
   AND next_attempt_at <= ?2
 """
+_MOVED = "RETURNING message_id, status"
 # A completion counts only from the lease holder, for this attempt, while the lease runs.
 FENCE = ("WHERE id = ? AND status = 'leased' AND lease_owner = ? AND attempts = ? "
          "AND lease_until > ?")
@@ -88,19 +101,20 @@ WHERE deliveries.id = f.fenced_id AND deliveries.status = 'leased'
   AND deliveries.lease_until > ?1
 RETURNING message_id
 """
+# Each RETURNING the message and the status the row moved to, for the counts.
 SETTLE_SQL: dict[SettleKind, str] = {
     # A claim given back under a message cancelled meanwhile is cancelled, not pending:
     # pending under a cancelled message would never be claimed nor closed.
     SettleKind.RELEASE: "UPDATE deliveries SET status = CASE WHEN (SELECT status FROM messages "
                         "WHERE messages.id = deliveries.message_id) = 'cancelled' "
                         "THEN 'cancelled' ELSE 'pending' END, attempts = attempts - 1, "
-                        f"lease_owner = NULL, lease_until = NULL {FENCE}",
+                        f"lease_owner = NULL, lease_until = NULL {FENCE} {_MOVED}",
     SettleKind.DEAD: "UPDATE deliveries SET status = 'dead', last_error = ?, lease_owner = NULL, "
-                     f"lease_until = NULL {FENCE}",
+                     f"lease_until = NULL {FENCE} {_MOVED}",
     SettleKind.RETRY: "UPDATE deliveries SET status = CASE WHEN (SELECT status FROM messages "
                       "WHERE messages.id = deliveries.message_id) = 'cancelled' THEN 'cancelled' "
                       "ELSE 'retrying' END, last_error = ?, next_attempt_at = ?, "
-                      f"lease_owner = NULL, lease_until = NULL {FENCE}",
+                      f"lease_owner = NULL, lease_until = NULL {FENCE} {_MOVED}",
 }
 
 
@@ -147,11 +161,42 @@ def message_state(conn: sqlite3.Connection, message_id: int,
     return MessageStatus(row[0]), row[1], row[2]
 
 
+# The first (message, status) whose kept count is not the number of its deliveries.
+COUNTS_DISAGREE_SQL = """
+SELECT message_id, status, kept, counted FROM (
+    SELECT message_id, status, n AS kept, (SELECT COUNT(*) FROM deliveries d
+        WHERE d.message_id = c.message_id AND d.status = c.status) AS counted
+    FROM delivery_counts c
+    UNION ALL
+    SELECT message_id, status, 0, COUNT(*) FROM deliveries d WHERE NOT EXISTS (
+        SELECT 1 FROM delivery_counts c WHERE c.message_id = d.message_id
+        AND c.status = d.status) GROUP BY message_id, status)
+WHERE kept != counted LIMIT 1
+"""
+_ADD_COUNT_SQL = ("INSERT INTO delivery_counts (message_id, status, n) VALUES (?, ?, ?) "
+                  "ON CONFLICT (message_id, status) DO UPDATE SET n = n + excluded.n")
+
+
+def add_counts(conn: sqlite3.Connection, changes: Counter[tuple[int, str]]) -> None:
+    """Apply ``(message_id, status) -> change`` to ``delivery_counts``. Every statement
+    that adds, removes or moves deliveries calls this in its transaction."""
+    conn.executemany(_ADD_COUNT_SQL, [(m, s, n) for (m, s), n in changes.items() if n])
+
+
+def moved(rows: Iterable[tuple[int, str]], was: str) -> Counter[tuple[int, str]]:
+    """The count changes of rows that moved from status ``was``: ``(message_id, status now)``
+    as a statement's RETURNING gives them."""
+    changes: Counter[tuple[int, str]] = Counter()
+    for message_id, status in rows:
+        changes[message_id, was] -= 1
+        changes[message_id, status] += 1
+    return changes
+
+
 def counts(conn: sqlite3.Connection, message_id: int) -> dict[DeliveryStatus, int]:
     counts = dict.fromkeys(DeliveryStatus, 0)
     for status, count in conn.execute(
-        "SELECT status, COUNT(*) FROM deliveries WHERE message_id = ? GROUP BY status",
-        (message_id,),
+        "SELECT status, n FROM delivery_counts WHERE message_id = ?", (message_id,),
     ):
         counts[DeliveryStatus(status)] = count
     return counts
@@ -188,7 +233,7 @@ def delivery_counts(conn: sqlite3.Connection, tenant: str | None) -> dict[Delive
     """``DispatchStore.delivery_counts``: deliveries of visible messages by status."""
     found = dict.fromkeys(DeliveryStatus, 0)
     for status, count in conn.execute(
-        "SELECT status, COUNT(*) FROM deliveries WHERE message_id IN (SELECT id FROM "
+        "SELECT status, SUM(n) FROM delivery_counts WHERE message_id IN (SELECT id FROM "
         "messages WHERE status != 'loading' AND (?1 IS NULL OR tenant = ?1)) GROUP BY status",
         (tenant,),
     ):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import sqlite3
+from collections import Counter
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,18 +45,22 @@ from sms_sim.dispatch.stores.sqlite.api_keys import add_key, find_key, list_keys
 from sms_sim.dispatch.stores.sqlite.cancel_watch import CancelWatch
 from sms_sim.dispatch.stores.sqlite.database import DEFAULT_BUSY_TIMEOUT_S, Database
 from sms_sim.dispatch.stores.sqlite.rows import (
+    COUNTS_DISAGREE_SQL,
+    DUE_RETRIES_SQL,
     KEPT_SQL,
     LEASE_SQL,
     SERVED_SQL,
     STILL_DUE_SQL,
     SETTLE_SENT_SQL,
     SETTLE_SQL,
+    add_counts,
     counts,
     delivery_counts,
     delivery_views,
     message_count,
     message_state,
     message_views,
+    moved,
     views,
 )
 from sms_sim.dispatch.stores.sqlite.submit import insert_deliveries, submit_message
@@ -129,6 +134,7 @@ class SqliteStore:
             if edit.recipients is not None:
                 (due_at,) = conn.execute("SELECT scheduled_at FROM messages WHERE id = ?",
                                          (message_id,)).fetchone()
+                conn.execute("DELETE FROM delivery_counts WHERE message_id = ?", (message_id,))
                 conn.execute("DELETE FROM deliveries WHERE message_id = ?", (message_id,))
                 insert_deliveries(conn, message_id, edit.recipients, due_at)
             return views(conn, "WHERE id = ?", (message_id,))[0]
@@ -143,6 +149,11 @@ class SqliteStore:
             self._watch.mark()  # before the commit and after it: see ``cancel_watch``
             conn.execute("UPDATE deliveries SET status = 'cancelled' WHERE message_id = ? AND "
                          "status IN ('pending', 'retrying')", (message_id,))
+            pending = by_status[DeliveryStatus.PENDING]
+            retrying = by_status[DeliveryStatus.RETRYING]
+            add_counts(conn, Counter({(message_id, "pending"): -pending,
+                                      (message_id, "retrying"): -retrying,
+                                      (message_id, "cancelled"): pending + retrying}))
             conn.execute("UPDATE messages SET status = 'cancelled', version = version + 1, "
                          "updated_at = ? WHERE id = ?", (now, message_id))
         self._watch.mark()
@@ -166,15 +177,17 @@ class SqliteStore:
             # than ``_jump_s`` after our ``now`` was granted before the clock jumped back: it
             # is reclaimed too. Leases from before schema 4 have no grant time: their end
             # less our length stands in.
-            conn.execute(
+            rescued = conn.execute(
                 "UPDATE deliveries SET status = CASE WHEN (SELECT status FROM messages WHERE "
                 "messages.id = deliveries.message_id) = 'cancelled' THEN 'cancelled' "
                 "ELSE 'retrying' END, next_attempt_at = ?1, lease_owner = NULL, "
                 "lease_until = NULL, leased_at = NULL, last_error = ?2, "
                 "lease_losses = lease_losses + 1 WHERE status = 'leased' AND (lease_until <= ?1 "
-                "OR COALESCE(leased_at, lease_until - ?3) > ?1 + ?4)",
+                "OR COALESCE(leased_at, lease_until - ?3) > ?1 + ?4) "
+                "RETURNING message_id, status",
                 (now, EXPIRED_LEASE_ERROR, lease_s, self._jump_s),
-            )
+            ).fetchall()
+            changes = moved(rescued, "leased")
             # Never served first (NULLs sort first), oldest due first; then least recently.
             due = conn.execute(
                 "SELECT id, content, priority, uid, COALESCE(served_at, scheduled_at), "
@@ -194,9 +207,14 @@ class SqliteStore:
                                 self._tenant_serves(conn, {row[6] for row in due}))
 
             def take(message_id: int, count: int) -> int:
+                (retries,) = conn.execute(DUE_RETRIES_SQL, (message_id, now, count)).fetchone()
                 rows = conn.execute(LEASE_SQL, (owner, lease_until, now, message_id, now,
                                                 count)).fetchall()
                 if rows:
+                    retries = min(retries, len(rows))
+                    changes[message_id, "retrying"] -= retries
+                    changes[message_id, "pending"] -= len(rows) - retries
+                    changes[message_id, "leased"] += len(rows)
                     rows.sort()
                     _, text, _, uid, _, _, tenant = content[message_id]
                     priority = classes[message_id]
@@ -209,6 +227,7 @@ class SqliteStore:
                 return len(rows)
 
             fair_claim(order, limit, take)
+            add_counts(conn, changes)
             if served:
                 conn.execute(SERVED_SQL, (now, json.dumps(list(served.items()))))
                 conn.executemany("INSERT INTO tenants (name, served_seq) VALUES (?, ?) ON "
@@ -262,18 +281,21 @@ class SqliteStore:
         accepted = 0
         with self._write() as conn:
             touched: set[int] = set()
+            changes: Counter[tuple[int, str]] = Counter()
             if sent:  # the hot path: one statement, a primary-key lookup per row
                 returned = conn.execute(SETTLE_SENT_SQL, (now, owner, json.dumps(sent))).fetchall()
                 accepted += len(returned)
-                touched.update(message_id for (message_id,) in returned)
+                for (message_id,) in returned:
+                    changes[message_id, "leased"] -= 1
+                    changes[message_id, "sent"] += 1
+                    touched.add(message_id)
             for kind, rows in by_kind.items():
-                if rows:
-                    accepted += conn.executemany(SETTLE_SQL[kind], rows).rowcount
-            if others:
-                touched.update(message_id for (message_id,) in conn.execute(
-                    "SELECT DISTINCT message_id FROM deliveries WHERE id IN "
-                    "(SELECT value FROM json_each(?))",
-                    (json.dumps([item.delivery_id for item in others]),)))
+                for row in rows:  # failures and releases: rare, so one statement each
+                    settled = conn.execute(SETTLE_SQL[kind], row).fetchall()
+                    accepted += len(settled)
+                    changes.update(moved(settled, "leased"))
+                    touched.update(message_id for message_id, _ in settled)
+            add_counts(conn, changes)
             if touched:
                 conn.execute(
                     "UPDATE messages SET status = 'completed', completed_at = ?, updated_at = ? "
@@ -298,9 +320,10 @@ class SqliteStore:
                 "WHERE status = 'dead' AND (?2 IS NULL OR message_id = ?2) "
                 "AND (?3 IS NULL OR id IN (SELECT value FROM json_each(?3))) AND message_id IN "
                 "(SELECT id FROM messages WHERE status != 'cancelled' AND (?4 IS NULL OR "
-                "tenant = ?4)) RETURNING message_id",
+                "tenant = ?4)) RETURNING message_id, status",
                 (now, message_id, ids, tenant),
             ).fetchall()
+            add_counts(conn, moved(rows, "dead"))
             conn.execute(
                 "UPDATE messages SET status = 'dispatching', completed_at = NULL, updated_at = ? "
                 "WHERE status = 'completed' AND id IN (SELECT value FROM json_each(?))",
@@ -391,9 +414,21 @@ class SqliteStore:
     def integrity_check(self, *, quick: bool = False) -> str:
         """SQLite's own ``PRAGMA integrity_check`` verdict: "ok" when the file is sound.
         ``quick``: ``PRAGMA quick_check``, which skips comparing indexes with their tables
-        (several times faster; still reads every page)."""
+        (several times faster; still reads every page). The full check also compares the
+        kept delivery counts with a count of the deliveries themselves."""
         pragma = "quick_check" if quick else "integrity_check"
-        return self._read(lambda conn: str(conn.execute(f"PRAGMA {pragma}").fetchone()[0]))
+
+        def check(conn: sqlite3.Connection) -> str:
+            verdict = str(conn.execute(f"PRAGMA {pragma}").fetchone()[0])
+            if verdict != "ok" or quick:
+                return verdict
+            wrong = conn.execute(COUNTS_DISAGREE_SQL).fetchone()
+            if wrong is None:
+                return "ok"
+            return (f"delivery counts of message {wrong[0]} disagree with its deliveries "
+                    f"({wrong[1]}: kept {wrong[2]}, counted {wrong[3]})")
+
+        return self._read(check)
 
 
 _check: type[DispatchStore] = SqliteStore

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 
@@ -25,6 +26,7 @@ from sms_sim.dispatch.contract import SubmitResult
 from sms_sim.dispatch.errors import StillSubmittingError, StoreError
 from sms_sim.dispatch.requests import NewMessage
 from sms_sim.dispatch.stores.common import key_conflict
+from sms_sim.dispatch.stores.sqlite.rows import add_counts
 from sms_sim.dispatch.validation import format_utc
 
 __all__ = ["LOAD_CHUNK", "ABANDONED_LOAD_S", "submit_message"]
@@ -72,11 +74,12 @@ def submit_message(write: Write, message: NewMessage, now: float,
 
 def insert_deliveries(conn: sqlite3.Connection, message_id: int, recipients: Sequence[str],
                       due_at: float) -> None:
-    conn.executemany(
+    inserted = conn.executemany(
         "INSERT OR IGNORE INTO deliveries (message_id, recipient, status, attempts, "
         "next_attempt_at) VALUES (?, ?, 'pending', 0, ?)",
         ((message_id, recipient, due_at) for recipient in recipients),
-    )
+    ).rowcount
+    add_counts(conn, Counter({(message_id, "pending"): inserted}))
 
 
 def _load_rest(write: Write, message_id: int, recipients: Sequence[str],
@@ -131,6 +134,8 @@ def _drop_abandoned_loads(conn: sqlite3.Connection, now: float) -> None:
 
 
 def _delete_load(conn: sqlite3.Connection, message_id: int) -> None:
+    conn.execute("DELETE FROM delivery_counts WHERE message_id = ? AND message_id IN "
+                 "(SELECT id FROM messages WHERE status = 'loading')", (message_id,))
     conn.execute("DELETE FROM deliveries WHERE message_id = ? AND message_id IN "
                  "(SELECT id FROM messages WHERE status = 'loading')", (message_id,))
     conn.execute("DELETE FROM messages WHERE id = ? AND status = 'loading'", (message_id,))
