@@ -38,7 +38,7 @@ def create_app(store_url: str, *, clock: Clock | None = None,
     Raises ``ExtrasMissingError`` without the ``api`` extra."""
     try:
         from sms_sim.api.app import create_app as factory
-    except ImportError as exc:
+    except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] not in _EXTRA_MODULES:
             raise
         raise ExtrasMissingError(

@@ -14,10 +14,11 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 from sms_sim.api import dead_letters, messages, operations
+from sms_sim.api.auth import known_query
 from sms_sim.api.docs import install_docs
 from sms_sim.api.metrics import ApiMetrics, LatencyMiddleware
 from sms_sim.api.openapi import DESCRIPTION, install_openapi
@@ -64,7 +65,7 @@ def create_app(store_url: str, *, clock: Clock | None = None,
 
     app = FastAPI(title="sms_sim", version=__version__, description=DESCRIPTION,
                   lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url="/openapi.json")
+                  openapi_url="/openapi.json", dependencies=[Depends(known_query)])
     app.state.store_url = store_url
     app.state.clock = used_clock
     app.state.service = service

@@ -11,13 +11,16 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from sms_sim.api.problems import BEARER_CHALLENGE, STORE_UNAVAILABLE, UNAUTHORIZED, ProblemError
 from sms_sim.clock import Clock
 from sms_sim.dispatch.service import DispatchService
+from sms_sim.dispatch.validation import InvalidRequestError
 
-__all__ = ["BEARER", "operator_service", "app_clock", "tenant_service", "TenantService"]
+__all__ = ["BEARER", "operator_service", "app_clock", "tenant_service", "TenantService",
+           "known_query"]
 
 BEARER = HTTPBearer(auto_error=False, scheme_name="bearer", bearerFormat="sms_sim API key",
                     description="An API key, `smsk_<key id>_<secret>`, from `sms_sim apikey "
@@ -52,3 +55,25 @@ def tenant_service(
 
 
 TenantService = Annotated[DispatchService, Depends(tenant_service)]
+
+
+def known_query(request: Request) -> None:
+    """Refuse a query parameter the route does not take (422 naming it): a misspelt
+    ``?limt=5`` silently ignored would answer a different question than was asked."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known = _query_names(dependant)
+    for name in request.query_params:
+        if name not in known:
+            raise InvalidRequestError(
+                f"query parameter {name!r} is not one this operation takes"
+                + (f" (it takes {', '.join(sorted(known))})" if known else ""))
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names

@@ -14,9 +14,8 @@ from fastapi import APIRouter, Query
 from sms_sim.api.auth import TenantService
 from sms_sim.api.messages import Limit
 from sms_sim.api.openapi import problem_responses
-from sms_sim.api.schemas import DeliveryListOut, RequeueBody, RequeueOut
+from sms_sim.api.schemas import JSON_INT_MAX, DeliveryListOut, RequeueBody, RequeueOut
 from sms_sim.api.views import delivery_out
-from sms_sim.dispatch.validation import INT64_MAX
 
 __all__ = ["router"]
 
@@ -27,10 +26,10 @@ router = APIRouter(prefix="/v1/dead-letters", tags=["dead letters"])
             operation_id="listDeadLetters", responses=problem_responses(401, 404, 422, 503))
 def list_dead_letters(
     service: TenantService,
-    message_id: Annotated[int | None, Query(ge=1, le=INT64_MAX,
+    message_id: Annotated[int | None, Query(ge=1, le=JSON_INT_MAX,
                                             description="Only this message's.")] = None,
     limit: Limit = 100,
-    after: Annotated[int | None, Query(ge=0, le=INT64_MAX,
+    after: Annotated[int | None, Query(ge=0, le=JSON_INT_MAX,
                                        description="next_after of the previous page.")] = None,
 ) -> DeliveryListOut:
     """Deliveries that ran out of attempts (or of lease losses), by id, with their last

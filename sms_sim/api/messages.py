@@ -27,6 +27,7 @@ from sms_sim.api.problems import (
 )
 from sms_sim.api.schemas import (
     CONTENT_PATTERN,
+    JSON_INT_MAX,
     PAGE_MAX,
     PHONE_PATTERN,
     CancelOut,
@@ -52,7 +53,6 @@ from sms_sim.dispatch.requests import MessageEdit
 from sms_sim.dispatch.service import DispatchService
 from sms_sim.dispatch.validation import (
     IDEMPOTENCY_KEY_MAX_CHARS,
-    INT64_MAX,
     RECIPIENTS_MAX,
     validate_phone,
 )
@@ -61,7 +61,7 @@ __all__ = ["router", "MessageId", "Limit"]
 
 router = APIRouter(prefix="/v1/messages", tags=["messages"])
 
-MessageId = Annotated[int, Path(ge=1, le=INT64_MAX, description="The message's id.")]
+MessageId = Annotated[int, Path(ge=1, le=JSON_INT_MAX, description="The message's id.")]
 Limit = Annotated[int, Query(ge=1, le=PAGE_MAX, description="Items per page.")]
 _ETAG_RE = re.compile(r'(W/)?"([0-9]{1,19})"|([0-9]{1,19})')
 _CSV_PATTERN = rf"^({PHONE_PATTERN[1:-1]})(\r?\n({PHONE_PATTERN[1:-1]}))*\r?\n?$"
@@ -84,7 +84,7 @@ _SUBMIT_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
                                    f"digits). At most {RECIPIENTS_MAX:,} numbers."},
                 "send_at": {"type": "string", "format": "date-time",
                             "pattern": RFC3339_PATTERN},
-                "priority": {"type": "string", "pattern": r"^-?[0-9]{1,18}$"},
+                "priority": {"type": "string", "pattern": r"^-?[0-9]{1,15}$"},
             }},
         "encoding": {"recipients": {"contentType": "text/csv"}}},
 }}}
@@ -163,7 +163,7 @@ def list_messages(
     status: Annotated[MessageStatus | None, Query(description="Only this status.")] = None,
     limit: Limit = 100,
     after: Annotated[int | None, Query(
-        ge=1, le=INT64_MAX, description="next_after of the previous page: only older "
+        ge=1, le=JSON_INT_MAX, description="next_after of the previous page: only older "
                                         "messages.")] = None,
 ) -> MessageListOut:
     page = service.message_page(status=status, limit=limit, before=after)
@@ -267,7 +267,7 @@ def list_deliveries(
         json_schema_extra={"pattern": PHONE_PATTERN})] = None,
     limit: Limit = 100,
     after: Annotated[int | None, Query(
-        ge=0, le=INT64_MAX, description="next_after of the previous page.")] = None,
+        ge=0, le=JSON_INT_MAX, description="next_after of the previous page.")] = None,
 ) -> DeliveryListOut:
     """Per recipient: status, attempts, last error and sent time, in recipient order."""
     number = None if recipient is None else validate_phone(recipient, 1, where="recipient")

@@ -17,9 +17,10 @@ from fastapi.openapi.utils import get_openapi
 from sms_sim.api.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPES
 from sms_sim.api.schemas import NewMessageBody, Problem
 
-__all__ = ["problem_responses", "install_openapi", "DESCRIPTION", "ref"]
+__all__ = ["problem_responses", "install_openapi", "DESCRIPTION", "ref", "REQUIRED_HEADERS"]
 
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+REQUIRED_HEADERS = frozenset({"If-Match"})
 _HEADERS: dict[int, dict[str, Any]] = {
     401: {"WWW-Authenticate": {"description": "Bearer challenge.", "required": True,
                                "schema": {"type": "string"}}},
@@ -94,6 +95,16 @@ def _schemas() -> dict[str, Any]:
     return found
 
 
+def _require_headers(document: dict[str, Any]) -> None:
+    """Mark ``REQUIRED_HEADERS`` required where an operation takes them: the route reads
+    them as optional only to answer their absence with its own status (428, not 422)."""
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") == "header" and parameter["name"] in REQUIRED_HEADERS:
+                    parameter["required"] = True
+
+
 def install_openapi(app: FastAPI) -> None:
     """Make ``app.openapi()`` the document above (built once, on first request)."""
     def build() -> dict[str, Any]:
@@ -104,6 +115,7 @@ def install_openapi(app: FastAPI) -> None:
             for unused in ("HTTPValidationError", "ValidationError"):
                 schemas.pop(unused, None)
             schemas.update(_schemas())
+            _require_headers(document)
             app.openapi_schema = document
         return app.openapi_schema
 

@@ -23,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
 from sms_sim.dispatch.errors import (
     ConflictError,
@@ -73,6 +74,7 @@ BEARER_CHALLENGE = 'Bearer realm="sms_sim"'
 BUSY_RETRY_AFTER_S = 1  # the store's write lock was held: it is usually free again at once
 STORE_RETRY_AFTER_S = 5  # the store failed or cannot be reached
 _DETAIL_MAX_CHARS = 500
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -288,14 +290,27 @@ async def _on_http(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
     kind = _BY_STATUS.get(exc.status_code)
     headers = dict(exc.headers or {})
+    if exc.status_code == 405:  # Starlette names the first route's methods only
+        headers["Allow"] = _allowed(request)
     if kind is None:  # no status of ours: RFC 9457's about:blank, titled by the status
         kind = ProblemType(slug="", status=exc.status_code,
                            title=HTTPStatus(exc.status_code).phrase, meaning="")
-    detail = {404: f"no resource at {request.url.path}",
-              405: f"{request.method} is not allowed on {request.url.path} (allowed: "
-                   f"{headers.get('Allow', headers.get('allow', '-'))})",
-              }.get(exc.status_code, str(exc.detail))
+    if exc.status_code == 404:
+        detail = f"no resource at {request.url.path}"
+    elif exc.status_code == 405:
+        detail = (f"{request.method} is not allowed on {request.url.path} (allowed: "
+                  f"{headers['Allow']})")
+    else:
+        detail = str(exc.detail)
     return problem_response(request, kind, detail, headers=headers)
+
+
+def _allowed(request: Request) -> str:
+    """Every method some route takes at the request's path (asked of the router, method by
+    method, since included routers hide their routes' methods)."""
+    routes = request.app.router.routes
+    return ", ".join(method for method in _METHODS if any(
+        route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes))
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:

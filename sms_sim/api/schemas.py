@@ -10,17 +10,14 @@ for clients that generate code from it.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from sms_sim.api.times import EXAMPLE_TIME, RFC3339_PATTERN
 from sms_sim.dispatch.contract import DeliveryStatus, MessageOutcome, MessageStatus
 from sms_sim.dispatch.validation import (
     CONTENT_MAX_CHARS,
-    INT64_MAX,
-    PRIORITY_MAX,
-    PRIORITY_MIN,
     RECIPIENTS_MAX,
 )
 
@@ -28,6 +25,7 @@ __all__ = [
     "PHONE_PATTERN",
     "CONTENT_PATTERN",
     "PAGE_MAX",
+    "JSON_INT_MAX",
     "NewMessageBody",
     "MessageEditBody",
     "RequeueBody",
@@ -51,7 +49,21 @@ PHONE_PATTERN = r"^([0-9]{3}-[0-9]{3}-[0-9]{4}|\+[1-9][0-9]{7,14})$"
 # character but the line feed.
 CONTENT_PATTERN = r"^(?=[\s\S]*\S)[^\x00-\x09\x0b-\x1f\x7f-\x9f]*$"
 PAGE_MAX = 1000  # the largest page a listing returns
+# The largest integer every JSON parser reads exactly (JavaScript's Number.MAX_SAFE_INTEGER):
+# ids and priorities beyond it would change on their way through a browser or a JS portal.
+JSON_INT_MAX = 2**53 - 1
 
+
+
+def _integral(value: object) -> object:
+    """JSON has one number type: ``5.0`` is the integer 5 (as JSON Schema says), ``5.5``
+    stays a number and is refused."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Id = Annotated[int, Field(ge=1, le=JSON_INT_MAX), BeforeValidator(_integral)]
+Priority = Annotated[int, Field(ge=-JSON_INT_MAX, le=JSON_INT_MAX),
+                     BeforeValidator(_integral)]
 _TIME = {"format": "date-time", "examples": [EXAMPLE_TIME]}
 _TIME_IN = {"format": "date-time", "pattern": RFC3339_PATTERN, "examples": [EXAMPLE_TIME]}
 _CONTENT = {"minLength": 1, "maxLength": CONTENT_MAX_CHARS, "pattern": CONTENT_PATTERN}
@@ -75,7 +87,7 @@ class NewMessageBody(BaseModel):
         default=None, description="When to send: RFC 3339 with its offset. Left out or null: "
                                   "now. More than 60 s in the past is refused.",
         json_schema_extra=_TIME_IN)
-    priority: int = Field(default=0, ge=PRIORITY_MIN, le=PRIORITY_MAX,
+    priority: Priority = Field(default=0,
                           description="Higher classes of your messages go first; waiting "
                                       "work ages, so nothing starves.")
 
@@ -86,7 +98,8 @@ def _no_nulls(schema: dict[str, Any]) -> None:
     for prop in schema.get("properties", {}).values():
         options = prop.pop("anyOf", None)
         if options:
-            prop.update(next(o for o in options if o.get("type") != "null"))
+            for key, value in next(o for o in options if o.get("type") != "null").items():
+                prop.setdefault(key, value)  # the field's own constraints stay
         prop.pop("default", None)
     schema["minProperties"] = 1
 
@@ -136,13 +149,12 @@ class RequeueBody(BaseModel):
                              "message_id, delivery_ids or \"all\": true")
         return self
 
-    message_id: int | None = Field(default=None, ge=1, le=INT64_MAX,
+    message_id: Id | None = Field(default=None,
                                    description="Every dead delivery of this message.")
-    delivery_ids: list[int] | None = Field(
+    delivery_ids: list[Id] | None = Field(
         default=None, min_length=1, max_length=PAGE_MAX,
         description="These dead deliveries (ids from GET /v1/dead-letters); ids that are not "
-                    "your dead deliveries are passed over.",
-        json_schema_extra={"items": {"type": "integer", "minimum": 1, "maximum": INT64_MAX}})
+                    "your dead deliveries are passed over.")
     all: Literal[True] | None = Field(default=None,
                                       description="true: every dead delivery you have.")
 

@@ -50,7 +50,7 @@ __all__ = [
 # A million E.164 numbers as JSON is about 18 MB; room for whitespace and a long content.
 BODY_MAX_BYTES = 64 * 1024 * 1024
 _FORM_FIELDS = ("content", "recipients", "send_at", "priority")
-_INTEGER_RE = re.compile(r"-?[0-9]{1,19}")
+_INTEGER_RE = re.compile(r"-?[0-9]{1,15}")  # within JSON_INT_MAX, as in a JSON body
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -149,7 +149,7 @@ def submission_from_form(fields: dict[str, str | UploadFile], *, tenant: str,
         numbers = recipients_from_csv(io.StringIO(recipients, newline=""))
     else:
         numbers = recipients_from_csv(_decoded(recipients.file))
-    return _checked(content=content, recipients=numbers, send_at=send_at or None,
+    return _checked(content=content, recipients=numbers, send_at=send_at,
                     priority=priority, tenant=tenant, idempotency_key=idempotency_key,
                     now=now)
 

@@ -47,7 +47,8 @@ def parse_send_at(text: str, now: float, *, field: str = "send_at") -> float:
     try:
         return validate_due(validate_time(moment.timestamp()), now)
     except (InvalidRequestError, OverflowError) as exc:
-        raise InvalidRequestError(f"{field}: {exc}; leave {field} out to send now") from None
+        raise InvalidRequestError(f"{field} {text!r}: {exc}; leave {field} out to send "
+                                  "now") from None
 
 
 def rfc3339(epoch_s: float) -> str:
