@@ -7,12 +7,20 @@ routes give the same objects.
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+import pytest
 
 from sms_sim.dispatch.requests import NewMessage
 from sms_sim.dispatch.transport import MemoryProvider, TransportError
+
+if TYPE_CHECKING:
+    from tests.pg_cluster import PgCluster
 
 # The repository root (where ``start.py`` lives) and the command that runs the CLI from it.
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,3 +65,22 @@ class RecordingProvider(MemoryProvider):
             self.fail_first -= 1
             raise TransportError("provider busy")
         super().send(key, recipient, content)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    """The PostgreSQL server of this session (``tests.pg_cluster``): started once, stopped
+    at the end. Without psycopg the Postgres cases skip, unless ``SMS_SIM_PG_DSN`` asks for
+    them; a server that cannot be started or reached fails them."""
+    from tests.pg_cluster import DSN_VARIABLE, PgCluster
+
+    if importlib.util.find_spec("psycopg") is None:
+        if os.environ.get(DSN_VARIABLE):
+            pytest.fail(f"{DSN_VARIABLE} is set but psycopg is not installed", pytrace=False)
+        pytest.skip("psycopg is not installed (pip install 'sms_sim[postgres]')")
+    try:
+        cluster = PgCluster()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield cluster
+    cluster.close()

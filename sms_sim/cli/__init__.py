@@ -50,6 +50,7 @@ COMMANDS: dict[str, Command] = {
     "dead": Command(_INSPECTION, "deliveries that used up their attempts; requeue them"),
     "check": Command(_INSPECTION, "check the database file for damage"),
     "worker": Command("sms_sim.cli.worker", "send due deliveries until stopped"),
+    "migrate": Command("sms_sim.cli.migrate", "create or upgrade a database's schema"),
 }
 _HELP = ("-h", "--help")
 

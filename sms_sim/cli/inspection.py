@@ -12,7 +12,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sms_sim.cli.common import int_at_least, json_text
-from sms_sim.cli.store_command import Access, Handler, base_parser, route, run_with_service
+from sms_sim.cli.store_command import (
+    Access,
+    Handler,
+    add_tenant_argument,
+    base_parser,
+    route,
+    run_with_service,
+)
 from sms_sim.cli.views import (
     deliveries_csv,
     delivery_dict,
@@ -30,6 +37,7 @@ from sms_sim.dispatch.contract import (
 )
 from sms_sim.dispatch.errors import StoreError
 from sms_sim.dispatch.service import DispatchService
+from sms_sim.dispatch.stores import display_url
 from sms_sim.dispatch.validation import INT64_MAX, validate_phone
 
 __all__ = ["main", "COMMANDS"]
@@ -63,11 +71,15 @@ def _list(prog: str, argv: Sequence[str]) -> int:
                         help="messages per page")
     parser.add_argument("--before", type=int_at_least(1), metavar="ID",
                         help="only messages older than this id: the next page of a listing")
+    add_tenant_argument(parser, "only this tenant's messages (default: every tenant)",
+                        default=None)
     parser.add_argument("--json", action="store_true",
                         help="one JSON object: messages, more, next_before")
     args = parser.parse_args(argv)
 
     def body(service: DispatchService) -> str:
+        if args.tenant is not None:
+            service = service.for_tenant(args.tenant)
         page = service.message_page(status=args.status, limit=args.limit, before=args.before)
         if args.json:
             return json_text({"messages": [message_dict(v) for v in page.messages],
@@ -181,8 +193,8 @@ def _check(prog: str, argv: Sequence[str]) -> int:
     def body(service: DispatchService) -> str:
         verdict = service.check()
         if verdict != "ok":
-            raise StoreError(f"{args.db!r} is damaged: {printable(verdict)}")
-        return f"{args.db!r}: ok (integrity check passed)"
+            raise StoreError(f"{display_url(args.db)!r} is damaged: {printable(verdict)}")
+        return f"{display_url(args.db)!r}: ok (integrity check passed)"
 
     return run_with_service(parser, args, body, Access.READ)
 

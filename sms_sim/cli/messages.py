@@ -17,6 +17,7 @@ from sms_sim.cli.recipients import add_recipient_arguments, recipients_from
 from sms_sim.cli.store_command import (
     Access,
     Handler,
+    add_tenant_argument,
     base_parser,
     open_for,
     route,
@@ -30,6 +31,7 @@ from sms_sim.dispatch.contract import AGING_STEP_S, DeliveryStatus, InvalidReque
 from sms_sim.dispatch.errors import StoreError
 from sms_sim.dispatch.requests import MessageEdit, NewMessage
 from sms_sim.dispatch.service import DispatchService
+from sms_sim.dispatch.stores import display_url
 from sms_sim.dispatch.validation import PRIORITY_MIN
 
 __all__ = ["main", "COMMANDS"]
@@ -53,8 +55,8 @@ def _init(prog: str, argv: Sequence[str]) -> int:
             open_for(args.db, Access.WRITE).close()
         except StoreError:  # missing or empty: create it (a file that is not ours fails again)
             open_for(args.db, Access.CREATE).close()
-            return f"created sms_sim database {args.db!r}"
-        return f"{args.db!r} is already an sms_sim database; nothing changed"
+            return f"created sms_sim database {display_url(args.db)!r}"
+        return f"{display_url(args.db)!r} is already an sms_sim database; nothing changed"
 
     return run_and_print(parser, args, work, changes=True)
 
@@ -73,6 +75,8 @@ def _submit(prog: str, argv: Sequence[str]) -> int:
                              "nothing and answers with the first message")
     parser.add_argument("--priority", type=int_at_least(PRIORITY_MIN), default=0,
                         metavar="N", help=PRIORITY_HELP)
+    add_tenant_argument(parser, "the tenant the message belongs to, as if submitted with "
+                                "one of its API keys (default: %(default)s)")
     parser.add_argument("--json", action="store_true",
                         help="one JSON object: the message, and whether it was created")
     args = parser.parse_args(argv)
@@ -84,7 +88,8 @@ def _submit(prog: str, argv: Sequence[str]) -> int:
             recipients=recipients_from(args.to, args.recipients_file, sys.stdin.buffer) or [],
             scheduled_at=due_at(args.at, args.in_, RealClock().now()),
             idempotency_key=args.idempotency_key, priority=args.priority,
-            time_request=None if args.in_ is None else f"in {args.in_!r} s")
+            time_request=None if args.in_ is None else f"in {args.in_!r} s",
+            tenant=args.tenant)
     except InvalidRequestError as exc:
         parser.error(str(exc))
 

@@ -27,11 +27,14 @@ from sms_sim.clock import RealClock
 from sms_sim.dispatch.contract import DispatchStore
 from sms_sim.dispatch.service import DispatchService
 from sms_sim.dispatch.stores import is_transient, open_store
+from sms_sim.dispatch.tenants import DEFAULT_TENANT, validate_tenant
+from sms_sim.dispatch.validation import InvalidRequestError
 from sms_sim.errors import SmsSimError
 
 __all__ = [
     "Access",
     "DEFAULT_DB",
+    "add_tenant_argument",
     "base_parser",
     "open_for",
     "run_and_print",
@@ -67,12 +70,29 @@ def store_url(text: str) -> str:
     return text
 
 
+def tenant_name(text: str) -> str:
+    """The ``--tenant`` argument type (``tenants.validate_tenant``)."""
+    try:
+        return validate_tenant(text)
+    except InvalidRequestError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_tenant_argument(parser: argparse.ArgumentParser, help_text: str, *,
+                        default: str | None = DEFAULT_TENANT) -> None:
+    """``--tenant NAME``: the command line acts as the operator of every tenant, and this
+    narrows it to one (or, for ``submit``, names whose message it is)."""
+    parser.add_argument("--tenant", type=tenant_name, default=default, metavar="NAME",
+                        help=help_text)
+
+
 def base_parser(prog: str, description: str) -> OneLineParser:
     """The options every store-backed command takes: the database and verbosity."""
     parser = OneLineParser(prog=prog, description=description,
                            formatter_class=DefaultsHelpFormatter)
     parser.add_argument("--db", type=store_url, default=DEFAULT_DB, metavar="DB",
-                        help=f"database file, or sqlite:///path (default ./{DEFAULT_DB})")
+                        help="database file, sqlite:///path or postgresql://user@host/db "
+                             f"(default ./{DEFAULT_DB})")
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging on stderr")
     return parser
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from sms_sim.dispatch.contract import DeliveryStatus, DeliveryView, MessageStatus, MessageView
 from sms_sim.dispatch.service import Progress
+from sms_sim.dispatch.tenants import DEFAULT_TENANT
 from sms_sim.dispatch.validation import format_utc
 
 __all__ = [
@@ -85,19 +86,20 @@ def describe_message(view: MessageView, progress: Progress) -> str:
         f"{format_utc(view.created_at)}  updated_at {format_utc(view.updated_at)}",
         f"  dispatch_started_at {format_utc(view.dispatch_started_at)}  completed_at "
         f"{format_utc(view.completed_at)}",
-        f"  idempotency_key {printable(view.idempotency_key)}",
+        f"  tenant {view.tenant}  idempotency_key {printable(view.idempotency_key)}",
         f"  deliveries {view.recipient_count}: {counts}",
     ])
 
 
 def message_line(view: MessageView) -> str:
-    """One line of ``list``: id, status (with the outcome), version, due time, counts, and
-    the start of the content."""
+    """One line of ``list``: id, the tenant (unless the command line's own), status (with the
+    outcome), version, due time, counts, and the start of the content."""
     counts = view.counts
     content = printable(view.content)
     quoted = "'" + (content if len(content) <= 40 else content[:37] + "...") + "'"
     status = str(view.status) if view.outcome is None else f"{view.status} ({view.outcome})"
-    return (f"{view.id}  {status}  v{view.version}  due {format_utc(view.scheduled_at)}  "
+    tenant = "" if view.tenant == DEFAULT_TENANT else f"[{view.tenant}]  "
+    return (f"{view.id}  {tenant}{status}  v{view.version}  due {format_utc(view.scheduled_at)}  "
             f"{view.recipient_count} recipients: {counts[DeliveryStatus.SENT]} sent, "
             f"{counts[DeliveryStatus.DEAD]} dead  {quoted}")
 
@@ -105,7 +107,8 @@ def message_line(view: MessageView) -> str:
 def message_dict(view: MessageView, progress: Progress | None = None) -> dict[str, object]:
     """The JSON form of a message (``show``, ``list``, ``submit --json``)."""
     found: dict[str, object] = {
-        "id": view.id, "content": view.content, "status": str(view.status),
+        "id": view.id, "tenant": view.tenant, "content": view.content,
+        "status": str(view.status),
         "outcome": None if view.outcome is None else str(view.outcome),
         "version": view.version, "priority": view.priority,
         "scheduled_at": view.scheduled_at, "created_at": view.created_at,

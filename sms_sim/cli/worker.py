@@ -34,6 +34,7 @@ from sms_sim.dispatch.errors import StoreDamagedError
 from sms_sim.dispatch.service import DispatchService
 from sms_sim.dispatch.dispatcher import DEFAULT_RETRY, DispatchConfig
 from sms_sim.dispatch.ledger import LedgerProvider
+from sms_sim.dispatch.stores import display_url
 from sms_sim.dispatch.transport import MemoryProvider, Transport
 from sms_sim.dispatch.worker import Worker, WorkerReport
 from sms_sim.errors import ConfigError, SmsSimError
@@ -128,8 +129,8 @@ def main(argv: Sequence[str], *, prog: str) -> int:
         if verdict != "ok":
             lines = verdict.splitlines()  # "*** in database main ***" heads the details
             problem = next((line for line in lines if not line.startswith("***")), lines[0])
-            raise StoreDamagedError(f"database {args.db!r} is damaged ({problem}); run 'check' "
-                                    "on it and restore it from a backup")
+            raise StoreDamagedError(f"database {display_url(args.db)!r} is damaged ({problem}); "
+                                    "run 'check' on it and restore it from a backup")
         transport: Transport = MemoryProvider()
         if args.ledger is not None:
             ledger = LedgerProvider(args.ledger, clock=RealClock(),
@@ -138,8 +139,9 @@ def main(argv: Sequence[str], *, prog: str) -> int:
         worker = Worker(store, transport, senders=senders, clock=RealClock(), seed=seed,
                         config=config, output=text_output, interval_s=args.interval,
                         show_progress=not args.quiet, exit_when_idle=args.exit_when_idle)
-        first = (f"{worker.owner}: dispatching from {args.db} with {len(senders)} senders, "
-                 f"batch {config.batch_size}, lease {config.lease_s:g}s (seed {seed})")
+        first = (f"{worker.owner}: dispatching from {display_url(args.db)} with "
+                 f"{len(senders)} senders, batch {config.batch_size}, "
+                 f"lease {config.lease_s:g}s (seed {seed})")
         if args.json:
             print(first, file=sys.stderr, flush=True)
         else:

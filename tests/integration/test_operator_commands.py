@@ -322,7 +322,7 @@ def test_top_level_help_lists_every_command_and_the_simulation(cli: Cli) -> None
     ran = cli("--help")
     assert ran.code == 0
     for name in ("plan", "init", "submit", "edit", "cancel", "show", "list", "deliveries",
-                 "dead", "check", "worker"):
+                 "dead", "check", "worker", "migrate"):
         assert re.search(rf"^  {name} +\S", ran.out, re.MULTILINE), name
     assert "--senders-file" in ran.out  # the simulation's own options follow
 
@@ -333,7 +333,7 @@ def test_an_unknown_command_is_one_line_naming_the_commands(cli: Cli, word: str,
                                                             hint: str) -> None:
     one_line_error(cli(word, "x"), 2,
                    f"sms_sim: error: unknown command {word!r} ({hint}commands: plan, init, "
-                   "submit, edit, cancel, show, list, deliveries, dead, check, worker;")
+                   "submit, edit, cancel, show, list, deliveries, dead, check, worker, migrate;")
 
 
 def test_version_is_printed(cli: Cli) -> None:
@@ -381,7 +381,7 @@ def test_a_recipients_file_with_a_bom_and_comments_or_from_stdin(cli: Cli,
     (tmp_path / "bad.txt").write_text("# a\n555-010-0001\n\n\n\n\n555-0100-007\n")
     one_line_error(cli("submit", "hi", "--recipients-file", "bad.txt"), 2,
                    "recipients file 'bad.txt' line 7 must look like xxx-xxx-xxxx "
-                   "(got '555-0100-007')")
+                   "or +E.164 (+ and 8-15 digits; got '555-0100-007')")
 
 
 @pytest.mark.parametrize(("content", "fragment"), [
@@ -441,3 +441,19 @@ def test_every_option_of_every_command_has_help_that_states_a_default_it_has(
                 assert "default" in parser._get_formatter()._expand_help(action) \
                     or "default" in (action.help or ""), (parser.prog, action.dest)
         assert "%(default)" not in text
+
+
+def test_submit_and_list_by_tenant(cli: Callable[..., Ran], tmp_path: Path) -> None:
+    """The command line is the operator of every tenant: it submits into one with --tenant
+    (the default tenant otherwise), lists all of them, and narrows a listing to one."""
+    assert cli("submit", "ours", "--to", "555-010-0001").code == 0
+    assert cli("submit", "theirs", "--to", "+15550100001", "--tenant", "acme").code == 0
+    listed = cli("list")
+    assert "[acme]" in listed.out.splitlines()[0] and "[" not in listed.out.splitlines()[1]
+    only = cli("list", "--tenant", "acme", "--json")
+    assert [m["tenant"] for m in json.loads(only.out)["messages"]] == ["acme"]
+    assert "tenant acme" in cli("show", "2").out
+    (delivery,) = json.loads(cli("deliveries", "2", "--json").out)["deliveries"]
+    assert delivery["recipient"] == "555-010-0001"  # +1 and ten digits: one stored form
+    one_line_error(cli("submit", "x", "--to", "555-010-0001", "--tenant", "Acme"), 2,
+                   "--tenant: tenant must be 1-63 characters")

@@ -1,6 +1,8 @@
 """Concrete ``DispatchStore`` implementations, and ``open_store``, the one place that picks one.
 
-``MemoryStore`` is the reference; ``SqliteStore`` is the durable store. Everything outside
+``MemoryStore`` is the reference; ``SqliteStore`` is the embedded durable store;
+``PostgresStore`` (``stores.postgres``, the optional ``postgres`` extra) is the one for
+workers on several hosts. Everything outside
 this package asks ``open_store`` for a store by URL and sees only the ``DispatchStore``
 protocol, so adding a backend changes this module and nothing that uses stores. A backend
 that needs an optional driver is imported only in its own branch of ``open_store``, so
@@ -19,7 +21,8 @@ from sms_sim.dispatch.stores.memory import MemoryStore
 from sms_sim.dispatch.stores.sqlite.store import SqliteStore
 from sms_sim.errors import ConfigError
 
-__all__ = ["MemoryStore", "SqliteStore", "open_store", "is_transient"]
+__all__ = ["MemoryStore", "SqliteStore", "open_store", "is_transient", "migrate_store",
+           "display_url"]
 
 # RFC 3986 scheme: a letter, then letters, digits, "+", "-" or ".". A path such as
 # "./a:b.db", "/tmp/x.db" or ":memory:" does not start with one, so it is never a URL.
@@ -27,18 +30,22 @@ _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 _POSTGRES_SCHEMES = frozenset({"postgresql", "postgres"})
 _KNOWN_SCHEMES = frozenset({"memory", "sqlite", *_POSTGRES_SCHEMES})
 _SQLITE_MEMORY = ":memory:"  # SQLite's own name for a private in-memory database
+_POSTGRES_DRIVERS = frozenset({"psycopg", "psycopg_pool"})
 
 
 def open_store(url: str | os.PathLike[str], *, create: bool = False,
                read_only: bool = False) -> DispatchStore:
     """Open the store ``url`` names: ``memory:`` (empty, gone when closed),
     ``sqlite:///absolute/path``, ``sqlite:relative/path`` (URL forms are percent-decoded),
-    or a plain file path, which means SQLite. An unknown ``scheme://`` is refused; an
+    ``postgresql://`` or ``postgres://`` (a libpq URL: PostgreSQL), or a plain file path,
+    which means SQLite. An unknown ``scheme://`` is refused; an
     unknown prefix without ``//`` is a file name that happens to hold a colon.
 
-    ``create=True`` makes a missing SQLite database (and its schema); ``create=False``
-    refuses one with ``StoreError`` instead, so a mistyped path given to a command that only
-    reads or changes existing messages leaves no new file behind. ``read_only=True`` opens
+    ``create=True`` makes a missing SQLite database (and its schema), or gives an empty
+    PostgreSQL database the current schema (an older one is refused: ``migrate_store``
+    upgrades it); ``create=False`` refuses a missing one with ``StoreError`` instead, so a
+    mistyped path given to a command that only reads or changes existing messages leaves no
+    new file behind. ``read_only=True`` opens
     an existing database without ever writing to it (an auditor, a backup copy in a
     directory the reader cannot write): every write then raises ``StoreError``; it cannot
     be combined with ``create``. Raises ``ConfigError`` for a URL that names no supported
@@ -61,12 +68,59 @@ def open_store(url: str | os.PathLike[str], *, create: bool = False,
     if scheme == "sqlite":
         return _sqlite(_sqlite_path(text, rest), create=create, read_only=read_only)
     if scheme in _POSTGRES_SCHEMES:
-        # The PostgreSQL issue adds ``sms_sim.dispatch.stores.postgres`` and imports it
-        # here, never at module level: psycopg is an optional extra.
-        raise ConfigError(f"PostgreSQL stores are not supported yet (got a {scheme}:// URL); "
-                          "use a SQLite path, sqlite:///path or memory:")
+        try:  # here only: psycopg is an optional extra, and ``import sms_sim`` needs none
+            from sms_sim.dispatch.stores.postgres import PostgresStore
+        except ImportError as exc:
+            raise _missing_driver(exc) from None
+        # libpq knows the scheme in lower case only
+        return PostgresStore(f"{scheme}:{rest}", create=create, read_only=read_only)
     raise ConfigError(f"unknown store URL scheme {scheme!r} (use a SQLite path, "
-                      "sqlite:///path or memory:)")
+                      "sqlite:///path, postgresql://... or memory:)")
+
+
+def migrate_store(url: str | os.PathLike[str]) -> str:
+    """Create or upgrade the schema of the store ``url`` names, and say what was done in one
+    line. PostgreSQL: the numbered migrations (``stores.postgres.schema``), which nothing
+    else applies. SQLite upgrades a file whenever it is opened for writing, so this opens
+    (or creates) it once. Raises ``StoreError``, or ``ConfigError`` for a bad URL."""
+    text = os.fspath(url)
+    found = _SCHEME_RE.match(text)
+    if found is not None and found.group(1).lower() in _POSTGRES_SCHEMES:
+        try:
+            from sms_sim.dispatch.stores.postgres import migrate_database
+        except ImportError as exc:
+            raise _missing_driver(exc) from None
+        return migrate_database(f"{found.group(1).lower()}:{text[found.end():]}")
+    if is_transient(text):
+        raise ConfigError(f"{text!r} keeps nothing after this command; nothing to migrate")
+    open_store(text, create=True).close()
+    return f"{text!r}: sms_sim schema is current"
+
+
+def display_url(url: str | os.PathLike[str]) -> str:
+    """``url`` as output may show it: a PostgreSQL URL loses its password and its options
+    (``postgresql://user@host:port/db``); anything else is shown as given."""
+    text = os.fspath(url)
+    found = _SCHEME_RE.match(text)
+    if found is None or found.group(1).lower() not in _POSTGRES_SCHEMES:
+        return text
+    try:
+        parts = urllib.parse.urlsplit(text)
+        user = f"{parts.username}@" if parts.username else ""
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return f"a {found.group(1)}:// URL"
+    return f"{found.group(1)}://{user}{host}{port}{parts.path}"
+
+
+def _missing_driver(exc: ImportError) -> ConfigError:
+    """The one-line refusal when psycopg is missing; any other import failure is a bug and
+    is raised as it is."""
+    if (exc.name or "").split(".")[0] not in _POSTGRES_DRIVERS:
+        raise exc
+    return ConfigError("PostgreSQL stores need psycopg and psycopg-pool: install "
+                       "sms_sim[postgres] (pip install 'sms_sim[postgres]')")
 
 
 def is_transient(url: str | os.PathLike[str]) -> bool:

@@ -1,0 +1,218 @@
+"""``PostgresStore.claim``: the lease rescue, the fair split, and one ``UPDATE`` that leases it.
+
+One claim is one transaction, serialised with the other claims on the same tables by a
+transaction-scoped advisory lock (settles, submits and reads run beside it). Serialising
+claims is what makes the contract's fairness exact across workers on many hosts, as it is
+in the memory store: every claim sees the serve order the one before it left. It costs
+little because a claim is a handful of statements whatever its size:
+
+1. the rescue: one ``UPDATE`` takes back every expired lease (and every lease granted
+   after a backward clock jump), fenced by status and lease end in the statement itself;
+2. the due messages, each with how many deliveries it has ready (counted up to the limit
+   through the partial ``deliveries_ready`` index, so a million-recipient message costs
+   ``limit`` index entries, not a million);
+3. the split: ``stores.common.fair_claim`` in Python on those counts, the same code the
+   memory and SQLite stores run, so all three lease the same rows in the same order;
+4. the messages given deliveries are locked (``FOR NO KEY UPDATE``, in id order) and
+   checked unchanged (an edit or cancel that committed since step 2 bumped the version:
+   the split is made again); from here on an edit or cancel of them waits for this claim;
+5. the lease: one ``UPDATE`` joined to a ``MATERIALIZED`` CTE that picks each message's
+   rows (``LATERAL ... ORDER BY ... LIMIT n FOR UPDATE``). Never ``WHERE id IN (SELECT
+   ... LIMIT n FOR UPDATE SKIP LOCKED)``: PostgreSQL may run such a sub-select more than
+   once and update more rows than its LIMIT (bug #15715). A broadcast's share is leased in
+   this one statement, a range of its ready index, never one transaction per row;
+6. the serve order, tenants' serves and aging's kept classes, each one statement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sms_sim.dispatch.contract import Claim, effective_priority
+from sms_sim.dispatch.stores.common import EXPIRED_LEASE_ERROR, claim_order, fair_claim
+from sms_sim.dispatch.stores.postgres.schema import LOCK_CLASS, Connection
+
+__all__ = ["claim_deliveries"]
+
+_CLAIM_LOCK = 2
+
+_RESCUE_SQL = """
+UPDATE deliveries AS d SET
+    status = CASE WHEN m.status = 'cancelled' THEN 'cancelled' ELSE 'retrying' END,
+    next_attempt_at = %(now)s, lease_owner = NULL, lease_until = NULL, leased_at = NULL,
+    last_error = %(error)s, lease_losses = d.lease_losses + 1
+FROM messages AS m
+WHERE m.id = d.message_id AND d.status = 'leased'
+  AND (d.lease_until <= %(now)s
+       OR (d.lease_until > %(jumped)s AND COALESCE(d.leased_at, d.lease_until - %(lease_s)s)
+           > %(jumped)s))
+"""
+# Never served first (NULLS FIRST), oldest due first; then the least recently served.
+_DUE_SQL = """
+SELECT m.id, m.priority, COALESCE(m.served_at, m.scheduled_at), m.kept_class, m.tenant,
+    m.version,
+    (SELECT count(*) FROM (SELECT 1 FROM deliveries AS d WHERE d.message_id = m.id
+        AND d.status IN ('pending', 'retrying') AND d.next_attempt_at <= %(now)s
+        LIMIT %(limit)s) AS r)
+FROM messages AS m
+WHERE m.status IN ('scheduled', 'dispatching') AND m.scheduled_at <= %(now)s
+ORDER BY m.served_seq NULLS FIRST, m.scheduled_at, m.id
+"""
+_LOCK_SQL = """
+SELECT id, version, content, uid FROM messages
+WHERE id = ANY(%s) AND status IN ('scheduled', 'dispatching')
+ORDER BY id FOR NO KEY UPDATE
+"""
+_LEASE_SQL = """
+WITH picked AS MATERIALIZED (
+    SELECT r.* FROM unnest(%(ids)s::bigint[], %(counts)s::bigint[]) AS g(message_id, n)
+    CROSS JOIN LATERAL (
+        SELECT d.id, d.status AS was, d.next_attempt_at AS due FROM deliveries AS d
+        WHERE d.message_id = g.message_id AND d.status IN ('pending', 'retrying')
+          AND d.next_attempt_at <= %(now)s
+        ORDER BY d.status DESC, d.next_attempt_at, d.id
+        LIMIT g.n FOR UPDATE) AS r
+)
+UPDATE deliveries AS d SET status = 'leased', lease_owner = %(owner)s,
+    lease_until = %(until)s, leased_at = %(now)s, attempts = d.attempts + 1
+FROM picked AS p
+WHERE d.id = p.id AND d.status IN ('pending', 'retrying')
+RETURNING d.id, d.message_id, d.recipient, d.attempts, d.lease_losses, p.was, p.due
+"""
+_SERVED_SQL = """
+UPDATE messages AS m SET status = 'dispatching',
+    dispatch_started_at = COALESCE(m.dispatch_started_at, %(now)s),
+    served_seq = s.seq, served_at = %(now)s, updated_at = %(now)s
+FROM unnest(%(ids)s::bigint[], %(seqs)s::bigint[]) AS s(id, seq)
+WHERE m.id = s.id
+"""
+_TENANTS_SQL = """
+INSERT INTO tenants (name, served_seq)
+SELECT * FROM unnest(%s::text[], %s::bigint[])
+ON CONFLICT (name) DO UPDATE SET served_seq = excluded.served_seq
+"""
+_STILL_DUE_SQL = """
+SELECT h.id FROM unnest(%s::bigint[]) AS h(id)
+WHERE EXISTS (SELECT 1 FROM deliveries AS d WHERE d.message_id = h.id
+              AND d.status IN ('pending', 'retrying') AND d.next_attempt_at <= %s)
+"""
+_KEPT_SQL = """
+UPDATE messages AS m SET kept_class = k.kept
+FROM unnest(%s::bigint[], %s::bigint[]) AS k(id, kept)
+WHERE m.id = k.id AND m.kept_class IS DISTINCT FROM k.kept
+"""
+
+_Row = tuple[Any, ...]
+
+
+def claim_deliveries(conn: Connection, owner: str, limit: int, lease_s: float, now: float,
+                     jump_s: float) -> list[Claim]:
+    """``DispatchStore.claim`` inside the caller's transaction (arguments checked)."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))",
+                 (LOCK_CLASS + _CLAIM_LOCK,))
+    conn.execute(_RESCUE_SQL, {"now": now, "error": EXPIRED_LEASE_ERROR, "lease_s": lease_s,
+                               "jumped": now + jump_s})
+    locked: dict[int, _Row] = {}  # message id -> (id, version, content, uid), locked
+    while True:
+        due = conn.execute(_DUE_SQL, {"now": now, "limit": limit}).fetchall()
+        classes = {row[0]: effective_priority(row[1], row[2], now, row[3]) for row in due}
+        grants = _split(conn, due, classes, limit)
+        wanted = sorted({message_id for message_id, _ in grants} - locked.keys())
+        if wanted:
+            locked.update((row[0], row) for row in conn.execute(_LOCK_SQL, (wanted,)))
+        version = {row[0]: row[5] for row in due}
+        if all(m in locked and locked[m][1] == version[m] for m, _ in grants):
+            break
+        # An edit or cancel committed between the count and the lock: split again, on
+        # messages that can no longer change under us.
+    claims = _lease(conn, grants, locked, classes, owner, now + lease_s, now)
+    served = _serve(conn, grants, {row[0]: row[4] for row in due}, now)
+    _keep_classes(conn, due, classes, served, now)
+    return claims
+
+
+def _split(conn: Connection, due: Sequence[_Row], classes: dict[int, int],
+           limit: int) -> list[tuple[int, int]]:
+    """The grants ``fair_claim`` makes on the counted ready deliveries, in order."""
+    ready = {row[0]: int(row[6]) for row in due}
+    tenants = {row[4] for row in due}
+    served: dict[str, int] = {}
+    if len(tenants) > 1:  # one tenant has no one to go before
+        served = dict(conn.execute("SELECT name, served_seq FROM tenants WHERE name = ANY(%s)",
+                                   (sorted(tenants),)).fetchall())
+    order = claim_order([(row[4], classes[row[0]], row[0]) for row in due], served)
+    grants: list[tuple[int, int]] = []
+
+    def take(message_id: int, count: int) -> int:
+        got = min(count, ready[message_id])
+        if got:
+            ready[message_id] -= got
+            grants.append((message_id, got))
+        return got
+
+    fair_claim(order, limit, take)
+    return grants
+
+
+def _lease(conn: Connection, grants: list[tuple[int, int]], locked: dict[int, _Row],
+           classes: dict[int, int], owner: str, until: float, now: float) -> list[Claim]:
+    """Lease the grants in one statement; the claims in grant order, by id within each."""
+    if not grants:
+        return []
+    totals: dict[int, int] = {}
+    for message_id, count in grants:
+        totals[message_id] = totals.get(message_id, 0) + count
+    rows = conn.execute(_LEASE_SQL, {"ids": list(totals), "counts": list(totals.values()),
+                                     "owner": owner, "until": until, "now": now}).fetchall()
+    by_message: dict[int, list[_Row]] = {}
+    for row in rows:
+        by_message.setdefault(row[1], []).append(row)
+    for leased in by_message.values():  # the order the rows were picked in
+        leased.sort(key=lambda row: (row[5] != "retrying", row[6], row[0]))
+    claims: list[Claim] = []
+    taken: dict[int, int] = {}
+    for message_id, count in grants:
+        start = taken.get(message_id, 0)
+        taken[message_id] = start + count
+        _, _, content, uid = locked[message_id]
+        priority = classes[message_id]
+        for delivery_id, _, recipient, attempts, lease_losses, _, _ in sorted(
+                by_message.get(message_id, [])[start:start + count]):
+            claims.append(Claim(delivery_id, message_id, recipient, content, attempts, until,
+                                lease_losses, uid, priority))
+    return claims
+
+
+def _serve(conn: Connection, grants: list[tuple[int, int]], tenant_of: dict[int, str],
+           now: float) -> dict[int, int]:
+    """Record the serve order of the messages and tenants given deliveries; returns each
+    served message's latest serve number."""
+    if not grants:
+        return {}
+    row = conn.execute("SELECT GREATEST((SELECT max(served_seq) FROM messages), "
+                       "(SELECT max(served_seq) FROM tenants))").fetchone()
+    last = int(row[0]) if row is not None and row[0] is not None else 0
+    served: dict[int, int] = {}
+    tenants: dict[str, int] = {}
+    for number, (message_id, _) in enumerate(grants, start=last + 1):
+        served[message_id] = tenants[tenant_of[message_id]] = number
+    conn.execute(_SERVED_SQL, {"now": now, "ids": list(served), "seqs": list(served.values())})
+    conn.execute(_TENANTS_SQL, (list(tenants), list(tenants.values())))
+    return served
+
+
+def _keep_classes(conn: Connection, due: Sequence[_Row], classes: dict[int, int],
+                  served: dict[int, int], now: float) -> None:
+    """Aging after a claim (``effective_priority``): a message served above its priority
+    keeps that class; a kept class is dropped once nothing of the message is due."""
+    kept: dict[int, int | None] = {row[0]: row[3] for row in due}
+    priority = {row[0]: row[1] for row in due}
+    for message_id in served:
+        if classes[message_id] > priority[message_id]:
+            kept[message_id] = classes[message_id]
+    holders = [m for m, k in kept.items() if k is not None]
+    if not holders:
+        return
+    still = {row[0] for row in conn.execute(_STILL_DUE_SQL, (holders, now))}
+    conn.execute(_KEPT_SQL, (holders, [kept[m] if m in still else None for m in holders]))

@@ -1,0 +1,218 @@
+"""SQL and row helpers of ``PostgresStore``: settling, reading, and the message-level checks,
+kept apart so the store reads as logic. Helpers run inside the caller's transaction (or
+as one autocommit statement); none commits.
+
+Listings build their ``WHERE`` from fixed fragments for the filters given, so each shape
+gets a plan that uses its index (an ``(%s IS NULL OR ...)`` filter would not).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sms_sim.dispatch.contract import (
+    DeliveryStatus,
+    DeliveryView,
+    MessageStatus,
+    MessageView,
+    SettleKind,
+    Settlement,
+)
+from sms_sim.dispatch.errors import NotFoundError
+from sms_sim.dispatch.stores.postgres.schema import Connection
+from sms_sim.dispatch.validation import INT64_MAX, could_be_an_id, cursor_bounds
+
+__all__ = [
+    "message_state",
+    "settle_rows",
+    "requeue_rows",
+    "message_views",
+    "message_count",
+    "delivery_views",
+    "delivery_counts",
+    "status_counts",
+]
+
+# Every kind of report in one statement, each row fenced by status, owner, attempt and a
+# running lease. A RETRY or RELEASE under a message cancelled meanwhile becomes
+# 'cancelled' (pending under a cancelled message would never be claimed nor closed).
+_SETTLE_SQL = """
+UPDATE deliveries AS d SET
+    status = CASE f.kind WHEN 'sent' THEN 'sent' WHEN 'dead' THEN 'dead'
+        ELSE CASE WHEN m.status = 'cancelled' THEN 'cancelled'
+                  WHEN f.kind = 'release' THEN 'pending' ELSE 'retrying' END END,
+    sent_at = CASE WHEN f.kind = 'sent' THEN %(now)s ELSE d.sent_at END,
+    attempts = CASE WHEN f.kind = 'release' THEN d.attempts - 1 ELSE d.attempts END,
+    last_error = CASE WHEN f.kind IN ('dead', 'retry') THEN f.error ELSE d.last_error END,
+    next_attempt_at = CASE WHEN f.kind = 'retry' THEN f.retry_at ELSE d.next_attempt_at END,
+    lease_owner = NULL, lease_until = NULL
+FROM unnest(%(ids)s::bigint[], %(attempts)s::bigint[], %(kinds)s::text[], %(errors)s::text[],
+            %(retry_at)s::float8[]) AS f(id, attempts, kind, error, retry_at),
+    messages AS m
+WHERE d.id = f.id AND m.id = d.message_id AND d.status = 'leased'
+  AND d.lease_owner = %(owner)s AND d.attempts = f.attempts AND d.lease_until > %(now)s
+RETURNING d.message_id
+"""
+# A message with no open delivery left is completed. Two probes of small partial indexes.
+_COMPLETE_SQL = """
+UPDATE messages AS m SET status = 'completed', completed_at = %(now)s, updated_at = %(now)s
+WHERE m.id = ANY(%(ids)s) AND m.status = 'dispatching'
+  AND NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.message_id = m.id
+                  AND d.status IN ('pending', 'retrying'))
+  AND NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.message_id = m.id
+                  AND d.status = 'leased')
+"""
+_MESSAGE_COLUMNS = (
+    "m.id, m.content, m.status, m.scheduled_at, m.created_at, m.updated_at, m.version, "
+    "m.dispatch_started_at, m.completed_at, m.idempotency_key, m.priority, m.uid, m.tenant, "
+    "m.receipt, (SELECT json_object_agg(c.status, c.n) FROM (SELECT d.status, count(*) AS n "
+    "FROM deliveries AS d WHERE d.message_id = m.id GROUP BY d.status) AS c)"
+)
+_DELIVERY_COLUMNS = (
+    "d.id, d.message_id, d.recipient, d.status, d.attempts, d.next_attempt_at, d.lease_owner, "
+    "d.lease_until, d.sent_at, d.last_error, d.lease_losses"
+)
+
+
+def message_state(conn: Connection, message_id: int, tenant: str | None, *,
+                  lock: bool = False) -> tuple[MessageStatus, int, float | None]:
+    """A message's status, version and dispatch start, row-locked if ``lock`` (until the
+    transaction ends); ``NotFoundError`` if it does not exist for ``tenant``."""
+    row = None
+    if could_be_an_id(message_id):
+        query = "SELECT status, version, dispatch_started_at FROM messages WHERE id = %s"
+        params: list[object] = [message_id]
+        if tenant is not None:
+            query += " AND tenant = %s"
+            params.append(tenant)
+        row = conn.execute(query + (" FOR UPDATE" if lock else ""), params).fetchone()
+    if row is None:
+        raise NotFoundError(f"no message with id {message_id}")
+    return MessageStatus(row[0]), int(row[1]), row[2]
+
+
+def settle_rows(conn: Connection, owner: str, settlements: Sequence[Settlement],
+                now: float) -> int:
+    """Apply the fenced reports; completes the messages left with nothing open. Returns how
+    many were accepted."""
+    retry_at = [(now if item.next_attempt_at is None else item.next_attempt_at)
+                if item.kind is SettleKind.RETRY else None for item in settlements]
+    touched = [row[0] for row in conn.execute(_SETTLE_SQL, {
+        "ids": [item.delivery_id for item in settlements],
+        "attempts": [item.attempts for item in settlements],
+        "kinds": [str(item.kind) for item in settlements],
+        "errors": [item.error for item in settlements],
+        "retry_at": retry_at, "owner": owner, "now": now})]
+    if touched:
+        conn.execute(_COMPLETE_SQL, {"now": now, "ids": sorted(set(touched))})
+    return len(touched)
+
+
+def requeue_rows(conn: Connection, message_id: int | None, now: float,
+                 delivery_ids: list[int] | None, tenant: str | None) -> int:
+    """Dead deliveries back to pending (``DispatchStore.requeue_dead``, after the caller
+    checked ``message_id``); their completed messages go back to dispatching."""
+    where = ["d.status = 'dead'", "m.id = d.message_id", "m.status != 'cancelled'"]
+    params: dict[str, object] = {"now": now}
+    if message_id is not None:
+        where.append("d.message_id = %(message)s")
+        params["message"] = message_id
+    if delivery_ids is not None:
+        where.append("d.id = ANY(%(ids)s)")
+        params["ids"] = delivery_ids
+    if tenant is not None:
+        where.append("m.tenant = %(tenant)s")
+        params["tenant"] = tenant
+    row = conn.execute(
+        "WITH r AS (UPDATE deliveries AS d SET status = 'pending', attempts = 0, "
+        "lease_losses = 0, next_attempt_at = %(now)s FROM messages AS m WHERE "
+        f"{' AND '.join(where)} RETURNING d.message_id), "
+        "u AS (UPDATE messages SET status = 'dispatching', completed_at = NULL, "
+        "updated_at = %(now)s WHERE status = 'completed' AND id IN "
+        "(SELECT message_id FROM r)) SELECT count(*) FROM r", params).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def _message_filter(*, message_id: int | None, status: MessageStatus | None,
+                    before: int | None, tenant: str | None) -> tuple[str, list[object]]:
+    where: list[str] = []
+    params: list[object] = []
+    for fragment, value in (("m.id = %s", message_id), ("m.status = %s", status),
+                            ("m.id < %s", cursor_bounds(before, None)[0]),
+                            ("m.tenant = %s", tenant)):
+        if value is not None:
+            where.append(fragment)
+            params.append(str(value) if isinstance(value, MessageStatus) else value)
+    return (f"WHERE {' AND '.join(where)}" if where else ""), params
+
+
+def message_views(conn: Connection, *, message_id: int | None, status: MessageStatus | None,
+                  before: int | None, limit: int, newest_first: bool,
+                  tenant: str | None) -> list[MessageView]:
+    """``DispatchStore.messages`` on checked arguments, in one statement (one snapshot)."""
+    where, params = _message_filter(message_id=message_id, status=status, before=before,
+                                    tenant=tenant)
+    order = "DESC" if newest_first else "ASC"
+    rows = conn.execute(f"SELECT {_MESSAGE_COLUMNS} FROM messages AS m {where} "
+                        f"ORDER BY m.id {order} LIMIT %s",
+                        [*params, min(limit, INT64_MAX)]).fetchall()
+    return [_view(row) for row in rows]
+
+
+def message_count(conn: Connection, *, status: MessageStatus | None, before: int | None,
+                  tenant: str | None) -> int:
+    where, params = _message_filter(message_id=None, status=status, before=before,
+                                    tenant=tenant)
+    row = conn.execute(f"SELECT count(*) FROM messages AS m {where}", params).fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def delivery_views(conn: Connection, *, message_id: int | None,
+                   status: DeliveryStatus | None, recipient: str | None, after: int | None,
+                   limit: int, tenant: str | None) -> list[DeliveryView]:
+    """``DispatchStore.deliveries`` on checked arguments."""
+    where: list[str] = []
+    params: list[object] = []
+    for fragment, value in (("d.message_id = %s", message_id), ("d.status = %s", status),
+                            ("d.recipient = %s", recipient),
+                            ("d.id > %s", cursor_bounds(None, after)[1]),
+                            ("d.message_id IN (SELECT id FROM messages WHERE tenant = %s)",
+                             tenant)):
+        if value is not None:
+            where.append(fragment)
+            params.append(str(value) if isinstance(value, DeliveryStatus) else value)
+    clause = f"WHERE {' AND '.join(where)}" if where else ""
+    rows = conn.execute(f"SELECT {_DELIVERY_COLUMNS} FROM deliveries AS d {clause} "
+                        "ORDER BY d.id LIMIT %s", [*params, min(limit, INT64_MAX)]).fetchall()
+    return [
+        DeliveryView(id=r[0], message_id=r[1], recipient=r[2], status=DeliveryStatus(r[3]),
+                     attempts=r[4], next_attempt_at=r[5], lease_owner=r[6], lease_until=r[7],
+                     sent_at=r[8], last_error=r[9], lease_losses=r[10])
+        for r in rows
+    ]
+
+
+def delivery_counts(conn: Connection, tenant: str | None) -> dict[DeliveryStatus, int]:
+    if tenant is None:
+        rows = conn.execute("SELECT status, count(*) FROM deliveries GROUP BY status")
+    else:
+        rows = conn.execute("SELECT d.status, count(*) FROM deliveries AS d WHERE "
+                            "d.message_id IN (SELECT id FROM messages WHERE tenant = %s) "
+                            "GROUP BY d.status", (tenant,))
+    return status_counts(dict(rows.fetchall()))
+
+
+def status_counts(found: dict[str, Any] | None) -> dict[DeliveryStatus, int]:
+    """Counts by status with every status present."""
+    counts = dict.fromkeys(DeliveryStatus, 0)
+    for status, count in (found or {}).items():
+        counts[DeliveryStatus(status)] = int(count)
+    return counts
+
+
+def _view(r: Sequence[Any]) -> MessageView:
+    return MessageView(id=r[0], content=r[1], status=MessageStatus(r[2]), scheduled_at=r[3],
+                       created_at=r[4], updated_at=r[5], version=r[6], dispatch_started_at=r[7],
+                       completed_at=r[8], idempotency_key=r[9], priority=r[10],
+                       counts=status_counts(r[14]), uid=r[11], tenant=r[12], receipt=r[13])

@@ -1,0 +1,275 @@
+"""``DispatchStore`` on PostgreSQL (psycopg 3 and ``psycopg_pool``): workers on many hosts
+sharing one database, with the promises of the memory and SQLite stores.
+
+One store object holds a pool of connections and may be shared by threads; each call is
+one transaction (``database``). The claim is in ``claim``, the submit by ``COPY`` in
+``submit``, settling and reading in ``rows``, the versioned schema in ``schema``. Every
+driver error leaves as a ``StoreError`` (``StoreBusyError`` when a retry can succeed);
+errors name the database without its password.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from sms_sim.dispatch.contract import (
+    CancelResult,
+    Claim,
+    DeliveryStatus,
+    DeliveryView,
+    DispatchStore,
+    MessageStatus,
+    MessageView,
+    SettleResult,
+    Settlement,
+    SubmitResult,
+)
+from sms_sim.dispatch.errors import ConflictError, LockedError, NotFoundError
+from sms_sim.dispatch.keys import ApiKey
+from sms_sim.dispatch.requests import MessageEdit, NewMessage
+from sms_sim.dispatch.stores.common import clock_jumped_back_after_s, locked_message
+from sms_sim.dispatch.stores.postgres.claim import claim_deliveries
+from sms_sim.dispatch.stores.postgres.database import (
+    DEFAULT_LOCK_TIMEOUT_S,
+    DEFAULT_POOL_SIZE,
+    Database,
+)
+from sms_sim.dispatch.stores.postgres.rows import (
+    delivery_counts,
+    delivery_views,
+    message_count,
+    message_state,
+    message_views,
+    requeue_rows,
+    settle_rows,
+    status_counts,
+)
+from sms_sim.dispatch.stores.postgres.submit import copy_deliveries, submit_message
+from sms_sim.dispatch.validation import (
+    INT64_MAX,
+    check_claim,
+    check_listing,
+    check_settlements,
+)
+
+__all__ = ["PostgresStore"]
+
+_KEY_COLUMNS = "key_id, tenant, created_at, revoked_at"
+
+
+class PostgresStore:
+    """PostgreSQL-backed store; see ``DispatchStore`` for what each method promises.
+
+    ``dsn``: a ``postgresql://`` URL or libpq connection string; the tables live in the
+    first schema of its ``search_path``. ``create=True`` gives an empty database the
+    current schema; a database at an older schema version is refused either way (run
+    ``sms_sim migrate``). ``read_only=True`` makes every transaction read-only, so every
+    write raises ``StoreError``. ``pool_size``: connections at most (one per thread that
+    calls at once). ``lock_timeout_s``: the longest a call waits for a lock before
+    ``StoreBusyError``. ``prepare_threshold``: psycopg's; None behind PgBouncer in
+    transaction mode, which cannot keep prepared statements.
+    Raises ``StoreError`` at once if the server cannot be reached or the schema is wrong.
+    """
+
+    def __init__(self, dsn: str, *, create: bool = False, read_only: bool = False,
+                 pool_size: int = DEFAULT_POOL_SIZE,
+                 lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+                 prepare_threshold: int | None = 5) -> None:
+        self._db = Database(dsn, create=create, read_only=read_only, pool_size=pool_size,
+                            lock_timeout_s=lock_timeout_s, prepare_threshold=prepare_threshold)
+        self.name = self._db.name
+        # A claimer's ``now`` may lag by its waits for locks (each up to the lock timeout):
+        # only a lease granted later than that past it proves a backward clock jump.
+        self._jump_s = clock_jumped_back_after_s(lock_timeout_s)
+
+    # --- writes --------------------------------------------------------------------------
+
+    def submit(self, message: NewMessage, now: float) -> SubmitResult:
+        with self._db.transaction() as conn:
+            return submit_message(conn, message, now)
+
+    def edit(self, message_id: int, expected_version: int, edit: MessageEdit,
+             now: float, *, tenant: str | None = None) -> MessageView:
+        with self._db.transaction() as conn:
+            status, version, started = message_state(conn, message_id, tenant, lock=True)
+            if status is not MessageStatus.SCHEDULED:
+                raise LockedError(locked_message(message_id, status, started))
+            if version != expected_version:
+                raise ConflictError(f"message {message_id} is at version {version}, "
+                                    f"not {expected_version}: read it again and retry")
+            row = conn.execute(
+                "UPDATE messages SET content = COALESCE(%s, content), "
+                "scheduled_at = COALESCE(%s, scheduled_at), version = version + 1, "
+                "updated_at = %s WHERE id = %s RETURNING scheduled_at",
+                (edit.content, edit.scheduled_at, now, message_id)).fetchone()
+            assert row is not None  # locked above
+            if edit.recipients is not None:
+                conn.execute("DELETE FROM deliveries WHERE message_id = %s", (message_id,))
+                copy_deliveries(conn, message_id, edit.recipients, row[0])
+            elif edit.scheduled_at is not None:
+                conn.execute("UPDATE deliveries SET next_attempt_at = %s WHERE message_id = %s",
+                             (edit.scheduled_at, message_id))
+            return message_views(conn, message_id=message_id, status=None, before=None,
+                                 limit=1, newest_first=False, tenant=None)[0]
+
+    def cancel(self, message_id: int, now: float, *,
+               tenant: str | None = None) -> CancelResult:
+        with self._db.transaction() as conn:
+            # The row lock orders this cancel with claims: a claim holding the message
+            # finishes first (its leases then count as in flight), or waits for us.
+            status, _, _ = message_state(conn, message_id, tenant, lock=True)
+            if status not in (MessageStatus.SCHEDULED, MessageStatus.DISPATCHING):
+                raise LockedError(f"message {message_id} is already {status}; nothing to cancel")
+            by_status = status_counts(dict(conn.execute(
+                "SELECT status, count(*) FROM deliveries WHERE message_id = %s GROUP BY status",
+                (message_id,)).fetchall()))
+            conn.execute("UPDATE deliveries SET status = 'cancelled' WHERE message_id = %s "
+                         "AND status IN ('pending', 'retrying')", (message_id,))
+            conn.execute("UPDATE messages SET status = 'cancelled', version = version + 1, "
+                         "updated_at = %s WHERE id = %s", (now, message_id))
+        return CancelResult(
+            message_id=message_id,
+            cancelled=by_status[DeliveryStatus.PENDING] + by_status[DeliveryStatus.RETRYING],
+            already_sent=by_status[DeliveryStatus.SENT],
+            in_flight=by_status[DeliveryStatus.LEASED],
+            was_status=status,
+        )
+
+    def claim(self, owner: str, limit: int, lease_s: float, now: float) -> list[Claim]:
+        check_claim(limit, lease_s, now)
+        if limit <= 0:
+            return []
+        with self._db.transaction() as conn:
+            return claim_deliveries(conn, owner, limit, lease_s, now, self._jump_s)
+
+    def settle(self, owner: str, settlements: Sequence[Settlement], now: float) -> SettleResult:
+        check_settlements(settlements, now)
+        if not settlements:
+            return SettleResult(accepted=0, refused=0)
+        with self._db.transaction() as conn:
+            accepted = settle_rows(conn, owner, settlements, now)
+        return SettleResult(accepted=accepted, refused=len(settlements) - accepted)
+
+    def requeue_dead(self, message_id: int | None, now: float, *,
+                     delivery_ids: Collection[int] | None = None,
+                     tenant: str | None = None) -> int:
+        ids = None if delivery_ids is None else [
+            i for i in delivery_ids if 0 <= i <= INT64_MAX]
+        with self._db.transaction() as conn:
+            if message_id is not None:
+                message_state(conn, message_id, tenant)
+            return requeue_rows(conn, message_id, now, ids, tenant)
+
+    def keep_receipt(self, message_id: int, receipt: str, *,
+                     tenant: str | None = None) -> bool:
+        with self._db.transaction() as conn:
+            message_state(conn, message_id, tenant)
+            return conn.execute("UPDATE messages SET receipt = %s WHERE id = %s AND "
+                                "receipt IS NULL", (receipt, message_id)).rowcount > 0
+
+    def check_writable(self) -> None:
+        # An UPDATE that matches nothing still fails on a read-only transaction or standby.
+        self._db.run(lambda conn: conn.execute(
+            "UPDATE sms_sim_schema SET version = version WHERE false"))
+
+    def close(self) -> None:
+        self._db.close()
+
+    # --- API keys ------------------------------------------------------------------------
+
+    def add_api_key(self, key: ApiKey, secret_hash: str) -> None:
+        inserted = self._db.run(lambda conn: conn.execute(
+            "INSERT INTO api_keys (key_id, tenant, secret_hash, created_at, revoked_at) "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (key_id) DO NOTHING",
+            (key.key_id, key.tenant, secret_hash, key.created_at, key.revoked_at)).rowcount)
+        if not inserted:
+            raise ConflictError(f"an API key with id {key.key_id!r} exists already")
+
+    def api_key(self, key_id: str) -> tuple[ApiKey, str] | None:
+        row = self._db.run(lambda conn: conn.execute(
+            f"SELECT {_KEY_COLUMNS}, secret_hash FROM api_keys WHERE key_id = %s",
+            (key_id,)).fetchone())
+        return None if row is None else (_key(row), str(row[4]))
+
+    def revoke_api_key(self, key_id: str, now: float) -> ApiKey:
+        row = self._db.run(lambda conn: conn.execute(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, %s) WHERE key_id = %s "
+            f"RETURNING {_KEY_COLUMNS}", (now, key_id)).fetchone())
+        if row is None:
+            raise NotFoundError(f"no API key with id {key_id!r}")
+        return _key(row)
+
+    def api_keys(self, *, tenant: str | None = None) -> list[ApiKey]:
+        query = f"SELECT {_KEY_COLUMNS} FROM api_keys"
+        params: list[object] = []
+        if tenant is not None:
+            query += " WHERE tenant = %s"
+            params.append(tenant)
+        rows = self._db.run(lambda conn: conn.execute(
+            query + " ORDER BY created_at, key_id", params).fetchall())
+        return [_key(row) for row in rows]
+
+    # --- reads ---------------------------------------------------------------------------
+
+    def cancelled(self, message_ids: Collection[int]) -> set[int]:
+        """One indexed read per call (a worker asks once per send). Unlike SQLite's side
+        file, nothing here is shared between hosts but the database itself."""
+        ids = [i for i in message_ids if 0 <= i <= INT64_MAX]
+        if not ids:
+            self._db.check_open()  # a closed store still says so
+            return set()
+        rows = self._db.run(lambda conn: conn.execute(
+            "SELECT id FROM messages WHERE id = ANY(%s) AND status = 'cancelled'",
+            (ids,)).fetchall())
+        return {int(row[0]) for row in rows}
+
+    def next_due_at(self, now: float) -> float | None:
+        # Only messages that may still be claimed count: anything else due would make
+        # every worker spin on empty claims. The first entry of the due index whose
+        # message is open, and the earliest lease end: two short index walks.
+        row = self._db.run(lambda conn: conn.execute(
+            "SELECT LEAST((SELECT d.next_attempt_at FROM deliveries AS d WHERE d.status IN "
+            "('pending', 'retrying') AND EXISTS (SELECT 1 FROM messages AS m WHERE "
+            "m.id = d.message_id AND m.status IN ('scheduled', 'dispatching')) "
+            "ORDER BY d.next_attempt_at LIMIT 1), (SELECT min(lease_until) FROM deliveries "
+            "WHERE status = 'leased'))").fetchone())
+        return None if row is None or row[0] is None else float(row[0])
+
+    def messages(self, *, message_id: int | None = None, status: MessageStatus | None = None,
+                 limit: int = 100, newest_first: bool = False, before: int | None = None,
+                 tenant: str | None = None) -> list[MessageView]:
+        if not check_listing(message_id, limit, before=before):
+            self._db.check_open()
+            return []
+        return self._db.run(lambda conn: message_views(
+            conn, message_id=message_id, status=status, before=before, limit=limit,
+            newest_first=newest_first, tenant=tenant))
+
+    def count_messages(self, *, status: MessageStatus | None = None,
+                       before: int | None = None, tenant: str | None = None) -> int:
+        if not check_listing(None, 0, before=before):
+            return 0
+        return self._db.run(lambda conn: message_count(conn, status=status, before=before,
+                                                       tenant=tenant))
+
+    def delivery_counts(self, *, tenant: str | None = None) -> dict[DeliveryStatus, int]:
+        return self._db.run(lambda conn: delivery_counts(conn, tenant))
+
+    def deliveries(self, *, message_id: int | None = None,
+                   status: DeliveryStatus | None = None, limit: int = 1000,
+                   recipient: str | None = None, after: int | None = None,
+                   tenant: str | None = None) -> list[DeliveryView]:
+        if not check_listing(message_id, limit, after=after):
+            return []
+        return self._db.run(lambda conn: delivery_views(
+            conn, message_id=message_id, status=status, recipient=recipient, after=after,
+            limit=limit, tenant=tenant))
+
+
+def _key(row: Sequence[Any]) -> ApiKey:
+    key_id, tenant, created_at, revoked_at = row[:4]
+    return ApiKey(key_id=key_id, tenant=tenant, created_at=created_at, revoked_at=revoked_at)
+
+
+_check: type[DispatchStore] = PostgresStore

@@ -1,0 +1,273 @@
+"""The PostgreSQL store beyond the shared contract: many processes at once, the claim's LIMIT
+(PostgreSQL bug #15715), migrations, ``open_store``, the command line, and errors that never
+show a password. The contract suite and the state machine run on PostgreSQL too
+(``tests/contract``, ``tests/properties``)."""
+
+from __future__ import annotations
+
+import multiprocessing
+import subprocess
+import sys
+import threading
+import urllib.parse
+from collections.abc import Callable, Iterator
+from multiprocessing.synchronize import Barrier
+from pathlib import Path
+
+import pytest
+
+from sms_sim.dispatch.contract import Claim, DeliveryStatus, DispatchStore
+from sms_sim.dispatch.errors import StoreError
+from sms_sim.dispatch.requests import NewMessage
+from sms_sim.dispatch.stores import display_url, migrate_store, open_store
+from sms_sim.errors import ConfigError
+from tests.conftest import START, T0, phones
+from tests.pg_cluster import PgCluster
+
+# Real threads, processes and a real server (STYLE.md section 10).
+pytestmark = pytest.mark.slow
+
+JOIN_TIMEOUT_S = 60.0
+LEASE_S = 30.0
+PROCESSES, THREADS = 3, 4
+
+
+@pytest.fixture
+def url(pg_cluster: PgCluster) -> str:
+    """A fresh, empty schema."""
+    return pg_cluster.fresh_url()
+
+
+@pytest.fixture
+def store(url: str) -> Iterator[DispatchStore]:
+    opened = open_store(url, create=True)
+    yield opened
+    opened.close()
+
+
+def _submit(store: DispatchStore, count: int, *, start: int = 0, key: str | None = None,
+            tenant: str = "default") -> int:
+    return store.submit(NewMessage.validated(content="alert", recipients=phones(count, start),
+                                             idempotency_key=key, tenant=tenant), T0).message_id
+
+
+# --- many processes, each with its own pool, many threads each ------------------------------
+
+
+def _claimer(url: str, barrier: Barrier, limit: int,
+             results: multiprocessing.Queue[object]) -> None:
+    """One process standing in for a host: THREADS threads on one store (one pool), each
+    claiming until nothing is left; sends back every claim's size and delivery ids."""
+    store = open_store(url)
+    found: list[tuple[int, list[int]]] = []
+    lock = threading.Lock()
+
+    def work(index: int) -> None:
+        barrier.wait(timeout=JOIN_TIMEOUT_S)
+        while batch := store.claim(f"p{index}", limit, LEASE_S, T0):
+            with lock:
+                found.append((len(batch), [c.delivery_id for c in batch]))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(JOIN_TIMEOUT_S)
+    store.close()
+    results.put(found)
+
+
+def _submitter(url: str, barrier: Barrier, results: multiprocessing.Queue[object]) -> None:
+    store = open_store(url)
+    created: list[bool] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        barrier.wait(timeout=JOIN_TIMEOUT_S)
+        outcome = store.submit(NewMessage.validated(content="x", recipients=phones(50),
+                                                    idempotency_key="once"), T0)
+        with lock:
+            created.append(outcome.created)
+
+    threads = [threading.Thread(target=work) for _ in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(JOIN_TIMEOUT_S)
+    store.close()
+    results.put(created)
+
+
+def _run_processes(target: Callable[..., None], url: str, *args: object) -> list[object]:
+    """``target(url, barrier, *args, results)`` in PROCESSES spawned processes, all of whose
+    threads start together; what each put on ``results``."""
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(PROCESSES * THREADS)
+    results: multiprocessing.Queue[object] = context.Queue()
+    processes = [context.Process(target=target, args=(url, barrier, *args, results))
+                 for _ in range(PROCESSES)]
+    for process in processes:
+        process.start()
+    found = [results.get(timeout=JOIN_TIMEOUT_S * 2) for _ in processes]
+    for process in processes:
+        process.join(JOIN_TIMEOUT_S)
+        assert process.exitcode == 0
+    return found
+
+
+def test_processes_and_threads_claiming_at_once_never_double_claim_nor_exceed_the_limit(
+        store: DispatchStore, url: str) -> None:
+    """Bug #15715: ``UPDATE ... WHERE id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)`` can
+    update more rows than n under concurrency. Every claim here stays within its limit,
+    and every leased row was returned to exactly one claimer (an extra row leased but not
+    returned would be lost until its lease ran out)."""
+    _submit(store, 3000)
+    for number in range(20):
+        _submit(store, 7, start=10_000 + 10 * number, tenant="acme" if number % 2 else "default")
+    limit = 9
+    found = _run_processes(_claimer, url, limit)
+    sizes = [size for part in found for size, _ in part]  # type: ignore[attr-defined]
+    ids = [i for part in found for _, batch in part for i in batch]  # type: ignore[attr-defined]
+    assert max(sizes) <= limit
+    assert len(ids) == len(set(ids)) == 3000 + 20 * 7
+    assert store.delivery_counts()[DeliveryStatus.LEASED] == len(ids)
+
+
+def test_one_winner_per_idempotency_key_across_processes(store: DispatchStore,
+                                                         url: str) -> None:
+    found = _run_processes(_submitter, url)
+    created = [flag for part in found for flag in part]  # type: ignore[attr-defined]
+    assert sorted(created) == [False] * (PROCESSES * THREADS - 1) + [True]
+    assert store.count_messages() == 1 and len(store.deliveries()) == 50
+
+
+# --- the schema: created, refused when older, upgraded by migrate ---------------------------
+
+
+def test_migrate_creates_the_schema_once_and_other_opens_refuse_an_empty_database(
+        url: str) -> None:
+    with pytest.raises(StoreError, match="holds no sms_sim schema .*migrate"):
+        open_store(url)
+    assert "created sms_sim schema version 1" in migrate_store(url)
+    assert "is current; nothing to do" in migrate_store(url)
+    open_store(url).close()
+
+
+def test_an_older_schema_is_refused_until_migrate_upgrades_it(
+        url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sms_sim.dispatch.stores.postgres import schema
+
+    open_store(url, create=True).close()  # version 1
+    newer = (*schema.MIGRATIONS, (2, "a test table", ("CREATE TABLE extra (x integer)",)))
+    monkeypatch.setattr(schema, "MIGRATIONS", newer)
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
+    for create in (False, True):
+        with pytest.raises(StoreError, match="version 1, older than 2: run 'sms_sim migrate"):
+            open_store(url, create=create)
+    assert "upgraded sms_sim schema from version 1 to 2" in migrate_store(url)
+    open_store(url).close()
+
+
+def test_a_database_with_other_tables_is_not_taken_for_ours(pg_cluster: PgCluster,
+                                                            url: str) -> None:
+    schema = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)["options"][0]
+    pg_cluster.execute(f"CREATE TABLE {schema.split('=')[1]}.messages (x integer)")
+    with pytest.raises(StoreError, match="not an sms_sim one"):
+        open_store(url, create=True)
+
+
+# --- errors name the database, never its password -----------------------------------------
+
+
+def test_a_wrong_password_or_an_unreachable_server_is_one_line_without_the_password(
+        url: str) -> None:
+    parts = urllib.parse.urlsplit(url)
+    wrong = url.replace(f":{parts.password}@", ":wrong-s3cret@")
+    closed = "postgresql://user:s3cret-too@127.0.0.1:1/db"
+    for bad, secret in ((wrong, "wrong-s3cret"), (closed, "s3cret-too")):
+        with pytest.raises(StoreError) as caught:
+            open_store(bad)
+        message = str(caught.value)
+        assert "\n" not in message and secret not in message
+        assert "postgresql://" in message
+
+
+def test_display_url_drops_the_password_and_options() -> None:
+    assert display_url("postgresql://me:pw@db.example:5433/sms?options=-csearch_path%3Dx") == \
+        "postgresql://me@db.example:5433/sms"
+    assert display_url("./alerts.db") == "./alerts.db"
+
+
+def test_without_psycopg_a_postgresql_url_asks_for_the_extra(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [m for m in sys.modules if m.startswith("sms_sim.dispatch.stores.postgres")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    for call in (lambda: open_store("postgresql://u:s3cret@h/db"),
+                 lambda: migrate_store("postgres://u:s3cret@h/db")):
+        with pytest.raises(ConfigError, match=r"install sms_sim\[postgres\]") as caught:
+            call()
+        assert "s3cret" not in str(caught.value) and "\n" not in str(caught.value)
+
+
+# --- the command line -----------------------------------------------------------------------
+
+
+def test_the_commands_run_on_postgresql_and_never_print_the_password(
+        url: str, tmp_path: Path) -> None:
+    password = urllib.parse.urlsplit(url).password
+    assert password
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([*START, *args, "--db", url], capture_output=True, text=True,
+                              timeout=JOIN_TIMEOUT_S, cwd=tmp_path)
+        assert password not in done.stdout + done.stderr
+        return done
+
+    refused = cli("list")
+    assert refused.returncode == 1 and "sms_sim migrate" in refused.stderr
+    migrated = cli("migrate")
+    assert migrated.returncode == 0 and "created sms_sim schema version 1" in migrated.stdout
+    submitted = cli("submit", "hello", "--to", "555-000-0001,555-000-0002")
+    assert submitted.returncode == 0, submitted.stderr
+    worked = cli("worker", "--exit-when-idle", "--mean", "0", "--deviation", "0", "-q")
+    assert worked.returncode == 0, worked.stderr
+    shown = cli("show", "1", "--json")
+    assert shown.returncode == 0 and '"all sent"' in shown.stdout, shown.stdout
+
+
+def test_claims_carry_the_content_stored_once_per_message(store: DispatchStore) -> None:
+    message_id = _submit(store, 5)
+    claims: list[Claim] = store.claim("w", 10, LEASE_S, T0)
+    assert {c.content for c in claims} == {"alert"} and len(claims) == 5
+    assert {c.message_id for c in claims} == {message_id}
+
+
+# --- faults ---------------------------------------------------------------------------------
+
+
+def test_connections_killed_under_a_store_are_a_transient_error_then_replaced(
+        pg_cluster: PgCluster, store: DispatchStore) -> None:
+    """Every server process of the store killed (``pg_terminate_backend``, as a restart or a
+    failover does): a call may fail once per dead pooled connection, always with
+    ``StoreBusyError`` (which a worker waits out), and the pool then reconnects by itself;
+    nothing committed is lost."""
+    from sms_sim.dispatch.errors import StoreBusyError
+
+    message_id = _submit(store, 20)
+    killed = pg_cluster.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE application_name = 'sms_sim' AND datname = current_database()")
+    assert killed
+    failures = 0
+    for _ in range(10):  # a pool of at most 4 connections: at most 4 dead ones to meet
+        try:
+            claims = store.claim("w", 50, LEASE_S, T0)
+            break
+        except StoreBusyError as exc:
+            assert "\n" not in str(exc)
+            failures += 1
+    else:
+        raise AssertionError("the store never reconnected")
+    assert failures <= 4, failures
+    assert {c.message_id for c in claims} == {message_id} and len(claims) == 20
