@@ -163,8 +163,8 @@ def list_messages(
     status: Annotated[MessageStatus | None, Query(description="Only this status.")] = None,
     limit: Limit = 100,
     after: Annotated[int | None, Query(
-        ge=1, le=JSON_INT_MAX, description="next_after of the previous page: only older "
-                                        "messages.")] = None,
+        ge=1, le=JSON_INT_MAX,
+        description="next_after of the previous page: only older messages.")] = None,
 ) -> MessageListOut:
     page = service.message_page(status=status, limit=limit, before=after)
     return MessageListOut(data=[message_out(view, service.progress(view))

@@ -120,4 +120,3 @@ def install_openapi(app: FastAPI) -> None:
         return app.openapi_schema
 
     setattr(app, "openapi", build)  # noqa: B010  (FastAPI's documented override)
-

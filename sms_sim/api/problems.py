@@ -165,7 +165,7 @@ class ProblemError(Exception):
 
     def __init__(self, kind: ProblemType, detail: str,
                  headers: Mapping[str, str] | None = None) -> None:
-        super().__init__(detail)
+        super().__init__(kind, detail, headers)
         self.kind = kind
         self.detail = detail
         self.headers = dict(headers or {})
@@ -274,7 +274,7 @@ def validation_problem(request: Request, errors: Sequence[Mapping[str, Any]]) ->
                       if e.get("type") == "json_invalid")
         return problem_response(request, MALFORMED, f"the body is not valid JSON: {reason}")
     listed = [{"field": _field(error.get("loc", ())), "detail": one_line(line)}
-              for error, line in zip(errors, lines)]
+              for error, line in zip(errors, lines, strict=True)]
     more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
     return problem_response(request, INVALID, lines[0] + more, errors=listed)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic.config import JsonDict
 
 from sms_sim.api.times import EXAMPLE_TIME, RFC3339_PATTERN
 from sms_sim.dispatch.contract import DeliveryStatus, MessageOutcome, MessageStatus
@@ -54,7 +55,6 @@ PAGE_MAX = 1000  # the largest page a listing returns
 JSON_INT_MAX = 2**53 - 1
 
 
-
 def _integral(value: object) -> object:
     """JSON has one number type: ``5.0`` is the integer 5 (as JSON Schema says), ``5.5``
     stays a number and is refused."""
@@ -64,12 +64,13 @@ def _integral(value: object) -> object:
 Id = Annotated[int, Field(ge=1, le=JSON_INT_MAX), BeforeValidator(_integral)]
 Priority = Annotated[int, Field(ge=-JSON_INT_MAX, le=JSON_INT_MAX),
                      BeforeValidator(_integral)]
-_TIME = {"format": "date-time", "examples": [EXAMPLE_TIME]}
-_TIME_IN = {"format": "date-time", "pattern": RFC3339_PATTERN, "examples": [EXAMPLE_TIME]}
-_CONTENT = {"minLength": 1, "maxLength": CONTENT_MAX_CHARS, "pattern": CONTENT_PATTERN}
-_PHONES = {"minItems": 1, "maxItems": RECIPIENTS_MAX,
-           "items": {"type": "string", "pattern": PHONE_PATTERN,
-                     "examples": ["555-010-0001", "+15550100002", "+442071838750"]}}
+_TIME: JsonDict = {"format": "date-time", "examples": [EXAMPLE_TIME]}
+_TIME_IN: JsonDict = {"format": "date-time", "pattern": RFC3339_PATTERN, "examples": [EXAMPLE_TIME]}
+_CONTENT: JsonDict = {"minLength": 1, "maxLength": CONTENT_MAX_CHARS, "pattern": CONTENT_PATTERN}
+_PHONES: JsonDict = {
+    "minItems": 1, "maxItems": RECIPIENTS_MAX,
+    "items": {"type": "string", "pattern": PHONE_PATTERN,
+              "examples": ["555-010-0001", "+15550100002", "+442071838750"]}}
 
 
 class NewMessageBody(BaseModel):
@@ -87,9 +88,9 @@ class NewMessageBody(BaseModel):
         default=None, description="When to send: RFC 3339 with its offset. Left out or null: "
                                   "now. More than 60 s in the past is refused.",
         json_schema_extra=_TIME_IN)
-    priority: Priority = Field(default=0,
-                          description="Higher classes of your messages go first; waiting "
-                                      "work ages, so nothing starves.")
+    priority: Priority = Field(default=0, description="Higher classes of your messages go "
+                                                      "first; waiting work ages, so nothing "
+                                                      "starves.")
 
 
 def _no_nulls(schema: dict[str, Any]) -> None:
@@ -150,7 +151,7 @@ class RequeueBody(BaseModel):
         return self
 
     message_id: Id | None = Field(default=None,
-                                   description="Every dead delivery of this message.")
+                                  description="Every dead delivery of this message.")
     delivery_ids: list[Id] | None = Field(
         default=None, min_length=1, max_length=PAGE_MAX,
         description="These dead deliveries (ids from GET /v1/dead-letters); ids that are not "

@@ -21,7 +21,7 @@ import codecs
 import csv
 import io
 import re
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncGenerator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO
 
@@ -61,7 +61,7 @@ class Submission:
     duplicates_dropped: int
 
 
-async def _limited(request: Request) -> AsyncIterator[bytes]:
+async def _limited(request: Request) -> AsyncGenerator[bytes, None]:
     """The body's chunks, refusing it (413) as soon as it passes ``BODY_MAX_BYTES``, or at
     once when its Content-Length says it will."""
     declared = request.headers.get("content-length", "")

@@ -24,7 +24,7 @@ __all__ = ["message_out", "submitted_out", "delivery_out", "etag"]
 def etag(view: MessageView) -> str:
     """The strong entity tag of a message: its version, which every edit raises. (Progress
     moves without it, which is why GET answers no 304: the tag guards edits, not caches.)"""
-    return f'"{view.version}"'
+    return '"%d"' % view.version
 
 
 def _progress(progress: Progress) -> ProgressOut:

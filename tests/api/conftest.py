@@ -90,7 +90,8 @@ class ApiHarness:
 
     def submit(self, headers: dict[str, str], count: int = 2, **fields: Any) -> Response:
         body = {"content": "hello", "recipients": phones(count), **fields}
-        return self.client.post("/v1/messages", json=body, headers=headers)
+        response: Response = self.client.post("/v1/messages", json=body, headers=headers)
+        return response
 
     def submitted(self, headers: dict[str, str], count: int = 2, **fields: Any) -> int:
         """The id of a message submitted as ``headers``' tenant."""

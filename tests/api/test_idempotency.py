@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -18,14 +19,15 @@ from sms_sim.dispatch.stores import open_store
 from tests.api.conftest import ApiHarness, assert_problem
 from tests.conftest import phones
 
-BODY = {"content": "Shift starts at 9", "recipients": ["555-010-0001", "+15550100001",
-                                                       "555-010-0002"]}
+BODY: dict[str, Any] = {"content": "Shift starts at 9",
+                        "recipients": ["555-010-0001", "+15550100001", "555-010-0002"]}
 
 
 def _post(api: ApiHarness, headers: dict[str, str], key: str,
           body: dict[str, object] | None = None) -> httpx.Response:
-    return api.client.post("/v1/messages", json=body or BODY,
-                           headers={**headers, "Idempotency-Key": key})
+    response: httpx.Response = api.client.post("/v1/messages", json=body or BODY,
+                                               headers={**headers, "Idempotency-Key": key})
+    return response
 
 
 def test_a_repeat_gets_the_first_answer_byte_for_byte(api: ApiHarness,

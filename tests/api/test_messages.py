@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 
 from sms_sim.api.idempotency import RECEIPT_WAIT_S
@@ -79,7 +82,7 @@ def test_send_at_is_refused_as_the_cli_refuses_it(api: ApiHarness, acme: dict[st
     ({"recipients": "555-010-0001"}, "recipients"),
 ])
 def test_bad_fields_are_422_naming_field_and_value(api: ApiHarness, acme: dict[str, str],
-                                                   fields: dict[str, object],
+                                                   fields: dict[str, Any],
                                                    words: str) -> None:
     body = assert_problem(api.submit(acme, **fields), 422, "invalid-request")
     assert words in body["detail"]
@@ -93,8 +96,9 @@ def test_a_body_that_is_not_json_is_400(api: ApiHarness, acme: dict[str, str]) -
 
 
 def test_other_content_types_are_415(api: ApiHarness, acme: dict[str, str]) -> None:
+    form = "application/x-www-form-urlencoded"
     response = api.client.post("/v1/messages", content=b"content=hi",
-                               headers={**acme, "Content-Type": "application/x-www-form-urlencoded"})
+                               headers={**acme, "Content-Type": form})
     assert "application/json or multipart/form-data" in \
         assert_problem(response, 415, "unsupported-media-type")["detail"]
 
@@ -107,15 +111,15 @@ def test_a_body_declared_too_large_is_413_before_it_is_read(api: ApiHarness,
 
 
 def test_a_body_that_grows_too_large_is_413(api: ApiHarness, acme: dict[str, str],
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sms_sim.api.submission.BODY_MAX_BYTES", 100)
 
-    def chunks() -> object:
+    def chunks() -> Iterator[bytes]:
         yield b'{"content": "hi", "recipients": ['
         yield b'"555-010-0001",' * 20
         yield b'"555-010-0002"]}'
 
-    response = api.client.post("/v1/messages", content=chunks(),  # type: ignore[arg-type]
+    response = api.client.post("/v1/messages", content=chunks(),
                                headers={**acme, "Content-Type": "application/json"})
     assert_problem(response, 413, "content-too-large")
 
@@ -152,8 +156,7 @@ def test_a_big_csv_is_read_from_its_spooled_file(api: ApiHarness, acme: dict[str
     ({"content": "hi"}, b"555-010-0001\n55-010-0002\n", 422, "recipients CSV line 2"),
     ({"content": "hi"}, b"555-010-0001\n\xff\xfe\n", 400, "not UTF-8"),
     ({}, b"555-010-0001\n", 422, "content is required"),
-    ({"content": "hi", "priority": "high"}, b"555-010-0001\n", 422, "priority must be an "
-                                                                     "integer"),
+    ({"content": "hi", "priority": "high"}, b"555-010-0001\n", 422, "priority must be"),
     ({"content": "hi", "send_at": "2001-01-01T00:00:00Z"}, b"555-010-0001\n", 422, "past"),
     ({"content": "hi", "colour": "red"}, b"555-010-0001\n", 400, "'colour' is not a field"),
     ({"content": "hi"}, None, 422, "recipients is required"),
