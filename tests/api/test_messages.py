@@ -198,6 +198,12 @@ def test_listing_pages_newest_first_with_a_cursor(api: ApiHarness,
     assert last["has_more"] is False and last["next_after"] is None
 
 
+def test_an_unknown_query_parameter_is_refused(api: ApiHarness, acme: dict[str, str]) -> None:
+    body = assert_problem(api.client.get("/v1/messages?limt=5", headers=acme), 422,
+                          "invalid-request")
+    assert "'limt'" in body["detail"] and "limit" in body["detail"]
+
+
 def test_listing_filters_by_status(api: ApiHarness, acme: dict[str, str]) -> None:
     kept, gone = api.submitted(acme), api.submitted(acme)
     api.client.post(f"/v1/messages/{gone}/cancel", headers=acme)
