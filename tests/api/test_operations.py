@@ -1,0 +1,149 @@
+"""What operators and tools ask: health, readiness, metrics, the problem types, the OpenAPI
+document and Swagger UI (served from this server, no CDN)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from openapi_spec_validator import OpenAPIV31SpecValidator, validate
+
+from sms_sim.api.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPES
+from sms_sim.dispatch.errors import StoreError
+from tests.api.conftest import ApiHarness, FailingStore, assert_problem
+
+
+def test_healthz_answers_without_the_store() -> None:
+    store = FailingStore()
+    harness = ApiHarness(store)
+    store.failure = StoreError("disk gone")
+    with harness.client as client:
+        response = client.get("/healthz")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+def test_readyz_is_200_with_the_backlog(api: ApiHarness, acme: dict[str, str]) -> None:
+    api.submitted(acme)
+    api.clock.advance(90)
+    body = api.client.get("/readyz").json()
+    assert body["status"] == "ready" and body["behind_s"] == 90.0
+
+
+@pytest.mark.parametrize("failing", ["check_writable", "next_due_at"])
+def test_readyz_is_503_when_the_store_cannot_write_or_read(failing: str,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    store = FailingStore()
+    harness = ApiHarness(store)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise StoreError("attempt to write a readonly database")
+
+    monkeypatch.setattr(store, failing, refuse)
+    with harness.client as client:
+        response = client.get("/readyz")
+    body = assert_problem(response, 503, "store-unavailable")
+    assert "readonly database" in body["detail"] and response.headers["retry-after"] == "5"
+
+
+def _samples(text: str, name: str) -> dict[str, float]:
+    found = {}
+    for line in text.splitlines():
+        if line.startswith(name):
+            key, _, value = line.rpartition(" ")
+            found[key] = float(value)
+    return found
+
+
+def test_metrics_read_the_store_at_each_scrape(api: ApiHarness, acme: dict[str, str]) -> None:
+    message_id = api.submitted(acme, 3)
+    api.dispatch(message_id)
+    api.clock.advance(30)
+    api.client.get(f"/v1/messages/{message_id}", headers=acme)
+    api.client.get("/v1/messages/12345", headers=acme)
+    response = api.client.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith(
+        "text/plain; version=")
+    text = response.text
+    deliveries = _samples(text, "sms_sim_deliveries{")
+    assert deliveries['sms_sim_deliveries{status="pending"}'] == 2
+    assert deliveries['sms_sim_deliveries{status="leased"}'] == 1
+    assert _samples(text, "sms_sim_claims_leased") == {"sms_sim_claims_leased": 1}
+    assert _samples(text, "sms_sim_oldest_due_age_seconds") == \
+        {"sms_sim_oldest_due_age_seconds": 30.0}
+    assert _samples(text, "sms_sim_store_up") == {"sms_sim_store_up": 1}
+    counts = _samples(text, "sms_sim_http_request_duration_seconds_count")
+    route = 'method="GET",route="/v1/messages/{message_id}"'
+    assert counts[f'sms_sim_http_request_duration_seconds_count{{{route},status="200"}}'] == 1
+    assert counts[f'sms_sim_http_request_duration_seconds_count{{{route},status="404"}}'] == 1
+    assert "12345" not in text
+
+
+def test_metrics_say_the_store_is_down_instead_of_failing() -> None:
+    store = FailingStore()
+    harness = ApiHarness(store)
+    with harness.client as client:
+        store.failure = StoreError("database is locked")
+        response = client.get("/metrics")
+    assert response.status_code == 200
+    assert _samples(response.text, "sms_sim_store_up") == {"sms_sim_store_up": 0}
+    assert "sms_sim_deliveries{" not in response.text
+
+
+def test_two_apps_in_one_process_count_apart() -> None:
+    first, second = ApiHarness(), ApiHarness()
+    with first.client, second.client:
+        first.client.get("/healthz")
+        assert "/healthz" in first.client.get("/metrics").text
+        assert "/healthz" not in second.client.get("/metrics").text
+
+
+@pytest.mark.parametrize("kind", PROBLEM_TYPES, ids=lambda kind: kind.slug)
+def test_every_problem_type_is_described_at_its_uri(api: ApiHarness, kind: Any) -> None:
+    response = api.client.get(kind.uri)
+    assert response.status_code == 200 and kind.meaning in response.text
+    assert_problem(api.client.get("/problems/no-such"), 404, "not-found")
+
+
+def test_docs_come_from_this_server(api: ApiHarness) -> None:
+    page = api.client.get("/docs")
+    assert page.status_code == 200 and "SwaggerUIBundle" in page.text
+    assert not re.search(r"https?://", page.text)
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert len(assets) == 3
+    for asset in assets:
+        assert api.client.get(asset).status_code == 200
+    script = api.client.get("/docs/assets/swagger-ui-bundle.js").text
+    assert "swagger-ui" in script and len(script) > 100_000
+
+
+def test_the_openapi_document_is_valid_3_1_and_documents_every_problem(
+        api: ApiHarness) -> None:
+    document = api.client.get("/openapi.json").json()
+    assert document["openapi"].startswith("3.1")
+    validate(document, cls=OpenAPIV31SpecValidator)
+    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    schemas = document["components"]["schemas"]
+    assert "HTTPValidationError" not in schemas and "Problem" in schemas
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            for status, response in responses.items():
+                if status.startswith(("4", "5")):
+                    assert list(response["content"]) == [PROBLEM_MEDIA_TYPE], (path, status)
+            assert "500" in responses, (method, path)
+            if path.startswith("/v1"):
+                assert {"401", "422", "503"} <= set(responses), (method, path)
+                assert operation["security"] == [{"bearer": []}]
+    submit = document["paths"]["/v1/messages"]["post"]
+    assert set(submit["requestBody"]["content"]) == {"application/json", "multipart/form-data"}
+    assert "Location" in submit["responses"]["201"]["headers"]
+
+
+def test_the_app_has_no_state_outside_itself() -> None:
+    """The same schema object is not shared between apps (each builds its own)."""
+    first, second = ApiHarness(), ApiHarness()
+    assert first.app.openapi() is not second.app.openapi()
+    assert TestClient(first.app).get("/openapi.json").json() == \
+        TestClient(second.app).get("/openapi.json").json()
