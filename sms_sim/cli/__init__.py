@@ -50,6 +50,8 @@ COMMANDS: dict[str, Command] = {
     "dead": Command(_INSPECTION, "deliveries that used up their attempts; requeue them"),
     "check": Command(_INSPECTION, "check the database file for damage"),
     "worker": Command("sms_sim.cli.worker", "send due deliveries until stopped"),
+    "serve": Command("sms_sim.cli.serve", "the HTTP API and dashboard (and a worker, "
+                                          "with --with-worker)"),
 }
 _HELP = ("-h", "--help")
 
