@@ -17,7 +17,9 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
+from sms_sim.dispatch.keys import KeyStore
 from sms_sim.dispatch.requests import MessageEdit, NewMessage
+from sms_sim.dispatch.tenants import DEFAULT_TENANT
 from sms_sim.dispatch.validation import InvalidRequestError
 
 __all__ = [
@@ -118,6 +120,10 @@ class MessageView:
     priority: int
     counts: dict[DeliveryStatus, int]
     uid: str = ""  # globally unique: the provider's idempotency keys are built on it
+    tenant: str = DEFAULT_TENANT
+    # What an edge answered when the message was created, kept for replaying that answer
+    # to a repeat of the request (``DispatchStore.keep_receipt``); None until kept.
+    receipt: str | None = None
 
     @property
     def recipient_count(self) -> int:
@@ -202,6 +208,7 @@ class Settlement(NamedTuple):
 class SubmitResult:
     message_id: int
     created: bool  # False: the idempotency key was known; nothing was created
+    receipt: str | None = None  # when not created: the first message's kept receipt
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -221,25 +228,31 @@ class SettleResult:
     refused: int  # stale: not leased any more, another owner, or an older attempt
 
 
-class DispatchStore(Protocol):
-    """Durable state of the dispatch engine.
+class DispatchStore(KeyStore, Protocol):
+    """Durable state of the dispatch engine, and the API keys that give access to it.
 
     Thread safety: one store object may be shared by several threads (each call is
     serialised); several store objects, threads or processes may open the same database at
     once. Every method is atomic: it commits all of its effects or none of them, and a
     refused call (an exception) changes nothing. Time is always the caller's ``now``.
+
+    Tenants: every message belongs to ``NewMessage.tenant``. The operations that name or
+    list messages take ``tenant``: given, a message of another tenant does not exist for
+    the call (``NotFoundError`` with the same words as an unknown id, listings and counts
+    leave it out); None (the operator's view) sees every tenant.
     """
 
     def submit(self, message: NewMessage, now: float) -> SubmitResult:
         """Store a message and one ``pending`` delivery per distinct recipient, atomically.
 
-        If ``idempotency_key`` is already known for the same request (same
-        ``NewMessage.fingerprint``), nothing is created and the first message's id is
-        returned with ``created=False``; for a different request it raises
-        ``ConflictError`` naming the key and the first message, and creates nothing. Of
+        Idempotency keys are scoped to the message's tenant: if ``idempotency_key`` is
+        already known in that tenant for the same request (same
+        ``NewMessage.fingerprint``), nothing is created and the first message's id and kept
+        ``receipt`` are returned with ``created=False``; for a different request it raises
+        ``KeyReusedError`` naming the key and the first message, and creates nothing. Of
         concurrent submits with one key exactly one creates; while the first is still being
-        loaded (see below), a repeat is refused with ``ConflictError`` saying so. The due time is
-        ``scheduled_at`` or ``now``. Every message gets a fresh ``uid`` (32 hex digits).
+        loaded (see below), a repeat is refused with ``StillSubmittingError``. The due time
+        is ``scheduled_at`` or ``now``. Every message gets a fresh ``uid`` (32 hex digits).
 
         Readers and claims see the message whole or not at all. A store may load a large
         recipient list in several short transactions (so workers are not locked out for
@@ -248,7 +261,7 @@ class DispatchStore(Protocol):
         ...
 
     def edit(self, message_id: int, expected_version: int, edit: MessageEdit,
-             now: float) -> MessageView:
+             now: float, *, tenant: str | None = None) -> MessageView:
         """Apply ``edit`` if the message is ``scheduled`` and at ``expected_version``.
 
         Check and change are one transaction, so an edit racing the start of dispatch
@@ -258,7 +271,8 @@ class DispatchStore(Protocol):
         """
         ...
 
-    def cancel(self, message_id: int, now: float) -> CancelResult:
+    def cancel(self, message_id: int, now: float, *,
+               tenant: str | None = None) -> CancelResult:
         """Cancel a ``scheduled`` or ``dispatching`` message and its unleased deliveries.
 
         Sent deliveries stay sent; leased ones finish their attempt (a failure then becomes
@@ -286,18 +300,26 @@ class DispatchStore(Protocol):
         claimer's ``now`` is stale: workers with different leases, and a claim that waited
         for the lock, never take each other's live claims.
 
-        Fairness, stated on what one claim leased: a message's share is the number of its
-        deliveries leased; it ran out if none of its deliveries is left due afterwards.
+        Fairness, stated on what one claim leased: a message's (or a tenant's) share is the
+        number of its deliveries leased; it ran out if none of its deliveries is left due
+        afterwards.
 
+        0. Tenants first: the shares of two tenants differ by at most one, unless the
+           smaller ran out; across claims, tenants left out go first (never served, then
+           least recently served). So one tenant's broadcast never slows another tenant's
+           message by more than one share, whatever their priorities; everything below
+           holds among one tenant's messages.
         1. Priority classes are strict: a delivery of one class is leased only if every
-           message of every higher class ran out. The class is ``effective_priority``:
-           the message's priority, plus one per ``AGING_STEP_S`` it has waited since it was
-           last served (or became due), and at least the raised class a claim last served
-           it in; after each claim, a message served above its priority keeps that class,
-           and one with nothing left due loses it. So a low class is delayed, never
-           starved, and once aged in it is served round-robin until it is done.
+           message of every higher class (of its tenant) ran out. The class is
+           ``effective_priority``: the message's priority, plus one per ``AGING_STEP_S`` it
+           has waited since it was last served (or became due), and at least the raised
+           class a claim last served it in; after each claim, a message served above its
+           priority keeps that class, and one with nothing left due loses it. So a low class
+           is delayed, never starved, and once aged in it is served round-robin until it is
+           done.
         2. Within a class, no message waits while another is served twice: the shares of
-           two messages of one class differ by at most one, unless the smaller ran out.
+           two messages of one tenant's class differ by at most one, unless the smaller ran
+           out.
         3. It leases ``min(limit, due deliveries)``: never more than ``limit``, and fewer
            only when every message ran out.
         4. So a lone due message gets the full ``limit``, or all it has due.
@@ -335,36 +357,59 @@ class DispatchStore(Protocol):
         ...
 
     def messages(self, *, message_id: int | None = None, status: MessageStatus | None = None,
-                 limit: int = 100, newest_first: bool = False,
-                 before: int | None = None) -> list[MessageView]:
+                 limit: int = 100, newest_first: bool = False, before: int | None = None,
+                 tenant: str | None = None) -> list[MessageView]:
         """Up to ``limit`` messages by id ascending (``newest_first``: descending), with
-        delivery counts; optionally one id, one status, and only ids below ``before`` (a
-        cursor: the last id of the page before). The filters combine; an id no store hands
-        out matches nothing. Raises ``InvalidRequestError`` for a negative or non-integer
-        ``limit`` or a non-integer cursor."""
+        delivery counts; optionally one id, one status, one tenant, and only ids below
+        ``before`` (a cursor: the last id of the page before). The filters combine; an id no
+        store hands out matches nothing. Raises ``InvalidRequestError`` for a negative or
+        non-integer ``limit`` or a non-integer cursor."""
         ...
 
     def count_messages(self, *, status: MessageStatus | None = None,
-                       before: int | None = None) -> int:
+                       before: int | None = None, tenant: str | None = None) -> int:
         """How many messages ``messages`` would list with these filters and no limit (what
         a listing says is left beyond its page), without building them."""
         ...
 
     def deliveries(self, *, message_id: int | None = None,
                    status: DeliveryStatus | None = None, limit: int = 1000,
-                   recipient: str | None = None,
-                   after: int | None = None) -> list[DeliveryView]:
+                   recipient: str | None = None, after: int | None = None,
+                   tenant: str | None = None) -> list[DeliveryView]:
         """Up to ``limit`` deliveries by id ascending (a message's in recipient order),
-        optionally of one message, one status, one recipient (as stored), and only ids
-        above ``after`` (a cursor: the last id of the page before). Raises
-        ``InvalidRequestError`` as ``messages`` does."""
+        optionally of one message, one status, one recipient (as stored), one tenant's
+        messages, and only ids above ``after`` (a cursor: the last id of the page before).
+        Raises ``InvalidRequestError`` as ``messages`` does."""
         ...
 
-    def requeue_dead(self, message_id: int | None, now: float) -> int:
-        """Dead deliveries (of one message, or all) back to ``pending`` with attempts and
+    def delivery_counts(self, *, tenant: str | None = None) -> dict[DeliveryStatus, int]:
+        """Deliveries of every message (of one tenant) counted by status, every status
+        present: what a dashboard and ``/metrics`` show without listing them."""
+        ...
+
+    def keep_receipt(self, message_id: int, receipt: str, *,
+                     tenant: str | None = None) -> bool:
+        """Keep what an edge answered when it created the message, for replaying to
+        repeats of the request (``SubmitResult.receipt``, ``MessageView.receipt``). The
+        first receipt kept stays: returns False, changing nothing, if one was kept already.
+        Raises ``NotFoundError``."""
+        ...
+
+    def check_writable(self) -> None:
+        """Prove the store can take a write now (SQLite: take and release the write lock);
+        raises ``StoreError`` (``StoreBusyError`` while another writer holds it too long)
+        if not. Changes nothing."""
+        ...
+
+    def requeue_dead(self, message_id: int | None, now: float, *,
+                     delivery_ids: Collection[int] | None = None,
+                     tenant: str | None = None) -> int:
+        """Dead deliveries (of one message, or all; only those in ``delivery_ids`` when
+        given; of one tenant's messages when given) back to ``pending`` with attempts and
         lease losses 0, due ``now``, keeping ``last_error``; their completed messages return
-        to ``dispatching``. Deliveries of cancelled messages stay dead. Returns how many were
-        requeued."""
+        to ``dispatching``. Deliveries of cancelled messages stay dead, and ids that are
+        not dead deliveries are passed over. Returns how many were requeued; raises
+        ``NotFoundError`` for an unknown ``message_id``."""
         ...
 
     def close(self) -> None:

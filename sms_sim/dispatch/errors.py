@@ -15,6 +15,8 @@ __all__ = [
     "StoreDamagedError",
     "NotFoundError",
     "ConflictError",
+    "KeyReusedError",
+    "StillSubmittingError",
     "LockedError",
 ]
 
@@ -48,6 +50,16 @@ class ConflictError(SmsSimError):
     """A request contradicts the stored state: an edit named a version other than the current
     one, or a submit reused an idempotency key for a different message. The message names
     both sides."""
+
+
+class KeyReusedError(ConflictError):
+    """A submit reused an idempotency key for a different request (content, recipients, time
+    or priority): nothing was created. An HTTP edge answers 422, as the IETF draft says."""
+
+
+class StillSubmittingError(ConflictError):
+    """A submit repeated an idempotency key whose first submit has not finished: nothing was
+    created, and the repeat may be sent again later. An HTTP edge answers 409."""
 
 
 class LockedError(SmsSimError):

@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from sms_sim.dispatch.tenants import DEFAULT_TENANT, validate_tenant
 from sms_sim.dispatch.validation import (
     validate_content,
     validate_edit,
@@ -28,7 +29,9 @@ class NewMessage:
     """A message to submit; build it through ``validated`` to get the engine's checks.
 
     ``scheduled_at`` None means "due now". Recipients listed twice get one delivery.
-    ``priority``: higher classes are claimed first; within a class, fair round-robin.
+    ``priority``: higher classes of one tenant are claimed first; within a class, fair
+    round-robin. ``tenant``: who it belongs to (``tenants``); it is not part of the request's
+    fingerprint, since idempotency keys are already scoped to a tenant.
     """
 
     content: str
@@ -39,6 +42,7 @@ class NewMessage:
     # How the time was asked for when it was relative ("in 600 s"): a retry of the same
     # request then has the same fingerprint although its absolute due time moved on.
     time_request: str | None = None
+    tenant: str = DEFAULT_TENANT
 
     def fingerprint(self) -> str:
         """What makes two submits "the same request" for an idempotency key: content,
@@ -66,6 +70,7 @@ class NewMessage:
         idempotency_key: str | None = None,
         priority: int = 0,
         time_request: str | None = None,
+        tenant: str = DEFAULT_TENANT,
     ) -> NewMessage:
         """Check every field with ``validation`` (raises ``InvalidRequestError``) and drop
         repeated recipients. ``time_request``: see the field."""
@@ -77,6 +82,7 @@ class NewMessage:
             idempotency_key=key,
             priority=priority,
             time_request=time_request,
+            tenant=validate_tenant(tenant),
         )
 
 

@@ -7,16 +7,25 @@ an HTTP status) without reading messages:
 
 - ``InvalidRequestError``: the request is malformed (HTTP 400/422); nothing was read or changed.
 - ``NotFoundError``: no message has that id (404).
-- ``ConflictError``: an edit named a version that is no longer current (409).
+- ``ConflictError``: an edit named a version that is no longer current (409/412);
+  ``KeyReusedError`` an idempotency key reused for another request (422) and
+  ``StillSubmittingError`` a repeat while the first is still being stored (409).
 - ``LockedError``: the message is past the state the operation needs (409/423).
-- ``StoreError``: the store failed or is not a usable database (500/503).
+- ``UnauthorizedError``: an API key that is malformed, unknown or revoked (401).
+- ``StoreError``: the store failed or is not a usable database (503; ``StoreBusyError``
+  is worth retrying soon).
 
 A refused operation changes nothing. Time comes only from the injected ``Clock``.
+
+A service sees every tenant (the operator's view, which the CLI uses) or, made by
+``for_tenant``, one: then another tenant's message does not exist for it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
@@ -33,8 +42,25 @@ from sms_sim.dispatch.contract import (
     OPEN_DELIVERY_STATUSES,
     SubmitResult,
 )
-from sms_sim.dispatch.errors import ConflictError, LockedError, NotFoundError, StoreError
+from sms_sim.dispatch.errors import (
+    ConflictError,
+    KeyReusedError,
+    LockedError,
+    NotFoundError,
+    StillSubmittingError,
+    StoreError,
+)
+from sms_sim.dispatch.keys import (
+    ApiKey,
+    IssuedKey,
+    UnauthorizedError,
+    issue_key,
+    parse_token,
+    secret_matches,
+    validate_key_id,
+)
 from sms_sim.dispatch.requests import MessageEdit, NewMessage
+from sms_sim.dispatch.tenants import validate_tenant
 from sms_sim.dispatch.validation import (
     parse_status,
     validate_limit,
@@ -50,7 +76,10 @@ __all__ = [
     "InvalidRequestError",
     "NotFoundError",
     "ConflictError",
+    "KeyReusedError",
+    "StillSubmittingError",
     "LockedError",
+    "UnauthorizedError",
     "StoreError",
 ]
 
@@ -118,12 +147,27 @@ class DispatchService:
     The service keeps no state of its own: it is as thread-safe as its store (every
     ``DispatchStore`` is), and several services, threads or processes may share one
     database. It owns the store it is given: ``close`` (or leaving a ``with`` block)
-    closes it.
+    closes it. Views made by ``for_tenant`` share that store and do not close it.
     """
 
-    def __init__(self, store: DispatchStore, clock: Clock) -> None:
+    def __init__(self, store: DispatchStore, clock: Clock, *, tenant: str | None = None,
+                 owns_store: bool = True) -> None:
         self._store = store
         self._clock = clock
+        self._tenant = None if tenant is None else validate_tenant(tenant)
+        self._owns_store = owns_store
+
+    @property
+    def tenant(self) -> str | None:
+        """The one tenant this service acts for, or None: every tenant (the operator)."""
+        return self._tenant
+
+    def for_tenant(self, tenant: str) -> DispatchService:
+        """A view of the same store that acts for ``tenant`` alone: it submits into it, and
+        another tenant's message is ``NotFoundError`` on every operation, as an id that
+        does not exist (so ids do not reveal other tenants' traffic). Cheap: one per request
+        is fine. Closing it leaves the store open."""
+        return DispatchService(self._store, self._clock, tenant=tenant, owns_store=False)
 
     def __enter__(self) -> Self:
         return self
@@ -133,8 +177,10 @@ class DispatchService:
         self.close()
 
     def close(self) -> None:
-        """Close the store; any later call raises ``StoreError``."""
-        self._store.close()
+        """Close the store (not for a ``for_tenant`` view); any later call raises
+        ``StoreError``."""
+        if self._owns_store:
+            self._store.close()
 
     # --- messages ----------------------------------------------------------------------
 
@@ -143,14 +189,24 @@ class DispatchService:
 
         ``message`` comes from ``NewMessage.validated``: the edges build it before they
         open a store, so a malformed request never creates a database. A repeated
-        idempotency key creates nothing and returns the first message's id with
-        ``created=False``, even under concurrent submits.
+        idempotency key creates nothing and returns the first message's id and kept
+        receipt with ``created=False``, even under concurrent submits. A tenant's view
+        submits into its tenant, whatever ``message.tenant`` says.
         """
+        if self._tenant is not None and message.tenant != self._tenant:
+            message = dataclasses.replace(message, tenant=self._tenant)
         return self._store.submit(message, self._clock.now())
+
+    def keep_receipt(self, message_id: int, receipt: str) -> bool:
+        """Keep what an edge answered on creating ``message_id``, to replay it to repeats of
+        the request; the first kept stays (False: one was kept already)."""
+        return self._store.keep_receipt(validate_message_id(message_id), receipt,
+                                        tenant=self._tenant)
 
     def get(self, message_id: int) -> MessageView:
         """One message with its deliveries counted by status; ``NotFoundError`` if absent."""
-        found = self._store.messages(message_id=validate_message_id(message_id), limit=1)
+        found = self._store.messages(message_id=validate_message_id(message_id), limit=1,
+                                     tenant=self._tenant)
         if not found:
             raise NotFoundError(f"no message with id {message_id}")
         return found[0]
@@ -166,14 +222,16 @@ class DispatchService:
         it again).
         """
         return self._store.edit(validate_message_id(message_id),
-                                validate_version(expected_version), changes, self._clock.now())
+                                validate_version(expected_version), changes, self._clock.now(),
+                                tenant=self._tenant)
 
     def cancel(self, message_id: int) -> CancelResult:
         """Stop a scheduled or dispatching message: deliveries not yet leased are cancelled,
         sent ones stay sent, and leased ones finish their attempt but are not retried.
         Raises ``NotFoundError``, or ``LockedError`` if it already completed or was cancelled.
         """
-        return self._store.cancel(validate_message_id(message_id), self._clock.now())
+        return self._store.cancel(validate_message_id(message_id), self._clock.now(),
+                                  tenant=self._tenant)
 
     def await_workers(self, message_id: int, *, timeout_s: float,
                       poll_s: float = 0.05) -> MessageView:
@@ -199,7 +257,8 @@ class DispatchService:
         id below ``before``."""
         wanted = None if status is None else parse_status(MessageStatus, status)
         return self._store.messages(status=wanted, limit=validate_limit(limit),
-                                    newest_first=newest_first, before=before)
+                                    newest_first=newest_first, before=before,
+                                    tenant=self._tenant)
 
     def message_page(self, *, status: MessageStatus | str | None = None, limit: int = 100,
                      before: int | None = None) -> MessagePage:
@@ -207,11 +266,13 @@ class DispatchService:
         older ones match: what an operator listing messages wants to see first."""
         wanted = None if status is None else parse_status(MessageStatus, status)
         page = self._store.messages(status=wanted, limit=validate_limit(limit),
-                                    newest_first=True, before=before)
+                                    newest_first=True, before=before, tenant=self._tenant)
         if page:
-            more = self._store.count_messages(status=wanted, before=page[-1].id)
+            more = self._store.count_messages(status=wanted, before=page[-1].id,
+                                              tenant=self._tenant)
         else:  # nothing matched, or a page of none was asked for: count what would have
-            more = 0 if limit else self._store.count_messages(status=wanted, before=before)
+            more = 0 if limit else self._store.count_messages(status=wanted, before=before,
+                                                              tenant=self._tenant)
         return MessagePage(messages=page, more=more)
 
     def progress(self, view: MessageView) -> Progress:
@@ -244,25 +305,35 @@ class DispatchService:
         validate_limit(limit)
         self._require(message_id)
         return self._store.deliveries(message_id=message_id, status=wanted, limit=limit,
-                                      recipient=recipient, after=after)
+                                      recipient=recipient, after=after, tenant=self._tenant)
 
-    def dead(self, message_id: int | None = None, *, limit: int = 1000) -> list[DeliveryView]:
+    def dead(self, message_id: int | None = None, *, limit: int = 1000,
+             after: int | None = None) -> list[DeliveryView]:
         """Up to ``limit`` deliveries that ran out of attempts or lease losses, of one
-        message or of all, by id ascending; ``NotFoundError`` for an unknown message."""
+        message or of all, by id ascending (above ``after``, a cursor); ``NotFoundError``
+        for an unknown message."""
         validate_limit(limit)
         if message_id is not None:
             self._require(message_id)
         return self._store.deliveries(message_id=message_id, status=DeliveryStatus.DEAD,
-                                      limit=limit)
+                                      limit=limit, after=after, tenant=self._tenant)
 
-    def requeue(self, message_id: int | None = None) -> int:
-        """Give dead deliveries (of one message, or all) a fresh start, due now: attempts and
-        lease losses back to 0, last error kept; a completed message returns to dispatching.
-        Deliveries of cancelled messages stay dead. Returns how many were requeued;
-        ``NotFoundError`` for an unknown message."""
+    def delivery_counts(self) -> dict[DeliveryStatus, int]:
+        """Deliveries of every message (of this view's tenant) by status."""
+        return self._store.delivery_counts(tenant=self._tenant)
+
+    def requeue(self, message_id: int | None = None, *,
+                delivery_ids: Collection[int] | None = None) -> int:
+        """Give dead deliveries (of one message, or all; only ``delivery_ids`` when given)
+        a fresh start, due now: attempts and lease losses back to 0, last error kept; a
+        completed message returns to dispatching. Deliveries of cancelled messages stay
+        dead, and ids that are not dead deliveries (of this tenant) are passed over.
+        Returns how many were requeued; ``NotFoundError`` for an unknown message."""
         if message_id is not None:
             validate_message_id(message_id)
-        return self._store.requeue_dead(message_id, self._clock.now())
+        ids = None if delivery_ids is None else [validate_message_id(i) for i in delivery_ids]
+        return self._store.requeue_dead(message_id, self._clock.now(), delivery_ids=ids,
+                                        tenant=self._tenant)
 
     # --- operations --------------------------------------------------------------------
 
@@ -277,6 +348,46 @@ class DispatchService:
                           error=str(exc))
         behind_s = 0.0 if due_at is None else max(0.0, now - due_at)
         return Health(ok=True, checked_at=now, next_due_at=due_at, behind_s=behind_s)
+
+    def ready(self) -> Health:
+        """``health``, and proof that the store takes writes now: what a load balancer asks
+        before sending submits here. Never raises for a store failure."""
+        health = self.health()
+        if not health.ok:
+            return health
+        try:
+            self._store.check_writable()
+        except StoreError as exc:
+            return dataclasses.replace(health, ok=False, error=str(exc))
+        return health
+
+    # --- API keys ------------------------------------------------------------------------
+
+    def create_api_key(self, tenant: str) -> IssuedKey:
+        """Issue a key for ``tenant``; its token is in the result and nowhere else, ever."""
+        issued, secret_hash = issue_key(tenant, self._clock.now())
+        self._store.add_api_key(issued.key, secret_hash)
+        return issued
+
+    def revoke_api_key(self, key_id: str) -> ApiKey:
+        """Refuse the key from now on (``authenticate`` raises); revoking twice is harmless.
+        ``NotFoundError`` for an unknown key id."""
+        return self._store.revoke_api_key(validate_key_id(key_id), self._clock.now())
+
+    def api_keys(self) -> list[ApiKey]:
+        """Every key (of this view's tenant), oldest first, revoked ones included."""
+        return self._store.api_keys(tenant=self._tenant)
+
+    def authenticate(self, token: str) -> str:
+        """The tenant ``token`` acts for; ``UnauthorizedError`` (one line, never repeating
+        the token) if it is malformed, unknown or revoked."""
+        key_id, secret = parse_token(token)
+        found = self._store.api_key(key_id)
+        if found is None or not secret_matches(secret, found[1]):
+            raise UnauthorizedError("unknown API key")
+        if found[0].is_revoked:
+            raise UnauthorizedError(f"API key {key_id} was revoked")
+        return found[0].tenant
 
     def check(self, *, quick: bool = False) -> str:
         """The store's own verdict on its files: "ok", or the first problem found (for

@@ -58,12 +58,13 @@ __all__ = [
 
 INT64_MAX = 2**63 - 1  # SQLite's largest integer, so no id, priority or limit can be larger
 CONTENT_MAX_CHARS = 1600
-IDEMPOTENCY_KEY_MAX_CHARS = 200
+IDEMPOTENCY_KEY_MAX_CHARS = 255  # as the IETF httpapi idempotency-key draft and Stripe
 PRIORITY_MIN, PRIORITY_MAX = -(2**63), INT64_MAX
 TIME_MIN_S, TIME_MAX_S = -62135596800.0, 253402300799.0  # 0001-01-01, 9999-12-31T23:59:59Z
 RECIPIENTS_MAX = 1_000_000
 PAST_GRACE_S = 60.0  # how far in the past a requested send time may be (clock skew, typing)
 _PHONE_RE = re.compile(r"[0-9]{3}-[0-9]{3}-[0-9]{4}")
+_E164_RE = re.compile(r"\+[1-9][0-9]{7,14}")
 # C0 controls but the line feed, DEL, and C1 controls (see ``validate_content``).
 _CONTROL_RE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")
 _S = TypeVar("_S", bound=enum.StrEnum)
@@ -116,15 +117,25 @@ def validate_phone(phone: object, position: int, *, where: str | None = None) ->
     """The number as it is stored and sent; ``position`` (from 1) names it in the refusal,
     or ``where`` does when the caller knows better (a file's line: "staff.txt line 7").
 
-    Today a number must look like xxx-xxx-xxxx and is kept as written. This is the only
-    place that knows the format: accepting E.164 means changing this function (and
-    returning the normalised form, since repeats are dropped after it).
+    Two forms are accepted: xxx-xxx-xxxx, and E.164 ("+" and 8-15 digits, no leading 0).
+    Each number has one stored form, so the same phone written both ways gets one
+    delivery: a North American E.164 number (+1 and ten digits) is stored as
+    xxx-xxx-xxxx, the form stores and provider keys have always used (storing +1... instead
+    would change the idempotency key of deliveries already in flight in existing
+    databases, and a changed key can be sent twice); every other E.164 number is stored
+    as written. This is the only place that knows the formats.
     """
-    if not isinstance(phone, str) or _PHONE_RE.fullmatch(phone) is None:
-        raise InvalidRequestError(
-            f"{where or f'recipient {position}'} must look like xxx-xxx-xxxx (got {phone!r})"
-        )
-    return phone
+    if isinstance(phone, str):
+        if _PHONE_RE.fullmatch(phone) is not None:
+            return phone
+        if _E164_RE.fullmatch(phone) is not None:
+            if len(phone) == 12 and phone.startswith("+1"):
+                return f"{phone[2:5]}-{phone[5:8]}-{phone[8:]}"
+            return phone
+    raise InvalidRequestError(
+        f"{where or f'recipient {position}'} must look like xxx-xxx-xxxx or +E.164 "
+        f"(+ and 8-15 digits; got {phone!r})"
+    )
 
 
 def validate_recipients(recipients: Iterable[str]) -> tuple[str, ...]:

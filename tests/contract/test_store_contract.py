@@ -1,18 +1,14 @@
 """The ``DispatchStore`` contract, run against every backend (STYLE.md sections 4 and 10).
 
-Each test encodes a sentence of the protocol's docstrings. Backends are resolved lazily by
-name with ``request.getfixturevalue`` so a backend that cannot run skips only its own cases.
-``opener`` gives a fresh handle on the same store: for SQLite a new connection to the same
-file (as another worker process would have), for memory the same object.
+Each test encodes a sentence of the protocol's docstrings; the backends and shared helpers
+are in ``conftest``.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -32,71 +28,11 @@ from sms_sim.dispatch.contract import (
 )
 from sms_sim.dispatch.errors import ConflictError, LockedError, NotFoundError, StoreError
 from sms_sim.dispatch.requests import MessageEdit, NewMessage
-from sms_sim.dispatch.stores import MemoryStore, SqliteStore
+from sms_sim.dispatch.tenants import DEFAULT_TENANT
 from tests.conftest import T0, phones
+from tests.contract.conftest import LEASE_S, Opener, submit
 
-LEASE_S = 30.0
-BACKENDS = ["memory", "sqlite"]
 JOIN_TIMEOUT_S = 30.0
-
-Opener = Callable[[], DispatchStore]
-
-
-@pytest.fixture
-def memory_opener() -> Iterator[Opener]:
-    store = MemoryStore()
-    yield lambda: store
-    store.close()
-
-
-@pytest.fixture
-def sqlite_opener(tmp_path: Path) -> Iterator[Opener]:
-    opened: list[SqliteStore] = []
-
-    def open_store() -> DispatchStore:
-        store = SqliteStore(tmp_path / "contract.db")
-        opened.append(store)
-        return store
-
-    yield open_store
-    for store in opened:
-        store.close()
-
-
-@pytest.fixture(params=BACKENDS)
-def opener(request: pytest.FixtureRequest) -> Opener:
-    resolved: Opener = request.getfixturevalue(f"{request.param}_opener")
-    return resolved
-
-
-@pytest.fixture
-def store(opener: Opener) -> DispatchStore:
-    return opener()
-
-
-# Fresh stores for property tests: Hypothesis runs many examples in one test call, and each
-# needs an empty store of its own (an SQLite in-memory database runs the same SQL as a file).
-@pytest.fixture(scope="module")
-def memory_factory() -> Opener:
-    return MemoryStore
-
-
-@pytest.fixture(scope="module")
-def sqlite_factory() -> Opener:
-    return lambda: SqliteStore(":memory:")
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def new_store(request: pytest.FixtureRequest) -> Opener:
-    resolved: Opener = request.getfixturevalue(f"{request.param}_factory")
-    return resolved
-
-
-def submit(store: DispatchStore, count: int = 1, *, at: float | None = None,
-           key: str | None = None, priority: int = 0, now: float = T0, start: int = 0) -> int:
-    message = NewMessage.validated(content="alert", recipients=phones(count, start),
-                                   scheduled_at=at, idempotency_key=key, priority=priority)
-    return store.submit(message, now).message_id
 
 
 def sent(claims: list[Claim]) -> list[Settlement]:
@@ -371,11 +307,14 @@ def test_a_lease_from_before_a_backward_clock_jump_is_taken_back(store: Dispatch
 
 # --- the fairness of claims, as properties (the claim docstring's numbered sentences) -----
 # Judged from what each claim returned and what it left due, never from how a store splits
-# the limit. Random scenarios: messages of three priority classes arriving over a few
-# claims, each claim's deliveries then sent, retried (due at once or later), dead-lettered,
-# or kept until their lease runs out and a later claim rescues them.
+# the limit. Random scenarios: messages of three priority classes and two tenants arriving
+# over a few claims, each claim's deliveries then sent, retried (due at once or later),
+# dead-lettered, or kept until their lease runs out and a later claim rescues them. Classes
+# and message shares are compared within a tenant; tenants' shares are compared too.
 
-NEW_MESSAGE = st.tuples(st.integers(0, 2), st.integers(1, 6), st.sampled_from([0.0, 1.5]))
+TENANTS = [DEFAULT_TENANT, "acme"]
+NEW_MESSAGE = st.tuples(st.integers(0, 2), st.integers(1, 6), st.sampled_from([0.0, 1.5]),
+                        st.sampled_from(TENANTS))
 OUTCOMES = st.sampled_from(["keep", "sent", "retry", "retry later", "dead"])
 FAIRNESS = settings(max_examples=40, deadline=None)
 
@@ -383,13 +322,31 @@ FAIRNESS = settings(max_examples=40, deadline=None)
 @dataclass(frozen=True)
 class Claimed:
     """One claim: its limit, each message's share, every message's class as the claim saw
-    it (``effective_priority``), and the due deliveries each due message has left
+    it (``effective_priority``) and tenant, and the due deliveries each due message has left
     afterwards (0: it ran out)."""
 
     limit: int
     shares: Counter[int]
     priority: dict[int, int]
     left: dict[int, int]
+    tenant: dict[int, str]
+
+    def peers(self, one: int, other: int) -> bool:
+        """Whether two messages compete in one class: same tenant, same class."""
+        return self.tenant[one] == self.tenant[other] \
+            and self.priority[one] == self.priority[other]
+
+    def tenant_shares(self) -> Counter[str]:
+        return Counter({tenant: sum(n for m, n in self.shares.items()
+                                    if self.tenant[m] == tenant) for tenant in TENANTS})
+
+    def tenant_left(self) -> dict[str, int]:
+        """Due deliveries each tenant with due messages has left (0: it ran out)."""
+        left: dict[str, int] = {}
+        for message_id, count in self.left.items():
+            tenant = self.tenant[message_id]
+            left[tenant] = left.get(tenant, 0) + count
+        return left
 
 
 def play(store: DispatchStore, data: st.DataObject, *, lone: bool = False) -> list[Claimed]:
@@ -403,8 +360,9 @@ def play(store: DispatchStore, data: st.DataObject, *, lone: bool = False) -> li
                              label="new messages")
         if lone:
             arrivals = arrivals[:1] if number == 0 else []
-        for priority, size, delay in arrivals:
-            submit(store, size, at=now + delay, priority=priority, now=now, start=start)
+        for priority, size, delay, tenant in arrivals:
+            submit(store, size, at=now + delay, priority=priority, now=now, start=start,
+                   tenant=tenant)
             start += size
         limit = data.draw(st.integers(0, 12), label="limit")
         # Classes are judged as the claim saw them: aged by the time waited since served,
@@ -420,7 +378,8 @@ def play(store: DispatchStore, data: st.DataObject, *, lone: bool = False) -> li
         kept.update({m: classes[m] for m in shares if classes[m] > base[m]})
         for message_id in [m for m in kept if m in left and not left[m]]:
             del kept[message_id]
-        claimed.append(Claimed(limit, shares, classes, left))
+        claimed.append(Claimed(limit, shares, classes, left,
+                               {m.id: m.tenant for m in messages}))
         held += claims
         outcomes = data.draw(st.lists(OUTCOMES, min_size=len(held), max_size=len(held)),
                              label="outcomes")
@@ -454,10 +413,45 @@ def due_left(store: DispatchStore, now: float) -> dict[int, int]:
 def test_a_lower_class_is_served_only_when_every_higher_class_ran_out(
         new_store: Opener, data: st.DataObject) -> None:
     for claim in play(new_store(), data):
-        lowest = min((claim.priority[m] for m in claim.shares), default=None)
-        starved = [m for m, left in claim.left.items()
-                   if lowest is not None and claim.priority[m] > lowest and left]
+        starved = [(m, served) for m, left in claim.left.items() if left
+                   for served in claim.shares
+                   if claim.tenant[served] == claim.tenant[m]
+                   and claim.priority[m] > claim.priority[served]]
         assert starved == [], claim
+
+
+@FAIRNESS
+@given(data=st.data())
+def test_tenant_shares_differ_by_at_most_one_unless_the_smaller_ran_out(
+        new_store: Opener, data: st.DataObject) -> None:
+    """Whatever the classes of their messages: one tenant's high-priority broadcast does
+    not take another tenant's share."""
+    for claim in play(new_store(), data):
+        shares, left = claim.tenant_shares(), claim.tenant_left()
+        uneven = [(short, other) for short, short_left in left.items() if short_left
+                  for other in left if shares[other] > shares[short] + 1]
+        assert uneven == [], claim
+
+
+@FAIRNESS
+@given(data=st.data())
+def test_a_tenant_is_served_again_only_after_every_other_tenant_was(
+        new_store: Opener, data: st.DataObject) -> None:
+    """If two claims serve a tenant, every other tenant with due work at the second was
+    served by one of the two or by a claim in between."""
+    claimed = play(new_store(), data)
+    last: dict[str, int] = {}
+    skipped = []
+    for index, claim in enumerate(claimed):
+        shares, left = claim.tenant_shares(), claim.tenant_left()
+        for again in [t for t in TENANTS if shares[t]]:
+            if again in last:
+                between = claimed[last[again]:index + 1]
+                skipped += [(index, again, other) for other, other_left in left.items()
+                            if other != again and (other_left or shares[other])
+                            and not any(r.tenant_shares()[other] for r in between)]
+        last.update({t: index for t in TENANTS if shares[t]})
+    assert skipped == []
 
 
 @FAIRNESS
@@ -467,8 +461,7 @@ def test_shares_in_one_class_differ_by_at_most_one_unless_the_smaller_ran_out(
     for claim in play(new_store(), data):
         uneven = [(short, other) for short, left in claim.left.items() if left
                   for other in claim.left
-                  if claim.priority[other] == claim.priority[short]
-                  and claim.shares[other] > claim.shares[short] + 1]
+                  if claim.peers(other, short) and claim.shares[other] > claim.shares[short] + 1]
         assert uneven == [], claim
 
 
@@ -506,7 +499,7 @@ def test_a_message_is_served_again_only_after_its_class_was(new_store: Opener,
                 continue
             between = claimed[last[again]:index + 1]
             skipped += [(index, again, other) for other, left in claim.left.items()
-                        if other != again and claim.priority[other] == claim.priority[again]
+                        if other != again and claim.peers(other, again)
                         and (left or claim.shares[other])
                         and not any(r.shares[other] for r in between)]
         last.update(dict.fromkeys(claim.shares, index))

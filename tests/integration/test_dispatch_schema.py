@@ -15,7 +15,8 @@ from sms_sim.dispatch.errors import StoreError
 from sms_sim.dispatch.requests import NewMessage
 from sms_sim.dispatch.stores import SqliteStore
 from sms_sim.dispatch.stores.sqlite.rows import LEASE_SQL
-from sms_sim.dispatch.stores.sqlite.schema import SCHEMA_SQL, SCHEMA_VERSION
+from sms_sim.dispatch.stores.sqlite.schema import SCHEMA_SQL, SCHEMA_VERSION, UPGRADES
+from sms_sim.dispatch.tenants import DEFAULT_TENANT
 from tests.conftest import T0
 
 V1 = "sms_sim.dispatch/1"
@@ -244,4 +245,32 @@ def test_a_version_3_message_not_yet_dispatching_gets_a_fresh_uid(tmp_path: Path
     store = SqliteStore(path)
     (message,) = store.messages()
     assert len(message.uid) == 32 and int(message.uid, 16) >= 0
+    store.close()
+
+
+def test_a_version_4_file_puts_its_messages_in_the_default_tenant(tmp_path: Path) -> None:
+    """Version 5 scopes idempotency keys to tenants (a rebuilt UNIQUE) and adds the tenant
+    and API key tables. Existing messages belong to the default tenant, the command line's:
+    their keys still find them there, and another tenant may use the same key."""
+    path = tmp_path / "v4.db"
+    _make_old(path, V3)
+    with sqlite3.connect(path, isolation_level=None) as conn:  # as version 4 left it
+        conn.execute("BEGIN")
+        for statement in UPGRADES[V3][1]:
+            conn.execute(statement)
+        conn.execute("UPDATE sms_sim_meta SET value = ?", (UPGRADES[V3][0],))
+        conn.execute("COMMIT")
+    conn.close()
+    assert _meta_version(path) == "sms_sim.dispatch/4"
+    store = SqliteStore(path)
+    assert _meta_version(path) == SCHEMA_VERSION
+    (old,) = store.messages()
+    assert (old.tenant, old.uid, old.idempotency_key) == (DEFAULT_TENANT, "1", "k")
+    again = store.submit(NewMessage.validated(content="new", recipients=["555-000-0009"],
+                                              idempotency_key="k"), T0)
+    assert (again.message_id, again.created) == (1, False)
+    theirs = store.submit(NewMessage.validated(content="new", recipients=["555-000-0009"],
+                                               idempotency_key="k", tenant="acme"), T0)
+    assert theirs.created and store.messages(tenant="acme")[0].id == theirs.message_id
+    assert store.api_keys() == [] and store.integrity_check() == "ok"
     store.close()

@@ -381,7 +381,7 @@ def test_a_recipients_file_with_a_bom_and_comments_or_from_stdin(cli: Cli,
     (tmp_path / "bad.txt").write_text("# a\n555-010-0001\n\n\n\n\n555-0100-007\n")
     one_line_error(cli("submit", "hi", "--recipients-file", "bad.txt"), 2,
                    "recipients file 'bad.txt' line 7 must look like xxx-xxx-xxxx "
-                   "(got '555-0100-007')")
+                   "or +E.164 (+ and 8-15 digits; got '555-0100-007')")
 
 
 @pytest.mark.parametrize(("content", "fragment"), [

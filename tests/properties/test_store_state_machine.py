@@ -1,7 +1,10 @@
 """Properties of the stores: dedup by key, and SQLite behaving exactly like the reference.
 
 The state machine drives ``SqliteStore`` and ``MemoryStore`` with the same operations and
-compares every result and, in an ``@invariant``, the whole state. Delivery ids may differ
+compares every result and, in an ``@invariant``, the whole state. Messages belong to two
+tenants, and the operations that name or list messages run as either tenant or as the
+operator (every tenant), so tenant scoping, per-tenant idempotency keys and fairness across
+tenants are compared too. Delivery ids may differ
 between backends after an edit (SQLite reuses freed rowids), so deliveries are compared by
 (message, recipient) and claims are settled by their position in that order.
 """
@@ -18,12 +21,14 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from sms_sim.dispatch.contract import (
     Claim,
     DeliveryStatus,
+    DeliveryView,
     DispatchStore,
+    MessageStatus,
     MessageView,
     SettleKind,
     Settlement,
 )
-from sms_sim.dispatch.errors import ConflictError
+from sms_sim.dispatch.errors import KeyReusedError
 from sms_sim.dispatch.requests import MessageEdit, NewMessage
 from sms_sim.dispatch.stores import MemoryStore, SqliteStore
 from tests.conftest import T0, phones
@@ -33,6 +38,9 @@ PHONES = phones(6)
 
 recipients = st.lists(st.sampled_from(PHONES), min_size=1, max_size=6)
 keys = st.none() | st.sampled_from(["k1", "k2"])
+TENANTS = ["default", "acme"]
+tenants = st.sampled_from(TENANTS)
+viewers = st.none() | tenants  # None: the operator, who sees every tenant
 
 
 @settings(max_examples=30, deadline=None)
@@ -49,7 +57,7 @@ def test_enqueueing_one_key_twice_stores_it_once(first: list[str], second: list[
             two = store.submit(again, T0 + 1)
             assert (one.created, two.created, two.message_id) == (True, False, one.message_id)
         else:
-            with pytest.raises(ConflictError, match=f"{key!r} was used for message 1"):
+            with pytest.raises(KeyReusedError, match=f"{key!r} was used for message 1"):
                 store.submit(again, T0 + 1)
         assert len(store.messages()) == 1
         assert sorted(d.recipient for d in store.deliveries()) == sorted(set(first))
@@ -82,12 +90,14 @@ class StoresAgree(RuleBasedStateMachine):
         return left
 
     @rule(people=recipients, delay_s=st.sampled_from([0.0, 5.0, 30.0]), key=keys,
-          priority=st.sampled_from([0, 1]))
-    def submit(self, people: list[str], delay_s: float, key: str | None, priority: int) -> None:
+          priority=st.sampled_from([0, 1]), tenant=tenants)
+    def submit(self, people: list[str], delay_s: float, key: str | None, priority: int,
+               tenant: str) -> None:
         message = NewMessage.validated(content="m", recipients=people, idempotency_key=key,
-                                       scheduled_at=self.now + delay_s, priority=priority)
+                                       scheduled_at=self.now + delay_s, priority=priority,
+                                       tenant=tenant)
         result = self.both("submit", message, self.now)
-        assert result[0] == "ok" or result == ("error", "ConflictError")
+        assert result[0] == "ok" or result == ("error", "KeyReusedError")
 
     @rule(step_s=st.sampled_from([0.5, 5.0, 11.0]))
     def advance(self, step_s: float) -> None:
@@ -125,21 +135,67 @@ class StoresAgree(RuleBasedStateMachine):
         assert results[0] == results[1]
 
     @rule(message_id=st.integers(1, 4), version=st.integers(1, 3),
-          content=st.none() | st.just("edited"), people=st.none() | recipients)
+          content=st.none() | st.just("edited"), people=st.none() | recipients, as_=viewers)
     def edit(self, message_id: int, version: int, content: str | None,
-             people: list[str] | None) -> None:
+             people: list[str] | None, as_: str | None) -> None:
         if content is None and people is None:
             content = "edited"
         edit = MessageEdit.validated(content=content, recipients=people)
-        self.both("edit", message_id, version, edit, self.now)
+        self.scoped("edit", as_, message_id, version, edit, self.now)
 
-    @rule(message_id=st.integers(1, 4))
-    def cancel(self, message_id: int) -> None:
-        self.both("cancel", message_id, self.now)
+    @rule(message_id=st.integers(1, 4), as_=viewers)
+    def cancel(self, message_id: int, as_: str | None) -> None:
+        self.scoped("cancel", as_, message_id, self.now)
 
-    @rule(message_id=st.none() | st.integers(1, 4))
-    def requeue(self, message_id: int | None) -> None:
-        self.both("requeue_dead", message_id, self.now)
+    @rule(message_id=st.none() | st.integers(1, 4), as_=viewers,
+          ids=st.none() | st.lists(st.integers(1, 30), max_size=4))
+    def requeue(self, message_id: int | None, as_: str | None, ids: list[int] | None) -> None:
+        if ids is not None:  # delivery ids differ between stores: name them by position
+            id_lists = self.delivery_ids(ids)
+            left = outcome(lambda: self.model.requeue_dead(
+                message_id, self.now, delivery_ids=id_lists[0], tenant=as_))
+            right = outcome(lambda: self.sqlite.requeue_dead(
+                message_id, self.now, delivery_ids=id_lists[1], tenant=as_))
+            assert left == right
+            return
+        self.scoped("requeue_dead", as_, message_id, self.now)
+
+    @rule(message_id=st.integers(1, 4), as_=viewers)
+    def keep_receipt(self, message_id: int, as_: str | None) -> None:
+        self.scoped("keep_receipt", as_, message_id, f"receipt {self.now}")
+
+    @rule(as_=viewers, status=st.none() | st.sampled_from(list(MessageStatus)))
+    def list_as(self, as_: str | None, status: MessageStatus | None) -> None:
+        """What a tenant (or the operator) lists and counts is the same in both stores, and a
+        tenant sees only its own messages."""
+        left = self.model.messages(tenant=as_, status=status, newest_first=True)
+        right = self.sqlite.messages(tenant=as_, status=status, newest_first=True)
+        assert [dataclasses.replace(m, uid="") for m in left] == \
+            [dataclasses.replace(m, uid="") for m in right]
+        assert as_ is None or all(m.tenant == as_ for m in left)
+        for store in (self.model, self.sqlite):
+            assert store.count_messages(tenant=as_, status=status) == len(left)
+        assert self.model.delivery_counts(tenant=as_) == self.sqlite.delivery_counts(tenant=as_)
+        assert _delivery_keys(self.model.deliveries(tenant=as_)) == \
+            _delivery_keys(self.sqlite.deliveries(tenant=as_))
+
+    def scoped(self, op: str, tenant: str | None, *args: object) -> tuple[str, object]:
+        """``op`` as ``tenant`` would call it (None: the operator)."""
+        left = outcome(lambda: getattr(self.model, op)(*args, tenant=tenant))
+        right = outcome(lambda: getattr(self.sqlite, op)(*args, tenant=tenant))
+        assert left == right, (op, tenant, args, left, right)
+        return left
+
+    def delivery_ids(self, positions: list[int]) -> tuple[list[int], list[int]]:
+        """The ids of the deliveries at ``positions`` (from 1, in (message, recipient)
+        order) in each store; positions past the end stand for ids no delivery has."""
+        ids: list[list[int]] = []
+        for store in (self.model, self.sqlite):
+            ordered = sorted(store.deliveries(limit=10_000),
+                             key=lambda d: (d.message_id, d.recipient))
+            ids.append([ordered[p - 1].id if p <= len(ordered) else 10_000 + p
+                        for p in positions])
+        return ids[0], ids[1]
 
     @invariant()
     def same_state(self) -> None:
@@ -167,6 +223,10 @@ def _claim_keys(claims: list[Claim]) -> list[tuple[int, str, int, int, float, st
     """Everything a claim says, in the order returned (the contract fixes that order too)."""
     return [(c.message_id, c.recipient, c.attempts, c.lease_losses, c.lease_until, c.content,
              c.priority) for c in claims]
+
+
+def _delivery_keys(deliveries: list[DeliveryView]) -> list[tuple[int, str, DeliveryStatus]]:
+    return sorted((d.message_id, d.recipient, d.status) for d in deliveries)
 
 
 def _state(store: DispatchStore) -> tuple[object, ...]:

@@ -27,7 +27,7 @@ def test_a_bad_number_is_refused_naming_the_file_and_its_line(tmp_path: Path) ->
     path.write_text("# header\n555-010-0001\n\n555-010-0002\n# more\n\n555-0100-03\n")
     with pytest.raises(InvalidRequestError,
                        match=r"^recipients file '.*staff.txt' line 7 must look like "
-                             r"xxx-xxx-xxxx \(got '555-0100-03'\)$"):
+                             r"xxx-xxx-xxxx or \+E.164 \(\+ and 8-15 digits; got '555-0100-03'\)$"):
         recipients_from([], str(path), NO_STDIN)
 
 

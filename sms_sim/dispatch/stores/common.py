@@ -6,14 +6,15 @@ deliveries of one message, so the reference store and SQLite lease exactly the s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from sms_sim.dispatch.contract import MessageStatus
-from sms_sim.dispatch.errors import ConflictError
+from sms_sim.dispatch.errors import KeyReusedError
 from sms_sim.dispatch.validation import format_utc
 
 __all__ = [
     "fair_claim",
+    "claim_order",
     "locked_message",
     "CLOCK_JUMP_MIN_S",
     "clock_jumped_back_after_s",
@@ -24,39 +25,90 @@ __all__ = [
 EXPIRED_LEASE_ERROR = "lease expired before the worker reported (worker lost or paused)"
 
 
-def fair_claim(order: Sequence[tuple[int, int]], limit: int,
+def fair_claim(tenants: Sequence[Sequence[tuple[int, int]]], limit: int,
                take: Callable[[int, int], int]) -> None:
-    """Split ``limit`` among due messages given as ``(priority, message_id)`` in claim order.
+    """Split ``limit`` among tenants, then among each tenant's due messages.
 
-    Priority classes are strict: a lower class gets only what the higher ones leave. Within
-    a class, each round gives every message still active an equal quota (at least 1), in
-    order; ``take(message_id, n)`` leases up to ``n`` deliveries and returns how many it got.
-    A message that got fewer than its quota has nothing more due and drops out. So the first
-    message of the top class always gets something, and none gets more than an even share
-    while others of its class still have work.
+    ``tenants`` holds, in claim order, each tenant's due messages as ``(class,
+    message_id)`` in claim order. Each round gives every tenant still active an equal quota
+    (at least 1), in order; a tenant's quota goes to its messages by ``_TenantShare``; a
+    tenant that got less than its quota has nothing more due and drops out. So the first
+    tenant always gets something, and none gets more than an even share while others still
+    have work, whatever the classes of their messages.
 
-    One way to meet the fairness properties of ``DispatchStore.claim`` (the contract tests
-    check those on every store, not this arithmetic); the caller's order decides who goes
-    first in a class: never served, then least recently served.
+    ``take(message_id, n)`` leases up to ``n`` deliveries and returns how many it got. One
+    way to meet the fairness properties of ``DispatchStore.claim`` (the contract tests check
+    those on every store, not this arithmetic); the callers' orders decide who goes first:
+    never served, then least recently served.
     """
     remaining = limit
-    classes: dict[int, list[int]] = {}
-    for priority, message_id in order:
-        classes.setdefault(priority, []).append(message_id)
-    for priority in sorted(classes, reverse=True):
-        active = classes[priority]
-        while remaining > 0 and active:
-            quota = max(1, remaining // len(active))
-            still: list[int] = []
-            for message_id in active:
-                if remaining <= 0:
-                    break
-                want = min(quota, remaining)
-                got = take(message_id, want)
-                remaining -= got
-                if got == want:
-                    still.append(message_id)
-            active = still
+    active = [_TenantShare(order) for order in tenants if order]
+    while remaining > 0 and active:
+        quota = max(1, remaining // len(active))
+        still: list[_TenantShare] = []
+        for share in active:
+            if remaining <= 0:
+                break
+            want = min(quota, remaining)
+            got = share.give(want, take)
+            remaining -= got
+            if got == want:
+                still.append(share)
+        active = still
+
+
+class _TenantShare:
+    """One tenant's due messages, served strictly by class and round-robin within a class,
+    over as many ``give`` calls as the tenant rounds of one claim make."""
+
+    def __init__(self, order: Sequence[tuple[int, int]]) -> None:
+        self._classes: dict[int, list[int]] = {}
+        for rank, message_id in order:
+            self._classes.setdefault(rank, []).append(message_id)
+        self._ranks = sorted(self._classes, reverse=True)
+
+    def give(self, want: int, take: Callable[[int, int], int]) -> int:
+        """Lease up to ``want`` deliveries; fewer only when the tenant ran out.
+
+        Each round of a class gives its messages still active an equal quota (at least 1);
+        a message that got less than its quota drops out. Messages the last round did not
+        reach go first at the next call, then those it served, so a tenant served one
+        delivery per call still serves its messages in turn.
+        """
+        given = 0
+        for rank in self._ranks:
+            active = self._classes[rank]
+            while given < want and active:
+                quota = max(1, (want - given) // len(active))
+                kept: list[int] = []
+                reached = 0
+                for message_id in active:
+                    if given >= want:
+                        break
+                    reached += 1
+                    ask = min(quota, want - given)
+                    got = take(message_id, ask)
+                    given += got
+                    if got == ask:
+                        kept.append(message_id)
+                active = active[reached:] + kept
+                self._classes[rank] = active
+        return given
+
+
+def claim_order(due: Sequence[tuple[str, int, int]],
+                tenant_served: Mapping[str, int]) -> list[list[tuple[int, int]]]:
+    """``fair_claim``'s ``tenants`` from due messages given as ``(tenant, class,
+    message_id)`` in message claim order, and each tenant's last serve (a sequence number;
+    absent: never served). Tenants never served go first, in the order of their first due
+    message, then the least recently served."""
+    grouped: dict[str, list[tuple[int, int]]] = {}
+    for tenant, rank, message_id in due:
+        grouped.setdefault(tenant, []).append((rank, message_id))
+    never = -1  # sequence numbers start at 1
+    order = sorted(enumerate(grouped), key=lambda item: (tenant_served.get(item[1], never),
+                                                         item[0]))
+    return [grouped[tenant] for _, tenant in order]
 
 
 # A clock that jumps back leaves leases granted "in the future": without a rescue they would
@@ -85,8 +137,8 @@ def locked_message(message_id: int, status: MessageStatus, since: float | None) 
     return f"locked: message {message_id} is {status} and cannot be edited"
 
 
-def key_conflict(key: str, first: int) -> ConflictError:
+def key_conflict(key: str, first: int) -> KeyReusedError:
     """The refusal of an idempotency key reused for a different request."""
-    return ConflictError(f"idempotency key {key!r} was used for message {first}, with "
-                         "different content, recipients, time or priority; nothing created "
-                         "(use a new key for a new message)")
+    return KeyReusedError(f"idempotency key {key!r} was used for message {first}, with "
+                          "different content, recipients, time or priority; nothing created "
+                          "(use a new key for a new message)")

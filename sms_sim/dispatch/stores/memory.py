@@ -28,10 +28,17 @@ from sms_sim.dispatch.contract import (
     SubmitResult,
     effective_priority,
 )
-from sms_sim.dispatch.errors import ConflictError, LockedError, NotFoundError, StoreError
+from sms_sim.dispatch.errors import (
+    ConflictError,
+    LockedError,
+    NotFoundError,
+    StoreError,
+)
+from sms_sim.dispatch.keys import ApiKey
 from sms_sim.dispatch.requests import MessageEdit, NewMessage
 from sms_sim.dispatch.stores.common import (
     EXPIRED_LEASE_ERROR,
+    claim_order,
     clock_jumped_back_after_s,
     fair_claim,
     key_conflict,
@@ -62,6 +69,8 @@ class _Message:
     priority: int
     uid: str
     fingerprint: str | None  # of the request, when it came with an idempotency key
+    tenant: str
+    receipt: str | None = None
     served_seq: int | None = None  # when it was last given deliveries, in take order
     served_at: float | None = None  # ... and at what time, for aging
     kept_class: int | None = None  # the raised class it was last served in (aging)
@@ -91,7 +100,9 @@ class MemoryStore:
         self._messages: dict[int, _Message] = {}
         self._deliveries: dict[int, _Delivery] = {}
         self._by_message: dict[int, list[int]] = {}
-        self._keys: dict[str, int] = {}
+        self._keys: dict[tuple[str, str], int] = {}  # (tenant, idempotency key) -> id
+        self._api_keys: dict[str, tuple[ApiKey, str]] = {}
+        self._tenant_served: dict[str, int] = {}  # tenant -> its last serve (served_seq)
         self._next_message_id = 1
         self._next_delivery_id = 1
         self._closed = False
@@ -104,11 +115,12 @@ class MemoryStore:
             self._check_open()
             key = message.idempotency_key
             fingerprint = None if key is None else message.fingerprint()
-            if key is not None and key in self._keys:
-                first = self._keys[key]
-                if self._messages[first].fingerprint != fingerprint:
-                    raise key_conflict(key, first)
-                return SubmitResult(message_id=first, created=False)
+            scoped = (message.tenant, key or "")
+            if key is not None and scoped in self._keys:
+                first = self._messages[self._keys[scoped]]
+                if first.fingerprint != fingerprint:
+                    raise key_conflict(key, first.id)
+                return SubmitResult(message_id=first.id, created=False, receipt=first.receipt)
             message_id = self._next_message_id
             self._next_message_id += 1
             due_at = now if message.scheduled_at is None else message.scheduled_at
@@ -117,18 +129,19 @@ class MemoryStore:
                 scheduled_at=due_at, created_at=now, updated_at=now, version=1,
                 dispatch_started_at=None, completed_at=None, idempotency_key=key,
                 priority=message.priority, uid=uuid.uuid4().hex, fingerprint=fingerprint,
+                tenant=message.tenant,
             )
             self._by_message[message_id] = []
             self._add_deliveries(message_id, dict.fromkeys(message.recipients), due_at)
             if key is not None:
-                self._keys[key] = message_id
+                self._keys[scoped] = message_id
             return SubmitResult(message_id=message_id, created=True)
 
     def edit(self, message_id: int, expected_version: int, edit: MessageEdit,
-             now: float) -> MessageView:
+             now: float, *, tenant: str | None = None) -> MessageView:
         with self._lock:
             self._check_open()
-            message = self._get(message_id)
+            message = self._get(message_id, tenant)
             if message.status is not _M.SCHEDULED:
                 raise LockedError(locked_message(message_id, message.status,
                                                  message.dispatch_started_at))
@@ -153,10 +166,11 @@ class MemoryStore:
             message.updated_at = now
             return self._view(message)
 
-    def cancel(self, message_id: int, now: float) -> CancelResult:
+    def cancel(self, message_id: int, now: float, *,
+               tenant: str | None = None) -> CancelResult:
         with self._lock:
             self._check_open()
-            message = self._get(message_id)
+            message = self._get(message_id, tenant)
             was = message.status
             if was not in (_M.SCHEDULED, _M.DISPATCHING):
                 raise LockedError(f"message {message_id} is already {was}; nothing to cancel")
@@ -196,6 +210,8 @@ class MemoryStore:
             due.sort(key=_fair_order)
             classes = {m.id: effective_priority(m.priority, _waiting_since(m), now, m.kept_class)
                        for m in due}
+            order = claim_order([(m.tenant, classes[m.id], m.id) for m in due],
+                                self._tenant_served)
             claims: list[Claim] = []
 
             def take(message_id: int, count: int) -> int:
@@ -208,6 +224,7 @@ class MemoryStore:
                     message.dispatch_started_at = now
                 self._served_seq += 1
                 message.served_seq = self._served_seq
+                self._tenant_served[message.tenant] = self._served_seq
                 message.served_at = now
                 message.updated_at = now
                 if classes[message_id] > message.priority:
@@ -224,7 +241,7 @@ class MemoryStore:
                                         classes[message_id]))
                 return len(ready)
 
-            fair_claim([(classes[m.id], m.id) for m in due], limit, take)
+            fair_claim(order, limit, take)
             for message in due:  # aging: a kept class lasts while something is due
                 if message.kept_class is not None and not self._ready(message.id, now):
                     message.kept_class = None
@@ -267,19 +284,24 @@ class MemoryStore:
                 self._complete_if_done(message_id, now)
             return SettleResult(accepted=accepted, refused=len(settlements) - accepted)
 
-    def requeue_dead(self, message_id: int | None, now: float) -> int:
+    def requeue_dead(self, message_id: int | None, now: float, *,
+                     delivery_ids: Collection[int] | None = None,
+                     tenant: str | None = None) -> int:
         with self._lock:
             self._check_open()
             if message_id is not None:
-                self._get(message_id)
+                self._get(message_id, tenant)
+            wanted = None if delivery_ids is None else set(delivery_ids)
             count = 0
             for delivery in self._deliveries.values():
                 if delivery.status is not _D.DEAD:
                     continue
                 if message_id is not None and delivery.message_id != message_id:
                     continue
+                if wanted is not None and delivery.id not in wanted:
+                    continue
                 message = self._messages[delivery.message_id]
-                if message.status is _M.CANCELLED:
+                if message.status is _M.CANCELLED or tenant not in (None, message.tenant):
                     continue
                 delivery.status = _D.PENDING
                 delivery.attempts = 0
@@ -292,9 +314,55 @@ class MemoryStore:
                     message.updated_at = now
             return count
 
+    def keep_receipt(self, message_id: int, receipt: str, *,
+                     tenant: str | None = None) -> bool:
+        with self._lock:
+            self._check_open()
+            message = self._get(message_id, tenant)
+            if message.receipt is not None:
+                return False
+            message.receipt = receipt
+            return True
+
+    def check_writable(self) -> None:
+        with self._lock:
+            self._check_open()
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
+
+    # --- API keys ----------------------------------------------------------------------
+
+    def add_api_key(self, key: ApiKey, secret_hash: str) -> None:
+        with self._lock:
+            self._check_open()
+            if key.key_id in self._api_keys:
+                raise ConflictError(f"an API key with id {key.key_id!r} exists already")
+            self._api_keys[key.key_id] = (key, secret_hash)
+
+    def api_key(self, key_id: str) -> tuple[ApiKey, str] | None:
+        with self._lock:
+            self._check_open()
+            return self._api_keys.get(key_id)
+
+    def revoke_api_key(self, key_id: str, now: float) -> ApiKey:
+        with self._lock:
+            self._check_open()
+            if key_id not in self._api_keys:
+                raise NotFoundError(f"no API key with id {key_id!r}")
+            key, secret_hash = self._api_keys[key_id]
+            if key.revoked_at is None:
+                key = dataclasses.replace(key, revoked_at=now)
+                self._api_keys[key_id] = (key, secret_hash)
+            return key
+
+    def api_keys(self, *, tenant: str | None = None) -> list[ApiKey]:
+        with self._lock:
+            self._check_open()
+            found = [key for key, _ in self._api_keys.values()
+                     if tenant is None or key.tenant == tenant]
+            return sorted(found, key=lambda key: (key.created_at, key.key_id))
 
     def cancelled(self, message_ids: Collection[int]) -> set[int]:
         with self._lock:
@@ -317,27 +385,27 @@ class MemoryStore:
             return min(times, default=None)
 
     def messages(self, *, message_id: int | None = None, status: MessageStatus | None = None,
-                 limit: int = 100, newest_first: bool = False,
-                 before: int | None = None) -> list[MessageView]:
+                 limit: int = 100, newest_first: bool = False, before: int | None = None,
+                 tenant: str | None = None) -> list[MessageView]:
         check_listing(message_id, limit, before=before)
         with self._lock:
             self._check_open()
-            found = self._matching(status, before, message_id)
+            found = self._matching(status, before, tenant, message_id)
             if newest_first:
                 found.reverse()
             return [self._view(m) for m in found[:limit]]
 
     def count_messages(self, *, status: MessageStatus | None = None,
-                       before: int | None = None) -> int:
+                       before: int | None = None, tenant: str | None = None) -> int:
         check_listing(None, 0, before=before)
         with self._lock:
             self._check_open()
-            return len(self._matching(status, before))
+            return len(self._matching(status, before, tenant))
 
     def deliveries(self, *, message_id: int | None = None,
                    status: DeliveryStatus | None = None, limit: int = 1000,
-                   recipient: str | None = None,
-                   after: int | None = None) -> list[DeliveryView]:
+                   recipient: str | None = None, after: int | None = None,
+                   tenant: str | None = None) -> list[DeliveryView]:
         check_listing(message_id, limit, after=after)
         with self._lock:
             self._check_open()
@@ -349,8 +417,18 @@ class MemoryStore:
                 and (status is None or d.status is status)
                 and (recipient is None or d.recipient == recipient)
                 and (after is None or d_id > after)
+                and (tenant is None or self._messages[d.message_id].tenant == tenant)
             ]
             return found[:limit]
+
+    def delivery_counts(self, *, tenant: str | None = None) -> dict[DeliveryStatus, int]:
+        with self._lock:
+            self._check_open()
+            counts = dict.fromkeys(DeliveryStatus, 0)
+            for delivery in self._deliveries.values():
+                if tenant is None or self._messages[delivery.message_id].tenant == tenant:
+                    counts[delivery.status] += 1
+            return counts
 
     # --- helpers (lock held) -----------------------------------------------------------
 
@@ -358,9 +436,9 @@ class MemoryStore:
         if self._closed:
             raise StoreError("the store is closed")
 
-    def _get(self, message_id: int) -> _Message:
+    def _get(self, message_id: int, tenant: str | None = None) -> _Message:
         message = self._messages.get(message_id)
-        if message is None:
+        if message is None or tenant not in (None, message.tenant):
             raise NotFoundError(f"no message with id {message_id}")
         return message
 
@@ -407,11 +485,12 @@ class MemoryStore:
         message.updated_at = now
 
     def _matching(self, status: MessageStatus | None, before: int | None,
-                  message_id: int | None = None) -> list[_Message]:
+                  tenant: str | None, message_id: int | None = None) -> list[_Message]:
         """Messages passing a listing's filters, by id ascending."""
         return [
             m for m_id, m in sorted(self._messages.items())
             if (message_id is None or m_id == message_id)
+            and (tenant is None or m.tenant == tenant)
             and (status is None or m.status is status)
             and (before is None or m_id < before)
         ]
@@ -426,7 +505,8 @@ class MemoryStore:
             updated_at=message.updated_at, version=message.version,
             dispatch_started_at=message.dispatch_started_at,
             completed_at=message.completed_at, idempotency_key=message.idempotency_key,
-            priority=message.priority, counts=counts, uid=message.uid,
+            priority=message.priority, counts=counts, uid=message.uid, tenant=message.tenant,
+            receipt=message.receipt,
         )
 
 

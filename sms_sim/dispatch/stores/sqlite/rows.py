@@ -31,6 +31,7 @@ __all__ = [
     "store_error",
     "message_state",
     "counts",
+    "delivery_counts",
     "message_count",
     "delivery_views",
     "message_views",
@@ -39,7 +40,7 @@ __all__ = [
 
 MESSAGE_COLUMNS = (
     "id, content, status, scheduled_at, created_at, updated_at, version, "
-    "dispatch_started_at, completed_at, idempotency_key, priority, uid"
+    "dispatch_started_at, completed_at, idempotency_key, priority, uid, tenant, receipt"
 )
 DELIVERY_COLUMNS = (
     "id, message_id, recipient, status, attempts, next_attempt_at, lease_owner, lease_until, "
@@ -131,13 +132,16 @@ def store_error(path: str, exc: sqlite3.Error, *, doing: str = "") -> StoreError
     return StoreError(describe(path, exc))
 
 
-def message_state(conn: sqlite3.Connection,
-                  message_id: int) -> tuple[MessageStatus, int, float | None]:
+def message_state(conn: sqlite3.Connection, message_id: int,
+                  tenant: str | None = None) -> tuple[MessageStatus, int, float | None]:
+    """A message's status, version and dispatch start; ``NotFoundError`` if it does not
+    exist for ``tenant`` (None: for any tenant)."""
     row = None
     if could_be_an_id(message_id):
         # A message still loading does not exist yet for anyone but its loader.
         row = conn.execute("SELECT status, version, dispatch_started_at FROM messages "
-                           "WHERE id = ? AND status != 'loading'", (message_id,)).fetchone()
+                           "WHERE id = ?1 AND status != 'loading' AND (?2 IS NULL OR "
+                           "tenant = ?2)", (message_id, tenant)).fetchone()
     if row is None:
         raise NotFoundError(f"no message with id {message_id}")
     return MessageStatus(row[0]), row[1], row[2]
@@ -153,42 +157,57 @@ def counts(conn: sqlite3.Connection, message_id: int) -> dict[DeliveryStatus, in
     return counts
 
 
-# A listing's filters, as ``?1`` id, ``?2`` status, ``?3`` before (each NULL: no filter).
-# A message still loading is never listed nor counted: readers see a submit whole or not at all.
+# A listing's filters, as ``?1`` id, ``?2`` status, ``?3`` before, ``?4`` tenant (each NULL:
+# no filter). A message still loading is never listed nor counted: readers see a submit
+# whole or not at all.
 _MESSAGE_FILTER = ("WHERE (?1 IS NULL OR id = ?1) AND (?2 IS NULL OR status = ?2) "
-                   "AND (?3 IS NULL OR id < ?3) AND status != 'loading'")
+                   "AND (?3 IS NULL OR id < ?3) AND (?4 IS NULL OR tenant = ?4) "
+                   "AND status != 'loading'")
 
 
 def message_views(conn: sqlite3.Connection, *, message_id: int | None,
                   status: MessageStatus | None, before: int | None, limit: int,
-                  newest_first: bool) -> list[MessageView]:
+                  newest_first: bool, tenant: str | None) -> list[MessageView]:
     """``DispatchStore.messages`` on checked arguments (``check_listing``)."""
     before, _ = cursor_bounds(before, None)
     order = "DESC" if newest_first else "ASC"
-    return views(conn, f"{_MESSAGE_FILTER} ORDER BY id {order} LIMIT ?4",
-                 (message_id, _text(status), before, limit))
+    return views(conn, f"{_MESSAGE_FILTER} ORDER BY id {order} LIMIT ?5",
+                 (message_id, _text(status), before, tenant, limit))
 
 
 def message_count(conn: sqlite3.Connection, *, status: MessageStatus | None,
-                  before: int | None) -> int:
+                  before: int | None, tenant: str | None) -> int:
     """``DispatchStore.count_messages`` on checked arguments."""
     before, _ = cursor_bounds(before, None)
     (count,) = conn.execute(f"SELECT COUNT(*) FROM messages {_MESSAGE_FILTER}",
-                            (None, _text(status), before)).fetchone()
+                            (None, _text(status), before, tenant)).fetchone()
     return int(count)
+
+
+def delivery_counts(conn: sqlite3.Connection, tenant: str | None) -> dict[DeliveryStatus, int]:
+    """``DispatchStore.delivery_counts``: deliveries of visible messages by status."""
+    found = dict.fromkeys(DeliveryStatus, 0)
+    for status, count in conn.execute(
+        "SELECT status, COUNT(*) FROM deliveries WHERE message_id IN (SELECT id FROM "
+        "messages WHERE status != 'loading' AND (?1 IS NULL OR tenant = ?1)) GROUP BY status",
+        (tenant,),
+    ):
+        found[DeliveryStatus(status)] = count
+    return found
 
 
 def delivery_views(conn: sqlite3.Connection, *, message_id: int | None,
                    status: DeliveryStatus | None, recipient: str | None, after: int | None,
-                   limit: int) -> list[DeliveryView]:
+                   limit: int, tenant: str | None) -> list[DeliveryView]:
     """``DispatchStore.deliveries`` on checked arguments."""
     _, after = cursor_bounds(None, after)
     rows = conn.execute(
         f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE (?1 IS NULL OR message_id = ?1) "
         "AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR recipient = ?3) "
         "AND (?4 IS NULL OR id > ?4) AND message_id NOT IN "
-        "(SELECT id FROM messages WHERE status = 'loading') ORDER BY id LIMIT ?5",
-        (message_id, _text(status), recipient, after, limit),
+        "(SELECT id FROM messages WHERE status = 'loading' OR (?6 IS NOT NULL AND "
+        "tenant != ?6)) ORDER BY id LIMIT ?5",
+        (message_id, _text(status), recipient, after, limit, tenant),
     ).fetchall()
     return [
         DeliveryView(id=r[0], message_id=r[1], recipient=r[2], status=DeliveryStatus(r[3]),
@@ -210,6 +229,6 @@ def views(conn: sqlite3.Connection, where: str, params: Sequence[object]) -> lis
         MessageView(id=r[0], content=r[1], status=MessageStatus(r[2]), scheduled_at=r[3],
                     created_at=r[4], updated_at=r[5], version=r[6], dispatch_started_at=r[7],
                     completed_at=r[8], idempotency_key=r[9], priority=r[10],
-                    counts=counts(conn, r[0]), uid=r[11])
+                    counts=counts(conn, r[0]), uid=r[11], tenant=r[12], receipt=r[13])
         for r in rows
     ]

@@ -3,8 +3,8 @@
 Indexes follow the queries: ``deliveries_ready`` serves the per-message claim (retries first,
 then by due time and id, so ``LIMIT`` stops early even in a 1,000,000-recipient message);
 ``deliveries_due`` and ``deliveries_lease`` make ``next_due_at`` and the lease rescue two
-index probes. ``UNIQUE (message_id, recipient)`` and the unique ``idempotency_key`` are the
-deduplication: stores insert and look at the result, never check first.
+index probes. ``UNIQUE (message_id, recipient)`` and ``UNIQUE (tenant, idempotency_key)`` are
+the deduplication: stores insert and look at the result, never check first.
 
 A file made by an older version is upgraded in place when opened for writing (``UPGRADES``);
 opened read-only, it is refused with a line saying how to upgrade it.
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 __all__ = ["SCHEMA_SQL", "SCHEMA_VERSION", "UPGRADES"]
 
-SCHEMA_VERSION = "sms_sim.dispatch/4"
+SCHEMA_VERSION = "sms_sim.dispatch/5"
 
 # The deliveries table of version 3, which the upgrade to version 3 builds (version 4 adds a
 # column to it, so new files use ``_DELIVERIES_COLUMNS``).
@@ -44,7 +44,7 @@ _DELIVERIES_COLUMNS = _DELIVERIES_V3_COLUMNS.replace(
 # provider's idempotency keys. request_hash: ``NewMessage.fingerprint``, so a reused
 # idempotency key with a different request is told apart. served_at: when a claim last
 # took from it, and kept_class: the raised class it was served in, for aging.
-_MESSAGES_COLUMNS = """(
+_MESSAGES_V4_COLUMNS = """(
     id INTEGER PRIMARY KEY,
     content TEXT NOT NULL,
     status TEXT NOT NULL
@@ -63,9 +63,33 @@ _MESSAGES_COLUMNS = """(
     served_at REAL,
     kept_class INTEGER
 )"""
-_MESSAGES_INDEXES = (
+# Version 5: every message belongs to a tenant, and idempotency keys are unique per tenant;
+# receipt: what an HTTP edge answered when it created the message, replayed to repeats.
+_MESSAGES_COLUMNS = _MESSAGES_V4_COLUMNS.replace(
+    "    idempotency_key TEXT UNIQUE,\n", "    idempotency_key TEXT,\n").replace(
+    "    kept_class INTEGER\n)",
+    "    kept_class INTEGER,\n    tenant TEXT NOT NULL DEFAULT 'default',\n"
+    "    receipt TEXT,\n    UNIQUE (tenant, idempotency_key)\n)")
+_MESSAGES_V4_INDEXES = (
     "CREATE INDEX IF NOT EXISTS messages_due ON messages (status, scheduled_at)",
     "CREATE INDEX IF NOT EXISTS messages_served ON messages (served_seq)",
+)
+_MESSAGES_INDEXES = (
+    *_MESSAGES_V4_INDEXES,
+    "CREATE INDEX IF NOT EXISTS messages_tenant ON messages (tenant, id)",
+)
+# tenants: each tenant's last serve, so claims go first to the tenants left out longest
+# (the messages' own serve order cannot say that: a tenant's served messages may be done).
+# api_keys: the hash of each key's secret, never the secret (``dispatch.keys``).
+_TENANT_TABLES = (
+    "CREATE TABLE IF NOT EXISTS tenants (name TEXT PRIMARY KEY, served_seq INTEGER NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS api_keys (
+    key_id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    secret_hash TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    revoked_at REAL
+)""",
 )
 # status DESC: the claim takes 'retrying' before 'pending', and 'pending' sorts first.
 _DELIVERIES_INDEXES = (
@@ -78,6 +102,7 @@ _DELIVERIES_INDEXES = (
 )
 _INDEXES_SQL = "".join(f"{statement};\n" for statement in _DELIVERIES_INDEXES)
 _MESSAGES_INDEXES_SQL = "".join(f"{statement};\n" for statement in _MESSAGES_INDEXES)
+_TENANT_TABLES_SQL = "".join(f"{statement};\n" for statement in _TENANT_TABLES)
 
 SCHEMA_SQL = f"""
 BEGIN IMMEDIATE;
@@ -85,7 +110,7 @@ CREATE TABLE IF NOT EXISTS sms_sim_meta (key TEXT PRIMARY KEY, value TEXT NOT NU
 INSERT OR IGNORE INTO sms_sim_meta (key, value) VALUES ('schema', {SCHEMA_VERSION!r});
 CREATE TABLE IF NOT EXISTS messages {_MESSAGES_COLUMNS};
 {_MESSAGES_INDEXES_SQL}CREATE TABLE IF NOT EXISTS deliveries {_DELIVERIES_COLUMNS};
-{_INDEXES_SQL}COMMIT;
+{_INDEXES_SQL}{_TENANT_TABLES_SQL}COMMIT;
 """
 
 # Version 3 renames the delivery status 'failed' (a retry is due) to 'retrying'. SQLite
@@ -116,7 +141,7 @@ FROM deliveries""",
 # it did. Deliveries gain leased_at; a lease held at the upgrade has none, and its grant
 # time is taken as its end less the claimer's length.
 _TO_V4 = (
-    f"CREATE TABLE messages_v4 {_MESSAGES_COLUMNS}",
+    f"CREATE TABLE messages_v4 {_MESSAGES_V4_COLUMNS}",
     """INSERT INTO messages_v4 (id, content, status, scheduled_at, created_at, updated_at,
     version, dispatch_started_at, completed_at, idempotency_key, priority, served_seq, uid)
 SELECT id, content, status, scheduled_at, created_at, updated_at, version,
@@ -125,8 +150,26 @@ SELECT id, content, status, scheduled_at, created_at, updated_at, version,
 FROM messages""",
     "DROP TABLE messages",
     "ALTER TABLE messages_v4 RENAME TO messages",
-    *_MESSAGES_INDEXES,
+    *_MESSAGES_V4_INDEXES,
     "ALTER TABLE deliveries ADD COLUMN leased_at REAL",
+)
+
+# Version 5 scopes idempotency keys to tenants, a change of a UNIQUE constraint, so messages
+# is rebuilt once more. Every existing message belongs to the default tenant, which is the
+# one the command line uses; the new tables start empty.
+_TO_V5 = (
+    f"CREATE TABLE messages_v5 {_MESSAGES_COLUMNS}",
+    """INSERT INTO messages_v5 (id, content, status, scheduled_at, created_at, updated_at,
+    version, dispatch_started_at, completed_at, idempotency_key, priority, served_seq, uid,
+    request_hash, served_at, kept_class)
+SELECT id, content, status, scheduled_at, created_at, updated_at, version,
+    dispatch_started_at, completed_at, idempotency_key, priority, served_seq, uid,
+    request_hash, served_at, kept_class
+FROM messages""",
+    "DROP TABLE messages",
+    "ALTER TABLE messages_v5 RENAME TO messages",
+    *_MESSAGES_INDEXES,
+    *_TENANT_TABLES,
 )
 
 # Each older version's upgrade to the next: statements run in order inside the opener's
@@ -138,4 +181,5 @@ UPGRADES: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "sms_sim.dispatch/2": ("sms_sim.dispatch/3", _TO_V3),
     "sms_sim.dispatch/3": ("sms_sim.dispatch/4", _TO_V4),
+    "sms_sim.dispatch/4": ("sms_sim.dispatch/5", _TO_V5),
 }

@@ -31,13 +31,16 @@ from sms_sim.dispatch.contract import (
     effective_priority,
 )
 from sms_sim.dispatch.errors import ConflictError, LockedError
+from sms_sim.dispatch.keys import ApiKey
 from sms_sim.dispatch.requests import MessageEdit, NewMessage
 from sms_sim.dispatch.stores.common import (
     EXPIRED_LEASE_ERROR,
+    claim_order,
     clock_jumped_back_after_s,
     fair_claim,
     locked_message,
 )
+from sms_sim.dispatch.stores.sqlite.api_keys import add_key, find_key, list_keys, revoke_key
 from sms_sim.dispatch.stores.sqlite.cancel_watch import CancelWatch
 from sms_sim.dispatch.stores.sqlite.database import DEFAULT_BUSY_TIMEOUT_S, Database
 from sms_sim.dispatch.stores.sqlite.rows import (
@@ -48,6 +51,7 @@ from sms_sim.dispatch.stores.sqlite.rows import (
     SETTLE_SENT_SQL,
     SETTLE_SQL,
     counts,
+    delivery_counts,
     delivery_views,
     message_count,
     message_state,
@@ -105,9 +109,9 @@ class SqliteStore:
         return submit_message(self._write, message, now, self._db.let_others_in)
 
     def edit(self, message_id: int, expected_version: int, edit: MessageEdit,
-             now: float) -> MessageView:
+             now: float, *, tenant: str | None = None) -> MessageView:
         with self._write() as conn:
-            status, version, started = message_state(conn, message_id)
+            status, version, started = message_state(conn, message_id, tenant)
             if status is not MessageStatus.SCHEDULED:
                 raise LockedError(locked_message(message_id, status, started))
             if version != expected_version:
@@ -129,9 +133,10 @@ class SqliteStore:
                 insert_deliveries(conn, message_id, edit.recipients, due_at)
             return views(conn, "WHERE id = ?", (message_id,))[0]
 
-    def cancel(self, message_id: int, now: float) -> CancelResult:
+    def cancel(self, message_id: int, now: float, *,
+               tenant: str | None = None) -> CancelResult:
         with self._write() as conn:
-            status, _, _ = message_state(conn, message_id)
+            status, _, _ = message_state(conn, message_id, tenant)
             if status not in (MessageStatus.SCHEDULED, MessageStatus.DISPATCHING):
                 raise LockedError(f"message {message_id} is already {status}; nothing to cancel")
             by_status = counts(conn, message_id)
@@ -173,37 +178,54 @@ class SqliteStore:
             # Never served first (NULLs sort first), oldest due first; then least recently.
             due = conn.execute(
                 "SELECT id, content, priority, uid, COALESCE(served_at, scheduled_at), "
-                "kept_class FROM messages WHERE status IN ('scheduled', 'dispatching') "
+                "kept_class, tenant FROM messages WHERE status IN ('scheduled', 'dispatching') "
                 "AND scheduled_at <= ? ORDER BY served_seq, scheduled_at, id",
                 (now,),
             ).fetchall()
             content = {row[0]: row for row in due}
-            (last_served,) = conn.execute("SELECT MAX(served_seq) FROM messages").fetchone()
+            (last_served,) = conn.execute(
+                "SELECT MAX(seq) FROM (SELECT MAX(served_seq) AS seq FROM messages UNION ALL "
+                "SELECT MAX(served_seq) FROM tenants)").fetchone()
             serves = itertools.count((last_served or 0) + 1)
             served: dict[int, int] = {}  # message id -> its latest serve order in this claim
+            tenants_served: dict[str, int] = {}  # the same for tenants
 
             classes = {row[0]: effective_priority(row[2], row[4], now, row[5]) for row in due}
+            order = claim_order([(row[6], classes[row[0]], row[0]) for row in due],
+                                self._tenant_serves(conn, {row[6] for row in due}))
 
             def take(message_id: int, count: int) -> int:
                 rows = conn.execute(LEASE_SQL, (owner, lease_until, now, message_id, now,
                                                 count)).fetchall()
                 if rows:
                     rows.sort()
-                    _, text, _, uid, _, _ = content[message_id]
+                    _, text, _, uid, _, _, tenant = content[message_id]
                     priority = classes[message_id]
                     claims.extend(
                         Claim(delivery_id, message_id, recipient, text, attempts, lease_until,
                               lease_losses, uid, priority)
                         for delivery_id, recipient, attempts, lease_losses in rows
                     )
-                    served[message_id] = next(serves)
+                    served[message_id] = tenants_served[tenant] = next(serves)
                 return len(rows)
 
-            fair_claim([(classes[row[0]], row[0]) for row in due], limit, take)
+            fair_claim(order, limit, take)
             if served:
                 conn.execute(SERVED_SQL, (now, json.dumps(list(served.items()))))
+                conn.executemany("INSERT INTO tenants (name, served_seq) VALUES (?, ?) ON "
+                                 "CONFLICT (name) DO UPDATE SET served_seq = excluded.served_seq",
+                                 tenants_served.items())
             self._keep_classes(conn, due, classes, served, now)
         return claims
+
+    @staticmethod
+    def _tenant_serves(conn: sqlite3.Connection, tenants: set[str]) -> dict[str, int]:
+        """The last serve of each of ``tenants`` that was ever served."""
+        if len(tenants) < 2:
+            return {}  # one tenant has no one to go before
+        return dict(conn.execute("SELECT name, served_seq FROM tenants WHERE name IN "
+                                 "(SELECT value FROM json_each(?))",
+                                 (json.dumps(sorted(tenants)),)).fetchall())
 
     @staticmethod
     def _keep_classes(conn: sqlite3.Connection, due: list[tuple[Any, ...]],
@@ -263,16 +285,22 @@ class SqliteStore:
                 )
         return SettleResult(accepted=accepted, refused=len(settlements) - accepted)
 
-    def requeue_dead(self, message_id: int | None, now: float) -> int:
+    def requeue_dead(self, message_id: int | None, now: float, *,
+                     delivery_ids: Collection[int] | None = None,
+                     tenant: str | None = None) -> int:
+        ids = None if delivery_ids is None else json.dumps(
+            [i for i in delivery_ids if 0 <= i <= INT64_MAX])
         with self._write() as conn:
             if message_id is not None:
-                message_state(conn, message_id)
+                message_state(conn, message_id, tenant)
             rows = conn.execute(
                 "UPDATE deliveries SET status = 'pending', attempts = 0, lease_losses = 0, "
                 "next_attempt_at = ?1 "
-                "WHERE status = 'dead' AND (?2 IS NULL OR message_id = ?2) AND message_id IN "
-                "(SELECT id FROM messages WHERE status != 'cancelled') RETURNING message_id",
-                (now, message_id),
+                "WHERE status = 'dead' AND (?2 IS NULL OR message_id = ?2) "
+                "AND (?3 IS NULL OR id IN (SELECT value FROM json_each(?3))) AND message_id IN "
+                "(SELECT id FROM messages WHERE status != 'cancelled' AND (?4 IS NULL OR "
+                "tenant = ?4)) RETURNING message_id",
+                (now, message_id, ids, tenant),
             ).fetchall()
             conn.execute(
                 "UPDATE messages SET status = 'dispatching', completed_at = NULL, updated_at = ? "
@@ -280,6 +308,31 @@ class SqliteStore:
                 (now, json.dumps(sorted({row[0] for row in rows}))),
             )
         return len(rows)
+
+    def keep_receipt(self, message_id: int, receipt: str, *,
+                     tenant: str | None = None) -> bool:
+        with self._write() as conn:
+            message_state(conn, message_id, tenant)
+            return bool(conn.execute("UPDATE messages SET receipt = ? WHERE id = ? AND "
+                                     "receipt IS NULL", (receipt, message_id)).rowcount)
+
+    def check_writable(self) -> None:
+        with self._write():
+            pass  # BEGIN IMMEDIATE took the write lock; COMMIT of nothing releases it
+
+    def add_api_key(self, key: ApiKey, secret_hash: str) -> None:
+        with self._write() as conn:
+            add_key(conn, key, secret_hash)
+
+    def api_key(self, key_id: str) -> tuple[ApiKey, str] | None:
+        return self._read(lambda conn: find_key(conn, key_id))
+
+    def revoke_api_key(self, key_id: str, now: float) -> ApiKey:
+        with self._write() as conn:
+            return revoke_key(conn, key_id, now)
+
+    def api_keys(self, *, tenant: str | None = None) -> list[ApiKey]:
+        return self._read(lambda conn: list_keys(conn, tenant))
 
     def close(self) -> None:
         # The read-only cancel watcher first: the last connection to close checkpoints the
@@ -308,29 +361,33 @@ class SqliteStore:
         return self._read(body)
 
     def messages(self, *, message_id: int | None = None, status: MessageStatus | None = None,
-                 limit: int = 100, newest_first: bool = False,
-                 before: int | None = None) -> list[MessageView]:
+                 limit: int = 100, newest_first: bool = False, before: int | None = None,
+                 tenant: str | None = None) -> list[MessageView]:
         if not check_listing(message_id, limit, before=before):
             return []
         return self._read(lambda conn: message_views(
             conn, message_id=message_id, status=status, before=before,
-            limit=min(limit, INT64_MAX), newest_first=newest_first))
+            limit=min(limit, INT64_MAX), newest_first=newest_first, tenant=tenant))
 
     def count_messages(self, *, status: MessageStatus | None = None,
-                       before: int | None = None) -> int:
+                       before: int | None = None, tenant: str | None = None) -> int:
         if not check_listing(None, 0, before=before):
             return 0
-        return self._read(lambda conn: message_count(conn, status=status, before=before))
+        return self._read(lambda conn: message_count(conn, status=status, before=before,
+                                                     tenant=tenant))
+
+    def delivery_counts(self, *, tenant: str | None = None) -> dict[DeliveryStatus, int]:
+        return self._read(lambda conn: delivery_counts(conn, tenant))
 
     def deliveries(self, *, message_id: int | None = None,
                    status: DeliveryStatus | None = None, limit: int = 1000,
-                   recipient: str | None = None,
-                   after: int | None = None) -> list[DeliveryView]:
+                   recipient: str | None = None, after: int | None = None,
+                   tenant: str | None = None) -> list[DeliveryView]:
         if not check_listing(message_id, limit, after=after):
             return []
         return self._read(lambda conn: delivery_views(
             conn, message_id=message_id, status=status, recipient=recipient, after=after,
-            limit=min(limit, INT64_MAX)))
+            limit=min(limit, INT64_MAX), tenant=tenant))
 
     def integrity_check(self, *, quick: bool = False) -> str:
         """SQLite's own ``PRAGMA integrity_check`` verdict: "ok" when the file is sound.

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 
 from sms_sim.dispatch.contract import SubmitResult
-from sms_sim.dispatch.errors import ConflictError, StoreError
+from sms_sim.dispatch.errors import StillSubmittingError, StoreError
 from sms_sim.dispatch.requests import NewMessage
 from sms_sim.dispatch.stores.common import key_conflict
 from sms_sim.dispatch.validation import format_utc
@@ -52,10 +52,11 @@ def submit_message(write: Write, message: NewMessage, now: float,
             return known
         (message_id,) = conn.execute(
             "INSERT INTO messages (content, status, scheduled_at, created_at, updated_at, "
-            "version, idempotency_key, priority, uid, request_hash) "
-            "VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?) RETURNING id",
+            "version, idempotency_key, priority, uid, request_hash, tenant) "
+            "VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?) RETURNING id",
             (message.content, "loading" if chunked else "scheduled", due_at, now, now,
-             message.idempotency_key, message.priority, uuid.uuid4().hex, fingerprint),
+             message.idempotency_key, message.priority, uuid.uuid4().hex, fingerprint,
+             message.tenant),
         ).fetchone()
         insert_deliveries(conn, message_id, recipients[:LOAD_CHUNK], due_at)
     if chunked:
@@ -101,22 +102,25 @@ def _still_loading(conn: sqlite3.Connection, message_id: int) -> None:
 
 def _known_key(conn: sqlite3.Connection, message: NewMessage,
                fingerprint: str | None) -> SubmitResult | None:
-    """The first message under this idempotency key, if the request is the same; raises
-    ``ConflictError`` if it is not (or if that message is still being loaded)."""
+    """The first message under this idempotency key in the message's tenant, if the request
+    is the same; raises ``KeyReusedError`` if it is not, ``StillSubmittingError`` if that
+    message is still being loaded."""
     if message.idempotency_key is None:
         return None
-    row = conn.execute("SELECT id, status, request_hash, created_at FROM messages "
-                       "WHERE idempotency_key = ?", (message.idempotency_key,)).fetchone()
+    row = conn.execute("SELECT id, status, request_hash, created_at, receipt FROM messages "
+                       "WHERE tenant = ? AND idempotency_key = ?",
+                       (message.tenant, message.idempotency_key)).fetchone()
     if row is None:
         return None
-    first, status, stored_hash, created_at = row
+    first, status, stored_hash, created_at, receipt = row
     if status == "loading":
-        raise ConflictError(f"idempotency key {message.idempotency_key!r}: message {first} is "
-                            f"still being submitted (since {format_utc(created_at)}); try "
-                            "again when that submit has finished")
+        raise StillSubmittingError(
+            f"idempotency key {message.idempotency_key!r}: message {first} is still being "
+            f"submitted (since {format_utc(created_at)}); try again when that submit has "
+            "finished")
     if stored_hash is not None and stored_hash != fingerprint:
         raise key_conflict(message.idempotency_key, first)
-    return SubmitResult(message_id=first, created=False)
+    return SubmitResult(message_id=first, created=False, receipt=receipt)
 
 
 def _drop_abandoned_loads(conn: sqlite3.Connection, now: float) -> None:
