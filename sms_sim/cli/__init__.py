@@ -52,6 +52,7 @@ COMMANDS: dict[str, Command] = {
     "worker": Command("sms_sim.cli.worker", "send due deliveries until stopped"),
     "serve": Command("sms_sim.cli.serve", "the HTTP API and dashboard (and a worker, "
                                           "with --with-worker)"),
+    "apikey": Command("sms_sim.cli.apikey", "create, revoke and list tenants' API keys"),
 }
 _HELP = ("-h", "--help")
 
