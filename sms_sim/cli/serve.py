@@ -35,16 +35,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from sms_sim.api import STORE_URL_VARIABLE, ExtrasMissingError, create_app
 from sms_sim.cli.common import ExitCode, configure_logging, emit, int_at_least
 from sms_sim.cli.store_command import Access, base_parser, open_for
 from sms_sim.errors import SmsSimError
 
-__all__ = ["main", "APP_FACTORY", "STORE_URL_VARIABLE", "WITH_WORKER"]
+__all__ = ["main", "APP_FACTORY", "WITH_WORKER"]
 
 log = logging.getLogger(__name__)
 
-APP_FACTORY = "sms_sim.api:app_from_environment"
-STORE_URL_VARIABLE = "SMS_SIM_STORE_URL"  # what app_from_environment reads
+APP_FACTORY = "sms_sim.api:app_from_environment"  # reads STORE_URL_VARIABLE
 WITH_WORKER = "--with-worker"
 WORKERS_MAX = 64
 _FORWARDED = (signal.SIGINT, signal.SIGTERM)
@@ -94,7 +94,7 @@ def main(argv: Sequence[str], *, prog: str) -> int:
     family, address = _resolve(parser, args.host, args.port)
     configure_logging(args.verbose)
     try:
-        _load_server()
+        _load_server(args.db)
     except _MissingExtraError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return ExitCode.USAGE
@@ -210,17 +210,19 @@ def _listen(family: socket.AddressFamily, address: _Address, host: str, port: in
     return _Listener(sock=sock, url=f"http://{shown}:{sock.getsockname()[1]}")
 
 
-def _load_server() -> None:
-    """Import uvicorn and the app package; ``_MissingExtraError`` naming the extra if a
-    third-party part is missing (a missing part of sms_sim itself is a bug, raised)."""
+def _load_server(store_url: str) -> None:
+    """Import uvicorn and build the app once (cheap: the store opens only when the app
+    starts), so a missing extra is found here, before anything is bound or created;
+    ``_MissingExtraError`` says what to install."""
     try:
         importlib.import_module("uvicorn")
-        importlib.import_module(APP_FACTORY.split(":", 1)[0])
     except ModuleNotFoundError as exc:
-        if (exc.name or "").split(".")[0] == "sms_sim":
-            raise
-        raise _MissingExtraError(f"the HTTP API needs the api extra ({exc.name} is not "
-                                 "installed): install sms_sim[api]") from exc
+        raise _MissingExtraError(f"the HTTP API needs the api extra ({exc.name} is missing): "
+                                 "install sms_sim[api]") from exc
+    try:
+        create_app(store_url)
+    except ExtrasMissingError as exc:
+        raise _MissingExtraError(str(exc)) from exc
 
 
 class _WorkerChild:
