@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 from sms_sim.api import dead_letters, messages, operations
+from sms_sim.api.dashboard import dashboard_router
 from sms_sim.api.docs import install_docs
 from sms_sim.api.metrics import ApiMetrics, LatencyMiddleware
 from sms_sim.api.openapi import DESCRIPTION, install_openapi
@@ -74,5 +75,6 @@ def create_app(store_url: str, *, clock: Clock | None = None,
     for router in (messages.router, dead_letters.router, operations.router):
         app.include_router(router)
     install_docs(app)
+    app.include_router(dashboard_router())
     install_openapi(app)
     return app
