@@ -48,7 +48,7 @@ APP_FACTORY = "sms_sim.api:app_from_environment"  # reads STORE_URL_VARIABLE
 WITH_WORKER = "--with-worker"
 WORKERS_MAX = 64
 _FORWARDED = (signal.SIGINT, signal.SIGTERM)
-# What uvicorn's process supervisor (--workers > 1) takes over and does not give back.
+# What uvicorn's process supervisor (--workers > 1) takes over.
 _SUPERVISOR_SIGNALS = tuple(getattr(signal, name) for name in
                             ("SIGINT", "SIGTERM", "SIGHUP", "SIGTTIN", "SIGTTOU")
                             if hasattr(signal, name))
@@ -283,10 +283,9 @@ class _Forwarder:
         self.received: list[int] = []
         self._previous: dict[int, object] = {}
 
-    def install(self, signals: Sequence[int] = _FORWARDED) -> None:
-        for signum in signals:
-            previous = signal.signal(signum, self.handle)
-            self._previous.setdefault(signum, previous)
+    def install(self) -> None:
+        for signum in _FORWARDED:
+            self._previous[signum] = signal.signal(signum, self.handle)
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
         self.received.append(signum)
@@ -305,7 +304,7 @@ def _run(prog: str, args: argparse.Namespace, listener: _Listener,
     forwarder.install()  # a signal from now on is recorded, not fatal
     child: _WorkerChild | None = None
     try:
-        if worker_args is not None:
+        if worker_args is not None and not forwarder.received:
             child = _WorkerChild(args.db, worker_args)
             forwarder.child = child
         processes = "1 process" if args.workers == 1 else f"{args.workers} processes"
@@ -315,11 +314,10 @@ def _run(prog: str, args: argparse.Namespace, listener: _Listener,
         server_ok = True
         if not forwarder.received:
             server_ok = _serve(args, listener, child)
-        forwarder.install(_SUPERVISOR_SIGNALS if args.workers > 1 else _FORWARDED)
         if child is None:
             return ExitCode.OK if server_ok else ExitCode.ERROR
-        if not child.stopping:  # the server stopped on its own or without re-raising
-            child.forward(signal.SIGTERM)
+        if not child.stopping:  # the server stopped without passing a signal on (the
+            child.forward(signal.SIGTERM)  # supervisor of --workers N swallows them)
         code = child.wait()
         if child.ended_unasked:
             print(f"{prog}: error: the worker exited (code {code}) while the server ran; "
@@ -348,10 +346,17 @@ def _serve(args: argparse.Namespace, listener: _Listener, child: _WorkerChild | 
                 child.watch(lambda: setattr(server, "should_exit", True))
             server.run(sockets=[listener.sock])
             return bool(server.started)
-        supervisor = Multiprocess(config, sockets=[listener.sock])
-        if child is not None:
-            child.watch(supervisor.should_exit.set)
-        supervisor.run()
+        # The supervisor takes these signals over and never gives them back.
+        saved = {signum: signal.getsignal(signum) for signum in _SUPERVISOR_SIGNALS}
+        try:
+            supervisor = Multiprocess(config, sockets=[listener.sock])
+            if child is not None:
+                child.watch(supervisor.should_exit.set)
+            supervisor.run()
+        finally:
+            for signum, handler in saved.items():
+                if handler is not None:
+                    signal.signal(signum, handler)
         return True
     except SystemExit as exc:  # uvicorn exits 3 when the app fails to start; it logged why
         return exc.code in (None, 0)
