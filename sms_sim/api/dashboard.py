@@ -6,7 +6,8 @@ SameSite=Strict (no other site's page can make the browser send it), without Max
 ends with the browser session), Secure when the page came over HTTPS. Every request checks
 it again with ``service.authenticate``, so a revoked key signs the browser out at its next
 reload, and the same key works on every server process (nothing is kept in memory). Sign-in
-and sign-out refuse a POST whose ``Origin`` is another site.
+and sign-out refuse a POST whose ``Origin`` names another host than the request's ``Host``
+(a proxy in front must pass ``Host`` on unchanged).
 
 Pages are scoped by ``service.for_tenant``: another tenant's message is the same 404 as a
 message that does not exist. The store is read in FastAPI's thread pool (plain ``def``
