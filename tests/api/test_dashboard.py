@@ -18,6 +18,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from sms_sim.api import create_app
 from sms_sim.api.dashboard import DELIVERIES_PER_PAGE, SESSION_COOKIE, dashboard_router
 from sms_sim.clock import VirtualClock
 from sms_sim.config import RetryPolicy
@@ -268,3 +269,10 @@ def test_a_store_that_is_down_is_503_with_retry_after(client: TestClient,
 def test_the_dashboard_is_not_part_of_the_api_document(client: TestClient) -> None:
     paths = client.app.openapi()["paths"]  # type: ignore[attr-defined]
     assert not {"/", "/login", "/logout", "/messages/{message_id}"} & set(paths)
+
+
+def test_the_api_app_serves_the_dashboard_at_its_root() -> None:
+    with TestClient(create_app("memory:"), follow_redirects=False) as client:
+        page = client.get("/")
+        assert page.status_code == 200 and 'action="/login"' in page.text
+        assert client.get("/healthz").status_code == 200  # and the API beside it
