@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The one test command: builds .venv if missing or stale, then lint, then the whole suite.
+# The one test command: builds .venv if missing or stale, then lint, installs Chromium for
+# the browser tests if missing, then the whole suite.
 # Runnable directly (bash scripts/run_tests.sh) or sourced (. scripts/run_tests.sh); when
 # sourced it returns instead of exiting, so it never closes your shell. Extra arguments go to pytest.
 _sms_sim_run_tests() {
@@ -7,6 +8,7 @@ _sms_sim_run_tests() {
   root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
   bash "$root/scripts/create_venv.sh" || return $?
   bash "$root/scripts/lint.sh" || return $?
+  bash "$root/scripts/ensure_chromium.sh" || return $?  # the browser tests need it
   (cd "$root" && "$root/.venv/bin/python" -m pytest "$@")
 }
 _sms_sim_run_tests "$@"

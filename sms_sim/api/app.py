@@ -19,6 +19,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from sms_sim.api import dead_letters, messages, operations
 from sms_sim.api.auth import known_query
+from sms_sim.api.dashboard import dashboard_router
 from sms_sim.api.docs import install_docs
 from sms_sim.api.metrics import ApiMetrics, LatencyMiddleware
 from sms_sim.api.openapi import DESCRIPTION, install_openapi
@@ -72,7 +73,8 @@ def create_app(store_url: str, *, clock: Clock | None = None,
     app.state.metrics = ApiMetrics(lambda: app.state.service)
     app.add_middleware(LatencyMiddleware, metrics=app.state.metrics, clock=used_clock)
     install_problem_handlers(app)
-    for router in (messages.router, dead_letters.router, operations.router):
+    for router in (messages.router, dead_letters.router, operations.router,
+                   dashboard_router()):
         app.include_router(router)
     install_docs(app)
     install_openapi(app)

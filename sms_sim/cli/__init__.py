@@ -51,6 +51,9 @@ COMMANDS: dict[str, Command] = {
     "check": Command(_INSPECTION, "check the database file for damage"),
     "worker": Command("sms_sim.cli.worker", "send due deliveries until stopped"),
     "migrate": Command("sms_sim.cli.migrate", "create or upgrade a database's schema"),
+    "serve": Command("sms_sim.cli.serve", "the HTTP API and dashboard (and a worker, "
+                                          "with --with-worker)"),
+    "apikey": Command("sms_sim.cli.apikey", "create, revoke and list tenants' API keys"),
 }
 _HELP = ("-h", "--help")
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from sms_sim.cli import COMMANDS, main
+from sms_sim.cli import COMMANDS, apikey, main
 from sms_sim.cli.common import OneLineParser
 from sms_sim.clock import RealClock
 from sms_sim.dispatch.contract import SettleKind, Settlement
@@ -333,7 +333,8 @@ def test_an_unknown_command_is_one_line_naming_the_commands(cli: Cli, word: str,
                                                             hint: str) -> None:
     one_line_error(cli(word, "x"), 2,
                    f"sms_sim: error: unknown command {word!r} ({hint}commands: plan, init, "
-                   "submit, edit, cancel, show, list, deliveries, dead, check, worker, migrate;")
+                   "submit, edit, cancel, show, list, deliveries, dead, check, worker, migrate, "
+                   "serve, apikey;")
 
 
 def test_version_is_printed(cli: Cli) -> None:
@@ -428,9 +429,12 @@ def test_every_option_of_every_command_has_help_that_states_a_default_it_has(
         raise SystemExit(0)
 
     monkeypatch.setattr(OneLineParser, "parse_args", capture)
-    for name in [*COMMANDS, "1"]:  # "1": the simulation
-        cli(name)
-    assert len(parsers) == len(COMMANDS) + 1
+    # A group's parsers are its subcommands'; "1": the simulation.
+    invocations = [[name] for name in COMMANDS if name != "apikey"]
+    invocations += [["apikey", sub] for sub in apikey.SUBCOMMANDS] + [["1"]]
+    for words in invocations:
+        cli(*words)
+    assert len(parsers) == len(invocations)
     for parser in parsers:
         text = parser.format_help()
         for action in parser._actions:
