@@ -1,0 +1,219 @@
+"""Submit rate over HTTP: 1-recipient messages through ``serve``, beside a bare FastAPI endpoint.
+
+What is measured, for 1 and then 2 server processes (``--workers``), in one run, rotating
+which side goes first:
+
+* ours: ``python -m sms_sim serve --db <tmp>/x.db --host 127.0.0.1 --port <free> --workers
+  N`` (no dispatch worker) on a fresh database with a key from ``apikey create --tenant
+  bench``. C client threads (``--concurrency``, default 8), each with its own keep-alive
+  connection, POST ``/v1/messages`` with ``{"content": ..., "recipients":
+  ["555-010-0001"]}`` and ``Authorization: Bearer <token>`` until M requests (``--messages``)
+  are answered, every one 201: the whole path (bearer key check, validation, the store's
+  submit transaction, the answer built from the stored message).
+* bare: ``bench/_bare_api.py``, a FastAPI app whose POST validates the same body with a
+  pydantic model, INSERTs one row and answers 201 with a small JSON, served by uvicorn the
+  way ``serve`` serves (its own bound socket handed to ``uvicorn.Server`` or, for N > 1,
+  uvicorn's ``Multiprocess``; factory per process; log level info, so one access line per
+  request as ``serve`` writes), with SQLite as the store sets it up: WAL, ``synchronous =
+  FULL``, one connection per server process under a lock, ``BEGIN IMMEDIATE`` retried in
+  pauses of at most 1 ms. No authentication: the floor of a durable FastAPI submit. Its
+  socket has ``TCP_NODELAY`` on its connections (see ``_bare_api``); ``serve``'s does not
+  (uvicorn issue #3149), so until that is fixed ours pays about 40 ms of delayed ACK per
+  request on each kept-alive connection, which shows as its "one at a time" p50.
+
+Each side-run starts its own server on a fresh file and stops it after; every client
+thread sends a few warm-up requests (not counted) before the clock starts. Printed, each
+the median over the runs: requests/s (M over the wall time from the start until the last
+answer), the p50/p99 latency of those requests, and the p50 of ``ALONE`` more requests sent
+one at a time on one connection afterwards (the cost of one request without queueing);
+then ours / bare.
+
+Target (issue 12): ours >= 0.6 x bare, at each workers count.
+
+Client and servers share this machine's cores: on a small machine the client's own CPU
+narrows the gap between the sides, so run it on a quiet machine with a few cores.
+
+Command (from the repo root): python3 bench/api_submit_rate.py [--runs 3] [--messages 4000]
+[--concurrency 8] [--quick]
+About a minute with the defaults; --quick: 300 requests, 1 run (seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from _common import (
+    command_line,
+    percentile,
+    print_header,
+    print_runs,
+    print_target,
+    rotate,
+)
+from _bare_api import PATH, prepare_db
+from _http import Client, create_key, expect, free_port, init_db, serve_command, serving
+
+TARGET_RATIO = 0.6
+WORKER_COUNTS = (1, 2)
+WARMUP_PER_THREAD = 5
+ALONE = 30  # requests sent one at a time after the load
+BODY = {"content": "bench: one recipient", "recipients": ["555-010-0001"]}
+TENANT = "bench"
+BARE_SERVER = Path(__file__).resolve().parent / "_bare_api.py"
+
+
+# ---- the client -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """One side-run: requests per second, the requests' latency percentiles, and the median
+    latency of requests sent one at a time."""
+
+    rate_per_s: float
+    p50_ms: float
+    p99_ms: float
+    alone_p50_ms: float
+
+
+def drive(port: int, token: str | None, messages: int, concurrency: int) -> Load:
+    """``messages`` POSTs from ``concurrency`` threads, one keep-alive connection each, all
+    answered 201; the clock starts once every thread has sent its warm-up requests."""
+    body = json.dumps(BODY).encode()
+    headers = {"Content-Type": "application/json"}
+    shares = [messages // concurrency + (i < messages % concurrency) for i in range(concurrency)]
+    latencies: list[list[float]] = [[] for _ in range(concurrency)]
+    errors: list[Exception] = []
+    ready = threading.Barrier(concurrency + 1)
+
+    def run(index: int) -> None:
+        try:
+            with Client(port, token=token) as client:
+                for _ in range(WARMUP_PER_THREAD):
+                    expect(client.request("POST", PATH, body, headers), 201, "warm-up submit")
+                ready.wait()
+                own = latencies[index]
+                for _ in range(shares[index]):
+                    start = time.perf_counter()
+                    reply = client.request("POST", PATH, body, headers)
+                    own.append(time.perf_counter() - start)
+                    expect(reply, 201, "submit")
+        except Exception as exc:  # reported by the main thread
+            errors.append(exc)
+            ready.abort()
+
+    threads = [threading.Thread(target=run, args=(i,), name=f"client-{i}")
+               for i in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    try:
+        ready.wait()
+    except threading.BrokenBarrierError:
+        pass  # a thread failed its warm-up: raised below
+    start = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    elapsed_s = time.perf_counter() - start
+    if errors:
+        raise RuntimeError(f"a client thread failed: {errors[0]}") from errors[0]
+    every = [latency for own in latencies for latency in own]
+    alone: list[float] = []
+    with Client(port, token=token) as client:
+        for _ in range(ALONE):
+            start = time.perf_counter()
+            reply = client.request("POST", PATH, body, headers)
+            alone.append(time.perf_counter() - start)
+            expect(reply, 201, "submit")
+    return Load(rate_per_s=messages / elapsed_s, p50_ms=percentile(every, 0.5) * 1000,
+                p99_ms=percentile(every, 0.99) * 1000,
+                alone_p50_ms=percentile(alone, 0.5) * 1000)
+
+
+# ---- the sides ------------------------------------------------------------------------------
+
+
+def run_ours(workers: int, messages: int, concurrency: int) -> Load:
+    with tempfile.TemporaryDirectory(prefix="sms_sim-api-rate-") as tmp:
+        db = Path(tmp) / "x.db"
+        init_db(db)
+        token = create_key(db, TENANT)
+        port = free_port()
+        with serving(serve_command(db, port, workers=workers), port, Path(tmp) / "serve.log"):
+            return drive(port, token, messages, concurrency)
+
+
+def run_bare(workers: int, messages: int, concurrency: int) -> Load:
+    with tempfile.TemporaryDirectory(prefix="sms_sim-api-bare-") as tmp:
+        db = Path(tmp) / "bare.db"
+        prepare_db(db)
+        port = free_port()
+        command = [sys.executable, str(BARE_SERVER), "--db", str(db), "--port", str(port),
+                   "--workers", str(workers)]
+        # uvicorn's one-process server raises the SIGTERM it caught again once it has shut
+        # down (serve catches that itself and exits 0).
+        with serving(command, port, Path(tmp) / "bare.log",
+                     clean_exits=(0, -signal.SIGTERM)):
+            return drive(port, None, messages, concurrency)
+
+
+def _report(workers: int, runs: int, ours: list[Load], bare: list[Load]) -> bool:
+    print_header(f"workers {workers}", runs)
+    ours_rate = print_runs("ours (serve) requests/s", [r.rate_per_s for r in ours], ",.0f")
+    print_runs("ours p50 latency ms", [r.p50_ms for r in ours], ".1f")
+    print_runs("ours p99 latency ms", [r.p99_ms for r in ours], ".1f")
+    print_runs("ours p50 one at a time ms", [r.alone_p50_ms for r in ours], ".1f")
+    bare_rate = print_runs("bare FastAPI + INSERT requests/s", [r.rate_per_s for r in bare],
+                           ",.0f")
+    print_runs("bare p50 latency ms", [r.p50_ms for r in bare], ".1f")
+    print_runs("bare p99 latency ms", [r.p99_ms for r in bare], ".1f")
+    print_runs("bare p50 one at a time ms", [r.alone_p50_ms for r in bare], ".1f")
+    ratio = ours_rate / bare_rate
+    print(f"  ours/bare: {ratio:.2f}")
+    passed = ratio >= TARGET_RATIO
+    print_target(f"target ours/bare >= {TARGET_RATIO:g}", passed)
+    return passed
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--runs", type=int, default=None, help="runs per side (default 3; "
+                                                               "1 with --quick)")
+    parser.add_argument("--messages", type=int, default=4000,
+                        help="requests per side-run (default 4000)")
+    parser.add_argument("--concurrency", type=int, default=8,
+                        help="client threads, one keep-alive connection each (default 8)")
+    parser.add_argument("--quick", action="store_true", help="300 requests, 1 run")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.messages = 300
+    runs: int = args.runs if args.runs is not None else (1 if args.quick else 3)
+    if runs < 1 or args.messages < args.concurrency or args.concurrency < 1:
+        parser.error("--runs and --concurrency must be >= 1, --messages >= --concurrency")
+    print(__doc__.splitlines()[0] if __doc__ else "")
+    print(f"{args.messages:,} requests per side-run from {args.concurrency} client threads "
+          f"(one keep-alive connection each, {WARMUP_PER_THREAD} warm-up requests each); "
+          f"{os.cpu_count()} CPUs here")
+    print(f"command: {command_line()}")
+    sides = {}
+    for workers in WORKER_COUNTS:
+        sides[f"ours {workers}"] = partial(run_ours, workers, args.messages, args.concurrency)
+        sides[f"bare {workers}"] = partial(run_bare, workers, args.messages, args.concurrency)
+    results = rotate(sides, runs)
+    verdicts = [_report(workers, runs, results[f"ours {workers}"], results[f"bare {workers}"])
+                for workers in WORKER_COUNTS]
+    return 0 if all(verdicts) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
