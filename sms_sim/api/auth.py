@@ -58,8 +58,10 @@ TenantService = Annotated[DispatchService, Depends(tenant_service)]
 
 
 def known_query(request: Request) -> None:
-    """Refuse a query parameter the route does not take (422 naming it): a misspelt
-    ``?limt=5`` silently ignored would answer a different question than was asked."""
+    """Refuse a query parameter the route does not take, or one given twice (422 naming
+    it): a misspelt ``?limt=5`` silently ignored would answer a different question than was
+    asked, and of ``?after=5&after=900`` FastAPI would quietly use the last (every
+    parameter here takes one value)."""
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)
     if dependant is None:
@@ -70,6 +72,8 @@ def known_query(request: Request) -> None:
             raise InvalidRequestError(
                 f"query parameter {name!r} is not one this operation takes"
                 + (f" (it takes {', '.join(sorted(known))})" if known else ""))
+        if len(request.query_params.getlist(name)) > 1:
+            raise InvalidRequestError(f"query parameter {name!r} is given more than once")
 
 
 def _query_names(dependant: Dependant) -> set[str]:

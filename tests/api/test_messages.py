@@ -204,6 +204,16 @@ def test_an_unknown_query_parameter_is_refused(api: ApiHarness, acme: dict[str, 
     assert "'limt'" in body["detail"] and "limit" in body["detail"]
 
 
+@pytest.mark.parametrize("path", ["/v1/messages?after=true&after=0.0",
+                                  "/v1/dead-letters?after=true&after=0.0",
+                                  "/v1/messages?limit=1&limit=2"])
+def test_a_query_parameter_given_twice_is_refused(api: ApiHarness, acme: dict[str, str],
+                                                  path: str) -> None:
+    """Found by the schema fuzz: FastAPI used the last of the two values."""
+    body = assert_problem(api.client.get(path, headers=acme), 422, "invalid-request")
+    assert "given more than once" in body["detail"]
+
+
 def test_listing_filters_by_status(api: ApiHarness, acme: dict[str, str]) -> None:
     kept, gone = api.submitted(acme), api.submitted(acme)
     api.client.post(f"/v1/messages/{gone}/cancel", headers=acme)
