@@ -150,6 +150,10 @@ def test_plot_without_matplotlib_says_how_to_install_it(tmp_path: Path) -> None:
     assert not list(tmp_path.iterdir())
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.slow  # a subprocess and a signal
 def test_ctrl_c_prints_the_bracket_and_exits_130() -> None:
     """A plan big enough to take a while; SIGINT once the first count has been settled: the
@@ -157,7 +161,10 @@ def test_ctrl_c_prints_the_bracket_and_exits_130() -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "sms_sim", "plan", "--messages", "3000000", "--mean", "0.08",
          "--deviation", "0.02", "--deadline", "600", "--jobs", "2", "--replications", "30"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # As from a terminal: a test run started in the background (``&`` in a script)
+        # ignores SIGINT, and Python then leaves it ignored in the child too.
+        preexec_fn=_default_sigint)
     assert process.stderr is not None
     try:
         for line in process.stderr:
