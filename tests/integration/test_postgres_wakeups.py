@@ -193,6 +193,8 @@ def test_the_pooling_parameter_is_taken_out_of_the_url_and_checked() -> None:
     assert pooling_of(f"{base}&sms_sim_pooling=transaction") == (base, True)
     assert pooling_of(f"{base}&sms_sim_pooling=session") == (base, False)
     assert pooling_of("host=db dbname=sms") == ("host=db dbname=sms", False)
+    spaced = "postgresql://db/sms?options=-csearch_path%3Dx%20-cstatement_timeout%3D9"
+    assert pooling_of(f"{spaced}&sms_sim_pooling=transaction") == (spaced, True)
     with pytest.raises(ConfigError, match="sms_sim_pooling must be one of session, "
                                           "transaction") as caught:
         pooling_of("postgresql://me:s3cret@db/sms?sms_sim_pooling=statement")

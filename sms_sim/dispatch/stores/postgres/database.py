@@ -62,7 +62,9 @@ def pooling_of(dsn: str) -> tuple[str, bool]:
     if any(mode not in _POOLING_MODES for mode in modes) or len(set(modes)) > 1:
         raise ConfigError(f"{POOLING_PARAMETER} must be one of {', '.join(_POOLING_MODES)} "
                           f"(got {', '.join(repr(mode) for mode in modes)})")
-    rest = urllib.parse.urlencode([(n, v) for n, v in query if n != POOLING_PARAMETER])
+    # Percent escapes only ("%20", never "+" for a space): libpq decodes nothing else.
+    rest = urllib.parse.urlencode([(n, v) for n, v in query if n != POOLING_PARAMETER],
+                                  quote_via=urllib.parse.quote)
     return urllib.parse.urlunsplit(parts._replace(query=rest)), modes[0] == "transaction"
 
 
