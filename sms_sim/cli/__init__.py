@@ -51,6 +51,7 @@ COMMANDS: dict[str, Command] = {
     "check": Command(_INSPECTION, "check the database file for damage"),
     "worker": Command("sms_sim.cli.worker", "send due deliveries until stopped"),
     "migrate": Command("sms_sim.cli.migrate", "create or upgrade a database's schema"),
+    "prune": Command("sms_sim.cli.prune", "delete messages that finished long ago"),
 }
 _HELP = ("-h", "--help")
 

@@ -234,6 +234,10 @@ def test_the_commands_run_on_postgresql_and_never_print_the_password(
     assert worked.returncode == 0, worked.stderr
     shown = cli("show", "1", "--json")
     assert shown.returncode == 0 and '"all sent"' in shown.stdout, shown.stdout
+    kept = cli("prune", "--older-than", "1d", "--dry-run")
+    assert kept.stdout.startswith("would prune 0 messages and 0 deliveries"), kept
+    pruned = cli("prune", "--older-than", "0s")
+    assert pruned.stdout.startswith("pruned 1 message and 2 deliveries"), pruned
 
 
 def test_claims_carry_the_content_stored_once_per_message(store: DispatchStore) -> None:

@@ -28,6 +28,7 @@ from sms_sim.dispatch.contract import (
 )
 from sms_sim.dispatch.errors import ConflictError, LockedError, NotFoundError
 from sms_sim.dispatch.keys import ApiKey
+from sms_sim.dispatch.pruning import PRUNE_BATCH_ROWS, PruneResult, check_prune
 from sms_sim.dispatch.requests import MessageEdit, NewMessage
 from sms_sim.dispatch.stores.common import clock_jumped_back_after_s, locked_message
 from sms_sim.dispatch.stores.postgres.claim import claim_deliveries
@@ -38,6 +39,7 @@ from sms_sim.dispatch.stores.postgres.database import (
     pooling_of,
 )
 from sms_sim.dispatch.stores.postgres.listen import ListenChannel, notify
+from sms_sim.dispatch.stores.postgres.prune import prune_messages
 from sms_sim.dispatch.stores.postgres.rows import (
     delivery_counts,
     delivery_views,
@@ -190,6 +192,12 @@ class PostgresStore:
             message_state(conn, message_id, tenant)
             return conn.execute("UPDATE messages SET receipt = %s WHERE id = %s AND "
                                 "receipt IS NULL", (receipt, message_id)).rowcount > 0
+
+    def prune(self, finished_before: float, *, dry_run: bool = False,
+              batch_rows: int = PRUNE_BATCH_ROWS) -> PruneResult:
+        check_prune(finished_before, batch_rows)
+        return prune_messages(self._db, finished_before, dry_run=dry_run,
+                              batch_rows=batch_rows)
 
     def check_writable(self) -> None:
         # An UPDATE that matches nothing still fails on a read-only transaction or standby.
