@@ -52,6 +52,8 @@ COMMANDS: dict[str, Command] = {
     "worker": Command("sms_sim.cli.worker", "send due deliveries until stopped"),
     "migrate": Command("sms_sim.cli.migrate", "create or upgrade a database's schema"),
     "prune": Command("sms_sim.cli.prune", "delete messages that finished long ago"),
+    "copy": Command("sms_sim.cli.copy", "copy a database into another store (SQLite to "
+                                        "PostgreSQL)"),
 }
 _HELP = ("-h", "--help")
 

@@ -51,6 +51,7 @@ from sms_sim.dispatch.stores.postgres.rows import (
     status_counts,
 )
 from sms_sim.dispatch.stores.postgres.submit import copy_deliveries, submit_message
+from sms_sim.dispatch.stores.postgres.transfer import PostgresTransfer
 from sms_sim.dispatch.validation import (
     INT64_MAX,
     check_claim,
@@ -198,6 +199,10 @@ class PostgresStore:
         check_prune(finished_before, batch_rows)
         return prune_messages(self._db, finished_before, dry_run=dry_run,
                               batch_rows=batch_rows)
+
+    def transfer(self) -> PostgresTransfer:
+        """This database as rows, for ``stores.transfer.copy_store``."""
+        return PostgresTransfer(self._db)
 
     def check_writable(self) -> None:
         # An UPDATE that matches nothing still fails on a read-only transaction or standby.

@@ -61,6 +61,7 @@ from sms_sim.dispatch.stores.sqlite.rows import (
 )
 from sms_sim.dispatch.stores.sqlite.prune import prune_messages
 from sms_sim.dispatch.stores.sqlite.submit import insert_deliveries, submit_message
+from sms_sim.dispatch.stores.sqlite.transfer import SqliteTransfer
 from sms_sim.dispatch.validation import INT64_MAX, check_claim, check_listing, check_settlements
 
 __all__ = ["SqliteStore", "DEFAULT_BUSY_TIMEOUT_S"]
@@ -322,6 +323,10 @@ class SqliteStore:
         check_prune(finished_before, batch_rows)
         return prune_messages(self._write, self._read, self._db.let_others_in,
                               finished_before, dry_run=dry_run, batch_rows=batch_rows)
+
+    def transfer(self) -> SqliteTransfer:
+        """This database as rows, for ``stores.transfer.copy_store``."""
+        return SqliteTransfer(self._db, self._write)
 
     def check_writable(self) -> None:
         with self._write():
