@@ -10,12 +10,14 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import pytest
 
+from sms_sim.clock import RealClock
 from sms_sim.dispatch.requests import NewMessage
 from sms_sim.dispatch.transport import MemoryProvider, TransportError
 
@@ -42,6 +44,20 @@ def phones(count: int, start: int = 0) -> list[str]:
 def one_message() -> NewMessage:
     """A one-recipient message, for tests about the store rather than its content."""
     return NewMessage.validated(content="hi", recipients=phones(1, start=1))
+
+
+def eventually(condition: Callable[[], bool], *, within_s: float,
+               every_s: float = 0.05) -> bool:
+    """Whether ``condition`` comes true within ``within_s`` of real time, looking every
+    ``every_s``: for tests of processes and servers, where a bounded wait is the assertion
+    (generous bounds; nothing asserts how fast)."""
+    clock, never = RealClock(), threading.Event()
+    deadline = clock.monotonic() + within_s
+    while not condition():
+        if clock.monotonic() >= deadline:
+            return False
+        clock.sleep(every_s, never)
+    return True
 
 
 class ReadsTime(Protocol):

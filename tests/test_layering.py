@@ -5,8 +5,9 @@ then the edges ``cli`` and ``api``. Each package may import what ``ALLOWED`` lis
 stated per package rather than per module, so a new module needs no entry here. On top of
 that: nothing outside ``dispatch/stores`` names a concrete store (only the edges may import
 from ``dispatch.stores``, and only its functions of a store URL: ``open_store``,
-``is_transient``, ``migrate_store`` and ``display_url``), and no import cycle anywhere. The
-checks run on a directory, so the tests can show them failing on a deliberately broken copy.
+``is_transient``, ``migrate_store``, ``display_url`` and ``copy_database``), and no import
+cycle anywhere. The checks run on a directory, so the tests can show them failing on a
+deliberately broken copy.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
 }
 STORES = "dispatch.stores"
 URL_FUNCTIONS = frozenset({"open_store", "is_transient", "migrate_store",
-                           "display_url"})  # what an edge may take from STORES
+                           "display_url", "copy_database"})  # what an edge may take from STORES
 EDGES = ("cli", "api")
 TIME_READERS = {("time", "time"), ("time", "monotonic"), ("time", "sleep"),
                 ("time", "perf_counter"), ("datetime", "now"), ("datetime", "utcnow")}

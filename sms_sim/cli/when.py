@@ -15,7 +15,7 @@ import re
 from sms_sim.dispatch.contract import InvalidRequestError
 from sms_sim.dispatch.validation import format_utc, validate_due, validate_time
 
-__all__ = ["add_time_arguments", "due_at", "parse_duration", "describe_due"]
+__all__ = ["add_time_arguments", "due_at", "parse_duration", "duration_argument", "describe_due"]
 
 _DURATION_RE = re.compile(r"(?:(\d+(?:\.\d+)?)([smhd]))")
 _UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -29,7 +29,7 @@ def add_time_arguments(parser: argparse.ArgumentParser, *, default: str) -> None
                        help=f"send at this ISO-8601 time, e.g. {_EXAMPLE} (no offset means "
                             "UTC), or 'now'; a time more than a minute in the past, or a date "
                             f"without a time, is refused ({default})")
-    group.add_argument("--in", dest="in_", type=_duration_argument, metavar="DURATION",
+    group.add_argument("--in", dest="in_", type=duration_argument, metavar="DURATION",
                        help="send this long from now: 90s, 10m, 2h, 1d or 1h30m")
 
 
@@ -43,7 +43,8 @@ def parse_duration(text: str) -> float:
     return sum(float(number) * _UNIT_S[unit] for number, unit in parts)
 
 
-def _duration_argument(text: str) -> float:
+def duration_argument(text: str) -> float:
+    """The argparse type of a duration option (``parse_duration``; a usage error)."""
     try:
         return parse_duration(text)
     except InvalidRequestError as exc:

@@ -1,4 +1,4 @@
-"""The ``worker`` command: one durable worker process on an SQLite file.
+"""The ``worker`` command: one durable worker process on an SQLite file or PostgreSQL.
 
 Only this module installs signal handlers for the worker (through ``SignalRecorder``, on
 the main thread, restored in ``finally``): the first SIGINT/SIGTERM stops claiming and lets
@@ -81,7 +81,12 @@ def main(argv: Sequence[str], *, prog: str) -> int:
     parser.add_argument("--retry-cap", type=non_negative_float, default=DEFAULT_RETRY.cap_s,
                         metavar="SECONDS", help="longest retry delay (default 300)")
     parser.add_argument("--idle-recheck", type=positive_float, default=0.05, metavar="SECONDS",
-                        help="longest idle wait before looking for new work (default 0.05)")
+                        help="longest idle wait before looking for new work; PostgreSQL "
+                             "wakes idle workers on submit, so a few seconds do there "
+                             "(default 0.05)")
+    parser.add_argument("--fallback-poll", type=positive_float, default=1.0,
+                        metavar="SECONDS", help="PostgreSQL: the longest idle wait while the "
+                        "wake-up connection (LISTEN) is lost or not yet made (default 1)")
     parser.add_argument("--ledger", type=Path, metavar="PATH",
                         help="provider ledger file shared by workers (default: in memory)")
     parser.add_argument("--interval", type=positive_float, default=1.0, metavar="SECONDS",
@@ -107,7 +112,8 @@ def main(argv: Sequence[str], *, prog: str) -> int:
         retry = RetryPolicy(max_attempts=args.max_attempts, base_s=args.retry_base,
                             factor=args.retry_factor, cap_s=args.retry_cap)
         config = DispatchConfig(batch_size=args.batch, lease_s=args.lease,
-                                idle_recheck_s=args.idle_recheck, retry=retry,
+                                idle_recheck_s=args.idle_recheck,
+                                fallback_poll_s=args.fallback_poll, retry=retry,
                                 max_lease_losses=args.max_lease_losses,
                                 fencing=not args.unsafe_no_fencing)
     except ConfigError as exc:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 from sms_sim.dispatch.keys import KeyStore
+from sms_sim.dispatch.pruning import PruneResult, PruneStore
 from sms_sim.dispatch.requests import MessageEdit, NewMessage
 from sms_sim.dispatch.tenants import DEFAULT_TENANT
 from sms_sim.dispatch.validation import InvalidRequestError
@@ -35,6 +36,7 @@ __all__ = [
     "SubmitResult",
     "CancelResult",
     "SettleResult",
+    "PruneResult",
     "InvalidRequestError",
     "OPEN_DELIVERY_STATUSES",
     "AGING_STEP_S",
@@ -228,8 +230,9 @@ class SettleResult:
     refused: int  # stale: not leased any more, another owner, or an older attempt
 
 
-class DispatchStore(KeyStore, Protocol):
-    """Durable state of the dispatch engine, and the API keys that give access to it.
+class DispatchStore(KeyStore, PruneStore, Protocol):
+    """Durable state of the dispatch engine, and the API keys that give access to it
+    (``keys.KeyStore``); finished messages are deleted by ``pruning.PruneStore.prune``.
 
     Thread safety: one store object may be shared by several threads (each call is
     serialised); several store objects, threads or processes may open the same database at

@@ -34,6 +34,7 @@ from sms_sim.dispatch.contract import Claim, DispatchStore, SettleKind, Settleme
 from sms_sim.dispatch.errors import StoreDamagedError, StoreError
 from sms_sim.dispatch.patience import StorePatience
 from sms_sim.dispatch.transport import Transport, TransportError
+from sms_sim.dispatch.wake import WakeChannel
 from sms_sim.errors import ConfigError, SmsSimError
 from sms_sim.policy import retry_delay_s
 
@@ -129,7 +130,10 @@ class DispatchConfig:
     exclusive; it must exceed the time to send a batch, or other workers re-send (which the
     provider's keys absorb, but which wastes work). ``idle_recheck_s``: the longest an idle
     worker waits before looking again, because another process may have submitted; with
-    work scheduled it wakes exactly at the next due time instead. ``fencing=False``
+    work scheduled it wakes exactly at the next due time instead; a store that pushes
+    wake-ups (``dispatch.wake``) makes a long one cheap. ``fallback_poll_s``: the cap instead
+    while such a store's wake-up channel is down (lost, or not connected yet), so a lost
+    listening connection costs latency, never work. ``fencing=False``
     disables the safeguards that prevent duplicates (one provider key per attempt, sending
     on an expired lease): only the crash test's negative control uses it.
     ``store_outage_s``: how long a store may fail every call (other than "busy", which is
@@ -145,6 +149,7 @@ class DispatchConfig:
     batch_size: int = 100
     lease_s: float = 30.0
     idle_recheck_s: float = 0.05
+    fallback_poll_s: float = 1.0
     retry: RetryPolicy = DEFAULT_RETRY
     max_lease_losses: int = 5
     fencing: bool = True
@@ -157,6 +162,7 @@ class DispatchConfig:
                 raise ConfigError(f"{name} must be an integer from {low} to {high:,} "
                                   f"(got {value!r})")
         for name, most_s in (("lease_s", MAX_LEASE_S), ("idle_recheck_s", MAX_IDLE_RECHECK_S),
+                             ("fallback_poll_s", MAX_IDLE_RECHECK_S),
                              ("store_outage_s", MAX_IDLE_RECHECK_S)):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) \
@@ -193,8 +199,12 @@ class Dispatcher:
         rng: random.Random,
         config: DispatchConfig | None = None,
         owner: str | None = None,
+        channel: WakeChannel | None = None,
     ) -> None:
         self.store = store
+        # The store's wake-ups, listened to by someone else (the worker's listener thread):
+        # consulted only for whether they are arriving, which decides the idle cap.
+        self._channel = channel
         self.clock = clock
         self.config = config or DispatchConfig()
         self.owner = owner or f"worker-{uuid.uuid4()}"
@@ -322,10 +332,18 @@ class Dispatcher:
 
     def wait_s(self) -> float:
         """How long to sleep before the next claim could find work: until the next due time,
-        but never longer than ``idle_recheck_s`` (other processes may submit meanwhile)."""
+        but never longer than ``idle_recheck_s`` (other processes may submit meanwhile), nor
+        than ``fallback_poll_s`` while a wake channel given to this dispatcher is down.
+
+        The due time is read now: a lease granted later (by another worker, which may then
+        die) is not in it, so while idle this worker rescues such a lease within one
+        ``idle_recheck_s`` of its end; wake-ups are sent on submits, edits, cancels and
+        requeues only, never per claim."""
         now = self.clock.now()
         due_at = self.store.next_due_at(now)
         cap_s = self.config.idle_recheck_s
+        if self._channel is not None and not self._channel.is_listening():
+            cap_s = min(cap_s, self.config.fallback_poll_s)
         return cap_s if due_at is None else max(0.0, min(cap_s, due_at - now))
 
     def settle_completed(self, completed: Sequence[Completion]) -> int:

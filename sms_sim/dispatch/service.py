@@ -24,6 +24,7 @@ A service sees every tenant (the operator's view, which the CLI uses) or, made b
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from sms_sim.dispatch.contract import (
     MessageStatus,
     MessageView,
     OPEN_DELIVERY_STATUSES,
+    PruneResult,
     SubmitResult,
 )
 from sms_sim.dispatch.errors import (
@@ -335,6 +337,18 @@ class DispatchService:
         return self._store.requeue_dead(message_id, self._clock.now(), delivery_ids=ids,
                                         tenant=self._tenant)
 
+    def prune(self, older_than_s: float, *, dry_run: bool = False) -> tuple[float, PruneResult]:
+        """Delete the messages that finished more than ``older_than_s`` ago, with their
+        deliveries (``DispatchStore.prune``; ``dry_run``: count them); returns the cutoff
+        (epoch seconds) and what went. Every tenant's: a tenant's view may not."""
+        if self._tenant is not None:
+            raise InvalidRequestError("prune deletes every tenant's finished messages; it "
+                                      "is the operator's, not a tenant's")
+        if not math.isfinite(older_than_s) or older_than_s < 0:
+            raise InvalidRequestError(f"older_than must be a duration >= 0 (got {older_than_s!r})")
+        cutoff = self._clock.now() - older_than_s
+        return cutoff, self._store.prune(cutoff, dry_run=dry_run)
+
     # --- operations --------------------------------------------------------------------
 
     def health(self) -> Health:
@@ -398,6 +412,7 @@ class DispatchService:
         return store.integrity_check(quick=quick) if isinstance(store, _SelfChecking) else "ok"
 
     def _require(self, message_id: int) -> None:
-        """Raise ``NotFoundError`` unless the message exists. Messages are never deleted,
-        so the answer still holds for the listing that follows it."""
+        """Raise ``NotFoundError`` unless the message exists. Only ``prune`` deletes
+        messages, and only finished ones, so the answer holds for the listing that follows
+        it (at worst that listing comes back empty)."""
         self.get(message_id)

@@ -4,8 +4,11 @@ Threads, all in one ``ThreadGroup``: ``dispatcher`` runs ``Dispatcher.run`` (the
 benchmarks measure) and is the only one that claims and, while running, settles; the
 ``sender-<i>`` threads are the simulator's ``Sender``s, each send going to the transport
 through ``Dispatcher.transmitter``; the ``monitor`` drains their outcomes, prints progress
-and hands every completion back to the dispatcher. The store is touched by the dispatcher
-thread, then, after it has been joined, by the thread that called ``run``.
+and hands every completion back to the dispatcher; on a store that pushes wake-ups
+(``dispatch.wake``: PostgreSQL), a ``listener`` turns them into the dispatcher's wake event,
+so an idle dispatcher looks as soon as work is submitted. The store is touched by the
+dispatcher thread (and the listener's own connection), then, after they have been joined,
+by the thread that called ``run``.
 
 Stop order (STYLE.md section 6): stop claiming (join the dispatcher), let the senders finish
 the send in hand (those not started are skipped), settle every completion, give the
@@ -29,6 +32,7 @@ from sms_sim.dispatch.contract import DispatchStore
 from sms_sim.dispatch.dispatcher import NOT_SENT, DispatchConfig, Dispatcher, DispatchStats
 from sms_sim.dispatch.sender_pool import SenderPool, Slot
 from sms_sim.dispatch.transport import Transport
+from sms_sim.dispatch.wake import wake_channel_of
 from sms_sim.errors import SmsSimError
 from sms_sim.output import SafeWriter
 from sms_sim.policy import capacity_per_s, sender_rng
@@ -138,8 +142,10 @@ class Worker:
         self._output = output
         self._grace_s = grace_s
         self._exit_when_idle = exit_when_idle
+        self._channel = wake_channel_of(store)
         self.dispatcher = Dispatcher(store, clock=clock, config=config,
-                                     rng=random.Random(f"sms_sim:{seed}:dispatcher"))
+                                     rng=random.Random(f"sms_sim:{seed}:dispatcher"),
+                                     channel=self._channel)
         max_in_hand = work_in_hand(senders, self.dispatcher.config)
         self._stop = threading.Event()  # stop claiming; ends the monitor loop
         self._sender_stop = threading.Event()  # senders skip what they have not started
@@ -181,10 +187,13 @@ class Worker:
         clock = self._clock
         group = ThreadGroup(stop=self._stop, abort=self._abort, clock=clock,
                             stop_requests=stop_requests, on_failure=self._wake.set)
+        channel = self._channel
         try:
             group.start("monitor", self.monitor.run)
             for sender in self._senders:
                 group.start(sender.name, sender.run)
+            if channel is not None:
+                group.start("listener", lambda: channel.run(self._wake))
         except ThreadStartError:
             self._release(group)
             raise
@@ -195,7 +204,11 @@ class Worker:
         elapsed_s = clock.monotonic() - self._started_at
         group.begin_shutdown(self._grace_s)
         self._wake.set()
+        if channel is not None:
+            channel.close()  # the listener waits on its connection, not on ``stop``
         alive = group.join(["dispatcher"])
+        if channel is not None:
+            alive += group.join(["listener"])
         self._sender_stop.set()
         for _ in self._senders:
             self._inbox.put(DONE)
@@ -217,6 +230,8 @@ class Worker:
         group.begin_shutdown(self._grace_s)
         self._stop.set()
         self._sender_stop.set()
+        if self._channel is not None:
+            self._channel.close()
         started = group.names
         for name in started:
             if name.startswith("sender-"):

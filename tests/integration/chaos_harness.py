@@ -1,6 +1,7 @@
-"""Crash harness: worker processes on SQLite files, SIGKILLed, restarted and SIGSTOPped.
+"""Crash harness: worker processes on SQLite files (or PostgreSQL schemas), SIGKILLed,
+restarted and SIGSTOPped, and on PostgreSQL the server itself crashed mid-run.
 
-Shared by the CI crash test (small) and ``bench/dispatch_soak.py`` (large). The provider's
+Shared by the CI crash tests (small) and ``bench/dispatch_soak.py`` (large). The provider's
 ledger is a separate SQLite file written by the workers' transport, so the duplicate count
 comes from outside the store under test. Waiting uses ``RealClock.sleep`` on an Event (the
 one real-time component here is the chaos itself); nothing asserts on elapsed time.
@@ -11,6 +12,10 @@ takes one of its live claims shows as a report of the long-lease worker refused,
 second provider call for that recipient), and several databases, all created fresh with the
 same message ids and recipients, sharing one ledger (each database's deliveries must reach
 the ledger under keys of their own).
+
+``urls`` runs the same on stores given by URL (PostgreSQL) instead of new SQLite files, and
+``fault`` is called once, ``fault_after_s`` into the chaos (a server restart): its start and
+end are kept, and the harness's own reads wait out a store that is busy meanwhile.
 """
 
 from __future__ import annotations
@@ -19,20 +24,29 @@ import random
 import signal
 import subprocess
 import threading
+import sqlite3
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 from sms_sim.clock import RealClock
-from sms_sim.dispatch.contract import DeliveryStatus, DeliveryView
+from sms_sim.dispatch.contract import DeliveryStatus, DeliveryView, DispatchStore
+from sms_sim.dispatch.errors import StoreBusyError
 from sms_sim.dispatch.requests import NewMessage
-from sms_sim.dispatch.stores import SqliteStore
+from sms_sim.dispatch.service import DispatchService
+from sms_sim.dispatch.stores import open_store
 from sms_sim.dispatch.ledger import LedgerProvider
 from sms_sim.dispatch.transport import LedgerSummary
 from tests.conftest import START
 
 __all__ = ["ChaosResult", "run_chaos"]
+
+_T = TypeVar("_T")
+# How long the harness's own store reads wait out a busy store (a server restarting).
+_PATIENCE_S = 60.0
 
 
 @dataclass(slots=True)
@@ -54,6 +68,18 @@ class ChaosResult:
     long_lease_s: float | None = None
     long_refused: int = 0  # of ``refused``: reports of long-lease workers (never touched)
     long_skipped_expired: int = 0
+    # Each recipient's successive provider calls: (epoch time of one, of the next).
+    resends: list[tuple[float, float]] = field(default_factory=list)
+    faults: list[tuple[float, float]] = field(default_factory=list)  # (start, end), epoch
+
+    def resend_gaps_s(self, *, clear_of_faults_s: float = 0.0) -> list[float]:
+        """The waits between two successive provider calls for one recipient (a retry's
+        backoff, or the redelivery delay after a lost lease), leaving out those that
+        overlap a fault or the ``clear_of_faults_s`` after it (they wait for the server,
+        not for a lease)."""
+        return [b - a for a, b in self.resends
+                if not any(a <= end + clear_of_faults_s and b >= start
+                           for start, end in self.faults)]
 
     @property
     def repeats(self) -> int:
@@ -71,7 +97,7 @@ class _Slot:
     chaos: bool
 
 
-def _worker_cmd(db: Path, ledger: Path, *, lease_s: float, seed: int, fencing: bool,
+def _worker_cmd(db: str, ledger: Path, *, lease_s: float, seed: int, fencing: bool,
                 mean_s: float) -> list[str]:
     cmd = [*START, "worker", "--db", str(db),
            "--ledger", str(ledger), "--senders", "2", "--mean", str(mean_s), "--deviation", "0",
@@ -96,6 +122,9 @@ def run_chaos(
     mean_s: float = 0.004,
     long_lease_s: float | None = None,
     databases: int = 1,
+    urls: Sequence[str] = (),
+    fault: Callable[[], None] | None = None,
+    fault_after_s: float = 1.0,
 ) -> ChaosResult:
     """Submit ``messages`` x ``recipients`` to each of ``databases`` new files (the same ids
     and numbers in each), run ``workers`` processes per file, all on one ledger, and, from
@@ -105,13 +134,16 @@ def run_chaos(
     stores and the ledger. Workers' outputs come back in ``worker_logs``.
 
     ``long_lease_s``: every second worker of a file runs with this lease instead, and the
-    chaos leaves it alone (so a test never waits for such a lease to run out).
+    chaos leaves it alone (so a test never waits for such a lease to run out). ``urls``:
+    empty stores to use instead of new SQLite files (``databases`` is then their number).
+    ``fault``: called once, ``fault_after_s`` after the chaos starts (it may block).
     """
     clock, rng, tick = RealClock(), random.Random(seed), threading.Event()
     ledger_path = root / "ledger.db"
-    paths = [root / ("chaos.db" if databases == 1 else f"chaos-{d + 1}.db")
-             for d in range(databases)]
-    stores = [SqliteStore(path) for path in paths]
+    paths = list(urls) or [str(root / ("chaos.db" if databases == 1 else f"chaos-{d + 1}.db"))
+                           for d in range(databases)]
+    databases = len(paths)
+    stores = [open_store(path, create=True) for path in paths]
     for d, store in enumerate(stores):
         _submit_broadcasts(store, clock, messages=messages, recipients=recipients,
                            label="" if databases == 1 else f" (database {d + 1})")
@@ -149,12 +181,20 @@ def run_chaos(
         clock.sleep(0.01, tick)
     start = clock.monotonic()
     finished = False
+    faults: list[tuple[float, float]] = []
     while clock.monotonic() - start < deadline_s:
         now = clock.monotonic()
         _resume_due(procs, paused, now)
+        if fault is not None and not faults and now - start >= fault_after_s:
+            began = clock.now()
+            fault()
+            faults.append((began, clock.now()))
+            now = clock.monotonic()
+            _resume_due(procs, paused, now)
         chaos = now - start < chaos_for_s and bool(targets)
         if chaos:
-            index = rng.choice(targets) if pauses else _holder(stores, procs, targets, log_of)
+            index = rng.choice(targets) if pauses else _patiently(
+                clock, partial(_holder, stores, procs, targets, log_of))
             proc = procs[index]
             if index not in paused and index not in protected and proc.poll() is None:
                 if pauses == 0 or (rng.random() < 0.3 and pauses < max_pauses):
@@ -169,7 +209,7 @@ def run_chaos(
                     procs[index] = spawn(slots[index])
                     restarts += 1
         elif not paused and all(p.poll() is not None for p in procs):
-            if sum(_open_deliveries(store) for store in stores) == 0:
+            if sum(_patiently(clock, partial(_open_deliveries, store)) for store in stores) == 0:
                 finished = True
                 break
             procs = [spawn(slot) for slot in slots]  # all exited early: keep going
@@ -184,12 +224,12 @@ def run_chaos(
     count = lost = 0
     checks: list[str] = []
     for store in stores:
-        rows = store.deliveries(limit=10**9)
+        rows = _patiently(clock, partial(store.deliveries, limit=10**9))
         uids = {view.id: view.uid for view in store.messages(limit=10**9)}
         count += len(rows)
         statuses.update(str(d.status) for d in rows)
         lost += _lost(rows, uids, delivered)
-        checks.append(store.integrity_check())
+        checks.append(DispatchService(store, clock).check())
         store.close()
     texts = [log.read_text(errors="replace") for _, log in logs]
     refused, skipped = _fencing_counts(texts)
@@ -201,10 +241,33 @@ def run_chaos(
                        skipped_expired=skipped, lease_s=lease_s, integrity=integrity,
                        finished=finished, worker_logs=texts, databases=databases,
                        long_lease_s=long_lease_s, long_refused=long_refused,
-                       long_skipped_expired=long_skipped)
+                       long_skipped_expired=long_skipped, resends=_resends(ledger_path),
+                       faults=faults)
 
 
-def _submit_broadcasts(store: SqliteStore, clock: RealClock, *, messages: int,
+def _patiently(clock: RealClock, read: Callable[[], _T]) -> _T:
+    """``read()``, tried again while the store is busy (a server restarting), for up to
+    ``_PATIENCE_S``."""
+    never = threading.Event()
+    deadline = clock.monotonic() + _PATIENCE_S
+    while True:
+        try:
+            return read()
+        except StoreBusyError:
+            if clock.monotonic() >= deadline:
+                raise
+            clock.sleep(0.2, never)
+
+
+def _resends(ledger: Path) -> list[tuple[float, float]]:
+    """Every pair of successive provider calls for one recipient, from the ledger file."""
+    with sqlite3.connect(ledger) as conn:
+        return [(float(a), float(b)) for a, b in conn.execute(
+            "SELECT previous, at FROM (SELECT at, LAG(at) OVER (PARTITION BY target "
+            "ORDER BY seq) AS previous FROM attempts) WHERE previous IS NOT NULL")]
+
+
+def _submit_broadcasts(store: DispatchStore, clock: RealClock, *, messages: int,
                        recipients: int, label: str) -> None:
     """``messages`` broadcasts of ``recipients`` each; message ``m``'s numbers start ``5mm-``.
 
@@ -262,7 +325,7 @@ def _fencing_counts(texts: Sequence[str]) -> tuple[int, int]:
     return refused, skipped
 
 
-def _holder(stores: Sequence[SqliteStore], procs: list[subprocess.Popen[bytes]],
+def _holder(stores: Sequence[DispatchStore], procs: list[subprocess.Popen[bytes]],
             candidates: Sequence[int], log_of: dict[int, Path]) -> int:
     """Of ``candidates``, the index of a running worker that holds the most leases right now
     (the first candidate if none holds any).
@@ -282,7 +345,7 @@ def _holder(stores: Sequence[SqliteStore], procs: list[subprocess.Popen[bytes]],
     return best
 
 
-def _open_deliveries(store: SqliteStore) -> int:
+def _open_deliveries(store: DispatchStore) -> int:
     return sum(1 for d in store.deliveries(limit=10**9)
                if d.status in (DeliveryStatus.PENDING, DeliveryStatus.LEASED,
                                DeliveryStatus.RETRYING))

@@ -322,7 +322,7 @@ def test_top_level_help_lists_every_command_and_the_simulation(cli: Cli) -> None
     ran = cli("--help")
     assert ran.code == 0
     for name in ("plan", "init", "submit", "edit", "cancel", "show", "list", "deliveries",
-                 "dead", "check", "worker", "migrate"):
+                 "dead", "check", "worker", "migrate", "prune", "copy"):
         assert re.search(rf"^  {name} +\S", ran.out, re.MULTILINE), name
     assert "--senders-file" in ran.out  # the simulation's own options follow
 
@@ -334,7 +334,7 @@ def test_an_unknown_command_is_one_line_naming_the_commands(cli: Cli, word: str,
     one_line_error(cli(word, "x"), 2,
                    f"sms_sim: error: unknown command {word!r} ({hint}commands: plan, init, "
                    "submit, edit, cancel, show, list, deliveries, dead, check, worker, migrate, "
-                   "serve, apikey;")
+                   "serve, apikey, prune, copy;")
 
 
 def test_version_is_printed(cli: Cli) -> None:

@@ -234,6 +234,10 @@ def test_the_commands_run_on_postgresql_and_never_print_the_password(
     assert worked.returncode == 0, worked.stderr
     shown = cli("show", "1", "--json")
     assert shown.returncode == 0 and '"all sent"' in shown.stdout, shown.stdout
+    kept = cli("prune", "--older-than", "1d", "--dry-run")
+    assert kept.stdout.startswith("would prune 0 messages and 0 deliveries"), kept
+    pruned = cli("prune", "--older-than", "0s")
+    assert pruned.stdout.startswith("pruned 1 message and 2 deliveries"), pruned
 
 
 def test_claims_carry_the_content_stored_once_per_message(store: DispatchStore) -> None:
@@ -271,3 +275,40 @@ def test_connections_killed_under_a_store_are_a_transient_error_then_replaced(
         raise AssertionError("the store never reconnected")
     assert failures <= 4, failures
     assert {c.message_id for c in claims} == {message_id} and len(claims) == 20
+
+
+def test_a_claimer_stalled_inside_its_claim_holds_up_the_others_only_briefly(
+        url: str, store: DispatchStore) -> None:
+    """Claims are serialised, so one stalled inside its claim (a paused process, a VM pause)
+    would stall every host's: the server ends its session after ``CLAIM_IDLE_LIMIT_S`` idle
+    in the claim. Without that this claim would wait for the lock timeout (30 s) and fail."""
+    import psycopg
+
+    from sms_sim.dispatch.stores.postgres.claim import _BEGIN_SQL, _CLAIM_LOCK
+    from sms_sim.dispatch.stores.postgres.schema import LOCK_CLASS
+
+    _submit(store, 3)
+    with psycopg.connect(url) as stalled:  # a transaction, as the store's claims are
+        stalled.execute(_BEGIN_SQL, (LOCK_CLASS + _CLAIM_LOCK,))  # holds the lock, idles
+        assert len(store.claim("w", 10, LEASE_S, T0)) == 3
+        with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout):
+            stalled.execute("SELECT 1")  # its session was ended: its claim rolled back
+
+
+def test_the_rescue_passes_over_a_lease_that_a_stalled_settle_is_writing(
+        url: str, store: DispatchStore) -> None:
+    """A settler stalled in its transaction holds the rows it reports on; the next claim
+    rescues the other expired leases instead of waiting for it, and that one once the
+    settle is gone."""
+    import psycopg
+
+    _submit(store, 5)
+    first = store.claim("a", 5, 1.0, T0)
+    with psycopg.connect(url) as stalled:
+        stalled.execute("UPDATE deliveries SET status = status WHERE id = %s",
+                        (first[0].delivery_id,))
+        again = store.claim("b", 10, LEASE_S, T0 + 2)
+        assert sorted(c.delivery_id for c in again) == sorted(c.delivery_id for c in first[1:])
+        stalled.rollback()
+    (last,) = store.claim("b", 10, LEASE_S, T0 + 2)
+    assert last.delivery_id == first[0].delivery_id and last.lease_losses == 1

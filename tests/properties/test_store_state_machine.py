@@ -6,7 +6,7 @@ each) and ``MemoryStore`` with the same operations and
 compares every result and, in an ``@invariant``, the whole state. Messages belong to two
 tenants, and the operations that name or list messages run as either tenant or as the
 operator (every tenant), so tenant scoping, per-tenant idempotency keys and fairness across
-tenants are compared too. Delivery ids may differ
+tenants are compared too; so is pruning finished messages. Delivery ids may differ
 between backends after an edit (SQLite reuses freed rowids, PostgreSQL's sequence does not),
 so deliveries are compared by (message, recipient) and claims are settled by their position
 in that order.
@@ -100,10 +100,10 @@ class StoresAgree(RuleBasedStateMachine):
         self.now = T0
         self.claims: dict[str, tuple[list[Claim], list[Claim]]] = {"a": ([], []), "b": ([], [])}
 
-    def both(self, op: str, *args: object) -> tuple[str, object]:
-        left = outcome(lambda: getattr(self.model, op)(*args))
-        right = outcome(lambda: getattr(self.sqlite, op)(*args))
-        assert left == right, (op, args, left, right)
+    def both(self, op: str, *args: object, **kwargs: object) -> tuple[str, object]:
+        left = outcome(lambda: getattr(self.model, op)(*args, **kwargs))
+        right = outcome(lambda: getattr(self.sqlite, op)(*args, **kwargs))
+        assert left == right, (op, args, kwargs, left, right)
         return left
 
     @rule(people=recipients, delay_s=st.sampled_from([0.0, 5.0, 30.0]), key=keys,
@@ -180,6 +180,11 @@ class StoresAgree(RuleBasedStateMachine):
     @rule(message_id=st.integers(1, 4), as_=viewers)
     def keep_receipt(self, message_id: int, as_: str | None) -> None:
         self.scoped("keep_receipt", as_, message_id, f"receipt {self.now}")
+
+    @rule(back_s=st.sampled_from([0.0, 6.0, 20.0]), dry_run=st.booleans(),
+          batch_rows=st.sampled_from([1, 3, 1000]))
+    def prune(self, back_s: float, dry_run: bool, batch_rows: int) -> None:
+        self.both("prune", self.now - back_s, dry_run=dry_run, batch_rows=batch_rows)
 
     @rule(as_=viewers, status=st.none() | st.sampled_from(list(MessageStatus)))
     def list_as(self, as_: str | None, status: MessageStatus | None) -> None:

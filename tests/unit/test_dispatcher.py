@@ -67,6 +67,38 @@ def test_wait_is_capped_by_idle_recheck_when_nothing_is_scheduled(store: SqliteS
     assert dispatcher.wait_s() == pytest.approx(0.1)
 
 
+class _Channel:
+    """A wake channel whose state the test sets (``dispatch.wake.WakeChannel``)."""
+
+    def __init__(self) -> None:
+        self.listening = False
+
+    def run(self, wake: threading.Event) -> None:
+        raise AssertionError("the dispatcher never listens itself")
+
+    def is_listening(self) -> bool:
+        return self.listening
+
+    def close(self) -> None:
+        pass
+
+
+def test_while_a_wake_channel_is_down_the_idle_wait_is_capped_by_the_fallback_poll(
+        store: SqliteStore) -> None:
+    clock = VirtualClock(T0)
+    channel = _Channel()
+    dispatcher = Dispatcher(store, clock=clock, rng=random.Random(1), channel=channel,
+                            config=DispatchConfig(idle_recheck_s=30, fallback_poll_s=0.5))
+    assert dispatcher.wait_s() == 0.5  # not listening (yet): poll
+    channel.listening = True
+    assert dispatcher.wait_s() == 30  # listening: wake-ups come; the long cap is safe
+    store.submit(NewMessage.validated(content="x", recipients=phones(1),
+                                      scheduled_at=T0 + 0.1), T0)
+    assert dispatcher.wait_s() == pytest.approx(0.1)  # the next due time bounds either
+    channel.listening = False
+    assert dispatcher.wait_s() == pytest.approx(0.1)
+
+
 def test_failed_sends_back_off_with_the_policy_and_end_dead(store: SqliteStore) -> None:
     clock = VirtualClock(T0)
     policy = RetryPolicy(max_attempts=3, base_s=2.0, factor=3.0, cap_s=100.0, jitter=Jitter.FULL)
@@ -161,6 +193,7 @@ def test_outcome_kinds_follow_attempts() -> None:
     ("lease_s", 0.0, "lease must be > 0 and at most 86,400 seconds"),
     ("lease_s", 1e308, "lease must be > 0 and at most 86,400 seconds"),
     ("idle_recheck_s", float("nan"), "idle_recheck must be > 0 and at most 86,400 seconds"),
+    ("fallback_poll_s", 0, "fallback_poll must be > 0 and at most 86,400 seconds"),
 ])
 def test_dispatch_config_names_the_bad_field(field: str, value: float, fragment: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(fragment)):

@@ -19,10 +19,11 @@ from sms_sim.dispatch.contract import DispatchStore
 from sms_sim.dispatch.errors import StoreError
 from sms_sim.dispatch.stores.memory import MemoryStore
 from sms_sim.dispatch.stores.sqlite.store import SqliteStore
+from sms_sim.dispatch.stores.transfer import COPY_BATCH_ROWS, CopyResult, copy_store, same_database
 from sms_sim.errors import ConfigError
 
 __all__ = ["MemoryStore", "SqliteStore", "open_store", "is_transient", "migrate_store",
-           "display_url"]
+           "display_url", "copy_database"]
 
 # RFC 3986 scheme: a letter, then letters, digits, "+", "-" or ".". A path such as
 # "./a:b.db", "/tmp/x.db" or ":memory:" does not start with one, so it is never a URL.
@@ -95,6 +96,24 @@ def migrate_store(url: str | os.PathLike[str]) -> str:
         raise ConfigError(f"{text!r} keeps nothing after this command; nothing to migrate")
     open_store(text, create=True).close()
     return f"{text!r}: sms_sim schema is current"
+
+
+def copy_database(source: str | os.PathLike[str], target: str | os.PathLike[str], *,
+                  batch_rows: int = COPY_BATCH_ROWS) -> CopyResult:
+    """Copy the whole database ``source`` names into the empty one ``target`` names (created
+    if missing), with every message's and delivery's state, tenants' serve order and API
+    keys (``stores.transfer``: what it promises and refuses). The source is only read."""
+    if same_database(source, target):
+        raise ConfigError("the source and the target are the same database")
+    from_store = open_store(source, read_only=True)
+    try:
+        to_store = open_store(target, create=True)
+        try:
+            return copy_store(from_store, to_store, batch_rows=batch_rows)
+        finally:
+            to_store.close()
+    finally:
+        from_store.close()
 
 
 def display_url(url: str | os.PathLike[str]) -> str:

@@ -35,6 +35,7 @@ from sms_sim.dispatch.errors import (
     StoreError,
 )
 from sms_sim.dispatch.keys import ApiKey
+from sms_sim.dispatch.pruning import PRUNE_BATCH_ROWS, PruneResult, check_prune
 from sms_sim.dispatch.requests import MessageEdit, NewMessage
 from sms_sim.dispatch.stores.common import (
     EXPIRED_LEASE_ERROR,
@@ -324,6 +325,25 @@ class MemoryStore:
             message.receipt = receipt
             return True
 
+    def prune(self, finished_before: float, *, dry_run: bool = False,
+              batch_rows: int = PRUNE_BATCH_ROWS) -> PruneResult:
+        """One lock for all of it (no one waits on a dict for long); ids come from counters,
+        so none is handed out again."""
+        check_prune(finished_before, batch_rows)
+        with self._lock:
+            self._check_open()
+            gone = [m for m in self._messages.values() if _finished_before(
+                m, finished_before, self._of(m.id))]
+            deliveries = sum(len(self._by_message[m.id]) for m in gone)
+            if not dry_run:
+                for message in gone:
+                    for delivery_id in self._by_message.pop(message.id):
+                        del self._deliveries[delivery_id]
+                    del self._messages[message.id]
+                    if message.idempotency_key is not None:
+                        del self._keys[(message.tenant, message.idempotency_key)]
+            return PruneResult(messages=len(gone), deliveries=deliveries)
+
     def check_writable(self) -> None:
         with self._lock:
             self._check_open()
@@ -514,6 +534,14 @@ def _fair_order(message: _Message) -> tuple[float, float, int]:
     """Never served first (oldest due first), then the least recently served."""
     served = float("-inf") if message.served_seq is None else message.served_seq
     return (served, message.scheduled_at, message.id)
+
+
+def _finished_before(message: _Message, cutoff: float, deliveries: list[_Delivery]) -> bool:
+    """``PruneStore.prune``'s test, word for word."""
+    if message.status is _M.COMPLETED:
+        return message.completed_at is not None and message.completed_at < cutoff
+    return message.status is _M.CANCELLED and message.updated_at < cutoff \
+        and all(d.status is not _D.LEASED for d in deliveries)
 
 
 def _waiting_since(message: _Message) -> float:

@@ -7,7 +7,10 @@ in the memory store: every claim sees the serve order the one before it left. It
 little because a claim is a handful of statements whatever its size:
 
 1. the rescue: one ``UPDATE`` takes back every expired lease (and every lease granted
-   after a backward clock jump), fenced by status and lease end in the statement itself;
+   after a backward clock jump), fenced by status and lease end in the statement itself,
+   passing over rows a settle is writing right now (``SKIP LOCKED``: that settle decides
+   them, or, if it rolls back, the next claim rescues them), so a settler stalled in its
+   transaction never makes claims wait;
 2. the due messages, each with how many deliveries it has ready (counted up to the limit
    through the partial ``deliveries_ready`` index, so a million-recipient message costs
    ``limit`` index entries, not a million);
@@ -22,6 +25,12 @@ little because a claim is a handful of statements whatever its size:
    once and update more rows than its LIMIT (bug #15715). A broadcast's share is leased in
    this one statement, a range of its ready index, never one transaction per row;
 6. the serve order, tenants' serves and aging's kept classes, each one statement.
+
+Since every claim waits for the one before it, a claimer that stalls inside its claim (a
+paused process, a long GC or VM pause) would stall every host's claims: its session is
+ended by the server once it has idled inside the claim for ``CLAIM_IDLE_LIMIT_S`` (the
+claim rolls back, nothing is leased, its worker retries), so the others wait that long at
+most, not for as long as the stall.
 """
 
 from __future__ import annotations
@@ -33,20 +42,31 @@ from sms_sim.dispatch.contract import Claim, effective_priority
 from sms_sim.dispatch.stores.common import EXPIRED_LEASE_ERROR, claim_order, fair_claim
 from sms_sim.dispatch.stores.postgres.schema import LOCK_CLASS, Connection
 
-__all__ = ["claim_deliveries"]
+__all__ = ["claim_deliveries", "CLAIM_IDLE_LIMIT_S"]
 
 _CLAIM_LOCK = 2
+# Between a claim's statements the client only splits counts in Python (microseconds to
+# milliseconds): idling a second there means the claimer stalled.
+CLAIM_IDLE_LIMIT_S = 1.0
+_BEGIN_SQL = ("SELECT set_config('idle_in_transaction_session_timeout', "
+              f"{str(int(CLAIM_IDLE_LIMIT_S * 1000))!r}, true), "
+              "pg_advisory_xact_lock(%s, hashtext(current_schema()))")
 
 _RESCUE_SQL = """
+WITH lost AS MATERIALIZED (
+    SELECT d.id FROM deliveries AS d
+    WHERE d.status = 'leased'
+      AND (d.lease_until <= %(now)s
+           OR (d.lease_until > %(jumped)s
+               AND COALESCE(d.leased_at, d.lease_until - %(lease_s)s) > %(jumped)s))
+    FOR UPDATE SKIP LOCKED
+)
 UPDATE deliveries AS d SET
     status = CASE WHEN m.status = 'cancelled' THEN 'cancelled' ELSE 'retrying' END,
     next_attempt_at = %(now)s, lease_owner = NULL, lease_until = NULL, leased_at = NULL,
     last_error = %(error)s, lease_losses = d.lease_losses + 1
-FROM messages AS m
-WHERE m.id = d.message_id AND d.status = 'leased'
-  AND (d.lease_until <= %(now)s
-       OR (d.lease_until > %(jumped)s AND COALESCE(d.leased_at, d.lease_until - %(lease_s)s)
-           > %(jumped)s))
+FROM lost, messages AS m
+WHERE d.id = lost.id AND m.id = d.message_id AND d.status = 'leased'
 """
 # Never served first (NULLS FIRST), oldest due first; then the least recently served.
 _DUE_SQL = """
@@ -109,8 +129,7 @@ _Row = tuple[Any, ...]
 def claim_deliveries(conn: Connection, owner: str, limit: int, lease_s: float, now: float,
                      jump_s: float) -> list[Claim]:
     """``DispatchStore.claim`` inside the caller's transaction (arguments checked)."""
-    conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))",
-                 (LOCK_CLASS + _CLAIM_LOCK,))
+    conn.execute(_BEGIN_SQL, (LOCK_CLASS + _CLAIM_LOCK,))
     conn.execute(_RESCUE_SQL, {"now": now, "error": EXPIRED_LEASE_ERROR, "lease_s": lease_s,
                                "jumped": now + jump_s})
     locked: dict[int, _Row] = {}  # message id -> (id, version, content, uid), locked

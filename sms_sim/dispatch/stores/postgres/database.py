@@ -7,11 +7,21 @@ row and advisory locks the store takes making each call atomic against the other
 session waits at most ``lock_timeout_s`` for a lock (then ``StoreBusyError``, which a
 worker waits out) and is ended by the server if it idles in a transaction for a minute, so
 a stuck client cannot hold back vacuum on the hot tables for long.
+
+Behind PgBouncer in transaction pooling (``sms_sim_pooling=transaction`` in the URL, which
+``pooling_of`` takes out before libpq sees it), consecutive transactions of one client run
+on different server sessions, and a session setting would stay behind on a server
+connection other clients then get (a read-only inspection command would leave it
+read-only). So in that mode nothing is set per session: every call is a transaction that
+starts by setting its limits for itself (``set_config(..., true)``, one statement), and no
+statement is prepared (``prepare_threshold=None``: a prepared statement lives in one
+session).
 """
 
 from __future__ import annotations
 
 import threading
+import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
@@ -22,30 +32,68 @@ import psycopg_pool
 from sms_sim.dispatch.errors import StoreError
 from sms_sim.dispatch.stores.postgres.errors import safe_name, store_error
 from sms_sim.dispatch.stores.postgres.schema import Connection, migrate, prepare
+from sms_sim.errors import ConfigError
 
-__all__ = ["Database", "migrate_database", "DEFAULT_LOCK_TIMEOUT_S", "DEFAULT_POOL_SIZE"]
+__all__ = ["Database", "migrate_database", "pooling_of", "DEFAULT_LOCK_TIMEOUT_S",
+           "DEFAULT_POOL_SIZE", "POOLING_PARAMETER"]
 
 DEFAULT_LOCK_TIMEOUT_S = 30.0
 DEFAULT_POOL_SIZE = 4
 _CONNECT_TIMEOUT_S = 10
 _IDLE_IN_TRANSACTION_S = 60
 _T = TypeVar("_T")
+POOLING_PARAMETER = "sms_sim_pooling"
+_POOLING_MODES = ("session", "transaction")
+
+
+def pooling_of(dsn: str) -> tuple[str, bool]:
+    """``dsn`` without sms_sim's own URL parameter ``sms_sim_pooling`` (``session``, the
+    default, or ``transaction``: behind a transaction-pooling PgBouncer), and whether it asks
+    for transaction pooling. A ``key=value`` connection string is returned as it is. Raises
+    ``ConfigError`` for another value (one line, without the URL, which may hold a
+    password)."""
+    parts = urllib.parse.urlsplit(dsn) if "://" in dsn else None
+    if parts is None or not parts.query:
+        return dsn, False
+    query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    modes = [value for name, value in query if name == POOLING_PARAMETER]
+    if not modes:
+        return dsn, False
+    if any(mode not in _POOLING_MODES for mode in modes) or len(set(modes)) > 1:
+        raise ConfigError(f"{POOLING_PARAMETER} must be one of {', '.join(_POOLING_MODES)} "
+                          f"(got {', '.join(repr(mode) for mode in modes)})")
+    # Percent escapes only ("%20", never "+" for a space): libpq decodes nothing else.
+    rest = urllib.parse.urlencode([(n, v) for n, v in query if n != POOLING_PARAMETER],
+                                  quote_via=urllib.parse.quote)
+    return urllib.parse.urlunsplit(parts._replace(query=rest)), modes[0] == "transaction"
 
 
 class Database:
     """A pool of connections to ``dsn``; see ``PostgresStore`` for the options."""
 
     def __init__(self, dsn: str, *, create: bool, read_only: bool, pool_size: int,
-                 lock_timeout_s: float, prepare_threshold: int | None) -> None:
+                 lock_timeout_s: float, prepare_threshold: int | None,
+                 transaction_pooling: bool = False) -> None:
         self.dsn = dsn
         self.name = safe_name(dsn)
+        self.transaction_pooling = transaction_pooling
         self._closed = False
         self._close_lock = threading.Lock()
-        settings = [f"SET lock_timeout = {int(lock_timeout_s * 1000)}",
-                    f"SET idle_in_transaction_session_timeout = {_IDLE_IN_TRANSACTION_S * 1000}",
-                    "SET application_name = 'sms_sim'"]
+        limits = {"lock_timeout": int(lock_timeout_s * 1000),
+                  "idle_in_transaction_session_timeout": _IDLE_IN_TRANSACTION_S * 1000}
+        settings = [f"SET {name} = {value}" for name, value in limits.items()]
+        settings.append("SET application_name = 'sms_sim'")
         if read_only:
             settings.append("SET default_transaction_read_only = on")
+        # Transaction pooling: the same limits, set by each transaction for itself.
+        self._begin: str | None = None
+        if transaction_pooling:
+            local = [f"set_config({name!r}, {str(value)!r}, true)"
+                     for name, value in limits.items()]
+            if read_only:
+                local.append("set_config('transaction_read_only', 'on', true)")
+            self._begin = f"SELECT {', '.join(local)}"
+            settings, prepare_threshold = [], None
 
         def configure(conn: Connection) -> None:
             for statement in settings:
@@ -53,6 +101,8 @@ class Database:
 
         kwargs: dict[str, object] = {"autocommit": True, "prepare_threshold": prepare_threshold,
                                      "connect_timeout": _CONNECT_TIMEOUT_S}
+        if transaction_pooling:
+            kwargs["application_name"] = "sms_sim"  # a startup parameter PgBouncer keeps
         # One connection first, outside the pool: a wrong password or host fails here with
         # the server's own words (a pool would only time out), and the schema is checked.
         try:
@@ -72,12 +122,18 @@ class Database:
         self.check_open()
         try:
             with self._pool.connection() as conn, conn.transaction():
+                if self._begin is not None:
+                    conn.execute(self._begin)
                 yield conn
         except psycopg.Error as exc:
             raise store_error(self.dsn, exc) from exc
 
     def run(self, body: Callable[[Connection], _T]) -> _T:
-        """``body`` on a pooled connection in autocommit: for one-statement reads."""
+        """``body`` on a pooled connection in autocommit: for one-statement reads (a
+        transaction of its own under transaction pooling, which sets its limits first)."""
+        if self._begin is not None:
+            with self.transaction() as conn:
+                return body(conn)
         self.check_open()
         try:
             with self._pool.connection() as conn:

@@ -23,6 +23,7 @@ _TRANSIENT_CLASSES = frozenset({"08", "40"})  # connection exception, transactio
 _TRANSIENT_CODES = frozenset({
     "55P03",  # lock_not_available (lock_timeout)
     "57014",  # query_canceled (statement_timeout)
+    "25P03",  # idle_in_transaction_session_timeout: the session was ended (a stalled claim)
     "57P01", "57P02", "57P03",  # admin / crash shutdown, cannot connect now
     "53300",  # too_many_connections
     "25006",  # read_only_sql_transaction after a failover, until the DSN points at the primary

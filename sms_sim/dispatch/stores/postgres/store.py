@@ -5,7 +5,8 @@ One store object holds a pool of connections and may be shared by threads; each 
 one transaction (``database``). The claim is in ``claim``, the submit by ``COPY`` in
 ``submit``, settling and reading in ``rows``, the versioned schema in ``schema``. Every
 driver error leaves as a ``StoreError`` (``StoreBusyError`` when a retry can succeed);
-errors name the database without its password.
+errors name the database without its password. Submits, edits, cancels and requeues wake
+idle workers through ``LISTEN/NOTIFY`` (``listen``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from sms_sim.dispatch.contract import (
 )
 from sms_sim.dispatch.errors import ConflictError, LockedError, NotFoundError
 from sms_sim.dispatch.keys import ApiKey
+from sms_sim.dispatch.pruning import PRUNE_BATCH_ROWS, PruneResult, check_prune
 from sms_sim.dispatch.requests import MessageEdit, NewMessage
 from sms_sim.dispatch.stores.common import clock_jumped_back_after_s, locked_message
 from sms_sim.dispatch.stores.postgres.claim import claim_deliveries
@@ -34,7 +36,10 @@ from sms_sim.dispatch.stores.postgres.database import (
     DEFAULT_LOCK_TIMEOUT_S,
     DEFAULT_POOL_SIZE,
     Database,
+    pooling_of,
 )
+from sms_sim.dispatch.stores.postgres.listen import ListenChannel, notify
+from sms_sim.dispatch.stores.postgres.prune import prune_messages
 from sms_sim.dispatch.stores.postgres.rows import (
     delivery_counts,
     delivery_views,
@@ -46,12 +51,14 @@ from sms_sim.dispatch.stores.postgres.rows import (
     status_counts,
 )
 from sms_sim.dispatch.stores.postgres.submit import copy_deliveries, submit_message
+from sms_sim.dispatch.stores.postgres.transfer import PostgresTransfer
 from sms_sim.dispatch.validation import (
     INT64_MAX,
     check_claim,
     check_listing,
     check_settlements,
 )
+from sms_sim.dispatch.wake import WakeChannel
 
 __all__ = ["PostgresStore"]
 
@@ -67,17 +74,21 @@ class PostgresStore:
     ``sms_sim migrate``). ``read_only=True`` makes every transaction read-only, so every
     write raises ``StoreError``. ``pool_size``: connections at most (one per thread that
     calls at once). ``lock_timeout_s``: the longest a call waits for a lock before
-    ``StoreBusyError``. ``prepare_threshold``: psycopg's; None behind PgBouncer in
-    transaction mode, which cannot keep prepared statements.
-    Raises ``StoreError`` at once if the server cannot be reached or the schema is wrong.
+    ``StoreBusyError``. ``prepare_threshold``: psycopg's. ``sms_sim_pooling=transaction`` in
+    the URL (behind PgBouncer in transaction mode) prepares nothing, sets nothing per
+    session and offers no wake channel (workers poll): ``database.pooling_of``.
+    Raises ``StoreError`` at once if the server cannot be reached or the schema is wrong,
+    ``ConfigError`` for a bad ``sms_sim_pooling``.
     """
 
     def __init__(self, dsn: str, *, create: bool = False, read_only: bool = False,
                  pool_size: int = DEFAULT_POOL_SIZE,
                  lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
                  prepare_threshold: int | None = 5) -> None:
+        dsn, transaction_pooling = pooling_of(dsn)
         self._db = Database(dsn, create=create, read_only=read_only, pool_size=pool_size,
-                            lock_timeout_s=lock_timeout_s, prepare_threshold=prepare_threshold)
+                            lock_timeout_s=lock_timeout_s, prepare_threshold=prepare_threshold,
+                            transaction_pooling=transaction_pooling)
         self.name = self._db.name
         # A claimer's ``now`` may lag by its waits for locks (each up to the lock timeout):
         # only a lease granted later than that past it proves a backward clock jump.
@@ -85,9 +96,19 @@ class PostgresStore:
 
     # --- writes --------------------------------------------------------------------------
 
+    def wake_channel(self) -> WakeChannel | None:
+        """A listener for one worker (``dispatch.wake``); None under transaction pooling,
+        where no session stays ours to listen on."""
+        if self._db.transaction_pooling:
+            return None
+        return ListenChannel(self._db.dsn)
+
     def submit(self, message: NewMessage, now: float) -> SubmitResult:
         with self._db.transaction() as conn:
-            return submit_message(conn, message, now)
+            result = submit_message(conn, message, now)
+            if result.created:
+                notify(conn)
+            return result
 
     def edit(self, message_id: int, expected_version: int, edit: MessageEdit,
              now: float, *, tenant: str | None = None) -> MessageView:
@@ -110,6 +131,7 @@ class PostgresStore:
             elif edit.scheduled_at is not None:
                 conn.execute("UPDATE deliveries SET next_attempt_at = %s WHERE message_id = %s",
                              (edit.scheduled_at, message_id))
+            notify(conn)  # its due time may have moved earlier
             return message_views(conn, message_id=message_id, status=None, before=None,
                                  limit=1, newest_first=False, tenant=None)[0]
 
@@ -128,6 +150,7 @@ class PostgresStore:
                          "AND status IN ('pending', 'retrying')", (message_id,))
             conn.execute("UPDATE messages SET status = 'cancelled', version = version + 1, "
                          "updated_at = %s WHERE id = %s", (now, message_id))
+            notify(conn)  # idle workers waiting for its due time recompute theirs
         return CancelResult(
             message_id=message_id,
             cancelled=by_status[DeliveryStatus.PENDING] + by_status[DeliveryStatus.RETRYING],
@@ -159,7 +182,10 @@ class PostgresStore:
         with self._db.transaction() as conn:
             if message_id is not None:
                 message_state(conn, message_id, tenant)
-            return requeue_rows(conn, message_id, now, ids, tenant)
+            requeued = requeue_rows(conn, message_id, now, ids, tenant)
+            if requeued:
+                notify(conn)
+            return requeued
 
     def keep_receipt(self, message_id: int, receipt: str, *,
                      tenant: str | None = None) -> bool:
@@ -167,6 +193,16 @@ class PostgresStore:
             message_state(conn, message_id, tenant)
             return conn.execute("UPDATE messages SET receipt = %s WHERE id = %s AND "
                                 "receipt IS NULL", (receipt, message_id)).rowcount > 0
+
+    def prune(self, finished_before: float, *, dry_run: bool = False,
+              batch_rows: int = PRUNE_BATCH_ROWS) -> PruneResult:
+        check_prune(finished_before, batch_rows)
+        return prune_messages(self._db, finished_before, dry_run=dry_run,
+                              batch_rows=batch_rows)
+
+    def transfer(self) -> PostgresTransfer:
+        """This database as rows, for ``stores.transfer.copy_store``."""
+        return PostgresTransfer(self._db)
 
     def check_writable(self) -> None:
         # An UPDATE that matches nothing still fails on a read-only transaction or standby.

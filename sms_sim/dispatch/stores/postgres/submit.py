@@ -59,7 +59,8 @@ def submit_message(conn: Connection, message: NewMessage, now: float) -> SubmitR
             "try again when it has finished") from exc
     if row is None:  # lost a race for the key: the winner has committed by now
         known = _known_key(conn, message, fingerprint)
-        assert known is not None  # ON CONFLICT found it, and rows are never deleted
+        if known is None:  # ... and was pruned since (``prune`` forgets its key): again
+            return submit_message(conn, message, now)
         return known
     message_id = int(row[0])
     copy_deliveries(conn, message_id, message.recipients, due_at)

@@ -213,6 +213,27 @@ class Database:
             except sqlite3.Error as exc:
                 raise store_error(self.path, exc) from exc
 
+    @contextmanager
+    def snapshot(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction held for the caller's block: every read in it sees the file
+        as it was at the first (WAL lets writers go on meanwhile). For a long read (a copy);
+        driver errors leave as ``StoreError``."""
+        with self._lock:
+            conn = self._conn
+            try:
+                self.when_free(lambda: conn.execute("BEGIN"))
+                self.when_free(lambda: conn.execute("SELECT 1 FROM sms_sim_meta").fetchall())
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise store_error(self.path, exc) from exc
+            try:
+                yield conn
+            except sqlite3.Error as exc:
+                raise store_error(self.path, exc) from exc
+            finally:
+                conn.execute("ROLLBACK")
+
     @property
     def lock_clock(self) -> Clock:
         return self._lock_clock

@@ -33,6 +33,7 @@ from sms_sim.dispatch.contract import (
 )
 from sms_sim.dispatch.errors import ConflictError, LockedError
 from sms_sim.dispatch.keys import ApiKey
+from sms_sim.dispatch.pruning import PRUNE_BATCH_ROWS, PruneResult, check_prune
 from sms_sim.dispatch.requests import MessageEdit, NewMessage
 from sms_sim.dispatch.stores.common import (
     EXPIRED_LEASE_ERROR,
@@ -63,7 +64,9 @@ from sms_sim.dispatch.stores.sqlite.rows import (
     moved,
     views,
 )
+from sms_sim.dispatch.stores.sqlite.prune import prune_messages
 from sms_sim.dispatch.stores.sqlite.submit import insert_deliveries, submit_message
+from sms_sim.dispatch.stores.sqlite.transfer import SqliteTransfer
 from sms_sim.dispatch.validation import INT64_MAX, check_claim, check_listing, check_settlements
 
 __all__ = ["SqliteStore", "DEFAULT_BUSY_TIMEOUT_S"]
@@ -337,6 +340,16 @@ class SqliteStore:
             message_state(conn, message_id, tenant)
             return bool(conn.execute("UPDATE messages SET receipt = ? WHERE id = ? AND "
                                      "receipt IS NULL", (receipt, message_id)).rowcount)
+
+    def prune(self, finished_before: float, *, dry_run: bool = False,
+              batch_rows: int = PRUNE_BATCH_ROWS) -> PruneResult:
+        check_prune(finished_before, batch_rows)
+        return prune_messages(self._write, self._read, self._db.let_others_in,
+                              finished_before, dry_run=dry_run, batch_rows=batch_rows)
+
+    def transfer(self) -> SqliteTransfer:
+        """This database as rows, for ``stores.transfer.copy_store``."""
+        return SqliteTransfer(self._db, self._write)
 
     def check_writable(self) -> None:
         with self._write():

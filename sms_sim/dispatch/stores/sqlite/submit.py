@@ -26,6 +26,7 @@ from sms_sim.dispatch.contract import SubmitResult
 from sms_sim.dispatch.errors import StillSubmittingError, StoreError
 from sms_sim.dispatch.requests import NewMessage
 from sms_sim.dispatch.stores.common import key_conflict
+from sms_sim.dispatch.stores.sqlite.prune import NEXT_MESSAGE_ID_SQL, next_delivery_id
 from sms_sim.dispatch.stores.sqlite.rows import add_counts
 from sms_sim.dispatch.validation import format_utc
 
@@ -53,9 +54,9 @@ def submit_message(write: Write, message: NewMessage, now: float,
         if known is not None:
             return known
         (message_id,) = conn.execute(
-            "INSERT INTO messages (content, status, scheduled_at, created_at, updated_at, "
+            "INSERT INTO messages (id, content, status, scheduled_at, created_at, updated_at, "
             "version, idempotency_key, priority, uid, request_hash, tenant) "
-            "VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?) RETURNING id",
+            f"VALUES ({NEXT_MESSAGE_ID_SQL}, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?) RETURNING id",
             (message.content, "loading" if chunked else "scheduled", due_at, now, now,
              message.idempotency_key, message.priority, uuid.uuid4().hex, fingerprint,
              message.tenant),
@@ -74,10 +75,12 @@ def submit_message(write: Write, message: NewMessage, now: float,
 
 def insert_deliveries(conn: sqlite3.Connection, message_id: int, recipients: Sequence[str],
                       due_at: float) -> None:
+    """Pending deliveries, with ids above every id handed out (``prune``: none reused)."""
+    first = next_delivery_id(conn)
     inserted = conn.executemany(
-        "INSERT OR IGNORE INTO deliveries (message_id, recipient, status, attempts, "
-        "next_attempt_at) VALUES (?, ?, 'pending', 0, ?)",
-        ((message_id, recipient, due_at) for recipient in recipients),
+        "INSERT OR IGNORE INTO deliveries (id, message_id, recipient, status, attempts, "
+        "next_attempt_at) VALUES (?, ?, ?, 'pending', 0, ?)",
+        ((first + i, message_id, recipient, due_at) for i, recipient in enumerate(recipients)),
     ).rowcount
     add_counts(conn, Counter({(message_id, "pending"): inserted}))
 
