@@ -17,17 +17,25 @@ Then the same for two setups of issue 11, each judged on its own:
   on each, one provider. Every delivery of both must reach the ledger under its own key
   (recipients delivered = deliveries sent in both; lost 0).
 
+``--db postgresql://...`` runs every scenario on PostgreSQL instead (issue 13): each gets
+fresh schemas in that database (one, or two for two-databases; ``search_path`` through the
+URL's ``options``), dropped at the end, and the figures are the same. The integrity line
+then reads "ok": PostgreSQL has no file check of its own.
+
 Command (from the repo root): python3 bench/dispatch_soak.py [--messages 10]
 [--recipients 2000] [--workers 4] [--chaos 20] [--lease 1.0] [--long-lease 300] [--seed 1]
-[--only classic|mixed|two-databases] [--no-fencing]   (about 2 minutes with the defaults)
+[--only classic|mixed|two-databases] [--no-fencing] [--db postgresql://...]
+(about 2 minutes with the defaults)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -37,14 +45,35 @@ from tests.integration.chaos_harness import ChaosResult, run_chaos  # noqa: E402
 SCENARIOS = ("classic", "mixed", "two-databases")
 
 
+@contextlib.contextmanager
+def _schemas(db: str | None, count: int, name: str) -> Iterator[list[str]]:
+    """``count`` URLs of fresh schemas in the PostgreSQL database ``db``, dropped on exit;
+    none for SQLite (``db`` None: the harness makes its own files)."""
+    if db is None:
+        yield []
+        return
+    from _pg import connect, derive_url  # psycopg: only the PostgreSQL soak needs it
+
+    made = [f"soak_{os.getpid()}_{name.replace('-', '_')}_{d + 1}" for d in range(count)]
+    with connect(db) as conn:
+        try:
+            for schema in made:
+                conn.execute(f"CREATE SCHEMA {schema}")
+            yield [derive_url(db, options=f"-csearch_path={schema}") for schema in made]
+        finally:
+            for schema in made:
+                conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
 def run(name: str, args: argparse.Namespace) -> ChaosResult:
-    with tempfile.TemporaryDirectory() as tmp:
+    databases = 2 if name == "two-databases" else 1
+    with tempfile.TemporaryDirectory() as tmp, _schemas(args.db, databases, name) as urls:
         return run_chaos(Path(tmp), messages=args.messages, recipients=args.recipients,
                          workers=args.workers, lease_s=args.lease, seed=args.seed,
                          fencing=not args.no_fencing, chaos_for_s=args.chaos,
                          deadline_s=args.chaos + 120.0,
                          long_lease_s=args.long_lease if name == "mixed" else None,
-                         databases=2 if name == "two-databases" else 1)
+                         databases=databases, urls=urls)
 
 
 def report(name: str, result: ChaosResult, args: argparse.Namespace) -> bool:
@@ -101,7 +130,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--only", choices=SCENARIOS, help="run one scenario (default: all)")
     parser.add_argument("--no-fencing", action="store_true")
+    parser.add_argument("--db", metavar="URL",
+                        help="run on PostgreSQL: fresh schemas in this database "
+                             "(postgresql://...; default: new SQLite files)")
     args = parser.parse_args(argv)
+    if args.db is not None and not args.db.startswith(("postgresql://", "postgres://")):
+        parser.error(f"--db must be a postgresql:// URL (got {args.db!r})")
+    if args.db is not None:
+        from _pg import shown
+
+        print(f"PostgreSQL: {shown(args.db)}")
     outcomes = [report(name, run(name, args), args)
                 for name in (SCENARIOS if args.only is None else (args.only,))]
     return 0 if all(outcomes) else 1
