@@ -280,13 +280,20 @@ class DispatchStore(KeyStore, PruneStore, Protocol):
 
         Sent deliveries stay sent; leased ones finish their attempt (a failure then becomes
         ``cancelled``, not retried), and workers ask ``cancelled`` before each send, so once
-        this returns only sends already started go out. Raises ``NotFoundError``, or
+        this returns only sends already started go out (on a store shared by hosts, also
+        those started before a worker elsewhere saw it: see ``cancelled``). Raises
+        ``NotFoundError``, or
         ``LockedError`` if the message is already completed or cancelled.
         """
         ...
 
     def cancelled(self, message_ids: Collection[int]) -> set[int]:
-        """Which of ``message_ids`` are cancelled now (unknown ids are not). A read."""
+        """Which of ``message_ids`` are cancelled now (unknown ids are not). A read.
+
+        A cancel made through this store object is seen at once. One made through another
+        is seen at once on SQLite (its side file is shared memory) and within
+        ``CANCEL_RECHECK_S`` (50 ms) on PostgreSQL, which remembers each answer that long
+        so that a send does not cost a round trip."""
         ...
 
     def claim(self, owner: str, limit: int, lease_s: float, now: float) -> list[Claim]:

@@ -84,6 +84,11 @@ SELECT id, version, content, uid FROM messages
 WHERE id = ANY(%s) AND status IN ('scheduled', 'dispatching')
 ORDER BY id FOR NO KEY UPDATE
 """
+# The UPDATE joins the picked rows by id alone: the CTE locked them FOR UPDATE with their
+# status checked (re-checked against any newer version), so repeating the status test
+# outside only misled the planner: with statistics that had seen only finished rows it
+# estimated one pending row and scanned the due index once per picked row (660 ms for a
+# claim of 1,000 with 5,000 pending, 14 ms without it).
 _LEASE_SQL = """
 WITH picked AS MATERIALIZED (
     SELECT r.* FROM unnest(%(ids)s::bigint[], %(counts)s::bigint[]) AS g(message_id, n)
@@ -97,7 +102,7 @@ WITH picked AS MATERIALIZED (
 UPDATE deliveries AS d SET status = 'leased', lease_owner = %(owner)s,
     lease_until = %(until)s, leased_at = %(now)s, attempts = d.attempts + 1
 FROM picked AS p
-WHERE d.id = p.id AND d.status IN ('pending', 'retrying')
+WHERE d.id = p.id
 RETURNING d.id, d.message_id, d.recipient, d.attempts, d.lease_losses, p.was, p.due
 """
 _SERVED_SQL = """

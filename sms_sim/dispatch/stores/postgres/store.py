@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
+from sms_sim.clock import Clock, RealClock
 from sms_sim.dispatch.contract import (
     CancelResult,
     Claim,
@@ -31,6 +32,7 @@ from sms_sim.dispatch.keys import ApiKey
 from sms_sim.dispatch.pruning import PRUNE_BATCH_ROWS, PruneResult, check_prune
 from sms_sim.dispatch.requests import MessageEdit, NewMessage
 from sms_sim.dispatch.stores.common import clock_jumped_back_after_s, locked_message
+from sms_sim.dispatch.stores.postgres.cancel_cache import CancelCache
 from sms_sim.dispatch.stores.postgres.claim import claim_deliveries
 from sms_sim.dispatch.stores.postgres.database import (
     DEFAULT_LOCK_TIMEOUT_S,
@@ -84,7 +86,8 @@ class PostgresStore:
     def __init__(self, dsn: str, *, create: bool = False, read_only: bool = False,
                  pool_size: int = DEFAULT_POOL_SIZE,
                  lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
-                 prepare_threshold: int | None = 5) -> None:
+                 prepare_threshold: int | None = 5,
+                 check_clock: Clock | None = None) -> None:
         dsn, transaction_pooling = pooling_of(dsn)
         self._db = Database(dsn, create=create, read_only=read_only, pool_size=pool_size,
                             lock_timeout_s=lock_timeout_s, prepare_threshold=prepare_threshold,
@@ -93,6 +96,7 @@ class PostgresStore:
         # A claimer's ``now`` may lag by its waits for locks (each up to the lock timeout):
         # only a lease granted later than that past it proves a backward clock jump.
         self._jump_s = clock_jumped_back_after_s(lock_timeout_s)
+        self._cancels = CancelCache(check_clock or RealClock(), self._read_cancelled)
 
     # --- writes --------------------------------------------------------------------------
 
@@ -151,6 +155,7 @@ class PostgresStore:
             conn.execute("UPDATE messages SET status = 'cancelled', version = version + 1, "
                          "updated_at = %s WHERE id = %s", (now, message_id))
             notify(conn)  # idle workers waiting for its due time recompute theirs
+        self._cancels.mark(message_id)
         return CancelResult(
             message_id=message_id,
             cancelled=by_status[DeliveryStatus.PENDING] + by_status[DeliveryStatus.RETRYING],
@@ -249,12 +254,13 @@ class PostgresStore:
     # --- reads ---------------------------------------------------------------------------
 
     def cancelled(self, message_ids: Collection[int]) -> set[int]:
-        """One indexed read per call (a worker asks once per send). Unlike SQLite's side
-        file, nothing here is shared between hosts but the database itself."""
+        """From ``CancelCache``: read at most once per ``CANCEL_RECHECK_S`` per message (a
+        worker asks once per send; hosts share nothing but the database)."""
+        self._db.check_open()  # a closed store still says so, whatever is remembered
         ids = [i for i in message_ids if 0 <= i <= INT64_MAX]
-        if not ids:
-            self._db.check_open()  # a closed store still says so
-            return set()
+        return self._cancels.cancelled(ids) if ids else set()
+
+    def _read_cancelled(self, ids: list[int]) -> set[int]:
         rows = self._db.run(lambda conn: conn.execute(
             "SELECT id FROM messages WHERE id = ANY(%s) AND status = 'cancelled'",
             (ids,)).fetchall())
