@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-from sms_sim.dispatch.contract import MessageStatus
+from sms_sim.dispatch.contract import CancelResult, DeliveryStatus, MessageStatus
 from sms_sim.dispatch.errors import KeyReusedError
 from sms_sim.dispatch.validation import format_utc
 
 __all__ = [
+    "cancel_result",
     "fair_claim",
     "claim_order",
     "locked_message",
@@ -127,6 +128,19 @@ def clock_jumped_back_after_s(lock_wait_s: float) -> float:
     wait, and at least ``CLOCK_JUMP_MIN_S``. A smaller jump parks leases for at most this
     long past their end."""
     return max(CLOCK_JUMP_MIN_S, 2.0 * lock_wait_s)
+
+
+def cancel_result(message_id: int, by_status: Mapping[DeliveryStatus, int],
+                  was: MessageStatus) -> CancelResult:
+    """What a cancel did, from its message's deliveries counted by status just before it:
+    pending and retrying ones are cancelled, sent ones stay, leased ones are in flight."""
+    return CancelResult(
+        message_id=message_id,
+        cancelled=by_status[DeliveryStatus.PENDING] + by_status[DeliveryStatus.RETRYING],
+        already_sent=by_status[DeliveryStatus.SENT],
+        in_flight=by_status[DeliveryStatus.LEASED],
+        was_status=was,
+    )
 
 
 def locked_message(message_id: int, status: MessageStatus, since: float | None) -> str:

@@ -35,7 +35,12 @@ __all__ = [
 ]
 
 # Every kind of report in one statement, each row fenced by status, owner, attempt and a
-# running lease. A RETRY or RELEASE under a message cancelled meanwhile becomes
+# running lease. Never prepared (``prepare=False`` where it runs): after five runs
+# PostgreSQL may switch a prepared statement to a generic plan, which cannot see how many
+# ids the arrays hold, and once the statistics counted a live broadcast that plan took
+# 109-123 ms per batch of 1,000 among 100,000 deliveries, against 11 ms planned for the
+# arrays at hand (planning costs 1.5 ms). ``d.id = ANY(ids)`` lets that plan find the rows
+# by primary key. A RETRY or RELEASE under a message cancelled meanwhile becomes
 # 'cancelled' (pending under a cancelled message would never be claimed nor closed).
 _SETTLE_SQL = """
 UPDATE deliveries AS d SET
@@ -50,8 +55,9 @@ UPDATE deliveries AS d SET
 FROM unnest(%(ids)s::bigint[], %(attempts)s::bigint[], %(kinds)s::text[], %(errors)s::text[],
             %(retry_at)s::float8[]) AS f(id, attempts, kind, error, retry_at),
     messages AS m
-WHERE d.id = f.id AND m.id = d.message_id AND d.status = 'leased'
-  AND d.lease_owner = %(owner)s AND d.attempts = f.attempts AND d.lease_until > %(now)s
+WHERE d.id = ANY(%(ids)s::bigint[]) AND d.id = f.id AND m.id = d.message_id
+  AND d.status = 'leased' AND d.lease_owner = %(owner)s AND d.attempts = f.attempts
+  AND d.lease_until > %(now)s
 RETURNING d.message_id
 """
 # A message with no open delivery left is completed. Two probes of small partial indexes.
@@ -103,7 +109,7 @@ def settle_rows(conn: Connection, owner: str, settlements: Sequence[Settlement],
         "attempts": [item.attempts for item in settlements],
         "kinds": [str(item.kind) for item in settlements],
         "errors": [item.error for item in settlements],
-        "retry_at": retry_at, "owner": owner, "now": now})]
+        "retry_at": retry_at, "owner": owner, "now": now}, prepare=False)]
     if touched:
         conn.execute(_COMPLETE_SQL, {"now": now, "ids": sorted(set(touched))})
     return len(touched)

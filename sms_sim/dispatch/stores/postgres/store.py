@@ -31,7 +31,11 @@ from sms_sim.dispatch.errors import ConflictError, LockedError, NotFoundError
 from sms_sim.dispatch.keys import ApiKey
 from sms_sim.dispatch.pruning import PRUNE_BATCH_ROWS, PruneResult, check_prune
 from sms_sim.dispatch.requests import MessageEdit, NewMessage
-from sms_sim.dispatch.stores.common import clock_jumped_back_after_s, locked_message
+from sms_sim.dispatch.stores.common import (
+    cancel_result,
+    clock_jumped_back_after_s,
+    locked_message,
+)
 from sms_sim.dispatch.stores.postgres.cancel_cache import CancelCache
 from sms_sim.dispatch.stores.postgres.claim import claim_deliveries
 from sms_sim.dispatch.stores.postgres.database import (
@@ -156,13 +160,7 @@ class PostgresStore:
                          "updated_at = %s WHERE id = %s", (now, message_id))
             notify(conn)  # idle workers waiting for its due time recompute theirs
         self._cancels.mark(message_id)
-        return CancelResult(
-            message_id=message_id,
-            cancelled=by_status[DeliveryStatus.PENDING] + by_status[DeliveryStatus.RETRYING],
-            already_sent=by_status[DeliveryStatus.SENT],
-            in_flight=by_status[DeliveryStatus.LEASED],
-            was_status=status,
-        )
+        return cancel_result(message_id, by_status, status)
 
     def claim(self, owner: str, limit: int, lease_s: float, now: float) -> list[Claim]:
         check_claim(limit, lease_s, now)

@@ -37,6 +37,7 @@ from sms_sim.dispatch.pruning import PRUNE_BATCH_ROWS, PruneResult, check_prune
 from sms_sim.dispatch.requests import MessageEdit, NewMessage
 from sms_sim.dispatch.stores.common import (
     EXPIRED_LEASE_ERROR,
+    cancel_result,
     claim_order,
     clock_jumped_back_after_s,
     fair_claim,
@@ -160,13 +161,7 @@ class SqliteStore:
             conn.execute("UPDATE messages SET status = 'cancelled', version = version + 1, "
                          "updated_at = ? WHERE id = ?", (now, message_id))
         self._watch.mark()
-        return CancelResult(
-            message_id=message_id,
-            cancelled=by_status[DeliveryStatus.PENDING] + by_status[DeliveryStatus.RETRYING],
-            already_sent=by_status[DeliveryStatus.SENT],
-            in_flight=by_status[DeliveryStatus.LEASED],
-            was_status=status,
-        )
+        return cancel_result(message_id, by_status, status)
 
     def claim(self, owner: str, limit: int, lease_s: float, now: float) -> list[Claim]:
         check_claim(limit, lease_s, now)
