@@ -4,49 +4,18 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from sms_sim.cli import main
 from sms_sim.clock import RealClock
 from sms_sim.dispatch.contract import SettleKind, Settlement
 from sms_sim.dispatch.requests import NewMessage
 from sms_sim.dispatch.stores import SqliteStore
 from tests.conftest import phones
+from tests.integration.conftest import Cli
 
 DAY_S = 86_400.0
-
-
-@dataclass(frozen=True)
-class Ran:
-    code: int
-    out: str
-    err: str
-
-
-Cli = Callable[..., Ran]
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-        tmp_path: Path) -> Cli:
-    """``cli("prune", ...)`` runs the command in ``tmp_path`` and returns what it did."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(logging.root, "handlers", [])  # configure_logging binds this stderr
-
-    def ran(*args: str) -> Ran:
-        try:
-            code = main(list(args), prog="sms_sim")
-        except SystemExit as exc:  # argparse: usage errors
-            code = int(exc.code or 0)
-        captured = capsys.readouterr()
-        return Ran(code, captured.out, captured.err)
-
-    return ran
 
 
 def _finished_days_ago(store: SqliteStore, days: float, count: int, start: int) -> int:

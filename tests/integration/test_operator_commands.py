@@ -9,55 +9,24 @@ a read-only directory, the local time zone) is in ``test_operator_cli.py``.
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import logging
 import re
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from sms_sim.cli import COMMANDS, apikey, main
+from sms_sim.cli import COMMANDS, apikey
 from sms_sim.cli.common import OneLineParser
 from sms_sim.clock import RealClock
 from sms_sim.dispatch.contract import SettleKind, Settlement
 from sms_sim.dispatch.stores import SqliteStore
 from sms_sim.dispatch.validation import format_utc
 from tests.conftest import phones
+from tests.integration.conftest import Cli, Ran
 
 LEASE_S = 30.0
-
-
-@dataclass(frozen=True)
-class Ran:
-    code: int
-    out: str
-    err: str
-
-
-Cli = Callable[..., Ran]
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
-        tmp_path: Path) -> Cli:
-    """``cli("submit", "hi", ...)`` runs the command in ``tmp_path`` and returns what it did."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(logging.root, "handlers", [])  # configure_logging binds this stderr
-
-    def run(*args: str, stdin: bytes = b"") -> Ran:
-        monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(stdin)))
-        try:
-            code = main(list(args), prog="sms_sim")
-        except SystemExit as exc:  # argparse: --help, usage errors
-            code = int(exc.code or 0)
-        captured = capsys.readouterr()
-        return Ran(code, captured.out, captured.err)
-
-    return run
 
 
 def one_line_error(ran: Ran, code: int, fragment: str) -> None:

@@ -6,7 +6,7 @@ deliveries of one message, so the reference store and SQLite lease exactly the s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from sms_sim.dispatch.contract import CancelResult, DeliveryStatus, MessageStatus
 from sms_sim.dispatch.errors import KeyReusedError
@@ -14,6 +14,7 @@ from sms_sim.dispatch.validation import format_utc
 
 __all__ = [
     "cancel_result",
+    "raised_classes",
     "fair_claim",
     "claim_order",
     "locked_message",
@@ -128,6 +129,19 @@ def clock_jumped_back_after_s(lock_wait_s: float) -> float:
     wait, and at least ``CLOCK_JUMP_MIN_S``. A smaller jump parks leases for at most this
     long past their end."""
     return max(CLOCK_JUMP_MIN_S, 2.0 * lock_wait_s)
+
+
+def raised_classes(kept: Mapping[int, int | None], priority: Mapping[int, int],
+                   classes: Mapping[int, int], served: Iterable[int]) -> dict[int, int]:
+    """Aging after a claim (``effective_priority``): the raised class each due message holds,
+    given each one's kept class before the claim, its own priority, the class the claim saw
+    it in, and those the claim served (a message served above its priority keeps that
+    class). The caller then drops the classes of those with nothing left due."""
+    raised = {m: k for m, k in kept.items() if k is not None}
+    for message_id in served:
+        if classes[message_id] > priority[message_id]:
+            raised[message_id] = classes[message_id]
+    return raised
 
 
 def cancel_result(message_id: int, by_status: Mapping[DeliveryStatus, int],

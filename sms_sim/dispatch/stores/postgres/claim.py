@@ -39,7 +39,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from sms_sim.dispatch.contract import Claim, effective_priority
-from sms_sim.dispatch.stores.common import EXPIRED_LEASE_ERROR, claim_order, fair_claim
+from sms_sim.dispatch.stores.common import (
+    EXPIRED_LEASE_ERROR,
+    claim_order,
+    fair_claim,
+    raised_classes,
+)
 from sms_sim.dispatch.stores.postgres.schema import LOCK_CLASS, Connection
 
 __all__ = ["claim_deliveries", "CLAIM_IDLE_LIMIT_S"]
@@ -230,12 +235,9 @@ def _keep_classes(conn: Connection, due: Sequence[_Row], classes: dict[int, int]
                   served: dict[int, int], now: float) -> None:
     """Aging after a claim (``effective_priority``): a message served above its priority
     keeps that class; a kept class is dropped once nothing of the message is due."""
-    kept: dict[int, int | None] = {row[0]: row[3] for row in due}
-    priority = {row[0]: row[1] for row in due}
-    for message_id in served:
-        if classes[message_id] > priority[message_id]:
-            kept[message_id] = classes[message_id]
-    holders = [m for m, k in kept.items() if k is not None]
+    kept = raised_classes({row[0]: row[3] for row in due}, {row[0]: row[1] for row in due},
+                          classes, served)
+    holders = list(kept)
     if not holders:
         return
     still = {row[0] for row in conn.execute(_STILL_DUE_SQL, (holders, now))}

@@ -42,6 +42,7 @@ from sms_sim.dispatch.stores.common import (
     clock_jumped_back_after_s,
     fair_claim,
     locked_message,
+    raised_classes,
 )
 from sms_sim.dispatch.stores.sqlite.api_keys import add_key, find_key, list_keys, revoke_key
 from sms_sim.dispatch.stores.sqlite.cancel_watch import CancelWatch
@@ -248,12 +249,9 @@ class SqliteStore:
                       classes: dict[int, int], served: dict[int, int], now: float) -> None:
         """Aging after a claim (``effective_priority``): a message served above its priority
         keeps that class; a kept class is dropped once nothing of the message is due."""
-        kept = {row[0]: row[5] for row in due}
-        priority = {row[0]: row[2] for row in due}
-        for message_id in served:
-            if classes[message_id] > priority[message_id]:
-                kept[message_id] = classes[message_id]
-        holders = [m for m, k in kept.items() if k is not None]
+        kept = raised_classes({row[0]: row[5] for row in due}, {row[0]: row[2] for row in due},
+                              classes, served)
+        holders = list(kept)
         if not holders:
             return
         still = {row[0] for row in conn.execute(STILL_DUE_SQL, (json.dumps(holders), now))}
