@@ -27,6 +27,7 @@ __all__ = [
     "MESSAGES_MAX",
     "check_sender_total",
     "DeliveryGoal",
+    "ReceiptModel",
     "REPLICATIONS_MAX",
 ]
 
@@ -229,6 +230,41 @@ class Arrivals:
     @property
     def scheduled_count(self) -> int:
         return sum(count for _, count in self.schedule)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReceiptModel:
+    """How delivery receipts (DLRs) follow accepted sends: the simulator's receipts and the
+    simulated provider's use the same model.
+
+    A receipt arrives ``delay`` seconds after the provider accepted the send, the delay
+    lognormal with median ``median_s`` and shape ``sigma`` (the long tail of handsets that are
+    off or out of coverage: with the defaults p50 5 s, p90 34 s, p99 2.7 min, p99.9 8.6 min;
+    these are assumptions to replace with a provider's measured receipts).
+    ``undelivered_rate`` of receipts say the network gave up; ``lost_rate`` of sends never get
+    a receipt at all. A send still undelivered when its message's validity ends is expired.
+    """
+
+    median_s: float = 5.0
+    sigma: float = 1.5
+    undelivered_rate: float = 0.02
+    lost_rate: float = 0.03
+
+    def __post_init__(self) -> None:
+        _check_time("receipt median", self.median_s)
+        if self.median_s <= 0:
+            raise ConfigError(f"receipt median must be > 0 (got {self.median_s!r})")
+        _check_finite("receipt sigma", self.sigma, maximum=10.0)
+        for name, rate in (("undelivered rate", self.undelivered_rate),
+                           ("lost rate", self.lost_rate)):
+            _check_finite(name, rate)
+            if rate > 1:
+                raise ConfigError(f"{name} must be in [0, 1] (got {rate!r})")
+        if self.undelivered_rate + self.lost_rate > 1:
+            raise ConfigError(
+                f"undelivered rate + lost rate must be <= 1 "
+                f"(got {self.undelivered_rate!r} + {self.lost_rate!r})"
+            )
 
 
 def _default_senders() -> tuple[SenderConfig, ...]:

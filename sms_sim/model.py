@@ -6,6 +6,7 @@ lose or duplicate: an invalid one must not get past construction, whoever builds
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass
 from typing import Generic, NamedTuple, TypeVar
@@ -16,6 +17,8 @@ __all__ = [
     "Message",
     "Outcome",
     "SIMULATED_FAILURE",
+    "ErrorClass",
+    "ReceiptStatus",
     "trusted_message",
     "PHONE_PATTERN",
     "TEXT_MIN_CHARS",
@@ -76,6 +79,30 @@ def trusted_message(message_id: int, phone: str, text: str) -> Message:
 
 
 SIMULATED_FAILURE = "simulated send failure"
+
+
+class ErrorClass(enum.StrEnum):
+    """Why a send failed, which decides what happens next (``policy.retry_delay_after``).
+
+    One backoff for every failure either wastes attempts on a number that will never work or
+    hammers a route that asked for less traffic, so the provider's answer is classified once,
+    where it is received, and every mode acts on the class.
+    """
+
+    PERMANENT = "permanent"  # an invalid or unreachable number, a rejected message: never retry
+    TRANSIENT = "transient"  # a timeout, a 5xx, a dropped connection: retry with the backoff
+    THROTTLED = "throttled"  # 429 or carrier throttling: retry no sooner than its retry-after
+
+
+class ReceiptStatus(enum.StrEnum):
+    """What the delivery receipt (DLR) that follows an accepted send said, if one came."""
+
+    DELIVERED = "delivered"  # the handset has it
+    UNDELIVERED = "undelivered"  # the network gave up on it (switched off for good, barred)
+    EXPIRED = "expired"  # still undelivered when its validity period ended
+    UNKNOWN = "unknown"  # no receipt ever arrived: a few percent of real sends
+
+
 Item = TypeVar("Item")
 
 

@@ -19,13 +19,16 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import cast
 
 from sms_sim.config import (
+    TIME_MAX_S,
     ArrivalKind,
     Arrivals,
     Jitter,
+    ReceiptModel,
     RetryPolicy,
     SenderConfig,
     ServiceDistribution,
 )
+from sms_sim.model import ErrorClass, ReceiptStatus
 
 __all__ = [
     "arrival_times",
@@ -35,6 +38,9 @@ __all__ = [
     "sender_rng",
     "backoff_before_jitter_s",
     "retry_delay_s",
+    "retry_delay_after",
+    "receipt_sampler",
+    "receipt_at",
     "mean_service_s",
     "capacity_per_s",
 ]
@@ -149,3 +155,64 @@ def retry_delay_s(policy: RetryPolicy, attempt: int, rng: random.Random) -> floa
     if policy.jitter is Jitter.EQUAL:
         return delay / 2 + delay / 2 * rng.random()
     return delay
+
+
+def retry_delay_after(
+    policy: RetryPolicy,
+    attempts: int,
+    error_class: ErrorClass,
+    rng: random.Random,
+    *,
+    retry_after_s: float | None = None,
+) -> float | None:
+    """The delay before the next attempt after attempt number ``attempts`` failed with
+    ``error_class``, or None when there is none: a permanent error, or the last attempt.
+
+    Transient errors wait the jittered backoff; throttled ones at least the provider's
+    ``retry_after_s`` (the backoff when it said nothing, or said less). Draws from ``rng``
+    only when it retries, so a seed gives the same stream of draws in every mode.
+    """
+    if error_class is ErrorClass.PERMANENT or attempts >= policy.max_attempts:
+        return None
+    delay_s = retry_delay_s(policy, attempts, rng)
+    if error_class is ErrorClass.THROTTLED and retry_after_s is not None:
+        delay_s = max(delay_s, min(retry_after_s, TIME_MAX_S))
+    return delay_s
+
+
+def receipt_sampler(
+    rng: random.Random, model: ReceiptModel
+) -> Callable[[], tuple[ReceiptStatus, float]]:
+    """A zero-argument function drawing what a send's receipt will say and after how many
+    seconds: ``(DELIVERED | UNDELIVERED, delay_s)``, or ``(UNKNOWN, inf)`` for a receipt that
+    never comes. Always two draws (the kind, then the delay), so the stream stays aligned
+    whichever kind comes out. ``receipt_at`` applies the validity period."""
+    undelivered, lost = model.undelivered_rate, model.lost_rate
+    mu, sigma = math.log(model.median_s), model.sigma
+    uniform01, lognormal = rng.random, rng.lognormvariate
+
+    def draw() -> tuple[ReceiptStatus, float]:
+        kind = uniform01()
+        delay_s = lognormal(mu, sigma)
+        if kind < lost:
+            return ReceiptStatus.UNKNOWN, math.inf
+        if kind < lost + undelivered:
+            return ReceiptStatus.UNDELIVERED, delay_s
+        return ReceiptStatus.DELIVERED, delay_s
+
+    return draw
+
+
+def receipt_at(
+    sent_at: float, drawn: tuple[ReceiptStatus, float], valid_until: float | None
+) -> tuple[ReceiptStatus, float]:
+    """The receipt a send made at ``sent_at`` gets and when, given its draw: a send still on
+    the network when its validity ends (``valid_until``, None for no limit) is reported
+    expired at that moment instead; a lost receipt stays unknown."""
+    status, delay_s = drawn
+    if status is ReceiptStatus.UNKNOWN:
+        return drawn
+    at = sent_at + delay_s
+    if valid_until is not None and at > valid_until:
+        return ReceiptStatus.EXPIRED, max(valid_until, sent_at)
+    return status, at

@@ -10,8 +10,12 @@ import random
 import pytest
 
 from sms_sim import SenderConfig, SimulationConfig, simulate
-from sms_sim.config import ArrivalKind, Arrivals
+from sms_sim.config import ArrivalKind, Arrivals, Jitter, ReceiptModel, RetryPolicy
+from sms_sim.model import ErrorClass, ReceiptStatus
 from sms_sim.policy import (
+    receipt_at,
+    receipt_sampler,
+    retry_delay_after,
     arrival_times,
     arrivals_rng,
     latency_sampler,
@@ -93,3 +97,36 @@ def test_arrival_and_retry_streams_are_reproducible_and_apart_from_the_senders()
     draws = {arrivals_rng(3).random(), retry_rng(3).random(), sender_rng(3, 0).random(),
              arrivals_rng(4).random()}
     assert len(draws) == 4
+
+
+def test_retry_after_a_permanent_error_never_comes() -> None:
+    policy = RetryPolicy(max_attempts=5, base_s=1.0, jitter=Jitter.NONE)
+    rng = random.Random(1)
+    assert retry_delay_after(policy, 1, ErrorClass.PERMANENT, rng) is None
+    assert retry_delay_after(policy, 5, ErrorClass.TRANSIENT, rng) is None
+    assert retry_delay_after(policy, 2, ErrorClass.TRANSIENT, rng) == 2.0
+    # Throttled waits at least the provider's retry-after, and the backoff when it is longer.
+    assert retry_delay_after(policy, 1, ErrorClass.THROTTLED, rng, retry_after_s=30.0) == 30.0
+    assert retry_delay_after(policy, 3, ErrorClass.THROTTLED, rng, retry_after_s=0.5) == 4.0
+    assert retry_delay_after(policy, 3, ErrorClass.THROTTLED, rng) == 4.0
+
+
+def test_receipts_follow_their_model_and_expire_at_the_validity_end() -> None:
+    model = ReceiptModel(median_s=5.0, sigma=1.0, undelivered_rate=0.1, lost_rate=0.05)
+    draw = receipt_sampler(random.Random(7), model)
+    n = 40_000
+    draws = [draw() for _ in range(n)]
+    counts = {status: sum(1 for s, _ in draws if s is status) for status in ReceiptStatus}
+    # Binomial counts: within 5 standard deviations of n * p (false alarm ~6e-7 each).
+    for status, p in ((ReceiptStatus.UNKNOWN, 0.05), (ReceiptStatus.UNDELIVERED, 0.1)):
+        assert abs(counts[status] - n * p) < 5 * math.sqrt(n * p * (1 - p))
+    delays = sorted(d for s, d in draws if s is not ReceiptStatus.UNKNOWN)
+    # The sample median of a lognormal is near exp(mu) = 5: the median's standard error is
+    # 1 / (2 f(m) sqrt(n)) with f(m) = 1 / (m sigma sqrt(2 pi)) the density at the median.
+    se = 5.0 * math.sqrt(2 * math.pi) / (2 * math.sqrt(len(delays)))
+    assert abs(delays[len(delays) // 2] - 5.0) < 5 * se
+    delivered = (ReceiptStatus.DELIVERED, 3.0)
+    assert receipt_at(100.0, delivered, None) == (ReceiptStatus.DELIVERED, 103.0)
+    late = (ReceiptStatus.DELIVERED, 30.0)
+    assert receipt_at(100.0, late, 110.0) == (ReceiptStatus.EXPIRED, 110.0)
+    assert receipt_at(100.0, (ReceiptStatus.UNKNOWN, math.inf), 110.0)[0] is ReceiptStatus.UNKNOWN
