@@ -152,7 +152,8 @@ class Worker:
         self._wake = threading.Event()  # completions arrived, or stop: the dispatcher looks
         self._inbox: Inbox[Slot] = queue.SimpleQueue()
         self._pool = SenderPool(self._inbox, self._wake, max_in_hand,
-                                self.dispatcher.transmitter(transport))
+                                self.dispatcher.transmitter(transport), senders=senders,
+                                on_failure=self.dispatcher.note_failure)
         self._abort = threading.Event()  # interrupt sends in flight (second signal)
         successes: OutcomeQueue[Slot] = queue.SimpleQueue()
         failures: OutcomeQueue[Slot] = queue.SimpleQueue()

@@ -29,6 +29,7 @@ from sms_sim.dispatch.contract import (
 from sms_sim.dispatch.errors import StoreError
 from sms_sim.dispatch.requests import NewMessage
 from sms_sim.dispatch.dispatcher import Completion, DispatchConfig, Dispatcher, SendJob
+from sms_sim.dispatch.failures import SendFailure
 from sms_sim.dispatch.stores import SqliteStore
 from sms_sim.dispatch.transport import MemoryProvider
 from sms_sim.errors import ConfigError
@@ -180,10 +181,10 @@ def test_outcome_kinds_follow_attempts() -> None:
     claim = Claim(delivery_id=1, message_id=1, recipient="555-000-0000", content="x",
                   attempts=1, lease_until=T0 + 30)
     assert dispatcher.outcome(claim, None).kind is SettleKind.SENT
-    assert dispatcher.outcome(claim, "boom").kind is SettleKind.RETRY
+    assert dispatcher.outcome(claim, SendFailure("boom")).kind is SettleKind.RETRY
     last = Claim(delivery_id=1, message_id=1, recipient="555-000-0000", content="x",
                  attempts=2, lease_until=T0 + 30)
-    assert dispatcher.outcome(last, "boom").kind is SettleKind.DEAD
+    assert dispatcher.outcome(last, SendFailure("boom")).kind is SettleKind.DEAD
 
 
 @pytest.mark.parametrize(("field", "value", "fragment"), [
@@ -240,9 +241,10 @@ def test_a_failure_after_a_lost_lease_still_gets_every_reported_attempt(
     dispatcher = Dispatcher(store, clock=clock, rng=random.Random(1),
                             config=DispatchConfig(retry=RetryPolicy(max_attempts=2)))
     lost = Claim(1, 1, "555-000-0000", "x", attempts=2, lease_until=T0 + 30, lease_losses=1)
-    assert dispatcher.outcome(lost, "boom").kind is SettleKind.RETRY  # reported attempt 1
+    boom = SendFailure("boom")
+    assert dispatcher.outcome(lost, boom).kind is SettleKind.RETRY  # reported attempt 1
     second = lost._replace(attempts=3)
-    assert dispatcher.outcome(second, "boom").kind is SettleKind.DEAD  # reported attempt 2
+    assert dispatcher.outcome(second, boom).kind is SettleKind.DEAD  # reported attempt 2
 
 
 @pytest.mark.parametrize("fencing", [True, False])
