@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Protocol, Self
+from typing import Any, Final, Protocol, Self
 from urllib.parse import urlsplit
 
 from sms_sim.clock import Clock, RealClock
@@ -166,6 +166,11 @@ class FakeProvider:
         self.stop()
 
     @property
+    def connections(self) -> int:
+        """TCP connections accepted so far."""
+        return self._server.connections
+
+    @property
     def attempts(self) -> list[Attempt]:
         with self._lock:
             return list(self._attempts)
@@ -261,6 +266,11 @@ class _Server(ThreadingHTTPServer):
                  fake: FakeProvider) -> None:
         super().__init__(address, handler)
         self.fake = fake
+        self.connections = 0  # accepted: a client that keeps connections alive makes few
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self.connections += 1  # only the serving thread accepts
+        super().process_request(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
