@@ -256,6 +256,7 @@ def report_dict(report: WorkerReport) -> dict[str, object]:
         "released": report.released, "expired": report.expired, "refused": report.refused,
         "accounted": report.is_accounted, "avg_send_ms": report.avg_send_s * 1000,
         "max_lag_s": report.max_lag_s, "threads_alive": list(report.threads_alive),
+        "throttles": report.throttles,
         "senders": [{"index": s.index, "sent": s.sent, "failed": s.failed,
                      "avg_send_ms": s.avg_send_s * 1000} for s in report.senders],
     }

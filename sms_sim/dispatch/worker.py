@@ -13,6 +13,11 @@ by the thread that called ``run``.
 Stop order (STYLE.md section 6): stop claiming (join the dispatcher), let the senders finish
 the send in hand (those not started are skipped), settle every completion, give the
 never-started jobs back to ``pending``, then report. The store is the caller's to close.
+
+Each completion carries the failure's class (``dispatch.failures``): the transport's for a
+real send, ``simulated_failure``'s for one the simulator drew. A throttled answer on any
+sender closes the dispatcher's throttle gate: nothing is claimed, and held jobs are given
+back unsent, until the provider's retry-after has passed.
 """
 
 from __future__ import annotations
@@ -110,6 +115,7 @@ class WorkerReport:
     senders: tuple[SenderReport, ...]
     max_lag_s: float = 0.0
     threads_alive: tuple[str, ...] = ()
+    throttles: int = 0  # throttled answers that closed (or extended) the throttle gate
 
     @property
     def is_accounted(self) -> bool:
@@ -285,6 +291,7 @@ class Worker:
             senders=sender_reports(self.monitor.per_sender),
             max_lag_s=max((s.max_lag_s for s in self._senders), default=0.0),
             threads_alive=tuple(alive),
+            throttles=self.dispatcher.gate.closures,
         )
 
     def _write(self, report: WorkerReport) -> None:
@@ -311,6 +318,9 @@ def format_worker_report(report: WorkerReport) -> str:
     ]
     if report.store_errors:
         lines.append(f"store: {report.store_errors} calls failed and were tried again")
+    if report.throttles:
+        lines.append(f"provider: throttled {report.throttles} times; no new sends until each "
+                     "retry-after had passed")
     lines.extend(format_warnings(report.max_lag_s, report.threads_alive))
     lines.extend(format_sender_lines(report.senders))
     return "\n".join(lines) + "\n"

@@ -25,7 +25,7 @@ from sms_sim.dispatch.dispatcher import DispatchConfig
 from sms_sim.dispatch.http_provider import HttpProvider, ProviderEndpoint
 from sms_sim.dispatch.requests import NewMessage
 from sms_sim.dispatch.stores import SqliteStore
-from sms_sim.dispatch.worker import Worker
+from sms_sim.dispatch.worker import Worker, format_worker_report
 from sms_sim.report import StopReason
 from tests.conftest import phones
 from tests.fake_provider import TOKEN, FakeProvider, Faults, ReceiptCallback, write_token
@@ -87,7 +87,8 @@ def test_worker_through_the_fake_provider_sends_or_kills_every_recipient_once(
     assert summary.effective_duplicates == 0
     assert summary.recipients_delivered == len(numbers) - 1 == report.sent
     assert summary.absorbed >= 1  # a retry after "500 after taking it" found the key known
-    assert worker.dispatcher.gate.closures >= 1
+    assert report.throttles == worker.dispatcher.gate.closures >= 1
+    assert "provider: throttled" in format_worker_report(report)
 
 
 def test_worker_command_line_through_the_provider(cli: Cli, tmp_path: Path) -> None:
@@ -98,7 +99,8 @@ def test_worker_command_line_through_the_provider(cli: Cli, tmp_path: Path) -> N
                   "--provider-timeout", "5", "--exit-when-idle", "--quiet", "--json")
     assert ran.code == 0, ran.err
     report = json.loads(ran.out)
-    assert (report["sent"], report["dead"], report["retried"]) == (2, 1, 0)
+    assert (report["sent"], report["dead"], report["retried"], report["throttles"]) == (
+        2, 1, 0, 0)
     assert f"to {fake.url} with 4 senders" in ran.err
     assert TOKEN not in ran.out + ran.err
     assert fake.summary().recipients_delivered == 2
