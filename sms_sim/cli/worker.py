@@ -131,7 +131,7 @@ def main(argv: Sequence[str], *, prog: str) -> int:
         simulated = endpoint is None
         mean = args.mean if args.mean is not None else 0.01 if simulated else 0.0
         deviation = (args.deviation if args.deviation is not None
-                     else 0.001 if simulated and args.mean is None else 0.0)
+                     else 0.001 if simulated else 0.0)
         # Validated even for --senders 0 so that a typo in --mean is never silently ignored.
         identical = SenderConfig(mean, deviation, args.failure_rate)
         # One thread per sender: the host's cap, checked before the list is built.

@@ -7,6 +7,7 @@ No sleeps: ``VirtualClock.sleep`` advances time instantly, so ``Dispatcher.run``
 from __future__ import annotations
 
 import copy
+import queue
 import random
 import re
 import threading
@@ -515,3 +516,29 @@ def test_providers_that_do_not_classify_stay_transient() -> None:
         ErrorClass.TRANSIENT, None, "provider busy")
     throttled = copy.copy(TransportError("slow down", ErrorClass.THROTTLED, 2.0))
     assert (throttled.error_class, throttled.retry_after_s) == (ErrorClass.THROTTLED, 2.0)
+
+
+def test_the_sender_pool_hands_back_each_failure_with_its_class() -> None:
+    """A transmitted send's failure comes back as the transmit step returned it; one the
+    simulator drew itself (never transmitted) is classified on the way back and shown to
+    ``on_failure`` (the dispatcher's gate); a transmitted one was seen by the transmit step
+    (``Dispatcher.transmitter``), so the pool does not show it again."""
+    from sms_sim.dispatch.sender_pool import SenderPool, Slot
+    from sms_sim.model import Outcome
+    from sms_sim.sim.threaded.components import Inbox, drain_inbox
+
+    inbox: Inbox[Slot] = queue.SimpleQueue()
+    throttled = SendFailure("throttled: HTTP 429", ErrorClass.THROTTLED, 5.0)
+    noted: list[SendFailure] = []
+    pool = SenderPool(inbox, threading.Event(), 10, lambda job: throttled,
+                      senders=[SenderConfig(0.0, 0.0, 0.5)], on_failure=noted.append)
+    claims = [Claim(i, 1, f"555-000-000{i}", "x", 1, T0 + 30) for i in (1, 2)]
+    pool.submit([SendJob(c.recipient, c.content, f"u:{c.recipient}", c) for c in claims])
+    sent, drawn = drain_inbox(inbox)
+    assert pool.transmit(sent) == "throttled: HTTP 429"
+    pool.on_outcome(Outcome(sent, 0, 0.0, False, "throttled: HTTP 429"))
+    drawn.take()  # the simulator failed this one before any transmit
+    pool.on_outcome(Outcome(drawn, 0, 0.0, False, SIMULATED_FAILURE))
+    assert [failure for _, failure in pool.completed()] == [
+        throttled, SendFailure(SIMULATED_FAILURE, ErrorClass.TRANSIENT)]
+    assert noted == [SendFailure(SIMULATED_FAILURE, ErrorClass.TRANSIENT)]
