@@ -60,8 +60,10 @@ log = logging.getLogger(__name__)
 def main(argv: Sequence[str], *, prog: str) -> int:
     """The ``worker`` command: parse, wire a ``Worker`` to the store, run, exit code."""
     parser = base_parser(prog, "Dispatch due deliveries until SIGINT/SIGTERM: claim batches "
-                               "under a lease, send through the simulated sender pool, retry "
-                               "with backoff. Several workers may share one database.")
+                               "under a lease, send through the sender pool to a simulated "
+                               "provider or (--provider) a real one, retry by error class: "
+                               "permanent dead at once, transient with backoff, throttled "
+                               "after its Retry-After. Several workers may share one database.")
     parser.epilog = ("exit codes: 0 idle exit (--exit-when-idle), 1 store error (a missing "
                      "database included: see init), 2 bad usage, 3 threads did not stop, "
                      "130 SIGINT, 141 output closed, 143 SIGTERM")

@@ -249,6 +249,9 @@ class Dispatcher:
 
     def outcome(self, claim: Claim, failure: SendFailure | None) -> Settlement:
         """What the store records for this claim's send (``failures.settlement_for``)."""
+        if failure is None:  # once per delivery sent: no clock read, no further call
+            return Settlement(delivery_id=claim.delivery_id, attempts=claim.attempts,
+                              kind=SettleKind.SENT)
         return settlement_for(claim, failure, policy=self.config.retry, rng=self._rng,
                               now=self.clock.now())
 

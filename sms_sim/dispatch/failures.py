@@ -115,7 +115,15 @@ class ThrottleGate:
                 self.closures += 1
 
     def is_open(self) -> bool:
-        return self._clock.monotonic() >= self._until
+        until = self._until
+        if until == -math.inf:  # never throttled, or reopened: no clock read (once per send)
+            return True
+        if self._clock.monotonic() < until:
+            return False
+        with self._lock:
+            if self._until == until:  # not extended meanwhile: back to the fast case
+                self._until = -math.inf
+        return True
 
     def remaining_s(self) -> float:
         """Seconds until the gate opens (0 when open)."""
