@@ -89,10 +89,11 @@ class WorkerReport:
     """What one worker did, in the dispatch engine's words.
 
     Every delivery it ``claimed`` ends as exactly one of: ``sent``, ``retried`` (the attempt
-    failed and a retry is scheduled), ``dead`` (out of attempts, or out of lease losses
-    unsent), ``released`` (given back unstarted at a stop) or ``expired`` (not sent because
-    its lease ran out first: another worker takes it). ``is_accounted`` checks that from
-    the dispatcher's counts. ``refused`` counts reports the store turned down because the
+    failed and a retry is scheduled), ``dead`` (a permanent error, out of attempts, or out
+    of lease losses unsent), ``released`` (given back unstarted: at a stop, on a cancel, or
+    while the provider route was throttled) or ``expired`` (not sent because its lease ran
+    out first: another worker takes it). ``is_accounted`` checks that from the
+    dispatcher's counts. ``refused`` counts reports the store turned down because the
     lease had been lost meanwhile (they are among the outcomes above: the send happened,
     the store just keeps the newer claim's result).
     """
