@@ -32,8 +32,9 @@ A timeout is ambiguous: the provider may have accepted the message and the answe
 lost. That is why the idempotency key goes on every attempt, the same for every attempt of
 one (message, recipient): the retry reaches a provider that already has the message, which
 answers 2xx without sending it again. The adapter itself retries nothing but one case: a
-kept-alive connection the server had already closed when the request went out (the request
-never arrived), which it sends once more on a new connection.
+kept-alive connection found closed by the server when the request went out (an idle
+timeout on the provider's side: the request almost surely never arrived, and if it did the
+key makes the second one harmless), which it sends once more on a new connection.
 
 One keep-alive connection per sender thread (``threading.local``); ``timeout_s`` bounds
 each blocking socket operation (connect, send, each read), not the whole request. The token
@@ -248,9 +249,11 @@ class HttpProvider:
             try:
                 conn.request("POST", self._target, body=body, headers=headers)
                 response = conn.getresponse()
-            except _STALE_CONNECTION:
+            except _STALE_CONNECTION as exc:
                 if not reused:
                     raise
+                log.debug("kept-alive connection to %s was closed (%s); sending on a new one",
+                          self._where, type(exc).__name__)
                 conn.close()
                 conn.request("POST", self._target, body=body, headers=headers)
                 response = conn.getresponse()
