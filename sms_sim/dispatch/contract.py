@@ -17,11 +17,14 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
+from sms_sim.dispatch.dlrs import DlrOutcome, DlrReport, DlrResult, DlrStore
 from sms_sim.dispatch.keys import KeyStore
+from sms_sim.dispatch.optouts import OptOut, OptOutResult, OptOutStore
 from sms_sim.dispatch.pruning import PruneResult, PruneStore
 from sms_sim.dispatch.requests import MessageEdit, NewMessage
 from sms_sim.dispatch.tenants import DEFAULT_TENANT
 from sms_sim.dispatch.validation import InvalidRequestError
+from sms_sim.segments import Encoding
 
 __all__ = [
     "DispatchStore",
@@ -37,8 +40,15 @@ __all__ = [
     "CancelResult",
     "SettleResult",
     "PruneResult",
+    "OptOut",
+    "OptOutResult",
+    "DlrReport",
+    "DlrOutcome",
+    "DlrResult",
     "InvalidRequestError",
     "OPEN_DELIVERY_STATUSES",
+    "SENT_DELIVERY_STATUSES",
+    "DLR_STATUSES",
     "AGING_STEP_S",
     "provider_key",
     "effective_priority",
@@ -79,11 +89,28 @@ class DeliveryStatus(enum.StrEnum):
     RETRYING = "retrying"  # an attempt failed; a retry is due at next_attempt_at
     DEAD = "dead"
     CANCELLED = "cancelled"
+    # Its message's validity ended before it was sent (never sent late), or, after ``sent``,
+    # a delivery receipt said the network gave up at the end of the validity period;
+    # ``sent_at`` tells the two apart.
+    EXPIRED = "expired"
+    SUPPRESSED = "suppressed"  # the number opted out of the tenant's messages: never sent
+    DELIVERED = "delivered"  # after ``sent``: a delivery receipt said the handset has it
+    UNDELIVERED = "undelivered"  # after ``sent``: a receipt said the network gave up on it
 
 
-# Deliveries that still have work to do; a message completes when it has none.
+# Deliveries that still have work to do; a message completes when it has none. Every other
+# status is final for the message (a delivery receipt may still move ``sent`` on).
 OPEN_DELIVERY_STATUSES = frozenset(
     {DeliveryStatus.PENDING, DeliveryStatus.LEASED, DeliveryStatus.RETRYING}
+)
+# Deliveries the provider accepted: sent, and those a delivery receipt moved on from sent
+# (but ``expired``, which counts can not tell from one that was never sent).
+SENT_DELIVERY_STATUSES = frozenset(
+    {DeliveryStatus.SENT, DeliveryStatus.DELIVERED, DeliveryStatus.UNDELIVERED}
+)
+# What a delivery receipt may say (``DlrReport.status``).
+DLR_STATUSES = frozenset(
+    {DeliveryStatus.DELIVERED, DeliveryStatus.UNDELIVERED, DeliveryStatus.EXPIRED}
 )
 
 
@@ -100,9 +127,11 @@ class MessageOutcome(enum.StrEnum):
     """How a completed message ended, in an operator's words: ``completed`` alone says only
     that no delivery is left to try, which is as true when every one went dead."""
 
-    ALL_SENT = "all sent"
-    PARTLY_FAILED = "partly failed"  # some sent, some dead
-    ALL_FAILED = "all failed"  # every delivery dead
+    ALL_SENT = "all sent"  # every delivery not suppressed was sent
+    PARTLY_FAILED = "partly failed"  # some sent, some dead or expired
+    ALL_FAILED = "all failed"  # none sent, some dead
+    EXPIRED = "expired"  # none sent, none dead: its validity ended first
+    ALL_SUPPRESSED = "all suppressed"  # every recipient had opted out: nothing to send
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -126,6 +155,11 @@ class MessageView:
     # What an edge answered when the message was created, kept for replaying that answer
     # to a repeat of the request (``DispatchStore.keep_receipt``); None until kept.
     receipt: str | None = None
+    # ``segments.segments(content)``, computed when the content is stored (submit, edit).
+    encoding: Encoding = Encoding.GSM7
+    segments: int = 1
+    # Deliveries not sent by then (epoch seconds) expire instead; None: no limit.
+    valid_until: float | None = None
 
     @property
     def recipient_count(self) -> int:
@@ -134,15 +168,22 @@ class MessageView:
 
     @property
     def outcome(self) -> MessageOutcome | None:
-        """For a ``completed`` message, whether its deliveries were all sent, partly dead or
-        all dead (from ``counts``); None while it is scheduled or dispatching, and for a
-        cancelled one, whose counts say how far it got."""
+        """For a ``completed`` message, how its deliveries ended (from ``counts``): all
+        sent (suppressed ones are not failures), partly failed (some dead or expired), all
+        failed (none sent, some dead), expired (none sent, none dead) or all suppressed;
+        None while it is scheduled or dispatching, and for a cancelled one, whose counts
+        say how far it got. A receipt's ``expired`` counts as not sent: counts cannot tell
+        it from a delivery whose validity ended first."""
         if self.status is not MessageStatus.COMPLETED:
             return None
-        sent, dead = self.counts[DeliveryStatus.SENT], self.counts[DeliveryStatus.DEAD]
-        if dead == 0:
-            return MessageOutcome.ALL_SENT
-        return MessageOutcome.ALL_FAILED if sent == 0 else MessageOutcome.PARTLY_FAILED
+        counts = self.counts
+        sent = sum(counts[status] for status in SENT_DELIVERY_STATUSES)
+        dead, expired = counts[DeliveryStatus.DEAD], counts[DeliveryStatus.EXPIRED]
+        if dead == 0 and expired == 0:
+            return MessageOutcome.ALL_SENT if sent else MessageOutcome.ALL_SUPPRESSED
+        if sent:
+            return MessageOutcome.PARTLY_FAILED
+        return MessageOutcome.ALL_FAILED if dead else MessageOutcome.EXPIRED
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -158,6 +199,7 @@ class DeliveryView:
     sent_at: float | None
     last_error: str | None
     lease_losses: int = 0  # leases that ran out before the worker reported
+    dlr_at: float | None = None  # when the delivery receipt applied says it happened
 
 
 class Claim(NamedTuple):
@@ -182,6 +224,9 @@ class Claim(NamedTuple):
     lease_losses: int = 0
     message_uid: str = ""
     priority: int = 0
+    # The message's validity end (epoch seconds; None: none): a worker must not start a
+    # send at or after it (the claim never leases past it, but a lease may outlive it).
+    valid_until: float | None = None
 
     @property
     def idempotency_key(self) -> str:
@@ -211,6 +256,8 @@ class SubmitResult:
     message_id: int
     created: bool  # False: the idempotency key was known; nothing was created
     receipt: str | None = None  # when not created: the first message's kept receipt
+    # Deliveries created ``suppressed`` (their numbers had opted out); 0 when not created.
+    suppressed: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -230,9 +277,11 @@ class SettleResult:
     refused: int  # stale: not leased any more, another owner, or an older attempt
 
 
-class DispatchStore(KeyStore, PruneStore, Protocol):
+class DispatchStore(KeyStore, PruneStore, OptOutStore, DlrStore, Protocol):
     """Durable state of the dispatch engine, and the API keys that give access to it
-    (``keys.KeyStore``); finished messages are deleted by ``pruning.PruneStore.prune``.
+    (``keys.KeyStore``); finished messages are deleted by ``pruning.PruneStore.prune``;
+    each tenant's opt-outs are ``optouts.OptOutStore``'s and delivery receipts are
+    recorded by ``dlrs.DlrStore.record_dlrs``.
 
     Thread safety: one store object may be shared by several threads (each call is
     serialised); several store objects, threads or processes may open the same database at
@@ -247,6 +296,12 @@ class DispatchStore(KeyStore, PruneStore, Protocol):
 
     def submit(self, message: NewMessage, now: float) -> SubmitResult:
         """Store a message and one ``pending`` delivery per distinct recipient, atomically.
+
+        A recipient on the tenant's opt-out list gets a ``suppressed`` delivery instead
+        (``SubmitResult.suppressed`` counts them; a message with nothing else is
+        ``completed`` at once). The message keeps its ``segments.segments(content)``
+        (``MessageView.encoding``, ``segments``) and its validity end
+        (``NewMessage.validity_end`` of its due time).
 
         Idempotency keys are scoped to the message's tenant: if ``idempotency_key`` is
         already known in that tenant for the same request (same
@@ -270,7 +325,9 @@ class DispatchStore(KeyStore, PruneStore, Protocol):
         Check and change are one transaction, so an edit racing the start of dispatch
         either lands first or is refused. Raises ``NotFoundError``, ``LockedError`` (not
         ``scheduled``: "locked: dispatching since ..."), ``ConflictError`` (naming both
-        versions). On success the version goes up by one; new recipients replace the old.
+        versions). On success the version goes up by one; new recipients replace the old
+        (suppressed ones as at submit); new content recomputes the segments; a new due time
+        with a relative validity (``MessageEdit.valid_for_s``) moves its end with it.
         """
         ...
 
@@ -278,7 +335,8 @@ class DispatchStore(KeyStore, PruneStore, Protocol):
                tenant: str | None = None) -> CancelResult:
         """Cancel a ``scheduled`` or ``dispatching`` message and its unleased deliveries.
 
-        Sent deliveries stay sent; leased ones finish their attempt (a failure then becomes
+        Sent deliveries (and those receipts moved on: ``SENT_DELIVERY_STATUSES``, counted
+        as ``already_sent``) stay; leased ones finish their attempt (a failure then becomes
         ``cancelled``, not retried), and workers ask ``cancelled`` before each send, so once
         this returns only sends already started go out (on a store shared by hosts, also
         those started before a worker elsewhere saw it: see ``cancelled``). Raises
@@ -305,7 +363,12 @@ class DispatchStore(KeyStore, PruneStore, Protocol):
         (``stores.common.clock_jumped_back_after_s``, at least 60 s and more than any wait
         for the store's lock) after ``now`` (so granted before the clock jumped back), are
         first returned to ``retrying`` by a compare-and-set on status and lease
-        (``cancelled`` if the message was cancelled), counting one more ``lease_losses``.
+        (``cancelled`` if the message was cancelled, ``suppressed`` if the number opted
+        out), counting one more ``lease_losses``. Then every ``pending`` or ``retrying``
+        delivery of a message whose ``valid_until <= now`` becomes ``expired`` (a message
+        left with nothing open completes), so nothing is leased at or after its validity
+        end; and no delivery to an opted-out number is ever ``pending`` or ``retrying``
+        (``OptOutStore.add_opt_outs``), so none is leased.
         A live lease is never judged by this claimer's ``lease_s``, nor taken because the
         claimer's ``now`` is stale: workers with different leases, and a claim that waited
         for the lock, never take each other's live claims.
@@ -340,8 +403,8 @@ class DispatchStore(KeyStore, PruneStore, Protocol):
 
         Within a message, due retries are taken before pending deliveries, each by due time
         and id. The returned list holds each message's grants in the order made, by
-        delivery id within a grant; each ``Claim`` carries its message's ``uid`` and
-        priority. A message with a claimed delivery becomes
+        delivery id within a grant; each ``Claim`` carries its message's ``uid``,
+        priority and ``valid_until``. A message with a claimed delivery becomes
         ``dispatching``. No delivery is leased to two owners at once. Raises
         ``InvalidRequestError`` for a ``now`` or ``lease_s`` that is not finite (or a lease
         <= 0) and a non-integer ``limit``.
@@ -354,7 +417,9 @@ class DispatchStore(KeyStore, PruneStore, Protocol):
 
         Refused ones (a stale or expired lease: the delivery will be, or has been, claimed
         again and re-sent with the same idempotency key) change nothing and are counted. A
-        RETRY of a delivery whose message was cancelled becomes ``cancelled``. A message
+        RETRY or RELEASE of a delivery whose message was cancelled becomes ``cancelled``,
+        and of one whose number opted out meanwhile ``suppressed``. A SENT applies a
+        delivery receipt held for it (``DlrStore.record_dlrs``) at once. A message
         with no open delivery left becomes ``completed``. All accepted rows commit together.
         Raises ``InvalidRequestError`` for a ``now`` that is not finite or one attempt of a
         delivery reported twice in one call.
@@ -417,8 +482,9 @@ class DispatchStore(KeyStore, PruneStore, Protocol):
         """Dead deliveries (of one message, or all; only those in ``delivery_ids`` when
         given; of one tenant's messages when given) back to ``pending`` with attempts and
         lease losses 0, due ``now``, keeping ``last_error``; their completed messages return
-        to ``dispatching``. Deliveries of cancelled messages stay dead, and ids that are
-        not dead deliveries are passed over. Returns how many were requeued; raises
+        to ``dispatching``. Deliveries of cancelled messages stay dead, those to a number
+        that opted out become ``suppressed`` (not counted), and ids that are not dead
+        deliveries are passed over. Returns how many were requeued; raises
         ``NotFoundError`` for an unknown ``message_id``."""
         ...
 

@@ -52,8 +52,10 @@ LEASE_LOSSES_EXHAUSTED = "lease ran out too many times (each time the worker die
 LEASE_EXPIRED = "lease expired before the send started"
 CANCELLED_UNSENT = "message cancelled before the send started"
 UNCHECKED = "could not check for a cancel before the send; not sent"
+# Issue 14: never sent late. Given back, the next claim marks it expired.
+VALIDITY_ENDED = "message validity ended before the send started"
 # Outcomes of sends that never reached the provider: given back, the attempt not counted.
-_NOT_ATTEMPTED = frozenset({CANCELLED_UNSENT, UNCHECKED})
+_NOT_ATTEMPTED = frozenset({CANCELLED_UNSENT, UNCHECKED, VALIDITY_ENDED})
 # Every outcome of a send that never happened (an expired lease is not reported at all).
 NOT_SENT = _NOT_ATTEMPTED | {LEASE_EXPIRED}
 
@@ -259,7 +261,8 @@ class Dispatcher:
         return not self.config.fencing or self.clock.now() < claim.lease_until
 
     def transmitter(self, transport: Transport) -> Callable[[SendJob], str | None]:
-        """The send step for ``transport``: check the lease, ask the store whether the
+        """The send step for ``transport``: check the lease and the message's validity end
+        (``Claim.valid_until``: never sent late), ask the store whether the
         message was cancelled (``DispatchStore.cancelled``: an answer as of now, so once a
         cancel has returned no later send goes out), send, return None or the error.
 
@@ -271,6 +274,9 @@ class Dispatcher:
         def transmit(job: SendJob) -> str | None:
             if not may_send(job.claim):
                 return LEASE_EXPIRED
+            valid_until = job.claim.valid_until
+            if valid_until is not None and self.clock.now() >= valid_until:
+                return VALIDITY_ENDED
             try:
                 if cancelled((job.claim.message_id,)):
                     return CANCELLED_UNSENT

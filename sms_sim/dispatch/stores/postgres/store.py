@@ -11,7 +11,7 @@ idle workers through ``LISTEN/NOTIFY`` (``listen``).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 from sms_sim.clock import Clock, RealClock
@@ -27,8 +27,10 @@ from sms_sim.dispatch.contract import (
     Settlement,
     SubmitResult,
 )
+from sms_sim.dispatch.dlrs import DlrReport, DlrResult, check_dlrs
 from sms_sim.dispatch.errors import ConflictError, LockedError, NotFoundError
 from sms_sim.dispatch.keys import ApiKey
+from sms_sim.dispatch.optouts import OptOut, OptOutResult
 from sms_sim.dispatch.pruning import PRUNE_BATCH_ROWS, PruneResult, check_prune
 from sms_sim.dispatch.requests import MessageEdit, NewMessage
 from sms_sim.dispatch.stores.common import (
@@ -44,6 +46,7 @@ from sms_sim.dispatch.stores.postgres.database import (
     Database,
     pooling_of,
 )
+from sms_sim.dispatch.stores.postgres import lists
 from sms_sim.dispatch.stores.postgres.listen import ListenChannel, notify
 from sms_sim.dispatch.stores.postgres.prune import prune_messages
 from sms_sim.dispatch.stores.postgres.rows import (
@@ -65,6 +68,7 @@ from sms_sim.dispatch.validation import (
     check_settlements,
 )
 from sms_sim.dispatch.wake import WakeChannel
+from sms_sim.segments import segments
 
 __all__ = ["PostgresStore"]
 
@@ -127,15 +131,23 @@ class PostgresStore:
             if version != expected_version:
                 raise ConflictError(f"message {message_id} is at version {version}, "
                                     f"not {expected_version}: read it again and retry")
+            shape = None if edit.content is None else segments(edit.content)
             row = conn.execute(
                 "UPDATE messages SET content = COALESCE(%s, content), "
+                "encoding = COALESCE(%s, encoding), segments = COALESCE(%s, segments), "
                 "scheduled_at = COALESCE(%s, scheduled_at), version = version + 1, "
-                "updated_at = %s WHERE id = %s RETURNING scheduled_at",
-                (edit.content, edit.scheduled_at, now, message_id)).fetchone()
+                "updated_at = %s WHERE id = %s RETURNING scheduled_at, valid_until, tenant",
+                (edit.content, None if shape is None else str(shape.encoding),
+                 None if shape is None else shape.count, edit.scheduled_at, now,
+                 message_id)).fetchone()
             assert row is not None  # locked above
+            conn.execute("UPDATE messages SET valid_until = %s WHERE id = %s",
+                         (edit.validity_end(row[0], row[1]), message_id))
             if edit.recipients is not None:
+                lists.lock_opt_outs(conn, row[2], exclusive=False)
                 conn.execute("DELETE FROM deliveries WHERE message_id = %s", (message_id,))
-                copy_deliveries(conn, message_id, edit.recipients, row[0])
+                copy_deliveries(conn, message_id, row[2], edit.recipients, row[0])
+                lists.complete_done(conn, [message_id], now)
             elif edit.scheduled_at is not None:
                 conn.execute("UPDATE deliveries SET next_attempt_at = %s WHERE message_id = %s",
                              (edit.scheduled_at, message_id))
@@ -248,6 +260,28 @@ class PostgresStore:
         rows = self._db.run(lambda conn: conn.execute(
             query + " ORDER BY created_at, key_id", params).fetchall())
         return [_key(row) for row in rows]
+
+    # --- opt-outs and delivery receipts ----------------------------------------------------
+
+    def add_opt_outs(self, tenant: str, phones: Iterable[str], now: float) -> OptOutResult:
+        wanted = list(dict.fromkeys(phones))
+        with self._db.transaction() as conn:
+            return lists.add_opt_outs(conn, tenant, wanted, now)
+
+    def remove_opt_out(self, tenant: str, phone: str) -> bool:
+        with self._db.transaction() as conn:
+            return lists.remove_opt_out(conn, tenant, phone)
+
+    def opt_outs(self, tenant: str, *, after: str | None = None,
+                 limit: int = 1000) -> list[OptOut]:
+        check_listing(None, limit)
+        return self._db.run(lambda conn: lists.list_opt_outs(conn, tenant, after,
+                                                             min(limit, INT64_MAX)))
+
+    def record_dlrs(self, reports: Sequence[DlrReport], now: float) -> DlrResult:
+        check_dlrs(reports, now)
+        with self._db.transaction() as conn:
+            return lists.record_dlrs(conn, reports)
 
     # --- reads ---------------------------------------------------------------------------
 

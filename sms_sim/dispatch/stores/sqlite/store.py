@@ -12,7 +12,7 @@ import itertools
 import json
 import sqlite3
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +31,10 @@ from sms_sim.dispatch.contract import (
     SubmitResult,
     effective_priority,
 )
+from sms_sim.dispatch.dlrs import DlrReport, DlrResult, check_dlrs
 from sms_sim.dispatch.errors import ConflictError, LockedError
 from sms_sim.dispatch.keys import ApiKey
+from sms_sim.dispatch.optouts import OptOut, OptOutResult
 from sms_sim.dispatch.pruning import PRUNE_BATCH_ROWS, PruneResult, check_prune
 from sms_sim.dispatch.requests import MessageEdit, NewMessage
 from sms_sim.dispatch.stores.common import (
@@ -47,19 +49,24 @@ from sms_sim.dispatch.stores.common import (
 from sms_sim.dispatch.stores.sqlite.api_keys import add_key, find_key, list_keys, revoke_key
 from sms_sim.dispatch.stores.sqlite.cancel_watch import CancelWatch
 from sms_sim.dispatch.stores.sqlite.database import DEFAULT_BUSY_TIMEOUT_S, Database
+from sms_sim.dispatch.stores.sqlite import lists
 from sms_sim.dispatch.stores.sqlite.rows import (
     COUNTS_DISAGREE_SQL,
     DUE_RETRIES_SQL,
     KEPT_SQL,
     LEASE_SQL,
+    RESCUE_STATUS_SQL,
     SERVED_SQL,
     STILL_DUE_SQL,
     SETTLE_SENT_SQL,
     SETTLE_SQL,
     add_counts,
+    apply_held_dlrs,
+    complete_done,
     counts,
     delivery_counts,
     delivery_views,
+    expire_lapsed,
     message_count,
     message_state,
     message_views,
@@ -70,6 +77,7 @@ from sms_sim.dispatch.stores.sqlite.prune import prune_messages
 from sms_sim.dispatch.stores.sqlite.submit import insert_deliveries, submit_message
 from sms_sim.dispatch.stores.sqlite.transfer import SqliteTransfer
 from sms_sim.dispatch.validation import INT64_MAX, check_claim, check_listing, check_settlements
+from sms_sim.segments import segments
 
 __all__ = ["SqliteStore", "DEFAULT_BUSY_TIMEOUT_S"]
 
@@ -127,21 +135,27 @@ class SqliteStore:
             if version != expected_version:
                 raise ConflictError(f"message {message_id} is at version {version}, "
                                     f"not {expected_version}: read it again and retry")
-            conn.execute(
+            shape = None if edit.content is None else segments(edit.content)
+            due_at, valid_until, tenant = conn.execute(
                 "UPDATE messages SET content = COALESCE(?, content), "
+                "encoding = COALESCE(?, encoding), segments = COALESCE(?, segments), "
                 "scheduled_at = COALESCE(?, scheduled_at), version = version + 1, "
-                "updated_at = ? WHERE id = ? AND status = 'scheduled' AND version = ?",
-                (edit.content, edit.scheduled_at, now, message_id, expected_version),
-            )
+                "updated_at = ? WHERE id = ? AND status = 'scheduled' AND version = ? "
+                "RETURNING scheduled_at, valid_until, tenant",
+                (edit.content, None if shape is None else str(shape.encoding),
+                 None if shape is None else shape.count, edit.scheduled_at, now, message_id,
+                 expected_version),
+            ).fetchone()
+            conn.execute("UPDATE messages SET valid_until = ? WHERE id = ?",
+                         (edit.validity_end(due_at, valid_until), message_id))
             if edit.scheduled_at is not None:
                 conn.execute("UPDATE deliveries SET next_attempt_at = ? WHERE message_id = ?",
                              (edit.scheduled_at, message_id))
             if edit.recipients is not None:
-                (due_at,) = conn.execute("SELECT scheduled_at FROM messages WHERE id = ?",
-                                         (message_id,)).fetchone()
                 conn.execute("DELETE FROM delivery_counts WHERE message_id = ?", (message_id,))
                 conn.execute("DELETE FROM deliveries WHERE message_id = ?", (message_id,))
-                insert_deliveries(conn, message_id, edit.recipients, due_at)
+                insert_deliveries(conn, message_id, tenant, edit.recipients, due_at)
+                complete_done(conn, [message_id], now)
             return views(conn, "WHERE id = ?", (message_id,))[0]
 
     def cancel(self, message_id: int, now: float, *,
@@ -177,20 +191,23 @@ class SqliteStore:
             # is reclaimed too. Leases from before schema 4 have no grant time: their end
             # less our length stands in.
             rescued = conn.execute(
-                "UPDATE deliveries SET status = CASE WHEN (SELECT status FROM messages WHERE "
-                "messages.id = deliveries.message_id) = 'cancelled' THEN 'cancelled' "
-                "ELSE 'retrying' END, next_attempt_at = ?1, lease_owner = NULL, "
+                f"UPDATE deliveries SET status = {RESCUE_STATUS_SQL}, "
+                "next_attempt_at = ?1, lease_owner = NULL, "
                 "lease_until = NULL, leased_at = NULL, last_error = ?2, "
                 "lease_losses = lease_losses + 1 WHERE status = 'leased' AND (lease_until <= ?1 "
                 "OR COALESCE(leased_at, lease_until - ?3) > ?1 + ?4) "
                 "RETURNING message_id, status",
                 (now, EXPIRED_LEASE_ERROR, lease_s, self._jump_s),
             ).fetchall()
-            changes = moved(rescued, "leased")
+            add_counts(conn, moved(rescued, "leased"))
+            complete_done(conn, [m for m, status in rescued if status == "suppressed"], now)
+            expire_lapsed(conn, now)
+            changes: Counter[tuple[int, str]] = Counter()
             # Never served first (NULLs sort first), oldest due first; then least recently.
             due = conn.execute(
                 "SELECT id, content, priority, uid, COALESCE(served_at, scheduled_at), "
-                "kept_class, tenant FROM messages WHERE status IN ('scheduled', 'dispatching') "
+                "kept_class, tenant, valid_until FROM messages "
+                "WHERE status IN ('scheduled', 'dispatching') "
                 "AND scheduled_at <= ? ORDER BY served_seq, scheduled_at, id",
                 (now,),
             ).fetchall()
@@ -215,11 +232,11 @@ class SqliteStore:
                     changes[message_id, "pending"] -= len(rows) - retries
                     changes[message_id, "leased"] += len(rows)
                     rows.sort()
-                    _, text, _, uid, _, _, tenant = content[message_id]
+                    _, text, _, uid, _, _, tenant, valid_until = content[message_id]
                     priority = classes[message_id]
                     claims.extend(
                         Claim(delivery_id, message_id, recipient, text, attempts, lease_until,
-                              lease_losses, uid, priority)
+                              lease_losses, uid, priority, valid_until)
                         for delivery_id, recipient, attempts, lease_losses in rows
                     )
                     served[message_id] = tenants_served[tenant] = next(serves)
@@ -281,10 +298,13 @@ class SqliteStore:
             if sent:  # the hot path: one statement, a primary-key lookup per row
                 returned = conn.execute(SETTLE_SENT_SQL, (now, owner, json.dumps(sent))).fetchall()
                 accepted += len(returned)
-                for (message_id,) in returned:
+                for message_id, _ in returned:
                     changes[message_id, "leased"] -= 1
                     changes[message_id, "sent"] += 1
                     touched.add(message_id)
+                add_counts(conn, changes)
+                changes.clear()
+                apply_held_dlrs(conn, [delivery_id for _, delivery_id in returned])
             for kind, rows in by_kind.items():
                 for row in rows:  # failures and releases: rare, so one statement each
                     settled = conn.execute(SETTLE_SQL[kind], row).fetchall()
@@ -292,14 +312,7 @@ class SqliteStore:
                     changes.update(moved(settled, "leased"))
                     touched.update(message_id for message_id, _ in settled)
             add_counts(conn, changes)
-            if touched:
-                conn.execute(
-                    "UPDATE messages SET status = 'completed', completed_at = ?, updated_at = ? "
-                    "WHERE status = 'dispatching' AND id IN (SELECT value FROM json_each(?)) "
-                    "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = messages.id "
-                    "AND d.status IN ('pending', 'leased', 'retrying'))",
-                    (now, now, json.dumps(sorted(touched))),
-                )
+            complete_done(conn, touched, now)
         return SettleResult(accepted=accepted, refused=len(settlements) - accepted)
 
     def requeue_dead(self, message_id: int | None, now: float, *,
@@ -311,8 +324,10 @@ class SqliteStore:
             if message_id is not None:
                 message_state(conn, message_id, tenant)
             rows = conn.execute(
-                "UPDATE deliveries SET status = 'pending', attempts = 0, lease_losses = 0, "
-                "next_attempt_at = ?1 "
+                "UPDATE deliveries SET status = CASE WHEN EXISTS (SELECT 1 FROM opt_outs o "
+                "JOIN messages m ON o.tenant = m.tenant WHERE m.id = deliveries.message_id "
+                "AND o.phone = deliveries.recipient) THEN 'suppressed' ELSE 'pending' END, "
+                "attempts = 0, lease_losses = 0, next_attempt_at = ?1 "
                 "WHERE status = 'dead' AND (?2 IS NULL OR message_id = ?2) "
                 "AND (?3 IS NULL OR id IN (SELECT value FROM json_each(?3))) AND message_id IN "
                 "(SELECT id FROM messages WHERE status != 'cancelled' AND (?4 IS NULL OR "
@@ -320,12 +335,13 @@ class SqliteStore:
                 (now, message_id, ids, tenant),
             ).fetchall()
             add_counts(conn, moved(rows, "dead"))
+            requeued = [row for row in rows if row[1] == "pending"]
             conn.execute(
                 "UPDATE messages SET status = 'dispatching', completed_at = NULL, updated_at = ? "
                 "WHERE status = 'completed' AND id IN (SELECT value FROM json_each(?))",
-                (now, json.dumps(sorted({row[0] for row in rows}))),
+                (now, json.dumps(sorted({row[0] for row in requeued}))),
             )
-        return len(rows)
+        return len(requeued)
 
     def keep_receipt(self, message_id: int, receipt: str, *,
                      tenant: str | None = None) -> bool:
@@ -361,6 +377,26 @@ class SqliteStore:
 
     def api_keys(self, *, tenant: str | None = None) -> list[ApiKey]:
         return self._read(lambda conn: list_keys(conn, tenant))
+
+    def add_opt_outs(self, tenant: str, phones: Iterable[str], now: float) -> OptOutResult:
+        wanted = list(dict.fromkeys(phones))
+        with self._write() as conn:
+            return lists.add_opt_outs(conn, tenant, wanted, now)
+
+    def remove_opt_out(self, tenant: str, phone: str) -> bool:
+        with self._write() as conn:
+            return lists.remove_opt_out(conn, tenant, phone)
+
+    def opt_outs(self, tenant: str, *, after: str | None = None,
+                 limit: int = 1000) -> list[OptOut]:
+        check_listing(None, limit)
+        return self._read(lambda conn: lists.list_opt_outs(conn, tenant, after,
+                                                           min(limit, INT64_MAX)))
+
+    def record_dlrs(self, reports: Sequence[DlrReport], now: float) -> DlrResult:
+        check_dlrs(reports, now)
+        with self._write() as conn:
+            return lists.record_dlrs(conn, reports)
 
     def close(self) -> None:
         # The read-only cancel watcher first: the last connection to close checkpoints the
