@@ -9,6 +9,7 @@ not counted as failed), and final. The part of the store contract that keeps the
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -16,7 +17,7 @@ from typing import Protocol
 from sms_sim.dispatch.validation import InvalidRequestError, validate_phone
 
 __all__ = ["OptOut", "OptOutResult", "OptOutStore", "OPT_OUTS_MAX_PER_CALL",
-           "validate_opt_out_phones"]
+           "validate_opt_out_phones", "parse_opt_out_csv"]
 
 # Numbers one ``add_opt_outs`` call takes: a CSV import of a carrier's STOP list is a few
 # thousand; bigger files are sent in several calls (each is one transaction).
@@ -79,3 +80,27 @@ def validate_opt_out_phones(phones: Iterable[object], *, where: str = "phone") -
     if not unique:
         raise InvalidRequestError("give at least 1 number (got 0)")
     return list(unique)
+
+
+def parse_opt_out_csv(lines: Iterable[str], source: str) -> list[str]:
+    """The numbers of an opt-out CSV called ``source`` in refusals: the first column of
+    each row (a carrier's STOP export, a spreadsheet column), blank rows and ``#`` rows
+    skipped, a first row with no digit taken for a header; each number checked
+    (``validate_phone``), a bad one refused naming its line."""
+    numbers: list[str] = []
+    reader = csv.reader(lines)
+    first = True
+    try:
+        for row in reader:
+            cell = row[0].strip() if row else ""
+            if not cell or cell.startswith("#"):
+                continue
+            if first and not any(char.isdigit() for char in cell):
+                first = False
+                continue  # a header: "phone", "number", ...
+            first = False
+            numbers.append(validate_phone(cell, len(numbers) + 1,
+                                          where=f"{source} line {reader.line_num}"))
+    except csv.Error as exc:
+        raise InvalidRequestError(f"{source} line {reader.line_num}: {exc}") from None
+    return numbers

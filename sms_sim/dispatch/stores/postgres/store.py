@@ -29,7 +29,7 @@ from sms_sim.dispatch.contract import (
 )
 from sms_sim.dispatch.dlrs import DlrReport, DlrResult, check_dlrs
 from sms_sim.dispatch.errors import ConflictError, LockedError, NotFoundError
-from sms_sim.dispatch.keys import ApiKey
+from sms_sim.dispatch.keys import ApiKey, KeyRole
 from sms_sim.dispatch.optouts import OptOut, OptOutResult
 from sms_sim.dispatch.pruning import PRUNE_BATCH_ROWS, PruneResult, check_prune
 from sms_sim.dispatch.requests import MessageEdit, NewMessage
@@ -72,7 +72,7 @@ from sms_sim.segments import segments
 
 __all__ = ["PostgresStore"]
 
-_KEY_COLUMNS = "key_id, tenant, created_at, revoked_at"
+_KEY_COLUMNS = "key_id, tenant, created_at, revoked_at, role"
 
 
 class PostgresStore:
@@ -231,9 +231,10 @@ class PostgresStore:
 
     def add_api_key(self, key: ApiKey, secret_hash: str) -> None:
         inserted = self._db.run(lambda conn: conn.execute(
-            "INSERT INTO api_keys (key_id, tenant, secret_hash, created_at, revoked_at) "
-            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (key_id) DO NOTHING",
-            (key.key_id, key.tenant, secret_hash, key.created_at, key.revoked_at)).rowcount)
+            "INSERT INTO api_keys (key_id, tenant, secret_hash, created_at, revoked_at, role) "
+            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (key_id) DO NOTHING",
+            (key.key_id, key.tenant, secret_hash, key.created_at, key.revoked_at,
+             str(key.role))).rowcount)
         if not inserted:
             raise ConflictError(f"an API key with id {key.key_id!r} exists already")
 
@@ -241,7 +242,7 @@ class PostgresStore:
         row = self._db.run(lambda conn: conn.execute(
             f"SELECT {_KEY_COLUMNS}, secret_hash FROM api_keys WHERE key_id = %s",
             (key_id,)).fetchone())
-        return None if row is None else (_key(row), str(row[4]))
+        return None if row is None else (_key(row), str(row[5]))
 
     def revoke_api_key(self, key_id: str, now: float) -> ApiKey:
         row = self._db.run(lambda conn: conn.execute(
@@ -342,8 +343,9 @@ class PostgresStore:
 
 
 def _key(row: Sequence[Any]) -> ApiKey:
-    key_id, tenant, created_at, revoked_at = row[:4]
-    return ApiKey(key_id=key_id, tenant=tenant, created_at=created_at, revoked_at=revoked_at)
+    key_id, tenant, created_at, revoked_at, role = row[:5]
+    return ApiKey(key_id=key_id, tenant=tenant, created_at=created_at, revoked_at=revoked_at,
+                  role=KeyRole(role))
 
 
 _check: type[DispatchStore] = PostgresStore
