@@ -35,6 +35,8 @@ _HEADERS: dict[int, dict[str, Any]] = {
 _DESCRIPTIONS = {
     400: "Malformed body (not JSON, a broken form, a CSV that is not UTF-8).",
     401: "Missing, malformed, unknown or revoked API key.",
+    403: "A valid key of the wrong kind (a provider key on a tenant's route, or the "
+         "reverse).",
     404: "No such message for your tenant.",
     409: "Locked (dispatching or finished), or the first request with this "
          "Idempotency-Key is still in progress.",

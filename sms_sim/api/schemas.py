@@ -16,11 +16,15 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 from pydantic.config import JsonDict
 
 from sms_sim.api.times import EXAMPLE_TIME, RFC3339_PATTERN
-from sms_sim.dispatch.contract import DeliveryStatus, MessageOutcome, MessageStatus
+from sms_sim.dispatch.contract import DeliveryStatus, DlrOutcome, MessageOutcome, MessageStatus
+from sms_sim.dispatch.dlrs import DLR_BATCH_MAX
+from sms_sim.dispatch.optouts import OPT_OUTS_MAX_PER_CALL
 from sms_sim.dispatch.validation import (
     CONTENT_MAX_CHARS,
     RECIPIENTS_MAX,
+    VALID_FOR_MAX_S,
 )
+from sms_sim.segments import Encoding
 
 __all__ = [
     "PHONE_PATTERN",
@@ -42,6 +46,14 @@ __all__ = [
     "HealthOut",
     "FieldProblem",
     "Problem",
+    "OptOutsBody",
+    "OptOutOut",
+    "OptOutListOut",
+    "OptOutsAddedOut",
+    "ReceiptIn",
+    "ReceiptsBody",
+    "ReceiptResultOut",
+    "ReceiptsOut",
 ]
 
 # ``validation.validate_phone``'s two forms: xxx-xxx-xxxx, and E.164 without a leading 0.
@@ -67,16 +79,30 @@ Priority = Annotated[int, Field(ge=-JSON_INT_MAX, le=JSON_INT_MAX),
 _TIME: JsonDict = {"format": "date-time", "examples": [EXAMPLE_TIME]}
 _TIME_IN: JsonDict = {"format": "date-time", "pattern": RFC3339_PATTERN, "examples": [EXAMPLE_TIME]}
 _CONTENT: JsonDict = {"minLength": 1, "maxLength": CONTENT_MAX_CHARS, "pattern": CONTENT_PATTERN}
+_VALID_UNTIL = ("When the message stops being worth sending: RFC 3339 with its offset, after "
+                "send_at. Deliveries not sent by then become `expired`; none is ever sent "
+                "late. Give this or valid_for, not both; neither: no limit.")
+_VALID_FOR = ("The same as a duration: seconds after send_at (0 < valid_for <= "
+              f"{VALID_FOR_MAX_S:.0f}).")
+ValidFor = Annotated[float, Field(gt=0, le=VALID_FOR_MAX_S), BeforeValidator(_integral)]
 _PHONES: JsonDict = {
     "minItems": 1, "maxItems": RECIPIENTS_MAX,
     "items": {"type": "string", "pattern": PHONE_PATTERN,
               "examples": ["555-010-0001", "+15550100002", "+442071838750"]}}
 
 
+def _one_validity(schema: dict[str, Any]) -> None:
+    """valid_until and valid_for exclude each other (given both, not null, is refused)."""
+    schema["not"] = {"required": ["valid_until", "valid_for"],
+                     "properties": {"valid_until": {"type": "string"},
+                                    "valid_for": {"type": "number"}}}
+
+
 class NewMessageBody(BaseModel):
     """A message to send (``POST /v1/messages`` as JSON)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, title="NewMessage")
+    model_config = ConfigDict(extra="forbid", strict=True, title="NewMessage",
+                              json_schema_extra=_one_validity)
 
     content: str = Field(description="The text: 1-1600 characters, line breaks allowed, no "
                                      "other control characters.", json_schema_extra=_CONTENT)
@@ -91,6 +117,9 @@ class NewMessageBody(BaseModel):
     priority: Priority = Field(default=0, description="Higher classes of your messages go "
                                                       "first; waiting work ages, so nothing "
                                                       "starves.")
+    valid_until: str | None = Field(default=None, description=_VALID_UNTIL,
+                                    json_schema_extra=_TIME_IN)
+    valid_for: ValidFor | None = Field(default=None, description=_VALID_FOR)
 
 
 def _no_nulls(schema: dict[str, Any]) -> None:
@@ -105,6 +134,11 @@ def _no_nulls(schema: dict[str, Any]) -> None:
     schema["minProperties"] = 1
 
 
+def _edit_schema(schema: dict[str, Any]) -> None:
+    _no_nulls(schema)
+    _one_validity(schema)
+
+
 def _refuse_nulls(model: BaseModel) -> None:
     for name in model.model_fields_set:
         if getattr(model, name) is None:
@@ -115,7 +149,7 @@ class MessageEditBody(BaseModel):
     """Changes to a message that has not started dispatching; fields left out stay."""
 
     model_config = ConfigDict(extra="forbid", strict=True, title="MessageEdit",
-                              json_schema_extra=_no_nulls)
+                              json_schema_extra=_edit_schema)
 
     @model_validator(mode="after")
     def _nothing_null(self) -> MessageEditBody:
@@ -127,6 +161,10 @@ class MessageEditBody(BaseModel):
                                          json_schema_extra=_PHONES)
     send_at: str | None = Field(default=None, description="RFC 3339 with its offset.",
                                 json_schema_extra=_TIME_IN)
+    valid_until: str | None = Field(default=None, description=_VALID_UNTIL,
+                                    json_schema_extra=_TIME_IN)
+    valid_for: ValidFor | None = Field(default=None, description=_VALID_FOR + " Counted from "
+                                       "send_at after the change.")
 
 
 def _one_selector(schema: dict[str, Any]) -> None:
@@ -169,6 +207,11 @@ class DeliveryCounts(BaseModel):
     retrying: int
     dead: int
     cancelled: int
+    expired: int = Field(description="Not sent before the message's validity ended (never "
+                                     "sent late), or sent and a receipt said expired.")
+    suppressed: int = Field(description="The number opted out: never sent; not a failure.")
+    delivered: int = Field(description="Sent, and a delivery receipt said delivered.")
+    undelivered: int = Field(description="Sent, and a delivery receipt said undelivered.")
 
 
 class ProgressOut(BaseModel):
@@ -177,9 +220,14 @@ class ProgressOut(BaseModel):
     model_config = ConfigDict(title="Progress")
 
     total: int
-    sent: int
+    sent: int = Field(description="Accepted by the provider: sent, delivered or undelivered.")
     dead: int
     open: int = Field(description="Pending, leased or retrying: still to be tried.")
+    delivered: int = Field(description="Of those sent, receipted delivered.")
+    expired: int
+    suppressed: int
+    segments_sent: int = Field(description="sent x the message's segments: what carriers "
+                                           "count and bill.")
     percent_sent: float = Field(ge=0, le=100)
     rate_per_s: float | None = Field(description="Deliveries sent per second since dispatch "
                                                  "began; null until something was sent.")
@@ -207,6 +255,11 @@ class MessageOut(BaseModel):
     completed_at: str | None = Field(json_schema_extra=_TIME)
     idempotency_key: str | None
     recipient_count: int
+    encoding: Encoding = Field(description="GSM-7, or UCS-2 when one character is outside "
+                                           "it.")
+    segments: int = Field(description="The SMS segments each recipient's copy is sent as.")
+    valid_until: str | None = Field(description="Deliveries not sent by then expire; null: "
+                                                "no limit.", json_schema_extra=_TIME)
     deliveries: DeliveryCounts
     progress: ProgressOut
 
@@ -218,6 +271,8 @@ class SubmittedMessageOut(MessageOut):
 
     duplicates_dropped: int = Field(description="Recipients listed more than once (in any "
                                                 "form) that got no second delivery.")
+    suppressed: int = Field(description="Recipients on your opt-out list: their deliveries "
+                                        "are `suppressed`, never sent.")
 
 
 class MessageListOut(BaseModel):
@@ -246,6 +301,8 @@ class DeliveryOut(BaseModel):
     last_error: str | None
     sent_at: str | None = Field(json_schema_extra=_TIME)
     next_attempt_at: str = Field(json_schema_extra=_TIME)
+    dlr_at: str | None = Field(description="When the delivery receipt applied says it "
+                                           "happened.", json_schema_extra=_TIME)
 
 
 class DeliveryListOut(BaseModel):
@@ -307,3 +364,89 @@ class Problem(BaseModel):
     instance: str = Field(description="The path of the request.")
     errors: list[FieldProblem] | None = Field(default=None,
                                               description="Every refused field, when several.")
+
+
+class OptOutsBody(BaseModel):
+    """Numbers to put on your opt-out list (``POST /v1/opt-outs`` as JSON)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, title="OptOuts")
+
+    phones: list[str] = Field(
+        description="xxx-xxx-xxxx or E.164; +1 numbers are stored as xxx-xxx-xxxx. At most "
+                    f"{OPT_OUTS_MAX_PER_CALL:,}.",
+        json_schema_extra={**_PHONES, "maxItems": OPT_OUTS_MAX_PER_CALL})
+
+
+class OptOutOut(BaseModel):
+    model_config = ConfigDict(title="OptOut")
+
+    phone: str
+    created_at: str = Field(json_schema_extra=_TIME)
+
+
+class OptOutListOut(BaseModel):
+    """One page of your opt-out list, in number order."""
+
+    model_config = ConfigDict(title="OptOutList")
+
+    data: list[OptOutOut]
+    has_more: bool
+    next_after: str | None = Field(description="Pass as ?after= for the next page; null on "
+                                               "the last page.")
+
+
+class OptOutsAddedOut(BaseModel):
+    """What adding numbers did."""
+
+    model_config = ConfigDict(title="OptOutsAdded")
+
+    given: int = Field(description="Distinct numbers in the request.")
+    added: int = Field(description="Of those, newly listed (the rest were listed already).")
+    suppressed: int = Field(description="Deliveries to them not yet handed to a worker, "
+                                        "suppressed now.")
+
+
+class ReceiptIn(BaseModel):
+    """One delivery receipt, as the provider reports it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, title="Receipt")
+
+    key: str = Field(min_length=1, max_length=300,
+                     description="The Idempotency-Key the delivery was sent with "
+                                 "(`<message uid>:<recipient>`).")
+    status: Literal["delivered", "undelivered", "expired"] = Field(
+        description="What the network said.")
+    at: str = Field(description="When it happened (RFC 3339 with its offset).",
+                    json_schema_extra={"format": "date-time", "pattern": RFC3339_PATTERN})
+
+
+class ReceiptsBody(BaseModel):
+    """A batch of receipts (``POST /v1/provider/receipts``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, title="Receipts")
+
+    receipts: list[ReceiptIn] = Field(min_length=1, max_length=DLR_BATCH_MAX)
+
+
+class ReceiptResultOut(BaseModel):
+    model_config = ConfigDict(title="ReceiptResult")
+
+    key: str
+    outcome: DlrOutcome = Field(description="applied; repeat (nothing changed); held (the "
+                                            "send is not recorded yet: applied when it is); "
+                                            "ignored (the delivery is past that); unknown "
+                                            "(no delivery has this key).")
+
+
+class ReceiptsOut(BaseModel):
+    """What became of each receipt, in the order given; the same batch again answers
+    ``repeat`` for each one applied or held the first time."""
+
+    model_config = ConfigDict(title="ReceiptsResult")
+
+    results: list[ReceiptResultOut]
+    applied: int
+    repeats: int
+    held: int
+    ignored: int
+    unknown: int

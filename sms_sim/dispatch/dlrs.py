@@ -16,7 +16,8 @@ Rules (the spec the contract tests encode):
   the provider can answer before the worker reports) is kept and reported ``HELD``; when
   the delivery is recorded ``sent`` it is applied in that same transaction. Of several held
   for one delivery, ``delivered`` wins, otherwise the first stays.
-- A key that names no delivery is ``UNKNOWN``: reported, never an error, nothing kept.
+- A key that names no delivery (whatever its shape) is ``UNKNOWN``: reported, never an
+  error, nothing kept.
 """
 
 from __future__ import annotations
@@ -78,19 +79,19 @@ class DlrStore(Protocol):
 
 
 def check_dlrs(reports: Sequence[DlrReport], now: float) -> None:
-    """Refuse a malformed batch with one line naming the report: a key that is not
-    ``uid:recipient``, a status a receipt cannot have, a time out of range; more than
-    ``DLR_BATCH_MAX``."""
+    """Refuse a malformed batch with one line naming the report: a key that is not 1-300
+    characters of text, a status a receipt cannot have, a time out of range; more than
+    ``DLR_BATCH_MAX``. (A key of another shape than ``uid:recipient`` is only unknown.)"""
     if not isinstance(now, (int, float)) or not math.isfinite(now):
         raise InvalidRequestError(f"now must be a finite time in seconds (got {now!r})")
     if len(reports) > DLR_BATCH_MAX:
         raise InvalidRequestError(f"at most {DLR_BATCH_MAX} receipts per call "
                                   f"(got {len(reports)})")
     for position, (key, status, at) in enumerate(reports, start=1):
-        if not isinstance(key, str) or not 3 <= len(key) <= _KEY_MAX_CHARS \
-                or ":" not in key[1:-1]:
+        if not isinstance(key, str) or not 1 <= len(key) <= _KEY_MAX_CHARS:
             raise InvalidRequestError(f"receipt {position}: key must be the provider key "
-                                      f"'<message uid>:<recipient>' (got {key!r})")
+                                      f"'<message uid>:<recipient>', 1-{_KEY_MAX_CHARS} "
+                                      f"characters (got {key!r})")
         validate_storable(key, f"receipt {position} key")
         if status not in DLR_STATUS_TEXT:
             raise InvalidRequestError(f"receipt {position}: status must be one of "

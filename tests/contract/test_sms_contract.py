@@ -276,8 +276,10 @@ def test_unknown_keys_are_reported_not_errors(store: DispatchStore) -> None:
     (claim,) = _sent_one(store)
     result = store.record_dlrs([DlrReport("f" * 32 + ":555-000-0000", "delivered", T0),
                                 DlrReport(provider_key(claim.message_uid, "555-999-9999"),
-                                          "delivered", T0)], T0)
-    assert result.outcomes == (DlrOutcome.UNKNOWN, DlrOutcome.UNKNOWN)
+                                          "delivered", T0),
+                                DlrReport("no-colon", "delivered", T0),
+                                DlrReport(":", "delivered", T0)], T0)
+    assert result.outcomes == (DlrOutcome.UNKNOWN,) * 4
     assert store.deliveries()[0].status is _D.SENT
 
 
@@ -312,7 +314,7 @@ def test_a_held_receipt_waits_through_a_retry(store: DispatchStore) -> None:
 def test_a_batch_with_one_malformed_receipt_changes_nothing(store: DispatchStore) -> None:
     (claim,) = _sent_one(store)
     for bad in (DlrReport(claim.idempotency_key, "unknown", T0),
-                DlrReport("no-colon", "delivered", T0),
+                DlrReport("", "delivered", T0),
                 DlrReport(claim.idempotency_key, "delivered", float("nan"))):
         with pytest.raises(InvalidRequestError, match="receipt 2"):
             store.record_dlrs([DlrReport(claim.idempotency_key, "delivered", T0), bad], T0)
