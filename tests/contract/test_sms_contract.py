@@ -7,6 +7,8 @@ Time is the test's ``now``, passed in: a fake clock, no sleeps.
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from sms_sim.dispatch.contract import (
@@ -25,7 +27,7 @@ from sms_sim.dispatch.contract import (
 from sms_sim.dispatch.requests import MessageEdit, NewMessage
 from sms_sim.segments import Encoding
 from tests.conftest import T0, phones
-from tests.contract.conftest import LEASE_S, submit
+from tests.contract.conftest import LEASE_S, Opener, submit
 
 _D = DeliveryStatus
 
@@ -339,3 +341,63 @@ def test_pruning_a_message_forgets_the_receipts_held_for_it(store: DispatchStore
     assert store.messages(message_id=message_id) == []
     assert store.record_dlrs([DlrReport(claim.idempotency_key, "delivered", T0)],
                              T0).outcomes == (DlrOutcome.UNKNOWN,)
+
+
+# --- opt-outs under concurrency ------------------------------------------------------------
+
+JOIN_TIMEOUT_S = 60.0
+
+
+def test_no_claim_after_an_opt_out_leases_the_number_while_workers_churn(
+        opener: Opener) -> None:
+    """Workers claim and give back (RETRY, RELEASE) as fast as they can while the opt-out
+    lands: every claim that starts after ``add_opt_outs`` returned leaves the number out,
+    and in the end nothing to it is open."""
+    store = opener()
+    stopped = "555-777-0000"
+    for start in range(12):
+        people = [stopped, phones(1, 100 + start)[0]]
+        store.submit(NewMessage.validated(content="m", recipients=people), T0)
+    opted = threading.Event()
+    barrier = threading.Barrier(4)
+    late: list[str] = []
+    errors: list[Exception] = []
+
+    def churn(owner: str) -> None:
+        mine = opener()
+        try:
+            barrier.wait(JOIN_TIMEOUT_S)
+            for turn in range(25):
+                after = opted.is_set()
+                claims = mine.claim(owner, 4, LEASE_S, T0)
+                if after:
+                    late.extend(c.recipient for c in claims)
+                kind = SettleKind.RETRY if turn % 2 else SettleKind.RELEASE
+                mine.settle(owner, [Settlement(c.delivery_id, c.attempts, kind, "e", T0)
+                                    for c in claims], T0)
+        except Exception as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=churn, args=(f"w{i}",)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    barrier.wait(JOIN_TIMEOUT_S)
+    store.add_opt_outs("default", [stopped], T0)
+    opted.set()
+    for thread in threads:
+        thread.join(JOIN_TIMEOUT_S)
+        assert not thread.is_alive()
+    assert errors == []
+    assert stopped not in late
+    mine = {d.status for d in store.deliveries(recipient=stopped)}
+    assert mine == {DeliveryStatus.SUPPRESSED}, mine
+    assert all(c.recipient != stopped for c in store.claim("x", 100, LEASE_S, T0))
+
+
+def test_the_postgresql_opt_out_lock_is_the_claims_lock() -> None:
+    """``postgres.lists`` serialises opt-outs and requeues with claims by taking the lock
+    claims take: the two numbers must stay one."""
+    pytest.importorskip("psycopg")
+    from sms_sim.dispatch.stores.postgres import claim, lists
+
+    assert lists._CLAIM_LOCK == claim._CLAIM_LOCK

@@ -343,6 +343,25 @@ def test_the_kept_counts_agree_with_the_deliveries_after_every_kind_of_move(
     store.claim("a", 2, LEASE_S, T0 + 2.0)  # rescues b's expired leases
     store.requeue_dead(None, T0 + 2.0)
     store.cancel(1, T0 + 3.0)
+    # Issue 14's moves: suppressed at submit, by an opt-out and on the way back; expired by
+    # the claim's sweep; receipts applied at once and held until the send is recorded.
+    store.add_opt_outs("default", PHONES[:1], T0 + 3.0)
+    store.submit(NewMessage.validated(content="m", recipients=PHONES, valid_for_s=5.0),
+                 T0 + 3.0)
+    store.submit(NewMessage.validated(content="m", recipients=PHONES[1:3]), T0 + 3.0)
+    fresh = store.claim("a", 3, LEASE_S, T0 + 3.0)
+    store.record_dlrs([DlrReport(fresh[0].idempotency_key, "delivered", T0 + 3.0)], T0 + 3.0)
+    store.settle("a", [Settlement(c.delivery_id, c.attempts, SettleKind.SENT)
+                       for c in fresh[:2]], T0 + 3.5)
+    store.record_dlrs([DlrReport(fresh[1].idempotency_key, "undelivered", T0 + 3.5)],
+                      T0 + 3.5)
+    store.add_opt_outs("default", [fresh[2].recipient], T0 + 3.5)
+    store.settle("a", [Settlement(fresh[2].delivery_id, fresh[2].attempts, SettleKind.RETRY,
+                                  "e", T0 + 3.5)], T0 + 3.5)
+    store.claim("a", 10, LEASE_S, T0 + 9.0)  # expires what is left of the second message
+    seen = {d.status for d in store.deliveries(limit=100)}
+    assert {DeliveryStatus.SUPPRESSED, DeliveryStatus.EXPIRED, DeliveryStatus.DELIVERED,
+            DeliveryStatus.UNDELIVERED} <= seen, seen
     assert store.integrity_check() == "ok"
     with sqlite3.connect(tmp_path / "counts.db") as conn:
         conn.execute("UPDATE delivery_counts SET n = n + 1 WHERE status = 'sent'")

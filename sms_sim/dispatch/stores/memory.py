@@ -163,6 +163,7 @@ class MemoryStore(MemoryLists):
             due = [
                 m for m in self._messages.values()
                 if m.status in (_M.SCHEDULED, _M.DISPATCHING) and m.scheduled_at <= now
+                and (m.valid_until is None or m.valid_until > now)
             ]
             due.sort(key=_fair_order)
             classes = {m.id: effective_priority(m.priority, _waiting_since(m), now, m.kept_class)

@@ -86,6 +86,7 @@ SELECT m.id, m.priority, COALESCE(m.served_at, m.scheduled_at), m.kept_class, m.
         LIMIT %(limit)s) AS r)
 FROM messages AS m
 WHERE m.status IN ('scheduled', 'dispatching') AND m.scheduled_at <= %(now)s
+  AND (m.valid_until IS NULL OR m.valid_until > %(now)s)
 ORDER BY m.served_seq NULLS FIRST, m.scheduled_at, m.id
 """
 _LOCK_SQL = """

@@ -4,11 +4,20 @@ completing messages left with nothing open, applying held receipts.
 
 Helpers run inside the caller's transaction; none commits.
 
-Opt-outs race submits on PostgreSQL (a submit's ``COPY`` is invisible to an opt-out's
-``UPDATE`` until it commits): so a submit or edit holds its tenant's opt-out lock shared
-from before it reads the list until it commits, and ``add_opt_outs`` holds it exclusive.
-Submits do not wait for each other; an opt-out waits for the tenant's submits in progress
-(and they for it), so no delivery to a listed number is ever left ``pending``.
+On PostgreSQL, statements of concurrent transactions do not see each other's rows until
+they commit, so an opt-out could miss a delivery that another transaction is just making
+``pending`` or ``retrying``, and that one could miss the opt-out. Locks close each gap:
+
+- a submit, an edit of the recipients, and a settle that gives deliveries back (RETRY,
+  RELEASE) hold their tenants' opt-out locks shared from before they read the list until
+  they commit, and ``add_opt_outs`` holds its tenant's exclusive: one of the two commits
+  first and the other's next statement sees it;
+- ``add_opt_outs`` and ``requeue_dead`` also take the claims' lock (``claim``), so no claim
+  rescues (and may lease again) a delivery beside them.
+
+Lock order, so no two of these wait for each other: the claims' lock, then tenants' opt-out
+locks, then message rows (by id), then delivery rows. So no delivery to a listed number is
+ever left ``pending`` or ``retrying``.
 """
 
 from __future__ import annotations
@@ -21,18 +30,29 @@ from sms_sim.dispatch.optouts import OptOut, OptOutResult
 from sms_sim.dispatch.stores.postgres.schema import LOCK_CLASS, Connection
 
 __all__ = ["add_opt_outs", "remove_opt_out", "list_opt_outs", "suppress_listed",
-           "lock_opt_outs", "record_dlrs", "complete_done", "after_rescue",
-           "apply_held_dlrs"]
+           "lock_opt_outs", "lock_claims", "lock_tenants_of", "record_dlrs", "complete_done",
+           "after_rescue", "apply_held_dlrs"]
 
 _OPT_OUT_LOCK = 3
+_CLAIM_LOCK = 2  # the lock every claim holds (``claim._CLAIM_LOCK``; a test keeps them equal)
 _LOCK_SQL = ("SELECT pg_advisory_xact_lock{mode}(%s, hashtext(current_schema() || '/' || %s))")
+# The tenant's open messages with a delivery to suppress, row-locked in id order first.
+_HOLDERS_SQL = """
+SELECT m.id FROM messages AS m
+WHERE m.tenant = %(tenant)s AND m.status IN ('scheduled', 'dispatching')
+  AND EXISTS (SELECT 1 FROM deliveries AS d WHERE d.message_id = m.id
+              AND d.recipient = ANY(%(phones)s) AND d.status IN ('pending', 'retrying'))
+ORDER BY m.id FOR NO KEY UPDATE
+"""
 _SUPPRESS_SQL = """
 UPDATE deliveries AS d SET status = 'suppressed'
-FROM messages AS m
-WHERE m.tenant = %(tenant)s AND m.status IN ('scheduled', 'dispatching')
-  AND d.message_id = m.id AND d.recipient = ANY(%(phones)s)
+WHERE d.message_id = ANY(%(ids)s) AND d.recipient = ANY(%(phones)s)
   AND d.status IN ('pending', 'retrying')
 RETURNING d.message_id
+"""
+_TENANTS_OF_SQL = """
+SELECT DISTINCT m.tenant FROM deliveries AS d JOIN messages AS m ON m.id = d.message_id
+WHERE d.id = ANY(%s) ORDER BY 1
 """
 _SUPPRESS_NEW_SQL = """
 UPDATE deliveries SET status = 'suppressed'
@@ -83,15 +103,34 @@ def lock_opt_outs(conn: Connection, tenant: str, *, exclusive: bool) -> None:
                  (LOCK_CLASS + _OPT_OUT_LOCK, tenant))
 
 
+def lock_claims(conn: Connection) -> None:
+    """The claims' lock until the transaction ends: no claim runs beside it."""
+    conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))",
+                 (LOCK_CLASS + _CLAIM_LOCK,))
+
+
+def lock_tenants_of(conn: Connection, delivery_ids: list[int]) -> None:
+    """The opt-out locks, shared, of the tenants whose deliveries these are (a settle that
+    gives them back)."""
+    if delivery_ids:
+        for (tenant,) in conn.execute(_TENANTS_OF_SQL, (delivery_ids,)).fetchall():
+            lock_opt_outs(conn, tenant, exclusive=False)
+
+
 def add_opt_outs(conn: Connection, tenant: str, phones: list[str],
                  now: float) -> OptOutResult:
     """``OptOutStore.add_opt_outs`` (phones in stored form, distinct)."""
+    lock_claims(conn)
     lock_opt_outs(conn, tenant, exclusive=True)
     added = conn.execute("INSERT INTO opt_outs (tenant, phone, created_at) SELECT %s, p, %s "
                          "FROM unnest(%s::text[]) AS p ON CONFLICT DO NOTHING",
                          (tenant, now, phones)).rowcount
-    touched = [row[0] for row in conn.execute(_SUPPRESS_SQL, {"tenant": tenant,
-                                                              "phones": phones})]
+    holders = [row[0] for row in conn.execute(_HOLDERS_SQL, {"tenant": tenant,
+                                                             "phones": phones})]
+    touched: list[int] = []
+    if holders:
+        touched = [row[0] for row in conn.execute(_SUPPRESS_SQL, {"ids": holders,
+                                                                  "phones": phones})]
     complete_done(conn, touched, now)
     return OptOutResult(added=added, suppressed=len(touched))
 

@@ -21,7 +21,12 @@ from sms_sim.dispatch.contract import (
 )
 from sms_sim.dispatch.errors import NotFoundError
 from sms_sim.dispatch.stores.common import stored_shape
-from sms_sim.dispatch.stores.postgres.lists import apply_held_dlrs, complete_done
+from sms_sim.dispatch.stores.postgres.lists import (
+    apply_held_dlrs,
+    complete_done,
+    lock_claims,
+    lock_tenants_of,
+)
 from sms_sim.dispatch.stores.postgres.schema import Connection
 from sms_sim.dispatch.validation import INT64_MAX, could_be_an_id, cursor_bounds
 
@@ -100,6 +105,9 @@ def settle_rows(conn: Connection, owner: str, settlements: Sequence[Settlement],
     many were accepted."""
     retry_at = [(now if item.next_attempt_at is None else item.next_attempt_at)
                 if item.kind is SettleKind.RETRY else None for item in settlements]
+    # Deliveries given back may meet an opt-out committing beside this: ``lists``.
+    lock_tenants_of(conn, [item.delivery_id for item in settlements
+                           if item.kind in (SettleKind.RETRY, SettleKind.RELEASE)])
     settled = conn.execute(_SETTLE_SQL, {
         "ids": [item.delivery_id for item in settlements],
         "attempts": [item.attempts for item in settlements],
@@ -115,6 +123,7 @@ def requeue_rows(conn: Connection, message_id: int | None, now: float,
                  delivery_ids: list[int] | None, tenant: str | None) -> int:
     """Dead deliveries back to pending (``DispatchStore.requeue_dead``, after the caller
     checked ``message_id``); their completed messages go back to dispatching."""
+    lock_claims(conn)  # a requeue may meet an opt-out committing beside it: ``lists``
     where = ["d.status = 'dead'", "m.id = d.message_id", "m.status != 'cancelled'"]
     params: dict[str, object] = {"now": now}
     if message_id is not None:

@@ -125,6 +125,11 @@ class PostgresStore:
     def edit(self, message_id: int, expected_version: int, edit: MessageEdit,
              now: float, *, tenant: str | None = None) -> MessageView:
         with self._db.transaction() as conn:
+            if edit.recipients is not None:  # before the message's row lock: ``lists``
+                owner = conn.execute("SELECT tenant FROM messages WHERE id = %s",
+                                     (min(max(message_id, 0), INT64_MAX),)).fetchone()
+                if owner is not None:
+                    lists.lock_opt_outs(conn, owner[0], exclusive=False)
             status, version, started = message_state(conn, message_id, tenant, lock=True)
             if status is not MessageStatus.SCHEDULED:
                 raise LockedError(locked_message(message_id, status, started))
@@ -144,7 +149,6 @@ class PostgresStore:
             conn.execute("UPDATE messages SET valid_until = %s WHERE id = %s",
                          (edit.validity_end(row[0], row[1]), message_id))
             if edit.recipients is not None:
-                lists.lock_opt_outs(conn, row[2], exclusive=False)
                 conn.execute("DELETE FROM deliveries WHERE message_id = %s", (message_id,))
                 copy_deliveries(conn, message_id, row[2], edit.recipients, row[0])
                 lists.complete_done(conn, [message_id], now)

@@ -207,8 +207,9 @@ class SqliteStore:
             due = conn.execute(
                 "SELECT id, content, priority, uid, COALESCE(served_at, scheduled_at), "
                 "kept_class, tenant, valid_until FROM messages "
-                "WHERE status IN ('scheduled', 'dispatching') "
-                "AND scheduled_at <= ? ORDER BY served_seq, scheduled_at, id",
+                "WHERE status IN ('scheduled', 'dispatching') AND scheduled_at <= ?1 "
+                "AND (valid_until IS NULL OR valid_until > ?1) "
+                "ORDER BY served_seq, scheduled_at, id",
                 (now,),
             ).fetchall()
             content = {row[0]: row for row in due}
