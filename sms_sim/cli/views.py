@@ -154,6 +154,8 @@ def delivery_line(delivery: DeliveryView, *, with_message: bool) -> str:
     """One delivery on one line, its last error escaped."""
     where = f"  message {delivery.message_id}" if with_message else ""
     sent = f"  sent {format_utc(delivery.sent_at)}" if delivery.sent_at is not None else ""
+    if delivery.dlr_at is not None:
+        sent += f"  receipt {format_utc(delivery.dlr_at)}"
     return (f"delivery {delivery.id}{where}  {delivery.recipient}  {delivery.status}  "
             f"attempts {delivery.attempts} (leases lost {delivery.lease_losses}){sent}  "
             f"last error: {printable(delivery.last_error)}")

@@ -232,6 +232,17 @@ def test_opt_outs_are_idempotent_removable_and_listed_by_cursor(store: DispatchS
         store.opt_outs("default", limit=-1)
 
 
+def test_opt_outs_list_in_byte_order_whatever_the_form(store: DispatchStore) -> None:
+    """"+61..." sorts before "555-..." (as Python and SQLite compare), on PostgreSQL too,
+    whatever the database's collation, so cursors page alike on every store."""
+    listed = ["555-000-0001", "+61412345678", "+4420718387", "999-000-0000"]
+    store.add_opt_outs("default", listed, T0)
+    first = store.opt_outs("default", limit=2)
+    assert [o.phone for o in first] == ["+4420718387", "+61412345678"]
+    rest = store.opt_outs("default", after=first[-1].phone)
+    assert [o.phone for o in rest] == ["555-000-0001", "999-000-0000"]
+
+
 # --- delivery receipts ---------------------------------------------------------------------
 
 

@@ -147,7 +147,7 @@ def list_opt_outs(conn: Connection, tenant: str, after: str | None,
     if after is not None:
         query += " AND phone > %s"
         params.append(after)
-    rows = conn.execute(query + " ORDER BY phone COLLATE \"C\" LIMIT %s",
+    rows = conn.execute(query + " ORDER BY phone LIMIT %s",
                         [*params, limit]).fetchall()
     return [OptOut(tenant=tenant, phone=phone, created_at=at) for phone, at in rows]
 

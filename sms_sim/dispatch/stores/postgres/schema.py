@@ -120,9 +120,10 @@ _V2 = (
     "ALTER TABLE deliveries DROP CONSTRAINT deliveries_status_check, "
     f"ADD CONSTRAINT deliveries_status_check CHECK (status IN ({_V2_STATUSES})), "
     "ADD COLUMN dlr_at double precision",
+    # Byte order ("C"), as SQLite and Python compare: listings page by phone.
     """CREATE TABLE opt_outs (
     tenant text NOT NULL,
-    phone text NOT NULL,
+    phone text COLLATE "C" NOT NULL,
     created_at double precision NOT NULL,
     PRIMARY KEY (tenant, phone)
 )""",
