@@ -20,14 +20,8 @@ from pydantic import ValidationError
 from sms_sim.api.auth import TenantService
 from sms_sim.api.openapi import problem_responses, ref
 from sms_sim.api.problems import MALFORMED, UNSUPPORTED_MEDIA_TYPE, ProblemError, validation_problem
-from sms_sim.api.schemas import (
-    PAGE_MAX,
-    PHONE_PATTERN,
-    OptOutListOut,
-    OptOutOut,
-    OptOutsAddedOut,
-    OptOutsBody,
-)
+from sms_sim.api.list_schemas import OptOutListOut, OptOutOut, OptOutsAddedOut, OptOutsBody
+from sms_sim.api.schemas import PAGE_MAX, PHONE_PATTERN
 from sms_sim.api.submission import read_body, shape_error
 from sms_sim.api.times import rfc3339
 from sms_sim.dispatch.errors import NotFoundError

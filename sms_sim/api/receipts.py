@@ -16,7 +16,7 @@ from fastapi import APIRouter
 
 from sms_sim.api.auth import ProviderService
 from sms_sim.api.openapi import problem_responses
-from sms_sim.api.schemas import ReceiptResultOut, ReceiptsBody, ReceiptsOut
+from sms_sim.api.list_schemas import ReceiptResultOut, ReceiptsBody, ReceiptsOut
 from sms_sim.api.times import parse_receipt_at
 from sms_sim.dispatch.contract import DlrOutcome, DlrReport
 

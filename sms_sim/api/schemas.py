@@ -16,9 +16,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 from pydantic.config import JsonDict
 
 from sms_sim.api.times import EXAMPLE_TIME, RFC3339_PATTERN
-from sms_sim.dispatch.contract import DeliveryStatus, DlrOutcome, MessageOutcome, MessageStatus
-from sms_sim.dispatch.dlrs import DLR_BATCH_MAX
-from sms_sim.dispatch.optouts import OPT_OUTS_MAX_PER_CALL
+from sms_sim.dispatch.contract import DeliveryStatus, MessageOutcome, MessageStatus
 from sms_sim.dispatch.validation import (
     CONTENT_MAX_CHARS,
     RECIPIENTS_MAX,
@@ -28,6 +26,8 @@ from sms_sim.segments import Encoding
 
 __all__ = [
     "PHONE_PATTERN",
+    "PHONES_SCHEMA",
+    "TIME_SCHEMA",
     "CONTENT_PATTERN",
     "PAGE_MAX",
     "JSON_INT_MAX",
@@ -46,14 +46,6 @@ __all__ = [
     "HealthOut",
     "FieldProblem",
     "Problem",
-    "OptOutsBody",
-    "OptOutOut",
-    "OptOutListOut",
-    "OptOutsAddedOut",
-    "ReceiptIn",
-    "ReceiptsBody",
-    "ReceiptResultOut",
-    "ReceiptsOut",
 ]
 
 # ``validation.validate_phone``'s two forms: xxx-xxx-xxxx, and E.164 without a leading 0.
@@ -76,7 +68,7 @@ def _integral(value: object) -> object:
 Id = Annotated[int, Field(ge=1, le=JSON_INT_MAX), BeforeValidator(_integral)]
 Priority = Annotated[int, Field(ge=-JSON_INT_MAX, le=JSON_INT_MAX),
                      BeforeValidator(_integral)]
-_TIME: JsonDict = {"format": "date-time", "examples": [EXAMPLE_TIME]}
+TIME_SCHEMA: JsonDict = {"format": "date-time", "examples": [EXAMPLE_TIME]}
 _TIME_IN: JsonDict = {"format": "date-time", "pattern": RFC3339_PATTERN, "examples": [EXAMPLE_TIME]}
 _CONTENT: JsonDict = {"minLength": 1, "maxLength": CONTENT_MAX_CHARS, "pattern": CONTENT_PATTERN}
 _VALID_UNTIL = ("When the message stops being worth sending: RFC 3339 with its offset, after "
@@ -85,7 +77,7 @@ _VALID_UNTIL = ("When the message stops being worth sending: RFC 3339 with its o
 _VALID_FOR = ("The same as a duration: seconds after send_at (0 < valid_for <= "
               f"{VALID_FOR_MAX_S:.0f}).")
 ValidFor = Annotated[float, Field(gt=0, le=VALID_FOR_MAX_S), BeforeValidator(_integral)]
-_PHONES: JsonDict = {
+PHONES_SCHEMA: JsonDict = {
     "minItems": 1, "maxItems": RECIPIENTS_MAX,
     "items": {"type": "string", "pattern": PHONE_PATTERN,
               "examples": ["555-010-0001", "+15550100002", "+442071838750"]}}
@@ -109,7 +101,7 @@ class NewMessageBody(BaseModel):
     recipients: list[str] = Field(
         description="Phone numbers, xxx-xxx-xxxx or E.164 (+ and 8-15 digits); +1 numbers "
                     "are stored as xxx-xxx-xxxx, and a number listed twice (in either form) "
-                    "gets one delivery. At most 1,000,000.", json_schema_extra=_PHONES)
+                    "gets one delivery. At most 1,000,000.", json_schema_extra=PHONES_SCHEMA)
     send_at: str | None = Field(
         default=None, description="When to send: RFC 3339 with its offset. Left out or null: "
                                   "now. More than 60 s in the past is refused.",
@@ -158,7 +150,7 @@ class MessageEditBody(BaseModel):
 
     content: str | None = Field(default=None, json_schema_extra=_CONTENT)
     recipients: list[str] | None = Field(default=None, description="Replaces every recipient.",
-                                         json_schema_extra=_PHONES)
+                                         json_schema_extra=PHONES_SCHEMA)
     send_at: str | None = Field(default=None, description="RFC 3339 with its offset.",
                                 json_schema_extra=_TIME_IN)
     valid_until: str | None = Field(default=None, description=_VALID_UNTIL,
@@ -233,7 +225,7 @@ class ProgressOut(BaseModel):
                                                  "began; null until something was sent.")
     eta: str | None = Field(description="When the open deliveries would all be sent at that "
                                         "rate (a floor: retries take longer).",
-                            json_schema_extra=_TIME)
+                            json_schema_extra=TIME_SCHEMA)
 
 
 class MessageOut(BaseModel):
@@ -248,18 +240,18 @@ class MessageOut(BaseModel):
                                                        "failed or all failed.")
     version: int
     priority: int
-    send_at: str = Field(json_schema_extra=_TIME)
-    created_at: str = Field(json_schema_extra=_TIME)
-    updated_at: str = Field(json_schema_extra=_TIME)
-    dispatch_started_at: str | None = Field(json_schema_extra=_TIME)
-    completed_at: str | None = Field(json_schema_extra=_TIME)
+    send_at: str = Field(json_schema_extra=TIME_SCHEMA)
+    created_at: str = Field(json_schema_extra=TIME_SCHEMA)
+    updated_at: str = Field(json_schema_extra=TIME_SCHEMA)
+    dispatch_started_at: str | None = Field(json_schema_extra=TIME_SCHEMA)
+    completed_at: str | None = Field(json_schema_extra=TIME_SCHEMA)
     idempotency_key: str | None
     recipient_count: int
     encoding: Encoding = Field(description="GSM-7, or UCS-2 when one character is outside "
                                            "it.")
     segments: int = Field(description="The SMS segments each recipient's copy is sent as.")
     valid_until: str | None = Field(description="Deliveries not sent by then expire; null: "
-                                                "no limit.", json_schema_extra=_TIME)
+                                                "no limit.", json_schema_extra=TIME_SCHEMA)
     deliveries: DeliveryCounts
     progress: ProgressOut
 
@@ -299,10 +291,10 @@ class DeliveryOut(BaseModel):
     lease_losses: int = Field(description="Attempts whose worker went silent: whether they "
                                           "reached the provider is unknown.")
     last_error: str | None
-    sent_at: str | None = Field(json_schema_extra=_TIME)
-    next_attempt_at: str = Field(json_schema_extra=_TIME)
+    sent_at: str | None = Field(json_schema_extra=TIME_SCHEMA)
+    next_attempt_at: str = Field(json_schema_extra=TIME_SCHEMA)
     dlr_at: str | None = Field(description="When the delivery receipt applied says it "
-                                           "happened.", json_schema_extra=_TIME)
+                                           "happened.", json_schema_extra=TIME_SCHEMA)
 
 
 class DeliveryListOut(BaseModel):
@@ -342,8 +334,8 @@ class HealthOut(BaseModel):
     model_config = ConfigDict(title="Health")
 
     status: Literal["ok", "ready"]
-    checked_at: str | None = Field(default=None, json_schema_extra=_TIME)
-    next_due_at: str | None = Field(default=None, json_schema_extra=_TIME)
+    checked_at: str | None = Field(default=None, json_schema_extra=TIME_SCHEMA)
+    next_due_at: str | None = Field(default=None, json_schema_extra=TIME_SCHEMA)
     behind_s: float | None = Field(default=None, description="How long the oldest due work "
                                                              "has waited.")
 
@@ -364,89 +356,3 @@ class Problem(BaseModel):
     instance: str = Field(description="The path of the request.")
     errors: list[FieldProblem] | None = Field(default=None,
                                               description="Every refused field, when several.")
-
-
-class OptOutsBody(BaseModel):
-    """Numbers to put on your opt-out list (``POST /v1/opt-outs`` as JSON)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, title="OptOuts")
-
-    phones: list[str] = Field(
-        description="xxx-xxx-xxxx or E.164; +1 numbers are stored as xxx-xxx-xxxx. At most "
-                    f"{OPT_OUTS_MAX_PER_CALL:,}.",
-        json_schema_extra={**_PHONES, "maxItems": OPT_OUTS_MAX_PER_CALL})
-
-
-class OptOutOut(BaseModel):
-    model_config = ConfigDict(title="OptOut")
-
-    phone: str
-    created_at: str = Field(json_schema_extra=_TIME)
-
-
-class OptOutListOut(BaseModel):
-    """One page of your opt-out list, in number order."""
-
-    model_config = ConfigDict(title="OptOutList")
-
-    data: list[OptOutOut]
-    has_more: bool
-    next_after: str | None = Field(description="Pass as ?after= for the next page; null on "
-                                               "the last page.")
-
-
-class OptOutsAddedOut(BaseModel):
-    """What adding numbers did."""
-
-    model_config = ConfigDict(title="OptOutsAdded")
-
-    given: int = Field(description="Distinct numbers in the request.")
-    added: int = Field(description="Of those, newly listed (the rest were listed already).")
-    suppressed: int = Field(description="Deliveries to them not yet handed to a worker, "
-                                        "suppressed now.")
-
-
-class ReceiptIn(BaseModel):
-    """One delivery receipt, as the provider reports it."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, title="Receipt")
-
-    key: str = Field(min_length=1, max_length=300,
-                     description="The Idempotency-Key the delivery was sent with "
-                                 "(`<message uid>:<recipient>`).")
-    status: Literal["delivered", "undelivered", "expired"] = Field(
-        description="What the network said.")
-    at: str = Field(description="When it happened (RFC 3339 with its offset).",
-                    json_schema_extra={"format": "date-time", "pattern": RFC3339_PATTERN})
-
-
-class ReceiptsBody(BaseModel):
-    """A batch of receipts (``POST /v1/provider/receipts``)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, title="Receipts")
-
-    receipts: list[ReceiptIn] = Field(min_length=1, max_length=DLR_BATCH_MAX)
-
-
-class ReceiptResultOut(BaseModel):
-    model_config = ConfigDict(title="ReceiptResult")
-
-    key: str
-    outcome: DlrOutcome = Field(description="applied; repeat (nothing changed); held (the "
-                                            "send is not recorded yet: applied when it is); "
-                                            "ignored (the delivery is past that); unknown "
-                                            "(no delivery has this key).")
-
-
-class ReceiptsOut(BaseModel):
-    """What became of each receipt, in the order given; the same batch again answers
-    ``repeat`` for each one applied or held the first time."""
-
-    model_config = ConfigDict(title="ReceiptsResult")
-
-    results: list[ReceiptResultOut]
-    applied: int
-    repeats: int
-    held: int
-    ignored: int
-    unknown: int

@@ -1,13 +1,16 @@
 """The port between the dispatch engine and its stores: ``DispatchStore`` and its row types.
 
 A store holds messages and one delivery per (message, recipient). The engine never sees SQL;
-it calls the ten domain operations below. Every operation that depends on time takes ``now``
+it calls the domain operations below. Every operation that depends on time takes ``now``
 (epoch seconds) from the caller: stores never read a clock, which is what lets a
 ``VirtualClock`` drive a real SQLite file in tests.
 
 The docstrings of ``DispatchStore`` are the specification that
 ``tests/contract/test_store_contract.py`` encodes for every backend. What callers ask for is
-in ``requests`` (``NewMessage``, ``MessageEdit``), what stores refuse in ``errors``.
+in ``requests`` (``NewMessage``, ``MessageEdit``), what stores refuse in ``errors``, the
+statuses and views they answer with in ``views``; opt-outs (``optouts``), delivery receipts
+(``dlrs``), API keys (``keys``) and pruning (``pruning``) are parts of the contract kept in
+modules of their own.
 """
 
 from __future__ import annotations
@@ -22,9 +25,17 @@ from sms_sim.dispatch.keys import KeyStore
 from sms_sim.dispatch.optouts import OptOut, OptOutResult, OptOutStore
 from sms_sim.dispatch.pruning import PruneResult, PruneStore
 from sms_sim.dispatch.requests import MessageEdit, NewMessage
-from sms_sim.dispatch.tenants import DEFAULT_TENANT
 from sms_sim.dispatch.validation import InvalidRequestError
-from sms_sim.segments import Encoding
+from sms_sim.dispatch.views import (
+    DLR_STATUSES,
+    OPEN_DELIVERY_STATUSES,
+    SENT_DELIVERY_STATUSES,
+    DeliveryStatus,
+    DeliveryView,
+    MessageOutcome,
+    MessageStatus,
+    MessageView,
+)
 
 __all__ = [
     "DispatchStore",
@@ -75,45 +86,6 @@ def effective_priority(priority: int, waiting_since: float, now: float,
     return aged if kept is None else max(aged, kept)
 
 
-class MessageStatus(enum.StrEnum):
-    SCHEDULED = "scheduled"
-    DISPATCHING = "dispatching"
-    COMPLETED = "completed"
-    CANCELLED = "cancelled"
-
-
-class DeliveryStatus(enum.StrEnum):
-    PENDING = "pending"
-    LEASED = "leased"
-    SENT = "sent"
-    RETRYING = "retrying"  # an attempt failed; a retry is due at next_attempt_at
-    DEAD = "dead"
-    CANCELLED = "cancelled"
-    # Its message's validity ended before it was sent (never sent late), or, after ``sent``,
-    # a delivery receipt said the network gave up at the end of the validity period;
-    # ``sent_at`` tells the two apart.
-    EXPIRED = "expired"
-    SUPPRESSED = "suppressed"  # the number opted out of the tenant's messages: never sent
-    DELIVERED = "delivered"  # after ``sent``: a delivery receipt said the handset has it
-    UNDELIVERED = "undelivered"  # after ``sent``: a receipt said the network gave up on it
-
-
-# Deliveries that still have work to do; a message completes when it has none. Every other
-# status is final for the message (a delivery receipt may still move ``sent`` on).
-OPEN_DELIVERY_STATUSES = frozenset(
-    {DeliveryStatus.PENDING, DeliveryStatus.LEASED, DeliveryStatus.RETRYING}
-)
-# Deliveries the provider accepted: sent, and those a delivery receipt moved on from sent
-# (but ``expired``, which counts can not tell from one that was never sent).
-SENT_DELIVERY_STATUSES = frozenset(
-    {DeliveryStatus.SENT, DeliveryStatus.DELIVERED, DeliveryStatus.UNDELIVERED}
-)
-# What a delivery receipt may say (``DlrReport.status``).
-DLR_STATUSES = frozenset(
-    {DeliveryStatus.DELIVERED, DeliveryStatus.UNDELIVERED, DeliveryStatus.EXPIRED}
-)
-
-
 class SettleKind(enum.StrEnum):
     """What a worker reports for one leased delivery."""
 
@@ -121,85 +93,6 @@ class SettleKind(enum.StrEnum):
     RETRY = "retry"  # the attempt failed; try again at ``next_attempt_at``
     DEAD = "dead"  # the attempt failed and it was the last one
     RELEASE = "release"  # never attempted (shutdown): back to pending, attempt not counted
-
-
-class MessageOutcome(enum.StrEnum):
-    """How a completed message ended, in an operator's words: ``completed`` alone says only
-    that no delivery is left to try, which is as true when every one went dead."""
-
-    ALL_SENT = "all sent"  # every delivery not suppressed was sent
-    PARTLY_FAILED = "partly failed"  # some sent, some dead or expired
-    ALL_FAILED = "all failed"  # none sent, some dead
-    EXPIRED = "expired"  # none sent, none dead: its validity ended first
-    ALL_SUPPRESSED = "all suppressed"  # every recipient had opted out: nothing to send
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MessageView:
-    """A message as stored, with its deliveries counted by status (every status present)."""
-
-    id: int
-    content: str
-    status: MessageStatus
-    scheduled_at: float
-    created_at: float
-    updated_at: float
-    version: int
-    dispatch_started_at: float | None
-    completed_at: float | None
-    idempotency_key: str | None
-    priority: int
-    counts: dict[DeliveryStatus, int]
-    uid: str = ""  # globally unique: the provider's idempotency keys are built on it
-    tenant: str = DEFAULT_TENANT
-    # What an edge answered when the message was created, kept for replaying that answer
-    # to a repeat of the request (``DispatchStore.keep_receipt``); None until kept.
-    receipt: str | None = None
-    # ``segments.segments(content)``, computed when the content is stored (submit, edit).
-    encoding: Encoding = Encoding.GSM7
-    segments: int = 1
-    # Deliveries not sent by then (epoch seconds) expire instead; None: no limit.
-    valid_until: float | None = None
-
-    @property
-    def recipient_count(self) -> int:
-        """How many deliveries the message has (one per distinct recipient)."""
-        return sum(self.counts.values())
-
-    @property
-    def outcome(self) -> MessageOutcome | None:
-        """For a ``completed`` message, how its deliveries ended (from ``counts``): all
-        sent (suppressed ones are not failures), partly failed (some dead or expired), all
-        failed (none sent, some dead), expired (none sent, none dead) or all suppressed;
-        None while it is scheduled or dispatching, and for a cancelled one, whose counts
-        say how far it got. A receipt's ``expired`` counts as not sent: counts cannot tell
-        it from a delivery whose validity ended first."""
-        if self.status is not MessageStatus.COMPLETED:
-            return None
-        counts = self.counts
-        sent = sum(counts[status] for status in SENT_DELIVERY_STATUSES)
-        dead, expired = counts[DeliveryStatus.DEAD], counts[DeliveryStatus.EXPIRED]
-        if dead == 0 and expired == 0:
-            return MessageOutcome.ALL_SENT if sent else MessageOutcome.ALL_SUPPRESSED
-        if sent:
-            return MessageOutcome.PARTLY_FAILED
-        return MessageOutcome.ALL_FAILED if dead else MessageOutcome.EXPIRED
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DeliveryView:
-    id: int
-    message_id: int
-    recipient: str
-    status: DeliveryStatus
-    attempts: int
-    next_attempt_at: float
-    lease_owner: str | None
-    lease_until: float | None
-    sent_at: float | None
-    last_error: str | None
-    lease_losses: int = 0  # leases that ran out before the worker reported
-    dlr_at: float | None = None  # when the delivery receipt applied says it happened
 
 
 class Claim(NamedTuple):

@@ -3,18 +3,17 @@ and ``BEGIN IMMEDIATE`` for every write transaction (``database.Database``).
 
 One store object owns one connection, guarded by a lock, so it may be shared by threads;
 use one store object per worker for parallelism. The SQL lives in ``rows``, the submit of a
-large message in ``submit``, the schema and its upgrades in ``schema``.
+large message in ``submit``, the claim in ``claim``, opt-outs and delivery receipts in
+``lists``, the schema and its upgrades in ``schema``.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import sqlite3
 from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 from sms_sim.clock import Clock
 from sms_sim.dispatch.contract import (
@@ -29,7 +28,6 @@ from sms_sim.dispatch.contract import (
     SettleResult,
     Settlement,
     SubmitResult,
-    effective_priority,
 )
 from sms_sim.dispatch.dlrs import DlrReport, DlrResult, check_dlrs
 from sms_sim.dispatch.errors import ConflictError, LockedError
@@ -38,26 +36,17 @@ from sms_sim.dispatch.optouts import OptOut, OptOutResult
 from sms_sim.dispatch.pruning import PRUNE_BATCH_ROWS, PruneResult, check_prune
 from sms_sim.dispatch.requests import MessageEdit, NewMessage
 from sms_sim.dispatch.stores.common import (
-    EXPIRED_LEASE_ERROR,
     cancel_result,
-    claim_order,
     clock_jumped_back_after_s,
-    fair_claim,
     locked_message,
-    raised_classes,
 )
 from sms_sim.dispatch.stores.sqlite.api_keys import add_key, find_key, list_keys, revoke_key
 from sms_sim.dispatch.stores.sqlite.cancel_watch import CancelWatch
+from sms_sim.dispatch.stores.sqlite.claim import claim_deliveries
 from sms_sim.dispatch.stores.sqlite.database import DEFAULT_BUSY_TIMEOUT_S, Database
 from sms_sim.dispatch.stores.sqlite import lists
 from sms_sim.dispatch.stores.sqlite.rows import (
     COUNTS_DISAGREE_SQL,
-    DUE_RETRIES_SQL,
-    KEPT_SQL,
-    LEASE_SQL,
-    RESCUE_STATUS_SQL,
-    SERVED_SQL,
-    STILL_DUE_SQL,
     SETTLE_SENT_SQL,
     SETTLE_SQL,
     add_counts,
@@ -66,7 +55,6 @@ from sms_sim.dispatch.stores.sqlite.rows import (
     counts,
     delivery_counts,
     delivery_views,
-    expire_lapsed,
     message_count,
     message_state,
     message_views,
@@ -182,99 +170,8 @@ class SqliteStore:
         check_claim(limit, lease_s, now)
         if limit <= 0:
             return []
-        lease_until = now + lease_s
-        claims: list[Claim] = []
         with self._write() as conn:
-            # Rescue: one statement, so the compare (still leased, lease expired) and the
-            # set cannot be split by a completion landing in between. A lease granted more
-            # than ``_jump_s`` after our ``now`` was granted before the clock jumped back: it
-            # is reclaimed too. Leases from before schema 4 have no grant time: their end
-            # less our length stands in.
-            rescued = conn.execute(
-                f"UPDATE deliveries SET status = {RESCUE_STATUS_SQL}, "
-                "next_attempt_at = ?1, lease_owner = NULL, "
-                "lease_until = NULL, leased_at = NULL, last_error = ?2, "
-                "lease_losses = lease_losses + 1 WHERE status = 'leased' AND (lease_until <= ?1 "
-                "OR COALESCE(leased_at, lease_until - ?3) > ?1 + ?4) "
-                "RETURNING message_id, status",
-                (now, EXPIRED_LEASE_ERROR, lease_s, self._jump_s),
-            ).fetchall()
-            add_counts(conn, moved(rescued, "leased"))
-            complete_done(conn, [m for m, status in rescued if status == "suppressed"], now)
-            expire_lapsed(conn, now)
-            changes: Counter[tuple[int, str]] = Counter()
-            # Never served first (NULLs sort first), oldest due first; then least recently.
-            due = conn.execute(
-                "SELECT id, content, priority, uid, COALESCE(served_at, scheduled_at), "
-                "kept_class, tenant, valid_until FROM messages "
-                "WHERE status IN ('scheduled', 'dispatching') AND scheduled_at <= ?1 "
-                "AND (valid_until IS NULL OR valid_until > ?1) "
-                "ORDER BY served_seq, scheduled_at, id",
-                (now,),
-            ).fetchall()
-            content = {row[0]: row for row in due}
-            # A tenant's last serve is one of its messages', so messages hold the maximum.
-            (last_served,) = conn.execute("SELECT MAX(served_seq) FROM messages").fetchone()
-            serves = itertools.count((last_served or 0) + 1)
-            served: dict[int, int] = {}  # message id -> its latest serve order in this claim
-            tenants_served: dict[str, int] = {}  # the same for tenants
-
-            classes = {row[0]: effective_priority(row[2], row[4], now, row[5]) for row in due}
-            order = claim_order([(row[6], classes[row[0]], row[0]) for row in due],
-                                self._tenant_serves(conn, {row[6] for row in due}))
-
-            def take(message_id: int, count: int) -> int:
-                (retries,) = conn.execute(DUE_RETRIES_SQL, (message_id, now, count)).fetchone()
-                rows = conn.execute(LEASE_SQL, (owner, lease_until, now, message_id, now,
-                                                count)).fetchall()
-                if rows:
-                    retries = min(retries, len(rows))
-                    changes[message_id, "retrying"] -= retries
-                    changes[message_id, "pending"] -= len(rows) - retries
-                    changes[message_id, "leased"] += len(rows)
-                    rows.sort()
-                    _, text, _, uid, _, _, tenant, valid_until = content[message_id]
-                    priority = classes[message_id]
-                    claims.extend(
-                        Claim(delivery_id, message_id, recipient, text, attempts, lease_until,
-                              lease_losses, uid, priority, valid_until)
-                        for delivery_id, recipient, attempts, lease_losses in rows
-                    )
-                    served[message_id] = tenants_served[tenant] = next(serves)
-                return len(rows)
-
-            fair_claim(order, limit, take)
-            add_counts(conn, changes)
-            if served:
-                conn.execute(SERVED_SQL, (now, json.dumps(list(served.items()))))
-                conn.executemany("INSERT INTO tenants (name, served_seq) VALUES (?, ?) ON "
-                                 "CONFLICT (name) DO UPDATE SET served_seq = excluded.served_seq",
-                                 tenants_served.items())
-            self._keep_classes(conn, due, classes, served, now)
-        return claims
-
-    @staticmethod
-    def _tenant_serves(conn: sqlite3.Connection, tenants: set[str]) -> dict[str, int]:
-        """The last serve of each of ``tenants`` that was ever served."""
-        if len(tenants) < 2:
-            return {}  # one tenant has no one to go before
-        return dict(conn.execute("SELECT name, served_seq FROM tenants WHERE name IN "
-                                 "(SELECT value FROM json_each(?))",
-                                 (json.dumps(sorted(tenants)),)).fetchall())
-
-    @staticmethod
-    def _keep_classes(conn: sqlite3.Connection, due: list[tuple[Any, ...]],
-                      classes: dict[int, int], served: dict[int, int], now: float) -> None:
-        """Aging after a claim (``effective_priority``): a message served above its priority
-        keeps that class; a kept class is dropped once nothing of the message is due."""
-        kept = raised_classes({row[0]: row[5] for row in due}, {row[0]: row[2] for row in due},
-                              classes, served)
-        holders = list(kept)
-        if not holders:
-            return
-        still = {row[0] for row in conn.execute(STILL_DUE_SQL, (json.dumps(holders), now))}
-        changes = [[m, kept[m] if m in still else None] for m in holders]
-        conn.execute(KEPT_SQL, (json.dumps(changes),))
+            return claim_deliveries(conn, owner, limit, lease_s, now, self._jump_s)
 
     def settle(self, owner: str, settlements: Sequence[Settlement], now: float) -> SettleResult:
         check_settlements(settlements, now)
