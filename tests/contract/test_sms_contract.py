@@ -160,6 +160,21 @@ def test_a_listed_number_gets_a_suppressed_delivery_at_submit(store: DispatchSto
     assert store.delivery_counts()[_D.SUPPRESSED] == 1
 
 
+def test_a_large_submit_suppresses_listed_numbers_in_every_part(store: DispatchStore) -> None:
+    """Past SQLite's load chunk (2,000 deliveries per transaction), listed numbers in every
+    chunk are suppressed, and the kept counts agree."""
+    people = phones(4500)
+    listed = [people[0], people[2100], people[4499]]
+    store.add_opt_outs("default", listed, T0)
+    result = store.submit(NewMessage.validated(content="m", recipients=people), T0)
+    assert result.suppressed == 3
+    (view,) = store.messages(message_id=result.message_id)
+    assert view.counts[_D.SUPPRESSED] == 3 and view.counts[_D.PENDING] == 4497
+    assert sorted(d.recipient for d in store.deliveries(status=_D.SUPPRESSED)) == listed
+    check = getattr(store, "integrity_check", None)
+    assert check is None or check() == "ok"
+
+
 def test_lists_are_per_tenant(store: DispatchStore) -> None:
     store.add_opt_outs("acme", phones(1), T0)
     ours = store.submit(NewMessage.validated(content="m", recipients=phones(1)), T0)

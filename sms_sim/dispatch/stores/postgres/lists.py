@@ -54,10 +54,12 @@ _TENANTS_OF_SQL = """
 SELECT DISTINCT m.tenant FROM deliveries AS d JOIN messages AS m ON m.id = d.message_id
 WHERE d.id = ANY(%s) ORDER BY 1
 """
+# Driven by the list: one probe of (message_id, recipient) per listed number.
 _SUPPRESS_NEW_SQL = """
-UPDATE deliveries SET status = 'suppressed'
-WHERE message_id = %s AND status = 'pending'
-  AND recipient IN (SELECT phone FROM opt_outs WHERE tenant = %s)
+UPDATE deliveries AS d SET status = 'suppressed'
+FROM opt_outs AS o
+WHERE o.tenant = %(tenant)s AND d.message_id = %(message)s AND d.recipient = o.phone
+  AND d.status = 'pending'
 """
 _COMPLETE_SQL = """
 UPDATE messages AS m SET status = 'completed', completed_at = %(now)s, updated_at = %(now)s
@@ -154,8 +156,12 @@ def list_opt_outs(conn: Connection, tenant: str, after: str | None,
 
 def suppress_listed(conn: Connection, message_id: int, tenant: str) -> int:
     """Suppress a message's just-copied pending deliveries to listed numbers (the caller
-    holds the tenant's opt-out lock); returns how many."""
-    return conn.execute(_SUPPRESS_NEW_SQL, (message_id, tenant)).rowcount
+    holds the tenant's opt-out lock); returns how many. Free for a tenant with no
+    opt-outs."""
+    if conn.execute("SELECT 1 FROM opt_outs WHERE tenant = %s LIMIT 1",
+                    (tenant,)).fetchone() is None:
+        return 0
+    return conn.execute(_SUPPRESS_NEW_SQL, {"tenant": tenant, "message": message_id}).rowcount
 
 
 def complete_done(conn: Connection, message_ids: Iterable[int], now: float) -> None:

@@ -92,7 +92,7 @@ def insert_deliveries(conn: sqlite3.Connection, message_id: int, tenant: str,
         ((first + i, message_id, recipient, due_at) for i, recipient in enumerate(recipients)),
     ).rowcount
     add_counts(conn, Counter({(message_id, "pending"): inserted}))
-    return suppress_listed(conn, message_id, tenant)
+    return suppress_listed(conn, message_id, tenant, first, first + len(recipients) - 1)
 
 
 def _load_rest(write: Write, message_id: int, tenant: str, recipients: Sequence[str],
