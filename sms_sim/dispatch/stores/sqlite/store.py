@@ -142,8 +142,8 @@ class SqliteStore:
             if edit.recipients is not None:
                 conn.execute("DELETE FROM delivery_counts WHERE message_id = ?", (message_id,))
                 conn.execute("DELETE FROM deliveries WHERE message_id = ?", (message_id,))
-                insert_deliveries(conn, message_id, tenant, edit.recipients, due_at)
-                complete_done(conn, [message_id], now)
+                if insert_deliveries(conn, message_id, tenant, edit.recipients, due_at):
+                    complete_done(conn, [message_id], now)
             return views(conn, "WHERE id = ?", (message_id,))[0]
 
     def cancel(self, message_id: int, now: float, *,

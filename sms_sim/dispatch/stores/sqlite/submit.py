@@ -67,7 +67,7 @@ def submit_message(write: Write, message: NewMessage, now: float,
         ).fetchone()
         suppressed = insert_deliveries(conn, message_id, tenant, recipients[:LOAD_CHUNK],
                                        due_at)
-        if not chunked:
+        if suppressed and not chunked:  # every recipient may have opted out
             complete_done(conn, [message_id], now)
     if chunked:
         try:
@@ -108,7 +108,8 @@ def _load_rest(write: Write, message_id: int, tenant: str, recipients: Sequence[
     with write() as conn:
         _still_loading(conn, message_id)
         conn.execute("UPDATE messages SET status = 'scheduled' WHERE id = ?", (message_id,))
-        complete_done(conn, [message_id], now)
+        if suppressed:
+            complete_done(conn, [message_id], now)
     return suppressed
 
 
