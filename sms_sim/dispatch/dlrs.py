@@ -78,15 +78,18 @@ class DlrStore(Protocol):
         ...
 
 
-def check_dlrs(reports: Sequence[DlrReport], now: float) -> None:
-    """Refuse a malformed batch with one line naming the report: a key that is not 1-300
-    characters of text, a status a receipt cannot have, a time out of range; more than
-    ``DLR_BATCH_MAX``. (A key of another shape than ``uid:recipient`` is only unknown.)"""
+def check_dlrs(reports: Sequence[DlrReport], now: float) -> list[DlrReport]:
+    """The reports as stores keep them (status as plain text, so a ``DeliveryStatus`` or a
+    ``model.ReceiptStatus`` member will do; time as a float); refuses a malformed batch
+    with one line naming the report: a key that is not 1-300 characters of text, a status a
+    receipt cannot have, a time out of range; more than ``DLR_BATCH_MAX``. (A key of
+    another shape than ``uid:recipient`` is only unknown.)"""
     if not isinstance(now, (int, float)) or not math.isfinite(now):
         raise InvalidRequestError(f"now must be a finite time in seconds (got {now!r})")
     if len(reports) > DLR_BATCH_MAX:
         raise InvalidRequestError(f"at most {DLR_BATCH_MAX} receipts per call "
                                   f"(got {len(reports)})")
+    checked: list[DlrReport] = []
     for position, (key, status, at) in enumerate(reports, start=1):
         if not isinstance(key, str) or not 1 <= len(key) <= _KEY_MAX_CHARS:
             raise InvalidRequestError(f"receipt {position}: key must be the provider key "
@@ -97,9 +100,10 @@ def check_dlrs(reports: Sequence[DlrReport], now: float) -> None:
             raise InvalidRequestError(f"receipt {position}: status must be one of "
                                       f"{', '.join(DLR_STATUS_TEXT)} (got {status!r})")
         try:
-            validate_time(at)
+            checked.append(DlrReport(key, str(status), validate_time(at)))
         except InvalidRequestError as exc:
             raise InvalidRequestError(f"receipt {position}: {exc}") from None
+    return checked
 
 
 def split_key(key: str) -> tuple[str, str]:

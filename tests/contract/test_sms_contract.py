@@ -300,6 +300,22 @@ def test_delivered_is_final_and_replaces_a_failure_receipt(store: DispatchStore)
     assert view.outcome is MessageOutcome.PARTLY_FAILED  # a receipt's expiry is not sent
 
 
+def test_a_receipt_status_may_be_given_as_an_enum_member(store: DispatchStore) -> None:
+    """The simulated provider reports ``model.ReceiptStatus`` members; the engine's own
+    ``DeliveryStatus`` members do as well: both are their text."""
+    from sms_sim.model import ReceiptStatus
+
+    one, two = _sent_one(store, 2)
+    result = store.record_dlrs([DlrReport(one.idempotency_key, _D.DELIVERED, T0 + 1),
+                                DlrReport(two.idempotency_key, ReceiptStatus.UNDELIVERED, 2)],
+                               T0 + 2)
+    assert result.outcomes == (DlrOutcome.APPLIED, DlrOutcome.APPLIED)
+    found = {d.recipient: (d.status, d.dlr_at) for d in store.deliveries()}
+    assert found == {one.recipient: (_D.DELIVERED, T0 + 1),
+                     two.recipient: (_D.UNDELIVERED, 2.0)}
+    assert type(store.deliveries()[1].dlr_at) is float
+
+
 def test_unknown_keys_are_reported_not_errors(store: DispatchStore) -> None:
     (claim,) = _sent_one(store)
     result = store.record_dlrs([DlrReport("f" * 32 + ":555-000-0000", "delivered", T0),

@@ -79,7 +79,7 @@ class MemoryLists(MemoryState):
             return self._opt_outs.page(tenant, after, limit)
 
     def record_dlrs(self, reports: Sequence[DlrReport], now: float) -> DlrResult:
-        check_dlrs(reports, now)
+        reports = check_dlrs(reports, now)
         with self._lock:
             self._check_open()
             outcomes: list[DlrOutcome] = []

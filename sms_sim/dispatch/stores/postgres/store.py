@@ -284,7 +284,7 @@ class PostgresStore:
                                                              min(limit, INT64_MAX)))
 
     def record_dlrs(self, reports: Sequence[DlrReport], now: float) -> DlrResult:
-        check_dlrs(reports, now)
+        reports = check_dlrs(reports, now)
         with self._db.transaction() as conn:
             return lists.record_dlrs(conn, reports)
 

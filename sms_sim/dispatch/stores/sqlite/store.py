@@ -292,7 +292,7 @@ class SqliteStore:
                                                            min(limit, INT64_MAX)))
 
     def record_dlrs(self, reports: Sequence[DlrReport], now: float) -> DlrResult:
-        check_dlrs(reports, now)
+        reports = check_dlrs(reports, now)
         with self._write() as conn:
             return lists.record_dlrs(conn, reports)
 
