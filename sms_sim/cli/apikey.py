@@ -41,6 +41,8 @@ def _create(prog: str, argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     if args.tenant is None and not args.provider:
         parser.error("the following arguments are required: --tenant (or --provider)")
+    if args.tenant is not None and args.provider:
+        parser.error("a provider key acts for every tenant's deliveries: leave --tenant out")
     try:
         tenant = validate_tenant(DEFAULT_TENANT if args.tenant is None else args.tenant)
     except InvalidRequestError as exc:

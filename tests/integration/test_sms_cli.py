@@ -101,3 +101,5 @@ def test_apikey_create_provider_makes_a_key_for_receipts_only(cli: Cli,
         with pytest.raises(ForbiddenError, match="provider key"):
             service.authenticate(answer["token"])
     one_line_error(cli("apikey", "create"), 2, "--tenant (or --provider)")
+    one_line_error(cli("apikey", "create", "--provider", "--tenant", "acme"), 2,
+                   "leave --tenant out")
