@@ -321,7 +321,9 @@ class DispatchStore(KeyStore, PruneStore, OptOutStore, DlrStore, Protocol):
 
     def next_due_at(self, now: float) -> float | None:
         """The earliest time at which ``claim`` could return something (may be <= ``now``),
-        counting scheduled messages, retries and lease expiries; None if nothing is open."""
+        counting scheduled messages, retries and lease expiries, or change something: the
+        validity end of a message with deliveries still to send (the claim then expires
+        them); None if nothing is open."""
         ...
 
     def messages(self, *, message_id: int | None = None, status: MessageStatus | None = None,

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from sms_sim.dispatch.tenants import DEFAULT_TENANT, validate_tenant
 from sms_sim.dispatch.validation import (
+    InvalidRequestError,
+    format_utc,
     validate_content,
     validate_edit,
     validate_idempotency_key,
@@ -119,10 +121,18 @@ class MessageEdit:
 
     def validity_end(self, due_at: float, current: float | None) -> float | None:
         """The message's validity end after the edit, for a due time ``due_at`` after it
-        and a validity end ``current`` before it."""
-        if self.valid_until is None and self.valid_for_s is None:
-            return current
-        return _validity_end(self.valid_until, self.valid_for_s, due_at)
+        and a validity end ``current`` before it. Raises ``InvalidRequestError`` when an
+        edit of the time or the validity would leave the end at or before the due time
+        (nothing could be sent; stores call this before they change anything, or inside
+        the transaction the refusal rolls back)."""
+        end = current
+        if self.valid_until is not None or self.valid_for_s is not None:
+            end = _validity_end(self.valid_until, self.valid_for_s, due_at)
+        if end is not None and end <= due_at and (
+                self.scheduled_at is not None or self.valid_until is not None):
+            raise InvalidRequestError(f"valid_until {format_utc(end)} must be after the send "
+                                      f"time {format_utc(due_at)}")
+        return end
 
     @classmethod
     def validated(

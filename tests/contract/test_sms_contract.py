@@ -133,6 +133,35 @@ def test_an_edit_moves_a_relative_validity_with_the_due_time(store: DispatchStor
     assert view.valid_until == T0 + 9000
 
 
+def test_an_edit_that_would_end_the_validity_before_the_send_is_refused_whole(
+        store: DispatchStore) -> None:
+    message_id = store.submit(NewMessage.validated(content="m", recipients=phones(1),
+                                                   scheduled_at=T0 + 100,
+                                                   valid_until=T0 + 200), T0).message_id
+    with pytest.raises(InvalidRequestError, match="must be after the send time"):
+        store.edit(message_id, 1, MessageEdit.validated(content="new",
+                                                        scheduled_at=T0 + 300), T0)
+    (view,) = store.messages(message_id=message_id)
+    assert (view.version, view.content, view.scheduled_at) == (1, "m", T0 + 100)
+    assert store.deliveries()[0].next_attempt_at == T0 + 100
+    view = store.edit(message_id, 1, MessageEdit.validated(scheduled_at=T0 + 300,
+                                                           valid_for_s=60), T0)
+    assert (view.scheduled_at, view.valid_until) == (T0 + 300, T0 + 360)
+
+
+def test_next_due_at_counts_a_validity_end_with_work_left(store: DispatchStore) -> None:
+    """A retry due after the end still wakes a worker at the end, whose claim expires it."""
+    message_id = store.submit(NewMessage.validated(content="m", recipients=phones(1),
+                                                   valid_for_s=60), T0).message_id
+    (claim,) = store.claim("w", 1, LEASE_S, T0)
+    store.settle("w", [Settlement(claim.delivery_id, claim.attempts, SettleKind.RETRY, "e",
+                                  T0 + 600)], T0)
+    assert store.next_due_at(T0) == T0 + 60
+    assert store.claim("w", 1, LEASE_S, T0 + 60) == []
+    assert store.next_due_at(T0 + 60) is None
+    assert statuses(store, message_id) == {phones(1)[0]: _D.EXPIRED}
+
+
 def test_validity_is_checked_where_it_is_asked_for() -> None:
     with pytest.raises(InvalidRequestError, match="not both"):
         NewMessage.validated(content="m", recipients=phones(1), valid_until=T0, valid_for_s=1)

@@ -102,6 +102,8 @@ class MemoryStore(MemoryLists):
                     f"message {message_id} is at version {message.version}, "
                     f"not {expected_version}: read it again and retry"
                 )
+            due_at = message.scheduled_at if edit.scheduled_at is None else edit.scheduled_at
+            message.valid_until = edit.validity_end(due_at, message.valid_until)  # may refuse
             if edit.content is not None:
                 message.content = edit.content
                 shape = segments(edit.content)
@@ -110,7 +112,6 @@ class MemoryStore(MemoryLists):
                 message.scheduled_at = edit.scheduled_at
                 for delivery_id in self._by_message[message_id]:
                     self._deliveries[delivery_id].next_attempt_at = edit.scheduled_at
-            message.valid_until = edit.validity_end(message.scheduled_at, message.valid_until)
             if edit.recipients is not None:
                 for delivery_id in self._by_message[message_id]:
                     del self._deliveries[delivery_id]
@@ -332,6 +333,8 @@ class MemoryStore(MemoryLists):
                 message = self._messages[delivery.message_id]
                 if delivery.status in (_D.PENDING, _D.RETRYING) and message.status in _OPEN:
                     times.append(max(delivery.next_attempt_at, message.scheduled_at))
+                    if message.valid_until is not None:  # a claim then expires it
+                        times.append(message.valid_until)
                 elif delivery.status is _D.LEASED and delivery.lease_until is not None:
                     times.append(delivery.lease_until)
             return min(times, default=None)

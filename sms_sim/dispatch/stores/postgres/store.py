@@ -312,7 +312,10 @@ class PostgresStore:
             "('pending', 'retrying') AND EXISTS (SELECT 1 FROM messages AS m WHERE "
             "m.id = d.message_id AND m.status IN ('scheduled', 'dispatching')) "
             "ORDER BY d.next_attempt_at LIMIT 1), (SELECT min(lease_until) FROM deliveries "
-            "WHERE status = 'leased'))").fetchone())
+            "WHERE status = 'leased'), (SELECT m.valid_until FROM messages AS m WHERE "
+            "m.valid_until IS NOT NULL AND m.status IN ('scheduled', 'dispatching') AND "
+            "EXISTS (SELECT 1 FROM deliveries AS d WHERE d.message_id = m.id AND d.status IN "
+            "('pending', 'retrying')) ORDER BY m.valid_until LIMIT 1))").fetchone())
         return None if row is None or row[0] is None else float(row[0])
 
     def messages(self, *, message_id: int | None = None, status: MessageStatus | None = None,

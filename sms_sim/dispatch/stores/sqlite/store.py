@@ -69,6 +69,16 @@ from sms_sim.segments import segments
 
 __all__ = ["SqliteStore", "DEFAULT_BUSY_TIMEOUT_S"]
 
+# The earliest validity end of an open message with something still to send (a claim then
+# expires it): the partial index messages_valid in order, up to the first that qualifies.
+_NEXT_LAPSE_SQL = """
+SELECT valid_until FROM messages
+WHERE valid_until IS NOT NULL AND status IN ('scheduled', 'dispatching')
+  AND EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = messages.id
+              AND d.status IN ('pending', 'retrying'))
+ORDER BY valid_until LIMIT 1
+"""
+
 
 class SqliteStore:
     """SQLite-backed store; see ``DispatchStore`` for what each method promises.
@@ -317,7 +327,8 @@ class SqliteStore:
                                     "('scheduled', 'dispatching'))").fetchone()
             (lease,) = conn.execute("SELECT MIN(lease_until) FROM deliveries "
                                     "WHERE status = 'leased'").fetchone()
-            times = [t for t in (ready, lease) if t is not None]
+            lapse = conn.execute(_NEXT_LAPSE_SQL).fetchone()
+            times = [t for t in (ready, lease, lapse and lapse[0]) if t is not None]
             return min(times) if times else None
 
         return self._read(body)
