@@ -66,6 +66,7 @@ from sms_sim.dispatch.validation import (
     check_claim,
     check_listing,
     check_settlements,
+    could_be_an_id,
 )
 from sms_sim.dispatch.wake import WakeChannel
 from sms_sim.segments import segments
@@ -125,9 +126,11 @@ class PostgresStore:
     def edit(self, message_id: int, expected_version: int, edit: MessageEdit,
              now: float, *, tenant: str | None = None) -> MessageView:
         with self._db.transaction() as conn:
-            if edit.recipients is not None:  # before the message's row lock: ``lists``
+            # New recipients meet the opt-out list: its lock before the message's row lock
+            # (the lock order of ``lists``).
+            if edit.recipients is not None and could_be_an_id(message_id):
                 owner = conn.execute("SELECT tenant FROM messages WHERE id = %s",
-                                     (min(max(message_id, 0), INT64_MAX),)).fetchone()
+                                     (message_id,)).fetchone()
                 if owner is not None:
                     lists.lock_opt_outs(conn, owner[0], exclusive=False)
             status, version, started = message_state(conn, message_id, tenant, lock=True)
