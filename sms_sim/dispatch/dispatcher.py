@@ -38,6 +38,7 @@ from sms_sim.dispatch.failures import (
     NOT_SENT,
     THROTTLED_UNSENT,
     UNCHECKED,
+    VALIDITY_ENDED,
     SendFailure,
     ThrottleGate,
     settlement_for,
@@ -66,6 +67,7 @@ _LEASE_EXPIRED = SendFailure(LEASE_EXPIRED)
 _CANCELLED_UNSENT = SendFailure(CANCELLED_UNSENT)
 _UNCHECKED = SendFailure(UNCHECKED)
 _THROTTLED_UNSENT = SendFailure(THROTTLED_UNSENT)
+_VALIDITY_ENDED = SendFailure(VALIDITY_ENDED)
 _new_tuple = tuple.__new__
 
 
@@ -208,22 +210,26 @@ class Dispatcher:
         return not self.config.fencing or self.clock.now() < claim.lease_until
 
     def transmitter(self, transport: Transport) -> Callable[[SendJob], SendFailure | None]:
-        """The send step for ``transport``: check the throttle gate and the lease, ask the
-        store whether the message was cancelled (``DispatchStore.cancelled``: an answer as
-        of now, so once a cancel has returned no later send goes out), send, return None or
-        the failure; a throttled answer closes the gate (``note_failure``).
+        """The send step for ``transport``: check the throttle gate, the lease and the
+        message's validity end (``Claim.valid_until``: never sent late), ask the store whether
+        the message was cancelled (``DispatchStore.cancelled``: an answer as of now, so once a
+        cancel has returned no later send goes out), send, return None or the failure; a
+        throttled answer closes the gate (``note_failure``).
 
         Runs on whichever thread sends (the dispatcher's own, or a sender thread), so it
         touches no counters: what happened is read from the returned failure at settle time.
         """
         may_send, send, cancelled = self.may_send, transport.send, self.store.cancelled
-        gate_open, note = self.gate.is_open, self.note_failure
+        gate_open, note, now = self.gate.is_open, self.note_failure, self.clock.now
 
         def transmit(job: SendJob) -> SendFailure | None:
             if not gate_open():
                 return _THROTTLED_UNSENT
             if not may_send(job.claim):
                 return _LEASE_EXPIRED
+            valid_until = job.claim.valid_until
+            if valid_until is not None and now() >= valid_until:
+                return _VALIDITY_ENDED
             try:
                 if cancelled((job.claim.message_id,)):
                     return _CANCELLED_UNSENT

@@ -38,6 +38,7 @@ __all__ = [
     "CANCELLED_UNSENT",
     "UNCHECKED",
     "THROTTLED_UNSENT",
+    "VALIDITY_ENDED",
     "NOT_ATTEMPTED",
     "NOT_SENT",
     "MAX_THROTTLE_PAUSE_S",
@@ -47,8 +48,10 @@ LEASE_EXPIRED = "lease expired before the send started"
 CANCELLED_UNSENT = "message cancelled before the send started"
 UNCHECKED = "could not check for a cancel before the send; not sent"
 THROTTLED_UNSENT = "provider route throttled; given back unsent"
+# Never sent late: given back unsent, and the next claim marks it expired.
+VALIDITY_ENDED = "message validity ended before the send started"
 # Outcomes of sends that never reached the provider: given back, the attempt not counted.
-NOT_ATTEMPTED = frozenset({CANCELLED_UNSENT, UNCHECKED, THROTTLED_UNSENT})
+NOT_ATTEMPTED = frozenset({CANCELLED_UNSENT, UNCHECKED, THROTTLED_UNSENT, VALIDITY_ENDED})
 # Every outcome of a send that never happened (an expired lease is not reported at all).
 NOT_SENT = NOT_ATTEMPTED | {LEASE_EXPIRED}
 # The longest a throttle pauses a worker's route, whatever the provider asked: a mistyped

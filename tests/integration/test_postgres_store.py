@@ -148,7 +148,9 @@ def test_migrate_creates_the_schema_once_and_other_opens_refuse_an_empty_databas
         url: str) -> None:
     with pytest.raises(StoreError, match="holds no sms_sim schema .*migrate"):
         open_store(url)
-    assert "created sms_sim schema version 1" in migrate_store(url)
+    from sms_sim.dispatch.stores.postgres.schema import SCHEMA_VERSION
+
+    assert f"created sms_sim schema version {SCHEMA_VERSION}" in migrate_store(url)
     assert "is current; nothing to do" in migrate_store(url)
     open_store(url).close()
 
@@ -157,15 +159,60 @@ def test_an_older_schema_is_refused_until_migrate_upgrades_it(
         url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from sms_sim.dispatch.stores.postgres import schema
 
-    open_store(url, create=True).close()  # version 1
-    newer = (*schema.MIGRATIONS, (2, "a test table", ("CREATE TABLE extra (x integer)",)))
+    open_store(url, create=True).close()  # the current version
+    old = schema.SCHEMA_VERSION
+    new = old + 1
+    newer = (*schema.MIGRATIONS, (new, "a test table", ("CREATE TABLE extra (x integer)",)))
     monkeypatch.setattr(schema, "MIGRATIONS", newer)
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", new)
     for create in (False, True):
-        with pytest.raises(StoreError, match="version 1, older than 2: run 'sms_sim migrate"):
+        with pytest.raises(StoreError,
+                           match=f"version {old}, older than {new}: run 'sms_sim migrate"):
             open_store(url, create=create)
-    assert "upgraded sms_sim schema from version 1 to 2" in migrate_store(url)
+    assert f"upgraded sms_sim schema from version {old} to {new}" in migrate_store(url)
     open_store(url).close()
+
+
+def test_migration_2_keeps_version_1_rows_and_adds_what_issue_14_needs(
+        url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Segments of older messages are computed from their content, every delivery keeps its
+    status, and the new statuses, opt-outs, receipts and provider keys work at once."""
+    import psycopg
+
+    from sms_sim.dispatch.contract import DeliveryStatus, DlrOutcome, DlrReport
+    from sms_sim.dispatch.requests import NewMessage
+    from sms_sim.dispatch.stores.postgres import schema
+    from sms_sim.segments import Encoding
+
+    with monkeypatch.context() as patched:
+        patched.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:1])
+        patched.setattr(schema, "SCHEMA_VERSION", 1)
+        assert "created sms_sim schema version 1" in migrate_store(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO messages (tenant, content, status, scheduled_at, created_at, "
+                     "updated_at, version, priority, uid) VALUES ('default', %s, "
+                     "'dispatching', 1, 1, 1, 1, 0, %s)", ("ж" * 71, "a" * 32))
+        conn.execute("INSERT INTO deliveries (message_id, recipient, status, next_attempt_at, "
+                     "sent_at) VALUES (1, '555-000-0001', 'sent', 1, 2), "
+                     "(1, '555-000-0002', 'pending', 1, NULL)")
+    with pytest.raises(StoreError, match="version 1, older than 2"):
+        open_store(url)
+    assert "upgraded sms_sim schema from version 1 to 2" in migrate_store(url)
+    store = open_store(url)
+    (old,) = store.messages()
+    assert (old.encoding, old.segments, old.valid_until) == (Encoding.UCS2, 2, None)
+    assert old.counts[DeliveryStatus.SENT] == old.counts[DeliveryStatus.PENDING] == 1
+    key = "a" * 32 + ":555-000-0001"
+    assert store.record_dlrs([DlrReport(key, "delivered", 3.0)], 4.0).outcomes == (
+        DlrOutcome.APPLIED,)
+    assert store.add_opt_outs("default", ["555-000-0002"], 5.0).suppressed == 1
+    (old,) = store.messages()
+    assert old.status.value == "completed"
+    assert old.counts[DeliveryStatus.DELIVERED] == old.counts[DeliveryStatus.SUPPRESSED] == 1
+    new = store.submit(NewMessage.validated(content="x" * 161, recipients=["555-000-0002"]),
+                       6.0)
+    assert new.suppressed == 1 and store.messages(message_id=new.message_id)[0].segments == 2
+    store.close()
 
 
 def test_a_database_with_other_tables_is_not_taken_for_ours(pg_cluster: PgCluster,
@@ -227,7 +274,7 @@ def test_the_commands_run_on_postgresql_and_never_print_the_password(
     refused = cli("list")
     assert refused.returncode == 1 and "sms_sim migrate" in refused.stderr
     migrated = cli("migrate")
-    assert migrated.returncode == 0 and "created sms_sim schema version 1" in migrated.stdout
+    assert migrated.returncode == 0 and "created sms_sim schema version" in migrated.stdout
     submitted = cli("submit", "hello", "--to", "555-000-0001,555-000-0002")
     assert submitted.returncode == 0, submitted.stderr
     worked = cli("worker", "--exit-when-idle", "--mean", "0", "--deviation", "0", "-q")

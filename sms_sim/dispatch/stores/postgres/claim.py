@@ -45,6 +45,7 @@ from sms_sim.dispatch.stores.common import (
     fair_claim,
     raised_classes,
 )
+from sms_sim.dispatch.stores.postgres.lists import after_rescue
 from sms_sim.dispatch.stores.postgres.schema import LOCK_CLASS, Connection
 
 __all__ = ["claim_deliveries", "CLAIM_IDLE_LIMIT_S"]
@@ -67,11 +68,14 @@ WITH lost AS MATERIALIZED (
     FOR UPDATE SKIP LOCKED
 )
 UPDATE deliveries AS d SET
-    status = CASE WHEN m.status = 'cancelled' THEN 'cancelled' ELSE 'retrying' END,
+    status = CASE WHEN m.status = 'cancelled' THEN 'cancelled'
+        WHEN EXISTS (SELECT 1 FROM opt_outs AS o WHERE o.tenant = m.tenant
+                     AND o.phone = d.recipient) THEN 'suppressed' ELSE 'retrying' END,
     next_attempt_at = %(now)s, lease_owner = NULL, lease_until = NULL, leased_at = NULL,
     last_error = %(error)s, lease_losses = d.lease_losses + 1
 FROM lost, messages AS m
 WHERE d.id = lost.id AND m.id = d.message_id AND d.status = 'leased'
+RETURNING d.message_id, d.status
 """
 # Never served first (NULLS FIRST), oldest due first; then the least recently served.
 _DUE_SQL = """
@@ -82,10 +86,11 @@ SELECT m.id, m.priority, COALESCE(m.served_at, m.scheduled_at), m.kept_class, m.
         LIMIT %(limit)s) AS r)
 FROM messages AS m
 WHERE m.status IN ('scheduled', 'dispatching') AND m.scheduled_at <= %(now)s
+  AND (m.valid_until IS NULL OR m.valid_until > %(now)s)
 ORDER BY m.served_seq NULLS FIRST, m.scheduled_at, m.id
 """
 _LOCK_SQL = """
-SELECT id, version, content, uid FROM messages
+SELECT id, version, content, uid, valid_until FROM messages
 WHERE id = ANY(%s) AND status IN ('scheduled', 'dispatching')
 ORDER BY id FOR NO KEY UPDATE
 """
@@ -140,9 +145,10 @@ def claim_deliveries(conn: Connection, owner: str, limit: int, lease_s: float, n
                      jump_s: float) -> list[Claim]:
     """``DispatchStore.claim`` inside the caller's transaction (arguments checked)."""
     conn.execute(_BEGIN_SQL, (LOCK_CLASS + _CLAIM_LOCK,))
-    conn.execute(_RESCUE_SQL, {"now": now, "error": EXPIRED_LEASE_ERROR, "lease_s": lease_s,
-                               "jumped": now + jump_s})
-    locked: dict[int, _Row] = {}  # message id -> (id, version, content, uid), locked
+    rescued = conn.execute(_RESCUE_SQL, {"now": now, "error": EXPIRED_LEASE_ERROR,
+                                         "lease_s": lease_s, "jumped": now + jump_s})
+    after_rescue(conn, rescued.fetchall(), now)
+    locked: dict[int, _Row] = {}  # message id -> (id, version, content, uid, valid_until)
     while True:
         due = conn.execute(_DUE_SQL, {"now": now, "limit": limit}).fetchall()
         classes = {row[0]: effective_priority(row[1], row[2], now, row[3]) for row in due}
@@ -204,12 +210,12 @@ def _lease(conn: Connection, grants: list[tuple[int, int]], locked: dict[int, _R
     for message_id, count in grants:
         start = taken.get(message_id, 0)
         taken[message_id] = start + count
-        _, _, content, uid = locked[message_id]
+        _, _, content, uid, valid_until = locked[message_id]
         priority = classes[message_id]
         for delivery_id, _, recipient, attempts, lease_losses, _, _ in sorted(
                 by_message.get(message_id, [])[start:start + count]):
             claims.append(Claim(delivery_id, message_id, recipient, content, attempts, until,
-                                lease_losses, uid, priority))
+                                lease_losses, uid, priority, valid_until))
     return claims
 
 
