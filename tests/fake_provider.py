@@ -17,8 +17,8 @@ to a callback URL, in batches, with its own bearer token::
     POST <callback url>
     Authorization: Bearer <callback token>
     Content-Type: application/json
-    {"receipts": [{"key": "<Idempotency-Key>", "status": "delivered", "at": <epoch seconds>,
-                   "provider_id": "<the id the send was answered with>"}]}
+    {"receipts": [{"key": "<Idempotency-Key>", "status": "delivered",
+                   "at": "<RFC 3339 time>"}]}
 
 ``body`` replaces that format (a function of the batch, returning bytes) and ``status`` the
 status reported, so the API's ``POST /v1/provider/receipts`` can be wired whatever it reads.
@@ -33,6 +33,7 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
@@ -92,8 +93,10 @@ class Receipt:
 
 
 def _default_body(receipts: Sequence[Receipt]) -> bytes:
+    """The body ``POST /v1/provider/receipts`` takes: the time in RFC 3339, no provider id."""
     return json.dumps({"receipts": [
-        {"key": r.key, "status": r.status, "at": r.at, "provider_id": r.provider_id}
+        {"key": r.key, "status": r.status,
+         "at": datetime.fromtimestamp(r.at, timezone.utc).isoformat(timespec="milliseconds")}
         for r in receipts]}).encode()
 
 
