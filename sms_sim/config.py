@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sms_sim.errors import ConfigError
+from sms_sim.segments import Segments, segments
 
 __all__ = [
     "SenderConfig",
@@ -29,6 +30,11 @@ __all__ = [
     "DeliveryGoal",
     "ReceiptModel",
     "REPLICATIONS_MAX",
+    "Content",
+    "SEGMENTS_MAX",
+    "SenderType",
+    "SENDER_TYPE_RATES_PER_S",
+    "DeliveryTarget",
 ]
 
 DEFAULT_QUEUE_SIZE = 1024
@@ -86,6 +92,16 @@ class SenderConfig:
     ``distribution`` LOGNORMAL, ``deviation_s`` is the standard deviation instead, and
     CONSTANT and EXPONENTIAL take no deviation. ``rate_limit_per_s`` caps how many sends the
     sender may start per second (an SMS long code allows about 1, a short code about 100).
+
+    The SMS fields (issue 14; all 0 by default, which is the model before it): a rate limit
+    counts *segments* (a k-segment message takes k slots of ``1 / rate_limit_per_s``);
+    ``per_segment_s`` is added to a send's drawn time for each of its segments (a constant,
+    so it costs no random draw). ``failure_rate`` is the transient share of sends (retried
+    with the backoff), ``permanent_rate`` the share that fail for good at once and
+    ``throttle_rate`` the share the provider throttles: those retry no sooner than
+    ``retry_after_s`` and pause the sender for it. One uniform draw per send is partitioned
+    transient / permanent / throttled / ok in that order, so adding a class never shifts the
+    random stream.
     """
 
     mean_s: float
@@ -93,6 +109,10 @@ class SenderConfig:
     failure_rate: float
     distribution: ServiceDistribution = ServiceDistribution.UNIFORM
     rate_limit_per_s: float | None = None
+    per_segment_s: float = 0.0
+    permanent_rate: float = 0.0
+    throttle_rate: float = 0.0
+    retry_after_s: float = 0.0
 
     def __post_init__(self) -> None:
         _check_time("mean", self.mean_s)
@@ -129,11 +149,54 @@ class SenderConfig:
             if self.rate_limit_per_s < _RATE_MIN_PER_S:
                 raise ConfigError(f"rate_limit must be >= {_RATE_MIN_PER_S:g} per second "
                                   f"(got {self.rate_limit_per_s!r})")
+        _check_time("per_segment", self.per_segment_s)
+        _check_time("retry_after", self.retry_after_s)
+        for name, rate in (("permanent_rate", self.permanent_rate),
+                           ("throttle_rate", self.throttle_rate)):
+            _check_finite(name, rate)
+            if rate > 1:
+                raise ConfigError(f"{name} must be in [0, 1] (got {rate!r})")
+        if self.failure_rate + self.permanent_rate + self.throttle_rate > 1:
+            raise ConfigError(
+                f"failure_rate + permanent_rate + throttle_rate must be <= 1 (got "
+                f"{self.failure_rate!r} + {self.permanent_rate!r} + {self.throttle_rate!r})"
+            )
 
     @property
     def min_interval_s(self) -> float:
-        """The least time between the starts of two sends (0 without a rate limit)."""
+        """The least time between the starts of two one-segment sends (0 without a rate
+        limit); a k-segment send takes k times this."""
         return 0.0 if self.rate_limit_per_s is None else 1.0 / self.rate_limit_per_s
+
+    @property
+    def has_sms_fields(self) -> bool:
+        """Whether any field of issue 14 is set (per-segment time, permanent or throttled
+        failures): the simulators then take their SMS path."""
+        return bool(self.per_segment_s or self.permanent_rate or self.throttle_rate)
+
+    @property
+    def failed_rate(self) -> float:
+        """The share of sends that fail, whatever the class."""
+        return self.failure_rate + self.permanent_rate + self.throttle_rate
+
+
+class SenderType(enum.StrEnum):
+    """A US sender number class, which fixes how many segments per second carriers allow."""
+
+    LONGCODE = "longcode"  # 10DLC / P2P long code
+    TOLLFREE = "tollfree"
+    SHORTCODE = "shortcode"
+
+
+# Default rates in segments per second (docs/sms-model.md gives the sources): a long code
+# about 1 (carriers' P2P guidance; 10DLC brands get more per campaign, but 1 is the safe
+# plan), a toll-free number 3 by default (verified numbers are raised up to about 20, on
+# request), a short code 100.
+SENDER_TYPE_RATES_PER_S: dict[SenderType, float] = {
+    SenderType.LONGCODE: 1.0,
+    SenderType.TOLLFREE: 3.0,
+    SenderType.SHORTCODE: 100.0,
+}
 
 
 class Jitter(enum.StrEnum):
@@ -267,6 +330,45 @@ class ReceiptModel:
             )
 
 
+SEGMENTS_MAX = 255  # a concatenated SMS has at most 255 parts (an 8-bit part count)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Content:
+    """What the run's messages say, for the segment count that drives the SMS model.
+
+    ``text=None`` counts each generated message's own text (the simulator's random 1-100
+    printable-ASCII texts: one or two segments, UCS-2 when a backtick appears); a text makes
+    every message of the run that content (any Unicode, up to ``SEGMENTS_MAX`` segments).
+    It is a per-run spec, not a field of ``Message``, so the generated messages keep their
+    validated 1-100 ASCII texts (and their phones and ids) whatever the content.
+    """
+
+    text: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.text is None:
+            return
+        if not isinstance(self.text, str) or not self.text:
+            raise ConfigError(f"text must be a non-empty string (got {self.text!r})")
+        count = segments(self.text).count
+        if count > SEGMENTS_MAX:
+            raise ConfigError(f"text must fit in {SEGMENTS_MAX} segments "
+                              f"(got {count} segments, {len(self.text)} characters)")
+
+    @property
+    def fixed(self) -> Segments | None:
+        """The encoding and segments of every message, None when each has its own."""
+        return None if self.text is None else segments(self.text)
+
+
+class DeliveryTarget(enum.StrEnum):
+    """What "delivered" means to a plan."""
+
+    ACCEPTED = "accepted"  # the provider accepted the send (the plan before issue 14)
+    RECEIVED = "received"  # a delivery receipt said the handset has it
+
+
 def _default_senders() -> tuple[SenderConfig, ...]:
     return (SenderConfig(0.01, 0.001, 0.2),) * 4
 
@@ -280,6 +382,11 @@ class SimulationConfig:
     be repeated. ``duration_s`` (optional) stops the run after that many seconds.
     ``queue_size`` bounds the producer's queue, which is what keeps memory flat in
     ``num_messages``.
+
+    The SMS model (issue 14, all off by default): ``content`` counts segments (None: every
+    message is one segment, as before); ``receipts`` draws a delivery receipt after each
+    accepted send; ``valid_for_s`` is each message's validity from its arrival: a message
+    not started by then is expired and never sent, and a receipt due after it says expired.
     """
 
     num_messages: int = 1000
@@ -290,9 +397,20 @@ class SimulationConfig:
     queue_size: int = DEFAULT_QUEUE_SIZE
     arrivals: Arrivals = field(default_factory=Arrivals)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    content: Content | None = None
+    receipts: ReceiptModel | None = None
+    valid_for_s: float | None = None
 
     def __post_init__(self) -> None:
         _check_int("num_messages", self.num_messages, minimum=0, maximum=MESSAGES_MAX)
+        if self.content is not None and not isinstance(self.content, Content):
+            raise ConfigError(f"content must be a Content value (got {self.content!r})")
+        if self.receipts is not None and not isinstance(self.receipts, ReceiptModel):
+            raise ConfigError(f"receipts must be a ReceiptModel value (got {self.receipts!r})")
+        if self.valid_for_s is not None:
+            _check_time("valid_for", self.valid_for_s)
+            if self.valid_for_s <= 0:
+                raise ConfigError(f"valid_for must be > 0 (got {self.valid_for_s!r})")
         object.__setattr__(self, "senders", tuple(self.senders))
         if len(self.senders) < 1:
             raise ConfigError(f"senders must be >= 1 (got {len(self.senders)})")
@@ -321,6 +439,14 @@ class SimulationConfig:
                 f"is {self.num_messages}"
             )
 
+    @property
+    def is_sms(self) -> bool:
+        """Whether any part of the SMS model is on: the report then shows segments, error
+        classes, expiry and receipts, and the virtual mode takes its general loop."""
+        return (self.content is not None or self.receipts is not None
+                or self.valid_for_s is not None
+                or any(s.has_sms_fields for s in self.senders))
+
 
 def _check_int(
     name: str, value: object, *, minimum: int | None, maximum: int | None = None
@@ -336,7 +462,8 @@ def _check_int(
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeliveryGoal:
     """What a capacity plan must show: at least ``deliver`` of the messages delivered (sent
-    successfully, not merely attempted) within ``deadline_s`` of the start, with
+    successfully, not merely attempted; with ``target`` RECEIVED, confirmed by a delivery
+    receipt) within ``deadline_s`` of the start, with
     ``level`` confidence, judged on ``replications`` runs per sender count.
     ``percentiles`` (each in (0, 100]) are extra delivery times to report: when that
     percentage of the messages had been delivered.
@@ -350,8 +477,14 @@ class DeliveryGoal:
     level: float = 0.95
     replications: int = 10
     percentiles: tuple[float, ...] = ()
+    target: DeliveryTarget = DeliveryTarget.ACCEPTED
 
     def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "target", DeliveryTarget(self.target))
+        except ValueError:
+            choices = ", ".join(t.value for t in DeliveryTarget)
+            raise ConfigError(f"target must be one of {choices} (got {self.target!r})") from None
         _check_time("deadline", self.deadline_s)
         if self.deadline_s <= 0:
             raise ConfigError(f"deadline must be > 0 (got {self.deadline_s!r})")

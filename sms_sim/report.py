@@ -9,7 +9,8 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sms_sim.stats import SendTally
+from sms_sim.model import ErrorClass, ReceiptStatus
+from sms_sim.stats import SendTally, SmsTally
 
 __all__ = [
     "Report",
@@ -25,6 +26,9 @@ __all__ = [
     "sender_reports",
     "LAG_WARNING_S",
     "SENDER_LINES_MAX",
+    "SmsStats",
+    "sms_stats",
+    "format_sms_lines",
 ]
 
 # Senders running this far behind their own schedule mean the host cannot keep real time.
@@ -81,6 +85,46 @@ class VirtualStats:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SmsStats:
+    """The SMS model's part of a report (issue 14), present when any of it was on.
+
+    ``segments_sent`` are the segments of accepted sends (``segments_attempted`` adds the
+    failed attempts'); ``transient``, ``permanent`` and ``throttled`` count failed attempts
+    per class; receipts (None when off) count accepted sends by what their receipt said:
+    ``expired`` when it would have come after the message's validity, ``unknown`` when it
+    never came. The time-to-delivered percentiles run from arrival to the delivered receipt,
+    exact nearest-rank order statistics in both modes (None without delivered receipts).
+    """
+
+    segments_sent: int
+    segments_attempted: int
+    transient: int
+    permanent: int
+    throttled: int
+    receipts: dict[ReceiptStatus, int] | None = None
+    p50_delivered_s: float | None = None
+    p95_delivered_s: float | None = None
+    p99_delivered_s: float | None = None
+
+
+def sms_stats(
+    tally: SmsTally, receipts_on: bool,
+    percentiles: tuple[float | None, float | None, float | None] = (None, None, None),
+) -> SmsStats:
+    """The report's ``SmsStats`` from a run's ``SmsTally`` and its delivered percentiles."""
+    p50, p95, p99 = percentiles
+    return SmsStats(
+        segments_sent=tally.segments_sent,
+        segments_attempted=tally.segments_attempted,
+        transient=tally.failures[ErrorClass.TRANSIENT],
+        permanent=tally.failures[ErrorClass.PERMANENT],
+        throttled=tally.failures[ErrorClass.THROTTLED],
+        receipts=dict(tally.receipts) if receipts_on else None,
+        p50_delivered_s=p50, p95_delivered_s=p95, p99_delivered_s=p99,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Report:
     """Totals at the end of a run.
 
@@ -91,7 +135,9 @@ class Report:
     dead_lettered`` from counts kept independently.
     ``throughput_per_s`` is attempts (sent + failed) per second of ``elapsed_s``.
     ``max_lag_s`` is how far the slowest sender fell behind its own schedule: above
-    ``LAG_WARNING_S`` the host could not keep real time.
+    ``LAG_WARNING_S`` the host could not keep real time. ``expired`` counts messages whose
+    validity ended before they could be sent (never sent late); ``sms`` holds the SMS
+    model's counts, None when it was off.
     """
 
     produced: int
@@ -108,10 +154,13 @@ class Report:
     threads_alive: tuple[str, ...] = field(default=())
     dead_lettered: int = 0
     virtual: VirtualStats | None = None
+    expired: int = 0
+    sms: SmsStats | None = None
 
     @property
     def is_accounted(self) -> bool:
-        return self.produced == self.sent + self.failed + self.unsent + self.dead_lettered
+        return self.produced == (self.sent + self.failed + self.unsent + self.dead_lettered
+                                 + self.expired)
 
     def to_dict(self) -> dict[str, object]:
         """The JSON form: times in the units their keys name."""
@@ -139,6 +188,8 @@ class Report:
                 for s in self.senders
             ],
             **({} if self.virtual is None else _virtual_dict(self.virtual)),
+            **({} if self.sms is None else {"expired": self.expired,
+                                            "sms": _sms_dict(self.sms, self)}),
         }
 
 
@@ -155,6 +206,8 @@ def build_report(
     max_lag_s: float = 0.0,
     threads_alive: Sequence[str] = (),
     virtual: VirtualStats | None = None,
+    expired: int = 0,
+    sms: SmsStats | None = None,
 ) -> Report:
     """The one place a ``Report`` is assembled from per-sender tallies, in every mode.
 
@@ -182,6 +235,8 @@ def build_report(
         max_lag_s=max_lag_s,
         threads_alive=tuple(threads_alive),
         virtual=virtual,
+        expired=expired,
+        sms=sms,
     )
 
 
@@ -203,6 +258,28 @@ def _virtual_dict(stats: VirtualStats) -> dict[str, object]:
     }
 
 
+def _sms_dict(stats: SmsStats, report: Report) -> dict[str, object]:
+    return {
+        "segments_sent": stats.segments_sent,
+        "segments_attempted": stats.segments_attempted,
+        "segments_per_s": _per_s(stats.segments_attempted, report.elapsed_s),
+        "failed_attempts_by_class": {"transient": stats.transient,
+                                     "permanent": stats.permanent,
+                                     "throttled": stats.throttled},
+        "receipts": (None if stats.receipts is None
+                     else {str(status): count for status, count in stats.receipts.items()}),
+        "time_to_delivered_ms": {
+            "p50": _ms(stats.p50_delivered_s),
+            "p95": _ms(stats.p95_delivered_s),
+            "p99": _ms(stats.p99_delivered_s),
+        },
+    }
+
+
+def _per_s(count: int, elapsed_s: float) -> float:
+    return count / elapsed_s if elapsed_s > 0 else 0.0
+
+
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else seconds * 1000
 
@@ -222,6 +299,7 @@ class Progress:
     queued: int
     lag_s: float
     simulated: bool = False
+    segments: int | None = None  # segments attempted so far, with the SMS model on
 
     @property
     def throughput_per_s(self) -> float:
@@ -237,6 +315,9 @@ def format_progress(progress: Progress) -> str:
         f"avg {progress.avg_send_s * 1000:.2f} ms/msg  {progress.throughput_per_s:.1f} msg/s  "
         f"queued {progress.queued}"
     )
+    if progress.segments is not None:
+        line += (f"  segments {progress.segments} "
+                 f"({_per_s(progress.segments, progress.elapsed_s):.1f} seg/s)")
     if progress.lag_s > LAG_WARNING_S:
         line += f"  LAGGING real time by {progress.lag_s:.2f}s (host slower than the senders)"
     return line
@@ -246,6 +327,8 @@ def format_report(report: Report) -> str:
     """The multi-line final report, ending in a newline."""
     verdict = "ok" if report.is_accounted else "MISMATCH"
     dead = f" + dead-lettered {report.dead_lettered}" if report.dead_lettered else ""
+    if report.sms is not None:
+        dead += f" + expired {report.expired}"
     simulated = " simulated" if report.virtual is not None else ""
     lines = [
         f"{report.stopped_by}: {report.produced} produced, {report.sent} sent, "
@@ -266,8 +349,34 @@ def format_report(report: Report) -> str:
             f"utilisation {v.utilisation:.1%}, {v.attempts} attempts "
             f"({v.failed_attempts} failed)"
         )
+    if report.sms is not None:
+        lines.extend(format_sms_lines(report.sms, report))
     lines.extend(format_sender_lines(report.senders))
     return "\n".join(lines) + "\n"
+
+
+def format_sms_lines(stats: SmsStats, report: Report) -> list[str]:
+    """The SMS model's lines of the report: segments beside messages, failures by class,
+    expiry, and receipts with the time to delivered."""
+    per_message = stats.segments_sent / report.sent if report.sent else 0.0
+    lines = [
+        f"segments: {stats.segments_sent} sent ({per_message:.2f} per message sent), "
+        f"{stats.segments_attempted} attempted, "
+        f"{_per_s(stats.segments_attempted, report.elapsed_s):.1f} seg/s",
+        f"failed attempts by class: transient {stats.transient}, permanent "
+        f"{stats.permanent}, throttled {stats.throttled}; expired before sending "
+        f"{report.expired}",
+    ]
+    if stats.receipts is not None:
+        r = stats.receipts
+        lines.append(
+            f"receipts: delivered {r[ReceiptStatus.DELIVERED]}, undelivered "
+            f"{r[ReceiptStatus.UNDELIVERED]}, expired {r[ReceiptStatus.EXPIRED]}, unknown "
+            f"{r[ReceiptStatus.UNKNOWN]}; time to delivered p50 "
+            f"{_seconds(stats.p50_delivered_s)} p95 {_seconds(stats.p95_delivered_s)} "
+            f"p99 {_seconds(stats.p99_delivered_s)}"
+        )
+    return lines
 
 
 def sender_reports(tallies: Sequence[SendTally]) -> tuple[SenderReport, ...]:
