@@ -48,6 +48,7 @@ __all__ = [
     "receipt_rng",
     "FAILURE_ERRORS",
     "error_class_of",
+    "never_delivered_probability",
 ]
 
 # The error a simulated failed send reports, per class: the transient one keeps the text
@@ -99,6 +100,26 @@ def send_slot_s(
     if error_class is ErrorClass.THROTTLED:
         slot = max(slot, send_s + sender.retry_after_s)
     return slot
+
+
+def never_delivered_probability(
+    sender: SenderConfig, max_attempts: int, receipts: ReceiptModel | None = None
+) -> float:
+    """The probability a message is never delivered: every attempt fails (transient or
+    throttled r per attempt), or one fails permanently first (``permanent_rate`` p), or
+    with ``receipts``, it was accepted but its receipt never says delivered.
+    ``r ** K + p * (1 - r ** K) / (1 - r)``; exactly ``failure_rate ** K`` without the SMS
+    fields (computed so, not as ``1 - success``, which would round tiny values to 0)."""
+    retryable = sender.failure_rate + sender.throttle_rate
+    all_failed = retryable ** max_attempts
+    if sender.permanent_rate:
+        runs = (max_attempts if retryable == 1
+                else (1 - all_failed) / (1 - retryable))
+        all_failed += sender.permanent_rate * runs
+    if receipts is None:
+        return all_failed
+    lost = receipts.lost_rate + receipts.undelivered_rate
+    return all_failed + (1 - all_failed) * lost
 
 
 def receipt_rng(seed: int, index: int) -> random.Random:

@@ -36,6 +36,7 @@ from typing import Self, TypeVar
 from sms_sim.config import (
     ArrivalKind,
     DeliveryGoal,
+    DeliveryTarget,
     SenderConfig,
     ServiceDistribution,
     SimulationConfig,
@@ -143,7 +144,8 @@ class Question:
                          seed=replication_seed(self._seed, replication))
         return DeliveryModel(config=config, sender=self.sender, senders=senders,
                              ranks=self.ranks, prefix_rank=self.k,
-                             deadline_s=self.goal.deadline_s, horizon_s=self.horizon_s)
+                             deadline_s=self.goal.deadline_s, horizon_s=self.horizon_s,
+                             received=self.goal.target is DeliveryTarget.RECEIVED)
 
     @property
     def _seed(self) -> int:
@@ -161,11 +163,15 @@ def horizon(deadline_s: float, replications: int, factor: float) -> float:
 
 
 def _shortest_send_s(sender: SenderConfig) -> float:
+    """The shortest send: the least draw plus one segment's ``per_segment_s`` (a message
+    has at least one; a receipt only comes later)."""
     if sender.distribution is ServiceDistribution.UNIFORM:
-        return sender.mean_s - sender.deviation_s
-    if sender.distribution is ServiceDistribution.CONSTANT:
-        return sender.mean_s
-    return 0.0  # exponential and lognormal send times can be arbitrarily short
+        least = sender.mean_s - sender.deviation_s
+    elif sender.distribution is ServiceDistribution.CONSTANT:
+        least = sender.mean_s
+    else:
+        least = 0.0  # exponential and lognormal send times can be arbitrarily short
+    return least + sender.per_segment_s
 
 
 def kth_arrival_s(model: DeliveryModel) -> float:
