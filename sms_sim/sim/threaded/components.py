@@ -263,11 +263,12 @@ class Sender(Generic[Item]):
     outcome carries (a simulated failure carries ``SIMULATED_FAILURE``). The durable worker
     plugs its transport in here.
 
-    The SMS model (issue 14) is on when ``segments_of`` is given or the config has an SMS
-    field: a send then takes ``per_segment_s`` more per segment, its outcome is classified
-    by ``policy.send_classifier`` (the error names the class, see ``policy.FAILURE_ERRORS``),
-    and ``policy.send_slot_s`` says when the next send may start (rate limits count
-    segments; a throttled send pauses the sender for its retry-after). With
+    The SMS model (issue 14) is on when ``segments_of`` or ``valid_until`` is given or the
+    config has an SMS field: a send then takes ``per_segment_s`` more per segment, its
+    outcome is classified by ``policy.send_classifier`` (the error names the class, see
+    ``policy.FAILURE_ERRORS``), and ``policy.send_slot_s`` says when the next send may
+    start (rate limits count segments; a throttled send pauses the sender for its
+    retry-after). With
     ``valid_until``, a message whose validity has ended by its start is not sent: its
     outcome is a failure with ``expired_error`` and no send time.
     """
@@ -310,7 +311,8 @@ class Sender(Generic[Item]):
         self.next_start = float("-inf")
         self.lag_s = 0.0
         self.max_lag_s = 0.0
-        self._sms = segments_of is not None or config.has_sms_fields
+        self._sms = (segments_of is not None or valid_until is not None
+                     or config.has_sms_fields)
         self._segments_of = segments_of or _one_segment
         self._valid_until = valid_until
         self._expired_error = expired_error
