@@ -7,12 +7,23 @@ reject the same values with the same one-line messages.
 from __future__ import annotations
 
 import enum
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from sms_sim.checks import RATE_MIN_PER_S as _RATE_MIN_PER_S
+from sms_sim.checks import TIME_MAX_S
+from sms_sim.checks import check_finite as _check_finite
+from sms_sim.checks import check_int as _check_int
+from sms_sim.checks import check_time as _check_time
 from sms_sim.errors import ConfigError
-from sms_sim.segments import Segments, segments
+from sms_sim.sms_config import (
+    SEGMENTS_MAX,
+    SENDER_TYPE_RATES_PER_S,
+    Content,
+    DeliveryTarget,
+    ReceiptModel,
+    SenderType,
+)
 
 __all__ = [
     "SenderConfig",
@@ -38,32 +49,12 @@ __all__ = [
 ]
 
 DEFAULT_QUEUE_SIZE = 1024
-# Upper bounds that keep every sum and product of the model finite and every run startable:
-# a time of 1e308 s is finite but two of them add up to infinity, and 1e11 senders cannot be
-# held in memory (each has its own random stream, about 2.5 KB). 1e9 s is about 32 years.
-TIME_MAX_S = 1e9
+# Upper bounds that keep every run startable (TIME_MAX_S, in ``checks``, keeps every sum of
+# times finite): 1e11 senders cannot be held in memory (each has its own random stream,
+# about 2.5 KB).
 SENDERS_MAX = 100_000  # all sources together: identical senders, --sender, senders files
 MESSAGES_MAX = 10**12
 REPLICATIONS_MAX = 10_000
-_RATE_MIN_PER_S = 1 / TIME_MAX_S  # a rate's period is a time, so it has the same bound
-
-
-def _check_finite(
-    name: str, value: float, *, minimum: float = 0.0, maximum: float | None = None
-) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{name} must be a number (got {value!r})")
-    if not math.isfinite(value):
-        raise ConfigError(f"{name} must be a finite number (got {value!r})")
-    if value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum:g} (got {value!r})")
-    if maximum is not None and value > maximum:
-        raise ConfigError(f"{name} must be <= {maximum:g} (got {value!r})")
-
-
-def _check_time(name: str, value: float) -> None:
-    """A duration in seconds: finite, >= 0 and at most ``TIME_MAX_S``."""
-    _check_finite(name, value, maximum=TIME_MAX_S)
 
 
 def check_sender_total(total: int, *, maximum: int = SENDERS_MAX) -> None:
@@ -180,25 +171,6 @@ class SenderConfig:
         return self.failure_rate + self.permanent_rate + self.throttle_rate
 
 
-class SenderType(enum.StrEnum):
-    """A US sender number class, which fixes how many segments per second carriers allow."""
-
-    LONGCODE = "longcode"  # 10DLC / P2P long code
-    TOLLFREE = "tollfree"
-    SHORTCODE = "shortcode"
-
-
-# Default rates in segments per second (docs/sms-model.md gives the sources): a long code
-# about 1 (carriers' P2P guidance; 10DLC brands get more per campaign, but 1 is the safe
-# plan), a toll-free number 3 by default (verified numbers are raised up to about 20, on
-# request), a short code 100.
-SENDER_TYPE_RATES_PER_S: dict[SenderType, float] = {
-    SenderType.LONGCODE: 1.0,
-    SenderType.TOLLFREE: 3.0,
-    SenderType.SHORTCODE: 100.0,
-}
-
-
 class Jitter(enum.StrEnum):
     """How a retry delay is randomised so that failed sends do not retry in lockstep."""
 
@@ -295,80 +267,6 @@ class Arrivals:
         return sum(count for _, count in self.schedule)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ReceiptModel:
-    """How delivery receipts (DLRs) follow accepted sends: the simulator's receipts and the
-    simulated provider's use the same model.
-
-    A receipt arrives ``delay`` seconds after the provider accepted the send, the delay
-    lognormal with median ``median_s`` and shape ``sigma`` (the long tail of handsets that are
-    off or out of coverage: with the defaults p50 5 s, p90 34 s, p99 2.7 min, p99.9 8.6 min;
-    these are assumptions to replace with a provider's measured receipts).
-    ``undelivered_rate`` of receipts say the network gave up; ``lost_rate`` of sends never get
-    a receipt at all. A send still undelivered when its message's validity ends is expired.
-    """
-
-    median_s: float = 5.0
-    sigma: float = 1.5
-    undelivered_rate: float = 0.02
-    lost_rate: float = 0.03
-
-    def __post_init__(self) -> None:
-        _check_time("receipt median", self.median_s)
-        if self.median_s <= 0:
-            raise ConfigError(f"receipt median must be > 0 (got {self.median_s!r})")
-        _check_finite("receipt sigma", self.sigma, maximum=10.0)
-        for name, rate in (("undelivered rate", self.undelivered_rate),
-                           ("lost rate", self.lost_rate)):
-            _check_finite(name, rate)
-            if rate > 1:
-                raise ConfigError(f"{name} must be in [0, 1] (got {rate!r})")
-        if self.undelivered_rate + self.lost_rate > 1:
-            raise ConfigError(
-                f"undelivered rate + lost rate must be <= 1 "
-                f"(got {self.undelivered_rate!r} + {self.lost_rate!r})"
-            )
-
-
-SEGMENTS_MAX = 255  # a concatenated SMS has at most 255 parts (an 8-bit part count)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Content:
-    """What the run's messages say, for the segment count that drives the SMS model.
-
-    ``text=None`` counts each generated message's own text (the simulator's random 1-100
-    printable-ASCII texts: one or two segments, UCS-2 when a backtick appears); a text makes
-    every message of the run that content (any Unicode, up to ``SEGMENTS_MAX`` segments).
-    It is a per-run spec, not a field of ``Message``, so the generated messages keep their
-    validated 1-100 ASCII texts (and their phones and ids) whatever the content.
-    """
-
-    text: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.text is None:
-            return
-        if not isinstance(self.text, str) or not self.text:
-            raise ConfigError(f"text must be a non-empty string (got {self.text!r})")
-        count = segments(self.text).count
-        if count > SEGMENTS_MAX:
-            raise ConfigError(f"text must fit in {SEGMENTS_MAX} segments "
-                              f"(got {count} segments, {len(self.text)} characters)")
-
-    @property
-    def fixed(self) -> Segments | None:
-        """The encoding and segments of every message, None when each has its own."""
-        return None if self.text is None else segments(self.text)
-
-
-class DeliveryTarget(enum.StrEnum):
-    """What "delivered" means to a plan."""
-
-    ACCEPTED = "accepted"  # the provider accepted the send (the plan before issue 14)
-    RECEIVED = "received"  # a delivery receipt said the handset has it
-
-
 def _default_senders() -> tuple[SenderConfig, ...]:
     return (SenderConfig(0.01, 0.001, 0.2),) * 4
 
@@ -446,17 +344,6 @@ class SimulationConfig:
         return (self.content is not None or self.receipts is not None
                 or self.valid_for_s is not None
                 or any(s.has_sms_fields for s in self.senders))
-
-
-def _check_int(
-    name: str, value: object, *, minimum: int | None, maximum: int | None = None
-) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} must be an integer (got {value!r})")
-    if minimum is not None and value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum} (got {value!r})")
-    if maximum is not None and value > maximum:
-        raise ConfigError(f"{name} must be <= {maximum} (got {value!r})")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -9,8 +9,8 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sms_sim.model import ErrorClass, ReceiptStatus
-from sms_sim.stats import SendTally, SmsTally
+from sms_sim.report_sms import SmsStats, format_sms_lines, per_s, sms_dict, sms_stats
+from sms_sim.stats import SendTally
 
 __all__ = [
     "Report",
@@ -85,46 +85,6 @@ class VirtualStats:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SmsStats:
-    """The SMS model's part of a report (issue 14), present when any of it was on.
-
-    ``segments_sent`` are the segments of accepted sends (``segments_attempted`` adds the
-    failed attempts'); ``transient``, ``permanent`` and ``throttled`` count failed attempts
-    per class; receipts (None when off) count accepted sends by what their receipt said:
-    ``expired`` when it would have come after the message's validity, ``unknown`` when it
-    never came. The time-to-delivered percentiles run from arrival to the delivered receipt,
-    exact nearest-rank order statistics in both modes (None without delivered receipts).
-    """
-
-    segments_sent: int
-    segments_attempted: int
-    transient: int
-    permanent: int
-    throttled: int
-    receipts: dict[ReceiptStatus, int] | None = None
-    p50_delivered_s: float | None = None
-    p95_delivered_s: float | None = None
-    p99_delivered_s: float | None = None
-
-
-def sms_stats(
-    tally: SmsTally, receipts_on: bool,
-    percentiles: tuple[float | None, float | None, float | None] = (None, None, None),
-) -> SmsStats:
-    """The report's ``SmsStats`` from a run's ``SmsTally`` and its delivered percentiles."""
-    p50, p95, p99 = percentiles
-    return SmsStats(
-        segments_sent=tally.segments_sent,
-        segments_attempted=tally.segments_attempted,
-        transient=tally.failures[ErrorClass.TRANSIENT],
-        permanent=tally.failures[ErrorClass.PERMANENT],
-        throttled=tally.failures[ErrorClass.THROTTLED],
-        receipts=dict(tally.receipts) if receipts_on else None,
-        p50_delivered_s=p50, p95_delivered_s=p95, p99_delivered_s=p99,
-    )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class Report:
     """Totals at the end of a run.
 
@@ -189,7 +149,7 @@ class Report:
             ],
             **({} if self.virtual is None else _virtual_dict(self.virtual)),
             **({} if self.sms is None else {"expired": self.expired,
-                                            "sms": _sms_dict(self.sms, self)}),
+                                            "sms": sms_dict(self.sms, self.elapsed_s)}),
         }
 
 
@@ -258,28 +218,6 @@ def _virtual_dict(stats: VirtualStats) -> dict[str, object]:
     }
 
 
-def _sms_dict(stats: SmsStats, report: Report) -> dict[str, object]:
-    return {
-        "segments_sent": stats.segments_sent,
-        "segments_attempted": stats.segments_attempted,
-        "segments_per_s": _per_s(stats.segments_attempted, report.elapsed_s),
-        "failed_attempts_by_class": {"transient": stats.transient,
-                                     "permanent": stats.permanent,
-                                     "throttled": stats.throttled},
-        "receipts": (None if stats.receipts is None
-                     else {str(status): count for status, count in stats.receipts.items()}),
-        "time_to_delivered_ms": {
-            "p50": _ms(stats.p50_delivered_s),
-            "p95": _ms(stats.p95_delivered_s),
-            "p99": _ms(stats.p99_delivered_s),
-        },
-    }
-
-
-def _per_s(count: int, elapsed_s: float) -> float:
-    return count / elapsed_s if elapsed_s > 0 else 0.0
-
-
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else seconds * 1000
 
@@ -317,7 +255,7 @@ def format_progress(progress: Progress) -> str:
     )
     if progress.segments is not None:
         line += (f"  segments {progress.segments} "
-                 f"({_per_s(progress.segments, progress.elapsed_s):.1f} seg/s)")
+                 f"({per_s(progress.segments, progress.elapsed_s):.1f} seg/s)")
     if progress.lag_s > LAG_WARNING_S:
         line += f"  LAGGING real time by {progress.lag_s:.2f}s (host slower than the senders)"
     return line
@@ -350,33 +288,10 @@ def format_report(report: Report) -> str:
             f"({v.failed_attempts} failed)"
         )
     if report.sms is not None:
-        lines.extend(format_sms_lines(report.sms, report))
+        lines.extend(format_sms_lines(report.sms, sent=report.sent, expired=report.expired,
+                                      elapsed_s=report.elapsed_s))
     lines.extend(format_sender_lines(report.senders))
     return "\n".join(lines) + "\n"
-
-
-def format_sms_lines(stats: SmsStats, report: Report) -> list[str]:
-    """The SMS model's lines of the report: segments beside messages, failures by class,
-    expiry, and receipts with the time to delivered."""
-    per_message = stats.segments_sent / report.sent if report.sent else 0.0
-    lines = [
-        f"segments: {stats.segments_sent} sent ({per_message:.2f} per message sent), "
-        f"{stats.segments_attempted} attempted, "
-        f"{_per_s(stats.segments_attempted, report.elapsed_s):.1f} seg/s",
-        f"failed attempts by class: transient {stats.transient}, permanent "
-        f"{stats.permanent}, throttled {stats.throttled}; expired before sending "
-        f"{report.expired}",
-    ]
-    if stats.receipts is not None:
-        r = stats.receipts
-        lines.append(
-            f"receipts: delivered {r[ReceiptStatus.DELIVERED]}, undelivered "
-            f"{r[ReceiptStatus.UNDELIVERED]}, expired {r[ReceiptStatus.EXPIRED]}, unknown "
-            f"{r[ReceiptStatus.UNKNOWN]}; time to delivered p50 "
-            f"{_seconds(stats.p50_delivered_s)} p95 {_seconds(stats.p95_delivered_s)} "
-            f"p99 {_seconds(stats.p99_delivered_s)}"
-        )
-    return lines
 
 
 def sender_reports(tallies: Sequence[SendTally]) -> tuple[SenderReport, ...]:
