@@ -156,10 +156,11 @@ def mean_service_s(sender: SenderConfig, segments: float = 1.0) -> float:
                segments * sender.min_interval_s)
 
 
-def capacity_per_s(senders: Sequence[SenderConfig]) -> float:
-    """Sends per second the senders complete together when never short of work (a sender
-    that takes no time counts as a billion per second, so the sum stays finite)."""
-    return sum(1.0 / max(mean_service_s(s), 1e-9) for s in senders)
+def capacity_per_s(senders: Sequence[SenderConfig], segments: float = 1.0) -> float:
+    """Sends (of ``segments`` segments, a mean for a mix) per second the senders complete
+    together when never short of work (a sender that takes no time counts as a billion
+    per second, so the sum stays finite)."""
+    return sum(1.0 / max(mean_service_s(s, segments), 1e-9) for s in senders)
 
 
 def sender_rng(seed: int, index: int) -> random.Random:

@@ -164,7 +164,9 @@ def _config_from_args(
 def _auto_interval_s(config: SimulationConfig) -> float:
     """About a tenth of the expected makespan, rounded to 1, 2 or 5 times a power of ten
     (at most ``TIME_MAX_S``, however long the run)."""
-    expected_s = config.num_messages / capacity_per_s(config.senders)
+    fixed = None if config.content is None else config.content.fixed
+    expected_s = config.num_messages / capacity_per_s(config.senders,
+                                                      1 if fixed is None else fixed.count)
     if config.arrivals.rate_per_s:
         expected_s = max(expected_s, config.num_messages / config.arrivals.rate_per_s)
     if config.arrivals.schedule:

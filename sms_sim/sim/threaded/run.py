@@ -152,8 +152,10 @@ def run(
         stop=stop,
         show_progress=show_progress,
         # Only in a burst without retries do idle senders mean the host is too slow to
-        # feed them; arrivals spread in time and backoffs idle them by design.
-        check_pace=burst and retries is None,
+        # feed them; arrivals spread in time and backoffs idle them by design. The SMS
+        # model's segment slots and throttle pauses hold senders longer than the pace
+        # check's one-segment mean, so it is off there too.
+        check_pace=burst and retries is None and sms is None,
         # In messages (an inbox item may be a batch of them), retries put back included.
         queued=lambda: max(0, producer.produced + producer.retried
                            - sum(s.taken for s in senders)),

@@ -129,7 +129,7 @@ def time_to_send_percentiles(
         return p50, p95, p99
 
     def feed(record: Callable[[float], None]) -> None:
-        replay = _replay(run, loop, stopped_at_poll, wall)
+        replay = _replay(run)
         replay.record = record
         replay.record_delivered = _ignore
         _finish_replay(run, replay, loop, stopped_at_poll, wall)
@@ -152,7 +152,7 @@ def time_to_delivered_percentiles(
         return p50, p95, p99
 
     def feed(record: Callable[[float], None]) -> None:
-        replay = _replay(run, loop, stopped_at_poll, wall)
+        replay = _replay(run)
         replay.record = _ignore
         replay.record_delivered = record
         _finish_replay(run, replay, loop, stopped_at_poll, wall)
@@ -166,8 +166,8 @@ def _ignore(value: float) -> None:
     """A recorder that keeps nothing: a replay wants one kind of time at a time."""
 
 
-def _replay(run: VirtualRun, loop: Loop, stopped_at_poll: int | None,
-            wall: Clock) -> VirtualRun:
+def _replay(run: VirtualRun) -> VirtualRun:
+    """A silent run of the same config and seed, to be given its recorders."""
     return VirtualRun(run.config, run.seed, SafeWriter(None), None)
 
 
