@@ -9,6 +9,12 @@ builds a specialised closure once per sender because the virtual-time loop calls
 millions of times a second; the real-time sender uses the very same closure. Arrival
 times come from their own stream (``arrivals_rng``), so one seed gives one arrival
 sequence in both modes.
+
+The SMS model (issue 14) adds: ``send_classifier`` (the one failure draw partitioned into
+error classes), ``send_slot_s`` (segments, rate limits in segments/s and a throttle's pause),
+``retry_delay_after`` (the delay per class), the receipt draws (``receipt_sampler`` from each
+sender's ``receipt_rng``, ``receipt_at`` for validity) and ``never_delivered_probability``
+for the planner. Every mode calls these, so the model is written once.
 """
 
 from __future__ import annotations

@@ -14,7 +14,12 @@ arrived_at]``, so a burst of a million messages is one entry and the loop is O(N
 Sends draw from each sender's own stream via the shared ``policy`` samplers in the same
 order as the threaded mode (latency, then failure; here the backoff too, from the failing
 sender's stream), so a seed fixes every outcome;
-message texts never influence an outcome and are only generated when asked for.
+message texts never influence an outcome and are only generated when asked for (or, with
+the SMS model counting each message's own segments, to count them).
+
+Three loops: ``burst`` (a burst tried once, the common case), ``general`` (everything of the
+default model) and ``sms`` (the SMS model of issue 14: segments, error classes, validity and
+receipts), chosen by ``simulate``.
 """
 
 from __future__ import annotations
