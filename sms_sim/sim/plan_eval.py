@@ -17,7 +17,8 @@ grows: the k-th delivery cannot precede the k-th arrival plus the shortest possi
 S senders busy until then have done at least the first-attempt work of the message prefix
 holding the k-th deliverable message, less one send each still in flight
 (``prefix_work / S - prefix_max``); and without retries, a run at any larger count already
-evaluated (a replication is monotone in S, see ``virtual.deliveries``). A run stopped at
+evaluated (a replication is monotone in S, see ``virtual.deliveries``). A plan that targets
+receipts adds the receipt delays: ``virtual.receipt_bound``. A run stopped at
 the horizon is only known to be later than it.
 """
 
@@ -49,6 +50,7 @@ from sms_sim.sim.plan_bounds import (
     surely_above,
 )
 from sms_sim.sim.virtual.deliveries import DeliveryModel, DeliveryRun
+from sms_sim.sim.virtual.receipt_bound import ReceiptBound
 
 __all__ = ["PlanRow", "Question", "Runner", "Knowledge", "Evaluation", "replication_seed",
            "kth_arrival_s"]
@@ -198,6 +200,8 @@ class Knowledge:
     deliverable: int | None = None
     times_s: dict[int, float] = field(default_factory=dict)  # count -> k-th delivery (inf
     # censored), kept only for monotone models
+    receipts: ReceiptBound | None = None  # the most-drawn run's, for received targets
+    _receipt_bounds: dict[int, float] = field(default_factory=dict)  # count -> its bound
 
     def learn(self, run: DeliveryRun, question: Question) -> None:
         if run.kth_arrival_s is not None:
@@ -208,6 +212,10 @@ class Knowledge:
             self.deliverable = run.deliverable
         if question.monotone:
             self.times_s[run.senders] = question.goal_time_s(run)
+        bound = run.receipt_bound
+        if bound is not None and (self.receipts is None or bound.drawn > self.receipts.drawn):
+            self.receipts = bound
+            self._receipt_bounds.clear()
 
     def lower_bound_s(self, senders: int, question: Question) -> float:
         """A time the k-th delivery cannot beat with ``senders`` or fewer senders."""
@@ -219,6 +227,10 @@ class Knowledge:
         for count, time_s in self.times_s.items():
             if count >= senders:
                 bound = max(bound, question.horizon_s if math.isinf(time_s) else time_s)
+        if self.receipts is not None:
+            if senders not in self._receipt_bounds:
+                self._receipt_bounds[senders] = self.receipts.kth_lower_s(question.k, senders)
+            bound = max(bound, self._receipt_bounds[senders])
         return bound
 
 

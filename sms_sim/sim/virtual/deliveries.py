@@ -43,6 +43,7 @@ from sms_sim.config import (
 )
 from sms_sim.generate import segment_counts
 from sms_sim.model import ErrorClass, ReceiptStatus
+from sms_sim.sim.virtual.receipt_bound import ReceiptBound, ReceiptBoundBuilder
 from sms_sim.policy import (
     arrival_times,
     arrivals_rng,
@@ -120,6 +121,7 @@ class DeliveryRun:
     prefix_max_s: float | None
     waited: bool
     kth_arrival_s: float | None
+    receipt_bound: ReceiptBound | None = None  # with ``received``: see ``receipt_bound``
 
 
 # A message's attempts: (send time, ok, backoff after, how long the sender is held).
@@ -300,6 +302,7 @@ def _run_general(model: DeliveryModel) -> DeliveryRun:  # noqa: C901 - one loop,
     sender = model.sender
     counts = segment_counts(config.content, config.num_messages, config.seed)
     draw_receipt = _receipt_draw(model)
+    bound = None if draw_receipt is None else ReceiptBoundBuilder(config.num_messages)
 
     ranks = model.ranks
     times = [_INF] * len(ranks)
@@ -341,10 +344,14 @@ def _run_general(model: DeliveryModel) -> DeliveryRun:  # noqa: C901 - one loop,
             if not prefix_known:
                 prefix_work += occupancy
                 prefix_max = max(prefix_max, occupancy)
-            if _is_received(chain, receipt):
+            received = _is_received(chain, receipt)
+            if received:
                 deliverable += 1
                 if deliverable == prefix_rank:
                     prefix_known = True
+            if bound is not None:
+                assert receipt is not None
+                bound.first(occupancy, chain[0][0] + receipt[1] if received else None)
             head.count -= 1
             if not head.count:
                 waiting.popleft()
@@ -422,6 +429,7 @@ def _run_general(model: DeliveryModel) -> DeliveryRun:  # noqa: C901 - one loop,
         # Work still queued at the stop has been waiting: more senders might start it
         # sooner. Work not yet arrived cannot change anything before the stop.
         waited=waited or bool(waiting), kth_arrival_s=kth_arrival,
+        receipt_bound=None if bound is None else bound.result(),
     )
 
 
