@@ -9,11 +9,16 @@ missing database) is one line and exit 1.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
-from sms_sim.cli.common import ExitCode, emit, json_text
-from sms_sim.cli.store_command import Access, Handler, base_parser, route, run_with_service
+from sms_sim.cli.common import json_text
+from sms_sim.cli.store_command import (
+    Access,
+    Handler,
+    base_parser,
+    run_with_service,
+    subcommand_main,
+)
 from sms_sim.dispatch.contract import InvalidRequestError
 from sms_sim.dispatch.keys import ApiKey, KeyRole, validate_key_id
 from sms_sim.dispatch.service import DispatchService
@@ -124,21 +129,14 @@ def _key_line(key: ApiKey) -> str:
 _HANDLERS: dict[str, Handler] = {"create": _create, "revoke": _revoke, "list": _list}
 
 
+_SUMMARIES = {
+    "create": "a key for a tenant (or, --provider, for the SMS provider's delivery "
+              "receipts); prints its token, once",
+    "revoke": "refuse a key's token from now on",
+    "list": "keys with their tenant and times (never a token)",
+}
+
+
 def main(argv: Sequence[str], *, prog: str) -> int:
     """``apikey SUBCOMMAND ...``: route to one of ``SUBCOMMANDS``."""
-    arguments = list(argv)
-    word = arguments[0] if arguments else None
-    if word in ("-h", "--help"):
-        emit(f"usage: {prog} {{{','.join(SUBCOMMANDS)}}} [options]   (SUBCOMMAND --help for "
-             "its options)\n\n"
-             "  create  a key for a tenant (or, --provider, for the SMS provider's delivery "
-             "receipts); prints its token, once\n"
-             "  revoke  refuse a key's token from now on\n"
-             "  list    keys with their tenant and times (never a token)")
-        return ExitCode.OK
-    if word not in _HANDLERS:
-        given = "no subcommand" if word is None else f"unknown subcommand {word!r}"
-        print(f"{prog}: error: {given} (choose from {', '.join(SUBCOMMANDS)}; see {prog} "
-              "--help)", file=sys.stderr)
-        return ExitCode.USAGE
-    return route(_HANDLERS, arguments[1:], prog=f"{prog} {word}", group="apikey")
+    return subcommand_main(_HANDLERS, argv, prog=prog, group="apikey", summaries=_SUMMARIES)

@@ -15,14 +15,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sms_sim.cli.common import ExitCode, emit, int_at_least, json_text
+from sms_sim.cli.common import int_at_least, json_text
 from sms_sim.cli.store_command import (
     Access,
     Handler,
     add_tenant_argument,
     base_parser,
-    route,
     run_with_service,
+    subcommand_main,
 )
 from sms_sim.dispatch.contract import InvalidRequestError, OptOut
 from sms_sim.dispatch.optouts import parse_opt_out_csv, validate_opt_out_phones
@@ -144,21 +144,14 @@ _HANDLERS: dict[str, Handler] = {"add": _add, "remove": _remove, "list": _list,
                                  "import": _import}
 
 
+_SUMMARIES = {
+    "add": "numbers never to send to again (suppresses what is pending)",
+    "remove": "take a number off the list",
+    "list": "the listed numbers, a page at a time",
+    "import": "every number of a CSV file (first column)",
+}
+
+
 def main(argv: Sequence[str], *, prog: str) -> int:
     """``optout SUBCOMMAND ...``: route to one of ``SUBCOMMANDS``."""
-    arguments = list(argv)
-    word = arguments[0] if arguments else None
-    if word in ("-h", "--help"):
-        emit(f"usage: {prog} {{{','.join(SUBCOMMANDS)}}} [options]   (SUBCOMMAND --help for "
-             "its options)\n\n"
-             "  add     numbers never to send to again (suppresses what is pending)\n"
-             "  remove  take a number off the list\n"
-             "  list    the listed numbers, a page at a time\n"
-             "  import  every number of a CSV file (first column)")
-        return ExitCode.OK
-    if word not in _HANDLERS:
-        given = "no subcommand" if word is None else f"unknown subcommand {word!r}"
-        print(f"{prog}: error: {given} (choose from {', '.join(SUBCOMMANDS)}; see {prog} "
-              "--help)", file=sys.stderr)
-        return ExitCode.USAGE
-    return route(_HANDLERS, arguments[1:], prog=f"{prog} {word}", group="optout")
+    return subcommand_main(_HANDLERS, argv, prog=prog, group="optout", summaries=_SUMMARIES)

@@ -151,3 +151,25 @@ def route(handlers: Mapping[str, Handler], argv: Sequence[str], *, prog: str,
               f"(choose from {', '.join(handlers)})", file=sys.stderr)
         return ExitCode.USAGE
     return handler(prog, list(argv))
+
+
+def subcommand_main(handlers: Mapping[str, Handler], argv: Sequence[str], *, prog: str,
+                    group: str, summaries: Mapping[str, str]) -> int:
+    """A command made of subcommands (``apikey``, ``optout``): ``--help`` lists them with
+    their one-line ``summaries``; a missing or unknown one is a usage error naming them;
+    otherwise the subcommand's handler runs with the rest of ``argv``."""
+    arguments = list(argv)
+    word = arguments[0] if arguments else None
+    names = ", ".join(handlers)
+    if word in ("-h", "--help"):
+        width = max(len(name) for name in summaries) + 2
+        lines = "\n".join(f"  {name:<{width}}{summary}" for name, summary in summaries.items())
+        emit(f"usage: {prog} {{{','.join(handlers)}}} [options]   (SUBCOMMAND --help for "
+             f"its options)\n\n{lines}")
+        return ExitCode.OK
+    if word not in handlers:
+        given = "no subcommand" if word is None else f"unknown subcommand {word!r}"
+        print(f"{prog}: error: {given} (choose from {names}; see {prog} --help)",
+              file=sys.stderr)
+        return ExitCode.USAGE
+    return route(handlers, arguments[1:], prog=f"{prog} {word}", group=group)
