@@ -6,13 +6,17 @@ benchmarks measure) and is the only one that claims and, while running, settles;
 through ``Dispatcher.transmitter``; the ``monitor`` drains their outcomes, prints progress
 and hands every completion back to the dispatcher; on a store that pushes wake-ups
 (``dispatch.wake``: PostgreSQL), a ``listener`` turns them into the dispatcher's wake event,
-so an idle dispatcher looks as soon as work is submitted. The store is touched by the
-dispatcher thread (and the listener's own connection), then, after they have been joined,
-by the thread that called ``run``.
+so an idle dispatcher looks as soon as work is submitted; with simulated receipts, a
+``receipts`` thread records them as they come due. The store is touched by the dispatcher
+and receipts threads (and the listener's own connection; the senders ask it whether a
+message was cancelled), then, after they have been joined, by the thread that called
+``run``.
 
-Stop order (STYLE.md section 6): stop claiming (join the dispatcher), let the senders finish
-the send in hand (those not started are skipped), settle every completion, give the
-never-started jobs back to ``pending``, then report. The store is the caller's to close.
+Stop order (STYLE.md section 6): stop claiming (join the dispatcher, and the receipts
+thread), let the senders finish the send in hand (those not started are skipped), settle
+every completion, give the never-started jobs back to ``pending``, record the simulated
+receipts due by then (after the sends they follow), then report. The store is the caller's
+to close.
 
 Each completion carries the failure's class (``dispatch.failures``): the transport's for a
 real send, ``simulated_failure``'s for one the simulator drew. A throttled answer on any
