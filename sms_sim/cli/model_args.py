@@ -247,7 +247,7 @@ def add_error_class_arguments(group: Group) -> None:
     classes (the transient rate is each command's own ``failure_rate``)."""
     group.add_argument("--permanent-rate", type=probability, default=0.0, metavar="P",
                        help="probability a send fails for good (dead at once, never retried); "
-                            "failure_rate is then the transient share (default 0)")
+                            "the failure rate is then the transient share (default 0)")
     group.add_argument("--throttle-rate", type=probability, default=0.0, metavar="P",
                        help="probability a send is throttled: retried no sooner than "
                             "--retry-after, and the sender pauses that long (default 0)")
