@@ -1,7 +1,9 @@
 """Command-line pieces that describe the model: senders, arrivals, retries, and their files.
 
 Shared by the simulator command and ``plan`` so both accept the same flags and files with
-the same one-line errors. File loaders raise ``ConfigError``; argument types raise
+the same one-line errors; the dispatch ``worker`` takes the sender, carrier, error-class and
+receipt flags from here too (``add_*_arguments``), so its simulated provider is described in
+the same words. File loaders raise ``ConfigError``; argument types raise
 ``argparse.ArgumentTypeError`` quoting the bad value.
 """
 
@@ -42,10 +44,23 @@ __all__ = [
     "sender_count",
     "SmsArgs",
     "sms_from_args",
+    "receipts_from_args",
+    "receipt_flags_given",
+    "add_sender_model_arguments",
+    "add_carrier_arguments",
+    "add_error_class_arguments",
+    "add_receipt_arguments",
     "TEXT_FILE_BYTES_MAX",
+    "RETRY_AFTER_DEFAULT_S",
 ]
 
+# An argument group (or a parser): what the ``add_*_arguments`` functions add flags to.
+Group = argparse._ActionsContainer
+
 TEXT_FILE_BYTES_MAX = 64 * 1024  # far above 255 segments of any encoding
+# A simulated throttle's retry-after when --retry-after is not given (None in the
+# namespace, so a command can tell whether it was: the worker refuses it with --provider).
+RETRY_AFTER_DEFAULT_S = 1.0
 
 SENDERS_PER_TABLE_MAX = SENDERS_MAX
 _SENDER_FILE_KEYS = {"mean", "deviation", "failure_rate", "count", "distribution", "rate_limit"}
@@ -170,12 +185,7 @@ def arrivals_spec(text: str) -> Arrivals:
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """Distribution, rate limit, arrivals and retry flags (the same in both modes)."""
     model = parser.add_argument_group("model")
-    model.add_argument("--distribution", choices=_DISTRIBUTIONS, default="uniform",
-                       help="send-time distribution of the identical senders (default "
-                            "uniform; lognormal takes max_deviation as its standard deviation)")
-    model.add_argument("--rate-limit", type=positive_float, metavar="PER_S",
-                       help="most sends each identical sender may start per second (in "
-                            "segments per second when segments are counted)")
+    add_sender_model_arguments(model)
     model.add_argument("--arrivals", type=arrivals_spec, default=Arrivals(),
                        metavar="burst|poisson:RATE|schedule:FILE",
                        help="how messages arrive (default burst: all at t=0); a schedule "
@@ -210,14 +220,64 @@ def _text(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def add_sender_model_arguments(group: Group) -> None:
+    """``--distribution`` and ``--rate-limit``: how the identical senders send (the
+    simulator, ``plan`` and the dispatch worker)."""
+    group.add_argument("--distribution", choices=_DISTRIBUTIONS, default="uniform",
+                       help="send-time distribution of the identical senders (default "
+                            "uniform; lognormal takes the deviation as its standard "
+                            "deviation)")
+    group.add_argument("--rate-limit", type=positive_float, metavar="PER_S",
+                       help="most sends each identical sender may start per second (in "
+                            "segments per second when segments are counted)")
+
+
+def add_carrier_arguments(group: Group) -> None:
+    """``--sender-type`` and ``--per-segment``: the carrier's side of a send, in segments."""
+    group.add_argument("--sender-type", choices=[t.value for t in SenderType],
+                       help="the identical senders are this kind of number: rate limit "
+                            + ", ".join(f"{t} {r:g}" for t, r in SENDER_TYPE_RATES_PER_S.items())
+                            + " segments/s unless --rate-limit says otherwise; counts segments")
+    group.add_argument("--per-segment", type=non_negative_float, metavar="SECONDS",
+                       help="add this much send time per segment (counts segments)")
+
+
+def add_error_class_arguments(group: Group) -> None:
+    """``--permanent-rate``, ``--throttle-rate`` and ``--retry-after``: the simulated error
+    classes (the transient rate is each command's own ``failure_rate``)."""
+    group.add_argument("--permanent-rate", type=probability, default=0.0, metavar="P",
+                       help="probability a send fails for good (dead at once, never retried); "
+                            "the failure rate is then the transient share (default 0)")
+    group.add_argument("--throttle-rate", type=probability, default=0.0, metavar="P",
+                       help="probability a send is throttled: retried no sooner than "
+                            "--retry-after, and the sender pauses that long (default 0)")
+    group.add_argument("--retry-after", type=non_negative_float, metavar="SECONDS",
+                       help="the retry-after a throttled send is given (default "
+                            f"{RETRY_AFTER_DEFAULT_S:g})")
+
+
+def add_receipt_arguments(group: Group) -> None:
+    """``--receipts`` and the receipt model's flags (``receipts_from_args`` reads them)."""
+    group.add_argument("--receipts", action="store_true",
+                       help="draw a delivery receipt after each accepted send (lognormal "
+                            "delay; implied by the receipt flags below)")
+    defaults = ReceiptModel()
+    group.add_argument("--receipt-median", type=positive_float, metavar="SECONDS",
+                       help=f"median receipt delay (default {defaults.median_s:g})")
+    group.add_argument("--receipt-sigma", type=non_negative_float, metavar="S",
+                       help=f"lognormal shape of the delay (default {defaults.sigma:g})")
+    group.add_argument("--undelivered-rate", type=probability, metavar="P",
+                       help=f"share of receipts saying undelivered (default "
+                            f"{defaults.undelivered_rate:g})")
+    group.add_argument("--lost-rate", type=probability, metavar="P",
+                       help=f"share of sends whose receipt never comes (default "
+                            f"{defaults.lost_rate:g})")
+
+
 def _add_sms_arguments(parser: argparse.ArgumentParser) -> None:
     """The SMS model's flags (issue 14, docs/sms-model.md): all off by default."""
     sms = parser.add_argument_group(
         "SMS model (segments, carriers, errors, receipts; off by default)")
-    sms.add_argument("--sender-type", choices=[t.value for t in SenderType],
-                     help="the identical senders are this kind of number: rate limit "
-                          + ", ".join(f"{t} {r:g}" for t, r in SENDER_TYPE_RATES_PER_S.items())
-                          + " segments/s unless --rate-limit says otherwise; counts segments")
     text = sms.add_mutually_exclusive_group()
     text.add_argument("--text", type=_text, metavar="TEXT",
                       help="every message says TEXT (any Unicode): its encoding and segments "
@@ -228,33 +288,12 @@ def _add_sms_arguments(parser: argparse.ArgumentParser) -> None:
     sms.add_argument("--count-segments", action="store_true",
                      help="count the segments of each generated text (1-2; implied by the "
                           "other segment flags); without any, every message is 1 segment")
-    sms.add_argument("--per-segment", type=non_negative_float, metavar="SECONDS",
-                     help="add this much send time per segment (counts segments)")
-    sms.add_argument("--permanent-rate", type=probability, default=0.0, metavar="P",
-                     help="probability a send fails for good (dead at once, never retried); "
-                          "failure_rate is then the transient share (default 0)")
-    sms.add_argument("--throttle-rate", type=probability, default=0.0, metavar="P",
-                     help="probability a send is throttled: retried no sooner than "
-                          "--retry-after, and the sender pauses that long (default 0)")
-    sms.add_argument("--retry-after", type=non_negative_float, default=1.0, metavar="SECONDS",
-                     help="the retry-after a throttled send is given (default 1.0)")
+    add_carrier_arguments(sms)
+    add_error_class_arguments(sms)
     sms.add_argument("--valid-for", type=_valid_for, metavar="DURATION",
                      help="validity of each message from its arrival (90s, 10m, 2h): one not "
                           "sent by then expires, never sent late")
-    sms.add_argument("--receipts", action="store_true",
-                     help="draw a delivery receipt after each accepted send (lognormal delay; "
-                          "implied by the receipt flags below)")
-    defaults = ReceiptModel()
-    sms.add_argument("--receipt-median", type=positive_float, metavar="SECONDS",
-                     help=f"median receipt delay (default {defaults.median_s:g})")
-    sms.add_argument("--receipt-sigma", type=non_negative_float, metavar="S",
-                     help=f"lognormal shape of the delay (default {defaults.sigma:g})")
-    sms.add_argument("--undelivered-rate", type=probability, metavar="P",
-                     help=f"share of receipts saying undelivered (default "
-                          f"{defaults.undelivered_rate:g})")
-    sms.add_argument("--lost-rate", type=probability, metavar="P",
-                     help=f"share of sends whose receipt never comes (default "
-                          f"{defaults.lost_rate:g})")
+    add_receipt_arguments(sms)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -292,14 +331,29 @@ def sms_from_args(args: argparse.Namespace) -> SmsArgs:
         text = _read_text_file(args.text_file)
     counted = (text is not None or args.count_segments or args.per_segment is not None
                or args.sender_type is not None)
+    return SmsArgs(
+        content=Content(text=text) if counted else None,
+        receipts=receipts_from_args(args),
+        valid_for_s=args.valid_for,
+    )
+
+
+def receipt_flags_given(args: argparse.Namespace) -> list[str]:
+    """The receipt flags given on the command line, as typed (``--receipts`` first)."""
+    given = ["--receipts"] if args.receipts else []
+    return given + [flag for flag, value in (
+        ("--receipt-median", args.receipt_median), ("--receipt-sigma", args.receipt_sigma),
+        ("--undelivered-rate", args.undelivered_rate), ("--lost-rate", args.lost_rate))
+        if value is not None]
+
+
+def receipts_from_args(args: argparse.Namespace) -> ReceiptModel | None:
+    """The receipt model the flags ask for (``--receipts`` or any receipt flag; the model's
+    defaults for the rest), or None. Raises ``ConfigError`` (rates summing over 1)."""
     receipt_flags = {"median_s": args.receipt_median, "sigma": args.receipt_sigma,
                      "undelivered_rate": args.undelivered_rate, "lost_rate": args.lost_rate}
     given = {name: value for name, value in receipt_flags.items() if value is not None}
-    return SmsArgs(
-        content=Content(text=text) if counted else None,
-        receipts=ReceiptModel(**given) if args.receipts or given else None,
-        valid_for_s=args.valid_for,
-    )
+    return ReceiptModel(**given) if args.receipts or given else None
 
 
 def retry_from_args(args: argparse.Namespace) -> RetryPolicy:
@@ -329,5 +383,6 @@ def sender_from_args(
         per_segment_s=args.per_segment or 0.0,
         permanent_rate=args.permanent_rate,
         throttle_rate=args.throttle_rate,
-        retry_after_s=args.retry_after,
+        retry_after_s=(RETRY_AFTER_DEFAULT_S if args.retry_after is None
+                       else args.retry_after),
     )

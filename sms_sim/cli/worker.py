@@ -7,6 +7,12 @@ sends in flight finish, a second interrupts them.
 Sends go to a simulated provider (in memory, or the ``--ledger`` file shared by processes)
 or, with ``--provider URL --provider-token-file F``, to a real one over HTTP
 (``dispatch.http_provider``). The token is read here, once, and never printed or logged.
+
+The simulated provider speaks the SMS model of the simulator (issue 14) with the same
+flags (``model_args``): rate limits and ``--sender-type`` in segments per second,
+``--per-segment``, the error classes, and ``--receipts`` with the receipt model. What only
+a simulation can have (its send times per segment, its failures, its receipts) is refused
+with ``--provider``; rate limits are not: they pace the sends to a real provider too.
 """
 
 from __future__ import annotations
@@ -29,7 +35,17 @@ from sms_sim.cli.common import (
     positive_float,
     probability,
 )
-from sms_sim.cli.model_args import sender_count, sender_spec
+from sms_sim.cli.model_args import (
+    add_carrier_arguments,
+    add_error_class_arguments,
+    add_receipt_arguments,
+    add_sender_model_arguments,
+    receipt_flags_given,
+    receipts_from_args,
+    sender_count,
+    sender_from_args,
+    sender_spec,
+)
 from sms_sim.cli.store_command import Access, base_parser, open_for
 from sms_sim.clock import RealClock
 from sms_sim.config import RetryPolicy, SenderConfig, check_sender_total
@@ -127,6 +143,12 @@ def main(argv: Sequence[str], *, prog: str) -> int:
                         help="print the final report as one JSON object on stdout; the "
                              "first line, progress and the text report go to stderr")
     parser.add_argument("--unsafe-no-fencing", action="store_true", help=argparse.SUPPRESS)
+    sms = parser.add_argument_group(
+        "SMS model (rate limits pace a real provider too; the rest is the simulated one's)")
+    add_sender_model_arguments(sms)
+    add_carrier_arguments(sms)
+    add_error_class_arguments(sms)
+    add_receipt_arguments(sms)
     args = parser.parse_args(argv)
     try:
         endpoint = provider_endpoint(args)
@@ -135,15 +157,15 @@ def main(argv: Sequence[str], *, prog: str) -> int:
         deviation = (args.deviation if args.deviation is not None
                      else 0.001 if simulated else 0.0)
         # Validated even for --senders 0 so that a typo in --mean is never silently ignored.
-        identical = SenderConfig(mean, deviation, args.failure_rate)
+        identical = sender_from_args(args, mean, deviation, args.failure_rate)
+        receipts = receipts_from_args(args)
         # One thread per sender: the host's cap, checked before the list is built.
         check_sender_total(args.senders + len(args.sender), maximum=threaded_senders_max())
         senders = [identical] * args.senders + list(args.sender)
         if not senders:
             raise ConfigError("senders must be >= 1 (got 0)")
-        if not simulated and any(s.failure_rate for s in senders):
-            raise ConfigError("--failure-rate (or a --sender's RATE) simulates failures; "
-                              "with --provider the provider's answers decide")
+        if not simulated:
+            refuse_simulated_only(args, senders)
         retry = RetryPolicy(max_attempts=args.max_attempts, base_s=args.retry_base,
                             factor=args.retry_factor, cap_s=args.retry_cap)
         config = DispatchConfig(batch_size=args.batch, lease_s=args.lease,
@@ -185,7 +207,8 @@ def main(argv: Sequence[str], *, prog: str) -> int:
             transport = ledger
         worker = Worker(store, transport, senders=senders, clock=RealClock(), seed=seed,
                         config=config, output=text_output, interval_s=args.interval,
-                        show_progress=not args.quiet, exit_when_idle=args.exit_when_idle)
+                        show_progress=not args.quiet, exit_when_idle=args.exit_when_idle,
+                        receipts=receipts)
         first = (f"{worker.owner}: dispatching from {display_url(args.db)}{to} with "
                  f"{len(senders)} senders, batch {config.batch_size}, "
                  f"lease {config.lease_s:g}s (seed {seed})")
@@ -214,6 +237,29 @@ def main(argv: Sequence[str], *, prog: str) -> int:
     if args.json and code != ExitCode.SIGPIPE:
         emit(json_text(report_dict(report)))
     return code
+
+
+def refuse_simulated_only(args: argparse.Namespace, senders: Sequence[SenderConfig]) -> None:
+    """With ``--provider``: raise ``ConfigError`` naming the first flag that only the
+    simulated provider has: its failures (``--failure-rate`` or a ``--sender``'s RATE, the
+    error classes), its send time per segment, its receipts (a real provider posts its own
+    to ``POST /v1/provider/receipts``)."""
+    if any(s.failure_rate for s in senders):
+        raise ConfigError("--failure-rate (or a --sender's RATE) simulates failures; "
+                          "with --provider the provider's answers decide")
+    for flag, given in (("--permanent-rate", args.permanent_rate),
+                        ("--throttle-rate", args.throttle_rate),
+                        ("--retry-after", args.retry_after is not None)):
+        if given:
+            raise ConfigError(f"{flag} simulates the provider's answers; with --provider "
+                              "the provider's answers decide")
+    if args.per_segment is not None:
+        raise ConfigError("--per-segment simulates the provider's send time; not with "
+                          "--provider")
+    receipt_flags = receipt_flags_given(args)
+    if receipt_flags:
+        raise ConfigError(f"{receipt_flags[0]} draws simulated receipts; with --provider the "
+                          "provider posts its own to POST /v1/provider/receipts")
 
 
 def provider_url(text: str) -> str:
@@ -258,7 +304,13 @@ def report_dict(report: WorkerReport) -> dict[str, object]:
         "released": report.released, "expired": report.expired, "refused": report.refused,
         "accounted": report.is_accounted, "avg_send_ms": report.avg_send_s * 1000,
         "max_lag_s": report.max_lag_s, "threads_alive": list(report.threads_alive),
-        "throttles": report.throttles,
+        "throttles": report.throttles, "segments_sent": report.segments_sent,
+        "receipts": None if report.receipts is None else {
+            "delivered": report.receipts.delivered,
+            "undelivered": report.receipts.undelivered,
+            "expired": report.receipts.expired, "unknown": report.receipts.unknown,
+            "outstanding": report.receipts.outstanding,
+            "not_applied": report.receipts.not_applied},
         "senders": [{"index": s.index, "sent": s.sent, "failed": s.failed,
                      "avg_send_ms": s.avg_send_s * 1000} for s in report.senders],
     }

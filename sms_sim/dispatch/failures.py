@@ -1,7 +1,8 @@
 """What a send that did not go through leads to: its class, its settlement, the throttle gate.
 
 A provider's answer is classified once, where it is read (``TransportError.error_class``;
-``simulated_failure`` for the simulator's own draws), and travels with the completion as a
+``simulated_failure`` for the simulator's own draws: transient, permanent or throttled by
+``SenderConfig``'s rates, issue 14), and travels with the completion as a
 ``SendFailure``. ``settlement_for`` turns it into the store's next step with the same
 ``policy.retry_delay_after`` every mode uses: a permanent error is dead at once (another try
 cannot help and would cost money), a transient one backs off, a throttled one waits at least
@@ -26,7 +27,7 @@ from sms_sim.clock import Clock
 from sms_sim.config import RetryPolicy, SenderConfig
 from sms_sim.dispatch.contract import Claim, SettleKind, Settlement
 from sms_sim.model import ErrorClass
-from sms_sim.policy import backoff_before_jitter_s, retry_delay_after
+from sms_sim.policy import backoff_before_jitter_s, error_class_of, retry_delay_after
 
 __all__ = [
     "SendFailure",
@@ -72,14 +73,19 @@ class SendFailure:
 
 def simulated_failure(error: str, sender: SenderConfig | None) -> SendFailure:
     """The class of a failure the simulator drew itself (the sender never called the
-    provider): transient, for every simulated failure so far.
+    provider), read from its error text (``policy.error_class_of``: the texts of
+    ``policy.FAILURE_ERRORS``; any other is transient, the safe default).
 
-    The one place a simulated failure is classified: when ``SenderConfig`` draws permanent
-    and throttled failures too, map their errors here (``sender``, the config of the
-    sender that drew it when known, then gives the retry-after of a simulated throttle).
+    A simulated throttle carries the retry-after of ``sender`` (the config of the sender
+    that drew it, when known), as a real provider's 429 carries its Retry-After: the
+    delivery then waits at least that long and the worker's throttle gate closes for it.
+    Unknown (None), it carries none, and the policy's first backoff stands in.
     """
-    del sender  # one class only, for now
-    return SendFailure(error, ErrorClass.TRANSIENT)
+    error_class = error_class_of(error)
+    retry_after_s = None
+    if error_class is ErrorClass.THROTTLED and sender is not None:
+        retry_after_s = sender.retry_after_s
+    return SendFailure(error, error_class, retry_after_s)
 
 
 def throttle_pause_s(failure: SendFailure, policy: RetryPolicy) -> float:

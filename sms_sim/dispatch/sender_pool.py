@@ -11,11 +11,20 @@ counted. An urgent job overtakes everything held locally, with no reordering of 
 The senders speak in error strings (``Outcome.error``); the dispatcher settles on a
 ``SendFailure`` (the reason with its class). The slot keeps the one the transmit step
 returned, and a failure the simulator drew itself is classified here, on the way back
-(``failures.simulated_failure``), where the sender that drew it is known.
+(``failures.simulated_failure``: transient, permanent or throttled), where the sender that
+drew it is known.
+
+Segments (issue 14): a sender whose send time depends on them (``needs_segments``: a rate
+limit in segments per second, time per segment) asks ``segments_of`` as its send starts,
+which fills the slot then rather than at the provider (the send's length depends on the
+job). The count is the job's content's (``segments.segments``, the count the store keeps
+per message), computed once per distinct text. ``segments_sent`` adds up the segments of
+accepted sends for the report.
 """
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import queue
@@ -26,9 +35,21 @@ from sms_sim.config import SenderConfig
 from sms_sim.dispatch.failures import SendFailure, simulated_failure
 from sms_sim.dispatch.jobs import Completion, SendJob
 from sms_sim.model import Outcome
+from sms_sim.segments import segments
 from sms_sim.sim.threaded.components import Inbox
 
-__all__ = ["SenderPool", "Slot"]
+__all__ = ["SenderPool", "Slot", "needs_segments", "SEGMENT_CACHE_SIZE"]
+
+# Distinct texts whose segment count a pool remembers: claims come in runs of one message
+# (a broadcast's recipients share its text), so a few recent texts cover nearly every job.
+SEGMENT_CACHE_SIZE = 256
+
+
+def needs_segments(sender: SenderConfig) -> bool:
+    """Whether a sender's send time depends on the segments of what it sends: a rate
+    limit (segments per second) or the SMS fields (``per_segment_s``, and the error
+    classes, whose path counts segments too)."""
+    return sender.rate_limit_per_s is not None or sender.has_sms_fields
 
 
 class Slot:
@@ -72,6 +93,9 @@ class SenderPool:
         self._done: queue.SimpleQueue[Completion] = queue.SimpleQueue()
         self._submitted = 0
         self._returned = 0
+        self._segments: Callable[[str], int] = functools.lru_cache(SEGMENT_CACHE_SIZE)(
+            _segment_count)
+        self.segments_sent = 0  # written on the monitor's thread (then the shutdown's)
 
     def room(self) -> int:
         # Room opens in steps of at least half what the pool holds, so claims stay
@@ -93,6 +117,11 @@ class SenderPool:
         """The most urgent held job (there is one for every slot not yet filled)."""
         with self._lock:
             return heapq.heappop(self._held)[2]
+
+    def segments_of(self, slot: Slot) -> int:
+        """The segments of the job this slot sends (filling the slot now); a sender's
+        ``segments_of``, called on its thread as the send starts."""
+        return self._segments(slot.take().content)
 
     def transmit(self, slot: Slot) -> str | None:
         failure = slot.failure = self._transmit(slot.take())
@@ -120,7 +149,10 @@ class SenderPool:
             failure = simulated_failure(error, senders[index] if index < len(senders) else None)
             if self._on_failure is not None:
                 self._on_failure(failure)
-        self._done.put((slot.take(), failure))
+        job = slot.take()
+        if error is None:
+            self.segments_sent += self._segments(job.content)
+        self._done.put((job, failure))
         self._wake.set()
 
     def unstarted(self, slots: Iterable[Slot]) -> list[SendJob]:
@@ -130,3 +162,7 @@ class SenderPool:
             jobs = [job for _, _, job in sorted(self._held)]
             self._held.clear()
         return jobs + [slot.job for slot in slots if slot.job is not None]
+
+
+def _segment_count(text: str) -> int:
+    return segments(text).count

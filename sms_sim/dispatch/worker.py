@@ -6,18 +6,28 @@ benchmarks measure) and is the only one that claims and, while running, settles;
 through ``Dispatcher.transmitter``; the ``monitor`` drains their outcomes, prints progress
 and hands every completion back to the dispatcher; on a store that pushes wake-ups
 (``dispatch.wake``: PostgreSQL), a ``listener`` turns them into the dispatcher's wake event,
-so an idle dispatcher looks as soon as work is submitted. The store is touched by the
-dispatcher thread (and the listener's own connection), then, after they have been joined,
-by the thread that called ``run``.
+so an idle dispatcher looks as soon as work is submitted; with simulated receipts, a
+``receipts`` thread records them as they come due. The store is touched by the dispatcher
+and receipts threads (and the listener's own connection; the senders ask it whether a
+message was cancelled), then, after they have been joined, by the thread that called
+``run``.
 
-Stop order (STYLE.md section 6): stop claiming (join the dispatcher), let the senders finish
-the send in hand (those not started are skipped), settle every completion, give the
-never-started jobs back to ``pending``, then report. The store is the caller's to close.
+Stop order (STYLE.md section 6): stop claiming (join the dispatcher, and the receipts
+thread), let the senders finish the send in hand (those not started are skipped), settle
+every completion, give the never-started jobs back to ``pending``, record the simulated
+receipts due by then (after the sends they follow), then report. The store is the caller's
+to close.
 
 Each completion carries the failure's class (``dispatch.failures``): the transport's for a
 real send, ``simulated_failure``'s for one the simulator drew. A throttled answer on any
 sender closes the dispatcher's throttle gate: nothing is claimed, and held jobs are given
 back unsent, until the provider's retry-after has passed.
+
+The SMS model (issue 14) on the simulated provider: senders with a rate limit or the SMS
+fields count each job's segments (``sender_pool.needs_segments``), so rate limits are in
+segments per second and ``per_segment_s`` is paid per segment; with a ``ReceiptModel`` a
+``receipts`` thread records the simulated provider's delivery receipts as they come due
+(``receipt_pump``), and at the stop, after the last sends are settled, what is due by then.
 """
 
 from __future__ import annotations
@@ -32,10 +42,11 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from sms_sim.clock import Clock
-from sms_sim.config import SenderConfig
+from sms_sim.config import ReceiptModel, SenderConfig
 from sms_sim.dispatch.contract import DispatchStore
 from sms_sim.dispatch.dispatcher import NOT_SENT, DispatchConfig, Dispatcher, DispatchStats
-from sms_sim.dispatch.sender_pool import SenderPool, Slot
+from sms_sim.dispatch.receipt_pump import ReceiptPump, ReceiptTally
+from sms_sim.dispatch.sender_pool import SenderPool, Slot, needs_segments
 from sms_sim.dispatch.transport import Transport
 from sms_sim.dispatch.wake import wake_channel_of
 from sms_sim.errors import SmsSimError
@@ -57,6 +68,7 @@ from sms_sim.sim.threaded.components import (
 )
 from sms_sim.sim.threaded.monitor import Monitor
 from sms_sim.sim.threaded.limits import ThreadStartError
+from sms_sim.sim.threaded.sms import receipts_rng
 from sms_sim.sim.threaded.supervise import DEFAULT_GRACE_S, ThreadGroup
 
 __all__ = ["Worker", "WorkerReport", "format_worker_report", "work_in_hand", "CLAIM_ROUND_S"]
@@ -96,6 +108,10 @@ class WorkerReport:
     dispatcher's counts. ``refused`` counts reports the store turned down because the
     lease had been lost meanwhile (they are among the outcomes above: the send happened,
     the store just keeps the newer claim's result).
+
+    ``segments_sent`` adds up the segments of the accepted sends (``sent``, counted in the
+    carrier's units); ``receipts`` is the simulated provider's receipts, None when it draws
+    none.
     """
 
     owner: str
@@ -117,6 +133,8 @@ class WorkerReport:
     max_lag_s: float = 0.0
     threads_alive: tuple[str, ...] = ()
     throttles: int = 0  # throttled answers that closed (or extended) the throttle gate
+    segments_sent: int = 0
+    receipts: ReceiptTally | None = None
 
     @property
     def is_accounted(self) -> bool:
@@ -142,6 +160,7 @@ class Worker:
         show_progress: bool = True,
         grace_s: float = DEFAULT_GRACE_S,
         exit_when_idle: bool = False,
+        receipts: ReceiptModel | None = None,
     ) -> None:
         self._transport = transport
         self._clock = clock
@@ -158,16 +177,23 @@ class Worker:
         self._sender_stop = threading.Event()  # senders skip what they have not started
         self._wake = threading.Event()  # completions arrived, or stop: the dispatcher looks
         self._inbox: Inbox[Slot] = queue.SimpleQueue()
-        self._pool = SenderPool(self._inbox, self._wake, max_in_hand,
-                                self.dispatcher.transmitter(transport), senders=senders,
-                                on_failure=self.dispatcher.note_failure)
+        transmit = self.dispatcher.transmitter(transport)
+        self.receipts: ReceiptPump | None = None
+        if receipts is not None:
+            self.receipts = ReceiptPump(store, receipts, rng=receipts_rng(seed), clock=clock,
+                                        outage_s=self.dispatcher.config.store_outage_s,
+                                        owner=self.owner)
+            transmit = self.receipts.transmitter(transmit)
+        self._pool = SenderPool(self._inbox, self._wake, max_in_hand, transmit,
+                                senders=senders, on_failure=self.dispatcher.note_failure)
         self._abort = threading.Event()  # interrupt sends in flight (second signal)
         successes: OutcomeQueue[Slot] = queue.SimpleQueue()
         failures: OutcomeQueue[Slot] = queue.SimpleQueue()
         self._senders = [
             Sender(index, sender, rng=sender_rng(seed, index), inbox=self._inbox,
                    successes=successes, failures=failures, stop=self._sender_stop,
-                   clock=clock, abort=self._abort, transmit=self._pool.transmit)
+                   clock=clock, abort=self._abort, transmit=self._pool.transmit,
+                   segments_of=self._pool.segments_of if needs_segments(sender) else None)
             for index, sender in enumerate(senders)
         ]
         self._started_at = clock.monotonic()
@@ -194,14 +220,16 @@ class Worker:
         """
         clock = self._clock
         group = ThreadGroup(stop=self._stop, abort=self._abort, clock=clock,
-                            stop_requests=stop_requests, on_failure=self._wake.set)
-        channel = self._channel
+                            stop_requests=stop_requests, on_failure=self._wake_all)
+        channel, receipts = self._channel, self.receipts
         try:
             group.start("monitor", self.monitor.run)
             for sender in self._senders:
                 group.start(sender.name, sender.run)
             if channel is not None:
                 group.start("listener", lambda: channel.run(self._wake))
+            if receipts is not None:
+                group.start("receipts", lambda: receipts.run(self._stop))
         except ThreadStartError:
             self._release(group)
             raise
@@ -211,12 +239,14 @@ class Worker:
                             output_closed=lambda: self.monitor.output_closed)
         elapsed_s = clock.monotonic() - self._started_at
         group.begin_shutdown(self._grace_s)
-        self._wake.set()
+        self._wake_all()
         if channel is not None:
             channel.close()  # the listener waits on its connection, not on ``stop``
         alive = group.join(["dispatcher"])
         if channel is not None:
             alive += group.join(["listener"])
+        if receipts is not None:
+            alive += group.join(["receipts"])
         self._sender_stop.set()
         for _ in self._senders:
             self._inbox.put(DONE)
@@ -226,11 +256,19 @@ class Worker:
             self.monitor.drain()
         if "dispatcher" not in alive and not self._finish():
             reason = StopReason.ERROR
+        if "receipts" not in alive and not self._last_receipts():
+            reason = StopReason.ERROR
         if self.monitor.output_closed and reason is StopReason.COMPLETED:
             reason = StopReason.OUTPUT_CLOSED
         report = self._report(reason, elapsed_s, alive)
         self._write(report)
         return report
+
+    def _wake_all(self) -> None:
+        """Cut the dispatcher's and the receipts thread's waits short (a stop, a failure)."""
+        self._wake.set()
+        if self.receipts is not None:
+            self.receipts.wake()
 
     def _release(self, group: ThreadGroup) -> None:
         """Stop the threads started before the OS refused one (nothing was claimed yet:
@@ -238,6 +276,7 @@ class Worker:
         group.begin_shutdown(self._grace_s)
         self._stop.set()
         self._sender_stop.set()
+        self._wake_all()
         if self._channel is not None:
             self._channel.close()
         started = group.names
@@ -270,6 +309,20 @@ class Worker:
                 ok = False
         return ok
 
+    def _last_receipts(self) -> bool:
+        """Record the receipts due by now, after the last sends were settled (so they apply
+        at once rather than wait held); those due later stay outstanding. False if the
+        store refused them (they are then outstanding too)."""
+        if self.receipts is None:
+            return True
+        try:
+            self.receipts.pump(self._clock.now())
+        except SmsSimError as exc:
+            log.error("could not record the receipts due (%s); they are counted outstanding",
+                      exc)
+            return False
+        return True
+
     def _report(self, reason: StopReason, elapsed_s: float, alive: list[str]) -> WorkerReport:
         stats: DispatchStats = self.dispatcher.stats
         total = self.monitor.total
@@ -293,6 +346,8 @@ class Worker:
             max_lag_s=max((s.max_lag_s for s in self._senders), default=0.0),
             threads_alive=tuple(alive),
             throttles=self.dispatcher.gate.closures,
+            segments_sent=self._pool.segments_sent,
+            receipts=None if self.receipts is None else self.receipts.tally(),
         )
 
     def _write(self, report: WorkerReport) -> None:
@@ -315,8 +370,17 @@ def format_worker_report(report: WorkerReport) -> str:
         f"{report.expired}: {verdict}",
         f"fencing: {report.refused} stale reports refused, {report.expired} sends skipped "
         f"on an expired lease, {report.withdrawn} withdrawn (message cancelled)",
+        f"segments: {report.segments_sent} sent ({_per(report.segments_sent, report.sent)} "
+        f"per delivery sent)",
         f"avg send {report.avg_send_s * 1000:.3f} ms",
     ]
+    receipts = report.receipts
+    if receipts is not None:
+        lines.append(
+            f"receipts: delivered {receipts.delivered}, undelivered {receipts.undelivered}, "
+            f"expired {receipts.expired}, unknown {receipts.unknown} (never to come); "
+            f"{receipts.outstanding} outstanding (not due yet at the stop)"
+            + (f", {receipts.not_applied} changed nothing" if receipts.not_applied else ""))
     if report.store_errors:
         lines.append(f"store: {report.store_errors} calls failed and were tried again")
     if report.throttles:
@@ -325,3 +389,7 @@ def format_worker_report(report: WorkerReport) -> str:
     lines.extend(format_warnings(report.max_lag_s, report.threads_alive))
     lines.extend(format_sender_lines(report.senders))
     return "\n".join(lines) + "\n"
+
+
+def _per(part: int, whole: int) -> str:
+    return f"{part / whole:.2f}" if whole else "0.00"
