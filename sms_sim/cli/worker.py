@@ -138,6 +138,10 @@ def main(argv: Sequence[str], *, prog: str) -> int:
                         help="seed for simulated send outcomes and retry jitter (default: random)")
     parser.add_argument("--exit-when-idle", action="store_true",
                         help="exit 0 once nothing is scheduled, pending, leased or retrying")
+    parser.add_argument("--wait-for-receipts", action="store_true",
+                        help="with --exit-when-idle and simulated receipts: exit only once "
+                             "every receipt drawn is recorded (the lognormal tail can take "
+                             "minutes)")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
     parser.add_argument("--json", action="store_true",
                         help="print the final report as one JSON object on stdout; the "
@@ -159,6 +163,9 @@ def main(argv: Sequence[str], *, prog: str) -> int:
         # Validated even for --senders 0 so that a typo in --mean is never silently ignored.
         identical = sender_from_args(args, mean, deviation, args.failure_rate)
         receipts = receipts_from_args(args)
+        if args.wait_for_receipts and (receipts is None or not args.exit_when_idle):
+            raise ConfigError("--wait-for-receipts needs --exit-when-idle and --receipts "
+                              "(or a receipt model flag)")
         # One thread per sender: the host's cap, checked before the list is built.
         check_sender_total(args.senders + len(args.sender), maximum=threaded_senders_max())
         senders = [identical] * args.senders + list(args.sender)
@@ -208,7 +215,7 @@ def main(argv: Sequence[str], *, prog: str) -> int:
         worker = Worker(store, transport, senders=senders, clock=RealClock(), seed=seed,
                         config=config, output=text_output, interval_s=args.interval,
                         show_progress=not args.quiet, exit_when_idle=args.exit_when_idle,
-                        receipts=receipts)
+                        receipts=receipts, wait_for_receipts=args.wait_for_receipts)
         first = (f"{worker.owner}: dispatching from {display_url(args.db)}{to} with "
                  f"{len(senders)} senders, batch {config.batch_size}, "
                  f"lease {config.lease_s:g}s (seed {seed})")

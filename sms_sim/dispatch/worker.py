@@ -144,7 +144,8 @@ class WorkerReport:
 
 class Worker:
     """One worker process's engine. ``run`` blocks until a stop request (or, with
-    ``exit_when_idle``, until the store has nothing open) and returns the report."""
+    ``exit_when_idle``, until the store has nothing open, and with ``wait_for_receipts``
+    also until every simulated receipt drawn is recorded) and returns the report."""
 
     def __init__(
         self,
@@ -161,6 +162,7 @@ class Worker:
         grace_s: float = DEFAULT_GRACE_S,
         exit_when_idle: bool = False,
         receipts: ReceiptModel | None = None,
+        wait_for_receipts: bool = False,
     ) -> None:
         self._transport = transport
         self._clock = clock
@@ -168,6 +170,7 @@ class Worker:
         self._output = output
         self._grace_s = grace_s
         self._exit_when_idle = exit_when_idle
+        self._wait_for_receipts = wait_for_receipts
         self._channel = wake_channel_of(store)
         self.dispatcher = Dispatcher(store, clock=clock, config=config,
                                      rng=random.Random(f"sms_sim:{seed}:dispatcher"),
@@ -234,7 +237,8 @@ class Worker:
             self._release(group)
             raise
         group.start("dispatcher", self._dispatch)
-        reason = group.wait(finished=lambda: not group.is_alive("dispatcher"),
+        reason = group.wait(finished=lambda: not group.is_alive("dispatcher")
+                            and not self._receipts_to_wait_for(),
                             watch=lambda: group.thread("dispatcher"),
                             output_closed=lambda: self.monitor.output_closed)
         elapsed_s = clock.monotonic() - self._started_at
@@ -263,6 +267,12 @@ class Worker:
         report = self._report(reason, elapsed_s, alive)
         self._write(report)
         return report
+
+    def _receipts_to_wait_for(self) -> bool:
+        """True while ``wait_for_receipts`` holds the exit for receipts still to come (the
+        dispatcher has finished, so every receipt that will be drawn has been)."""
+        return (self._wait_for_receipts and self.receipts is not None
+                and self.receipts.next_due_at() is not None)
 
     def _wake_all(self) -> None:
         """Cut the dispatcher's and the receipts thread's waits short (a stop, a failure)."""

@@ -117,3 +117,29 @@ def test_segments_are_counted_sent_and_rate_limited_per_segment(
     assert report["sent"] == RECIPIENTS and report["segments_sent"] == 3 * RECIPIENTS
     shown = json.loads(cli("show", "1", "--json").out)
     assert shown["segments"] == 3 and shown["progress"]["segments_sent"] == 3 * RECIPIENTS
+
+
+def test_wait_for_receipts_exits_only_once_every_receipt_is_recorded(
+        cli: Cli, tmp_path: Path) -> None:
+    """With ``--wait-for-receipts`` nothing is left outstanding: every delivery ends as its
+    receipt says, or stays sent for a receipt that never comes (lost)."""
+    _submit(cli, tmp_path)
+    report = _worker(cli, "--receipts", "--receipt-median", "0.05", "--receipt-sigma", "1",
+                     "--lost-rate", "0.1", "--seed", "3", "--wait-for-receipts")
+    receipts = report["receipts"]
+    assert isinstance(receipts, dict)
+    assert receipts["outstanding"] == 0
+    statuses = [status for status, _ in _deliveries(tmp_path)]
+    assert statuses.count(DeliveryStatus.SENT) == receipts["unknown"]
+    assert statuses.count(DeliveryStatus.DELIVERED) == receipts["delivered"] > 0
+    assert len(statuses) == RECIPIENTS
+
+
+@pytest.mark.parametrize("flags", [["--wait-for-receipts", "--receipts"],
+                                   ["--wait-for-receipts", "--exit-when-idle"]])
+def test_wait_for_receipts_without_what_it_waits_for_is_refused(
+        cli: Cli, tmp_path: Path, flags: list[str]) -> None:
+    assert cli("init").code == 0
+    ran = cli("worker", *flags)
+    assert ran.code == 2 and len(ran.err.splitlines()) == 1, ran.err
+    assert "--wait-for-receipts needs --exit-when-idle and --receipts" in ran.err
