@@ -12,26 +12,35 @@ which side goes first:
   submit transaction, the answer built from the stored message).
 * bare: ``bench/_bare_api.py``, a FastAPI app whose POST validates the same body with a
   pydantic model, INSERTs one row and answers 201 with a small JSON, served by uvicorn the
-  way ``serve`` serves (its own bound socket handed to ``uvicorn.Server`` or, for N > 1,
-  uvicorn's ``Multiprocess``; factory per process; log level info, so one access line per
-  request as ``serve`` writes), with SQLite as the store sets it up: WAL, ``synchronous =
-  FULL``, one connection per server process under a lock, ``BEGIN IMMEDIATE`` retried in
-  pauses of at most 1 ms. No authentication: the floor of a durable FastAPI submit. Its
-  socket has ``TCP_NODELAY`` on its connections (see ``_bare_api``); ``serve``'s does not
-  (uvicorn issue #3149), so until that is fixed ours pays about 40 ms of delayed ACK per
-  request on each kept-alive connection, which shows as its "one at a time" p50.
+  way ``serve`` serves (its own bound socket, ``TCP_NODELAY`` on its connections as on
+  ``serve``'s, handed to ``uvicorn.Server`` or, for N > 1, uvicorn's ``Multiprocess``;
+  factory per process; log level info, so one access line per request as ``serve``
+  writes), with SQLite's durability as the store sets it up: WAL, ``synchronous = FULL``,
+  one connection per server process under a lock, ``BEGIN IMMEDIATE`` retried in pauses
+  of at most 1 ms. No authentication, and its own table: four columns and no index, where
+  a 1-recipient submit writes a message row (five indexes), a delivery row (three) and a
+  count row in one transaction. So it is the floor of a durable FastAPI submit, not the
+  same work on the same schema; the ratio is the stricter for it.
 
 Each side-run starts its own server on a fresh file and stops it after; every client
 thread sends a few warm-up requests (not counted) before the clock starts. Printed, each
 the median over the runs: requests/s (M over the wall time from the start until the last
-answer), the p50/p99 latency of those requests, and the p50 of ``ALONE`` more requests sent
-one at a time on one connection afterwards (the cost of one request without queueing);
-then ours / bare.
+answer), the p50/p99 latency of those requests, the p50 of ``ALONE`` more requests sent
+one at a time on one connection afterwards (the cost of one request without queueing),
+and the CPU time per request of the answering server processes (``/proc/<pid>/stat``,
+every thread) and of the client threads, over the same span; then ours / bare, as the
+median ratio and within each run (the two sides of one run are measured minutes apart at
+most, so a ratio within a run is less moved by a neighbour's load than two medians).
 
 Target (issue 12): ours >= 0.6 x bare, at each workers count.
 
-Client and servers share this machine's cores: on a small machine the client's own CPU
-narrows the gap between the sides, so run it on a quiet machine with a few cores.
+Client and servers share this machine's cores, and with 2 server processes on 2 cores
+the client's threads take CPU the servers would otherwise use. The client is
+``http.client`` (a fraction of httpx's cost per request) and its CPU per request is
+printed, about the same for both sides, so it narrows the gap between them rather than
+favouring one. The bare/ours ratio of server CPU per request is printed too: what the rate
+ratio would be if the servers were CPU-bound with the cores to themselves (the bare side
+waits on its fsync more of its time, so the two ratios differ).
 
 Command (from the repo root): python3 bench/api_submit_rate.py [--runs 3] [--messages 4000]
 [--concurrency 8] [--quick]
