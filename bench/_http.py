@@ -1,5 +1,5 @@
 """Pieces shared by the HTTP API benches: a free port, a server started and stopped, an API key,
-a keep-alive client, phone numbers, and a server process's memory from ``/proc``.
+a keep-alive client, phone numbers, and a server process's memory and CPU time from ``/proc``.
 
 Like ``_common`` it never imports ``sms_sim`` (nor FastAPI): the servers are child processes
 (``python -m sms_sim serve``, or uvicorn for a bench's own app), and this process only talks
@@ -196,7 +196,16 @@ def phone_numbers(count: int, area: int = 700) -> list[str]:
             for i in range(count)]
 
 
-# ---- a process's memory ---------------------------------------------------------------------
+# ---- a process's memory and CPU time ---------------------------------------------------
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) the process ``pid`` has used so far, every thread of
+    it, from ``/proc/<pid>/stat``."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) ": state is field 3
+    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
 
 
 def status_kib(pid: int, field: str) -> int:

@@ -4,6 +4,10 @@ Every ``/v1`` route depends on ``tenant_service``: without ``Authorization: Bear
 key>`` the answer is 401 with a ``WWW-Authenticate`` challenge, and with a key the route
 gets the service's view of that key's tenant, so another tenant's messages do not exist
 for it (404, with the same words as an unknown id).
+
+Looking the key up reads the store, so it blocks; ``bearer_token`` checks only that a
+token was sent (on the event loop), leaving the lookup to a caller that can do it in the
+same thread-pool trip as its own store work (submit: issue 12's benchmark).
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from sms_sim.clock import Clock
 from sms_sim.dispatch.service import DispatchService
 from sms_sim.dispatch.validation import InvalidRequestError
 
-__all__ = ["BEARER", "operator_service", "app_clock", "tenant_service", "TenantService",
-           "provider_service", "ProviderService", "known_query"]
+__all__ = ["BEARER", "operator_service", "app_clock", "bearer_token", "BearerToken",
+           "tenant_view", "tenant_service", "TenantService", "provider_service",
+           "ProviderService", "known_query"]
 
 BEARER = HTTPBearer(auto_error=False, scheme_name="bearer", bearerFormat="sms_sim API key",
                     description="An API key, `smsk_<key id>_<secret>`, from `sms_sim apikey "
@@ -42,16 +47,29 @@ def app_clock(request: Request) -> Clock:
     return clock
 
 
-def tenant_service(
-    request: Request,
+async def bearer_token(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
-) -> DispatchService:
-    """The service as the request's tenant sees it (blocking: it reads the key's record)."""
+) -> str:
+    """The bearer token sent, not yet checked against the store; 401 with a challenge
+    when there is none. Async: it reads only the request."""
     if credentials is None:
         raise ProblemError(UNAUTHORIZED, "send Authorization: Bearer <API key>",
                            headers={"WWW-Authenticate": BEARER_CHALLENGE})
-    service = operator_service(request)
-    return service.for_tenant(service.authenticate(credentials.credentials))
+    return credentials.credentials
+
+
+BearerToken = Annotated[str, Depends(bearer_token)]
+
+
+def tenant_view(service: DispatchService, token: str) -> DispatchService:
+    """``service`` as the tenant of the key ``token`` sees it (blocking: it reads the
+    key's record); ``UnauthorizedError``/``ForbiddenError`` for a key that may not."""
+    return service.for_tenant(service.authenticate(token))
+
+
+def tenant_service(request: Request, token: BearerToken) -> DispatchService:
+    """The service as the request's tenant sees it (blocking: it reads the key's record)."""
+    return tenant_view(operator_service(request), token)
 
 
 TenantService = Annotated[DispatchService, Depends(tenant_service)]

@@ -128,6 +128,33 @@ def test_a_body_that_grows_too_large_is_413(api: ApiHarness, acme: dict[str, str
     assert_problem(response, 413, "content-too-large")
 
 
+def test_a_submit_without_content_length_is_taken(api: ApiHarness,
+                                                  acme: dict[str, str]) -> None:
+    # Sent chunked: the route cannot bound the body before reading it, so it looks the key
+    # up first (a pool trip of its own), then reads, then submits.
+    def chunks() -> Iterator[bytes]:
+        yield b'{"content": "hi", '
+        yield b'"recipients": ["555-010-0001"]}'
+
+    response = api.client.post("/v1/messages", content=chunks(),
+                               headers={**acme, "Content-Type": "application/json"})
+    assert response.status_code == 201, response.text
+    assert response.json()["recipient_count"] == 1
+
+
+@pytest.mark.parametrize("body", [
+    b'{"content": ',  # small, not JSON: the key is still checked first
+    b'{"content": "hi", "recipients": []}',  # small and invalid
+    b'{"content": "hi", "recipients": [' + b'"555-010-0001", ' * 2000 + b'"555-010-0002"]}',
+], ids=["not-json", "invalid", "large"])
+def test_a_bad_key_is_401_whatever_the_body(api: ApiHarness, body: bytes) -> None:
+    response = api.client.post("/v1/messages", content=body, headers={
+        "Authorization": "Bearer smsk_000000000000_" + "a" * 43,
+        "Content-Type": "application/json"})
+    assert "unknown API key" in assert_problem(response, 401, "unauthorized")["detail"]
+    assert api.service.list_messages() == []
+
+
 # --- submit: a form with a CSV file --------------------------------------------------------
 
 
