@@ -148,7 +148,9 @@ def test_migrate_creates_the_schema_once_and_other_opens_refuse_an_empty_databas
         url: str) -> None:
     with pytest.raises(StoreError, match="holds no sms_sim schema .*migrate"):
         open_store(url)
-    assert "created sms_sim schema version 1" in migrate_store(url)
+    from sms_sim.dispatch.stores.postgres.schema import SCHEMA_VERSION
+
+    assert f"created sms_sim schema version {SCHEMA_VERSION}" in migrate_store(url)
     assert "is current; nothing to do" in migrate_store(url)
     open_store(url).close()
 
@@ -157,14 +159,16 @@ def test_an_older_schema_is_refused_until_migrate_upgrades_it(
         url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from sms_sim.dispatch.stores.postgres import schema
 
-    open_store(url, create=True).close()  # version 1
-    newer = (*schema.MIGRATIONS, (2, "a test table", ("CREATE TABLE extra (x integer)",)))
+    old, new = schema.SCHEMA_VERSION, schema.SCHEMA_VERSION + 1
+    open_store(url, create=True).close()  # the current version
+    newer = (*schema.MIGRATIONS, (new, "a test table", ("CREATE TABLE extra (x integer)",)))
     monkeypatch.setattr(schema, "MIGRATIONS", newer)
-    monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", new)
     for create in (False, True):
-        with pytest.raises(StoreError, match="version 1, older than 2: run 'sms_sim migrate"):
+        with pytest.raises(StoreError,
+                           match=f"version {old}, older than {new}: run 'sms_sim migrate"):
             open_store(url, create=create)
-    assert "upgraded sms_sim schema from version 1 to 2" in migrate_store(url)
+    assert f"upgraded sms_sim schema from version {old} to {new}" in migrate_store(url)
     open_store(url).close()
 
 
@@ -227,7 +231,7 @@ def test_the_commands_run_on_postgresql_and_never_print_the_password(
     refused = cli("list")
     assert refused.returncode == 1 and "sms_sim migrate" in refused.stderr
     migrated = cli("migrate")
-    assert migrated.returncode == 0 and "created sms_sim schema version 1" in migrated.stdout
+    assert migrated.returncode == 0 and "created sms_sim schema version" in migrated.stdout
     submitted = cli("submit", "hello", "--to", "555-000-0001,555-000-0002")
     assert submitted.returncode == 0, submitted.stderr
     worked = cli("worker", "--exit-when-idle", "--mean", "0", "--deviation", "0", "-q")

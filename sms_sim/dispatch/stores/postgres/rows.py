@@ -60,12 +60,13 @@ WHERE d.id = ANY(%(ids)s::bigint[]) AND d.id = f.id AND m.id = d.message_id
   AND d.lease_until > %(now)s
 RETURNING d.message_id
 """
-# A message with no open delivery left is completed. Two probes of small partial indexes.
+# A message with no open delivery left is completed: no fresh one (its chunk cursor says,
+# ``chunk``), then two probes of small partial indexes.
 _COMPLETE_SQL = """
 UPDATE messages AS m SET status = 'completed', completed_at = %(now)s, updated_at = %(now)s
-WHERE m.id = ANY(%(ids)s) AND m.status = 'dispatching'
+WHERE m.id = ANY(%(ids)s) AND m.status = 'dispatching' AND m.fresh_left = 0
   AND NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.message_id = m.id
-                  AND d.status IN ('pending', 'retrying'))
+                  AND d.status IN ('pending', 'retrying') AND NOT d.fresh)
   AND NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.message_id = m.id
                   AND d.status = 'leased')
 """

@@ -18,6 +18,11 @@ Design notes, measured against the hot paths:
   (``WHERE status IN ('pending', 'retrying')``, ``WHERE status = 'leased'``), so a million
   sent rows are in none of them; only the primary key, ``(message_id, recipient)`` and
   ``(message_id, id)`` (listings) hold every row.
+* Fresh deliveries (``fresh``: stored by a submit's ``COPY``, never leased) are in no claim
+  index at all (version 2): a claim finds them by primary-key range from their message's
+  cursor (``messages.fresh_next``, ``fresh_left``; see ``chunk``), and the per-row index
+  ``deliveries_waiting`` holds only what went back to waiting (retries, releases,
+  requeues, rescued leases).
 * No foreign key from deliveries to messages: a million-row ``COPY`` would run a trigger
   per row. The store inserts deliveries only in the transaction that owns their message.
 * ``deliveries`` is updated constantly, so autovacuum visits it at 1 % dead rows instead
@@ -106,9 +111,24 @@ _V1 = (
 )""",
 )
 
+# The chunk cursor (``chunk``): a message's fresh deliveries are leased by advancing
+# ``messages.fresh_next`` over their ids, so they leave the per-row claim index. Rows that
+# exist when this runs keep ``fresh = false``: the per-row path serves them, as before.
+_V2 = (
+    "ALTER TABLE messages ADD COLUMN fresh_next bigint, "
+    "ADD COLUMN fresh_left bigint NOT NULL DEFAULT 0",
+    "ALTER TABLE deliveries ADD COLUMN fresh boolean NOT NULL DEFAULT false",
+    # Per-row claims only: retries, releases, requeues and rescued leases. Same order as
+    # the index it replaces (due retries first, then by due time and id).
+    "CREATE INDEX deliveries_waiting ON deliveries (message_id, status DESC, "
+    "next_attempt_at, id) WHERE status IN ('pending', 'retrying') AND NOT fresh",
+    "DROP INDEX deliveries_ready",
+)
+
 # (version, what it does, statements). Append only: a released migration never changes.
 MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (1, "messages, deliveries, tenants and API keys", _V1),
+    (2, "fresh deliveries claimed by a cursor on their message (chunk claims)", _V2),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

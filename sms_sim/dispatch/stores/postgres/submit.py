@@ -69,16 +69,25 @@ def submit_message(conn: Connection, message: NewMessage, now: float) -> SubmitR
 
 def copy_deliveries(conn: Connection, message_id: int, recipients: Sequence[str],
                     due_at: float) -> None:
-    """One pending delivery per recipient (already distinct), by ``COPY``, ids in the
-    recipients' order. Recipients are validated numbers (digits, "-", "+"), so the text
-    format needs no escaping; ``repr`` of a float reads back as the same float."""
-    tail = f"\t{due_at!r}\n"
+    """One pending, fresh delivery per recipient (already distinct), by ``COPY``, ids in the
+    recipients' order, and the message's chunk cursor set on them (``chunk``): claims lease
+    them by id range from the first, never through a per-row index. The message must have
+    no other fresh delivery (a new message, or an edit that deleted them). Recipients are
+    validated numbers (digits, "-", "+"), so the text format needs no escaping; ``repr`` of
+    a float reads back as the same float."""
+    tail = f"\t{due_at!r}\tt\n"
     head = f"{message_id}\t"
     with conn.cursor() as cursor, cursor.copy(
-            "COPY deliveries (message_id, recipient, next_attempt_at) FROM STDIN") as copy:
+            "COPY deliveries (message_id, recipient, next_attempt_at, fresh) FROM STDIN") as copy:
         for start in range(0, len(recipients), COPY_ROWS):
             chunk = recipients[start:start + COPY_ROWS]
             copy.write("".join(f"{head}{recipient}{tail}" for recipient in chunk))
+    # The first id by the (message_id, id) index: one entry read. Ids are usually one
+    # contiguous range, but a submit running beside this one may have drawn ids in between;
+    # the cursor needs only that every delivery of this message at or past it is fresh.
+    conn.execute("UPDATE messages SET fresh_next = (SELECT min(id) FROM deliveries "
+                 "WHERE message_id = %(id)s), fresh_left = %(n)s WHERE id = %(id)s",
+                 {"id": message_id, "n": len(recipients)})
 
 
 def _known_key(conn: Connection, message: NewMessage,

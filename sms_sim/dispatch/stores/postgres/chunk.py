@@ -1,0 +1,162 @@
+"""The lease step of ``PostgresStore.claim``: fresh deliveries by chunk, the rest per row.
+
+Why: a broadcast's deliveries are stored by one ``COPY`` (``submit.copy_deliveries``), so
+their ids are one ascending run, and until the first claim reaches them nothing but a
+cancel or an edit (both locked out of a running claim by the message's row lock) writes
+them. A claim can then take a broadcast's share as the next ids of that run: a range scan
+of the ``(message_id, id)`` index from the message's cursor, over entries no update ever
+touched, where a per-row claim index would have to be kept for every delivery and walked
+past the dead entries every earlier lease left in it (all of them, while an open
+transaction holds back vacuum).
+
+The cursor, on the message row (schema version 2):
+
+* ``fresh_next``: the lowest id a claim may take by chunk; ``fresh_left``: how many fresh
+  deliveries the message has at or past it.
+* ``deliveries.fresh``: true from the ``COPY`` until the delivery's first lease, which
+  clears it in the same ``UPDATE``. A fresh delivery is in no claim index; every other
+  ready one (a due retry, a released or requeued delivery, a rescued lease, rows copied
+  in by ``sms_sim copy`` or present before the migration) is in ``deliveries_waiting``
+  and claimed per row, as before.
+
+Invariant, while a message is open (scheduled or dispatching): its deliveries at or past
+``fresh_next`` are exactly its fresh ones, all pending, ``fresh_left`` of them, all due at
+the message's ``scheduled_at``; none below is fresh. The ``COPY`` sets it (an edit of the
+recipients deletes them all first); a lease moves the cursor past what it took; nothing
+else writes a pending fresh row: a cancel turns the message and its pending rows
+cancelled (the cursor is then never read again), settles and the rescue touch leased rows
+only, a requeue dead ones.
+
+The order within a message is the memory store's (due retries first, then by due time and
+id), so every store leases the same deliveries: a per-row delivery goes before the fresh
+run if it is a retry or due no later than the message's ``scheduled_at`` (a released
+delivery, whose id is below the cursor), after it otherwise (requeued later). How many
+each message gets is still ``fair_claim``'s decision; this step only finds them, and never
+leases more than it was given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sms_sim.dispatch.stores.postgres.schema import Connection
+
+__all__ = ["Cursor", "Leased", "lease_rows"]
+
+# Per-row candidates in the memory store's order; read without a lock: the only writers
+# of a ready row (cancel, edit) wait for the message locks this claim holds, and the
+# UPDATE below re-checks the status anyway.
+_WAITING_SQL = """
+SELECT r.* FROM unnest(%(ids)s::bigint[], %(counts)s::bigint[]) AS g(message_id, n)
+CROSS JOIN LATERAL (
+    SELECT d.id, d.message_id, d.status = 'retrying' AS retry, d.next_attempt_at
+    FROM deliveries AS d
+    WHERE d.message_id = g.message_id AND d.status IN ('pending', 'retrying')
+      AND NOT d.fresh AND d.next_attempt_at <= %(now)s
+    ORDER BY d.status DESC, d.next_attempt_at, d.id
+    LIMIT g.n) AS r
+"""
+_LEASE_ROWS_SQL = """
+UPDATE deliveries AS d SET status = 'leased', lease_owner = %(owner)s,
+    lease_until = %(until)s, leased_at = %(now)s, attempts = d.attempts + 1
+WHERE d.id = ANY(%(ids)s::bigint[]) AND d.status IN ('pending', 'retrying')
+RETURNING d.id, d.message_id, d.recipient, d.attempts, d.lease_losses
+"""
+# Each message's next ``n`` fresh ids from its cursor, by the (message_id, id) index; the
+# join back is by primary key. ``d.fresh`` inside is a guard only (the invariant says
+# every row there is fresh); the UPDATE repeats no test (see claim's planner note).
+_LEASE_FRESH_SQL = """
+WITH picked AS MATERIALIZED (
+    SELECT r.id FROM unnest(%(ids)s::bigint[], %(firsts)s::bigint[], %(counts)s::bigint[])
+        AS g(message_id, first, n)
+    CROSS JOIN LATERAL (
+        SELECT d.id FROM deliveries AS d
+        WHERE d.message_id = g.message_id AND d.id >= g.first AND d.fresh
+        ORDER BY d.message_id, d.id
+        LIMIT g.n) AS r
+)
+UPDATE deliveries AS d SET status = 'leased', fresh = false, lease_owner = %(owner)s,
+    lease_until = %(until)s, leased_at = %(now)s, attempts = d.attempts + 1
+FROM picked AS p
+WHERE d.id = p.id
+RETURNING d.id, d.message_id, d.recipient, d.attempts, d.lease_losses
+"""
+
+_Row = tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """A due message as the claim read it: its fresh run and its per-row ready count
+    (counted up to the claim's limit)."""
+
+    scheduled_at: float
+    fresh_next: int | None
+    fresh_left: int
+    waiting: int
+
+
+@dataclass(frozen=True, slots=True)
+class Leased:
+    """What ``lease_rows`` leased: per message, its rows (id, message id, recipient,
+    attempts, lease losses) in the memory store's order, and the cursors to store
+    (message id -> (new ``fresh_next``, new ``fresh_left``)) for those it moved."""
+
+    rows: dict[int, list[_Row]]
+    cursors: dict[int, tuple[int | None, int]]
+
+
+def lease_rows(conn: Connection, totals: dict[int, int], cursors: dict[int, Cursor],
+               owner: str, until: float, now: float) -> Leased:
+    """Lease up to ``totals[m]`` ready deliveries of each message ``m`` (locked by the
+    caller, unchanged since ``cursors`` was read): per-row ones before the fresh run,
+    then the fresh run by chunk, then per-row ones after it. At most two ``UPDATE``s
+    whatever the sizes, one only for a broadcast without retries."""
+    waiting = {m: n for m, n in totals.items() if cursors[m].waiting > 0}
+    before: dict[int, list[int]] = {}
+    after: dict[int, list[int]] = {}
+    if waiting:
+        for delivery_id, message_id, retry, due in conn.execute(
+                _WAITING_SQL, {"ids": list(waiting), "counts": list(waiting.values()),
+                               "now": now}):
+            early = retry or due <= cursors[message_id].scheduled_at
+            (before if early else after).setdefault(message_id, []).append(delivery_id)
+    fresh: dict[int, int] = {}  # message id -> how many to take by chunk
+    order: dict[int, list[int]] = {}  # per-row picks, before and after the run
+    for message_id, total in totals.items():
+        head = before.get(message_id, [])[:total]
+        cursor = cursors[message_id]
+        chunk = min(cursor.fresh_left, total - len(head)) if cursor.fresh_next is not None else 0
+        if chunk > 0:
+            fresh[message_id] = chunk
+        tail = after.get(message_id, [])[:total - len(head) - chunk]
+        order[message_id] = head + tail
+    params = {"owner": owner, "until": until, "now": now}
+    found: dict[int, _Row] = {}
+    per_row = [i for ids in order.values() for i in ids]
+    if per_row:
+        for row in conn.execute(_LEASE_ROWS_SQL, {**params, "ids": per_row}):
+            found[row[0]] = row
+    by_chunk: dict[int, list[int]] = {}
+    if fresh:
+        for row in conn.execute(_LEASE_FRESH_SQL, {
+                **params, "ids": list(fresh), "counts": list(fresh.values()),
+                "firsts": [cursors[m].fresh_next for m in fresh]}):
+            found[row[0]] = row
+            by_chunk.setdefault(row[1], []).append(row[0])
+    rows: dict[int, list[_Row]] = {}
+    moved: dict[int, tuple[int | None, int]] = {}
+    for message_id in totals:
+        head_n = min(len(before.get(message_id, [])), totals[message_id])
+        picked = order[message_id]
+        run = sorted(by_chunk.get(message_id, []))
+        ids = picked[:head_n] + run + picked[head_n:]
+        rows[message_id] = [found[i] for i in ids if i in found]
+        if message_id in fresh:
+            left = cursors[message_id].fresh_left - len(run)
+            # Fewer than asked means the run is over, whatever the count said: never
+            # offer again what is not there.
+            moved[message_id] = ((run[-1] + 1, left) if len(run) == fresh[message_id]
+                                 else (None, 0))
+    return Leased(rows=rows, cursors=moved)
