@@ -123,12 +123,16 @@ _V2 = (
     "CREATE INDEX deliveries_waiting ON deliveries (message_id, status DESC, "
     "next_attempt_at, id) WHERE status IN ('pending', 'retrying') AND NOT fresh",
     "DROP INDEX deliveries_ready",
+    # Read by no statement (the rescue finds leases by ``lease_until``), yet written by
+    # every lease: one index insertion of the five a lease made.
+    "DROP INDEX deliveries_leased_at",
 )
 
 # (version, what it does, statements). Append only: a released migration never changes.
 MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (1, "messages, deliveries, tenants and API keys", _V1),
-    (2, "fresh deliveries claimed by a cursor on their message (chunk claims)", _V2),
+    (2, "fresh deliveries claimed by a cursor on their message (chunk claims); "
+        "the unused leased_at index dropped", _V2),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
