@@ -1,13 +1,15 @@
 """The lease step of ``PostgresStore.claim``: fresh deliveries by chunk, the rest per row.
 
 Why: a broadcast's deliveries are stored by one ``COPY`` (``submit.copy_deliveries``), so
-their ids are one ascending run, and until the first claim reaches them nothing but a
-cancel or an edit (both locked out of a running claim by the message's row lock) writes
-them. A claim can then take a broadcast's share as the next ids of that run: a range scan
-of the ``(message_id, id)`` index from the message's cursor, over entries no update ever
-touched, where a per-row claim index would have to be kept for every delivery and walked
-past the dead entries every earlier lease left in it (all of them, while an open
-transaction holds back vacuum).
+their ids ascend in the recipients' order (one run, unless a submit beside it drew ids
+in between), and until a claim reaches them nothing but a cancel or an edit (both locked
+out of a running claim by the message's row lock) writes them. A claim can then take a
+broadcast's share as its next ids: a range scan of the ``(message_id, id)`` index from
+the message's cursor, over entries no update has touched (an update's new entries go
+below the cursor), then one ``UPDATE`` of those rows by primary key. A per-row claim
+index would have to be kept for every delivery, and each claim would walk past the dead
+entries every earlier lease left in it (all of them, while an open transaction holds
+back vacuum).
 
 The cursor, on the message row (schema version 2):
 
@@ -33,6 +35,11 @@ run if it is a retry or due no later than the message's ``scheduled_at`` (a rele
 delivery, whose id is below the cursor), after it otherwise (requeued later). How many
 each message gets is still ``fair_claim``'s decision; this step only finds them, and never
 leases more than it was given.
+
+A new condition on what a claim may lease (a message past its validity, an opted-out
+phone) must hold on both paths: in ``_FRESH_SQL`` as well as ``_WAITING_SQL``, and a
+fresh delivery it skips must leave the run (made non-fresh or finished, with
+``fresh_left`` kept equal to what is left), or the cursor would offer it again.
 """
 
 from __future__ import annotations
