@@ -83,7 +83,10 @@ CROSS JOIN LATERAL (
 # mid-drain (once autovacuum's ANALYZE had counted the broadcast) from a nested loop to
 # a hash join over a sequential scan of the whole table: 115-170 ms a claim of 1,000
 # among 200,000 deliveries, against 30 ms. The status test re-checks the per-row picks,
-# read without a lock; fresh rows pass it by the invariant.
+# read without a lock; fresh rows pass it by the invariant. It implies the predicate of
+# no partial index (each excludes fresh rows), so the primary key is the only way in:
+# while ``deliveries_due`` held fresh rows, statistics that had seen only finished ones
+# sent this statement through it, walking every pending entry (20-27 ms among 100,000).
 _LEASE_SQL = """
 UPDATE deliveries AS d SET status = 'leased', fresh = false, lease_owner = %(owner)s,
     lease_until = %(until)s, leased_at = %(now)s, attempts = d.attempts + 1

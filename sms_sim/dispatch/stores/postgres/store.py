@@ -266,14 +266,16 @@ class PostgresStore:
 
     def next_due_at(self, now: float) -> float | None:
         # Only messages that may still be claimed count: anything else due would make
-        # every worker spin on empty claims. The first entry of the due index whose
-        # message is open, and the earliest lease end: two short index walks.
+        # every worker spin on empty claims. The first entry of the due index (per-row
+        # work) whose message is open, the earliest open message with a fresh run (due at
+        # its scheduled time: ``chunk``), and the earliest lease end: three short walks.
         row = self._db.run(lambda conn: conn.execute(
             "SELECT LEAST((SELECT d.next_attempt_at FROM deliveries AS d WHERE d.status IN "
-            "('pending', 'retrying') AND EXISTS (SELECT 1 FROM messages AS m WHERE "
-            "m.id = d.message_id AND m.status IN ('scheduled', 'dispatching')) "
-            "ORDER BY d.next_attempt_at LIMIT 1), (SELECT min(lease_until) FROM deliveries "
-            "WHERE status = 'leased'))").fetchone())
+            "('pending', 'retrying') AND NOT d.fresh AND EXISTS (SELECT 1 FROM messages AS m "
+            "WHERE m.id = d.message_id AND m.status IN ('scheduled', 'dispatching')) "
+            "ORDER BY d.next_attempt_at LIMIT 1), (SELECT min(m.scheduled_at) FROM messages "
+            "AS m WHERE m.status IN ('scheduled', 'dispatching') AND m.fresh_left > 0), "
+            "(SELECT min(lease_until) FROM deliveries WHERE status = 'leased'))").fetchone())
         return None if row is None or row[0] is None else float(row[0])
 
     def messages(self, *, message_id: int | None = None, status: MessageStatus | None = None,
