@@ -21,9 +21,9 @@ little because a claim is a handful of statements whatever its size:
    checked unchanged (an edit or cancel that committed since step 2 bumped the version:
    the split is made again); from here on an edit or cancel of them waits for this claim;
 5. the lease (``chunk.lease_rows``): a broadcast's share is the next ids of its fresh run,
-   one range of the ``(message_id, id)`` index from its cursor, in one ``UPDATE``; per-row
-   deliveries in a second one, only when there are some. Each picks its rows in a
-   ``MATERIALIZED`` CTE or by id list, never ``WHERE id IN (SELECT ... LIMIT n FOR UPDATE
+   read as one range of the ``(message_id, id)`` index from its cursor; per-row deliveries
+   are read through ``deliveries_waiting`` only when there are some; then one ``UPDATE``
+   of the picked ids by primary key. Never ``WHERE id IN (SELECT ... LIMIT n FOR UPDATE
    SKIP LOCKED)``: PostgreSQL may run such a sub-select more than once and update more
    rows than its LIMIT (bug #15715);
 6. the serve order with the moved cursors, tenants' serves and aging's kept classes, each
