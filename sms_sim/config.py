@@ -7,11 +7,23 @@ reject the same values with the same one-line messages.
 from __future__ import annotations
 
 import enum
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from sms_sim.checks import RATE_MIN_PER_S as _RATE_MIN_PER_S
+from sms_sim.checks import TIME_MAX_S
+from sms_sim.checks import check_finite as _check_finite
+from sms_sim.checks import check_int as _check_int
+from sms_sim.checks import check_time as _check_time
 from sms_sim.errors import ConfigError
+from sms_sim.sms_config import (
+    SEGMENTS_MAX,
+    SENDER_TYPE_RATES_PER_S,
+    Content,
+    DeliveryTarget,
+    ReceiptModel,
+    SenderType,
+)
 
 __all__ = [
     "SenderConfig",
@@ -29,35 +41,20 @@ __all__ = [
     "DeliveryGoal",
     "ReceiptModel",
     "REPLICATIONS_MAX",
+    "Content",
+    "SEGMENTS_MAX",
+    "SenderType",
+    "SENDER_TYPE_RATES_PER_S",
+    "DeliveryTarget",
 ]
 
 DEFAULT_QUEUE_SIZE = 1024
-# Upper bounds that keep every sum and product of the model finite and every run startable:
-# a time of 1e308 s is finite but two of them add up to infinity, and 1e11 senders cannot be
-# held in memory (each has its own random stream, about 2.5 KB). 1e9 s is about 32 years.
-TIME_MAX_S = 1e9
+# Upper bounds that keep every run startable (TIME_MAX_S, in ``checks``, keeps every sum of
+# times finite): 1e11 senders cannot be held in memory (each has its own random stream,
+# about 2.5 KB).
 SENDERS_MAX = 100_000  # all sources together: identical senders, --sender, senders files
 MESSAGES_MAX = 10**12
 REPLICATIONS_MAX = 10_000
-_RATE_MIN_PER_S = 1 / TIME_MAX_S  # a rate's period is a time, so it has the same bound
-
-
-def _check_finite(
-    name: str, value: float, *, minimum: float = 0.0, maximum: float | None = None
-) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{name} must be a number (got {value!r})")
-    if not math.isfinite(value):
-        raise ConfigError(f"{name} must be a finite number (got {value!r})")
-    if value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum:g} (got {value!r})")
-    if maximum is not None and value > maximum:
-        raise ConfigError(f"{name} must be <= {maximum:g} (got {value!r})")
-
-
-def _check_time(name: str, value: float) -> None:
-    """A duration in seconds: finite, >= 0 and at most ``TIME_MAX_S``."""
-    _check_finite(name, value, maximum=TIME_MAX_S)
 
 
 def check_sender_total(total: int, *, maximum: int = SENDERS_MAX) -> None:
@@ -86,6 +83,16 @@ class SenderConfig:
     ``distribution`` LOGNORMAL, ``deviation_s`` is the standard deviation instead, and
     CONSTANT and EXPONENTIAL take no deviation. ``rate_limit_per_s`` caps how many sends the
     sender may start per second (an SMS long code allows about 1, a short code about 100).
+
+    The SMS fields (issue 14; all 0 by default, which is the model before it): a rate limit
+    counts *segments* (a k-segment message takes k slots of ``1 / rate_limit_per_s``);
+    ``per_segment_s`` is added to a send's drawn time for each of its segments (a constant,
+    so it costs no random draw). ``failure_rate`` is the transient share of sends (retried
+    with the backoff), ``permanent_rate`` the share that fail for good at once and
+    ``throttle_rate`` the share the provider throttles: those retry no sooner than
+    ``retry_after_s`` and pause the sender for it. One uniform draw per send is partitioned
+    transient / permanent / throttled / ok in that order, so adding a class never shifts the
+    random stream.
     """
 
     mean_s: float
@@ -93,6 +100,10 @@ class SenderConfig:
     failure_rate: float
     distribution: ServiceDistribution = ServiceDistribution.UNIFORM
     rate_limit_per_s: float | None = None
+    per_segment_s: float = 0.0
+    permanent_rate: float = 0.0
+    throttle_rate: float = 0.0
+    retry_after_s: float = 0.0
 
     def __post_init__(self) -> None:
         _check_time("mean", self.mean_s)
@@ -129,11 +140,35 @@ class SenderConfig:
             if self.rate_limit_per_s < _RATE_MIN_PER_S:
                 raise ConfigError(f"rate_limit must be >= {_RATE_MIN_PER_S:g} per second "
                                   f"(got {self.rate_limit_per_s!r})")
+        _check_time("per_segment", self.per_segment_s)
+        _check_time("retry_after", self.retry_after_s)
+        for name, rate in (("permanent_rate", self.permanent_rate),
+                           ("throttle_rate", self.throttle_rate)):
+            _check_finite(name, rate)
+            if rate > 1:
+                raise ConfigError(f"{name} must be in [0, 1] (got {rate!r})")
+        if self.failure_rate + self.permanent_rate + self.throttle_rate > 1:
+            raise ConfigError(
+                f"failure_rate + permanent_rate + throttle_rate must be <= 1 (got "
+                f"{self.failure_rate!r} + {self.permanent_rate!r} + {self.throttle_rate!r})"
+            )
 
     @property
     def min_interval_s(self) -> float:
-        """The least time between the starts of two sends (0 without a rate limit)."""
+        """The least time between the starts of two one-segment sends (0 without a rate
+        limit); a k-segment send takes k times this."""
         return 0.0 if self.rate_limit_per_s is None else 1.0 / self.rate_limit_per_s
+
+    @property
+    def has_sms_fields(self) -> bool:
+        """Whether any field of issue 14 is set (per-segment time, permanent or throttled
+        failures): the simulators then take their SMS path."""
+        return bool(self.per_segment_s or self.permanent_rate or self.throttle_rate)
+
+    @property
+    def failed_rate(self) -> float:
+        """The share of sends that fail, whatever the class."""
+        return self.failure_rate + self.permanent_rate + self.throttle_rate
 
 
 class Jitter(enum.StrEnum):
@@ -232,41 +267,6 @@ class Arrivals:
         return sum(count for _, count in self.schedule)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ReceiptModel:
-    """How delivery receipts (DLRs) follow accepted sends: the simulator's receipts and the
-    simulated provider's use the same model.
-
-    A receipt arrives ``delay`` seconds after the provider accepted the send, the delay
-    lognormal with median ``median_s`` and shape ``sigma`` (the long tail of handsets that are
-    off or out of coverage: with the defaults p50 5 s, p90 34 s, p99 2.7 min, p99.9 8.6 min;
-    these are assumptions to replace with a provider's measured receipts).
-    ``undelivered_rate`` of receipts say the network gave up; ``lost_rate`` of sends never get
-    a receipt at all. A send still undelivered when its message's validity ends is expired.
-    """
-
-    median_s: float = 5.0
-    sigma: float = 1.5
-    undelivered_rate: float = 0.02
-    lost_rate: float = 0.03
-
-    def __post_init__(self) -> None:
-        _check_time("receipt median", self.median_s)
-        if self.median_s <= 0:
-            raise ConfigError(f"receipt median must be > 0 (got {self.median_s!r})")
-        _check_finite("receipt sigma", self.sigma, maximum=10.0)
-        for name, rate in (("undelivered rate", self.undelivered_rate),
-                           ("lost rate", self.lost_rate)):
-            _check_finite(name, rate)
-            if rate > 1:
-                raise ConfigError(f"{name} must be in [0, 1] (got {rate!r})")
-        if self.undelivered_rate + self.lost_rate > 1:
-            raise ConfigError(
-                f"undelivered rate + lost rate must be <= 1 "
-                f"(got {self.undelivered_rate!r} + {self.lost_rate!r})"
-            )
-
-
 def _default_senders() -> tuple[SenderConfig, ...]:
     return (SenderConfig(0.01, 0.001, 0.2),) * 4
 
@@ -280,6 +280,11 @@ class SimulationConfig:
     be repeated. ``duration_s`` (optional) stops the run after that many seconds.
     ``queue_size`` bounds the producer's queue, which is what keeps memory flat in
     ``num_messages``.
+
+    The SMS model (issue 14, all off by default): ``content`` counts segments (None: every
+    message is one segment, as before); ``receipts`` draws a delivery receipt after each
+    accepted send; ``valid_for_s`` is each message's validity from its arrival: a message
+    not started by then is expired and never sent, and a receipt due after it says expired.
     """
 
     num_messages: int = 1000
@@ -290,9 +295,20 @@ class SimulationConfig:
     queue_size: int = DEFAULT_QUEUE_SIZE
     arrivals: Arrivals = field(default_factory=Arrivals)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    content: Content | None = None
+    receipts: ReceiptModel | None = None
+    valid_for_s: float | None = None
 
     def __post_init__(self) -> None:
         _check_int("num_messages", self.num_messages, minimum=0, maximum=MESSAGES_MAX)
+        if self.content is not None and not isinstance(self.content, Content):
+            raise ConfigError(f"content must be a Content value (got {self.content!r})")
+        if self.receipts is not None and not isinstance(self.receipts, ReceiptModel):
+            raise ConfigError(f"receipts must be a ReceiptModel value (got {self.receipts!r})")
+        if self.valid_for_s is not None:
+            _check_time("valid_for", self.valid_for_s)
+            if self.valid_for_s <= 0:
+                raise ConfigError(f"valid_for must be > 0 (got {self.valid_for_s!r})")
         object.__setattr__(self, "senders", tuple(self.senders))
         if len(self.senders) < 1:
             raise ConfigError(f"senders must be >= 1 (got {len(self.senders)})")
@@ -321,22 +337,20 @@ class SimulationConfig:
                 f"is {self.num_messages}"
             )
 
-
-def _check_int(
-    name: str, value: object, *, minimum: int | None, maximum: int | None = None
-) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{name} must be an integer (got {value!r})")
-    if minimum is not None and value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum} (got {value!r})")
-    if maximum is not None and value > maximum:
-        raise ConfigError(f"{name} must be <= {maximum} (got {value!r})")
+    @property
+    def is_sms(self) -> bool:
+        """Whether any part of the SMS model is on: the report then shows segments, error
+        classes, expiry and receipts, and the virtual mode takes its general loop."""
+        return (self.content is not None or self.receipts is not None
+                or self.valid_for_s is not None
+                or any(s.has_sms_fields for s in self.senders))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeliveryGoal:
     """What a capacity plan must show: at least ``deliver`` of the messages delivered (sent
-    successfully, not merely attempted) within ``deadline_s`` of the start, with
+    successfully, not merely attempted; with ``target`` RECEIVED, confirmed by a delivery
+    receipt) within ``deadline_s`` of the start, with
     ``level`` confidence, judged on ``replications`` runs per sender count.
     ``percentiles`` (each in (0, 100]) are extra delivery times to report: when that
     percentage of the messages had been delivered.
@@ -350,8 +364,14 @@ class DeliveryGoal:
     level: float = 0.95
     replications: int = 10
     percentiles: tuple[float, ...] = ()
+    target: DeliveryTarget = DeliveryTarget.ACCEPTED
 
     def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "target", DeliveryTarget(self.target))
+        except ValueError:
+            choices = ", ".join(t.value for t in DeliveryTarget)
+            raise ConfigError(f"target must be one of {choices} (got {self.target!r})") from None
         _check_time("deadline", self.deadline_s)
         if self.deadline_s <= 0:
             raise ConfigError(f"deadline must be > 0 (got {self.deadline_s!r})")

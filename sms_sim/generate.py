@@ -10,11 +10,14 @@ being the bottleneck.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+import itertools
+from collections.abc import Iterable, Iterator
 
+from sms_sim.config import Content
 from sms_sim.model import TEXT_MAX_CHARS, TEXT_MIN_CHARS, Message, trusted_message
+from sms_sim.segments import segments
 
-__all__ = ["generate_messages", "new_seed", "PRINTABLE_ASCII", "DIGITS"]
+__all__ = ["generate_messages", "new_seed", "PRINTABLE_ASCII", "DIGITS", "segment_counts"]
 
 PRINTABLE_ASCII = "".join(chr(code) for code in range(32, 127))
 DIGITS = "0123456789"
@@ -83,3 +86,19 @@ def generate_messages(count: int, seed: int | None = None) -> Iterator[Message]:
             yield trusted_message(message_id, f"{d[:3]}-{d[3:6]}-{d[6:]}", text[start:end])
             start = end
             message_id += 1
+
+
+def segment_counts(
+    content: Content | None, count: int, seed: int, messages: Iterable[Message] | None = None
+) -> Iterator[int]:
+    """The segments of each of a run's messages, in id order, lazily: 1 each without a
+    content spec (the model before issue 14), the fixed text's count with one, else the
+    count of each message's own text: ``messages`` when given, otherwise the very messages
+    ``generate_messages(count, seed)`` yields (so both modes count the same texts)."""
+    if content is None:
+        return itertools.repeat(1, count)
+    fixed = content.fixed
+    if fixed is not None:
+        return itertools.repeat(fixed.count, count)
+    source = generate_messages(count, seed) if messages is None else messages
+    return (segments(message.text).count for message in source)

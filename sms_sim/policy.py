@@ -9,6 +9,12 @@ builds a specialised closure once per sender because the virtual-time loop calls
 millions of times a second; the real-time sender uses the very same closure. Arrival
 times come from their own stream (``arrivals_rng``), so one seed gives one arrival
 sequence in both modes.
+
+The SMS model (issue 14) adds: ``send_classifier`` (the one failure draw partitioned into
+error classes), ``send_slot_s`` (segments, rate limits in segments/s and a throttle's pause),
+``retry_delay_after`` (the delay per class), the receipt draws (``receipt_sampler`` from each
+sender's ``receipt_rng``, ``receipt_at`` for validity) and ``never_delivered_probability``
+for the planner. Every mode calls these, so the model is written once.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from sms_sim.config import (
     SenderConfig,
     ServiceDistribution,
 )
-from sms_sim.model import ErrorClass, ReceiptStatus
+from sms_sim.model import SIMULATED_FAILURE, ErrorClass, ReceiptStatus
 
 __all__ = [
     "arrival_times",
@@ -43,7 +49,89 @@ __all__ = [
     "receipt_at",
     "mean_service_s",
     "capacity_per_s",
+    "send_classifier",
+    "send_slot_s",
+    "receipt_rng",
+    "FAILURE_ERRORS",
+    "error_class_of",
+    "never_delivered_probability",
 ]
+
+# The error a simulated failed send reports, per class: the transient one keeps the text
+# it had before classes existed, so default runs and the dispatch worker are unchanged.
+FAILURE_ERRORS: dict[ErrorClass, str] = {
+    ErrorClass.TRANSIENT: SIMULATED_FAILURE,
+    ErrorClass.PERMANENT: "simulated permanent failure",
+    ErrorClass.THROTTLED: "simulated throttling",
+}
+_CLASS_OF_ERROR = {error: error_class for error_class, error in FAILURE_ERRORS.items()}
+
+
+def error_class_of(error: str | None) -> ErrorClass:
+    """The class of a failed simulated send's error (an unknown text counts as transient:
+    the safe default, retried with the backoff)."""
+    return _CLASS_OF_ERROR.get(error or "", ErrorClass.TRANSIENT)
+
+
+def send_classifier(sender: SenderConfig) -> Callable[[float], ErrorClass | None]:
+    """A function from one uniform draw in [0, 1) to the send's outcome: None when the
+    provider accepts it, else its ``ErrorClass``. The unit interval is partitioned
+    transient (``failure_rate``), permanent, throttled, accepted, in that order: one draw per
+    send, so every mode and every mix of rates consumes the stream alike, and with only
+    ``failure_rate`` set the outcome is the ``draw >= failure_rate`` of every earlier run."""
+    transient = sender.failure_rate
+    permanent = transient + sender.permanent_rate
+    throttled = permanent + sender.throttle_rate
+    TRANSIENT, PERMANENT, THROTTLED = (ErrorClass.TRANSIENT, ErrorClass.PERMANENT,
+                                       ErrorClass.THROTTLED)
+
+    def classify(draw: float) -> ErrorClass | None:
+        if draw >= throttled:
+            return None
+        if draw < transient:
+            return TRANSIENT
+        return PERMANENT if draw < permanent else THROTTLED
+
+    return classify
+
+
+def send_slot_s(
+    sender: SenderConfig, send_s: float, segments: int, error_class: ErrorClass | None
+) -> float:
+    """How long after a send starts its sender may start the next one: the send itself,
+    at least ``segments`` slots of the rate limit (limits count segments), and after a
+    throttled send, its end plus the provider's ``retry_after_s`` (a throttled route is
+    given the pause it asked for, not only the message)."""
+    slot = max(send_s, segments * sender.min_interval_s)
+    if error_class is ErrorClass.THROTTLED:
+        slot = max(slot, send_s + sender.retry_after_s)
+    return slot
+
+
+def never_delivered_probability(
+    sender: SenderConfig, max_attempts: int, receipts: ReceiptModel | None = None
+) -> float:
+    """The probability a message is never delivered: every attempt fails (transient or
+    throttled r per attempt), or one fails permanently first (``permanent_rate`` p), or
+    with ``receipts``, it was accepted but its receipt never says delivered.
+    ``r ** K + p * (1 - r ** K) / (1 - r)``; exactly ``failure_rate ** K`` without the SMS
+    fields (computed so, not as ``1 - success``, which would round tiny values to 0)."""
+    retryable = sender.failure_rate + sender.throttle_rate
+    all_failed = retryable ** max_attempts
+    if sender.permanent_rate:
+        runs = (max_attempts if retryable == 1
+                else (1 - all_failed) / (1 - retryable))
+        all_failed += sender.permanent_rate * runs
+    if receipts is None:
+        return all_failed
+    lost = receipts.lost_rate + receipts.undelivered_rate
+    return all_failed + (1 - all_failed) * lost
+
+
+def receipt_rng(seed: int, index: int) -> random.Random:
+    """The stream sender ``index``'s delivery receipts are drawn from under ``seed``: its
+    own, so turning receipts on leaves every send outcome of a seed as it was."""
+    return random.Random(f"sms_sim:{seed}:receipts:{index}")
 
 
 def latency_sampler(rng: random.Random, sender: SenderConfig) -> Callable[[], float]:
@@ -66,16 +154,19 @@ def latency_sampler(rng: random.Random, sender: SenderConfig) -> Callable[[], fl
     return lambda: rng.lognormvariate(mu, sigma)
 
 
-def mean_service_s(sender: SenderConfig) -> float:
-    """The mean time one send occupies the sender, rate limit included only approximately:
-    ``max(mean, 1 / rate)``, exact when the send time is constant."""
-    return max(sender.mean_s, sender.min_interval_s)
+def mean_service_s(sender: SenderConfig, segments: float = 1.0) -> float:
+    """The mean time one send of ``segments`` segments (a mean, for a mix) occupies the
+    sender, rate limit included only approximately: ``max(mean + segments * per_segment,
+    segments / rate)``, exact when the send time is constant."""
+    return max(sender.mean_s + segments * sender.per_segment_s,
+               segments * sender.min_interval_s)
 
 
-def capacity_per_s(senders: Sequence[SenderConfig]) -> float:
-    """Sends per second the senders complete together when never short of work (a sender
-    that takes no time counts as a billion per second, so the sum stays finite)."""
-    return sum(1.0 / max(mean_service_s(s), 1e-9) for s in senders)
+def capacity_per_s(senders: Sequence[SenderConfig], segments: float = 1.0) -> float:
+    """Sends (of ``segments`` segments, a mean for a mix) per second the senders complete
+    together when never short of work (a sender that takes no time counts as a billion
+    per second, so the sum stays finite)."""
+    return sum(1.0 / max(mean_service_s(s, segments), 1e-9) for s in senders)
 
 
 def sender_rng(seed: int, index: int) -> random.Random:

@@ -9,6 +9,7 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from sms_sim.report_sms import SmsStats, format_sms_lines, per_s, sms_dict, sms_stats
 from sms_sim.stats import SendTally
 
 __all__ = [
@@ -25,6 +26,9 @@ __all__ = [
     "sender_reports",
     "LAG_WARNING_S",
     "SENDER_LINES_MAX",
+    "SmsStats",
+    "sms_stats",
+    "format_sms_lines",
 ]
 
 # Senders running this far behind their own schedule mean the host cannot keep real time.
@@ -91,7 +95,9 @@ class Report:
     dead_lettered`` from counts kept independently.
     ``throughput_per_s`` is attempts (sent + failed) per second of ``elapsed_s``.
     ``max_lag_s`` is how far the slowest sender fell behind its own schedule: above
-    ``LAG_WARNING_S`` the host could not keep real time.
+    ``LAG_WARNING_S`` the host could not keep real time. ``expired`` counts messages whose
+    validity ended before they could be sent (never sent late); ``sms`` holds the SMS
+    model's counts, None when it was off.
     """
 
     produced: int
@@ -108,10 +114,13 @@ class Report:
     threads_alive: tuple[str, ...] = field(default=())
     dead_lettered: int = 0
     virtual: VirtualStats | None = None
+    expired: int = 0
+    sms: SmsStats | None = None
 
     @property
     def is_accounted(self) -> bool:
-        return self.produced == self.sent + self.failed + self.unsent + self.dead_lettered
+        return self.produced == (self.sent + self.failed + self.unsent + self.dead_lettered
+                                 + self.expired)
 
     def to_dict(self) -> dict[str, object]:
         """The JSON form: times in the units their keys name."""
@@ -139,6 +148,8 @@ class Report:
                 for s in self.senders
             ],
             **({} if self.virtual is None else _virtual_dict(self.virtual)),
+            **({} if self.sms is None else {"expired": self.expired,
+                                            "sms": sms_dict(self.sms, self.elapsed_s)}),
         }
 
 
@@ -155,6 +166,8 @@ def build_report(
     max_lag_s: float = 0.0,
     threads_alive: Sequence[str] = (),
     virtual: VirtualStats | None = None,
+    expired: int = 0,
+    sms: SmsStats | None = None,
 ) -> Report:
     """The one place a ``Report`` is assembled from per-sender tallies, in every mode.
 
@@ -182,6 +195,8 @@ def build_report(
         max_lag_s=max_lag_s,
         threads_alive=tuple(threads_alive),
         virtual=virtual,
+        expired=expired,
+        sms=sms,
     )
 
 
@@ -222,6 +237,7 @@ class Progress:
     queued: int
     lag_s: float
     simulated: bool = False
+    segments: int | None = None  # segments attempted so far, with the SMS model on
 
     @property
     def throughput_per_s(self) -> float:
@@ -237,6 +253,9 @@ def format_progress(progress: Progress) -> str:
         f"avg {progress.avg_send_s * 1000:.2f} ms/msg  {progress.throughput_per_s:.1f} msg/s  "
         f"queued {progress.queued}"
     )
+    if progress.segments is not None:
+        line += (f"  segments {progress.segments} "
+                 f"({per_s(progress.segments, progress.elapsed_s):.1f} seg/s)")
     if progress.lag_s > LAG_WARNING_S:
         line += f"  LAGGING real time by {progress.lag_s:.2f}s (host slower than the senders)"
     return line
@@ -246,6 +265,8 @@ def format_report(report: Report) -> str:
     """The multi-line final report, ending in a newline."""
     verdict = "ok" if report.is_accounted else "MISMATCH"
     dead = f" + dead-lettered {report.dead_lettered}" if report.dead_lettered else ""
+    if report.sms is not None:
+        dead += f" + expired {report.expired}"
     simulated = " simulated" if report.virtual is not None else ""
     lines = [
         f"{report.stopped_by}: {report.produced} produced, {report.sent} sent, "
@@ -266,6 +287,9 @@ def format_report(report: Report) -> str:
             f"utilisation {v.utilisation:.1%}, {v.attempts} attempts "
             f"({v.failed_attempts} failed)"
         )
+    if report.sms is not None:
+        lines.extend(format_sms_lines(report.sms, sent=report.sent, expired=report.expired,
+                                      elapsed_s=report.elapsed_s))
     lines.extend(format_sender_lines(report.senders))
     return "\n".join(lines) + "\n"
 

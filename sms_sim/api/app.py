@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
 
-from sms_sim.api import dead_letters, messages, operations
+from sms_sim.api import dead_letters, messages, operations, optouts, receipts
 from sms_sim.api.auth import known_query
 from sms_sim.api.dashboard import dashboard_router
 from sms_sim.api.docs import install_docs
@@ -73,8 +73,8 @@ def create_app(store_url: str, *, clock: Clock | None = None,
     app.state.metrics = ApiMetrics(lambda: app.state.service)
     app.add_middleware(LatencyMiddleware, metrics=app.state.metrics, clock=used_clock)
     install_problem_handlers(app)
-    for router in (messages.router, dead_letters.router, operations.router,
-                   dashboard_router()):
+    for router in (messages.router, dead_letters.router, optouts.router, receipts.router,
+                   operations.router, dashboard_router()):
         app.include_router(router)
     install_docs(app)
     install_openapi(app)

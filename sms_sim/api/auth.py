@@ -20,7 +20,7 @@ from sms_sim.dispatch.service import DispatchService
 from sms_sim.dispatch.validation import InvalidRequestError
 
 __all__ = ["BEARER", "operator_service", "app_clock", "tenant_service", "TenantService",
-           "known_query"]
+           "provider_service", "ProviderService", "known_query"]
 
 BEARER = HTTPBearer(auto_error=False, scheme_name="bearer", bearerFormat="sms_sim API key",
                     description="An API key, `smsk_<key id>_<secret>`, from `sms_sim apikey "
@@ -55,6 +55,23 @@ def tenant_service(
 
 
 TenantService = Annotated[DispatchService, Depends(tenant_service)]
+
+
+def provider_service(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+) -> DispatchService:
+    """The operator's service for a request made with a provider key (``apikey create
+    --provider``): 401 without a valid key, 403 (``ForbiddenError``) for a tenant's key."""
+    if credentials is None:
+        raise ProblemError(UNAUTHORIZED, "send Authorization: Bearer <provider API key>",
+                           headers={"WWW-Authenticate": BEARER_CHALLENGE})
+    service = operator_service(request)
+    service.authenticate_provider(credentials.credentials)
+    return service
+
+
+ProviderService = Annotated[DispatchService, Depends(provider_service)]
 
 
 async def known_query(request: Request) -> None:

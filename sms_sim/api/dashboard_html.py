@@ -41,7 +41,7 @@ progress{width:11em;height:1em;vertical-align:middle}
 .note{color:#5b6570}
 .error{color:#b3261e;font-weight:600}
 .status-dead,.status-cancelled{color:#b3261e}
-.status-sent,.status-completed{color:#1e7b34}
+.status-sent,.status-delivered,.status-completed{color:#1e7b34}
 form.inline{display:inline;margin:0}
 button{font:inherit;padding:.3em .9em}
 input[type=password]{font:inherit;padding:.3em;width:28em;max-width:100%}
@@ -158,7 +158,9 @@ def message_page(tenant: str, view: MessageView, progress: Progress,
     facts = [("status", _status(view)), ("progress", _progress_bar(progress)),
              ("recipients", f"{view.recipient_count:,}"), ("priority", _text(view.priority)),
              ("version", _text(view.version)),
+             ("segments", _text(f"{view.segments} ({view.encoding}) per recipient")),
              ("due", _text(format_utc(view.scheduled_at))),
+             ("valid until", _text(format_utc(view.valid_until))),
              ("dispatch started", _text(format_utc(view.dispatch_started_at))),
              ("completed", _text(format_utc(view.completed_at)))]
     if progress.rate_per_s is not None:

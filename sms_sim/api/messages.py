@@ -38,6 +38,7 @@ from sms_sim.api.schemas import (
     SubmittedMessageOut,
 )
 from sms_sim.api.submission import (
+    VALID_FOR_FORM_PATTERN,
     Submission,
     read_body,
     read_form,
@@ -77,6 +78,7 @@ _SUBMIT_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
         "schema": {
             "type": "object", "required": ["content", "recipients"],
             "additionalProperties": False,
+            "not": {"required": ["valid_until", "valid_for"]},
             "properties": {
                 "content": {"type": "string", "minLength": 1, "maxLength": 1600,
                             "pattern": CONTENT_PATTERN},
@@ -89,6 +91,11 @@ _SUBMIT_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
                 "send_at": {"type": "string", "format": "date-time",
                             "pattern": RFC3339_PATTERN},
                 "priority": {"type": "string", "pattern": r"^-?[0-9]{1,15}$"},
+                "valid_until": {"type": "string", "format": "date-time",
+                                "pattern": RFC3339_PATTERN},
+                "valid_for": {"type": "string", "pattern": VALID_FOR_FORM_PATTERN,
+                              "description": "Seconds after send_at, more than 0 and at "
+                                             "most 9,999,999 in a form."},
             }},
         "encoding": {"recipients": {"contentType": "text/csv"}}},
 }}}
@@ -118,12 +125,16 @@ async def submit_message(
         "request gets the first answer (per tenant; a quoted value is the same key).",
         json_schema_extra={"minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX_CHARS})] = None,
 ) -> Response:
-    """Queue a message for its recipients, now or at ``send_at``.
+    """Queue a message for its recipients, now or at ``send_at``, valid until
+    ``valid_until`` (or for ``valid_for`` seconds after it): what is not sent by then
+    expires, never sent late.
 
     The body is JSON (`NewMessage`), or a multipart form whose `recipients` is a CSV file:
     `curl -F content=Hello -F recipients=@staff.csv;type=text/csv`. The answer says how
     many recipients were repeats (`duplicates_dropped`); the same phone written as
-    xxx-xxx-xxxx and +1xxxxxxxxxx is one recipient.
+    xxx-xxx-xxxx and +1xxxxxxxxxx is one recipient. Recipients on your opt-out list get a
+    `suppressed` delivery, never sent (`suppressed` counts them); `encoding` and
+    `segments` say what each copy costs.
     """
     clock = app_clock(request)
     tenant = service.tenant
@@ -207,13 +218,16 @@ def edit_message(
     if_match: Annotated[str | None, Header(
         alias="If-Match", description='The ETag you last read, e.g. "3" (or *).')] = None,
 ) -> MessageOut:
-    """Change the content, the time or the recipients of a message that has not started
-    dispatching. `If-Match` is required (428 without it) and must be the current version
+    """Change the content, the time, the recipients or the validity of a message that has
+    not started dispatching. `If-Match` is required (428 without it) and must be the current version
     (412 otherwise); a message already dispatching is 409 `locked`: cancel it instead."""
     now = app_clock(request).now()
     edit = MessageEdit.validated(
         content=changes.content, recipients=changes.recipients,
-        scheduled_at=None if changes.send_at is None else parse_send_at(changes.send_at, now))
+        scheduled_at=None if changes.send_at is None else parse_send_at(changes.send_at, now),
+        valid_until=None if changes.valid_until is None else parse_send_at(
+            changes.valid_until, now, field="valid_until"),
+        valid_for_s=changes.valid_for)
     if if_match is None:
         service.get(message_id)  # an unknown id is 404 first: nothing to precondition
         raise ProblemError(PRECONDITION_REQUIRED, 'changing a message needs If-Match: "<version>"'

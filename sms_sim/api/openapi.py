@@ -35,6 +35,8 @@ _HEADERS: dict[int, dict[str, Any]] = {
 _DESCRIPTIONS = {
     400: "Malformed body (not JSON, a broken form, a CSV that is not UTF-8).",
     401: "Missing, malformed, unknown or revoked API key.",
+    403: "A valid key of the wrong kind (a provider key on a tenant's route, or the "
+         "reverse).",
     404: "No such message for your tenant.",
     409: "Locked (dispatching or finished), or the first request with this "
          "Idempotency-Key is still in progress.",
@@ -52,7 +54,14 @@ Send SMS messages to many recipients, watch them go out, and look after what fai
 
 **Authentication**: every `/v1` request carries `Authorization: Bearer <API key>`; a key
 (`sms_sim apikey create --tenant NAME`) acts for one tenant, and another tenant's messages
-do not exist for it.
+do not exist for it. The SMS provider posts delivery receipts to `/v1/provider/receipts`
+with a provider key (`sms_sim apikey create --provider`), which may do nothing else.
+
+**SMS**: every message says its `encoding` (GSM-7 or UCS-2) and `segments` (what each
+copy is billed and throttled as); `valid_until`/`valid_for` stop a stale message going
+out late (what is not sent by then is `expired`); numbers on your opt-out list
+(`/v1/opt-outs`) get `suppressed` deliveries, never sent; receipts move sent deliveries
+to `delivered`, `undelivered` or `expired`.
 
 **Idempotency**: send `Idempotency-Key` (1-255 characters) with `POST /v1/messages`; a repeat
 of the same request gets the first answer again (201, same body, `Idempotent-Replayed:

@@ -35,7 +35,7 @@ from sms_sim.dispatch.errors import (
     StoreDamagedError,
     StoreError,
 )
-from sms_sim.dispatch.keys import UnauthorizedError
+from sms_sim.dispatch.keys import ForbiddenError, UnauthorizedError
 from sms_sim.errors import SmsSimError
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "ProblemError",
     "PROBLEM_TYPES",
     "UNAUTHORIZED",
+    "FORBIDDEN",
     "NOT_FOUND",
     "METHOD_NOT_ALLOWED",
     "MALFORMED",
@@ -98,6 +99,11 @@ UNAUTHORIZED = ProblemType(
     slug="unauthorized", status=401, title="Missing or invalid API key",
     meaning="Send Authorization: Bearer <API key>; the key may be malformed, unknown or "
             "revoked. Keys come from `sms_sim apikey create --tenant NAME`.")
+FORBIDDEN = ProblemType(
+    slug="forbidden", status=403, title="Wrong kind of API key",
+    meaning="The key is valid but its role does not allow this: a provider key "
+            "(`apikey create --provider`) may only post delivery receipts, and a tenant's "
+            "key may not.")
 NOT_FOUND = ProblemType(
     slug="not-found", status=404, title="Not found",
     meaning="No such resource for your tenant: another tenant's message is not found either.")
@@ -152,8 +158,8 @@ INTERNAL = ProblemType(
     meaning="A bug: the server logged it. Nothing in the request is at fault.")
 
 PROBLEM_TYPES: tuple[ProblemType, ...] = (
-    UNAUTHORIZED, NOT_FOUND, METHOD_NOT_ALLOWED, MALFORMED, INVALID, KEY_REUSED, IN_PROGRESS,
-    LOCKED, CONFLICT, PRECONDITION_FAILED, PRECONDITION_REQUIRED, TOO_LARGE,
+    UNAUTHORIZED, FORBIDDEN, NOT_FOUND, METHOD_NOT_ALLOWED, MALFORMED, INVALID, KEY_REUSED,
+    IN_PROGRESS, LOCKED, CONFLICT, PRECONDITION_FAILED, PRECONDITION_REQUIRED, TOO_LARGE,
     UNSUPPORTED_MEDIA_TYPE, STORE_UNAVAILABLE, INTERNAL,
 )
 _BY_STATUS = {kind.status: kind for kind in PROBLEM_TYPES if kind.status not in (409, 422)}
@@ -192,6 +198,8 @@ def problem_response(request: Request, kind: ProblemType, detail: str, *,
 def _for_service_error(exc: SmsSimError) -> tuple[ProblemType, dict[str, str]]:
     """The problem type (and headers) of a service refusal. Subclasses come before their
     bases: a reused key is a ``ConflictError`` too, but a 422."""
+    if isinstance(exc, ForbiddenError):
+        return FORBIDDEN, {}
     if isinstance(exc, UnauthorizedError):
         return UNAUTHORIZED, {"WWW-Authenticate": f'{BEARER_CHALLENGE}, error="invalid_token"'}
     if isinstance(exc, NotFoundError):

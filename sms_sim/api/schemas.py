@@ -20,10 +20,14 @@ from sms_sim.dispatch.contract import DeliveryStatus, MessageOutcome, MessageSta
 from sms_sim.dispatch.validation import (
     CONTENT_MAX_CHARS,
     RECIPIENTS_MAX,
+    VALID_FOR_MAX_S,
 )
+from sms_sim.segments import Encoding
 
 __all__ = [
     "PHONE_PATTERN",
+    "PHONES_SCHEMA",
+    "TIME_SCHEMA",
     "CONTENT_PATTERN",
     "PAGE_MAX",
     "JSON_INT_MAX",
@@ -64,26 +68,40 @@ def _integral(value: object) -> object:
 Id = Annotated[int, Field(ge=1, le=JSON_INT_MAX), BeforeValidator(_integral)]
 Priority = Annotated[int, Field(ge=-JSON_INT_MAX, le=JSON_INT_MAX),
                      BeforeValidator(_integral)]
-_TIME: JsonDict = {"format": "date-time", "examples": [EXAMPLE_TIME]}
+TIME_SCHEMA: JsonDict = {"format": "date-time", "examples": [EXAMPLE_TIME]}
 _TIME_IN: JsonDict = {"format": "date-time", "pattern": RFC3339_PATTERN, "examples": [EXAMPLE_TIME]}
 _CONTENT: JsonDict = {"minLength": 1, "maxLength": CONTENT_MAX_CHARS, "pattern": CONTENT_PATTERN}
-_PHONES: JsonDict = {
+_VALID_UNTIL = ("When the message stops being worth sending: RFC 3339 with its offset, after "
+                "send_at. Deliveries not sent by then become `expired`; none is ever sent "
+                "late. Give this or valid_for, not both; neither: no limit.")
+_VALID_FOR = ("The same as a duration: seconds after send_at (0 < valid_for <= "
+              f"{VALID_FOR_MAX_S:.0f}).")
+ValidFor = Annotated[float, Field(gt=0, le=VALID_FOR_MAX_S), BeforeValidator(_integral)]
+PHONES_SCHEMA: JsonDict = {
     "minItems": 1, "maxItems": RECIPIENTS_MAX,
     "items": {"type": "string", "pattern": PHONE_PATTERN,
               "examples": ["555-010-0001", "+15550100002", "+442071838750"]}}
 
 
+def _one_validity(schema: dict[str, Any]) -> None:
+    """valid_until and valid_for exclude each other (given both, not null, is refused)."""
+    schema["not"] = {"required": ["valid_until", "valid_for"],
+                     "properties": {"valid_until": {"type": "string"},
+                                    "valid_for": {"type": "number"}}}
+
+
 class NewMessageBody(BaseModel):
     """A message to send (``POST /v1/messages`` as JSON)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, title="NewMessage")
+    model_config = ConfigDict(extra="forbid", strict=True, title="NewMessage",
+                              json_schema_extra=_one_validity)
 
     content: str = Field(description="The text: 1-1600 characters, line breaks allowed, no "
                                      "other control characters.", json_schema_extra=_CONTENT)
     recipients: list[str] = Field(
         description="Phone numbers, xxx-xxx-xxxx or E.164 (+ and 8-15 digits); +1 numbers "
                     "are stored as xxx-xxx-xxxx, and a number listed twice (in either form) "
-                    "gets one delivery. At most 1,000,000.", json_schema_extra=_PHONES)
+                    "gets one delivery. At most 1,000,000.", json_schema_extra=PHONES_SCHEMA)
     send_at: str | None = Field(
         default=None, description="When to send: RFC 3339 with its offset. Left out or null: "
                                   "now. More than 60 s in the past is refused.",
@@ -91,6 +109,9 @@ class NewMessageBody(BaseModel):
     priority: Priority = Field(default=0, description="Higher classes of your messages go "
                                                       "first; waiting work ages, so nothing "
                                                       "starves.")
+    valid_until: str | None = Field(default=None, description=_VALID_UNTIL,
+                                    json_schema_extra=_TIME_IN)
+    valid_for: ValidFor | None = Field(default=None, description=_VALID_FOR)
 
 
 def _no_nulls(schema: dict[str, Any]) -> None:
@@ -105,6 +126,11 @@ def _no_nulls(schema: dict[str, Any]) -> None:
     schema["minProperties"] = 1
 
 
+def _edit_schema(schema: dict[str, Any]) -> None:
+    _no_nulls(schema)
+    _one_validity(schema)
+
+
 def _refuse_nulls(model: BaseModel) -> None:
     for name in model.model_fields_set:
         if getattr(model, name) is None:
@@ -115,7 +141,7 @@ class MessageEditBody(BaseModel):
     """Changes to a message that has not started dispatching; fields left out stay."""
 
     model_config = ConfigDict(extra="forbid", strict=True, title="MessageEdit",
-                              json_schema_extra=_no_nulls)
+                              json_schema_extra=_edit_schema)
 
     @model_validator(mode="after")
     def _nothing_null(self) -> MessageEditBody:
@@ -124,9 +150,13 @@ class MessageEditBody(BaseModel):
 
     content: str | None = Field(default=None, json_schema_extra=_CONTENT)
     recipients: list[str] | None = Field(default=None, description="Replaces every recipient.",
-                                         json_schema_extra=_PHONES)
+                                         json_schema_extra=PHONES_SCHEMA)
     send_at: str | None = Field(default=None, description="RFC 3339 with its offset.",
                                 json_schema_extra=_TIME_IN)
+    valid_until: str | None = Field(default=None, description=_VALID_UNTIL,
+                                    json_schema_extra=_TIME_IN)
+    valid_for: ValidFor | None = Field(default=None, description=_VALID_FOR + " Counted from "
+                                       "send_at after the change.")
 
 
 def _one_selector(schema: dict[str, Any]) -> None:
@@ -169,6 +199,11 @@ class DeliveryCounts(BaseModel):
     retrying: int
     dead: int
     cancelled: int
+    expired: int = Field(description="Not sent before the message's validity ended (never "
+                                     "sent late), or sent and a receipt said expired.")
+    suppressed: int = Field(description="The number opted out: never sent; not a failure.")
+    delivered: int = Field(description="Sent, and a delivery receipt said delivered.")
+    undelivered: int = Field(description="Sent, and a delivery receipt said undelivered.")
 
 
 class ProgressOut(BaseModel):
@@ -177,15 +212,20 @@ class ProgressOut(BaseModel):
     model_config = ConfigDict(title="Progress")
 
     total: int
-    sent: int
+    sent: int = Field(description="Accepted by the provider: sent, delivered or undelivered.")
     dead: int
     open: int = Field(description="Pending, leased or retrying: still to be tried.")
+    delivered: int = Field(description="Of those sent, receipted delivered.")
+    expired: int
+    suppressed: int
+    segments_sent: int = Field(description="sent x the message's segments: what carriers "
+                                           "count and bill.")
     percent_sent: float = Field(ge=0, le=100)
     rate_per_s: float | None = Field(description="Deliveries sent per second since dispatch "
                                                  "began; null until something was sent.")
     eta: str | None = Field(description="When the open deliveries would all be sent at that "
                                         "rate (a floor: retries take longer).",
-                            json_schema_extra=_TIME)
+                            json_schema_extra=TIME_SCHEMA)
 
 
 class MessageOut(BaseModel):
@@ -200,13 +240,18 @@ class MessageOut(BaseModel):
                                                        "failed or all failed.")
     version: int
     priority: int
-    send_at: str = Field(json_schema_extra=_TIME)
-    created_at: str = Field(json_schema_extra=_TIME)
-    updated_at: str = Field(json_schema_extra=_TIME)
-    dispatch_started_at: str | None = Field(json_schema_extra=_TIME)
-    completed_at: str | None = Field(json_schema_extra=_TIME)
+    send_at: str = Field(json_schema_extra=TIME_SCHEMA)
+    created_at: str = Field(json_schema_extra=TIME_SCHEMA)
+    updated_at: str = Field(json_schema_extra=TIME_SCHEMA)
+    dispatch_started_at: str | None = Field(json_schema_extra=TIME_SCHEMA)
+    completed_at: str | None = Field(json_schema_extra=TIME_SCHEMA)
     idempotency_key: str | None
     recipient_count: int
+    encoding: Encoding = Field(description="GSM-7, or UCS-2 when one character is outside "
+                                           "it.")
+    segments: int = Field(description="The SMS segments each recipient's copy is sent as.")
+    valid_until: str | None = Field(description="Deliveries not sent by then expire; null: "
+                                                "no limit.", json_schema_extra=TIME_SCHEMA)
     deliveries: DeliveryCounts
     progress: ProgressOut
 
@@ -218,6 +263,8 @@ class SubmittedMessageOut(MessageOut):
 
     duplicates_dropped: int = Field(description="Recipients listed more than once (in any "
                                                 "form) that got no second delivery.")
+    suppressed: int = Field(description="Recipients on your opt-out list: their deliveries "
+                                        "are `suppressed`, never sent.")
 
 
 class MessageListOut(BaseModel):
@@ -244,8 +291,10 @@ class DeliveryOut(BaseModel):
     lease_losses: int = Field(description="Attempts whose worker went silent: whether they "
                                           "reached the provider is unknown.")
     last_error: str | None
-    sent_at: str | None = Field(json_schema_extra=_TIME)
-    next_attempt_at: str = Field(json_schema_extra=_TIME)
+    sent_at: str | None = Field(json_schema_extra=TIME_SCHEMA)
+    next_attempt_at: str = Field(json_schema_extra=TIME_SCHEMA)
+    dlr_at: str | None = Field(description="When the delivery receipt applied says it "
+                                           "happened.", json_schema_extra=TIME_SCHEMA)
 
 
 class DeliveryListOut(BaseModel):
@@ -285,8 +334,8 @@ class HealthOut(BaseModel):
     model_config = ConfigDict(title="Health")
 
     status: Literal["ok", "ready"]
-    checked_at: str | None = Field(default=None, json_schema_extra=_TIME)
-    next_due_at: str | None = Field(default=None, json_schema_extra=_TIME)
+    checked_at: str | None = Field(default=None, json_schema_extra=TIME_SCHEMA)
+    next_due_at: str | None = Field(default=None, json_schema_extra=TIME_SCHEMA)
     behind_s: float | None = Field(default=None, description="How long the oldest due work "
                                                              "has waited.")
 

@@ -3,8 +3,10 @@ CSV file of recipients.
 
 Two ways to send a message, one set of checks (``NewMessage.validated``, as the CLI):
 
-- ``application/json``: ``{"content", "recipients": [...], "send_at", "priority"}``.
-- ``multipart/form-data``: the fields ``content``, ``send_at`` and ``priority`` as text, and
+- ``application/json``: ``{"content", "recipients": [...], "send_at", "priority",
+  "valid_until" or "valid_for"}``.
+- ``multipart/form-data``: the fields ``content``, ``send_at``, ``priority``,
+  ``valid_until`` and ``valid_for`` as text, and
   ``recipients`` a CSV file (``curl -F content=Hi -F recipients=@staff.csv``): what a
   spreadsheet exports and a browser form sends, for lists too long to build as JSON. A row's
   first cell is the number (further cells, a name say, are ignored); blank rows and rows
@@ -45,11 +47,16 @@ __all__ = [
     "submission_from_form",
     "recipients_from_csv",
     "shape_error",
+    "VALID_FOR_FORM_PATTERN",
 ]
 
 # A million E.164 numbers as JSON is about 18 MB; room for whitespace and a long content.
 BODY_MAX_BYTES = 64 * 1024 * 1024
-_FORM_FIELDS = ("content", "recipients", "send_at", "priority")
+_FORM_FIELDS = ("content", "recipients", "send_at", "priority", "valid_until", "valid_for")
+# valid_for in a form: seconds, more than 0, below 10,000,000 (a regular expression cannot
+# say "at most VALID_FOR_MAX_S"; JSON bodies take up to that).
+VALID_FOR_FORM_PATTERN = r"^(?=[0-9.]*[1-9])[0-9]{1,7}(\.[0-9]{1,9})?$"
+_NUMBER_RE = re.compile(VALID_FOR_FORM_PATTERN)
 _INTEGER_RE = re.compile(r"-?[0-9]{1,15}")  # within JSON_INT_MAX, as in a JSON body
 
 
@@ -92,15 +99,19 @@ def submission_from_json(raw: bytes, *, tenant: str, idempotency_key: str | None
     body = NewMessageBody.model_validate_json(raw)
     return _checked(content=body.content, recipients=body.recipients, send_at=body.send_at,
                     priority=body.priority, tenant=tenant, idempotency_key=idempotency_key,
-                    now=now)
+                    now=now, valid_until=body.valid_until, valid_for=body.valid_for)
 
 
 def _checked(*, content: str, recipients: list[str], send_at: str | None, priority: int,
-             tenant: str, idempotency_key: str | None, now: float) -> Submission:
+             tenant: str, idempotency_key: str | None, now: float,
+             valid_until: str | None = None, valid_for: float | None = None) -> Submission:
     message = NewMessage.validated(
         content=content, recipients=recipients,
         scheduled_at=None if send_at is None else parse_send_at(send_at, now),
-        idempotency_key=idempotency_key, priority=priority, tenant=tenant)
+        idempotency_key=idempotency_key, priority=priority, tenant=tenant,
+        valid_until=None if valid_until is None else parse_send_at(
+            valid_until, now, field="valid_until"),
+        valid_for_s=valid_for)
     return Submission(message=message,
                       duplicates_dropped=len(recipients) - len(message.recipients))
 
@@ -142,6 +153,10 @@ def submission_from_form(fields: dict[str, str | UploadFile], *, tenant: str,
     if priority_text is not None and _INTEGER_RE.fullmatch(priority_text) is None:
         raise InvalidRequestError(f"priority must be an integer (got {priority_text!r})")
     priority = 0 if priority_text is None else int(priority_text)
+    valid_for_text = _text(fields, "valid_for")
+    if valid_for_text is not None and _NUMBER_RE.fullmatch(valid_for_text) is None:
+        raise InvalidRequestError(f"valid_for must be a number of seconds, more than 0 and "
+                                  f"below 10000000 in a form (got {valid_for_text!r})")
     recipients = fields.get("recipients")
     if recipients is None:
         raise InvalidRequestError("recipients is required: a CSV file, one number per row")
@@ -151,7 +166,8 @@ def submission_from_form(fields: dict[str, str | UploadFile], *, tenant: str,
         numbers = recipients_from_csv(_decoded(recipients.file))
     return _checked(content=content, recipients=numbers, send_at=send_at,
                     priority=priority, tenant=tenant, idempotency_key=idempotency_key,
-                    now=now)
+                    now=now, valid_until=_text(fields, "valid_until"),
+                    valid_for=None if valid_for_text is None else float(valid_for_text))
 
 
 def _text(fields: dict[str, str | UploadFile], name: str) -> str | None:

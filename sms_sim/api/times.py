@@ -19,7 +19,8 @@ from sms_sim.dispatch.validation import (
     validate_time,
 )
 
-__all__ = ["RFC3339_PATTERN", "EXAMPLE_TIME", "parse_send_at", "rfc3339", "rfc3339_or_none"]
+__all__ = ["RFC3339_PATTERN", "EXAMPLE_TIME", "parse_send_at", "parse_receipt_at", "rfc3339",
+           "rfc3339_or_none"]
 
 EXAMPLE_TIME = "2026-11-24T15:00:00Z"
 # RFC 3339 section 5.6 date-time; the offset is required, fractions of a second optional.
@@ -49,6 +50,19 @@ def parse_send_at(text: str, now: float, *, field: str = "send_at") -> float:
     except (InvalidRequestError, OverflowError) as exc:
         raise InvalidRequestError(f"{field} {text!r}: {exc}; leave {field} out to send "
                                   "now") from None
+
+
+def parse_receipt_at(text: str, field: str) -> float:
+    """Epoch seconds of an RFC 3339 time with an offset, any time (a receipt's time is the
+    network's; it may be long past). Raises ``InvalidRequestError`` naming ``field``."""
+    if _RFC3339_RE.fullmatch(text) is None:
+        raise InvalidRequestError(
+            f"{field} must be an RFC 3339 time such as {EXAMPLE_TIME} (got {text!r})")
+    normal = text.upper().replace(" ", "T").replace("Z", "+00:00")
+    try:
+        return validate_time(datetime.datetime.fromisoformat(normal).timestamp())
+    except (ValueError, OverflowError):
+        raise InvalidRequestError(f"{field} is not a real time: {text!r}") from None
 
 
 def rfc3339(epoch_s: float) -> str:

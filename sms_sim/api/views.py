@@ -30,7 +30,9 @@ def etag(view: MessageView) -> str:
 def _progress(progress: Progress) -> ProgressOut:
     return ProgressOut(total=progress.total, sent=progress.sent, dead=progress.dead,
                        open=progress.open, percent_sent=round(100 * progress.sent_fraction, 3),
-                       rate_per_s=progress.rate_per_s, eta=rfc3339_or_none(progress.eta_at))
+                       rate_per_s=progress.rate_per_s, eta=rfc3339_or_none(progress.eta_at),
+                       delivered=progress.delivered, expired=progress.expired,
+                       suppressed=progress.suppressed, segments_sent=progress.segments_sent)
 
 
 def _fields(view: MessageView, progress: Progress) -> dict[str, object]:
@@ -43,6 +45,8 @@ def _fields(view: MessageView, progress: Progress) -> dict[str, object]:
         "dispatch_started_at": rfc3339_or_none(view.dispatch_started_at),
         "completed_at": rfc3339_or_none(view.completed_at),
         "idempotency_key": view.idempotency_key, "recipient_count": view.recipient_count,
+        "encoding": view.encoding, "segments": view.segments,
+        "valid_until": rfc3339_or_none(view.valid_until),
         "deliveries": DeliveryCounts(**{str(status): counts[status] for status in DeliveryStatus}),
         "progress": _progress(progress),
     }
@@ -52,10 +56,11 @@ def message_out(view: MessageView, progress: Progress) -> MessageOut:
     return MessageOut.model_validate(_fields(view, progress))
 
 
-def submitted_out(view: MessageView, progress: Progress,
-                  duplicates_dropped: int) -> SubmittedMessageOut:
+def submitted_out(view: MessageView, progress: Progress, duplicates_dropped: int,
+                  suppressed: int) -> SubmittedMessageOut:
     return SubmittedMessageOut.model_validate(
-        {**_fields(view, progress), "duplicates_dropped": duplicates_dropped})
+        {**_fields(view, progress), "duplicates_dropped": duplicates_dropped,
+         "suppressed": suppressed})
 
 
 def delivery_out(delivery: DeliveryView) -> DeliveryOut:
@@ -63,4 +68,5 @@ def delivery_out(delivery: DeliveryView) -> DeliveryOut:
                        recipient=delivery.recipient, status=delivery.status,
                        attempts=delivery.attempts, lease_losses=delivery.lease_losses,
                        last_error=delivery.last_error, sent_at=rfc3339_or_none(delivery.sent_at),
-                       next_attempt_at=rfc3339(delivery.next_attempt_at))
+                       next_attempt_at=rfc3339(delivery.next_attempt_at),
+                       dlr_at=rfc3339_or_none(delivery.dlr_at))

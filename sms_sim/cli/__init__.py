@@ -54,6 +54,8 @@ COMMANDS: dict[str, Command] = {
     "serve": Command("sms_sim.cli.serve", "the HTTP API and dashboard (and a worker, "
                                           "with --with-worker)"),
     "apikey": Command("sms_sim.cli.apikey", "create, revoke and list tenants' API keys"),
+    "optout": Command("sms_sim.cli.optout",
+                      "add, remove, list and import a tenant's opt-outs (numbers never sent to)"),
     "prune": Command("sms_sim.cli.prune", "delete messages that finished long ago"),
     "copy": Command("sms_sim.cli.copy", "copy a database into another store (SQLite to "
                                         "PostgreSQL)"),

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from sms_sim.cli.common import ExitCode, emit, json_text
 from sms_sim.cli.store_command import Access, Handler, base_parser, route, run_with_service
 from sms_sim.dispatch.contract import InvalidRequestError
-from sms_sim.dispatch.keys import ApiKey, validate_key_id
+from sms_sim.dispatch.keys import ApiKey, KeyRole, validate_key_id
 from sms_sim.dispatch.service import DispatchService
-from sms_sim.dispatch.tenants import validate_tenant
+from sms_sim.dispatch.tenants import DEFAULT_TENANT, validate_tenant
 from sms_sim.dispatch.validation import format_utc
 
 __all__ = ["main", "SUBCOMMANDS"]
@@ -30,23 +30,34 @@ def _create(prog: str, argv: Sequence[str]) -> int:
                                "a hash is stored, so a lost token cannot be shown again (revoke "
                                "it and create another). Requests send it as 'Authorization: "
                                "Bearer TOKEN'.")
-    parser.add_argument("--tenant", required=True,
+    parser.add_argument("--tenant",
                         help="the tenant the key acts for (its messages, and only those)")
+    parser.add_argument("--provider", action="store_true",
+                        help="a provider key instead: it may only POST "
+                             "/v1/provider/receipts (delivery receipts), for every "
+                             "tenant's deliveries; give it to the SMS provider")
     parser.add_argument("--json", action="store_true",
-                        help="one JSON object: key_id, tenant, created_at, token")
+                        help="one JSON object: key_id, tenant, role, created_at, token")
     args = parser.parse_args(argv)
+    if args.tenant is None and not args.provider:
+        parser.error("the following arguments are required: --tenant (or --provider)")
+    if args.tenant is not None and args.provider:
+        parser.error("a provider key acts for every tenant's deliveries: leave --tenant out")
     try:
-        tenant = validate_tenant(args.tenant)
+        tenant = validate_tenant(DEFAULT_TENANT if args.tenant is None else args.tenant)
     except InvalidRequestError as exc:
         parser.error(str(exc))
 
     def body(service: DispatchService) -> str:
-        issued = service.create_api_key(tenant)
+        issued = service.create_api_key(tenant, provider=args.provider)
         key = issued.key
         if args.json:
             return json_text({"key_id": key.key_id, "tenant": key.tenant,
-                              "created_at": key.created_at, "token": issued.token})
-        return (f"created API key {key.key_id} for tenant {key.tenant!r}\n"
+                              "role": str(key.role), "created_at": key.created_at,
+                              "token": issued.token})
+        whom = ("a provider (delivery receipts only)" if args.provider
+                else f"tenant {key.tenant!r}")
+        return (f"created API key {key.key_id} for {whom}\n"
                 f"token: {issued.token}\n"
                 "(shown only this once: keep it now; 'apikey revoke "
                 f"{key.key_id}' withdraws it)")
@@ -100,13 +111,14 @@ def _list(prog: str, argv: Sequence[str]) -> int:
 
 
 def _key_dict(key: ApiKey) -> dict[str, object]:
-    return {"key_id": key.key_id, "tenant": key.tenant, "created_at": key.created_at,
-            "revoked_at": key.revoked_at}
+    return {"key_id": key.key_id, "tenant": key.tenant, "role": str(key.role),
+            "created_at": key.created_at, "revoked_at": key.revoked_at}
 
 
 def _key_line(key: ApiKey) -> str:
     state = "active" if key.revoked_at is None else f"revoked {format_utc(key.revoked_at)}"
-    return f"{key.key_id}  tenant {key.tenant!r}  created {format_utc(key.created_at)}  {state}"
+    whom = "provider" if key.role is KeyRole.PROVIDER else f"tenant {key.tenant!r}"
+    return f"{key.key_id}  {whom}  created {format_utc(key.created_at)}  {state}"
 
 
 _HANDLERS: dict[str, Handler] = {"create": _create, "revoke": _revoke, "list": _list}
@@ -119,7 +131,8 @@ def main(argv: Sequence[str], *, prog: str) -> int:
     if word in ("-h", "--help"):
         emit(f"usage: {prog} {{{','.join(SUBCOMMANDS)}}} [options]   (SUBCOMMAND --help for "
              "its options)\n\n"
-             "  create  a key for a tenant; prints its token, once\n"
+             "  create  a key for a tenant (or, --provider, for the SMS provider's delivery "
+             "receipts); prints its token, once\n"
              "  revoke  refuse a key's token from now on\n"
              "  list    keys with their tenant and times (never a token)")
         return ExitCode.OK

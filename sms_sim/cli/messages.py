@@ -24,20 +24,22 @@ from sms_sim.cli.store_command import (
     run_and_print,
     run_with_service,
 )
-from sms_sim.cli.views import message_dict, status_phrase
-from sms_sim.cli.when import add_time_arguments, describe_due, due_at
+from sms_sim.cli.views import message_dict, sent_count, shape_phrase, status_phrase
+from sms_sim.cli.when import add_time_arguments, describe_due, due_at, duration_argument
 from sms_sim.clock import RealClock
 from sms_sim.dispatch.contract import AGING_STEP_S, DeliveryStatus, InvalidRequestError
 from sms_sim.dispatch.errors import StoreError
 from sms_sim.dispatch.requests import MessageEdit, NewMessage
 from sms_sim.dispatch.service import DispatchService
 from sms_sim.dispatch.stores import display_url
-from sms_sim.dispatch.validation import PRIORITY_MIN
+from sms_sim.dispatch.validation import PRIORITY_MIN, format_utc
 
 __all__ = ["main", "COMMANDS"]
 
 COMMANDS = ("init", "submit", "edit", "cancel")
 
+VALID_FOR_HELP = ("how long after its due time the message may still be sent (e.g. 30m, 2h, "
+                  "1d); deliveries not sent by then expire and are never sent late")
 PRIORITY_HELP = ("priority class: higher classes go first; waiting work ages so nothing "
                  f"starves (a due message rises one class per {AGING_STEP_S:.0f} s it has "
                  "waited since last served, and keeps it while it has work due); within a "
@@ -75,6 +77,8 @@ def _submit(prog: str, argv: Sequence[str]) -> int:
                              "nothing and answers with the first message")
     parser.add_argument("--priority", type=int_at_least(PRIORITY_MIN), default=0,
                         metavar="N", help=PRIORITY_HELP)
+    parser.add_argument("--valid-for", type=duration_argument, metavar="DURATION",
+                        help=VALID_FOR_HELP)
     add_tenant_argument(parser, "the tenant the message belongs to, as if submitted with "
                                 "one of its API keys (default: %(default)s)")
     parser.add_argument("--json", action="store_true",
@@ -89,7 +93,7 @@ def _submit(prog: str, argv: Sequence[str]) -> int:
             scheduled_at=due_at(args.at, args.in_, RealClock().now()),
             idempotency_key=args.idempotency_key, priority=args.priority,
             time_request=None if args.in_ is None else f"in {args.in_!r} s",
-            tenant=args.tenant)
+            tenant=args.tenant, valid_for_s=args.valid_for)
     except InvalidRequestError as exc:
         parser.error(str(exc))
 
@@ -97,12 +101,17 @@ def _submit(prog: str, argv: Sequence[str]) -> int:
         result = service.submit(message)
         view = service.get(result.message_id)
         if args.json:
-            return json_text({"created": result.created, **message_dict(view)})
+            return json_text({"created": result.created, "suppressed": result.suppressed,
+                              **message_dict(view)})
         if not result.created:
             return (f"already submitted: message {view.id} (idempotency key "
                     f"{message.idempotency_key!r}), {status_phrase(view)}; nothing created")
+        valid = "" if view.valid_until is None else f", valid until {format_utc(view.valid_until)}"
+        suppressed = (f", {result.suppressed} suppressed (opted out)" if result.suppressed
+                      else "")
         return (f"submitted message {view.id}: {view.recipient_count} recipients, "
-                f"due {describe_due(view.scheduled_at)}, version {view.version}")
+                f"due {describe_due(view.scheduled_at)}, version {view.version}; "
+                f"{shape_phrase(view)} each{valid}{suppressed}")
 
     return run_with_service(parser, args, body, Access.CREATE)
 
@@ -115,11 +124,14 @@ def _edit(prog: str, argv: Sequence[str]) -> int:
     parser.add_argument("--content", metavar="TEXT", help="new text")
     add_time_arguments(parser, default="left out, the time stays")
     add_recipient_arguments(parser)
+    parser.add_argument("--valid-for", type=duration_argument, metavar="DURATION",
+                        help=VALID_FOR_HELP + " (counted from the due time after the edit)")
     args = parser.parse_args(argv)
     try:
         edit = MessageEdit.validated(
             content=args.content, scheduled_at=due_at(args.at, args.in_, RealClock().now()),
-            recipients=recipients_from(args.to, args.recipients_file, sys.stdin.buffer))
+            recipients=recipients_from(args.to, args.recipients_file, sys.stdin.buffer),
+            valid_for_s=args.valid_for)
     except InvalidRequestError as exc:
         parser.error(str(exc))
 
@@ -146,7 +158,7 @@ def _cancel(prog: str, argv: Sequence[str]) -> int:
         if not result.in_flight:
             return line + ", none held by workers"
         view = service.await_workers(result.message_id, timeout_s=args.wait)
-        went_out = view.counts[DeliveryStatus.SENT] - result.already_sent
+        went_out = sent_count(view) - result.already_sent
         still = view.counts[DeliveryStatus.LEASED]
         held = (f"; {result.in_flight} held by workers: {went_out} were being sent and went "
                 f"out, {result.in_flight - went_out - still} not sent")

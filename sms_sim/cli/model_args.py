@@ -12,14 +12,21 @@ import csv
 import tomllib
 from pathlib import Path
 
+from dataclasses import dataclass
+
 from sms_sim.cli.common import int_at_least, non_negative_float, positive_float, probability
+from sms_sim.cli.when import duration_argument
 from sms_sim.config import (
+    SENDER_TYPE_RATES_PER_S,
     SENDERS_MAX,
     ArrivalKind,
     Arrivals,
+    Content,
     Jitter,
+    ReceiptModel,
     RetryPolicy,
     SenderConfig,
+    SenderType,
     ServiceDistribution,
 )
 from sms_sim.errors import ConfigError
@@ -33,7 +40,12 @@ __all__ = [
     "retry_from_args",
     "sender_from_args",
     "sender_count",
+    "SmsArgs",
+    "sms_from_args",
+    "TEXT_FILE_BYTES_MAX",
 ]
+
+TEXT_FILE_BYTES_MAX = 64 * 1024  # far above 255 segments of any encoding
 
 SENDERS_PER_TABLE_MAX = SENDERS_MAX
 _SENDER_FILE_KEYS = {"mean", "deviation", "failure_rate", "count", "distribution", "rate_limit"}
@@ -162,11 +174,13 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                        help="send-time distribution of the identical senders (default "
                             "uniform; lognormal takes max_deviation as its standard deviation)")
     model.add_argument("--rate-limit", type=positive_float, metavar="PER_S",
-                       help="most sends each identical sender may start per second")
+                       help="most sends each identical sender may start per second (in "
+                            "segments per second when segments are counted)")
     model.add_argument("--arrivals", type=arrivals_spec, default=Arrivals(),
                        metavar="burst|poisson:RATE|schedule:FILE",
                        help="how messages arrive (default burst: all at t=0); a schedule "
                             "file has time_s,count lines")
+    _add_sms_arguments(parser)
     retry = parser.add_argument_group("retries")
     retry.add_argument("--max-attempts", type=int_at_least(1), default=1, metavar="K",
                        help="attempts per message before it is dead-lettered "
@@ -182,6 +196,112 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                             "or none (default full)")
 
 
+def _valid_for(text: str) -> float:
+    seconds = duration_argument(text)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive duration (got {text!r})")
+    return seconds
+
+
+def _text(text: str) -> str:
+    try:
+        return str(Content(text=text).text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_sms_arguments(parser: argparse.ArgumentParser) -> None:
+    """The SMS model's flags (issue 14, docs/sms-model.md): all off by default."""
+    sms = parser.add_argument_group(
+        "SMS model (segments, carriers, errors, receipts; off by default)")
+    sms.add_argument("--sender-type", choices=[t.value for t in SenderType],
+                     help="the identical senders are this kind of number: rate limit "
+                          + ", ".join(f"{t} {r:g}" for t, r in SENDER_TYPE_RATES_PER_S.items())
+                          + " segments/s unless --rate-limit says otherwise; counts segments")
+    text = sms.add_mutually_exclusive_group()
+    text.add_argument("--text", type=_text, metavar="TEXT",
+                      help="every message says TEXT (any Unicode): its encoding and segments "
+                           "drive the model")
+    text.add_argument("--text-file", type=Path, metavar="FILE",
+                      help="every message says this UTF-8 file's text (one trailing newline "
+                           "dropped)")
+    sms.add_argument("--count-segments", action="store_true",
+                     help="count the segments of each generated text (1-2; implied by the "
+                          "other segment flags); without any, every message is 1 segment")
+    sms.add_argument("--per-segment", type=non_negative_float, metavar="SECONDS",
+                     help="add this much send time per segment (counts segments)")
+    sms.add_argument("--permanent-rate", type=probability, default=0.0, metavar="P",
+                     help="probability a send fails for good (dead at once, never retried); "
+                          "failure_rate is then the transient share (default 0)")
+    sms.add_argument("--throttle-rate", type=probability, default=0.0, metavar="P",
+                     help="probability a send is throttled: retried no sooner than "
+                          "--retry-after, and the sender pauses that long (default 0)")
+    sms.add_argument("--retry-after", type=non_negative_float, default=1.0, metavar="SECONDS",
+                     help="the retry-after a throttled send is given (default 1.0)")
+    sms.add_argument("--valid-for", type=_valid_for, metavar="DURATION",
+                     help="validity of each message from its arrival (90s, 10m, 2h): one not "
+                          "sent by then expires, never sent late")
+    sms.add_argument("--receipts", action="store_true",
+                     help="draw a delivery receipt after each accepted send (lognormal delay; "
+                          "implied by the receipt flags below)")
+    defaults = ReceiptModel()
+    sms.add_argument("--receipt-median", type=positive_float, metavar="SECONDS",
+                     help=f"median receipt delay (default {defaults.median_s:g})")
+    sms.add_argument("--receipt-sigma", type=non_negative_float, metavar="S",
+                     help=f"lognormal shape of the delay (default {defaults.sigma:g})")
+    sms.add_argument("--undelivered-rate", type=probability, metavar="P",
+                     help=f"share of receipts saying undelivered (default "
+                          f"{defaults.undelivered_rate:g})")
+    sms.add_argument("--lost-rate", type=probability, metavar="P",
+                     help=f"share of sends whose receipt never comes (default "
+                          f"{defaults.lost_rate:g})")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SmsArgs:
+    """The run-wide part of the SMS flags, for ``SimulationConfig``."""
+
+    content: Content | None
+    receipts: ReceiptModel | None
+    valid_for_s: float | None
+
+
+def _read_text_file(path: Path) -> str:
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(TEXT_FILE_BYTES_MAX + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read text file {str(path)!r}: {exc.strerror}") from exc
+    if len(data) > TEXT_FILE_BYTES_MAX:
+        raise ConfigError(f"text file {str(path)!r} is over {TEXT_FILE_BYTES_MAX} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"text file {str(path)!r} is not UTF-8 text: {exc}") from exc
+    text = text[:-1] if text.endswith("\n") else text
+    try:
+        return str(Content(text=text).text)
+    except ConfigError as exc:
+        raise ConfigError(f"text file {str(path)!r}: {exc}") from exc
+
+
+def sms_from_args(args: argparse.Namespace) -> SmsArgs:
+    """Content, receipts and validity from the flags. Raises ``ConfigError``."""
+    text = args.text
+    if args.text_file is not None:
+        text = _read_text_file(args.text_file)
+    counted = (text is not None or args.count_segments or args.per_segment is not None
+               or args.sender_type is not None)
+    receipt_flags = {"median_s": args.receipt_median, "sigma": args.receipt_sigma,
+                     "undelivered_rate": args.undelivered_rate, "lost_rate": args.lost_rate}
+    given = {name: value for name, value in receipt_flags.items() if value is not None}
+    return SmsArgs(
+        content=Content(text=text) if counted else None,
+        receipts=ReceiptModel(**given) if args.receipts or given else None,
+        valid_for_s=args.valid_for,
+    )
+
+
 def retry_from_args(args: argparse.Namespace) -> RetryPolicy:
     return RetryPolicy(
         max_attempts=args.max_attempts,
@@ -195,11 +315,19 @@ def retry_from_args(args: argparse.Namespace) -> RetryPolicy:
 def sender_from_args(
     args: argparse.Namespace, mean_s: float, deviation_s: float, failure_rate: float
 ) -> SenderConfig:
-    """The identical senders' config from the positional values plus model flags."""
+    """The identical senders' config from the positional values plus model flags
+    (``--sender-type`` gives the rate limit unless ``--rate-limit`` does)."""
+    rate_limit = args.rate_limit
+    if rate_limit is None and args.sender_type is not None:
+        rate_limit = SENDER_TYPE_RATES_PER_S[SenderType(args.sender_type)]
     return SenderConfig(
         mean_s,
         deviation_s,
         failure_rate,
         ServiceDistribution(args.distribution),
-        args.rate_limit,
+        rate_limit,
+        per_segment_s=args.per_segment or 0.0,
+        permanent_rate=args.permanent_rate,
+        throttle_rate=args.throttle_rate,
+        retry_after_s=args.retry_after,
     )

@@ -32,9 +32,22 @@ from sms_sim.cli.common import (
     positive_float,
     probability,
 )
-from sms_sim.cli.model_args import add_model_arguments, retry_from_args, sender_from_args
-from sms_sim.config import SENDERS_MAX, DeliveryGoal, SimulationConfig
+from sms_sim.cli.model_args import (
+    add_model_arguments,
+    retry_from_args,
+    sender_from_args,
+    sms_from_args,
+)
+from sms_sim.config import (
+    SENDERS_MAX,
+    DeliveryGoal,
+    DeliveryTarget,
+    ReceiptModel,
+    SenderConfig,
+    SimulationConfig,
+)
 from sms_sim.errors import ConfigError
+from sms_sim.policy import never_delivered_probability
 from sms_sim.sim.plan import (
     SWEEP_POINTS,
     PlanProgress,
@@ -133,6 +146,11 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                              "required, e.g. 0.95)")
     parser.add_argument("--percentile", type=_percentiles, default=[], metavar="P[,P...]",
                         help="also show when P %% of the messages had been delivered")
+    parser.add_argument("--target", choices=[t.value for t in DeliveryTarget],
+                        default=DeliveryTarget.ACCEPTED.value,
+                        help="what delivered means: accepted by the provider (default), or "
+                             "received: a delivery receipt said so (the receipt flags set its "
+                             "model; --deadline and --percentile then time receipts)")
     parser.add_argument("--replications", type=int_at_least(2, 10_000), default=10,
                         metavar="R", help="runs per sender count (default 10)")
     parser.add_argument("--confidence", type=_confidence, default=0.95, metavar="LEVEL",
@@ -166,21 +184,24 @@ def main(argv: Sequence[str], *, prog: str) -> int:
         _check_plot_path(parser, args.plot)
     try:
         sender = sender_from_args(args, args.mean, args.deviation, args.failure_rate)
+        sms = sms_from_args(args)
+        if sms.valid_for_s is not None:
+            raise ConfigError("--valid-for is not modelled by plan yet (simulate --virtual "
+                              "--valid-for shows what expires)")
+        target = DeliveryTarget(args.target)
+        receipts = sms.receipts
+        if target is DeliveryTarget.RECEIVED and receipts is None:
+            receipts = ReceiptModel()
         base = SimulationConfig(num_messages=args.messages, senders=[sender], seed=args.seed,
-                                arrivals=args.arrivals, retry=retry_from_args(args))
-        deliver = args.deliver if args.deliver is not None else default_deliver(base, sender)
+                                arrivals=args.arrivals, retry=retry_from_args(args),
+                                content=sms.content, receipts=receipts)
+        deliver = (args.deliver if args.deliver is not None
+                   else default_deliver(base, sender, target))
         if deliver is None:
-            lost = args.messages * args.failure_rate ** args.max_attempts
-            about = f"{lost:,.0f}" if lost >= 10 else f"{lost:.2g}"
-            raise ConfigError(
-                f"say what fraction must be delivered: with failure rate {args.failure_rate:g} "
-                f"and {args.max_attempts} attempt{'s' if args.max_attempts > 1 else ''} about "
-                f"{about} of {args.messages:,} messages are never delivered; use --deliver "
-                "(e.g. --deliver 0.95) or retry with --max-attempts"
-            )
+            raise ConfigError(_say_deliver(args, base, sender, target))
         goal = DeliveryGoal(deadline_s=args.deadline, deliver=deliver, level=args.confidence,
                             replications=args.replications,
-                            percentiles=tuple(args.percentile))
+                            percentiles=tuple(args.percentile), target=target)
     except ConfigError as exc:
         parser.error(str(exc))
     pyplot = _import_pyplot(parser) if args.plot is not None else None
@@ -202,6 +223,21 @@ def main(argv: Sequence[str], *, prog: str) -> int:
     if pyplot is not None:
         _plot(pyplot, result, args.plot)
     return ExitCode.OK
+
+
+def _say_deliver(args: argparse.Namespace, base: SimulationConfig, sender: SenderConfig,
+                 target: DeliveryTarget) -> str:
+    """Why --deliver must be given: how many messages are expected never delivered."""
+    receipts = base.receipts if target is DeliveryTarget.RECEIVED else None
+    lost = args.messages * never_delivered_probability(sender, args.max_attempts, receipts)
+    about = f"{lost:,.0f}" if lost >= 10 else f"{lost:.2g}"
+    received = " (receipts: undelivered or lost ones included)" if receipts else ""
+    return (
+        f"say what fraction must be delivered: with failure rate {sender.failed_rate:g} "
+        f"and {args.max_attempts} attempt{'s' if args.max_attempts > 1 else ''} about "
+        f"{about} of {args.messages:,} messages are never delivered{received}; use "
+        "--deliver (e.g. --deliver 0.95) or retry with --max-attempts"
+    )
 
 
 class _Progress:
@@ -269,6 +305,8 @@ def format_result(result: PlanResult) -> str:
     goal = result.goal
     level = _percent(goal.level)
     wanted = f"{_percent(goal.deliver)} of {result.messages} messages"
+    if goal.target is DeliveryTarget.RECEIVED:
+        wanted += " (received: delivered receipts)"
     lines = [
         f"goal: deliver {wanted} within {goal.deadline_s:g} s, {level} confidence "
         f"(up to {goal.replications} runs per count, seed {result.seed})",

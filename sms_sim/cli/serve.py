@@ -20,6 +20,7 @@ server first (in-flight requests finish, up to ``--shutdown-grace``), then the w
 from __future__ import annotations
 
 import argparse
+import copy
 import ctypes
 import errno
 import importlib
@@ -34,13 +35,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from sms_sim.api import STORE_URL_VARIABLE, ExtrasMissingError, create_app
 from sms_sim.cli.common import ExitCode, configure_logging, emit, int_at_least
 from sms_sim.cli.store_command import Access, base_parser, open_for
 from sms_sim.errors import SmsSimError
 
-__all__ = ["main", "APP_FACTORY", "WITH_WORKER"]
+__all__ = ["main", "APP_FACTORY", "WITH_WORKER", "CutShortFilter"]
 
 log = logging.getLogger(__name__)
 
@@ -334,6 +336,36 @@ def _run(prog: str, args: argparse.Namespace, listener: _Listener,
         forwarder.restore()
 
 
+class CutShortFilter(logging.Filter):
+    """Turns the traceback uvicorn logs when a second signal stops it at once into one line.
+
+    On a second Ctrl-C uvicorn skips the app's shutdown and cancels its tasks; Starlette then
+    reports the cancelled lifespan as a failure with the ``CancelledError`` traceback. That
+    is the operator's own request, not a fault: one warning line says what it cost. Given
+    to uvicorn by name in its logging configuration, so every server process (``--workers
+    N`` starts fresh ones) installs it.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.levelno >= logging.ERROR and "CancelledError" in message:
+            record.msg, record.args = "stopped at once by a second signal: requests in " \
+                                      "flight were cut off", ()
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def _log_config() -> dict[str, Any]:
+    """uvicorn's own logging configuration with ``CutShortFilter`` on its error stream."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["cut_short"] = {"()": f"{__name__}.CutShortFilter"}
+    config["handlers"]["default"].setdefault("filters", []).append("cut_short")
+    return config
+
+
 def _serve(args: argparse.Namespace, listener: _Listener, child: _WorkerChild | None) -> bool:
     """Run uvicorn until it is stopped; False if it failed (it has logged why)."""
     import uvicorn
@@ -341,7 +373,7 @@ def _serve(args: argparse.Namespace, listener: _Listener, child: _WorkerChild | 
 
     config = uvicorn.Config(
         APP_FACTORY, factory=True, host=args.host, port=args.port, workers=args.workers,
-        log_level="debug" if args.verbose else "info",
+        log_level="debug" if args.verbose else "info", log_config=_log_config(),
         timeout_graceful_shutdown=args.shutdown_grace)
     try:
         if args.workers == 1:

@@ -36,6 +36,7 @@ from sms_sim.cli.model_args import (
     sender_count,
     sender_from_args,
     sender_spec,
+    sms_from_args,
 )
 from sms_sim.config import TIME_MAX_S, SenderConfig, SimulationConfig, check_sender_total
 from sms_sim.errors import ConfigError, SmsSimError
@@ -132,6 +133,7 @@ def _config_from_args(
         # Zero identical senders is allowed only when --sender/--senders-file add some; the
         # positional settings are still validated so a typo is not silently ignored.
         identical = sender_from_args(args, mean_s, deviation_s, failure_rate)
+        sms = sms_from_args(args)
         from_file = [] if args.senders_file is None else load_senders_file(args.senders_file)
         # One cap on the total, checked before the identical senders are multiplied out.
         check_sender_total(num_senders + len(args.sender) + len(from_file))
@@ -148,6 +150,9 @@ def _config_from_args(
             duration_s=args.duration,
             arrivals=args.arrivals,
             retry=retry_from_args(args),
+            content=sms.content,
+            receipts=sms.receipts,
+            valid_for_s=sms.valid_for_s,
         )
         if args.virtual and args.interval is None:
             config = replace(config, monitor_interval_s=_auto_interval_s(config))
@@ -159,7 +164,9 @@ def _config_from_args(
 def _auto_interval_s(config: SimulationConfig) -> float:
     """About a tenth of the expected makespan, rounded to 1, 2 or 5 times a power of ten
     (at most ``TIME_MAX_S``, however long the run)."""
-    expected_s = config.num_messages / capacity_per_s(config.senders)
+    fixed = None if config.content is None else config.content.fixed
+    expected_s = config.num_messages / capacity_per_s(config.senders,
+                                                      1 if fixed is None else fixed.count)
     if config.arrivals.rate_per_s:
         expected_s = max(expected_s, config.num_messages / config.arrivals.rate_per_s)
     if config.arrivals.schedule:

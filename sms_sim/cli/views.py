@@ -13,7 +13,13 @@ import io
 import re
 from collections.abc import Sequence
 
-from sms_sim.dispatch.contract import DeliveryStatus, DeliveryView, MessageStatus, MessageView
+from sms_sim.dispatch.contract import (
+    DeliveryStatus,
+    DeliveryView,
+    MessageStatus,
+    MessageView,
+    SENT_DELIVERY_STATUSES,
+)
 from sms_sim.dispatch.service import Progress
 from sms_sim.dispatch.tenants import DEFAULT_TENANT
 from sms_sim.dispatch.validation import format_utc
@@ -27,6 +33,8 @@ __all__ = [
     "delivery_line",
     "delivery_dict",
     "deliveries_csv",
+    "sent_count",
+    "shape_phrase",
 ]
 
 # C0 and C1 controls, DEL, and the bidirectional overrides that can make text read
@@ -34,7 +42,18 @@ __all__ = [
 _UNPRINTABLE_RE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _DELIVERY_FIELDS = ("id", "recipient", "status", "attempts", "lease_losses", "last_error",
-                    "sent_at", "next_attempt_at")
+                    "sent_at", "next_attempt_at", "dlr_at")
+
+
+def sent_count(view: MessageView) -> int:
+    """Deliveries the provider accepted: sent, and those a receipt moved on."""
+    return sum(view.counts[status] for status in SENT_DELIVERY_STATUSES)
+
+
+def shape_phrase(view: MessageView) -> str:
+    """"2 segments (UCS-2)": what each recipient costs."""
+    plural = "" if view.segments == 1 else "s"
+    return f"{view.segments} segment{plural} ({view.encoding})"
 
 
 def printable(text: str | None) -> str:
@@ -50,7 +69,7 @@ def printable(text: str | None) -> str:
 def status_phrase(view: MessageView) -> str:
     """The status with what an operator asks next: for a completed message how it ended,
     for one going out how far it got, for a scheduled one when it is due."""
-    sent, total = view.counts[DeliveryStatus.SENT], view.recipient_count
+    sent, total = sent_count(view), view.recipient_count
     if view.outcome is not None:
         return _status(view)
     if view.status is MessageStatus.SCHEDULED:
@@ -65,8 +84,10 @@ def _status(view: MessageView) -> str:
 
 def _progress_line(progress: Progress) -> str:
     parts = [f"{progress.sent} of {progress.total} sent ({progress.sent_fraction:.1%})"]
-    if progress.dead:
-        parts.append(f"{progress.dead} dead")
+    for count, what in ((progress.delivered, "delivered"), (progress.dead, "dead"),
+                        (progress.expired, "expired"), (progress.suppressed, "suppressed")):
+        if count:
+            parts.append(f"{count} {what}")
     if progress.rate_per_s is not None:
         parts.append(f"{progress.rate_per_s:,.1f}/s")
     if progress.eta_at is not None:
@@ -81,6 +102,7 @@ def describe_message(view: MessageView, progress: Progress) -> str:
         f"message {view.id}: {_status(view)}, version {view.version}, "
         f"priority {view.priority}",
         f"  content: {printable(view.content)}",
+        f"  {shape_phrase(view)} per recipient; valid until {format_utc(view.valid_until)}",
         f"  progress: {_progress_line(progress)}",
         f"  scheduled_at {format_utc(view.scheduled_at)}  created_at "
         f"{format_utc(view.created_at)}  updated_at {format_utc(view.updated_at)}",
@@ -100,8 +122,8 @@ def message_line(view: MessageView) -> str:
     status = str(view.status) if view.outcome is None else f"{view.status} ({view.outcome})"
     tenant = "" if view.tenant == DEFAULT_TENANT else f"[{view.tenant}]  "
     return (f"{view.id}  {tenant}{status}  v{view.version}  due {format_utc(view.scheduled_at)}  "
-            f"{view.recipient_count} recipients: {counts[DeliveryStatus.SENT]} sent, "
-            f"{counts[DeliveryStatus.DEAD]} dead  {quoted}")
+            f"{view.recipient_count} recipients: {sent_count(view)} sent, "
+            f"{counts[DeliveryStatus.DEAD]} dead, {view.segments} seg each  {quoted}")
 
 
 def message_dict(view: MessageView, progress: Progress | None = None) -> dict[str, object]:
@@ -116,11 +138,14 @@ def message_dict(view: MessageView, progress: Progress | None = None) -> dict[st
         "completed_at": view.completed_at, "idempotency_key": view.idempotency_key,
         "recipients": view.recipient_count,
         "deliveries": {str(k): v for k, v in view.counts.items()},
+        "encoding": str(view.encoding), "segments": view.segments,
+        "valid_until": view.valid_until,
     }
     if progress is not None:
         found["progress"] = {
             "sent_fraction": progress.sent_fraction, "rate_per_s": progress.rate_per_s,
             "eta_at": progress.eta_at, "open": progress.open,
+            "segments_sent": progress.segments_sent,
         }
     return found
 
@@ -129,6 +154,8 @@ def delivery_line(delivery: DeliveryView, *, with_message: bool) -> str:
     """One delivery on one line, its last error escaped."""
     where = f"  message {delivery.message_id}" if with_message else ""
     sent = f"  sent {format_utc(delivery.sent_at)}" if delivery.sent_at is not None else ""
+    if delivery.dlr_at is not None:
+        sent += f"  receipt {format_utc(delivery.dlr_at)}"
     return (f"delivery {delivery.id}{where}  {delivery.recipient}  {delivery.status}  "
             f"attempts {delivery.attempts} (leases lost {delivery.lease_losses}){sent}  "
             f"last error: {printable(delivery.last_error)}")
@@ -139,7 +166,7 @@ def delivery_dict(delivery: DeliveryView) -> dict[str, object]:
             "recipient": delivery.recipient, "status": str(delivery.status),
             "attempts": delivery.attempts, "lease_losses": delivery.lease_losses,
             "last_error": delivery.last_error, "sent_at": delivery.sent_at,
-            "next_attempt_at": delivery.next_attempt_at}
+            "next_attempt_at": delivery.next_attempt_at, "dlr_at": delivery.dlr_at}
 
 
 def deliveries_csv(deliveries: Sequence[DeliveryView]) -> str:
@@ -151,5 +178,6 @@ def deliveries_csv(deliveries: Sequence[DeliveryView]) -> str:
         row = delivery_dict(delivery)
         row["sent_at"] = "" if delivery.sent_at is None else format_utc(delivery.sent_at)
         row["next_attempt_at"] = format_utc(delivery.next_attempt_at)
+        row["dlr_at"] = "" if delivery.dlr_at is None else format_utc(delivery.dlr_at)
         writer.writerow(["" if row[field] is None else row[field] for field in _DELIVERY_FIELDS])
     return buffer.getvalue().rstrip("\n")

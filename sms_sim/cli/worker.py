@@ -3,6 +3,10 @@
 Only this module installs signal handlers for the worker (through ``SignalRecorder``, on
 the main thread, restored in ``finally``): the first SIGINT/SIGTERM stops claiming and lets
 sends in flight finish, a second interrupts them.
+
+Sends go to a simulated provider (in memory, or the ``--ledger`` file shared by processes)
+or, with ``--provider URL --provider-token-file F``, to a real one over HTTP
+(``dispatch.http_provider``). The token is read here, once, and never printed or logged.
 """
 
 from __future__ import annotations
@@ -33,6 +37,13 @@ from sms_sim.dispatch.contract import DispatchStore
 from sms_sim.dispatch.errors import StoreDamagedError
 from sms_sim.dispatch.service import DispatchService
 from sms_sim.dispatch.dispatcher import DEFAULT_RETRY, DispatchConfig
+from sms_sim.dispatch.http_provider import (
+    DEFAULT_TIMEOUT_S,
+    HttpProvider,
+    ProviderEndpoint,
+    check_provider_url,
+    read_token,
+)
 from sms_sim.dispatch.ledger import LedgerProvider
 from sms_sim.dispatch.stores import display_url
 from sms_sim.dispatch.transport import MemoryProvider, Transport
@@ -49,19 +60,24 @@ log = logging.getLogger(__name__)
 def main(argv: Sequence[str], *, prog: str) -> int:
     """The ``worker`` command: parse, wire a ``Worker`` to the store, run, exit code."""
     parser = base_parser(prog, "Dispatch due deliveries until SIGINT/SIGTERM: claim batches "
-                               "under a lease, send through the simulated sender pool, retry "
-                               "with backoff. Several workers may share one database.")
+                               "under a lease, send through the sender pool to a simulated "
+                               "provider or (--provider) a real one, retry by error class: "
+                               "permanent dead at once, transient with backoff, throttled "
+                               "after its Retry-After. Several workers may share one database.")
     parser.epilog = ("exit codes: 0 idle exit (--exit-when-idle), 1 store error (a missing "
                      "database included: see init), 2 bad usage, 3 threads did not stop, "
                      "130 SIGINT, 141 output closed, 143 SIGTERM")
     parser.add_argument("--senders", type=sender_count, default=4,
                         help="identical sender threads (default 4)")
-    parser.add_argument("--mean", type=non_negative_float, default=0.01, metavar="SECONDS",
-                        help="mean send time (default 0.01)")
-    parser.add_argument("--deviation", type=non_negative_float, default=0.001, metavar="SECONDS",
-                        help="send time is uniform in mean +/- this (default 0.001)")
+    parser.add_argument("--mean", type=non_negative_float, metavar="SECONDS",
+                        help="simulated send time before each send (default 0.01; 0 with "
+                             "--provider)")
+    parser.add_argument("--deviation", type=non_negative_float, metavar="SECONDS",
+                        help="send time is uniform in mean +/- this (default 0.001; 0 with "
+                             "--provider)")
     parser.add_argument("--failure-rate", type=probability, default=0.0, metavar="P",
-                        help="probability a send fails and is retried (default 0)")
+                        help="probability a simulated send fails and is retried (default 0; "
+                             "not with --provider)")
     parser.add_argument("--sender", action="append", type=sender_spec, default=[],
                         metavar="MEAN,DEV,RATE", help="add one sender with its own settings")
     parser.add_argument("--batch", type=int_at_least(1), default=100,
@@ -88,7 +104,18 @@ def main(argv: Sequence[str], *, prog: str) -> int:
                         metavar="SECONDS", help="PostgreSQL: the longest idle wait while the "
                         "wake-up connection (LISTEN) is lost or not yet made (default 1)")
     parser.add_argument("--ledger", type=Path, metavar="PATH",
-                        help="provider ledger file shared by workers (default: in memory)")
+                        help="simulated provider's ledger file shared by workers (default: "
+                             "in memory)")
+    parser.add_argument("--provider", type=provider_url, metavar="URL",
+                        help="send through a real provider: POST each send as JSON to this "
+                             "https URL (http only to 127.0.0.1/localhost); each sender is "
+                             "one connection")
+    parser.add_argument("--provider-token-file", type=Path, metavar="PATH",
+                        help="file holding the provider's bearer token (required with "
+                             "--provider; never printed)")
+    parser.add_argument("--provider-timeout", type=positive_float, default=DEFAULT_TIMEOUT_S,
+                        metavar="SECONDS", help="longest wait for each step of a provider "
+                        f"request: connect, send, each read (default {DEFAULT_TIMEOUT_S:g})")
     parser.add_argument("--interval", type=positive_float, default=1.0, metavar="SECONDS",
                         help="seconds between progress lines (default 1)")
     parser.add_argument("--seed", type=int_at_least(0), metavar="N",
@@ -102,13 +129,21 @@ def main(argv: Sequence[str], *, prog: str) -> int:
     parser.add_argument("--unsafe-no-fencing", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
+        endpoint = provider_endpoint(args)
+        simulated = endpoint is None
+        mean = args.mean if args.mean is not None else 0.01 if simulated else 0.0
+        deviation = (args.deviation if args.deviation is not None
+                     else 0.001 if simulated else 0.0)
         # Validated even for --senders 0 so that a typo in --mean is never silently ignored.
-        identical = SenderConfig(args.mean, args.deviation, args.failure_rate)
+        identical = SenderConfig(mean, deviation, args.failure_rate)
         # One thread per sender: the host's cap, checked before the list is built.
         check_sender_total(args.senders + len(args.sender), maximum=threaded_senders_max())
         senders = [identical] * args.senders + list(args.sender)
         if not senders:
             raise ConfigError("senders must be >= 1 (got 0)")
+        if not simulated and any(s.failure_rate for s in senders):
+            raise ConfigError("--failure-rate (or a --sender's RATE) simulates failures; "
+                              "with --provider the provider's answers decide")
         retry = RetryPolicy(max_attempts=args.max_attempts, base_s=args.retry_base,
                             factor=args.retry_factor, cap_s=args.retry_cap)
         config = DispatchConfig(batch_size=args.batch, lease_s=args.lease,
@@ -123,6 +158,7 @@ def main(argv: Sequence[str], *, prog: str) -> int:
     signals = SignalRecorder()
     store: DispatchStore | None = None
     ledger: LedgerProvider | None = None
+    http: HttpProvider | None = None
     text_output = sys.stderr if args.json else sys.stdout
     try:
         # Never creates a database: a mistyped --db must fail, not idle on an empty file
@@ -138,14 +174,19 @@ def main(argv: Sequence[str], *, prog: str) -> int:
             raise StoreDamagedError(f"database {display_url(args.db)!r} is damaged ({problem}); "
                                     "run 'check' on it and restore it from a backup")
         transport: Transport = MemoryProvider()
-        if args.ledger is not None:
+        to = ""
+        if endpoint is not None:
+            http = HttpProvider(endpoint, clock=RealClock())
+            transport = http
+            to = f" to {_shown(endpoint.url)}"
+        elif args.ledger is not None:
             ledger = LedgerProvider(args.ledger, clock=RealClock(),
                                     dedup=not args.unsafe_no_fencing)
             transport = ledger
         worker = Worker(store, transport, senders=senders, clock=RealClock(), seed=seed,
                         config=config, output=text_output, interval_s=args.interval,
                         show_progress=not args.quiet, exit_when_idle=args.exit_when_idle)
-        first = (f"{worker.owner}: dispatching from {display_url(args.db)} with "
+        first = (f"{worker.owner}: dispatching from {display_url(args.db)}{to} with "
                  f"{len(senders)} senders, batch {config.batch_size}, "
                  f"lease {config.lease_s:g}s (seed {seed})")
         if args.json:
@@ -165,12 +206,46 @@ def main(argv: Sequence[str], *, prog: str) -> int:
         signals.restore()
         if ledger is not None:
             ledger.close()
+        if http is not None:
+            http.close()
         if store is not None:
             store.close()
     code = exit_code(report.stopped_by, report.threads_alive, signals)
     if args.json and code != ExitCode.SIGPIPE:
         emit(json_text(report_dict(report)))
     return code
+
+
+def provider_url(text: str) -> str:
+    """The ``--provider`` argument type (``http_provider.check_provider_url``)."""
+    try:
+        check_provider_url(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def provider_endpoint(args: argparse.Namespace) -> ProviderEndpoint | None:
+    """The real provider the options name, its token read from its file, or None for the
+    simulated one. Raises ``ConfigError`` for a half-given pair, a token file that cannot be
+    read or is empty, and ``--ledger`` beside ``--provider`` (the real provider keeps its
+    own); the message names the file, never the token."""
+    if args.provider is None:
+        if args.provider_token_file is not None:
+            raise ConfigError("--provider-token-file needs --provider")
+        return None
+    if args.provider_token_file is None:
+        raise ConfigError("--provider needs --provider-token-file")
+    if args.ledger is not None:
+        raise ConfigError("--ledger is the simulated provider's; not with --provider")
+    return ProviderEndpoint(url=args.provider, token=read_token(args.provider_token_file),
+                            timeout_s=args.provider_timeout)
+
+
+def _shown(url: str) -> str:
+    """The URL as printed: scheme, host, port and path; never its query."""
+    parts = check_provider_url(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
 
 
 def report_dict(report: WorkerReport) -> dict[str, object]:
@@ -183,6 +258,7 @@ def report_dict(report: WorkerReport) -> dict[str, object]:
         "released": report.released, "expired": report.expired, "refused": report.refused,
         "accounted": report.is_accounted, "avg_send_ms": report.avg_send_s * 1000,
         "max_lag_s": report.max_lag_s, "threads_alive": list(report.threads_alive),
+        "throttles": report.throttles,
         "senders": [{"index": s.index, "sent": s.sent, "failed": s.failed,
                      "avg_send_ms": s.avg_send_s * 1000} for s in report.senders],
     }

@@ -1,13 +1,16 @@
 """The port between the dispatch engine and its stores: ``DispatchStore`` and its row types.
 
 A store holds messages and one delivery per (message, recipient). The engine never sees SQL;
-it calls the ten domain operations below. Every operation that depends on time takes ``now``
+it calls the domain operations below. Every operation that depends on time takes ``now``
 (epoch seconds) from the caller: stores never read a clock, which is what lets a
 ``VirtualClock`` drive a real SQLite file in tests.
 
 The docstrings of ``DispatchStore`` are the specification that
 ``tests/contract/test_store_contract.py`` encodes for every backend. What callers ask for is
-in ``requests`` (``NewMessage``, ``MessageEdit``), what stores refuse in ``errors``.
+in ``requests`` (``NewMessage``, ``MessageEdit``), what stores refuse in ``errors``, the
+statuses and views they answer with in ``views``; opt-outs (``optouts``), delivery receipts
+(``dlrs``), API keys (``keys``) and pruning (``pruning``) are parts of the contract kept in
+modules of their own.
 """
 
 from __future__ import annotations
@@ -17,11 +20,22 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
+from sms_sim.dispatch.dlrs import DlrOutcome, DlrReport, DlrResult, DlrStore
 from sms_sim.dispatch.keys import KeyStore
+from sms_sim.dispatch.optouts import OptOut, OptOutResult, OptOutStore
 from sms_sim.dispatch.pruning import PruneResult, PruneStore
 from sms_sim.dispatch.requests import MessageEdit, NewMessage
-from sms_sim.dispatch.tenants import DEFAULT_TENANT
 from sms_sim.dispatch.validation import InvalidRequestError
+from sms_sim.dispatch.views import (
+    DLR_STATUSES,
+    OPEN_DELIVERY_STATUSES,
+    SENT_DELIVERY_STATUSES,
+    DeliveryStatus,
+    DeliveryView,
+    MessageOutcome,
+    MessageStatus,
+    MessageView,
+)
 
 __all__ = [
     "DispatchStore",
@@ -37,8 +51,15 @@ __all__ = [
     "CancelResult",
     "SettleResult",
     "PruneResult",
+    "OptOut",
+    "OptOutResult",
+    "DlrReport",
+    "DlrOutcome",
+    "DlrResult",
     "InvalidRequestError",
     "OPEN_DELIVERY_STATUSES",
+    "SENT_DELIVERY_STATUSES",
+    "DLR_STATUSES",
     "AGING_STEP_S",
     "provider_key",
     "effective_priority",
@@ -65,28 +86,6 @@ def effective_priority(priority: int, waiting_since: float, now: float,
     return aged if kept is None else max(aged, kept)
 
 
-class MessageStatus(enum.StrEnum):
-    SCHEDULED = "scheduled"
-    DISPATCHING = "dispatching"
-    COMPLETED = "completed"
-    CANCELLED = "cancelled"
-
-
-class DeliveryStatus(enum.StrEnum):
-    PENDING = "pending"
-    LEASED = "leased"
-    SENT = "sent"
-    RETRYING = "retrying"  # an attempt failed; a retry is due at next_attempt_at
-    DEAD = "dead"
-    CANCELLED = "cancelled"
-
-
-# Deliveries that still have work to do; a message completes when it has none.
-OPEN_DELIVERY_STATUSES = frozenset(
-    {DeliveryStatus.PENDING, DeliveryStatus.LEASED, DeliveryStatus.RETRYING}
-)
-
-
 class SettleKind(enum.StrEnum):
     """What a worker reports for one leased delivery."""
 
@@ -94,70 +93,6 @@ class SettleKind(enum.StrEnum):
     RETRY = "retry"  # the attempt failed; try again at ``next_attempt_at``
     DEAD = "dead"  # the attempt failed and it was the last one
     RELEASE = "release"  # never attempted (shutdown): back to pending, attempt not counted
-
-
-class MessageOutcome(enum.StrEnum):
-    """How a completed message ended, in an operator's words: ``completed`` alone says only
-    that no delivery is left to try, which is as true when every one went dead."""
-
-    ALL_SENT = "all sent"
-    PARTLY_FAILED = "partly failed"  # some sent, some dead
-    ALL_FAILED = "all failed"  # every delivery dead
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MessageView:
-    """A message as stored, with its deliveries counted by status (every status present)."""
-
-    id: int
-    content: str
-    status: MessageStatus
-    scheduled_at: float
-    created_at: float
-    updated_at: float
-    version: int
-    dispatch_started_at: float | None
-    completed_at: float | None
-    idempotency_key: str | None
-    priority: int
-    counts: dict[DeliveryStatus, int]
-    uid: str = ""  # globally unique: the provider's idempotency keys are built on it
-    tenant: str = DEFAULT_TENANT
-    # What an edge answered when the message was created, kept for replaying that answer
-    # to a repeat of the request (``DispatchStore.keep_receipt``); None until kept.
-    receipt: str | None = None
-
-    @property
-    def recipient_count(self) -> int:
-        """How many deliveries the message has (one per distinct recipient)."""
-        return sum(self.counts.values())
-
-    @property
-    def outcome(self) -> MessageOutcome | None:
-        """For a ``completed`` message, whether its deliveries were all sent, partly dead or
-        all dead (from ``counts``); None while it is scheduled or dispatching, and for a
-        cancelled one, whose counts say how far it got."""
-        if self.status is not MessageStatus.COMPLETED:
-            return None
-        sent, dead = self.counts[DeliveryStatus.SENT], self.counts[DeliveryStatus.DEAD]
-        if dead == 0:
-            return MessageOutcome.ALL_SENT
-        return MessageOutcome.ALL_FAILED if sent == 0 else MessageOutcome.PARTLY_FAILED
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DeliveryView:
-    id: int
-    message_id: int
-    recipient: str
-    status: DeliveryStatus
-    attempts: int
-    next_attempt_at: float
-    lease_owner: str | None
-    lease_until: float | None
-    sent_at: float | None
-    last_error: str | None
-    lease_losses: int = 0  # leases that ran out before the worker reported
 
 
 class Claim(NamedTuple):
@@ -182,6 +117,9 @@ class Claim(NamedTuple):
     lease_losses: int = 0
     message_uid: str = ""
     priority: int = 0
+    # The message's validity end (epoch seconds; None: none): a worker must not start a
+    # send at or after it (the claim never leases past it, but a lease may outlive it).
+    valid_until: float | None = None
 
     @property
     def idempotency_key(self) -> str:
@@ -211,6 +149,8 @@ class SubmitResult:
     message_id: int
     created: bool  # False: the idempotency key was known; nothing was created
     receipt: str | None = None  # when not created: the first message's kept receipt
+    # Deliveries created ``suppressed`` (their numbers had opted out); 0 when not created.
+    suppressed: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -230,9 +170,11 @@ class SettleResult:
     refused: int  # stale: not leased any more, another owner, or an older attempt
 
 
-class DispatchStore(KeyStore, PruneStore, Protocol):
+class DispatchStore(KeyStore, PruneStore, OptOutStore, DlrStore, Protocol):
     """Durable state of the dispatch engine, and the API keys that give access to it
-    (``keys.KeyStore``); finished messages are deleted by ``pruning.PruneStore.prune``.
+    (``keys.KeyStore``); finished messages are deleted by ``pruning.PruneStore.prune``;
+    each tenant's opt-outs are ``optouts.OptOutStore``'s and delivery receipts are
+    recorded by ``dlrs.DlrStore.record_dlrs``.
 
     Thread safety: one store object may be shared by several threads (each call is
     serialised); several store objects, threads or processes may open the same database at
@@ -247,6 +189,12 @@ class DispatchStore(KeyStore, PruneStore, Protocol):
 
     def submit(self, message: NewMessage, now: float) -> SubmitResult:
         """Store a message and one ``pending`` delivery per distinct recipient, atomically.
+
+        A recipient on the tenant's opt-out list gets a ``suppressed`` delivery instead
+        (``SubmitResult.suppressed`` counts them; a message with nothing else is
+        ``completed`` at once). The message keeps its ``segments.segments(content)``
+        (``MessageView.encoding``, ``segments``) and its validity end
+        (``NewMessage.validity_end`` of its due time).
 
         Idempotency keys are scoped to the message's tenant: if ``idempotency_key`` is
         already known in that tenant for the same request (same
@@ -270,7 +218,9 @@ class DispatchStore(KeyStore, PruneStore, Protocol):
         Check and change are one transaction, so an edit racing the start of dispatch
         either lands first or is refused. Raises ``NotFoundError``, ``LockedError`` (not
         ``scheduled``: "locked: dispatching since ..."), ``ConflictError`` (naming both
-        versions). On success the version goes up by one; new recipients replace the old.
+        versions). On success the version goes up by one; new recipients replace the old
+        (suppressed ones as at submit); new content recomputes the segments; a new due time
+        with a relative validity (``MessageEdit.valid_for_s``) moves its end with it.
         """
         ...
 
@@ -278,7 +228,8 @@ class DispatchStore(KeyStore, PruneStore, Protocol):
                tenant: str | None = None) -> CancelResult:
         """Cancel a ``scheduled`` or ``dispatching`` message and its unleased deliveries.
 
-        Sent deliveries stay sent; leased ones finish their attempt (a failure then becomes
+        Sent deliveries (and those receipts moved on: ``SENT_DELIVERY_STATUSES``, counted
+        as ``already_sent``) stay; leased ones finish their attempt (a failure then becomes
         ``cancelled``, not retried), and workers ask ``cancelled`` before each send, so once
         this returns only sends already started go out (on a store shared by hosts, also
         those started before a worker elsewhere saw it: see ``cancelled``). Raises
@@ -305,7 +256,12 @@ class DispatchStore(KeyStore, PruneStore, Protocol):
         (``stores.common.clock_jumped_back_after_s``, at least 60 s and more than any wait
         for the store's lock) after ``now`` (so granted before the clock jumped back), are
         first returned to ``retrying`` by a compare-and-set on status and lease
-        (``cancelled`` if the message was cancelled), counting one more ``lease_losses``.
+        (``cancelled`` if the message was cancelled, ``suppressed`` if the number opted
+        out), counting one more ``lease_losses``. Then every ``pending`` or ``retrying``
+        delivery of a message whose ``valid_until <= now`` becomes ``expired`` (a message
+        left with nothing open completes), so nothing is leased at or after its validity
+        end; and no delivery to an opted-out number is ever ``pending`` or ``retrying``
+        (``OptOutStore.add_opt_outs``), so none is leased.
         A live lease is never judged by this claimer's ``lease_s``, nor taken because the
         claimer's ``now`` is stale: workers with different leases, and a claim that waited
         for the lock, never take each other's live claims.
@@ -340,8 +296,8 @@ class DispatchStore(KeyStore, PruneStore, Protocol):
 
         Within a message, due retries are taken before pending deliveries, each by due time
         and id. The returned list holds each message's grants in the order made, by
-        delivery id within a grant; each ``Claim`` carries its message's ``uid`` and
-        priority. A message with a claimed delivery becomes
+        delivery id within a grant; each ``Claim`` carries its message's ``uid``,
+        priority and ``valid_until``. A message with a claimed delivery becomes
         ``dispatching``. No delivery is leased to two owners at once. Raises
         ``InvalidRequestError`` for a ``now`` or ``lease_s`` that is not finite (or a lease
         <= 0) and a non-integer ``limit``.
@@ -354,7 +310,9 @@ class DispatchStore(KeyStore, PruneStore, Protocol):
 
         Refused ones (a stale or expired lease: the delivery will be, or has been, claimed
         again and re-sent with the same idempotency key) change nothing and are counted. A
-        RETRY of a delivery whose message was cancelled becomes ``cancelled``. A message
+        RETRY or RELEASE of a delivery whose message was cancelled becomes ``cancelled``,
+        and of one whose number opted out meanwhile ``suppressed``. A SENT applies a
+        delivery receipt held for it (``DlrStore.record_dlrs``) at once. A message
         with no open delivery left becomes ``completed``. All accepted rows commit together.
         Raises ``InvalidRequestError`` for a ``now`` that is not finite or one attempt of a
         delivery reported twice in one call.
@@ -363,7 +321,9 @@ class DispatchStore(KeyStore, PruneStore, Protocol):
 
     def next_due_at(self, now: float) -> float | None:
         """The earliest time at which ``claim`` could return something (may be <= ``now``),
-        counting scheduled messages, retries and lease expiries; None if nothing is open."""
+        counting scheduled messages, retries and lease expiries, or change something: the
+        validity end of a message with deliveries still to send (the claim then expires
+        them); None if nothing is open."""
         ...
 
     def messages(self, *, message_id: int | None = None, status: MessageStatus | None = None,
@@ -417,8 +377,9 @@ class DispatchStore(KeyStore, PruneStore, Protocol):
         """Dead deliveries (of one message, or all; only those in ``delivery_ids`` when
         given; of one tenant's messages when given) back to ``pending`` with attempts and
         lease losses 0, due ``now``, keeping ``last_error``; their completed messages return
-        to ``dispatching``. Deliveries of cancelled messages stay dead, and ids that are
-        not dead deliveries are passed over. Returns how many were requeued; raises
+        to ``dispatching``. Deliveries of cancelled messages stay dead, those to a number
+        that opted out become ``suppressed`` (not counted), and ids that are not dead
+        deliveries are passed over. Returns how many were requeued; raises
         ``NotFoundError`` for an unknown ``message_id``."""
         ...
 

@@ -3,14 +3,16 @@
 A ``Dispatcher`` is one worker's identity: a fresh UUID lease token per start (never a host
 name or pid, which are reused and hide orphans). It reads time only through the injected
 ``Clock`` and draws retry jitter from the injected ``random.Random``, with the same
-``RetryPolicy`` and ``policy.retry_delay_s`` the simulator uses.
+``RetryPolicy`` and ``policy.retry_delay_after`` the simulator uses (``failures``: what each
+class of failed send leads to, and the throttle gate).
 
 ``run`` is the loop every worker runs: claim as much as the ``SendPool`` has room for, hand
 the claims over as ``SendJob``s, settle what the pool finished. The pool decides where sends
 happen: ``InlinePool`` sends on the dispatcher's own thread (tests, benchmarks), the worker's
 pool on the simulator's sender threads. Either way each send goes through ``transmit``, the
-one place that checks, just before the provider, that the lease still runs and the message
-was not cancelled. A failing store is waited out (``patience``), a damaged one is not.
+one place that checks, just before the provider, that the route is not throttled, the lease
+still runs and the message was not cancelled. A failing store is waited out (``patience``), a
+damaged one is not.
 """
 
 from __future__ import annotations
@@ -20,23 +22,34 @@ import logging
 import math
 import random
 import threading
-import sys
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import NamedTuple, Protocol
 
 from sms_sim.clock import Clock
 from sms_sim.config import RetryPolicy
 from sms_sim.dispatch.contract import Claim, DispatchStore, SettleKind, Settlement
 from sms_sim.dispatch.errors import StoreDamagedError, StoreError
+from sms_sim.dispatch.failures import (
+    CANCELLED_UNSENT,
+    LEASE_EXPIRED,
+    NOT_SENT,
+    THROTTLED_UNSENT,
+    UNCHECKED,
+    VALIDITY_ENDED,
+    SendFailure,
+    ThrottleGate,
+    settlement_for,
+    throttle_pause_s,
+)
+from sms_sim.dispatch.jobs import Completion, InlinePool, SendJob, SendPool
 from sms_sim.dispatch.patience import StorePatience
 from sms_sim.dispatch.transport import Transport, TransportError
 from sms_sim.dispatch.wake import WakeChannel
 from sms_sim.errors import ConfigError, SmsSimError
-from sms_sim.policy import retry_delay_s
+from sms_sim.model import ErrorClass
 
 __all__ = ["DispatchConfig", "DispatchStats", "Dispatcher", "DEFAULT_RETRY",
            "LEASE_LOSSES_EXHAUSTED", "LEASE_EXPIRED", "NOT_SENT", "SendJob", "SendPool",
@@ -49,77 +62,13 @@ MAX_LEASE_S = 86_400.0  # a day: longer would park a crashed worker's claims for
 MAX_IDLE_RECHECK_S = 86_400.0
 DEFAULT_RETRY = RetryPolicy(max_attempts=5, base_s=1.0, factor=2.0, cap_s=300.0)
 LEASE_LOSSES_EXHAUSTED = "lease ran out too many times (each time the worker died or stalled)"
-LEASE_EXPIRED = "lease expired before the send started"
-CANCELLED_UNSENT = "message cancelled before the send started"
-UNCHECKED = "could not check for a cancel before the send; not sent"
-# Outcomes of sends that never reached the provider: given back, the attempt not counted.
-_NOT_ATTEMPTED = frozenset({CANCELLED_UNSENT, UNCHECKED})
-# Every outcome of a send that never happened (an expired lease is not reported at all).
-NOT_SENT = _NOT_ATTEMPTED | {LEASE_EXPIRED}
-
-
-class SendJob(NamedTuple):
-    """One delivery to send: what the provider needs, and the claim its outcome settles.
-
-    ``key`` is the provider's idempotency key (``Dispatcher.provider_key``). The content is
-    the message's own text (1-1600 Unicode characters), which is why this is not the
-    simulator's ``Message``.
-    """
-
-    recipient: str
-    content: str
-    key: str
-    claim: Claim
-
-
+# The outcomes of sends that never happened, made once (``failures`` has their reasons).
+_LEASE_EXPIRED = SendFailure(LEASE_EXPIRED)
+_CANCELLED_UNSENT = SendFailure(CANCELLED_UNSENT)
+_UNCHECKED = SendFailure(UNCHECKED)
+_THROTTLED_UNSENT = SendFailure(THROTTLED_UNSENT)
+_VALIDITY_ENDED = SendFailure(VALIDITY_ENDED)
 _new_tuple = tuple.__new__
-# A finished send: the job and None if the provider accepted it, else why not.
-Completion = tuple[SendJob, str | None]
-
-
-class SendPool(Protocol):
-    """Where a dispatcher's sends happen. Called only from the dispatcher's thread."""
-
-    def room(self) -> int:
-        """How many more jobs it takes now (never negative)."""
-        ...
-
-    def submit(self, jobs: Sequence[SendJob]) -> None:
-        """Take these jobs; each is sent through ``Dispatcher.transmit`` exactly once, or
-        given back unstarted when the pool stops."""
-        ...
-
-    def completed(self) -> list[Completion]:
-        """The sends finished since the last call (each returned once), without blocking."""
-        ...
-
-    def in_flight(self) -> int:
-        """Jobs submitted whose completion has not been returned yet."""
-        ...
-
-
-class InlinePool:
-    """Sends each job on the dispatcher's own thread as it is submitted: no sender threads,
-    no simulated latency. What the benchmarks and the unit tests run."""
-
-    def __init__(self, transmit: Callable[[SendJob], str | None]) -> None:
-        self._transmit = transmit
-        self._done: list[Completion] = []
-
-    def room(self) -> int:
-        return sys.maxsize
-
-    def submit(self, jobs: Sequence[SendJob]) -> None:
-        transmit, done = self._transmit, self._done
-        for job in jobs:
-            done.append((job, transmit(job)))
-
-    def completed(self) -> list[Completion]:
-        done, self._done = self._done, []
-        return done
-
-    def in_flight(self) -> int:
-        return len(self._done)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -217,6 +166,8 @@ class Dispatcher:
         # raises it after settling, so the loop's patience (backoff, outage limit, a damaged
         # store's stop) applies instead of claiming and giving back in a loop.
         self._check_error: StoreError | None = None
+        # Closed by a throttled answer on any sender: nothing is claimed or sent meanwhile.
+        self.gate = ThrottleGate(clock)
 
     def claim(self, limit: int | None = None) -> list[Claim]:
         """Lease up to ``limit`` (default ``batch_size``) due deliveries, now.
@@ -258,53 +209,57 @@ class Dispatcher:
         """
         return not self.config.fencing or self.clock.now() < claim.lease_until
 
-    def transmitter(self, transport: Transport) -> Callable[[SendJob], str | None]:
-        """The send step for ``transport``: check the lease, ask the store whether the
-        message was cancelled (``DispatchStore.cancelled``: an answer as of now, so once a
-        cancel has returned no later send goes out), send, return None or the error.
+    def transmitter(self, transport: Transport) -> Callable[[SendJob], SendFailure | None]:
+        """The send step for ``transport``: check the throttle gate, the lease and the
+        message's validity end (``Claim.valid_until``: never sent late), ask the store whether
+        the message was cancelled (``DispatchStore.cancelled``: an answer as of now, so once a
+        cancel has returned no later send goes out), send, return None or the failure; a
+        throttled answer closes the gate (``note_failure``).
 
         Runs on whichever thread sends (the dispatcher's own, or a sender thread), so it
-        touches no counters: what happened is read from the returned error at settle time.
+        touches no counters: what happened is read from the returned failure at settle time.
         """
         may_send, send, cancelled = self.may_send, transport.send, self.store.cancelled
+        gate_open, note, now = self.gate.is_open, self.note_failure, self.clock.now
 
-        def transmit(job: SendJob) -> str | None:
+        def transmit(job: SendJob) -> SendFailure | None:
+            if not gate_open():
+                return _THROTTLED_UNSENT
             if not may_send(job.claim):
-                return LEASE_EXPIRED
+                return _LEASE_EXPIRED
+            valid_until = job.claim.valid_until
+            if valid_until is not None and now() >= valid_until:
+                return _VALIDITY_ENDED
             try:
                 if cancelled((job.claim.message_id,)):
-                    return CANCELLED_UNSENT
+                    return _CANCELLED_UNSENT
             except StoreError as exc:
                 self._check_error = exc
-                return UNCHECKED
+                return _UNCHECKED
             try:
                 send(job.key, job.recipient, job.content)
             except TransportError as exc:
-                return str(exc)
+                return note(SendFailure(str(exc), exc.error_class, exc.retry_after_s))
             return None
 
         return transmit
 
-    def outcome(self, claim: Claim, error: str | None) -> Settlement:
-        """SENT for no error; RELEASE for a send that never reached the provider (its
-        message was cancelled, or that could not be checked); otherwise RETRY after the
-        policy's jittered backoff, or DEAD once this was reported attempt ``max_attempts``
-        (the error is kept either way)."""
-        if error is None:
+    def note_failure(self, failure: SendFailure) -> SendFailure:
+        """Close the throttle gate for a throttled failure (``failures.throttle_pause_s``);
+        returns ``failure``. Thread-safe: senders call it as answers arrive."""
+        if failure.error_class is ErrorClass.THROTTLED:
+            pause_s = throttle_pause_s(failure, self.config.retry)
+            self.gate.close_for(pause_s)
+            log.info("%s: provider throttled; no new sends for %.3gs", self.owner, pause_s)
+        return failure
+
+    def outcome(self, claim: Claim, failure: SendFailure | None) -> Settlement:
+        """What the store records for this claim's send (``failures.settlement_for``)."""
+        if failure is None:  # once per delivery sent: no clock read, no further call
             return Settlement(delivery_id=claim.delivery_id, attempts=claim.attempts,
                               kind=SettleKind.SENT)
-        if error in _NOT_ATTEMPTED:
-            return Settlement(delivery_id=claim.delivery_id, attempts=claim.attempts,
-                              kind=SettleKind.RELEASE)
-        policy = self.config.retry
-        reported = claim.attempts - claim.lease_losses  # this one included
-        if reported >= policy.max_attempts:
-            return Settlement(delivery_id=claim.delivery_id, attempts=claim.attempts,
-                              kind=SettleKind.DEAD, error=error)
-        delay_s = retry_delay_s(policy, reported, self._rng)
-        return Settlement(delivery_id=claim.delivery_id, attempts=claim.attempts,
-                          kind=SettleKind.RETRY, error=error,
-                          next_attempt_at=self.clock.now() + delay_s)
+        return settlement_for(claim, failure, policy=self.config.retry, rng=self._rng,
+                              now=self.clock.now())
 
     def settle(self, settlements: Sequence[Settlement]) -> int:
         """Record outcomes in the store; returns how many were accepted (the rest are stale)."""
@@ -359,12 +314,13 @@ class Dispatcher:
             return 0
         settlements: list[Settlement] = []
         skipped = withdrawn = 0
-        for job, error in self._unsettled:
-            if error == LEASE_EXPIRED:
+        for job, failure in self._unsettled:
+            reason = None if failure is None else failure.reason
+            if reason == LEASE_EXPIRED:
                 skipped += 1
                 continue
-            withdrawn += error == CANCELLED_UNSENT
-            settlements.append(self.outcome(job.claim, error))
+            withdrawn += reason == CANCELLED_UNSENT
+            settlements.append(self.outcome(job.claim, failure))
         accepted = self.settle(settlements)
         self._unsettled = []
         self.stats.skipped_expired += skipped
@@ -372,9 +328,10 @@ class Dispatcher:
         return accepted
 
     def step(self, pool: SendPool) -> bool:
-        """Claim what ``pool`` has room for (at most a batch), hand it over, settle what the
-        pool has finished. True when the claim came back full, so more may be due now."""
-        room = min(self.config.batch_size, pool.room())
+        """Claim what ``pool`` has room for (at most a batch; nothing while the throttle
+        gate is closed), hand it over, settle what the pool has finished. True when the
+        claim came back full, so more may be due now."""
+        room = min(self.config.batch_size, pool.room()) if self.gate.is_open() else 0
         claims = self.claim(room) if room > 0 else []
         if claims:
             # tuple.__new__ rather than SendJob(...), and no call per claim: NamedTuple's
@@ -424,8 +381,14 @@ class Dispatcher:
                     return
                 # A full pool makes room only as sends finish, and ``alarm`` says when; the
                 # store's next due time says nothing then (work is due, with nowhere to go),
-                # and waiting on it would spin on the store.
-                delay_s = self.wait_s() if pool.room() > 0 else self.config.idle_recheck_s
+                # and waiting on it would spin on the store. A throttled route opens at a
+                # known time; finished sends still cut the wait short to be settled.
+                if not self.gate.is_open():
+                    delay_s = self.gate.remaining_s()
+                elif pool.room() > 0:
+                    delay_s = self.wait_s()
+                else:
+                    delay_s = self.config.idle_recheck_s
                 patience.answered()
             except StoreDamagedError:
                 raise

@@ -5,10 +5,17 @@ the key id, the tenant and a SHA-256 hash of the secret, never the secret. The s
 random bytes from ``secrets``, so a plain hash is enough (a slow password hash protects
 guessable secrets, and these are not guessable); comparison is constant-time. The key id
 is public: it names the key in listings, logs and ``apikey revoke`` without revealing it.
+
+A key has a role: a ``tenant`` key acts for its tenant on the message operations; a
+``provider`` key (``apikey create --provider``) may only post delivery receipts, for any
+tenant's deliveries (a worker sends every tenant's messages through one provider account,
+and a receipt names its delivery by a key unique across tenants). Its tenant is recorded
+but grants nothing. Each refuses the other's operations (``ForbiddenError``).
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import hmac
 import re
@@ -22,7 +29,9 @@ from sms_sim.errors import SmsSimError
 
 __all__ = [
     "ApiKey",
+    "ForbiddenError",
     "IssuedKey",
+    "KeyRole",
     "KeyStore",
     "UnauthorizedError",
     "issue_key",
@@ -40,12 +49,22 @@ class UnauthorizedError(SmsSimError):
     """A token is malformed, unknown or revoked. The message never repeats the token."""
 
 
+class ForbiddenError(UnauthorizedError):
+    """A valid key asked for an operation its role does not allow."""
+
+
+class KeyRole(enum.StrEnum):
+    TENANT = "tenant"  # the message operations of its tenant
+    PROVIDER = "provider"  # delivery receipts only, for every tenant
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ApiKey:
     key_id: str
     tenant: str
     created_at: float
     revoked_at: float | None = None
+    role: KeyRole = KeyRole.TENANT
 
     @property
     def is_revoked(self) -> bool:
@@ -82,9 +101,11 @@ class KeyStore(Protocol):
         ...
 
 
-def issue_key(tenant: str, now: float) -> tuple[IssuedKey, str]:
+def issue_key(tenant: str, now: float,
+              role: KeyRole = KeyRole.TENANT) -> tuple[IssuedKey, str]:
     """A new key for ``tenant`` and the hash of its secret, which is what a store keeps."""
-    key = ApiKey(key_id=secrets.token_hex(6), tenant=validate_tenant(tenant), created_at=now)
+    key = ApiKey(key_id=secrets.token_hex(6), tenant=validate_tenant(tenant), created_at=now,
+                 role=role)
     secret = secrets.token_urlsafe(32)
     return IssuedKey(key=key, token=f"{_PREFIX}_{key.key_id}_{secret}"), _hash(secret)
 

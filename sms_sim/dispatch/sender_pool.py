@@ -7,6 +7,11 @@ the jobs wait in a heap by priority class (highest first; claim order within a c
 slot is filled with the most urgent job at the moment its sender needs one: when the send
 reaches the provider, or, for a send the simulator fails on its own, when its outcome is
 counted. An urgent job overtakes everything held locally, with no reordering of a queue.
+
+The senders speak in error strings (``Outcome.error``); the dispatcher settles on a
+``SendFailure`` (the reason with its class). The slot keeps the one the transmit step
+returned, and a failure the simulator drew itself is classified here, on the way back
+(``failures.simulated_failure``), where the sender that drew it is known.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Sequence
 
-from sms_sim.dispatch.dispatcher import Completion, SendJob
+from sms_sim.config import SenderConfig
+from sms_sim.dispatch.failures import SendFailure, simulated_failure
+from sms_sim.dispatch.jobs import Completion, SendJob
 from sms_sim.model import Outcome
 from sms_sim.sim.threaded.components import Inbox
 
@@ -25,12 +32,14 @@ __all__ = ["SenderPool", "Slot"]
 
 
 class Slot:
-    """A sender's turn to send one held job; ``take`` fills it, once."""
+    """A sender's turn to send one held job; ``take`` fills it, once. ``failure`` is what
+    the transmit step returned for it (None: accepted, or never transmitted)."""
 
-    __slots__ = ("job", "_pool")
+    __slots__ = ("job", "failure", "_pool")
 
     def __init__(self, pool: SenderPool) -> None:
         self.job: SendJob | None = None
+        self.failure: SendFailure | None = None
         self._pool = pool
 
     def take(self) -> SendJob:
@@ -42,11 +51,18 @@ class Slot:
 class SenderPool:
     """Holds at most ``max_in_hand`` jobs. ``room``, ``submit``, ``completed`` and
     ``in_flight`` are called on the dispatcher thread only, ``transmit`` on the senders',
-    ``on_outcome`` on the monitor's; the heap is shared under a lock."""
+    ``on_outcome`` on the monitor's; the heap is shared under a lock. ``senders`` are the
+    configs of the senders, by index (to classify their simulated failures); ``on_failure``
+    sees every failure on its way back (the dispatcher's ``note_failure``, which closes the
+    throttle gate for a throttled one)."""
 
     def __init__(self, inbox: Inbox[Slot], wake: threading.Event, max_in_hand: int,
-                 transmit: Callable[[SendJob], str | None]) -> None:
+                 transmit: Callable[[SendJob], SendFailure | None], *,
+                 senders: Sequence[SenderConfig] = (),
+                 on_failure: Callable[[SendFailure], object] | None = None) -> None:
         self._inbox = inbox
+        self._senders = senders
+        self._on_failure = on_failure
         self._wake = wake
         self._max_in_hand = max_in_hand
         self._transmit = transmit
@@ -79,7 +95,8 @@ class SenderPool:
             return heapq.heappop(self._held)[2]
 
     def transmit(self, slot: Slot) -> str | None:
-        return self._transmit(slot.take())
+        failure = slot.failure = self._transmit(slot.take())
+        return None if failure is None else failure.reason
 
     def completed(self) -> list[Completion]:
         done: list[Completion] = []
@@ -96,7 +113,14 @@ class SenderPool:
         return self._submitted - self._returned
 
     def on_outcome(self, outcome: Outcome[Slot]) -> None:
-        self._done.put((outcome.message.take(), outcome.error))
+        slot, error = outcome.message, outcome.error
+        failure = slot.failure
+        if failure is None and error is not None:  # drawn by the simulator: never transmitted
+            senders, index = self._senders, outcome.sender
+            failure = simulated_failure(error, senders[index] if index < len(senders) else None)
+            if self._on_failure is not None:
+                self._on_failure(failure)
+        self._done.put((slot.take(), failure))
         self._wake.set()
 
     def unstarted(self, slots: Iterable[Slot]) -> list[SendJob]:

@@ -11,7 +11,8 @@ an HTTP status) without reading messages:
   ``KeyReusedError`` an idempotency key reused for another request (422) and
   ``StillSubmittingError`` a repeat while the first is still being stored (409).
 - ``LockedError``: the message is past the state the operation needs (409/423).
-- ``UnauthorizedError``: an API key that is malformed, unknown or revoked (401).
+- ``UnauthorizedError``: an API key that is malformed, unknown or revoked (401);
+  ``ForbiddenError`` a valid key of the wrong role (403).
 - ``StoreError``: the store failed or is not a usable database (503; ``StoreBusyError``
   is worth retrying soon).
 
@@ -42,6 +43,7 @@ from sms_sim.dispatch.contract import (
     MessageView,
     OPEN_DELIVERY_STATUSES,
     PruneResult,
+    SENT_DELIVERY_STATUSES,
     SubmitResult,
 )
 from sms_sim.dispatch.errors import (
@@ -52,16 +54,9 @@ from sms_sim.dispatch.errors import (
     StillSubmittingError,
     StoreError,
 )
-from sms_sim.dispatch.keys import (
-    ApiKey,
-    IssuedKey,
-    UnauthorizedError,
-    issue_key,
-    parse_token,
-    secret_matches,
-    validate_key_id,
-)
+from sms_sim.dispatch.keys import ForbiddenError, UnauthorizedError
 from sms_sim.dispatch.requests import MessageEdit, NewMessage
+from sms_sim.dispatch.service_lists import ListsService
 from sms_sim.dispatch.tenants import validate_tenant
 from sms_sim.dispatch.validation import (
     parse_status,
@@ -82,6 +77,7 @@ __all__ = [
     "StillSubmittingError",
     "LockedError",
     "UnauthorizedError",
+    "ForbiddenError",
     "StoreError",
 ]
 
@@ -120,11 +116,13 @@ class MessagePage:
 class Progress:
     """How far a message has got, for an operator watching it go out.
 
-    ``rate_per_s`` is deliveries sent per second since dispatch began (until it completed,
-    for a completed message); ``eta_at`` is when the deliveries still open would all be
-    sent at that rate, for a dispatching message that has sent something. Both are None
-    when there is nothing to measure yet. Retries and dead deliveries make the ETA a
-    floor, not a promise.
+    ``sent`` counts deliveries the provider accepted (``SENT_DELIVERY_STATUSES``: sent,
+    delivered, undelivered); ``segments_sent`` is that many times the message's segments
+    (what a carrier bills). ``rate_per_s`` is deliveries sent per second since dispatch
+    began (until it completed, for a completed message); ``eta_at`` is when the
+    deliveries still open would all be sent at that rate, for a dispatching message that
+    has sent something. Both are None when there is nothing to measure yet. Retries and
+    dead deliveries make the ETA a floor, not a promise.
     """
 
     total: int
@@ -134,6 +132,10 @@ class Progress:
     sent_fraction: float  # of ``total``, 0 to 1
     rate_per_s: float | None
     eta_at: float | None
+    segments_sent: int = 0
+    delivered: int = 0  # a receipt said so
+    expired: int = 0  # never sent (validity), or a receipt said the network gave up
+    suppressed: int = 0  # opted out: not sent, not a failure
 
 
 @runtime_checkable
@@ -143,8 +145,9 @@ class _SelfChecking(Protocol):
     def integrity_check(self, *, quick: bool = False) -> str: ...
 
 
-class DispatchService:
-    """Submit, inspect, change and cancel messages, and look after dead deliveries.
+class DispatchService(ListsService):
+    """Submit, inspect, change and cancel messages, and look after dead deliveries; API
+    keys, opt-outs and delivery receipts (``service_lists.ListsService``).
 
     The service keeps no state of its own: it is as thread-safe as its store (every
     ``DispatchStore`` is), and several services, threads or processes may share one
@@ -280,7 +283,8 @@ class DispatchService:
     def progress(self, view: MessageView) -> Progress:
         """How far ``view`` has got at the clock's now: share sent, rate and ETA."""
         counts = view.counts
-        total, sent = view.recipient_count, counts[DeliveryStatus.SENT]
+        total = view.recipient_count
+        sent = sum(counts[status] for status in SENT_DELIVERY_STATUSES)
         still = sum(counts[status] for status in OPEN_DELIVERY_STATUSES)
         rate_per_s = eta_at = None
         started, now = view.dispatch_started_at, self._clock.now()
@@ -292,7 +296,10 @@ class DispatchService:
                 eta_at = now + still / rate_per_s
         return Progress(total=total, sent=sent, dead=counts[DeliveryStatus.DEAD], open=still,
                         sent_fraction=sent / total if total else 0.0, rate_per_s=rate_per_s,
-                        eta_at=eta_at)
+                        eta_at=eta_at, segments_sent=sent * view.segments,
+                        delivered=counts[DeliveryStatus.DELIVERED],
+                        expired=counts[DeliveryStatus.EXPIRED],
+                        suppressed=counts[DeliveryStatus.SUPPRESSED])
 
     # --- deliveries --------------------------------------------------------------------
 
@@ -374,34 +381,6 @@ class DispatchService:
         except StoreError as exc:
             return dataclasses.replace(health, ok=False, error=str(exc))
         return health
-
-    # --- API keys ------------------------------------------------------------------------
-
-    def create_api_key(self, tenant: str) -> IssuedKey:
-        """Issue a key for ``tenant``; its token is in the result and nowhere else, ever."""
-        issued, secret_hash = issue_key(tenant, self._clock.now())
-        self._store.add_api_key(issued.key, secret_hash)
-        return issued
-
-    def revoke_api_key(self, key_id: str) -> ApiKey:
-        """Refuse the key from now on (``authenticate`` raises); revoking twice is harmless.
-        ``NotFoundError`` for an unknown key id."""
-        return self._store.revoke_api_key(validate_key_id(key_id), self._clock.now())
-
-    def api_keys(self) -> list[ApiKey]:
-        """Every key (of this view's tenant), oldest first, revoked ones included."""
-        return self._store.api_keys(tenant=self._tenant)
-
-    def authenticate(self, token: str) -> str:
-        """The tenant ``token`` acts for; ``UnauthorizedError`` (one line, never repeating
-        the token) if it is malformed, unknown or revoked."""
-        key_id, secret = parse_token(token)
-        found = self._store.api_key(key_id)
-        if found is None or not secret_matches(secret, found[1]):
-            raise UnauthorizedError("unknown API key")
-        if found[0].is_revoked:
-            raise UnauthorizedError(f"API key {key_id} was revoked")
-        return found[0].tenant
 
     def check(self, *, quick: bool = False) -> str:
         """The store's own verdict on its files: "ok", or the first problem found (for

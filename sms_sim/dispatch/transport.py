@@ -7,6 +7,11 @@ worker from *recording* a send, and the key stops a resend after a crash from *r
 phone* twice. Every provider here keeps a ledger of every attempt, outside the store under
 test, so a test can count effective duplicates (a recipient of one message handed to the
 phone network more than once) independently of what the store believes.
+
+A refusal carries its class (``model.ErrorClass``), decided where the provider's answer is
+read, because only there is it known whether trying again can help: a permanent one goes
+dead at once, a throttled one waits out the provider's retry-after and slows the route, a
+transient one backs off. Providers that say nothing are transient, as before.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from sms_sim.errors import SmsSimError
+from sms_sim.model import ErrorClass
 
 __all__ = [
     "Transport",
@@ -26,18 +32,36 @@ __all__ = [
 
 
 class TransportError(SmsSimError):
-    """The provider refused or failed one send; the message says why (kept as last_error)."""
+    """The provider refused or failed one send; the message says why (kept as last_error).
+
+    ``error_class`` decides what happens next (``policy.retry_delay_after``): TRANSIENT by
+    default, so a provider that does not classify keeps the plain backoff. ``retry_after_s``
+    is the provider's own "not before" (seconds from now, None if it gave none); it counts
+    for THROTTLED only.
+    """
+
+    def __init__(self, message: str, error_class: ErrorClass = ErrorClass.TRANSIENT,
+                 retry_after_s: float | None = None) -> None:
+        # Every argument goes to ``args``, so a copy or an unpickled one keeps its class.
+        super().__init__(message, error_class, retry_after_s)
+        self.error_class = error_class
+        self.retry_after_s = retry_after_s
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class Transport(Protocol):
     """Where a delivery goes. ``send`` blocks until the provider answers.
 
     ``key`` is the idempotency key: the same on every attempt of one (message, recipient).
-    Returns normally when the provider has the message (newly or by key); raises
-    ``TransportError`` when it refused. Must be safe to call from several threads.
+    Returns normally when the provider has the message (newly or by key), with the
+    provider's own message id if it gave one (None otherwise; the engine does not store it
+    yet: receipts are matched by ``key``); raises ``TransportError`` when it refused. Must
+    be safe to call from several threads.
     """
 
-    def send(self, key: str, recipient: str, content: str) -> None: ...
+    def send(self, key: str, recipient: str, content: str) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

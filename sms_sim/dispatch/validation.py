@@ -45,6 +45,8 @@ __all__ = [
     "validate_idempotency_key",
     "validate_priority",
     "validate_edit",
+    "validate_validity",
+    "VALID_FOR_MAX_S",
     "validate_message_id",
     "validate_version",
     "validate_limit",
@@ -62,6 +64,7 @@ IDEMPOTENCY_KEY_MAX_CHARS = 255  # as the IETF httpapi idempotency-key draft and
 PRIORITY_MIN, PRIORITY_MAX = -(2**63), INT64_MAX
 TIME_MIN_S, TIME_MAX_S = -62135596800.0, 253402300799.0  # 0001-01-01, 9999-12-31T23:59:59Z
 RECIPIENTS_MAX = 1_000_000
+VALID_FOR_MAX_S = 366 * 86400.0  # a validity longer than a year is a mistake, not a plan
 PAST_GRACE_S = 60.0  # how far in the past a requested send time may be (clock skew, typing)
 _PHONE_RE = re.compile(r"[0-9]{3}-[0-9]{3}-[0-9]{4}")
 _E164_RE = re.compile(r"\+[1-9][0-9]{7,14}")
@@ -201,7 +204,29 @@ def validate_edit(content: object, scheduled_at: object, recipients: object) -> 
     """An edit must change something: refusing an empty one keeps a no-op from bumping the
     version and so failing every other editor's next attempt."""
     if content is None and scheduled_at is None and recipients is None:
-        raise InvalidRequestError("an edit must change content, schedule or recipients")
+        raise InvalidRequestError("an edit must change content, schedule, recipients or "
+                                  "validity")
+
+
+def validate_validity(valid_until: float | None, valid_for_s: float | None,
+                      due_at: float | None) -> tuple[float | None, float | None]:
+    """A validity as asked: an end (epoch seconds, after ``due_at`` when that is known) or a
+    duration (0 < seconds <= ``VALID_FOR_MAX_S``), not both. Checked against the real now
+    by the edges only; a store accepts any end (a message already past it expires)."""
+    if valid_until is not None and valid_for_s is not None:
+        raise InvalidRequestError("give valid_until or valid_for, not both")
+    if valid_for_s is not None:
+        if isinstance(valid_for_s, bool) or not isinstance(valid_for_s, (int, float)) \
+                or not math.isfinite(valid_for_s) or not 0 < valid_for_s <= VALID_FOR_MAX_S:
+            raise InvalidRequestError(f"valid_for must be more than 0 and at most "
+                                      f"{VALID_FOR_MAX_S:.0f} seconds (got {valid_for_s!r})")
+        return None, float(valid_for_s)
+    if valid_until is not None:
+        valid_until = validate_time(valid_until)
+        if due_at is not None and valid_until <= due_at:
+            raise InvalidRequestError(f"valid_until {format_utc(valid_until)} must be after "
+                                      f"the send time {format_utc(due_at)}")
+    return valid_until, None
 
 
 def validate_priority(priority: int) -> int:

@@ -13,6 +13,11 @@ by the thread that called ``run``.
 Stop order (STYLE.md section 6): stop claiming (join the dispatcher), let the senders finish
 the send in hand (those not started are skipped), settle every completion, give the
 never-started jobs back to ``pending``, then report. The store is the caller's to close.
+
+Each completion carries the failure's class (``dispatch.failures``): the transport's for a
+real send, ``simulated_failure``'s for one the simulator drew. A throttled answer on any
+sender closes the dispatcher's throttle gate: nothing is claimed, and held jobs are given
+back unsent, until the provider's retry-after has passed.
 """
 
 from __future__ import annotations
@@ -84,10 +89,11 @@ class WorkerReport:
     """What one worker did, in the dispatch engine's words.
 
     Every delivery it ``claimed`` ends as exactly one of: ``sent``, ``retried`` (the attempt
-    failed and a retry is scheduled), ``dead`` (out of attempts, or out of lease losses
-    unsent), ``released`` (given back unstarted at a stop) or ``expired`` (not sent because
-    its lease ran out first: another worker takes it). ``is_accounted`` checks that from
-    the dispatcher's counts. ``refused`` counts reports the store turned down because the
+    failed and a retry is scheduled), ``dead`` (a permanent error, out of attempts, or out
+    of lease losses unsent), ``released`` (given back unstarted: at a stop, on a cancel, or
+    while the provider route was throttled) or ``expired`` (not sent because its lease ran
+    out first: another worker takes it). ``is_accounted`` checks that from the
+    dispatcher's counts. ``refused`` counts reports the store turned down because the
     lease had been lost meanwhile (they are among the outcomes above: the send happened,
     the store just keeps the newer claim's result).
     """
@@ -110,6 +116,7 @@ class WorkerReport:
     senders: tuple[SenderReport, ...]
     max_lag_s: float = 0.0
     threads_alive: tuple[str, ...] = ()
+    throttles: int = 0  # throttled answers that closed (or extended) the throttle gate
 
     @property
     def is_accounted(self) -> bool:
@@ -152,7 +159,8 @@ class Worker:
         self._wake = threading.Event()  # completions arrived, or stop: the dispatcher looks
         self._inbox: Inbox[Slot] = queue.SimpleQueue()
         self._pool = SenderPool(self._inbox, self._wake, max_in_hand,
-                                self.dispatcher.transmitter(transport))
+                                self.dispatcher.transmitter(transport), senders=senders,
+                                on_failure=self.dispatcher.note_failure)
         self._abort = threading.Event()  # interrupt sends in flight (second signal)
         successes: OutcomeQueue[Slot] = queue.SimpleQueue()
         failures: OutcomeQueue[Slot] = queue.SimpleQueue()
@@ -284,6 +292,7 @@ class Worker:
             senders=sender_reports(self.monitor.per_sender),
             max_lag_s=max((s.max_lag_s for s in self._senders), default=0.0),
             threads_alive=tuple(alive),
+            throttles=self.dispatcher.gate.closures,
         )
 
     def _write(self, report: WorkerReport) -> None:
@@ -310,6 +319,9 @@ def format_worker_report(report: WorkerReport) -> str:
     ]
     if report.store_errors:
         lines.append(f"store: {report.store_errors} calls failed and were tried again")
+    if report.throttles:
+        lines.append(f"provider: throttled {report.throttles} times; no new sends until each "
+                     "retry-after had passed")
     lines.extend(format_warnings(report.max_lag_s, report.threads_alive))
     lines.extend(format_sender_lines(report.senders))
     return "\n".join(lines) + "\n"

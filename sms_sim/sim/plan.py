@@ -40,9 +40,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sms_sim.clock import Clock, RealClock
-from sms_sim.config import SENDERS_MAX, DeliveryGoal, SenderConfig, SimulationConfig
+from sms_sim.config import (
+    SENDERS_MAX,
+    DeliveryGoal,
+    DeliveryTarget,
+    ReceiptModel,
+    SenderConfig,
+    SimulationConfig,
+)
 from sms_sim.errors import ConfigError
-from sms_sim.policy import mean_service_s
+from sms_sim.policy import mean_service_s, never_delivered_probability
 from sms_sim.sim.plan_bounds import least_bound, surely_above
 from sms_sim.sim.plan_eval import (
     Evaluation,
@@ -106,24 +113,39 @@ class PlanResult:
             "seed": self.seed,
             "runs": self.runs,
             "rows": [row.to_dict() for row in self.rows],
+            **({} if self.goal.target is DeliveryTarget.ACCEPTED
+               else {"target": str(self.goal.target)}),
         }
 
 
-def default_deliver(base: SimulationConfig, sender: SenderConfig) -> float | None:
+def default_deliver(
+    base: SimulationConfig, sender: SenderConfig,
+    goal_target: DeliveryTarget = DeliveryTarget.ACCEPTED,
+) -> float | None:
     """1.0 when a run delivers every message but about once in a million (no failures, or
     retries that make a lost message that unlikely), else None: then what fraction counts
     is the user's to say."""
-    lost = base.num_messages * sender.failure_rate ** base.retry.max_attempts
+    lost = base.num_messages * never_delivered_probability(
+        sender, base.retry.max_attempts, _receipts_of(base, goal_target))
     return 1.0 if lost <= LOST_MESSAGES_MAX else None
+
+
+def _receipts_of(base: SimulationConfig, target: DeliveryTarget) -> ReceiptModel | None:
+    """The receipts that decide delivery: the base's when the target is receipts."""
+    return base.receipts if target is DeliveryTarget.RECEIVED else None
 
 
 def first_guess(base: SimulationConfig, sender: SenderConfig, goal: DeliveryGoal) -> int:
     """Where the search starts: the senders that would do the goal's work (its
     deliveries' attempts, failed ones included) by the deadline if never idle."""
-    success = 1 - sender.failure_rate ** base.retry.max_attempts
+    success = 1 - never_delivered_probability(sender, base.retry.max_attempts,
+                                              _receipts_of(base, goal.target))
     k = max(1, math.ceil(goal.deliver * base.num_messages - 1e-9))
-    attempts = expected_attempts(sender.failure_rate, base.retry.max_attempts)
-    work_s = k / max(success, 1e-12) * attempts * mean_service_s(sender)
+    attempts = expected_attempts(sender.failure_rate + sender.throttle_rate,
+                                 base.retry.max_attempts)
+    fixed = None if base.content is None else base.content.fixed
+    per_message = 1.0 if fixed is None else float(fixed.count)
+    work_s = k / max(success, 1e-12) * attempts * mean_service_s(sender, per_message)
     return max(1, min(SENDERS_MAX, math.ceil(work_s / goal.deadline_s)))
 
 
@@ -147,6 +169,10 @@ def plan(
         raise ConfigError("a plan needs a seed so that it can be repeated")
     if base.num_messages < 1:
         raise ConfigError(f"a plan needs messages >= 1 (got {base.num_messages})")
+    if base.valid_for_s is not None:
+        raise ConfigError("a plan does not model a validity period (--valid-for) yet")
+    if goal.target is DeliveryTarget.RECEIVED and base.receipts is None:
+        raise ConfigError("a plan for received messages needs a receipt model")
     if any(not 1 <= count <= SENDERS_MAX for count in table_counts):
         raise ConfigError(f"sender counts to tabulate must be in 1..{SENDERS_MAX}")
     question = Question.of(base, sender, goal)

@@ -17,7 +17,8 @@ grows: the k-th delivery cannot precede the k-th arrival plus the shortest possi
 S senders busy until then have done at least the first-attempt work of the message prefix
 holding the k-th deliverable message, less one send each still in flight
 (``prefix_work / S - prefix_max``); and without retries, a run at any larger count already
-evaluated (a replication is monotone in S, see ``virtual.deliveries``). A run stopped at
+evaluated (a replication is monotone in S, see ``virtual.deliveries``). A plan that targets
+receipts adds the receipt delays: ``virtual.receipt_bound``. A run stopped at
 the horizon is only known to be later than it.
 """
 
@@ -36,6 +37,7 @@ from typing import Self, TypeVar
 from sms_sim.config import (
     ArrivalKind,
     DeliveryGoal,
+    DeliveryTarget,
     SenderConfig,
     ServiceDistribution,
     SimulationConfig,
@@ -48,6 +50,7 @@ from sms_sim.sim.plan_bounds import (
     surely_above,
 )
 from sms_sim.sim.virtual.deliveries import DeliveryModel, DeliveryRun
+from sms_sim.sim.virtual.receipt_bound import ReceiptBound
 
 __all__ = ["PlanRow", "Question", "Runner", "Knowledge", "Evaluation", "replication_seed",
            "kth_arrival_s"]
@@ -143,7 +146,8 @@ class Question:
                          seed=replication_seed(self._seed, replication))
         return DeliveryModel(config=config, sender=self.sender, senders=senders,
                              ranks=self.ranks, prefix_rank=self.k,
-                             deadline_s=self.goal.deadline_s, horizon_s=self.horizon_s)
+                             deadline_s=self.goal.deadline_s, horizon_s=self.horizon_s,
+                             received=self.goal.target is DeliveryTarget.RECEIVED)
 
     @property
     def _seed(self) -> int:
@@ -161,11 +165,15 @@ def horizon(deadline_s: float, replications: int, factor: float) -> float:
 
 
 def _shortest_send_s(sender: SenderConfig) -> float:
+    """The shortest send: the least draw plus one segment's ``per_segment_s`` (a message
+    has at least one; a receipt only comes later)."""
     if sender.distribution is ServiceDistribution.UNIFORM:
-        return sender.mean_s - sender.deviation_s
-    if sender.distribution is ServiceDistribution.CONSTANT:
-        return sender.mean_s
-    return 0.0  # exponential and lognormal send times can be arbitrarily short
+        least = sender.mean_s - sender.deviation_s
+    elif sender.distribution is ServiceDistribution.CONSTANT:
+        least = sender.mean_s
+    else:
+        least = 0.0  # exponential and lognormal send times can be arbitrarily short
+    return least + sender.per_segment_s
 
 
 def kth_arrival_s(model: DeliveryModel) -> float:
@@ -192,6 +200,8 @@ class Knowledge:
     deliverable: int | None = None
     times_s: dict[int, float] = field(default_factory=dict)  # count -> k-th delivery (inf
     # censored), kept only for monotone models
+    receipts: ReceiptBound | None = None  # the most-drawn run's, for received targets
+    _receipt_bounds: dict[int, float] = field(default_factory=dict)  # count -> its bound
 
     def learn(self, run: DeliveryRun, question: Question) -> None:
         if run.kth_arrival_s is not None:
@@ -202,6 +212,10 @@ class Knowledge:
             self.deliverable = run.deliverable
         if question.monotone:
             self.times_s[run.senders] = question.goal_time_s(run)
+        bound = run.receipt_bound
+        if bound is not None and (self.receipts is None or bound.drawn > self.receipts.drawn):
+            self.receipts = bound
+            self._receipt_bounds.clear()
 
     def lower_bound_s(self, senders: int, question: Question) -> float:
         """A time the k-th delivery cannot beat with ``senders`` or fewer senders."""
@@ -213,6 +227,10 @@ class Knowledge:
         for count, time_s in self.times_s.items():
             if count >= senders:
                 bound = max(bound, question.horizon_s if math.isinf(time_s) else time_s)
+        if self.receipts is not None:
+            if senders not in self._receipt_bounds:
+                self._receipt_bounds[senders] = self.receipts.kth_lower_s(question.k, senders)
+            bound = max(bound, self._receipt_bounds[senders])
         return bound
 
 

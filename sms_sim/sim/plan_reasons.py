@@ -15,7 +15,8 @@ import math
 from collections.abc import Sequence
 from statistics import fmean
 
-from sms_sim.config import SENDERS_MAX, ArrivalKind
+from sms_sim.config import SENDERS_MAX, ArrivalKind, DeliveryTarget
+from sms_sim.policy import never_delivered_probability
 from sms_sim.sim.plan_bounds import least_bound
 from sms_sim.sim.plan_eval import Knowledge, Question, Runner, first_arrival_bound, kth_arrival_s
 from sms_sim.sim.virtual.deliveries import deliverable_count
@@ -63,9 +64,9 @@ def _undeliverable(question: Question, knowledge: Sequence[Knowledge],
     """Whether some replication delivers fewer than k messages at any count: certain
     when every attempt fails, looked up (the draws alone) when the binomial odds are not
     negligible, otherwise left to the runs (which notice it too)."""
-    goal, base, sender = question.goal, question.base, question.sender
+    goal, base = question.goal, question.base
     n, k = base.num_messages, question.k
-    success = 1 - sender.failure_rate ** base.retry.max_attempts
+    success = _success(question)
     if success == 0:
         for known in knowledge:
             known.deliverable = 0
@@ -88,15 +89,24 @@ def short_of_deliveries(question: Question, knowledge: Sequence[Knowledge]) -> s
     if not short:
         return None
     attempts = base.retry.max_attempts
-    success = 1 - sender.failure_rate ** attempts
-    tried = (f"with failure rate {sender.failure_rate:g} and {attempts} attempt"
+    success = _success(question)
+    tried = (f"with failure rate {sender.failed_rate:g} and {attempts} attempt"
              f"{'s' if attempts > 1 else ''} per message")
+    if question.goal.target is DeliveryTarget.RECEIVED:
+        tried += " and receipts"
     wanted = f"no count delivers {goal.deliver * 100:.4g} % of {base.num_messages} messages"
     if success == 0:
         return f"{wanted}: {tried} none is ever delivered"
     return (f"{wanted}: {tried} about {success * 100:.4g} % are ever delivered, and "
             f"{short} of {goal.replications} runs delivered fewer than {question.k}; "
             "allow retries with --max-attempts or ask for less with --deliver")
+
+
+def _success(question: Question) -> float:
+    """The probability one message is delivered (received, with a receipts target)."""
+    base, sender = question.base, question.sender
+    receipts = base.receipts if question.goal.target is DeliveryTarget.RECEIVED else None
+    return 1 - never_delivered_probability(sender, base.retry.max_attempts, receipts)
 
 
 def nothing_meets(question: Question, knowledge: Sequence[Knowledge], top: int) -> str:

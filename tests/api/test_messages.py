@@ -33,7 +33,11 @@ def test_submit_answers_201_with_location_and_the_message(api: ApiHarness,
     assert body["deliveries"]["pending"] == 3
     assert body["send_at"] == body["created_at"] == rfc3339(api.clock.now())
     assert body["progress"] == {"total": 3, "sent": 0, "dead": 0, "open": 3,
-                                "percent_sent": 0.0, "rate_per_s": None, "eta": None}
+                                "percent_sent": 0.0, "rate_per_s": None, "eta": None,
+                                "delivered": 0, "expired": 0, "suppressed": 0,
+                                "segments_sent": 0}
+    assert (body["encoding"], body["segments"], body["valid_until"]) == ("GSM-7", 1, None)
+    assert body["suppressed"] == 0
 
 
 def test_one_phone_written_two_ways_is_one_delivery(api: ApiHarness,

@@ -16,6 +16,11 @@ the ledger under keys of their own).
 ``urls`` runs the same on stores given by URL (PostgreSQL) instead of new SQLite files, and
 ``fault`` is called once, ``fault_after_s`` into the chaos (a server restart): its start and
 end are kept, and the harness's own reads wait out a store that is busy meanwhile.
+
+``through_http`` (issue 14) puts the real provider adapter in the loop: the workers send with
+``--provider`` to ``tests.fake_provider`` over HTTP on 127.0.0.1, which keeps the same ledger
+file (so the audit is unchanged) and answers some requests 500, before or after taking the
+message, instead of the workers' simulated failures.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from sms_sim.dispatch.stores import open_store
 from sms_sim.dispatch.ledger import LedgerProvider
 from sms_sim.dispatch.transport import LedgerSummary
 from tests.conftest import START
+from tests.fake_provider import FakeProvider, Faults, write_token
 
 __all__ = ["ChaosResult", "run_chaos"]
 
@@ -98,10 +104,13 @@ class _Slot:
 
 
 def _worker_cmd(db: str, ledger: Path, *, lease_s: float, seed: int, fencing: bool,
-                mean_s: float) -> list[str]:
-    cmd = [*START, "worker", "--db", str(db),
-           "--ledger", str(ledger), "--senders", "2", "--mean", str(mean_s), "--deviation", "0",
-           "--failure-rate", "0.05", "--max-attempts", "20", "--retry-base", "0.01",
+                mean_s: float, provider: tuple[str, Path] | None = None) -> list[str]:
+    # The provider's failures: simulated by the worker, or answered by the fake over HTTP.
+    sends_to = (["--ledger", str(ledger), "--failure-rate", "0.05"] if provider is None
+                else ["--provider", provider[0], "--provider-token-file", str(provider[1])])
+    cmd = [*START, "worker", "--db", str(db), *sends_to,
+           "--senders", "2", "--mean", str(mean_s), "--deviation", "0",
+           "--max-attempts", "20", "--retry-base", "0.01",
            "--retry-cap", "0.05", "--batch", "20", "--lease", f"{lease_s:g}",
            "--idle-recheck", "0.02", "--exit-when-idle", "--quiet", "--interval", "3600",
            "--seed", str(seed)]
@@ -125,6 +134,7 @@ def run_chaos(
     urls: Sequence[str] = (),
     fault: Callable[[], None] | None = None,
     fault_after_s: float = 1.0,
+    through_http: bool = False,
 ) -> ChaosResult:
     """Submit ``messages`` x ``recipients`` to each of ``databases`` new files (the same ids
     and numbers in each), run ``workers`` processes per file, all on one ledger, and, from
@@ -137,6 +147,7 @@ def run_chaos(
     chaos leaves it alone (so a test never waits for such a lease to run out). ``urls``:
     empty stores to use instead of new SQLite files (``databases`` is then their number).
     ``fault``: called once, ``fault_after_s`` after the chaos starts (it may block).
+    ``through_http``: the workers send to the fake provider over HTTP (module docstring).
     """
     clock, rng, tick = RealClock(), random.Random(seed), threading.Event()
     ledger_path = root / "ledger.db"
@@ -149,6 +160,12 @@ def run_chaos(
                            label="" if databases == 1 else f" (database {d + 1})")
     # Create the ledger before the workers, so they do not race to create one new file.
     LedgerProvider(ledger_path, clock=clock).close()
+    http: FakeProvider | None = None
+    provider: tuple[str, Path] | None = None
+    if through_http:
+        http = FakeProvider(ledger_path=ledger_path, clock=clock,
+                            faults=Faults(fail_every=17, ambiguous_every=23)).start()
+        provider = (http.url, write_token(root / "provider.token"))
     slots = [_Slot(d, long_lease_s, False) if long_lease_s is not None and i % 2 == 1
              else _Slot(d, lease_s, True)
              for d in range(databases) for i in range(workers)]
@@ -164,7 +181,8 @@ def run_chaos(
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 _worker_cmd(paths[slot.db], ledger_path, lease_s=slot.lease_s,
-                            seed=seed * 1000 + spawned, fencing=fencing, mean_s=mean_s),
+                            seed=seed * 1000 + spawned, fencing=fencing, mean_s=mean_s,
+                            provider=provider),
                 stdout=out, stderr=subprocess.STDOUT, cwd=root)
         log_of[proc.pid] = log
         return proc
@@ -216,10 +234,12 @@ def run_chaos(
             restarts += len(slots)
         clock.sleep(rng.uniform(0.1, 0.4) if chaos else 0.05, tick)
     _stop_all(procs, paused)
-    provider = LedgerProvider(ledger_path, clock=clock)
-    summary = provider.summary()
-    delivered = provider.delivered_targets()
-    provider.close()
+    if http is not None:
+        http.stop()
+    ledger = LedgerProvider(ledger_path, clock=clock)
+    summary = ledger.summary()
+    delivered = ledger.delivered_targets()
+    ledger.close()
     statuses: Counter[str] = Counter()
     count = lost = 0
     checks: list[str] = []

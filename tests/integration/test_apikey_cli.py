@@ -62,7 +62,7 @@ def test_create_prints_the_token_once_and_it_authenticates(
 def test_create_json_for_scripts(capsys: pytest.CaptureFixture[str], db: str) -> None:
     code, out, _ = run(capsys, "apikey", "create", "--tenant", "globex", "--db", db, "--json")
     answer = json.loads(out)
-    assert code == 0 and set(answer) == {"key_id", "tenant", "created_at", "token"}
+    assert code == 0 and set(answer) == {"key_id", "tenant", "role", "created_at", "token"}
     assert answer["tenant"] == "globex" and tenant_of(db, answer["token"]) == "globex"
     assert answer["token"].startswith(f"smsk_{answer['key_id']}_")
 
@@ -84,7 +84,7 @@ def test_list_names_keys_and_never_prints_a_secret(capsys: pytest.CaptureFixture
     _, only, _ = run(capsys, "apikey", "list", "--db", db, "--tenant", "globex", "--json")
     keys = json.loads(only)["keys"]
     assert [key["tenant"] for key in keys] == ["globex"] and "token" not in keys[0]
-    assert set(keys[0]) == {"key_id", "tenant", "created_at", "revoked_at"}
+    assert set(keys[0]) == {"key_id", "tenant", "role", "created_at", "revoked_at"}
 
 
 def test_revoke_refuses_the_token_from_then_on_and_twice_is_harmless(

@@ -1,6 +1,7 @@
 """One model, two clocks: the threaded mode on real time and the virtual-time mode agree on
-a configuration with Poisson arrivals and retries, within tolerances derived from the
-model's own variance; and the command line runs such a model without ``--virtual``.
+a configuration with Poisson arrivals and retries, and on one with the SMS model on
+(segments, error classes, receipts), within tolerances derived from the model's own
+variance; and the command line runs such a model without ``--virtual``.
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ import sys
 import pytest
 
 from sms_sim import SenderConfig, SimulationConfig, StopReason, run
-from sms_sim.config import ArrivalKind, Arrivals, Jitter, RetryPolicy
-from sms_sim.policy import arrival_times, arrivals_rng
+from sms_sim.config import ArrivalKind, Arrivals, Content, Jitter, ReceiptModel, RetryPolicy
+from sms_sim.generate import generate_messages
+from sms_sim.model import ReceiptStatus
+from sms_sim.policy import arrival_times, arrivals_rng, never_delivered_probability
+from sms_sim.segments import segments
 from sms_sim.sim.virtual.run import simulate
 from tests.conftest import ROOT
 
@@ -139,3 +143,113 @@ def test_the_command_line_runs_arrivals_and_retries_on_real_time() -> None:
     assert report["failed"] == 0 and report["unsent"] == 0
     assert report["sent"] + report["dead_lettered"] == 20
     assert sum(s["failed"] for s in report["senders"]) > 0
+
+
+SMS_SENDER = SenderConfig(0.002, 0.001, 0.1, rate_limit_per_s=1000.0, per_segment_s=0.0005,
+                          permanent_rate=0.05, throttle_rate=0.05, retry_after_s=0.005)
+SMS_ATTEMPTS = 3
+RECEIPTS = ReceiptModel(median_s=0.02, sigma=0.5, undelivered_rate=0.05, lost_rate=0.05)
+
+
+def sms_config() -> SimulationConfig:
+    return dataclasses.replace(
+        config(), senders=[SMS_SENDER] * 4, content=Content(), receipts=RECEIPTS,
+        retry=RetryPolicy(max_attempts=SMS_ATTEMPTS, base_s=0.01, factor=2.0, cap_s=0.1,
+                          jitter=Jitter.FULL),
+    )
+
+
+def _per_message_moments() -> dict[str, tuple[float, float]]:
+    """Exact mean and variance, per message, of its attempts and of its failed attempts of
+    each class: every sequence of outcomes (accepted a, transient t, permanent p, throttled
+    h per attempt; a chain ends when accepted, permanent or after the last attempt) with
+    its probability, enumerated."""
+    rates = {"t": SMS_SENDER.failure_rate, "p": SMS_SENDER.permanent_rate,
+             "h": SMS_SENDER.throttle_rate}
+    rates["a"] = 1 - sum(rates.values())
+    chains: list[tuple[str, float]] = []
+
+    def extend(prefix: str, probability: float) -> None:
+        for outcome, p in rates.items():
+            chain = prefix + outcome
+            if outcome in "ap" or len(chain) == SMS_ATTEMPTS:
+                chains.append((chain, probability * p))
+            else:
+                extend(chain, probability * p)
+
+    extend("", 1.0)
+    moments = {}
+    for name, count in (("attempts", len), ("t", lambda c: c.count("t")),
+                        ("p", lambda c: c.count("p")), ("h", lambda c: c.count("h"))):
+        mean = sum(p * count(c) for c, p in chains)
+        moments[name] = (mean, sum(p * count(c) ** 2 for c, p in chains) - mean**2)
+    return moments
+
+
+def test_real_time_and_virtual_time_agree_with_segments_classes_and_receipts() -> None:
+    """The SMS model on both clocks (issue 14): random texts (one or two segments), a rate
+    limit in segments/s and a per-segment time, all three error classes with retries, and
+    delivery receipts. Same arrivals and the same messages (one seed); every other draw is
+    independent between the modes, so each difference has twice a single run's variance.
+
+    * Dead letters: binomial(N, p_dead), p_dead = ``never_delivered_probability``.
+    * Failed attempts per class and segments attempted: sums over messages of independent
+      per-message counts whose exact mean and variance ``_per_message_moments`` enumerates;
+      segments attempted is sum_j k_j A_j, variance sum_j k_j^2 var(A).
+    * Segments sent are the segments of the messages not dead, so in each mode
+      total - 2 dead <= segments sent <= total - dead, exactly (k is 1 or 2).
+    * Receipts: per message delivered with p = (1 - p_dead) (1 - lost - undelivered),
+      unknown with (1 - p_dead) lost: binomial.
+    * Time to delivered p50: its sd given these arrivals is estimated from REPLICATIONS
+      virtual runs with other seeds (as the makespan above); allow 4 sqrt(2) sd, and the
+      real run up to WALL_MARGIN_S later (receipts are timed at the monitor's drain, at most
+      RETRY_DRAIN_S after the send, plus the sends' own lateness).
+    """
+    base = sms_config()
+    virtual = simulate(base, output=None)
+    real = run(base, output=None)
+    assert real.stopped_by is virtual.stopped_by is StopReason.COMPLETED
+    assert real.is_accounted and virtual.is_accounted and real.unsent == 0
+    assert real.sms is not None and virtual.sms is not None
+
+    p_dead = never_delivered_probability(SMS_SENDER, SMS_ATTEMPTS)
+    dead_sd = math.sqrt(2 * N * p_dead * (1 - p_dead))
+    assert abs(real.dead_lettered - virtual.dead_lettered) <= 4 * dead_sd
+
+    moments = _per_message_moments()
+    for name, real_count, virtual_count in (
+            ("t", real.sms.transient, virtual.sms.transient),
+            ("p", real.sms.permanent, virtual.sms.permanent),
+            ("h", real.sms.throttled, virtual.sms.throttled)):
+        assert abs(real_count - virtual_count) <= 4 * math.sqrt(2 * N * moments[name][1]), name
+
+    ks = [segments(m.text).count for m in generate_messages(N, SEED)]
+    total = sum(ks)
+    for report in (real, virtual):
+        assert report.sms is not None
+        assert total - 2 * report.dead_lettered <= report.sms.segments_sent <= (
+            total - report.dead_lettered)
+    attempted_sd = math.sqrt(2 * sum(k * k for k in ks) * moments["attempts"][1])
+    assert abs(real.sms.segments_attempted - virtual.sms.segments_attempted) <= (
+        4 * attempted_sd)
+
+    assert real.sms.receipts is not None and virtual.sms.receipts is not None
+    accepted = 1 - p_dead
+    for status, p in ((ReceiptStatus.DELIVERED, accepted * 0.9),
+                      (ReceiptStatus.UNKNOWN, accepted * 0.05)):
+        assert abs(real.sms.receipts[status] - virtual.sms.receipts[status]) <= 4 * math.sqrt(
+            2 * N * p * (1 - p)), status
+
+    schedule = tuple(arrival_times(base.arrivals, N, arrivals_rng(SEED)))
+    same_arrivals = dataclasses.replace(
+        base, arrivals=Arrivals(kind=ArrivalKind.SCHEDULE, schedule=schedule))
+    medians = []
+    for seed in range(2000, 2000 + REPLICATIONS // 3):
+        replica = simulate(dataclasses.replace(same_arrivals, seed=seed), output=None).sms
+        assert replica is not None and replica.p50_delivered_s is not None
+        medians.append(replica.p50_delivered_s)
+    tolerance_s = 4 * math.sqrt(2) * statistics.stdev(medians)
+    assert real.sms.p50_delivered_s is not None and virtual.sms.p50_delivered_s is not None
+    difference_s = real.sms.p50_delivered_s - virtual.sms.p50_delivered_s
+    assert -tolerance_s <= difference_s <= tolerance_s + WALL_MARGIN_S, (
+        difference_s, tolerance_s)

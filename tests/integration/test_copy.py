@@ -17,9 +17,11 @@ import pytest
 from sms_sim.dispatch.contract import (
     DeliveryStatus,
     DispatchStore,
+    DlrReport,
     MessageStatus,
     SettleKind,
     Settlement,
+    provider_key,
 )
 from sms_sim.dispatch.errors import ConflictError, LockedError
 from sms_sim.dispatch.keys import ApiKey
@@ -70,6 +72,16 @@ def _populate(store: DispatchStore) -> None:
     store.add_api_key(ApiKey(key_id="k-live", tenant="acme", created_at=T0), "hash-1")
     store.add_api_key(ApiKey(key_id="k-gone", tenant="default", created_at=T0), "hash-2")
     store.revoke_api_key("k-gone", T0 + 7)
+    # Issue 14: receipts (and one held for a delivery not sent), an expiry, an opt-out.
+    first = store.messages(message_id=1)[0].uid
+    store.record_dlrs([DlrReport(provider_key(first, phones(1)[0]), "delivered", T0 + 7),
+                       DlrReport(provider_key(first, phones(2)[1]), "undelivered", T0 + 7),
+                       DlrReport(provider_key(store.messages(message_id=lost)[0].uid,
+                                              phones(1, 20)[0]), "delivered", T0 + 7)],
+                      T0 + 7)
+    message(2, 50, valid_until=T0 + 8)
+    assert store.claim("w", 10, LEASE_S, T0 + 9) == []  # expires it
+    assert store.add_opt_outs("acme", phones(1, 40), T0 + 10).suppressed == 1
     seen = {d.status for d in store.deliveries(limit=1000)}
     assert seen == set(DeliveryStatus) - {DeliveryStatus.LEASED}, seen
     assert {m.status for m in store.messages()} == set(MessageStatus)
@@ -79,6 +91,8 @@ def _assert_same(left: DispatchStore, right: DispatchStore) -> None:
     assert left.messages(limit=1000) == right.messages(limit=1000)
     assert left.deliveries(limit=10_000) == right.deliveries(limit=10_000)
     assert left.api_keys() == right.api_keys()
+    assert [left.opt_outs(t) for t in ("acme", "default")] == \
+        [right.opt_outs(t) for t in ("acme", "default")]
     assert left.next_due_at(LATER) == right.next_due_at(LATER)
 
 
@@ -95,11 +109,11 @@ def test_every_status_round_trips_sqlite_to_postgresql_and_back_with_ids_kept(
                     "VALUES (99, '555-999-0000', 'pending', 0)")
     url = pg_cluster.fresh_url()
     result = copy_database(source_path, url)
-    assert (result.messages, result.deliveries, result.api_keys) == (5, 13, 2)
+    assert (result.messages, result.deliveries, result.api_keys) == (6, 15, 2)
     assert result.tenants == 2 and result.left_loading == 1
     target = open_store(url)
     _assert_same(source, target)
-    assert copy_database(url, back_path).messages == 5
+    assert copy_database(url, back_path).messages == 6
     back = SqliteStore(back_path)
     _assert_same(source, back)
     # Each goes on as the source would: the serve order, and ids above every copied one
@@ -157,7 +171,7 @@ def test_the_copy_command_moves_a_file_to_postgresql_and_never_prints_the_passwo
 
     copied = cli("--from", "sms_sim.db", "--to", url)
     assert copied.returncode == 0, copied.stderr
-    assert copied.stdout.startswith("copied 5 messages, 13 deliveries, 2 API keys and 2 "
+    assert copied.stdout.startswith("copied 6 messages, 15 deliveries, 2 API keys and 2 "
                                     "tenants' serve order from sms_sim.db to postgresql://")
     again = cli("--from", "sms_sim.db", "--to", url)
     assert again.returncode == 1 and len(again.stderr.splitlines()) == 1

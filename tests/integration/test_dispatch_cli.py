@@ -54,7 +54,7 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (["submit", "x", "--to", "555-000-0001", "--at", "soon"], 2, "not an ISO-8601 time"),
     (["submit", "x", "--recipients-file", "/no/such"], 2, "cannot read recipients file"),
     (["edit", "1", "--content", "y"], 2, "the following arguments are required: --version"),
-    (["edit", "1", "--version", "1"], 2, "an edit must change content, schedule or recipients"),
+    (["edit", "1", "--version", "1"], 2, "an edit must change content, schedule, recipients"),
     (["edit", "99", "--version", "1", "--content", "y"], 1, "no message with id 99"),
     (["edit", "1", "--version", "7", "--content", "y"], 1, "is at version 1, not 7"),
     (["edit", "2", "--version", "1", "--content", "y"], 1, "locked: dispatching since 1970"),

@@ -73,3 +73,20 @@ def test_two_new_databases_sharing_one_provider_both_deliver_every_recipient(
     assert result.ledger.effective_duplicates == 0
     assert result.integrity == "ok"
     assert not [log for log in result.worker_logs if "Traceback" in log]
+
+
+def test_the_same_chaos_through_the_http_provider_never_delivers_twice(tmp_path: Path) -> None:
+    """Issue 14: the workers send with ``--provider`` to the fake provider over HTTP, which
+    also answers some requests 500 after taking the message (the retry must be absorbed by
+    the key). A worker killed mid-request leaves the same ambiguity."""
+    result = run_chaos(tmp_path, messages=3, recipients=300, workers=3, lease_s=0.5, seed=14,
+                       chaos_for_s=2.0, through_http=True)
+    assert result.finished, result.worker_logs[-1]
+    assert result.kills >= 1 and result.pauses >= 1
+    assert set(result.statuses) <= {"sent", "dead"} and sum(result.statuses.values()) == 900
+    assert result.lost == 0
+    assert result.ledger.effective_duplicates == 0
+    assert result.ledger.absorbed >= 1
+    assert result.ledger.recipients_delivered == result.statuses["sent"]
+    assert result.integrity == "ok"
+    assert not [log for log in result.worker_logs if "Traceback" in log]

@@ -274,3 +274,43 @@ def test_a_version_4_file_puts_its_messages_in_the_default_tenant(tmp_path: Path
     assert theirs.created and store.messages(tenant="acme")[0].id == theirs.message_id
     assert store.api_keys() == [] and store.integrity_check() == "ok"
     store.close()
+
+
+def test_a_version_5_file_keeps_its_deliveries_and_gains_issue_14s_statuses(
+        tmp_path: Path) -> None:
+    """Version 6 rebuilds deliveries for the statuses of expiry, opt-outs and receipts, and
+    adds columns and tables. Every delivery keeps its status, attempts and lease; the kept
+    counts still agree; older messages get their segments computed from their content."""
+    from sms_sim.dispatch.contract import DeliveryStatus, DlrOutcome, DlrReport
+    from sms_sim.segments import Encoding
+
+    path = tmp_path / "v5.db"
+    _make_old(path, V3, [("555-000-0001", "retrying", 1.0), ("555-000-0002", "pending", 1.0)])
+    with sqlite3.connect(path, isolation_level=None) as conn:  # as version 5 left it
+        conn.execute("BEGIN")
+        for version in (V3, "sms_sim.dispatch/4"):
+            for statement in UPGRADES[version][1]:
+                conn.execute(statement)
+        conn.execute("UPDATE sms_sim_meta SET value = 'sms_sim.dispatch/5'")
+        conn.execute("UPDATE messages SET content = ?", ("ж" * 71,))
+        conn.execute("UPDATE deliveries SET status = 'sent', sent_at = 2 WHERE id = 1")
+        conn.execute("UPDATE delivery_counts SET status = 'sent' WHERE status = 'retrying'")
+        conn.execute("COMMIT")
+    conn.close()
+    assert _meta_version(path) == "sms_sim.dispatch/5"
+    store = SqliteStore(path)
+    assert _meta_version(path) == SCHEMA_VERSION == "sms_sim.dispatch/6"
+    assert store.integrity_check() == "ok"
+    (old,) = store.messages()
+    assert (old.encoding, old.segments, old.valid_until) == (Encoding.UCS2, 2, None)
+    assert [(d.status, d.sent_at, d.dlr_at) for d in store.deliveries()] == [
+        (DeliveryStatus.SENT, 2.0, None), (DeliveryStatus.PENDING, None, None)]
+    assert store.record_dlrs([DlrReport("1:555-000-0001", "undelivered", 3.0)],
+                             4.0).outcomes == (DlrOutcome.APPLIED,)
+    assert store.add_opt_outs(DEFAULT_TENANT, ["555-000-0002"], 5.0).suppressed == 1
+    (old,) = store.messages()
+    assert old.status.value == "completed" and old.outcome is not None
+    assert old.counts[DeliveryStatus.UNDELIVERED] == old.counts[DeliveryStatus.SUPPRESSED] == 1
+    issued = store.api_keys()
+    assert issued == [] and store.integrity_check() == "ok"
+    store.close()

@@ -156,7 +156,7 @@ def test_submit_echoes_the_due_time_in_utc_and_in_local_time(tmp_path: Path) -> 
     ran = cli("submit", "drill", "--to", "555-010-0001", "--at", "2099-11-24T15:00:00Z",
               cwd=tmp_path, env={"TZ": "EST+5"})
     assert ran.stdout == ("submitted message 1: 1 recipients, due 2099-11-24T15:00:00.000Z "
-                          "(local 2099-11-24 10:00:00 EST), version 1\n")
+                          "(local 2099-11-24 10:00:00 EST), version 1; 1 segment (GSM-7) each\n")
 
 
 # --- item 14: the worker's report as JSON ---------------------------------------------------

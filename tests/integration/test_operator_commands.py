@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from sms_sim.cli import COMMANDS, apikey
+from sms_sim.cli import COMMANDS, apikey, optout
 from sms_sim.cli.common import OneLineParser
 from sms_sim.clock import RealClock
 from sms_sim.dispatch.contract import SettleKind, Settlement
@@ -200,7 +200,7 @@ def test_deliveries_answers_whether_a_number_got_the_message(cli: Cli, tmp_path:
     assert after.startswith(f"delivery 4  {numbers[3]}  leased")
     rows = cli("deliveries", "1", "--csv").out.splitlines()
     assert rows[0] == "id,recipient,status,attempts,lease_losses,last_error,sent_at," \
-                      "next_attempt_at"
+                      "next_attempt_at,dlr_at"
     assert rows[3].startswith(f"3,{numbers[2]},dead,1,0,provider said no,,")
     as_json = json.loads(cli("deliveries", "1", "--json", "--status", "sent").out)
     assert [d["recipient"] for d in as_json["deliveries"]] == numbers[:2]
@@ -303,7 +303,7 @@ def test_an_unknown_command_is_one_line_naming_the_commands(cli: Cli, word: str,
     one_line_error(cli(word, "x"), 2,
                    f"sms_sim: error: unknown command {word!r} ({hint}commands: plan, init, "
                    "submit, edit, cancel, show, list, deliveries, dead, check, worker, migrate, "
-                   "serve, apikey, prune, copy;")
+                   "serve, apikey, optout, prune, copy;")
 
 
 def test_version_is_printed(cli: Cli) -> None:
@@ -399,8 +399,9 @@ def test_every_option_of_every_command_has_help_that_states_a_default_it_has(
 
     monkeypatch.setattr(OneLineParser, "parse_args", capture)
     # A group's parsers are its subcommands'; "1": the simulation.
-    invocations = [[name] for name in COMMANDS if name != "apikey"]
+    invocations = [[name] for name in COMMANDS if name not in ("apikey", "optout")]
     invocations += [["apikey", sub] for sub in apikey.SUBCOMMANDS] + [["1"]]
+    invocations += [["optout", sub] for sub in optout.SUBCOMMANDS]
     for words in invocations:
         cli(*words)
     assert len(parsers) == len(invocations)

@@ -159,8 +159,9 @@ def test_an_older_schema_is_refused_until_migrate_upgrades_it(
         url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from sms_sim.dispatch.stores.postgres import schema
 
-    old, new = schema.SCHEMA_VERSION, schema.SCHEMA_VERSION + 1
     open_store(url, create=True).close()  # the current version
+    old = schema.SCHEMA_VERSION
+    new = old + 1
     newer = (*schema.MIGRATIONS, (new, "a test table", ("CREATE TABLE extra (x integer)",)))
     monkeypatch.setattr(schema, "MIGRATIONS", newer)
     monkeypatch.setattr(schema, "SCHEMA_VERSION", new)
@@ -170,6 +171,50 @@ def test_an_older_schema_is_refused_until_migrate_upgrades_it(
             open_store(url, create=create)
     assert f"upgraded sms_sim schema from version {old} to {new}" in migrate_store(url)
     open_store(url).close()
+
+
+def test_migration_2_keeps_version_1_rows_and_adds_what_issue_14_needs(
+        url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Segments of older messages are computed from their content, every delivery keeps its
+    status, and the new statuses, opt-outs, receipts and provider keys work at once."""
+    import psycopg
+
+    from sms_sim.dispatch.contract import DeliveryStatus, DlrOutcome, DlrReport
+    from sms_sim.dispatch.requests import NewMessage
+    from sms_sim.dispatch.stores.postgres import schema
+    from sms_sim.segments import Encoding
+
+    with monkeypatch.context() as patched:
+        patched.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:1])
+        patched.setattr(schema, "SCHEMA_VERSION", 1)
+        assert "created sms_sim schema version 1" in migrate_store(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO messages (tenant, content, status, scheduled_at, created_at, "
+                     "updated_at, version, priority, uid) VALUES ('default', %s, "
+                     "'dispatching', 1, 1, 1, 1, 0, %s)", ("ж" * 71, "a" * 32))
+        conn.execute("INSERT INTO deliveries (message_id, recipient, status, next_attempt_at, "
+                     "sent_at) VALUES (1, '555-000-0001', 'sent', 1, 2), "
+                     "(1, '555-000-0002', 'pending', 1, NULL)")
+    with pytest.raises(StoreError, match=f"version 1, older than {schema.SCHEMA_VERSION}"):
+        open_store(url)
+    # Every migration after 1 in one run (the chunk cursor's, 3, too: ``test_postgres_chunk``)
+    assert f"upgraded sms_sim schema from version 1 to {schema.SCHEMA_VERSION}" \
+        in migrate_store(url)
+    store = open_store(url)
+    (old,) = store.messages()
+    assert (old.encoding, old.segments, old.valid_until) == (Encoding.UCS2, 2, None)
+    assert old.counts[DeliveryStatus.SENT] == old.counts[DeliveryStatus.PENDING] == 1
+    key = "a" * 32 + ":555-000-0001"
+    assert store.record_dlrs([DlrReport(key, "delivered", 3.0)], 4.0).outcomes == (
+        DlrOutcome.APPLIED,)
+    assert store.add_opt_outs("default", ["555-000-0002"], 5.0).suppressed == 1
+    (old,) = store.messages()
+    assert old.status.value == "completed"
+    assert old.counts[DeliveryStatus.DELIVERED] == old.counts[DeliveryStatus.SUPPRESSED] == 1
+    new = store.submit(NewMessage.validated(content="x" * 161, recipients=["555-000-0002"]),
+                       6.0)
+    assert new.suppressed == 1 and store.messages(message_id=new.message_id)[0].segments == 2
+    store.close()
 
 
 def test_a_database_with_other_tables_is_not_taken_for_ours(pg_cluster: PgCluster,

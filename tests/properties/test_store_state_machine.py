@@ -6,10 +6,12 @@ each) and ``MemoryStore`` with the same operations and
 compares every result and, in an ``@invariant``, the whole state. Messages belong to two
 tenants, and the operations that name or list messages run as either tenant or as the
 operator (every tenant), so tenant scoping, per-tenant idempotency keys and fairness across
-tenants are compared too; so is pruning finished messages. Delivery ids may differ
-between backends after an edit (SQLite reuses freed rowids, PostgreSQL's sequence does not),
-so deliveries are compared by (message, recipient) and claims are settled by their position
-in that order.
+tenants are compared too; so is pruning finished messages; and issue 14's validity
+(expiry at claim time), opt-outs (suppression at submit, at the opt-out and on the way
+back) and delivery receipts (applied, repeated, held before the send is recorded).
+Delivery ids may differ between backends after an edit (SQLite reuses freed rowids,
+PostgreSQL's sequence does not), so deliveries are compared by (message, recipient) and
+claims are settled by their position in that order.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from hypothesis.stateful import (
 
 from sms_sim.dispatch.contract import (
     Claim,
+    DlrReport,
     DeliveryStatus,
     DeliveryView,
     DispatchStore,
@@ -39,6 +42,7 @@ from sms_sim.dispatch.contract import (
     MessageView,
     SettleKind,
     Settlement,
+    provider_key,
 )
 from sms_sim.dispatch.errors import KeyReusedError
 from sms_sim.dispatch.requests import MessageEdit, NewMessage
@@ -107,12 +111,15 @@ class StoresAgree(RuleBasedStateMachine):
         return left
 
     @rule(people=recipients, delay_s=st.sampled_from([0.0, 5.0, 30.0]), key=keys,
-          priority=st.sampled_from([0, 1]), tenant=tenants)
+          priority=st.sampled_from([0, 1]), tenant=tenants,
+          valid_for_s=st.none() | st.sampled_from([4.0, 12.0]),
+          content=st.sampled_from(["m", "ж" * 71]))
     def submit(self, people: list[str], delay_s: float, key: str | None, priority: int,
-               tenant: str) -> None:
-        message = NewMessage.validated(content="m", recipients=people, idempotency_key=key,
-                                       scheduled_at=self.now + delay_s, priority=priority,
-                                       tenant=tenant)
+               tenant: str, valid_for_s: float | None, content: str) -> None:
+        message = NewMessage.validated(content=content, recipients=people,
+                                       idempotency_key=key, scheduled_at=self.now + delay_s,
+                                       priority=priority, tenant=tenant,
+                                       valid_for_s=valid_for_s)
         result = self.both("submit", message, self.now)
         assert result[0] == "ok" or result == ("error", "KeyReusedError")
 
@@ -152,12 +159,14 @@ class StoresAgree(RuleBasedStateMachine):
         assert results[0] == results[1]
 
     @rule(message_id=st.integers(1, 4), version=st.integers(1, 3),
-          content=st.none() | st.just("edited"), people=st.none() | recipients, as_=viewers)
+          content=st.none() | st.just("edited"), people=st.none() | recipients, as_=viewers,
+          valid_for_s=st.none() | st.just(8.0))
     def edit(self, message_id: int, version: int, content: str | None,
-             people: list[str] | None, as_: str | None) -> None:
-        if content is None and people is None:
+             people: list[str] | None, as_: str | None, valid_for_s: float | None) -> None:
+        if content is None and people is None and valid_for_s is None:
             content = "edited"
-        edit = MessageEdit.validated(content=content, recipients=people)
+        edit = MessageEdit.validated(content=content, recipients=people,
+                                     valid_for_s=valid_for_s)
         self.scoped("edit", as_, message_id, version, edit, self.now)
 
     @rule(message_id=st.integers(1, 4), as_=viewers)
@@ -176,6 +185,44 @@ class StoresAgree(RuleBasedStateMachine):
             assert left == right
             return
         self.scoped("requeue_dead", as_, message_id, self.now)
+
+    @rule(tenant=tenants, people=st.lists(st.sampled_from(PHONES), min_size=1, max_size=3))
+    def opt_out(self, tenant: str, people: list[str]) -> None:
+        self.both("add_opt_outs", tenant, people, self.now)
+
+    @rule(tenant=tenants, phone=st.sampled_from(PHONES))
+    def opt_in(self, tenant: str, phone: str) -> None:
+        self.both("remove_opt_out", tenant, phone)
+        assert self.model.opt_outs(tenant) == self.sqlite.opt_outs(tenant)
+
+    @rule(data=st.data(), status=st.sampled_from(["delivered", "undelivered", "expired"]),
+          count=st.integers(1, 3))
+    def receipts(self, data: st.DataObject, status: str, count: int) -> None:
+        """Receipts for any delivery, sent or not yet (held), or for none (unknown), named
+        by each store's own provider key; some repeated in one batch."""
+        keys: list[tuple[str, str]] = []
+        for _ in range(count):
+            position = data.draw(st.integers(1, 40))
+            keys.append(self.provider_keys(position))
+        results = [store.record_dlrs([DlrReport(key[side], status, self.now) for key in keys],
+                                     self.now)
+                   for side, store in enumerate((self.model, self.sqlite))]
+        assert results[0] == results[1]
+
+    def provider_keys(self, position: int) -> tuple[str, str]:
+        """Each store's provider key of the delivery at ``position`` (in (message,
+        recipient) order), or a key no delivery has."""
+        found: list[str] = []
+        for store in (self.model, self.sqlite):
+            ordered = sorted(store.deliveries(limit=10_000),
+                             key=lambda d: (d.message_id, d.recipient))
+            if position > len(ordered):
+                found.append(provider_key("0" * 32, PHONES[0]))
+                continue
+            delivery = ordered[position - 1]
+            (message,) = store.messages(message_id=delivery.message_id)
+            found.append(provider_key(message.uid, delivery.recipient))
+        return found[0], found[1]
 
     @rule(message_id=st.integers(1, 4), as_=viewers)
     def keep_receipt(self, message_id: int, as_: str | None) -> None:
@@ -241,10 +288,10 @@ def _order(claim: Claim) -> tuple[int, str]:
     return (claim.message_id, claim.recipient)
 
 
-def _claim_keys(claims: list[Claim]) -> list[tuple[int, str, int, int, float, str, int]]:
+def _claim_keys(claims: list[Claim]) -> list[tuple[object, ...]]:
     """Everything a claim says, in the order returned (the contract fixes that order too)."""
     return [(c.message_id, c.recipient, c.attempts, c.lease_losses, c.lease_until, c.content,
-             c.priority) for c in claims]
+             c.priority, c.valid_until) for c in claims]
 
 
 def _delivery_keys(deliveries: list[DeliveryView]) -> list[tuple[int, str, DeliveryStatus]]:
@@ -256,10 +303,11 @@ def _state(store: DispatchStore) -> tuple[object, ...]:
     messages = [dataclasses.replace(m, uid="") for m in store.messages(limit=1000)]
     deliveries = sorted(
         (d.message_id, d.recipient, d.status, d.attempts, d.lease_losses, d.next_attempt_at,
-         d.lease_owner, d.lease_until, d.sent_at, d.last_error)
+         d.lease_owner, d.lease_until, d.sent_at, d.last_error, d.dlr_at)
         for d in store.deliveries(limit=10_000)
     )
-    return (messages, deliveries)
+    opt_outs = [store.opt_outs(tenant) for tenant in TENANTS]
+    return (messages, deliveries, opt_outs)
 
 
 AGREE = settings(max_examples=60, stateful_step_count=30, deadline=None)
@@ -295,6 +343,25 @@ def test_the_kept_counts_agree_with_the_deliveries_after_every_kind_of_move(
     store.claim("a", 2, LEASE_S, T0 + 2.0)  # rescues b's expired leases
     store.requeue_dead(None, T0 + 2.0)
     store.cancel(1, T0 + 3.0)
+    # Issue 14's moves: suppressed at submit, by an opt-out and on the way back; expired by
+    # the claim's sweep; receipts applied at once and held until the send is recorded.
+    store.add_opt_outs("default", PHONES[:1], T0 + 3.0)
+    store.submit(NewMessage.validated(content="m", recipients=PHONES, valid_for_s=5.0),
+                 T0 + 3.0)
+    store.submit(NewMessage.validated(content="m", recipients=PHONES[1:3]), T0 + 3.0)
+    fresh = store.claim("a", 3, LEASE_S, T0 + 3.0)
+    store.record_dlrs([DlrReport(fresh[0].idempotency_key, "delivered", T0 + 3.0)], T0 + 3.0)
+    store.settle("a", [Settlement(c.delivery_id, c.attempts, SettleKind.SENT)
+                       for c in fresh[:2]], T0 + 3.5)
+    store.record_dlrs([DlrReport(fresh[1].idempotency_key, "undelivered", T0 + 3.5)],
+                      T0 + 3.5)
+    store.add_opt_outs("default", [fresh[2].recipient], T0 + 3.5)
+    store.settle("a", [Settlement(fresh[2].delivery_id, fresh[2].attempts, SettleKind.RETRY,
+                                  "e", T0 + 3.5)], T0 + 3.5)
+    store.claim("a", 10, LEASE_S, T0 + 9.0)  # expires what is left of the second message
+    seen = {d.status for d in store.deliveries(limit=100)}
+    assert {DeliveryStatus.SUPPRESSED, DeliveryStatus.EXPIRED, DeliveryStatus.DELIVERED,
+            DeliveryStatus.UNDELIVERED} <= seen, seen
     assert store.integrity_check() == "ok"
     with sqlite3.connect(tmp_path / "counts.db") as conn:
         conn.execute("UPDATE delivery_counts SET n = n + 1 WHERE status = 'sent'")

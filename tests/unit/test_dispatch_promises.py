@@ -19,6 +19,7 @@ from sms_sim.dispatch.contract import Claim, DeliveryStatus, DispatchStore
 from sms_sim.dispatch.errors import StoreBusyError, StoreDamagedError, StoreError
 from sms_sim.dispatch.requests import NewMessage
 from sms_sim.dispatch.dispatcher import DispatchConfig, Dispatcher, SendJob
+from sms_sim.dispatch.failures import SendFailure
 from sms_sim.dispatch.sender_pool import SenderPool, Slot
 from sms_sim.dispatch.stores import SqliteStore
 from sms_sim.dispatch.worker import Worker, work_in_hand
@@ -226,7 +227,7 @@ def test_each_senders_turn_takes_the_most_urgent_job_held() -> None:
     inbox: Inbox[Slot] = queue.SimpleQueue()
     order: list[str] = []
 
-    def transmit(job: SendJob) -> str | None:
+    def transmit(job: SendJob) -> SendFailure | None:
         order.append(job.recipient)
         return None
 

@@ -6,6 +6,8 @@ No sleeps: ``VirtualClock.sleep`` advances time instantly, so ``Dispatcher.run``
 
 from __future__ import annotations
 
+import copy
+import queue
 import random
 import re
 import threading
@@ -16,7 +18,7 @@ from typing import cast
 import pytest
 
 from sms_sim.clock import VirtualClock
-from sms_sim.config import Jitter, RetryPolicy
+from sms_sim.config import Jitter, RetryPolicy, SenderConfig
 from sms_sim.dispatch.contract import (
     Claim,
     DeliveryStatus,
@@ -29,10 +31,18 @@ from sms_sim.dispatch.contract import (
 from sms_sim.dispatch.errors import StoreError
 from sms_sim.dispatch.requests import NewMessage
 from sms_sim.dispatch.dispatcher import Completion, DispatchConfig, Dispatcher, SendJob
+from sms_sim.dispatch.failures import (
+    MAX_THROTTLE_PAUSE_S,
+    SendFailure,
+    ThrottleGate,
+    simulated_failure,
+    throttle_pause_s,
+)
 from sms_sim.dispatch.stores import SqliteStore
-from sms_sim.dispatch.transport import MemoryProvider
+from sms_sim.dispatch.transport import MemoryProvider, TransportError
 from sms_sim.errors import ConfigError
-from sms_sim.policy import retry_delay_s
+from sms_sim.model import SIMULATED_FAILURE, ErrorClass
+from sms_sim.policy import retry_delay_after, retry_delay_s
 from tests.conftest import T0, RecordingProvider, phones
 
 
@@ -180,10 +190,10 @@ def test_outcome_kinds_follow_attempts() -> None:
     claim = Claim(delivery_id=1, message_id=1, recipient="555-000-0000", content="x",
                   attempts=1, lease_until=T0 + 30)
     assert dispatcher.outcome(claim, None).kind is SettleKind.SENT
-    assert dispatcher.outcome(claim, "boom").kind is SettleKind.RETRY
+    assert dispatcher.outcome(claim, SendFailure("boom")).kind is SettleKind.RETRY
     last = Claim(delivery_id=1, message_id=1, recipient="555-000-0000", content="x",
                  attempts=2, lease_until=T0 + 30)
-    assert dispatcher.outcome(last, "boom").kind is SettleKind.DEAD
+    assert dispatcher.outcome(last, SendFailure("boom")).kind is SettleKind.DEAD
 
 
 @pytest.mark.parametrize(("field", "value", "fragment"), [
@@ -240,9 +250,10 @@ def test_a_failure_after_a_lost_lease_still_gets_every_reported_attempt(
     dispatcher = Dispatcher(store, clock=clock, rng=random.Random(1),
                             config=DispatchConfig(retry=RetryPolicy(max_attempts=2)))
     lost = Claim(1, 1, "555-000-0000", "x", attempts=2, lease_until=T0 + 30, lease_losses=1)
-    assert dispatcher.outcome(lost, "boom").kind is SettleKind.RETRY  # reported attempt 1
+    boom = SendFailure("boom")
+    assert dispatcher.outcome(lost, boom).kind is SettleKind.RETRY  # reported attempt 1
     second = lost._replace(attempts=3)
-    assert dispatcher.outcome(second, "boom").kind is SettleKind.DEAD  # reported attempt 2
+    assert dispatcher.outcome(second, boom).kind is SettleKind.DEAD  # reported attempt 2
 
 
 @pytest.mark.parametrize("fencing", [True, False])
@@ -388,3 +399,146 @@ def test_two_databases_sharing_one_provider_both_deliver(tmp_path: Path) -> None
         store.close()
     assert provider.summary().delivered == 2
     assert len(set(provider.keys)) == 2
+
+
+class _ClassifyingProvider(MemoryProvider):
+    """Fails the sends to the numbers in ``script`` with the errors listed for each, in
+    order (then accepts them); records when each number was tried."""
+
+    def __init__(self, clock: VirtualClock, script: dict[str, list[TransportError]]) -> None:
+        super().__init__()
+        self._clock = clock
+        self._script = script
+        self.tried: list[tuple[float, str]] = []
+
+    def send(self, key: str, recipient: str, content: str) -> None:
+        self.tried.append((self._clock.now(), recipient))
+        errors = self._script.get(recipient)
+        if errors:
+            raise errors.pop(0)
+        super().send(key, recipient, content)
+
+
+def test_a_permanent_error_is_dead_after_one_attempt_with_its_reason(
+        store: SqliteStore) -> None:
+    clock = VirtualClock(T0)
+    bad, good = phones(2)
+    store.submit(NewMessage.validated(content="x", recipients=[bad, good]), T0)
+    provider = _ClassifyingProvider(clock, {bad: [
+        TransportError("permanent: invalid number", ErrorClass.PERMANENT)] * 5})
+    dispatcher = Dispatcher(store, clock=clock, rng=random.Random(1),
+                            config=DispatchConfig(retry=RetryPolicy(max_attempts=5)))
+    dispatcher.run(provider, threading.Event(), until_idle=True)
+    assert [who for _, who in provider.tried].count(bad) == 1
+    (dead,) = store.deliveries(status=DeliveryStatus.DEAD)
+    assert (dead.recipient, dead.attempts) == (bad, 1)
+    assert dead.last_error == "permanent: invalid number"
+    assert (dispatcher.stats.sent, dispatcher.stats.dead, dispatcher.stats.retried) == (1, 1, 0)
+
+
+def test_a_throttle_delays_its_retry_and_closes_the_route_until_the_retry_after(
+        store: SqliteStore) -> None:
+    """One 429 with Retry-After 30 s: the throttled delivery retries at T0 + 30 (the backoff
+    alone would be under a second), and the two others in the same batch are given back
+    unsent (no attempt counted) and go out then too, not one by one into the throttle."""
+    clock = VirtualClock(T0)
+    first, *others = phones(3)
+    store.submit(NewMessage.validated(content="x", recipients=[first, *others]), T0)
+    provider = _ClassifyingProvider(clock, {first: [
+        TransportError("throttled: HTTP 429", ErrorClass.THROTTLED, 30.0)]})
+    config = DispatchConfig(retry=RetryPolicy(max_attempts=5, base_s=0.5, cap_s=1.0),
+                            idle_recheck_s=0.05)
+    dispatcher = Dispatcher(store, clock=clock, rng=random.Random(1), config=config)
+    dispatcher.run(provider, threading.Event(), until_idle=True)
+    assert provider.tried[0] == (T0, first)
+    assert sorted(provider.tried[1:]) == sorted((T0 + 30.0, who) for who in phones(3))
+    # The throttled one used two attempts; the two given back were sent on their first.
+    assert sorted((d.recipient, d.attempts) for d in store.deliveries()) == [
+        (first, 2), (others[0], 1), (others[1], 1)]
+    assert {d.status for d in store.deliveries()} == {DeliveryStatus.SENT}
+    assert dispatcher.stats.released == 2 and dispatcher.stats.retried == 1
+    assert dispatcher.gate.closures == 1
+
+
+def test_a_throttle_without_retry_after_pauses_for_the_first_backoff() -> None:
+    policy = RetryPolicy(max_attempts=3, base_s=2.0, factor=3.0, cap_s=60.0)
+    assert throttle_pause_s(SendFailure("x", ErrorClass.THROTTLED), policy) == 2.0
+    assert throttle_pause_s(SendFailure("x", ErrorClass.THROTTLED, 7.5), policy) == 7.5
+    huge = SendFailure("x", ErrorClass.THROTTLED, float("inf"))
+    assert throttle_pause_s(huge, policy) == MAX_THROTTLE_PAUSE_S
+
+
+def test_the_throttle_gate_opens_at_the_latest_retry_after_on_a_fake_clock() -> None:
+    clock = VirtualClock(T0)
+    gate = ThrottleGate(clock)
+    assert gate.is_open() and gate.remaining_s() == 0
+    gate.close_for(10.0)
+    gate.close_for(4.0)  # a shorter one never shortens it
+    assert not gate.is_open() and gate.remaining_s() == 10.0
+    clock.advance(6.0)
+    gate.close_for(8.0)  # a longer one extends it: now T0 + 14
+    clock.advance(7.9)
+    assert not gate.is_open()
+    clock.advance(0.1)
+    assert gate.is_open() and gate.closures == 2
+
+
+@pytest.mark.parametrize(("error_class", "kind"), [
+    (ErrorClass.PERMANENT, SettleKind.DEAD),
+    (ErrorClass.TRANSIENT, SettleKind.RETRY),
+    (ErrorClass.THROTTLED, SettleKind.RETRY),
+])
+def test_each_class_settles_by_the_shared_policy(error_class: ErrorClass,
+                                                 kind: SettleKind) -> None:
+    from sms_sim.dispatch.stores import MemoryStore
+
+    clock = VirtualClock(T0)
+    policy = RetryPolicy(max_attempts=3, base_s=1.0, cap_s=4.0)
+    dispatcher = Dispatcher(MemoryStore(), clock=clock, rng=random.Random(3),
+                            config=DispatchConfig(retry=policy))
+    claim = Claim(1, 1, "555-000-0000", "x", attempts=1, lease_until=T0 + 30)
+    settlement = dispatcher.outcome(claim, SendFailure("why", error_class, 120.0))
+    assert settlement.kind is kind and settlement.error == "why"
+    expected = retry_delay_after(policy, 1, error_class, random.Random(3), retry_after_s=120.0)
+    if kind is SettleKind.RETRY:
+        assert expected is not None and settlement.next_attempt_at == T0 + expected
+        assert (settlement.next_attempt_at >= T0 + 120.0) == (error_class is ErrorClass.THROTTLED)
+
+
+def test_simulated_failures_are_transient_and_keep_their_reason() -> None:
+    failure = simulated_failure(SIMULATED_FAILURE, SenderConfig(0.0, 0.0, 0.5))
+    assert failure == SendFailure(SIMULATED_FAILURE, ErrorClass.TRANSIENT)
+
+
+def test_providers_that_do_not_classify_stay_transient() -> None:
+    error = TransportError("provider busy")
+    assert (error.error_class, error.retry_after_s, str(error)) == (
+        ErrorClass.TRANSIENT, None, "provider busy")
+    throttled = copy.copy(TransportError("slow down", ErrorClass.THROTTLED, 2.0))
+    assert (throttled.error_class, throttled.retry_after_s) == (ErrorClass.THROTTLED, 2.0)
+
+
+def test_the_sender_pool_hands_back_each_failure_with_its_class() -> None:
+    """A transmitted send's failure comes back as the transmit step returned it; one the
+    simulator drew itself (never transmitted) is classified on the way back and shown to
+    ``on_failure`` (the dispatcher's gate); a transmitted one was seen by the transmit step
+    (``Dispatcher.transmitter``), so the pool does not show it again."""
+    from sms_sim.dispatch.sender_pool import SenderPool, Slot
+    from sms_sim.model import Outcome
+    from sms_sim.sim.threaded.components import Inbox, drain_inbox
+
+    inbox: Inbox[Slot] = queue.SimpleQueue()
+    throttled = SendFailure("throttled: HTTP 429", ErrorClass.THROTTLED, 5.0)
+    noted: list[SendFailure] = []
+    pool = SenderPool(inbox, threading.Event(), 10, lambda job: throttled,
+                      senders=[SenderConfig(0.0, 0.0, 0.5)], on_failure=noted.append)
+    claims = [Claim(i, 1, f"555-000-000{i}", "x", 1, T0 + 30) for i in (1, 2)]
+    pool.submit([SendJob(c.recipient, c.content, f"u:{c.recipient}", c) for c in claims])
+    sent, drawn = drain_inbox(inbox)
+    assert pool.transmit(sent) == "throttled: HTTP 429"
+    pool.on_outcome(Outcome(sent, 0, 0.0, False, "throttled: HTTP 429"))
+    drawn.take()  # the simulator failed this one before any transmit
+    pool.on_outcome(Outcome(drawn, 0, 0.0, False, SIMULATED_FAILURE))
+    assert [failure for _, failure in pool.completed()] == [
+        throttled, SendFailure(SIMULATED_FAILURE, ErrorClass.TRANSIENT)]
+    assert noted == [SendFailure(SIMULATED_FAILURE, ErrorClass.TRANSIENT)]

@@ -342,3 +342,63 @@ def test_after_a_cancel_the_service_waits_for_workers_to_settle_what_they_held(
     assert h.clock.monotonic() == start  # nothing held: no wait
     assert (view.counts[contract.DeliveryStatus.SENT],
             view.counts[contract.DeliveryStatus.CANCELLED]) == (1, 2)
+
+
+# --- issue 14: progress in segments and receipts, opt-outs, receipts, provider keys -------
+
+
+def test_progress_counts_receipted_deliveries_as_sent_and_gives_segments(h: Harness) -> None:
+    message_id = h.service.submit(NewMessage.validated(content="ж" * 71,
+                                                       recipients=phones(4))).message_id
+    h.service.add_opt_outs([phones(4)[3]])  # after the submit: suppresses it at once
+    claims = h.store.claim("w", 10, LEASE_S, h.clock.now())
+    h.store.settle("w", [Settlement(c.delivery_id, c.attempts, SettleKind.SENT)
+                         for c in claims], h.clock.now())
+    key = claims[0].idempotency_key
+    result = h.service.record_dlrs([contract.DlrReport(key, "delivered", h.clock.now())])
+    assert result.outcomes == (contract.DlrOutcome.APPLIED,)
+    progress = h.service.progress(h.service.get(message_id))
+    assert (progress.sent, progress.delivered, progress.suppressed) == (3, 1, 1)
+    assert progress.segments_sent == 6 and progress.open == 0
+
+
+def test_opt_outs_go_to_the_views_tenant_or_the_one_the_operator_names(h: Harness) -> None:
+    acme = h.service.for_tenant("acme")
+    assert acme.add_opt_outs(["+15550000001"], tenant="other").added == 1
+    assert [o.phone for o in h.service.opt_outs(tenant="acme")] == ["555-000-0001"]
+    assert h.service.opt_outs() == [] and acme.opt_outs(tenant="default") != []
+    assert h.service.add_opt_outs(["555-000-0002"]).added == 1  # the default tenant
+    assert acme.remove_opt_out("+15550000001") is True
+    assert acme.opt_outs() == []
+    with pytest.raises(InvalidRequestError, match="phone 1 must look like"):
+        h.service.add_opt_outs(["nope"])
+    with pytest.raises(InvalidRequestError, match="at least 1"):
+        h.service.add_opt_outs([])
+    with pytest.raises(InvalidRequestError, match="limit"):
+        h.service.opt_outs(limit=-1)
+    with pytest.raises(InvalidRequestError, match="tenant"):
+        h.service.add_opt_outs(["555-000-0003"], tenant="Bad Name")
+
+
+def test_receipts_are_the_operators_or_a_providers_not_a_tenants(h: Harness) -> None:
+    with pytest.raises(InvalidRequestError, match="not a tenant's"):
+        h.service.for_tenant("acme").record_dlrs([])
+    assert h.service.record_dlrs([]).outcomes == ()
+
+
+def test_a_provider_key_posts_receipts_only_and_a_tenant_key_never_does(h: Harness) -> None:
+    from sms_sim.dispatch.keys import ForbiddenError, KeyRole, UnauthorizedError
+
+    provider = h.service.create_api_key("default", provider=True)
+    tenant = h.service.create_api_key("acme")
+    assert provider.key.role is KeyRole.PROVIDER and tenant.key.role is KeyRole.TENANT
+    assert h.service.authenticate_provider(provider.token).key_id == provider.key.key_id
+    assert h.service.authenticate(tenant.token) == "acme"
+    with pytest.raises(ForbiddenError, match="is a provider key"):
+        h.service.authenticate(provider.token)
+    with pytest.raises(ForbiddenError, match="need a provider key"):
+        h.service.authenticate_provider(tenant.token)
+    h.service.revoke_api_key(provider.key.key_id)
+    with pytest.raises(UnauthorizedError, match="was revoked"):
+        h.service.authenticate_provider(provider.token)
+    assert isinstance(ForbiddenError("x"), UnauthorizedError)

@@ -8,9 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from sms_sim.dispatch.contract import CancelResult, DeliveryStatus, MessageStatus
+from sms_sim.dispatch.contract import (
+    CancelResult,
+    DeliveryStatus,
+    MessageStatus,
+    SENT_DELIVERY_STATUSES,
+)
 from sms_sim.dispatch.errors import KeyReusedError
 from sms_sim.dispatch.validation import format_utc
+from sms_sim.segments import Encoding, segments
 
 __all__ = [
     "cancel_result",
@@ -22,6 +28,7 @@ __all__ = [
     "clock_jumped_back_after_s",
     "key_conflict",
     "EXPIRED_LEASE_ERROR",
+    "stored_shape",
 ]
 
 EXPIRED_LEASE_ERROR = "lease expired before the worker reported (worker lost or paused)"
@@ -147,11 +154,12 @@ def raised_classes(kept: Mapping[int, int | None], priority: Mapping[int, int],
 def cancel_result(message_id: int, by_status: Mapping[DeliveryStatus, int],
                   was: MessageStatus) -> CancelResult:
     """What a cancel did, from its message's deliveries counted by status just before it:
-    pending and retrying ones are cancelled, sent ones stay, leased ones are in flight."""
+    pending and retrying ones are cancelled, sent ones (and those receipts moved on) stay,
+    leased ones are in flight."""
     return CancelResult(
         message_id=message_id,
         cancelled=by_status[DeliveryStatus.PENDING] + by_status[DeliveryStatus.RETRYING],
-        already_sent=by_status[DeliveryStatus.SENT],
+        already_sent=sum(by_status[status] for status in SENT_DELIVERY_STATUSES),
         in_flight=by_status[DeliveryStatus.LEASED],
         was_status=was,
     )
@@ -170,3 +178,12 @@ def key_conflict(key: str, first: int) -> KeyReusedError:
     return KeyReusedError(f"idempotency key {key!r} was used for message {first}, with "
                           "different content, recipients, time or priority; nothing created "
                           "(use a new key for a new message)")
+
+
+def stored_shape(content: str, encoding: str | None, count: int | None) -> tuple[Encoding, int]:
+    """A message's encoding and segment count as stored; computed from its content for a
+    message stored before schema 6 kept them."""
+    if encoding is None or count is None:
+        found = segments(content)
+        return found.encoding, found.count
+    return Encoding(encoding), int(count)

@@ -8,10 +8,8 @@ compares the SQLite store against, so it follows the contract's wording literall
 from __future__ import annotations
 
 import dataclasses
-import threading
 import uuid
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
 
 from sms_sim.dispatch.contract import (
     CancelResult,
@@ -21,93 +19,41 @@ from sms_sim.dispatch.contract import (
     DispatchStore,
     MessageStatus,
     MessageView,
-    OPEN_DELIVERY_STATUSES,
+    SENT_DELIVERY_STATUSES,
     SettleKind,
     SettleResult,
     Settlement,
     SubmitResult,
     effective_priority,
 )
-from sms_sim.dispatch.errors import (
-    ConflictError,
-    LockedError,
-    NotFoundError,
-    StoreError,
-)
-from sms_sim.dispatch.keys import ApiKey
+from sms_sim.dispatch.errors import ConflictError, LockedError
 from sms_sim.dispatch.pruning import PRUNE_BATCH_ROWS, PruneResult, check_prune
 from sms_sim.dispatch.requests import MessageEdit, NewMessage
 from sms_sim.dispatch.stores.common import (
-    EXPIRED_LEASE_ERROR,
     claim_order,
     clock_jumped_back_after_s,
     fair_claim,
     key_conflict,
     locked_message,
 )
+from sms_sim.dispatch.stores.memory_lists import MemoryLists
+from sms_sim.dispatch.stores.memory_state import (
+    OPEN_MESSAGES as _OPEN,
+    DeliveryRecord as _Delivery,
+    MessageRecord as _Message,
+)
 from sms_sim.dispatch.validation import check_claim, check_listing, check_settlements
+from sms_sim.segments import segments
 
 __all__ = ["MemoryStore"]
 
 _D = DeliveryStatus
 _M = MessageStatus
-_OPEN = (MessageStatus.SCHEDULED, MessageStatus.DISPATCHING)  # messages that may be claimed
 _JUMP_S = clock_jumped_back_after_s(0.0)  # threads wait for the lock briefly, not seconds
 
 
-@dataclass(slots=True, kw_only=True)
-class _Message:
-    id: int
-    content: str
-    status: MessageStatus
-    scheduled_at: float
-    created_at: float
-    updated_at: float
-    version: int
-    dispatch_started_at: float | None
-    completed_at: float | None
-    idempotency_key: str | None
-    priority: int
-    uid: str
-    fingerprint: str | None  # of the request, when it came with an idempotency key
-    tenant: str
-    receipt: str | None = None
-    served_seq: int | None = None  # when it was last given deliveries, in take order
-    served_at: float | None = None  # ... and at what time, for aging
-    kept_class: int | None = None  # the raised class it was last served in (aging)
-
-
-@dataclass(slots=True, kw_only=True)
-class _Delivery:
-    id: int
-    message_id: int
-    recipient: str
-    status: DeliveryStatus
-    attempts: int
-    next_attempt_at: float
-    lease_owner: str | None = None
-    lease_until: float | None = None
-    sent_at: float | None = None
-    last_error: str | None = None
-    lease_losses: int = 0
-    leased_at: float | None = None  # the claimer's ``now`` when it was granted
-
-
-class MemoryStore:
+class MemoryStore(MemoryLists):
     """In-memory store; see ``DispatchStore`` for the promises of each method."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._messages: dict[int, _Message] = {}
-        self._deliveries: dict[int, _Delivery] = {}
-        self._by_message: dict[int, list[int]] = {}
-        self._keys: dict[tuple[str, str], int] = {}  # (tenant, idempotency key) -> id
-        self._api_keys: dict[str, tuple[ApiKey, str]] = {}
-        self._tenant_served: dict[str, int] = {}  # tenant -> its last serve (served_seq)
-        self._next_message_id = 1
-        self._next_delivery_id = 1
-        self._closed = False
-        self._served_seq = 0
 
     # --- writes ------------------------------------------------------------------------
 
@@ -125,18 +71,23 @@ class MemoryStore:
             message_id = self._next_message_id
             self._next_message_id += 1
             due_at = now if message.scheduled_at is None else message.scheduled_at
+            shape = segments(message.content)
+            uid = uuid.uuid4().hex
             self._messages[message_id] = _Message(
                 id=message_id, content=message.content, status=_M.SCHEDULED,
                 scheduled_at=due_at, created_at=now, updated_at=now, version=1,
                 dispatch_started_at=None, completed_at=None, idempotency_key=key,
-                priority=message.priority, uid=uuid.uuid4().hex, fingerprint=fingerprint,
-                tenant=message.tenant,
+                priority=message.priority, uid=uid, fingerprint=fingerprint,
+                tenant=message.tenant, encoding=shape.encoding, segments=shape.count,
+                valid_until=message.validity_end(due_at),
             )
+            self._by_uid[uid] = message_id
             self._by_message[message_id] = []
-            self._add_deliveries(message_id, dict.fromkeys(message.recipients), due_at)
+            suppressed = self._add_deliveries(message_id, message.recipients, due_at)
+            self._complete_if_done(message_id, now)
             if key is not None:
                 self._keys[scoped] = message_id
-            return SubmitResult(message_id=message_id, created=True)
+            return SubmitResult(message_id=message_id, created=True, suppressed=suppressed)
 
     def edit(self, message_id: int, expected_version: int, edit: MessageEdit,
              now: float, *, tenant: str | None = None) -> MessageView:
@@ -151,8 +102,12 @@ class MemoryStore:
                     f"message {message_id} is at version {message.version}, "
                     f"not {expected_version}: read it again and retry"
                 )
+            due_at = message.scheduled_at if edit.scheduled_at is None else edit.scheduled_at
+            message.valid_until = edit.validity_end(due_at, message.valid_until)  # may refuse
             if edit.content is not None:
                 message.content = edit.content
+                shape = segments(edit.content)
+                message.encoding, message.segments = shape.encoding, shape.count
             if edit.scheduled_at is not None:
                 message.scheduled_at = edit.scheduled_at
                 for delivery_id in self._by_message[message_id]:
@@ -161,10 +116,10 @@ class MemoryStore:
                 for delivery_id in self._by_message[message_id]:
                     del self._deliveries[delivery_id]
                 self._by_message[message_id] = []
-                self._add_deliveries(message_id, dict.fromkeys(edit.recipients),
-                                     message.scheduled_at)
+                self._add_deliveries(message_id, edit.recipients, message.scheduled_at)
             message.version += 1
             message.updated_at = now
+            self._complete_if_done(message_id, now)
             return self._view(message)
 
     def cancel(self, message_id: int, now: float, *,
@@ -180,7 +135,7 @@ class MemoryStore:
                 if delivery.status in (_D.PENDING, _D.RETRYING):
                     delivery.status = _D.CANCELLED
                     cancelled += 1
-                elif delivery.status is _D.SENT:
+                elif delivery.status in SENT_DELIVERY_STATUSES:
                     sent += 1
                 elif delivery.status is _D.LEASED:
                     in_flight += 1
@@ -204,9 +159,12 @@ class MemoryStore:
                 granted = until - lease_s if delivery.leased_at is None else delivery.leased_at
                 if until <= now or granted > now + _JUMP_S:
                     self._reclaim(delivery, now)
+                    self._complete_if_done(delivery.message_id, now)
+            self._expire(now)
             due = [
                 m for m in self._messages.values()
                 if m.status in (_M.SCHEDULED, _M.DISPATCHING) and m.scheduled_at <= now
+                and (m.valid_until is None or m.valid_until > now)
             ]
             due.sort(key=_fair_order)
             classes = {m.id: effective_priority(m.priority, _waiting_since(m), now, m.kept_class)
@@ -239,7 +197,7 @@ class MemoryStore:
                     claims.append(Claim(delivery.id, message_id, delivery.recipient,
                                         message.content, delivery.attempts, now + lease_s,
                                         delivery.lease_losses, message.uid,
-                                        classes[message_id]))
+                                        classes[message_id], message.valid_until))
                 return len(ready)
 
             fair_claim(order, limit, take)
@@ -267,16 +225,18 @@ class MemoryStore:
                 if item.kind is SettleKind.SENT:
                     delivery.status = _D.SENT
                     delivery.sent_at = now
+                    held = self._held.take(self._messages[delivery.message_id].uid,
+                                           delivery.recipient)
+                    if held is not None:
+                        delivery.status, delivery.dlr_at = _D(held[0]), held[1]
                 elif item.kind is SettleKind.RELEASE:
-                    cancelled = self._messages[delivery.message_id].status is _M.CANCELLED
-                    delivery.status = _D.CANCELLED if cancelled else _D.PENDING
+                    delivery.status = self._back(delivery, _D.PENDING)
                     delivery.attempts -= 1
                 elif item.kind is SettleKind.DEAD:
                     delivery.status = _D.DEAD
                     delivery.last_error = item.error
                 else:
-                    cancelled = self._messages[delivery.message_id].status is _M.CANCELLED
-                    delivery.status = _D.CANCELLED if cancelled else _D.RETRYING
+                    delivery.status = self._back(delivery, _D.RETRYING)
                     delivery.last_error = item.error
                     delivery.next_attempt_at = (
                         now if item.next_attempt_at is None else item.next_attempt_at
@@ -304,10 +264,13 @@ class MemoryStore:
                 message = self._messages[delivery.message_id]
                 if message.status is _M.CANCELLED or tenant not in (None, message.tenant):
                     continue
-                delivery.status = _D.PENDING
                 delivery.attempts = 0
                 delivery.lease_losses = 0
                 delivery.next_attempt_at = now
+                if self._opt_outs.listed(message.tenant, delivery.recipient):
+                    delivery.status = _D.SUPPRESSED
+                    continue
+                delivery.status = _D.PENDING
                 count += 1
                 if message.status is _M.COMPLETED:
                     message.status = _M.DISPATCHING
@@ -340,8 +303,10 @@ class MemoryStore:
                     for delivery_id in self._by_message.pop(message.id):
                         del self._deliveries[delivery_id]
                     del self._messages[message.id]
+                    del self._by_uid[message.uid]
                     if message.idempotency_key is not None:
                         del self._keys[(message.tenant, message.idempotency_key)]
+                self._held.forget({message.uid for message in gone})
             return PruneResult(messages=len(gone), deliveries=deliveries)
 
     def check_writable(self) -> None:
@@ -351,38 +316,6 @@ class MemoryStore:
     def close(self) -> None:
         with self._lock:
             self._closed = True
-
-    # --- API keys ----------------------------------------------------------------------
-
-    def add_api_key(self, key: ApiKey, secret_hash: str) -> None:
-        with self._lock:
-            self._check_open()
-            if key.key_id in self._api_keys:
-                raise ConflictError(f"an API key with id {key.key_id!r} exists already")
-            self._api_keys[key.key_id] = (key, secret_hash)
-
-    def api_key(self, key_id: str) -> tuple[ApiKey, str] | None:
-        with self._lock:
-            self._check_open()
-            return self._api_keys.get(key_id)
-
-    def revoke_api_key(self, key_id: str, now: float) -> ApiKey:
-        with self._lock:
-            self._check_open()
-            if key_id not in self._api_keys:
-                raise NotFoundError(f"no API key with id {key_id!r}")
-            key, secret_hash = self._api_keys[key_id]
-            if key.revoked_at is None:
-                key = dataclasses.replace(key, revoked_at=now)
-                self._api_keys[key_id] = (key, secret_hash)
-            return key
-
-    def api_keys(self, *, tenant: str | None = None) -> list[ApiKey]:
-        with self._lock:
-            self._check_open()
-            found = [key for key, _ in self._api_keys.values()
-                     if tenant is None or key.tenant == tenant]
-            return sorted(found, key=lambda key: (key.created_at, key.key_id))
 
     def cancelled(self, message_ids: Collection[int]) -> set[int]:
         with self._lock:
@@ -400,6 +333,8 @@ class MemoryStore:
                 message = self._messages[delivery.message_id]
                 if delivery.status in (_D.PENDING, _D.RETRYING) and message.status in _OPEN:
                     times.append(max(delivery.next_attempt_at, message.scheduled_at))
+                    if message.valid_until is not None:  # a claim then expires it
+                        times.append(message.valid_until)
                 elif delivery.status is _D.LEASED and delivery.lease_until is not None:
                     times.append(delivery.lease_until)
             return min(times, default=None)
@@ -449,85 +384,6 @@ class MemoryStore:
                 if tenant is None or self._messages[delivery.message_id].tenant == tenant:
                     counts[delivery.status] += 1
             return counts
-
-    # --- helpers (lock held) -----------------------------------------------------------
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise StoreError("the store is closed")
-
-    def _get(self, message_id: int, tenant: str | None = None) -> _Message:
-        message = self._messages.get(message_id)
-        if message is None or tenant not in (None, message.tenant):
-            raise NotFoundError(f"no message with id {message_id}")
-        return message
-
-    def _of(self, message_id: int) -> list[_Delivery]:
-        return [self._deliveries[i] for i in self._by_message[message_id]]
-
-    def _add_deliveries(self, message_id: int, recipients: dict[str, None],
-                        due_at: float) -> None:
-        for recipient in recipients:
-            delivery_id = self._next_delivery_id
-            self._next_delivery_id += 1
-            self._deliveries[delivery_id] = _Delivery(
-                id=delivery_id, message_id=message_id, recipient=recipient,
-                status=_D.PENDING, attempts=0, next_attempt_at=due_at,
-            )
-            self._by_message[message_id].append(delivery_id)
-
-    def _ready(self, message_id: int, now: float) -> list[_Delivery]:
-        """Claimable deliveries of one message: due retries first, then pending, by id."""
-        ready = [
-            d for d in self._of(message_id)
-            if d.status in (_D.PENDING, _D.RETRYING) and d.next_attempt_at <= now
-        ]
-        ready.sort(key=lambda d: (d.status is not _D.RETRYING, d.next_attempt_at, d.id))
-        return ready
-
-    def _reclaim(self, delivery: _Delivery, now: float) -> None:
-        cancelled = self._messages[delivery.message_id].status is _M.CANCELLED
-        delivery.status = _D.CANCELLED if cancelled else _D.RETRYING
-        delivery.lease_owner = None
-        delivery.next_attempt_at = now
-        delivery.lease_until = None
-        delivery.last_error = EXPIRED_LEASE_ERROR
-        delivery.lease_losses += 1
-
-    def _complete_if_done(self, message_id: int, now: float) -> None:
-        message = self._messages[message_id]
-        if message.status is not _M.DISPATCHING:
-            return
-        if any(d.status in OPEN_DELIVERY_STATUSES for d in self._of(message_id)):
-            return
-        message.status = _M.COMPLETED
-        message.completed_at = now
-        message.updated_at = now
-
-    def _matching(self, status: MessageStatus | None, before: int | None,
-                  tenant: str | None, message_id: int | None = None) -> list[_Message]:
-        """Messages passing a listing's filters, by id ascending."""
-        return [
-            m for m_id, m in sorted(self._messages.items())
-            if (message_id is None or m_id == message_id)
-            and (tenant is None or m.tenant == tenant)
-            and (status is None or m.status is status)
-            and (before is None or m_id < before)
-        ]
-
-    def _view(self, message: _Message) -> MessageView:
-        counts = dict.fromkeys(DeliveryStatus, 0)
-        for delivery in self._of(message.id):
-            counts[delivery.status] += 1
-        return MessageView(
-            id=message.id, content=message.content, status=message.status,
-            scheduled_at=message.scheduled_at, created_at=message.created_at,
-            updated_at=message.updated_at, version=message.version,
-            dispatch_started_at=message.dispatch_started_at,
-            completed_at=message.completed_at, idempotency_key=message.idempotency_key,
-            priority=message.priority, counts=counts, uid=message.uid, tenant=message.tenant,
-            receipt=message.receipt,
-        )
 
 
 def _fair_order(message: _Message) -> tuple[float, float, int]:

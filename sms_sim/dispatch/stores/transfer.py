@@ -10,7 +10,8 @@ target in one transaction (a failed copy leaves the target empty).
 
 What it promises: every message and delivery (ids, uids, tenants, idempotency keys and
 request hashes, receipts, versions, times, attempts, lease losses, errors), each tenant's
-serve order, and every API key (as its hash) arrive as they were, and the target hands out
+serve order, every API key (as its hash, with its role), every tenant's opt-outs and the
+delivery receipts held for deliveries not yet sent arrive as they were, and the target hands out
 no id the source ever did. It refuses a target that holds anything, and a source with any
 delivery leased: a worker is running, whose sends would be reported to the source only.
 A submit still loading into an SQLite source (invisible to every reader) is left behind.
@@ -40,12 +41,14 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "messages": ("id", "tenant", "content", "status", "scheduled_at", "created_at",
                  "updated_at", "version", "dispatch_started_at", "completed_at",
                  "idempotency_key", "request_hash", "priority", "uid", "served_seq",
-                 "served_at", "kept_class", "receipt"),
+                 "served_at", "kept_class", "receipt", "encoding", "segments", "valid_until"),
     "deliveries": ("id", "message_id", "recipient", "status", "attempts", "next_attempt_at",
                    "lease_owner", "lease_until", "leased_at", "sent_at", "last_error",
-                   "lease_losses"),
+                   "lease_losses", "dlr_at"),
     "tenants": ("name", "served_seq"),
-    "api_keys": ("key_id", "tenant", "secret_hash", "created_at", "revoked_at"),
+    "api_keys": ("key_id", "tenant", "secret_hash", "created_at", "revoked_at", "role"),
+    "opt_outs": ("tenant", "phone", "created_at"),
+    "held_dlrs": ("uid", "recipient", "status", "at"),
 }
 PAGED_TABLES = ("messages", "deliveries")
 

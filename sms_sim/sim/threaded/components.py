@@ -23,7 +23,14 @@ from typing import Final, Generic, TypeVar
 from sms_sim.clock import Clock, RealClock
 from sms_sim.config import DEFAULT_QUEUE_SIZE, SenderConfig
 from sms_sim.model import SIMULATED_FAILURE, Outcome
-from sms_sim.policy import capacity_per_s, latency_sampler, mean_service_s
+from sms_sim.policy import (
+    FAILURE_ERRORS,
+    capacity_per_s,
+    latency_sampler,
+    mean_service_s,
+    send_classifier,
+    send_slot_s,
+)
 from sms_sim.sim.threaded.schedule import ArrivalCursor, RetryHandoff
 
 __all__ = [
@@ -109,7 +116,9 @@ class Producer(Generic[Item]):
     arrivals are exhausted and every produced message is final (sent or dead). ``retried``
     counts retries put; ``retries_pending`` holds, once ``run`` has returned, the retries
     still waiting out their backoff (unsent after a stop). With neither option the loop is
-    the plain burst loop above, unchanged.
+    the plain burst loop above, unchanged. ``on_arrival`` (optional) is told each new
+    message of a timed run and its scheduled arrival time (the SMS model's validity runs
+    from it).
     """
 
     def __init__(
@@ -126,8 +135,10 @@ class Producer(Generic[Item]):
         retries: RetryHandoff[Item] | None = None,
         clock: Clock | None = None,
         started_at: float | None = None,
+        on_arrival: Callable[[Item, float], None] | None = None,
     ) -> None:
         self._messages = messages
+        self._on_arrival = on_arrival
         self._inbox = inbox
         self._stop = stop
         self._num_consumers = num_consumers
@@ -211,7 +222,11 @@ class Producer(Generic[Item]):
                 retry_at = heap[0][0] if heap else _INF
                 arrival_at = schedule.next_at
                 if arrival_at <= retry_at and arrival_at <= now:
+                    taken = len(batch)
                     schedule.take(batch, size - len(batch))
+                    if self._on_arrival is not None:
+                        for item in batch[taken:]:
+                            self._on_arrival(item, arrival_at)
                 elif retry_at <= now:
                     batch.append(heapq.heappop(heap)[2])
                     retried += 1
@@ -247,6 +262,15 @@ class Sender(Generic[Item]):
     None for a send the provider accepted, or the provider's reason for refusing it, which the
     outcome carries (a simulated failure carries ``SIMULATED_FAILURE``). The durable worker
     plugs its transport in here.
+
+    The SMS model (issue 14) is on when ``segments_of`` or ``valid_until`` is given or the
+    config has an SMS field: a send then takes ``per_segment_s`` more per segment, its
+    outcome is classified by ``policy.send_classifier`` (the error names the class, see
+    ``policy.FAILURE_ERRORS``), and ``policy.send_slot_s`` says when the next send may
+    start (rate limits count segments; a throttled send pauses the sender for its
+    retry-after). With
+    ``valid_until``, a message whose validity has ended by its start is not sent: its
+    outcome is a failure with ``expired_error`` and no send time.
     """
 
     def __init__(
@@ -262,6 +286,9 @@ class Sender(Generic[Item]):
         clock: Clock,
         abort: threading.Event | None = None,
         transmit: Transmit[Item] | None = None,
+        segments_of: Callable[[Item], int] | None = None,
+        valid_until: Callable[[Item], float] | None = None,
+        expired_error: str = "expired",
     ) -> None:
         self.index = index
         self.name = f"sender-{index}"
@@ -284,6 +311,12 @@ class Sender(Generic[Item]):
         self.next_start = float("-inf")
         self.lag_s = 0.0
         self.max_lag_s = 0.0
+        self._sms = (segments_of is not None or valid_until is not None
+                     or config.has_sms_fields)
+        self._segments_of = segments_of or _one_segment
+        self._valid_until = valid_until
+        self._expired_error = expired_error
+        self._classify = send_classifier(config)
 
     def step(self, message: Item, start: float) -> Outcome[Item] | None:
         """Send one message starting at monotonic time ``start``.
@@ -291,6 +324,8 @@ class Sender(Generic[Item]):
         Returns the outcome (already put on the success or failure queue), or None if
         ``abort`` interrupted the send, in which case nothing was recorded.
         """
+        if self._sms:
+            return self._step_sms(message, start)
         # Hot path (once per message): everything is read once into locals.
         latency_s = self._draw_latency_s()
         ok = self._uniform01() >= self._failure_rate
@@ -308,6 +343,35 @@ class Sender(Generic[Item]):
         # A rate-limited sender may not start its next send before this one's slot ends.
         self.next_start = start + (latency_s if latency_s > self._min_interval_s
                                    else self._min_interval_s)
+        lag_s = self.lag_s = now - deadline
+        if lag_s > self.max_lag_s:
+            self.max_lag_s = lag_s
+        outcome = _new_tuple(Outcome, (message, self.index, now - start, ok, error))
+        (self._successes if ok else self._failures).put(outcome)
+        return outcome
+
+    def _step_sms(self, message: Item, start: float) -> Outcome[Item] | None:
+        """``step`` with the SMS model: segments, error classes and validity."""
+        if self._valid_until is not None and start >= self._valid_until(message):
+            outcome = _new_tuple(Outcome, (message, self.index, 0.0, False,
+                                           self._expired_error))
+            self._failures.put(outcome)
+            return outcome
+        k = self._segments_of(message)
+        latency_s = self._draw_latency_s() + k * self.config.per_segment_s
+        error_class = self._classify(self._uniform01())
+        deadline = start + latency_s
+        now = self._monotonic()
+        if deadline > now:
+            if self._clock.sleep(deadline - now, self._abort):
+                return None
+            now = self._monotonic()
+        error = None if error_class is None else FAILURE_ERRORS[error_class]
+        if error is None and self._transmit is not None:
+            error = self._transmit(message)
+            now = self._monotonic()
+        ok = error is None
+        self.next_start = start + send_slot_s(self.config, latency_s, k, error_class)
         lag_s = self.lag_s = now - deadline
         if lag_s > self.max_lag_s:
             self.max_lag_s = lag_s
@@ -346,6 +410,10 @@ class Sender(Generic[Item]):
                     self.abandoned.extend(batch[position:])
                     break
                 next_start = self.next_start
+
+
+def _one_segment(item: object) -> int:
+    return 1
 
 
 def _batches(messages: Iterable[Item], size: int) -> Iterator[list[Item]]:

@@ -16,7 +16,7 @@ from typing import Generic, TextIO, TypeVar
 from sms_sim.clock import Clock
 from sms_sim.model import Outcome
 from sms_sim.output import SafeWriter
-from sms_sim.policy import mean_service_s
+from sms_sim.policy import error_class_of, mean_service_s
 from sms_sim.report import (
     Progress,
     Report,
@@ -25,6 +25,7 @@ from sms_sim.report import (
 )
 from sms_sim.sim.threaded.components import Inbox, OutcomeQueue, Sender
 from sms_sim.sim.threaded.schedule import RetryHandoff
+from sms_sim.sim.threaded.sms import EXPIRED_ERROR, SmsBook
 from sms_sim.stats import SendTally
 
 __all__ = ["Monitor", "MONITOR_DRAIN_S", "RETRY_DRAIN_S"]
@@ -55,6 +56,13 @@ class Monitor(Generic[Item]):
     ``not_sent`` (optional) names errors that mean the send never happened (the durable
     worker's: a lease run out or a message cancelled before the send started): those
     outcomes still reach ``on_outcome`` but are tallied neither sent nor failed.
+
+    ``sms`` (optional, an ``SmsBook``) turns the SMS model's accounting on (issue 14):
+    segments per attempt, failed attempts per error class (passed to the retry handoff,
+    with the sender's retry-after and the message's validity), messages expired before a
+    send (``EXPIRED_ERROR`` outcomes: final, no attempt), and each accepted send's receipt,
+    drawn as the outcome is drained (its send time is the drain's, at most ``drain_s``
+    late). Progress lines then show segments.
     """
 
     def __init__(
@@ -75,6 +83,7 @@ class Monitor(Generic[Item]):
         queued: Callable[[], int] | None = None,
         retries: RetryHandoff[Item] | None = None,
         not_sent: frozenset[str] = frozenset(),
+        sms: SmsBook[Item] | None = None,
     ) -> None:
         self._successes = successes
         self._failures = failures
@@ -92,7 +101,9 @@ class Monitor(Generic[Item]):
         self._not_sent = not_sent
         self._queued = inbox.qsize if queued is None else queued
         self._retries = retries
-        self._drain_s = MONITOR_DRAIN_S if retries is None else RETRY_DRAIN_S
+        self._sms = sms
+        self._drain_s = (MONITOR_DRAIN_S if retries is None and sms is None
+                         else RETRY_DRAIN_S)
         self.per_sender = [SendTally() for _ in senders]
         self.max_behind_s = 0.0
         means = [mean_service_s(s.config) for s in senders]
@@ -135,6 +146,8 @@ class Monitor(Generic[Item]):
         (a failure judged retry or dead at the moment it is seen), and the producer gets one
         wake-up per drain that moved anything.
         """
+        if self._sms is not None:
+            return self._drain_sms(self._sms)
         moved = 0
         per_sender, hook, monotonic = self.per_sender, self._on_outcome, self._clock.monotonic
         retries, not_sent = self._retries, self._not_sent
@@ -167,6 +180,52 @@ class Monitor(Generic[Item]):
             retries.wake.set()
         return moved
 
+    def _drain_sms(self, sms: SmsBook[Item]) -> int:
+        """``drain`` with the SMS model's accounting (see the class docstring)."""
+        moved = 0
+        per_sender, hook, monotonic = self.per_sender, self._on_outcome, self._clock.monotonic
+        retries, tally = self._retries, sms.tally
+        for source in (self._successes, self._failures):
+            get = source.get_nowait
+            while True:
+                try:
+                    outcome = get()
+                except queue.Empty:
+                    break
+                message, sender, duration_s, ok, error = outcome
+                moved += 1
+                if hook is not None:
+                    hook(outcome)
+                if error == EXPIRED_ERROR:
+                    tally.expired += 1
+                    if retries is not None:
+                        retries.expire(message)
+                    sms.forget(message)
+                    continue
+                tally_s = per_sender[sender]
+                tally_s.total_send_s += duration_s
+                k = sms.segments_of(message)
+                tally.segments_attempted += k
+                if ok:
+                    tally_s.sent += 1
+                    tally.segments_sent += k
+                    sms.receipt(message, monotonic())
+                    if retries is not None:
+                        retries.succeeded(message)
+                    sms.forget(message)
+                    continue
+                tally_s.failed += 1
+                error_class = error_class_of(error)
+                tally.failures[error_class] += 1
+                if retries is None or retries.failed(
+                        message, monotonic(), error_class,
+                        retry_after_s=self._senders[sender].config.retry_after_s,
+                        valid_until=sms.valid_until(message)) is None:
+                    sms.forget(message)
+        if moved and retries is not None:
+            retries.wake.set()
+        return moved
+
     def progress(self, now: float) -> Progress:
         total = self.total
         return Progress(
@@ -176,6 +235,7 @@ class Monitor(Generic[Item]):
             avg_send_s=total.avg_send_s,
             queued=self._queued(),
             lag_s=max(self.behind_s(now), max((s.lag_s for s in self._senders), default=0.0)),
+            segments=None if self._sms is None else self._sms.tally.segments_attempted,
         )
 
     def step(self, now: float) -> None:

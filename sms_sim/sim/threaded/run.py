@@ -42,7 +42,7 @@ from sms_sim.config import ArrivalKind, SimulationConfig
 from sms_sim.generate import generate_messages, new_seed
 from sms_sim.model import Message
 from sms_sim.policy import arrival_times, arrivals_rng, retry_rng, sender_rng
-from sms_sim.report import Report, StopReason, build_report
+from sms_sim.report import Report, StopReason, build_report, sms_stats
 from sms_sim.errors import ConfigError
 from sms_sim.sim.threaded.components import (
     DONE,
@@ -57,6 +57,8 @@ from sms_sim.sim.threaded.components import (
 from sms_sim.sim.threaded.monitor import Monitor
 from sms_sim.sim.threaded.limits import ThreadStartError, threaded_senders_max
 from sms_sim.sim.threaded.schedule import RetryHandoff
+from sms_sim.sim.threaded.sms import EXPIRED_ERROR, SmsBook
+from sms_sim.sim.virtual.percentiles import QUANTILES, quantiles_of_sorted
 from sms_sim.sim.threaded.supervise import DEFAULT_GRACE_S, ThreadGroup
 
 __all__ = ["run", "DEFAULT_GRACE_S"]
@@ -112,15 +114,23 @@ def run(
     failures: OutcomeQueue[Message] = queue.SimpleQueue()
     source = generate_messages(config.num_messages, seed) if messages is None else messages
     batch_size = handoff_batch_size(config.senders)
+    # The SMS model's book (issue 14), None when it is off: t = 0 is set below, once known.
+    sms = _sms_book(config, seed, burst)
     senders = [
         Sender(index, sender_config, rng=sender_rng(seed, index), inbox=inbox,
                successes=successes, failures=failures, stop=stop, clock=clock,
-               abort=group.abort)
+               abort=group.abort,
+               segments_of=None if sms is None else sms.segments_of,
+               valid_until=(None if sms is None or config.valid_for_s is None
+                            else sms.valid_until),
+               expired_error=EXPIRED_ERROR)
         for index, sender_config in enumerate(config.senders)
     ]
     # t = 0 of the arrival process: taken after the senders' streams are seeded (a few ms
     # with a thousand senders) so that the first arrivals are not released late.
     started_at = clock.monotonic()
+    if sms is not None:
+        sms.started_at = started_at
     producer = Producer(source, inbox, stop, num_consumers=len(config.senders),
                         # The bound is in messages: a batch counts as its size.
                         max_queued=max(2 * len(config.senders), config.queue_size // batch_size),
@@ -128,7 +138,8 @@ def run(
                         refill_pause_s=refill_pause_s(config.senders, config.queue_size),
                         arrivals=None if burst else arrival_times(
                             config.arrivals, config.num_messages, arrivals_rng(seed)),
-                        retries=retries, clock=clock, started_at=started_at)
+                        retries=retries, clock=clock, started_at=started_at,
+                        on_arrival=None if sms is None or not sms.is_timed else sms.arrived)
     monitor = Monitor(
         successes=successes,
         failures=failures,
@@ -141,12 +152,15 @@ def run(
         stop=stop,
         show_progress=show_progress,
         # Only in a burst without retries do idle senders mean the host is too slow to
-        # feed them; arrivals spread in time and backoffs idle them by design.
-        check_pace=burst and retries is None,
+        # feed them; arrivals spread in time and backoffs idle them by design. The SMS
+        # model's segment slots and throttle pauses hold senders longer than the pace
+        # check's one-segment mean, so it is off there too.
+        check_pace=burst and retries is None and sms is None,
         # In messages (an inbox item may be a batch of them), retries put back included.
         queued=lambda: max(0, producer.produced + producer.retried
                            - sum(s.taken for s in senders)),
         retries=retries,
+        sms=sms,
     )
     sender_names = [s.name for s in senders]
     _start(group, [("monitor", monitor.run), *((s.name, s.run) for s in senders),
@@ -191,11 +205,12 @@ def run(
     if retries is not None:
         unsent += len(producer.retries_pending) + len(retries.take_due())
         dead = retries.dead
+    expired = _expired(sms, retries)
     if alive:
         # A live sender may hold one message it neither sent nor counted; say so rather
         # than let it vanish from the totals.
         final_failures = total.failed if failed is None else dead
-        unsent = max(unsent, producer.produced - total.sent - final_failures)
+        unsent = max(unsent, producer.produced - total.sent - final_failures - expired)
     if monitor.output_closed and reason is StopReason.COMPLETED:
         reason = StopReason.OUTPUT_CLOSED
     report = build_report(
@@ -209,12 +224,41 @@ def run(
         stopped_by=reason,
         max_lag_s=max(monitor.max_behind_s, max((s.max_lag_s for s in senders), default=0.0)),
         threads_alive=alive,
+        expired=expired,
+        sms=None if sms is None else sms_stats(
+            sms.tally, config.receipts is not None,
+            _delivered_percentiles(sorted(sms.tally.delivered_s))),
     )
     monitor.write_report(report)
     if monitor.output_closed and report.stopped_by is StopReason.COMPLETED:
         # The report itself could not be written (a full disk, a closed pipe): say so.
         report = dataclasses.replace(report, stopped_by=StopReason.OUTPUT_CLOSED)
     return report
+
+
+def _sms_book(config: SimulationConfig, seed: int, burst: bool) -> SmsBook[Message] | None:
+    """The SMS model's book when it is on (t = 0 is set once the run knows it)."""
+    if not config.is_sms:
+        return None
+    return SmsBook(config, seed=seed, started_at=0.0, timed=not burst, text_of=_text_of)
+
+
+def _expired(sms: SmsBook[Message] | None, retries: RetryHandoff[Message] | None) -> int:
+    """Messages expired: before a send (the monitor's count) or before a retry came due."""
+    if sms is None:
+        return 0
+    return sms.tally.expired + (0 if retries is None else retries.expired)
+
+
+def _text_of(message: Message) -> str:
+    return message.text
+
+
+def _delivered_percentiles(
+    ordered: list[float],
+) -> tuple[float | None, float | None, float | None]:
+    p50, p95, p99 = quantiles_of_sorted(ordered, QUANTILES)
+    return p50, p95, p99
 
 
 def _check_thread_limit(config: SimulationConfig) -> None:

@@ -17,7 +17,8 @@ from random import Random
 from typing import Final, Generic, TypeVar
 
 from sms_sim.config import RetryPolicy
-from sms_sim.policy import retry_delay_s
+from sms_sim.model import ErrorClass
+from sms_sim.policy import retry_delay_after
 
 __all__ = ["ArrivalCursor", "RetryHandoff"]
 
@@ -103,6 +104,7 @@ class RetryHandoff(Generic[Item]):
         self.wake = threading.Event()
         self.settled = 0
         self.dead = 0
+        self.expired = 0
         self._failed_attempts: dict[int, int] = {}  # id(item) -> failed attempts so far
 
     def succeeded(self, item: Item) -> None:
@@ -110,19 +112,34 @@ class RetryHandoff(Generic[Item]):
         self._failed_attempts.pop(id(item), None)
         self.settled += 1
 
-    def failed(self, item: Item, now: float) -> float | None:
+    def failed(
+        self, item: Item, now: float, error_class: ErrorClass = ErrorClass.TRANSIENT, *,
+        retry_after_s: float | None = None, valid_until: float = _INF,
+    ) -> float | None:
         """Record a failed attempt of ``item`` at monotonic time ``now``; returns when its
-        retry is due (and queues it on ``due``), or None if it is now dead-lettered."""
+        retry is due (and queues it on ``due``), or None if it is now final: dead-lettered
+        (a permanent error, or the last attempt) or expired (the retry would come due at or
+        after ``valid_until``). The delay is ``policy.retry_delay_after``'s for the class."""
         key = id(item)
         attempts = self._failed_attempts.pop(key, 0) + 1
-        if attempts >= self.policy.max_attempts:
-            self.dead += 1
+        delay_s = retry_delay_after(self.policy, attempts, error_class, self._rng,
+                                    retry_after_s=retry_after_s)
+        if delay_s is None or now + delay_s >= valid_until:
+            if delay_s is None:
+                self.dead += 1
+            else:
+                self.expired += 1
             self.settled += 1
             return None
         self._failed_attempts[key] = attempts
-        due_at = now + retry_delay_s(self.policy, attempts, self._rng)
+        due_at = now + delay_s
         self.due.put((due_at, item))
         return due_at
+
+    def expire(self, item: Item) -> None:
+        """Record that ``item``'s validity ended before a sender could start it: final."""
+        self._failed_attempts.pop(id(item), None)
+        self.settled += 1
 
     def take_due(self) -> list[tuple[float, Item]]:
         """Empty ``due``: the producer collecting retries, or the run counting the ones

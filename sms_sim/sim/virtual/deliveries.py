@@ -34,11 +34,28 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sms_sim.config import ArrivalKind, ServiceDistribution, SimulationConfig, SenderConfig
-from sms_sim.policy import arrival_times, arrivals_rng, latency_sampler, retry_delay_s
+from sms_sim.config import (
+    ArrivalKind,
+    RetryPolicy,
+    ServiceDistribution,
+    SimulationConfig,
+    SenderConfig,
+)
+from sms_sim.generate import segment_counts
+from sms_sim.model import ErrorClass, ReceiptStatus
+from sms_sim.sim.virtual.receipt_bound import ReceiptBound, ReceiptBoundBuilder
+from sms_sim.policy import (
+    arrival_times,
+    arrivals_rng,
+    latency_sampler,
+    receipt_sampler,
+    retry_delay_after,
+    send_classifier,
+    send_slot_s,
+)
 
 __all__ = ["DeliveryModel", "DeliveryRun", "run_deliveries", "message_rng", "draw_chain",
-           "deliverable_count"]
+           "deliverable_count", "message_receipts_rng"]
 
 _INF = math.inf
 
@@ -48,6 +65,12 @@ def message_rng(seed: int) -> random.Random:
     return random.Random(f"sms_sim:{seed}:plan:messages")
 
 
+def message_receipts_rng(seed: int) -> random.Random:
+    """The stream a replication under ``seed`` draws its messages' receipts from (one
+    receipt per message, drawn with its sends, so it is the same at every count)."""
+    return random.Random(f"sms_sim:{seed}:plan:receipts")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeliveryModel:
     """One replication at one sender count (small and picklable: it crosses processes).
@@ -55,7 +78,8 @@ class DeliveryModel:
     ``config`` gives the messages, arrivals, retry policy and the replication's seed;
     ``ranks`` are the 1-based delivery ranks to time, ascending; ``prefix_rank`` is the
     rank whose first-attempt prefix work is measured (the goal's k). Deliveries by
-    ``deadline_s`` are counted.
+    ``deadline_s`` are counted. With ``received`` a delivery is a delivered receipt (drawn
+    per message from ``config.receipts``), not an accepted send.
     """
 
     config: SimulationConfig
@@ -65,6 +89,14 @@ class DeliveryModel:
     prefix_rank: int
     deadline_s: float
     horizon_s: float
+    received: bool = False
+
+    @property
+    def is_plain(self) -> bool:
+        """Whether nothing of the SMS model (issue 14) is on: no segments, classes,
+        per-segment time or receipts."""
+        return not (self.received or self.config.content is not None
+                    or self.sender.has_sms_fields)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,39 +121,58 @@ class DeliveryRun:
     prefix_max_s: float | None
     waited: bool
     kth_arrival_s: float | None
+    receipt_bound: ReceiptBound | None = None  # with ``received``: see ``receipt_bound``
 
 
-Chain = list[tuple[float, bool, float]]  # a message's attempts: (send time, ok, backoff after)
+# A message's attempts: (send time, ok, backoff after, how long the sender is held).
+Chain = list[tuple[float, bool, float, float]]
+Receipt = tuple[ReceiptStatus, float] | None  # the message's receipt draw, when asked for
 
 
 class _Ready:
     """Work waiting for a sender: ``count`` first attempts that arrived at ``ready_at``
     (``chain`` None: drawn when each starts), or attempt ``attempt`` of a drawn ``chain``."""
 
-    __slots__ = ("ready_at", "count", "chain", "attempt")
+    __slots__ = ("ready_at", "count", "chain", "attempt", "receipt")
 
-    def __init__(self, ready_at: float, count: int, chain: Chain | None, attempt: int) -> None:
+    def __init__(self, ready_at: float, count: int, chain: Chain | None, attempt: int,
+                 receipt: Receipt = None) -> None:
         self.ready_at = ready_at
         self.count = count
         self.chain = chain
         self.attempt = attempt
+        self.receipt = receipt
 
 
 def draw_chain(
-    sample: Callable[[], float], uniform: Callable[[], float], failure_rate: float,
-    max_attempts: int, backoff: Callable[[int], float],
+    sample: Callable[[], float], uniform: Callable[[], float], sender: SenderConfig,
+    segments: int, policy: RetryPolicy, rng: random.Random,
+    classify: Callable[[float], ErrorClass | None] | None = None,
 ) -> Chain:
-    """A message's attempts as (send time, ok, backoff before the next), drawn in this
-    order until one succeeds or ``max_attempts`` have failed."""
+    """A message of ``segments`` segments' attempts as (send time, ok, backoff before the
+    next, sender hold), drawn in this order (send time, outcome, backoff) until one
+    succeeds, one fails permanently or ``max_attempts`` have failed: the draws of
+    ``simulate`` (``policy.send_classifier``, ``retry_delay_after``, ``send_slot_s``)."""
+    classify = classify or send_classifier(sender)
+    extra_s = segments * sender.per_segment_s
     chain: Chain = []
-    for attempt in range(1, max_attempts + 1):
-        latency = sample()
-        ok = uniform() >= failure_rate
-        delay = backoff(attempt) if not ok and attempt < max_attempts else 0.0
-        chain.append((latency, ok, delay))
-        if ok:
+    for attempt in range(1, policy.max_attempts + 1):
+        latency = sample() + extra_s
+        error_class = classify(uniform())
+        slot = send_slot_s(sender, latency, segments, error_class)
+        if error_class is None:
+            chain.append((latency, True, 0.0, slot))
+            break
+        delay = retry_delay_after(policy, attempt, error_class, rng,
+                                  retry_after_s=sender.retry_after_s)
+        chain.append((latency, False, 0.0 if delay is None else delay, slot))
+        if delay is None:
             break
     return chain
+
+
+def _is_received(chain: Chain, receipt: Receipt) -> bool:
+    return chain[-1][1] and (receipt is None or receipt[0] is ReceiptStatus.DELIVERED)
 
 
 def run_deliveries(model: DeliveryModel) -> DeliveryRun:
@@ -130,7 +181,7 @@ def run_deliveries(model: DeliveryModel) -> DeliveryRun:
     config = model.config
     sender = model.sender
     if (config.arrivals.kind is ArrivalKind.BURST and config.retry.max_attempts == 1
-            and sender.rate_limit_per_s is None):
+            and sender.rate_limit_per_s is None and model.is_plain):
         return _run_burst(model)
     return _run_general(model)
 
@@ -236,8 +287,9 @@ def _run_burst(model: DeliveryModel) -> DeliveryRun:  # noqa: C901
 
 
 def _run_general(model: DeliveryModel) -> DeliveryRun:  # noqa: C901 - one loop, see below
-    """Any arrivals, retries and rate limits. Events: send outcomes and rate-limit rests
-    (a heap), the next arrival, retries coming due (a heap). Ready work waits in a FIFO of
+    """Any arrivals, retries, rate limits and the SMS model. Events: send outcomes and
+    sender rests (a heap), the next arrival, retries coming due (a heap) and, with
+    ``received``, delivered receipts arriving (a heap). Ready work waits in a FIFO of
     first-attempt batches and due retries, as in ``simulate``."""
     config = model.config
     assert config.seed is not None
@@ -246,11 +298,11 @@ def _run_general(model: DeliveryModel) -> DeliveryRun:  # noqa: C901 - one loop,
     rng = message_rng(config.seed)
     sample = latency_sampler(rng, model.sender)
     uniform = rng.random
-    failure_rate = model.sender.failure_rate
-    min_interval = model.sender.min_interval_s
-
-    def backoff(attempt: int) -> float:
-        return retry_delay_s(policy, attempt, rng)
+    classify = send_classifier(model.sender)
+    sender = model.sender
+    counts = segment_counts(config.content, config.num_messages, config.seed)
+    draw_receipt = _receipt_draw(model)
+    bound = None if draw_receipt is None else ReceiptBoundBuilder(config.num_messages)
 
     ranks = model.ranks
     times = [_INF] * len(ranks)
@@ -259,9 +311,11 @@ def _run_general(model: DeliveryModel) -> DeliveryRun:  # noqa: C901 - one loop,
     prefix_rank = model.prefix_rank
     arrivals = arrival_times(config.arrivals, config.num_messages, arrivals_rng(config.seed))
     next_arrival, arrival_count = next(arrivals, (_INF, 0))
-    # (time, seq, frees a sender, outcome: None for a rest ending, else (ok, chain, attempt))
-    events: list[tuple[float, int, bool, tuple[bool, Chain, int] | None]] = []
-    retries: list[tuple[float, int, Chain, int]] = []  # (due, seq, chain, next attempt)
+    # (time, seq, frees a sender, outcome: None for a rest ending, else
+    # (ok, chain, attempt, receipt))
+    events: list[tuple[float, int, bool, tuple[bool, Chain, int, Receipt] | None]] = []
+    retries: list[tuple[float, int, Chain, int, Receipt]] = []  # due, seq, chain, next, receipt
+    receipts: list[float] = []  # when delivered receipts arrive (with ``received``)
     waiting: deque[_Ready] = deque()
     idle = model.senders
     seq = 0
@@ -281,37 +335,54 @@ def _run_general(model: DeliveryModel) -> DeliveryRun:  # noqa: C901 - one loop,
             waited = True
         chain = head.chain
         attempt = head.attempt
+        receipt = head.receipt
         if chain is None:  # a first attempt: draw the message's sends now
-            chain = draw_chain(sample, uniform, failure_rate, max_attempts, backoff)
+            chain = draw_chain(sample, uniform, sender, next(counts), policy, rng, classify)
+            receipt = None if draw_receipt is None else draw_receipt()
             drawn += 1
-            occupancy = max(chain[0][0], min_interval)
+            occupancy = chain[0][3]
             if not prefix_known:
                 prefix_work += occupancy
                 prefix_max = max(prefix_max, occupancy)
-            if chain[-1][1]:
+            received = _is_received(chain, receipt)
+            if received:
                 deliverable += 1
                 if deliverable == prefix_rank:
                     prefix_known = True
+            if bound is not None:
+                assert receipt is not None
+                bound.first(occupancy, chain[0][0] + receipt[1] if received else None)
             head.count -= 1
             if not head.count:
                 waiting.popleft()
         else:
             waiting.popleft()
-        latency, ok, _ = chain[attempt]
+        latency, ok, _, slot = chain[attempt]
         idle -= 1
         seq += 1
-        outcome = (ok, chain, attempt)
-        if min_interval > latency:  # the outcome now, the sender free after its rest
+        outcome = (ok, chain, attempt, receipt)
+        if slot > latency:  # the outcome now, the sender free after its rest
             heapq.heappush(events, (now + latency, seq, False, outcome))
             seq += 1
-            heapq.heappush(events, (now + min_interval, seq, True, None))
+            heapq.heappush(events, (now + slot, seq, True, None))
         else:
             heapq.heappush(events, (now + latency, seq, True, outcome))
+
+    def count_delivery(at: float) -> None:
+        nonlocal delivered, by_deadline, rank_index
+        delivered += 1
+        if at <= deadline:
+            by_deadline += 1
+        while rank_index < len(ranks) and ranks[rank_index] == delivered:
+            times[rank_index] = at
+            rank_index += 1
 
     while True:
         t_ext = next_arrival
         if retries and retries[0][0] < t_ext:
             t_ext = retries[0][0]
+        if receipts and receipts[0] < t_ext:
+            t_ext = receipts[0]
         # As in ``simulate``: an arrival or a due retry at the same time as an outcome
         # comes first.
         t = events[0][0] if events and events[0][0] < t_ext else t_ext
@@ -322,21 +393,22 @@ def _run_general(model: DeliveryModel) -> DeliveryRun:  # noqa: C901 - one loop,
             if frees:
                 idle += 1
             if outcome is not None:
-                ok, chain, attempt = outcome
+                ok, chain, attempt, receipt = outcome
                 if ok:
-                    delivered += 1
-                    if t <= deadline:
-                        by_deadline += 1
-                    while rank_index < len(ranks) and ranks[rank_index] == delivered:
-                        times[rank_index] = t
-                        rank_index += 1
+                    if receipt is None:
+                        count_delivery(t)
+                    elif receipt[0] is ReceiptStatus.DELIVERED:
+                        heapq.heappush(receipts, t + receipt[1])
                 else:
                     failed += 1
                     if attempt + 1 < len(chain):
                         seq += 1
-                        heapq.heappush(retries, (t + chain[attempt][2], seq, chain, attempt + 1))
+                        heapq.heappush(retries, (t + chain[attempt][2], seq, chain,
+                                                 attempt + 1, receipt))
                     elif max_attempts > 1:
                         dead += 1
+        elif receipts and receipts[0] == t_ext:
+            count_delivery(heapq.heappop(receipts))
         elif next_arrival <= t_ext:
             waiting.append(_Ready(t, arrival_count, None, 0))
             arrived_count += arrival_count
@@ -344,8 +416,8 @@ def _run_general(model: DeliveryModel) -> DeliveryRun:  # noqa: C901 - one loop,
                 kth_arrival = t
             next_arrival, arrival_count = next(arrivals, (_INF, 0))
         else:
-            due, _, chain, attempt = heapq.heappop(retries)
-            waiting.append(_Ready(due, 1, chain, attempt))
+            due, _, chain, attempt, receipt = heapq.heappop(retries)
+            waiting.append(_Ready(due, 1, chain, attempt, receipt))
         while idle and waiting:
             start(t)
     complete = drawn == config.num_messages
@@ -357,7 +429,17 @@ def _run_general(model: DeliveryModel) -> DeliveryRun:  # noqa: C901 - one loop,
         # Work still queued at the stop has been waiting: more senders might start it
         # sooner. Work not yet arrived cannot change anything before the stop.
         waited=waited or bool(waiting), kth_arrival_s=kth_arrival,
+        receipt_bound=None if bound is None else bound.result(),
     )
+
+
+def _receipt_draw(model: DeliveryModel) -> Callable[[], tuple[ReceiptStatus, float]] | None:
+    """The replication's per-message receipt draw when a plan targets receipts."""
+    if not model.received:
+        return None
+    config = model.config
+    assert config.seed is not None and config.receipts is not None
+    return receipt_sampler(message_receipts_rng(config.seed), config.receipts)
 
 
 def deliverable_count(model: DeliveryModel) -> int:
@@ -368,10 +450,12 @@ def deliverable_count(model: DeliveryModel) -> int:
     assert config.seed is not None
     rng = message_rng(config.seed)
     sample = latency_sampler(rng, sender)
-    policy = config.retry
-
-    def backoff(attempt: int) -> float:
-        return retry_delay_s(policy, attempt, rng)
-
-    return sum(draw_chain(sample, rng.random, sender.failure_rate, policy.max_attempts,
-                          backoff)[-1][1] for _ in range(config.num_messages))
+    classify = send_classifier(sender)
+    counts = segment_counts(config.content, config.num_messages, config.seed)
+    draw_receipt = _receipt_draw(model)
+    total = 0
+    for segments in counts:
+        chain = draw_chain(sample, rng.random, sender, segments, config.retry, rng, classify)
+        receipt = None if draw_receipt is None else draw_receipt()
+        total += _is_received(chain, receipt)
+    return total

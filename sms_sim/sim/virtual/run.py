@@ -14,7 +14,12 @@ arrived_at]``, so a burst of a million messages is one entry and the loop is O(N
 Sends draw from each sender's own stream via the shared ``policy`` samplers in the same
 order as the threaded mode (latency, then failure; here the backoff too, from the failing
 sender's stream), so a seed fixes every outcome;
-message texts never influence an outcome and are only generated when asked for.
+message texts never influence an outcome and are only generated when asked for (or, with
+the SMS model counting each message's own segments, to count them).
+
+Three loops: ``burst`` (a burst tried once, the common case), ``general`` (everything of the
+default model) and ``sms`` (the SMS model of issue 14: segments, error classes, validity and
+receipts), chosen by ``simulate``.
 """
 
 from __future__ import annotations
@@ -28,11 +33,12 @@ from typing import Final, TextIO, cast
 from sms_sim.clock import Clock, RealClock
 from sms_sim.config import SimulationConfig
 from sms_sim.generate import new_seed
-from sms_sim.model import Message
+from sms_sim.model import Message, ReceiptStatus
 from sms_sim.output import SafeWriter
 from sms_sim.report import Report, StopReason, format_report
 from sms_sim.sim.virtual.burst import fits_burst_loop, run_burst
 from sms_sim.sim.virtual.general import run_general
+from sms_sim.sim.virtual.sms import run_sms
 from sms_sim.sim.virtual.percentiles import (
     QUANTILES,
     nearest_rank,
@@ -42,7 +48,8 @@ from sms_sim.sim.virtual.percentiles import (
 )
 from sms_sim.sim.virtual.state import WALL_PROGRESS_INTERVAL_S, VirtualRun
 
-__all__ = ["simulate", "time_to_send_percentiles", "WALL_PROGRESS_INTERVAL_S"]
+__all__ = ["simulate", "time_to_send_percentiles", "time_to_delivered_percentiles",
+           "WALL_PROGRESS_INTERVAL_S"]
 
 _STDOUT: Final = object()
 
@@ -76,15 +83,18 @@ def simulate(
     seed = new_seed() if config.seed is None else config.seed
     run = VirtualRun(config, seed, writer if show_progress else SafeWriter(None), messages)
     wall_start = wall.monotonic()
-    loop = run_burst if fits_burst_loop(run) else run_general
+    loop = (run_sms if config.is_sms else
+            run_burst if fits_burst_loop(run) else run_general)
     reason = loop(run, polls, wall, wall_start)
     wall_s = wall.monotonic() - wall_start
     stopped_at_poll = polls.count if reason in (StopReason.SIGNAL,
                                                 StopReason.OUTPUT_CLOSED) else None
     percentiles = time_to_send_percentiles(run, loop, stopped_at_poll, wall)
+    delivered = (time_to_delivered_percentiles(run, loop, stopped_at_poll, wall)
+                 if config.receipts is not None else (None, None, None))
     if writer.closed and reason is StopReason.COMPLETED:
         reason = StopReason.OUTPUT_CLOSED
-    report = run.report(reason, wall_s, percentiles)
+    report = run.report(reason, wall_s, percentiles, delivered)
     if not writer.write(format_report(report)) and reason is StopReason.COMPLETED:
         # The report itself could not be written (a full disk, a closed pipe): say so.
         report = dataclasses.replace(report, stopped_by=StopReason.OUTPUT_CLOSED)
@@ -124,17 +134,56 @@ def time_to_send_percentiles(
         return p50, p95, p99
 
     def feed(record: Callable[[float], None]) -> None:
-        replay = VirtualRun(run.config, run.seed, SafeWriter(None), None)
+        replay = _replay(run)
         replay.record = record
-        polled = itertools.count(1)
-
-        def requests() -> int:  # the original's stop, at the same poll
-            return int(stopped_at_poll is not None and next(polled) >= stopped_at_poll)
-
-        loop(replay, requests, wall, wall.monotonic())
-        if replay.sent != run.sent:
-            raise AssertionError(f"a replay sent {replay.sent}, the run {run.sent}")
+        replay.record_delivered = _ignore
+        _finish_replay(run, replay, loop, stopped_at_poll, wall)
 
     ranks = [nearest_rank(q, run.sent) for q in QUANTILES]
     found = pick_ranks(feed, ranks) if loop is run_burst else select_ranks(feed, ranks)
     return found[ranks[0]], found[ranks[1]], found[ranks[2]]
+
+
+def time_to_delivered_percentiles(
+    run: VirtualRun, loop: Loop, stopped_at_poll: int | None, wall: Clock
+) -> tuple[float | None, float | None, float | None]:
+    """Exact p50, p95, p99 of the times from arrival to a delivered receipt, as
+    ``time_to_send_percentiles`` does it for the times to send (kept, or replayed)."""
+    count = run.sms.receipts[ReceiptStatus.DELIVERED]
+    if count == 0:
+        return None, None, None
+    if not run.delivered_overflowed:
+        p50, p95, p99 = quantiles_of_sorted(sorted(run.sms.delivered_s), QUANTILES)
+        return p50, p95, p99
+
+    def feed(record: Callable[[float], None]) -> None:
+        replay = _replay(run)
+        replay.record = _ignore
+        replay.record_delivered = record
+        _finish_replay(run, replay, loop, stopped_at_poll, wall)
+
+    ranks = [nearest_rank(q, count) for q in QUANTILES]
+    found = select_ranks(feed, ranks)
+    return found[ranks[0]], found[ranks[1]], found[ranks[2]]
+
+
+def _ignore(value: float) -> None:
+    """A recorder that keeps nothing: a replay wants one kind of time at a time."""
+
+
+def _replay(run: VirtualRun) -> VirtualRun:
+    """A silent run of the same config and seed, to be given its recorders."""
+    return VirtualRun(run.config, run.seed, SafeWriter(None), None)
+
+
+def _finish_replay(run: VirtualRun, replay: VirtualRun, loop: Loop,
+                   stopped_at_poll: int | None, wall: Clock) -> None:
+    """Run ``replay`` (same config and seed) to the poll the original stopped at."""
+    polled = itertools.count(1)
+
+    def requests() -> int:  # the original's stop, at the same poll
+        return int(stopped_at_poll is not None and next(polled) >= stopped_at_poll)
+
+    loop(replay, requests, wall, wall.monotonic())
+    if replay.sent != run.sent:
+        raise AssertionError(f"a replay sent {replay.sent}, the run {run.sent}")

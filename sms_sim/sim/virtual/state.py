@@ -22,9 +22,10 @@ from sms_sim.report import (
     VirtualStats,
     build_report,
     format_progress,
+    sms_stats,
 )
 from sms_sim.sim.virtual.percentiles import TIMES_KEPT_MAX
-from sms_sim.stats import SendTally
+from sms_sim.stats import SendTally, SmsTally
 
 __all__ = ["VirtualRun", "WALL_PROGRESS_INTERVAL_S", "CHUNK_EVENTS"]
 
@@ -72,6 +73,11 @@ class VirtualRun:
         self.makespan_s = 0.0
         self.unsent = 0
         self.force_general_loop = False  # tests compare the two loops
+        # The SMS model's counts (issue 14; the SMS loop alone writes them). Delivered
+        # receipts' times are kept and, past the cap, replayed like the times to send.
+        self.sms = SmsTally()
+        self.record_delivered: Callable[[float], None] = self.sms.delivered_s.append
+        self.delivered_overflowed = False
 
     def end_chunk(self, stopping: bool, reason: StopReason,
                   requests: Callable[[], int]) -> tuple[bool, StopReason]:
@@ -85,6 +91,9 @@ class VirtualRun:
         if len(self.times) > TIMES_KEPT_MAX:
             self.times_overflowed = True
             del self.times[:]
+        if len(self.sms.delivered_s) > TIMES_KEPT_MAX:
+            self.delivered_overflowed = True
+            del self.sms.delivered_s[:]
         return stopping, reason
 
     def limits(self, wall_start: float) -> tuple[float, float, float, float, float]:
@@ -110,7 +119,8 @@ class VirtualRun:
         return now + WALL_PROGRESS_INTERVAL_S
 
     def progress_line(
-        self, stamp: float, sent: int, failed: int, busy_s: float, queued: int
+        self, stamp: float, sent: int, failed: int, busy_s: float, queued: int,
+        segments: int | None = None,
     ) -> None:
         attempts = sent + failed
         progress = Progress(
@@ -121,15 +131,18 @@ class VirtualRun:
             queued=queued,
             lag_s=0.0,
             simulated=True,
+            segments=segments,
         )
         self.writer.write(format_progress(progress) + "\n")
 
     def report(
         self, reason: StopReason, wall_s: float,
         percentiles: tuple[float | None, float | None, float | None] = (None, None, None),
+        delivered: tuple[float | None, float | None, float | None] = (None, None, None),
     ) -> Report:
         """The run's report; ``percentiles`` are its exact p50, p95 and p99 time to send
-        (None without sends), which ``run.simulate`` works out from ``times`` or a replay."""
+        (None without sends), which ``run.simulate`` works out from ``times`` or a replay;
+        ``delivered`` the same of the time to a delivered receipt."""
         attempts = self.sent + self.failed_attempts
         makespan = self.makespan_s
         p50, p95, p99 = percentiles
@@ -147,6 +160,9 @@ class VirtualRun:
             elapsed_s=makespan,
             seed=self.seed,
             stopped_by=reason,
+            expired=self.sms.expired,
+            sms=(sms_stats(self.sms, self.config.receipts is not None, delivered)
+                 if self.config.is_sms else None),
             virtual=VirtualStats(
                 wall_s=wall_s,
                 makespan_s=makespan,

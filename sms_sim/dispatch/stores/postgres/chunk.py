@@ -2,32 +2,50 @@
 
 Why: a broadcast's deliveries are stored by one ``COPY`` (``submit.copy_deliveries``), so
 their ids ascend in the recipients' order (one run, unless a submit beside it drew ids
-in between), and until a claim reaches them nothing but a cancel or an edit (both locked
-out of a running claim by the message's row lock) writes them. A claim can then take a
-broadcast's share as its next ids: a range scan of the ``(message_id, id)`` index from
-the message's cursor, over entries no update has touched (an update's new entries go
-below the cursor), then one ``UPDATE`` of those rows by primary key. A per-row claim
-index would have to be kept for every delivery, and each claim would walk past the dead
-entries every earlier lease left in it (all of them, while an open transaction holds
-back vacuum).
+in between), and until a claim reaches them only a few writers touch them (below), each
+locked out of a running claim. A claim can then take a broadcast's share as its next
+ids: a range scan of the ``(message_id, id)`` index from the message's cursor, then one
+``UPDATE`` of those rows by primary key. A per-row claim index would have to be kept for
+every delivery, and each claim would walk past the dead entries every earlier lease left
+in it (all of them, while an open transaction holds back vacuum); a lease's new entries
+here go below the cursor, where no claim reads.
 
-The cursor, on the message row (schema version 2):
+The cursor, on the message row (schema version 3):
 
 * ``fresh_next``: the lowest id a claim may take by chunk; ``fresh_left``: how many fresh
-  deliveries the message has at or past it.
-* ``deliveries.fresh``: true from the ``COPY`` until the delivery's first lease, which
-  clears it in the same ``UPDATE``. A fresh delivery is in no claim index; every other
-  ready one (a due retry, a released or requeued delivery, a rescued lease, rows copied
-  in by ``sms_sim copy`` or present before the migration) is in ``deliveries_waiting``
-  and claimed per row, as before.
+  deliveries the message has (all at or past it).
+* ``deliveries.fresh``: true from the ``COPY`` until the delivery leaves the run, by its
+  first lease (which clears it in the same ``UPDATE``) or by being finished without one.
+  A fresh delivery is in no claim index; every other ready one (a due retry, a released
+  or requeued delivery, a rescued lease, rows copied in by ``sms_sim copy`` or present
+  before the migration) is in ``deliveries_waiting`` and claimed per row, as before.
 
-Invariant, while a message is open (scheduled or dispatching): its deliveries at or past
-``fresh_next`` are exactly its fresh ones, all pending, ``fresh_left`` of them, all due at
-the message's ``scheduled_at``; none below is fresh. The ``COPY`` sets it (an edit of the
-recipients deletes them all first); a lease moves the cursor past what it took; nothing
-else writes a pending fresh row: a cancel turns the message and its pending rows
-cancelled (the cursor is then never read again), settles and the rescue touch leased rows
-only, a requeue dead ones.
+Invariant, while a message is open (scheduled or dispatching): its fresh deliveries are
+pending, due at the message's ``scheduled_at``, at or past ``fresh_next``, and exactly
+``fresh_left`` of them; every other delivery of it at or past ``fresh_next`` is finished
+(suppressed: the fresh read skips it). ``fresh_left`` is exact, not a bound: it is what
+``fair_claim`` splits (every store must lease the same rows), and what the completion
+check reads instead of the run (``lists.complete_done``: ``fresh_left = 0``).
+
+So every statement that takes a fresh delivery out of ``pending`` without a lease clears
+its ``fresh`` in the same ``UPDATE`` and takes it off ``fresh_left`` in the same
+transaction, with the message row locked or new:
+
+* the ``COPY`` sets the flag; the suppression of listed numbers right after it (at submit,
+  or an edit of the recipients, which deleted every delivery first) clears it, and the
+  cursor is then set on what is left (``fresh_left`` = recipients - suppressed);
+* an opt-out (``lists.add_opt_outs``, holding the claims' lock and the messages' rows)
+  reads each row's flag as it suppresses it and gives the fresh counts to ``leave_run``;
+* the claim's expiry sweep (``lists.after_rescue``) locks each open message past its
+  validity end, then, in a statement (and snapshot) of its own, expires every pending
+  delivery of it: all its fresh ones, so its ``fresh_left`` becomes 0;
+* a cancel clears the flags of the rows it cancels and zeroes the cursor (the message is
+  never claimed again; the flag still means "pending, in the run");
+* a lease moves the cursor past what it took.
+
+Settles, rescues and requeues touch leased or dead rows only, never a fresh one, whatever
+they turn them into (suppressed included); receipts (``lists.record_dlrs``) change only
+deliveries whose send is recorded, and hold the rest, flag untouched.
 
 The order within a message is the memory store's (due retries first, then by due time and
 id), so every store leases the same deliveries: a per-row delivery goes before the fresh
@@ -36,24 +54,26 @@ delivery, whose id is below the cursor), after it otherwise (requeued later). Ho
 each message gets is still ``fair_claim``'s decision; this step only finds them, and never
 leases more than it was given.
 
-A new condition on what a claim may lease (a message past its validity, an opted-out
-phone) must hold on both paths: in ``_FRESH_SQL`` as well as ``_WAITING_SQL``, and a
-fresh delivery it skips must leave the run (made non-fresh or finished, with
-``fresh_left`` kept equal to what is left), or the cursor would offer it again.
+A new condition on what a claim may lease must hold on both paths. A condition on the
+message (its validity end) belongs in the claim's due read (``claim._DUE_SQL``), which
+both paths draw from; one on a delivery must hold in ``_FRESH_SQL`` as well as
+``_WAITING_SQL``, and a fresh delivery it skips must leave the run as above, or the
+cursor would offer it again and ``fresh_left`` would no longer be exact.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sms_sim.dispatch.stores.postgres.schema import Connection
 
-__all__ = ["Cursor", "Leased", "lease_rows"]
+__all__ = ["Cursor", "Leased", "lease_rows", "leave_run"]
 
 # Per-row candidates in the memory store's order; read without a lock: the only writers
-# of a ready row (cancel, edit) wait for the message locks this claim holds, and the
-# UPDATE below re-checks the status anyway.
+# of a ready row (cancel, edit) wait for the message locks this claim holds, an opt-out
+# for the claims' lock, and the UPDATE below re-checks the status anyway.
 _WAITING_SQL = """
 SELECT r.* FROM unnest(%(ids)s::bigint[], %(counts)s::bigint[]) AS g(message_id, n)
 CROSS JOIN LATERAL (
@@ -65,8 +85,8 @@ CROSS JOIN LATERAL (
     LIMIT g.n) AS r
 """
 # Each message's next ``n`` fresh ids from its cursor: a range of the (message_id, id)
-# index over entries no update has touched. ``d.fresh`` is a guard only (the invariant
-# says every row there is fresh).
+# index. ``d.fresh`` passes over the rows in the run that were suppressed (few: the
+# listed numbers among its recipients).
 _FRESH_SQL = """
 SELECT r.id, g.message_id
 FROM unnest(%(ids)s::bigint[], %(firsts)s::bigint[], %(counts)s::bigint[])
@@ -97,6 +117,12 @@ UPDATE deliveries AS d SET status = 'leased', fresh = false, lease_owner = %(own
 WHERE d.id = ANY(%(ids)s::bigint[]) AND d.id BETWEEN %(least)s AND %(greatest)s
   AND d.status IN ('pending', 'retrying')
 RETURNING d.id, d.message_id, d.recipient, d.attempts, d.lease_losses
+"""
+# Fresh deliveries finished without a lease, off their messages' runs (``leave_run``).
+_LEAVE_SQL = """
+UPDATE messages AS m SET fresh_left = m.fresh_left - g.n
+FROM unnest(%s::bigint[], %s::bigint[]) AS g(id, n)
+WHERE m.id = g.id
 """
 
 _Row = tuple[Any, ...]
@@ -179,3 +205,10 @@ def lease_rows(conn: Connection, totals: dict[int, int], cursors: dict[int, Curs
             moved[message_id] = ((run[-1] + 1, left) if len(run) == fresh[message_id]
                                  else (None, 0))
     return Leased(rows=rows, cursors=moved)
+
+
+def leave_run(conn: Connection, gone: Mapping[int, int]) -> None:
+    """Take ``gone[m]`` fresh deliveries off message ``m``'s run: the caller has just
+    finished them without a lease, clearing their ``fresh``, with ``m``'s row locked."""
+    if gone:
+        conn.execute(_LEAVE_SQL, (list(gone), list(gone.values())))

@@ -10,11 +10,15 @@ little because a claim is a handful of statements whatever its size:
    after a backward clock jump), fenced by status and lease end in the statement itself,
    passing over rows a settle is writing right now (``SKIP LOCKED``: that settle decides
    them, or, if it rolls back, the next claim rescues them), so a settler stalled in its
-   transaction never makes claims wait;
-2. the due messages, each with how many deliveries it has ready: its fresh ones, read off
-   its chunk cursor (``chunk``: ``fresh_left``, no delivery row read), and those waiting
-   for a per-row claim, counted up to the limit through the partial
-   ``deliveries_waiting`` index (retries, releases, requeues, rescued leases: few);
+   transaction never makes claims wait; a rescued delivery to an opted-out number is
+   suppressed instead; then the expiry sweep (``lists.after_rescue``): open messages past
+   their validity end are locked, and their pending and retrying deliveries expire, fresh
+   ones included (their run ends: ``chunk``);
+2. the due messages (none past its validity end, so neither lease path below takes from
+   one), each with how many deliveries it has ready: its fresh ones, read off its chunk
+   cursor (``chunk``: ``fresh_left``, no delivery row read), and those waiting for a
+   per-row claim, counted up to the limit through the partial ``deliveries_waiting``
+   index (retries, releases, requeues, rescued leases: few);
 3. the split: ``stores.common.fair_claim`` in Python on those counts, the same code the
    memory and SQLite stores run, so all three lease the same rows in the same order;
 4. the messages given deliveries are locked (``FOR NO KEY UPDATE``, in id order) and
@@ -49,6 +53,7 @@ from sms_sim.dispatch.stores.common import (
     raised_classes,
 )
 from sms_sim.dispatch.stores.postgres.chunk import Cursor, lease_rows
+from sms_sim.dispatch.stores.postgres.lists import after_rescue
 from sms_sim.dispatch.stores.postgres.schema import LOCK_CLASS, Connection
 
 __all__ = ["claim_deliveries", "CLAIM_IDLE_LIMIT_S"]
@@ -71,11 +76,14 @@ WITH lost AS MATERIALIZED (
     FOR UPDATE SKIP LOCKED
 )
 UPDATE deliveries AS d SET
-    status = CASE WHEN m.status = 'cancelled' THEN 'cancelled' ELSE 'retrying' END,
+    status = CASE WHEN m.status = 'cancelled' THEN 'cancelled'
+        WHEN EXISTS (SELECT 1 FROM opt_outs AS o WHERE o.tenant = m.tenant
+                     AND o.phone = d.recipient) THEN 'suppressed' ELSE 'retrying' END,
     next_attempt_at = %(now)s, lease_owner = NULL, lease_until = NULL, leased_at = NULL,
     last_error = %(error)s, lease_losses = d.lease_losses + 1
 FROM lost, messages AS m
 WHERE d.id = lost.id AND m.id = d.message_id AND d.status = 'leased'
+RETURNING d.message_id, d.status
 """
 # Never served first (NULLS FIRST), oldest due first; then the least recently served.
 _DUE_SQL = """
@@ -87,10 +95,11 @@ SELECT m.id, m.priority, COALESCE(m.served_at, m.scheduled_at), m.kept_class, m.
     m.fresh_left, m.fresh_next, m.scheduled_at
 FROM messages AS m
 WHERE m.status IN ('scheduled', 'dispatching') AND m.scheduled_at <= %(now)s
+  AND (m.valid_until IS NULL OR m.valid_until > %(now)s)
 ORDER BY m.served_seq NULLS FIRST, m.scheduled_at, m.id
 """
 _LOCK_SQL = """
-SELECT id, version, content, uid FROM messages
+SELECT id, version, content, uid, valid_until FROM messages
 WHERE id = ANY(%s) AND status IN ('scheduled', 'dispatching')
 ORDER BY id FOR NO KEY UPDATE
 """
@@ -128,9 +137,10 @@ def claim_deliveries(conn: Connection, owner: str, limit: int, lease_s: float, n
                      jump_s: float) -> list[Claim]:
     """``DispatchStore.claim`` inside the caller's transaction (arguments checked)."""
     conn.execute(_BEGIN_SQL, (LOCK_CLASS + _CLAIM_LOCK,))
-    conn.execute(_RESCUE_SQL, {"now": now, "error": EXPIRED_LEASE_ERROR, "lease_s": lease_s,
-                               "jumped": now + jump_s})
-    locked: dict[int, _Row] = {}  # message id -> (id, version, content, uid), locked
+    rescued = conn.execute(_RESCUE_SQL, {"now": now, "error": EXPIRED_LEASE_ERROR,
+                                         "lease_s": lease_s, "jumped": now + jump_s})
+    after_rescue(conn, rescued.fetchall(), now)
+    locked: dict[int, _Row] = {}  # message id -> (id, version, content, uid, valid_until)
     while True:
         due = conn.execute(_DUE_SQL, {"now": now, "limit": limit}).fetchall()
         classes = {row[0]: effective_priority(row[1], row[2], now, row[3]) for row in due}
@@ -190,12 +200,12 @@ def _lease(conn: Connection, grants: list[tuple[int, int]], locked: dict[int, _R
     for message_id, count in grants:
         start = taken.get(message_id, 0)
         taken[message_id] = start + count
-        _, _, content, uid = locked[message_id]
+        _, _, content, uid, valid_until = locked[message_id]
         priority = classes[message_id]
         for delivery_id, _, recipient, attempts, lease_losses in sorted(
                 leased.rows[message_id][start:start + count]):
             claims.append(Claim(delivery_id, message_id, recipient, content, attempts, until,
-                                lease_losses, uid, priority))
+                                lease_losses, uid, priority, valid_until))
     return claims, leased.cursors
 
 

@@ -51,6 +51,8 @@ def prune_messages(db: Database, finished_before: float, *, dry_run: bool,
                 rows += count
             if not batch:
                 break
+            conn.execute("DELETE FROM held_dlrs WHERE uid IN (SELECT uid FROM messages "
+                         "WHERE id = ANY(%s))", (batch,))
             conn.execute("DELETE FROM deliveries WHERE message_id = ANY(%s)", (batch,))
             conn.execute("DELETE FROM messages WHERE id = ANY(%s)", (batch,))
         messages += len(batch)

@@ -20,6 +20,13 @@ from sms_sim.dispatch.contract import (
     Settlement,
 )
 from sms_sim.dispatch.errors import NotFoundError
+from sms_sim.dispatch.stores.common import stored_shape
+from sms_sim.dispatch.stores.postgres.lists import (
+    apply_held_dlrs,
+    complete_done,
+    lock_claims,
+    lock_tenants_of,
+)
 from sms_sim.dispatch.stores.postgres.schema import Connection
 from sms_sim.dispatch.validation import INT64_MAX, could_be_an_id, cursor_bounds
 
@@ -46,6 +53,8 @@ _SETTLE_SQL = """
 UPDATE deliveries AS d SET
     status = CASE f.kind WHEN 'sent' THEN 'sent' WHEN 'dead' THEN 'dead'
         ELSE CASE WHEN m.status = 'cancelled' THEN 'cancelled'
+                  WHEN EXISTS (SELECT 1 FROM opt_outs AS o WHERE o.tenant = m.tenant
+                               AND o.phone = d.recipient) THEN 'suppressed'
                   WHEN f.kind = 'release' THEN 'pending' ELSE 'retrying' END END,
     sent_at = CASE WHEN f.kind = 'sent' THEN %(now)s ELSE d.sent_at END,
     attempts = CASE WHEN f.kind = 'release' THEN d.attempts - 1 ELSE d.attempts END,
@@ -58,27 +67,18 @@ FROM unnest(%(ids)s::bigint[], %(attempts)s::bigint[], %(kinds)s::text[], %(erro
 WHERE d.id = ANY(%(ids)s::bigint[]) AND d.id = f.id AND m.id = d.message_id
   AND d.status = 'leased' AND d.lease_owner = %(owner)s AND d.attempts = f.attempts
   AND d.lease_until > %(now)s
-RETURNING d.message_id
-"""
-# A message with no open delivery left is completed: no fresh one (its chunk cursor says,
-# ``chunk``), then two probes of small partial indexes.
-_COMPLETE_SQL = """
-UPDATE messages AS m SET status = 'completed', completed_at = %(now)s, updated_at = %(now)s
-WHERE m.id = ANY(%(ids)s) AND m.status = 'dispatching' AND m.fresh_left = 0
-  AND NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.message_id = m.id
-                  AND d.status IN ('pending', 'retrying') AND NOT d.fresh)
-  AND NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.message_id = m.id
-                  AND d.status = 'leased')
+RETURNING d.message_id, d.id, d.status
 """
 _MESSAGE_COLUMNS = (
     "m.id, m.content, m.status, m.scheduled_at, m.created_at, m.updated_at, m.version, "
     "m.dispatch_started_at, m.completed_at, m.idempotency_key, m.priority, m.uid, m.tenant, "
     "m.receipt, (SELECT json_object_agg(c.status, c.n) FROM (SELECT d.status, count(*) AS n "
-    "FROM deliveries AS d WHERE d.message_id = m.id GROUP BY d.status) AS c)"
+    "FROM deliveries AS d WHERE d.message_id = m.id GROUP BY d.status) AS c), "
+    "m.encoding, m.segments, m.valid_until"
 )
 _DELIVERY_COLUMNS = (
     "d.id, d.message_id, d.recipient, d.status, d.attempts, d.next_attempt_at, d.lease_owner, "
-    "d.lease_until, d.sent_at, d.last_error, d.lease_losses"
+    "d.lease_until, d.sent_at, d.last_error, d.lease_losses, d.dlr_at"
 )
 
 
@@ -105,21 +105,25 @@ def settle_rows(conn: Connection, owner: str, settlements: Sequence[Settlement],
     many were accepted."""
     retry_at = [(now if item.next_attempt_at is None else item.next_attempt_at)
                 if item.kind is SettleKind.RETRY else None for item in settlements]
-    touched = [row[0] for row in conn.execute(_SETTLE_SQL, {
+    # Deliveries given back may meet an opt-out committing beside this: ``lists``.
+    lock_tenants_of(conn, [item.delivery_id for item in settlements
+                           if item.kind in (SettleKind.RETRY, SettleKind.RELEASE)])
+    settled = conn.execute(_SETTLE_SQL, {
         "ids": [item.delivery_id for item in settlements],
         "attempts": [item.attempts for item in settlements],
         "kinds": [str(item.kind) for item in settlements],
         "errors": [item.error for item in settlements],
-        "retry_at": retry_at, "owner": owner, "now": now}, prepare=False)]
-    if touched:
-        conn.execute(_COMPLETE_SQL, {"now": now, "ids": sorted(set(touched))})
-    return len(touched)
+        "retry_at": retry_at, "owner": owner, "now": now}, prepare=False).fetchall()
+    apply_held_dlrs(conn, [row[1] for row in settled if row[2] == "sent"])
+    complete_done(conn, [row[0] for row in settled], now)
+    return len(settled)
 
 
 def requeue_rows(conn: Connection, message_id: int | None, now: float,
                  delivery_ids: list[int] | None, tenant: str | None) -> int:
     """Dead deliveries back to pending (``DispatchStore.requeue_dead``, after the caller
     checked ``message_id``); their completed messages go back to dispatching."""
+    lock_claims(conn)  # a requeue may meet an opt-out committing beside it: ``lists``
     where = ["d.status = 'dead'", "m.id = d.message_id", "m.status != 'cancelled'"]
     params: dict[str, object] = {"now": now}
     if message_id is not None:
@@ -132,12 +136,15 @@ def requeue_rows(conn: Connection, message_id: int | None, now: float,
         where.append("m.tenant = %(tenant)s")
         params["tenant"] = tenant
     row = conn.execute(
-        "WITH r AS (UPDATE deliveries AS d SET status = 'pending', attempts = 0, "
+        "WITH r AS (UPDATE deliveries AS d SET status = CASE WHEN EXISTS (SELECT 1 FROM "
+        "opt_outs AS o WHERE o.tenant = m.tenant AND o.phone = d.recipient) THEN "
+        "'suppressed' ELSE 'pending' END, attempts = 0, "
         "lease_losses = 0, next_attempt_at = %(now)s FROM messages AS m WHERE "
-        f"{' AND '.join(where)} RETURNING d.message_id), "
+        f"{' AND '.join(where)} RETURNING d.message_id, d.status), "
         "u AS (UPDATE messages SET status = 'dispatching', completed_at = NULL, "
         "updated_at = %(now)s WHERE status = 'completed' AND id IN "
-        "(SELECT message_id FROM r)) SELECT count(*) FROM r", params).fetchone()
+        "(SELECT message_id FROM r WHERE status = 'pending')) "
+        "SELECT count(*) FROM r WHERE status = 'pending'", params).fetchone()
     return 0 if row is None else int(row[0])
 
 
@@ -195,7 +202,7 @@ def delivery_views(conn: Connection, *, message_id: int | None,
     return [
         DeliveryView(id=r[0], message_id=r[1], recipient=r[2], status=DeliveryStatus(r[3]),
                      attempts=r[4], next_attempt_at=r[5], lease_owner=r[6], lease_until=r[7],
-                     sent_at=r[8], last_error=r[9], lease_losses=r[10])
+                     sent_at=r[8], last_error=r[9], lease_losses=r[10], dlr_at=r[11])
         for r in rows
     ]
 
@@ -219,7 +226,9 @@ def status_counts(found: dict[str, Any] | None) -> dict[DeliveryStatus, int]:
 
 
 def _view(r: Sequence[Any]) -> MessageView:
+    shape = stored_shape(r[1], r[15], r[16])
     return MessageView(id=r[0], content=r[1], status=MessageStatus(r[2]), scheduled_at=r[3],
                        created_at=r[4], updated_at=r[5], version=r[6], dispatch_started_at=r[7],
                        completed_at=r[8], idempotency_key=r[9], priority=r[10],
-                       counts=status_counts(r[14]), uid=r[11], tenant=r[12], receipt=r[13])
+                       counts=status_counts(r[14]), uid=r[11], tenant=r[12], receipt=r[13],
+                       encoding=shape[0], segments=shape[1], valid_until=r[17])

@@ -19,7 +19,7 @@ Design notes, measured against the hot paths:
   sent rows are in none of them; only the primary key, ``(message_id, recipient)`` and
   ``(message_id, id)`` (listings) hold every row.
 * Fresh deliveries (``fresh``: stored by a submit's ``COPY``, never leased) are in no claim
-  index at all (version 2): a claim finds them by primary-key range from their message's
+  index at all (version 3): a claim finds them by primary-key range from their message's
   cursor (``messages.fresh_next``, ``fresh_left``; see ``chunk``); the per-row index
   ``deliveries_waiting`` and the due-time index ``deliveries_due`` hold only what went
   back to waiting (retries, releases, requeues, rescued leases).
@@ -111,10 +111,41 @@ _V1 = (
 )""",
 )
 
+# Issue 14: the statuses an expiry, an opt-out and a delivery receipt reach (the CHECK is
+# replaced, which scans deliveries once); each message's encoding and segment count (NULL
+# for older rows: the reader computes them) and validity end; the time a receipt gives;
+# each tenant's opt-outs; receipts held for deliveries whose send is not recorded yet;
+# each API key's role.
+_V2_STATUSES = _STATUSES + ", 'expired', 'suppressed', 'delivered', 'undelivered'"
+_V2 = (
+    "ALTER TABLE messages ADD COLUMN encoding text, ADD COLUMN segments integer, "
+    "ADD COLUMN valid_until double precision",
+    "CREATE INDEX messages_valid ON messages (valid_until) "
+    "WHERE valid_until IS NOT NULL AND status IN ('scheduled', 'dispatching')",
+    "ALTER TABLE deliveries DROP CONSTRAINT deliveries_status_check, "
+    f"ADD CONSTRAINT deliveries_status_check CHECK (status IN ({_V2_STATUSES})), "
+    "ADD COLUMN dlr_at double precision",
+    # Byte order ("C"), as SQLite and Python compare: listings page by phone.
+    """CREATE TABLE opt_outs (
+    tenant text NOT NULL,
+    phone text COLLATE "C" NOT NULL,
+    created_at double precision NOT NULL,
+    PRIMARY KEY (tenant, phone)
+)""",
+    """CREATE TABLE held_dlrs (
+    uid text NOT NULL,
+    recipient text NOT NULL,
+    status text NOT NULL,
+    at double precision NOT NULL,
+    PRIMARY KEY (uid, recipient)
+)""",
+    "ALTER TABLE api_keys ADD COLUMN role text NOT NULL DEFAULT 'tenant'",
+)
+
 # The chunk cursor (``chunk``): a message's fresh deliveries are leased by advancing
 # ``messages.fresh_next`` over their ids, so they leave the per-row claim index. Rows that
 # exist when this runs keep ``fresh = false``: the per-row path serves them, as before.
-_V2 = (
+_V3 = (
     "ALTER TABLE messages ADD COLUMN fresh_next bigint, "
     "ADD COLUMN fresh_left bigint NOT NULL DEFAULT 0",
     "ALTER TABLE deliveries ADD COLUMN fresh boolean NOT NULL DEFAULT false",
@@ -138,8 +169,9 @@ _V2 = (
 # (version, what it does, statements). Append only: a released migration never changes.
 MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (1, "messages, deliveries, tenants and API keys", _V1),
-    (2, "fresh deliveries claimed by a cursor on their message (chunk claims); "
-        "the unused leased_at index dropped", _V2),
+    (2, "segments, validity, opt-outs and delivery receipts", _V2),
+    (3, "fresh deliveries claimed by a cursor on their message (chunk claims); "
+        "the unused leased_at index dropped", _V3),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -11,7 +11,7 @@ idle workers through ``LISTEN/NOTIFY`` (``listen``).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 from sms_sim.clock import Clock, RealClock
@@ -27,8 +27,10 @@ from sms_sim.dispatch.contract import (
     Settlement,
     SubmitResult,
 )
+from sms_sim.dispatch.dlrs import DlrReport, DlrResult, check_dlrs
 from sms_sim.dispatch.errors import ConflictError, LockedError, NotFoundError
-from sms_sim.dispatch.keys import ApiKey
+from sms_sim.dispatch.keys import ApiKey, KeyRole
+from sms_sim.dispatch.optouts import OptOut, OptOutResult
 from sms_sim.dispatch.pruning import PRUNE_BATCH_ROWS, PruneResult, check_prune
 from sms_sim.dispatch.requests import MessageEdit, NewMessage
 from sms_sim.dispatch.stores.common import (
@@ -44,6 +46,7 @@ from sms_sim.dispatch.stores.postgres.database import (
     Database,
     pooling_of,
 )
+from sms_sim.dispatch.stores.postgres import lists
 from sms_sim.dispatch.stores.postgres.listen import ListenChannel, notify
 from sms_sim.dispatch.stores.postgres.prune import prune_messages
 from sms_sim.dispatch.stores.postgres.rows import (
@@ -63,12 +66,14 @@ from sms_sim.dispatch.validation import (
     check_claim,
     check_listing,
     check_settlements,
+    could_be_an_id,
 )
 from sms_sim.dispatch.wake import WakeChannel
+from sms_sim.segments import segments
 
 __all__ = ["PostgresStore"]
 
-_KEY_COLUMNS = "key_id, tenant, created_at, revoked_at"
+_KEY_COLUMNS = "key_id, tenant, created_at, revoked_at, role"
 
 
 class PostgresStore:
@@ -121,21 +126,35 @@ class PostgresStore:
     def edit(self, message_id: int, expected_version: int, edit: MessageEdit,
              now: float, *, tenant: str | None = None) -> MessageView:
         with self._db.transaction() as conn:
+            # New recipients meet the opt-out list: its lock before the message's row lock
+            # (the lock order of ``lists``).
+            if edit.recipients is not None and could_be_an_id(message_id):
+                owner = conn.execute("SELECT tenant FROM messages WHERE id = %s",
+                                     (message_id,)).fetchone()
+                if owner is not None:
+                    lists.lock_opt_outs(conn, owner[0], exclusive=False)
             status, version, started = message_state(conn, message_id, tenant, lock=True)
             if status is not MessageStatus.SCHEDULED:
                 raise LockedError(locked_message(message_id, status, started))
             if version != expected_version:
                 raise ConflictError(f"message {message_id} is at version {version}, "
                                     f"not {expected_version}: read it again and retry")
+            shape = None if edit.content is None else segments(edit.content)
             row = conn.execute(
                 "UPDATE messages SET content = COALESCE(%s, content), "
+                "encoding = COALESCE(%s, encoding), segments = COALESCE(%s, segments), "
                 "scheduled_at = COALESCE(%s, scheduled_at), version = version + 1, "
-                "updated_at = %s WHERE id = %s RETURNING scheduled_at",
-                (edit.content, edit.scheduled_at, now, message_id)).fetchone()
+                "updated_at = %s WHERE id = %s RETURNING scheduled_at, valid_until, tenant",
+                (edit.content, None if shape is None else str(shape.encoding),
+                 None if shape is None else shape.count, edit.scheduled_at, now,
+                 message_id)).fetchone()
             assert row is not None  # locked above
+            conn.execute("UPDATE messages SET valid_until = %s WHERE id = %s",
+                         (edit.validity_end(row[0], row[1]), message_id))
             if edit.recipients is not None:
                 conn.execute("DELETE FROM deliveries WHERE message_id = %s", (message_id,))
-                copy_deliveries(conn, message_id, edit.recipients, row[0])
+                copy_deliveries(conn, message_id, row[2], edit.recipients, row[0])
+                lists.complete_done(conn, [message_id], now)
             elif edit.scheduled_at is not None:
                 conn.execute("UPDATE deliveries SET next_attempt_at = %s WHERE message_id = %s",
                              (edit.scheduled_at, message_id))
@@ -154,10 +173,13 @@ class PostgresStore:
             by_status = status_counts(dict(conn.execute(
                 "SELECT status, count(*) FROM deliveries WHERE message_id = %s GROUP BY status",
                 (message_id,)).fetchall()))
-            conn.execute("UPDATE deliveries SET status = 'cancelled' WHERE message_id = %s "
-                         "AND status IN ('pending', 'retrying')", (message_id,))
+            # Its fresh run ends here too (``chunk``: a fresh delivery is a pending one).
+            conn.execute("UPDATE deliveries SET status = 'cancelled', fresh = false "
+                         "WHERE message_id = %s AND status IN ('pending', 'retrying')",
+                         (message_id,))
             conn.execute("UPDATE messages SET status = 'cancelled', version = version + 1, "
-                         "updated_at = %s WHERE id = %s", (now, message_id))
+                         "fresh_next = NULL, fresh_left = 0, updated_at = %s WHERE id = %s",
+                         (now, message_id))
             notify(conn)  # idle workers waiting for its due time recompute theirs
         self._cancels.mark(message_id)
         return cancel_result(message_id, by_status, status)
@@ -219,9 +241,10 @@ class PostgresStore:
 
     def add_api_key(self, key: ApiKey, secret_hash: str) -> None:
         inserted = self._db.run(lambda conn: conn.execute(
-            "INSERT INTO api_keys (key_id, tenant, secret_hash, created_at, revoked_at) "
-            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (key_id) DO NOTHING",
-            (key.key_id, key.tenant, secret_hash, key.created_at, key.revoked_at)).rowcount)
+            "INSERT INTO api_keys (key_id, tenant, secret_hash, created_at, revoked_at, role) "
+            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (key_id) DO NOTHING",
+            (key.key_id, key.tenant, secret_hash, key.created_at, key.revoked_at,
+             str(key.role))).rowcount)
         if not inserted:
             raise ConflictError(f"an API key with id {key.key_id!r} exists already")
 
@@ -229,7 +252,7 @@ class PostgresStore:
         row = self._db.run(lambda conn: conn.execute(
             f"SELECT {_KEY_COLUMNS}, secret_hash FROM api_keys WHERE key_id = %s",
             (key_id,)).fetchone())
-        return None if row is None else (_key(row), str(row[4]))
+        return None if row is None else (_key(row), str(row[5]))
 
     def revoke_api_key(self, key_id: str, now: float) -> ApiKey:
         row = self._db.run(lambda conn: conn.execute(
@@ -248,6 +271,28 @@ class PostgresStore:
         rows = self._db.run(lambda conn: conn.execute(
             query + " ORDER BY created_at, key_id", params).fetchall())
         return [_key(row) for row in rows]
+
+    # --- opt-outs and delivery receipts ----------------------------------------------------
+
+    def add_opt_outs(self, tenant: str, phones: Iterable[str], now: float) -> OptOutResult:
+        wanted = list(dict.fromkeys(phones))
+        with self._db.transaction() as conn:
+            return lists.add_opt_outs(conn, tenant, wanted, now)
+
+    def remove_opt_out(self, tenant: str, phone: str) -> bool:
+        with self._db.transaction() as conn:
+            return lists.remove_opt_out(conn, tenant, phone)
+
+    def opt_outs(self, tenant: str, *, after: str | None = None,
+                 limit: int = 1000) -> list[OptOut]:
+        check_listing(None, limit)
+        return self._db.run(lambda conn: lists.list_opt_outs(conn, tenant, after,
+                                                             min(limit, INT64_MAX)))
+
+    def record_dlrs(self, reports: Sequence[DlrReport], now: float) -> DlrResult:
+        reports = check_dlrs(reports, now)
+        with self._db.transaction() as conn:
+            return lists.record_dlrs(conn, reports)
 
     # --- reads ---------------------------------------------------------------------------
 
@@ -268,14 +313,20 @@ class PostgresStore:
         # Only messages that may still be claimed count: anything else due would make
         # every worker spin on empty claims. The first entry of the due index (per-row
         # work) whose message is open, the earliest open message with a fresh run (due at
-        # its scheduled time: ``chunk``), and the earliest lease end: three short walks.
+        # its scheduled time: ``chunk``), the earliest lease end, and the earliest validity
+        # end of an open message with work left (its fresh run, or per-row work through
+        # ``deliveries_waiting``: a worker wakes then and its claim expires them).
         row = self._db.run(lambda conn: conn.execute(
             "SELECT LEAST((SELECT d.next_attempt_at FROM deliveries AS d WHERE d.status IN "
             "('pending', 'retrying') AND NOT d.fresh AND EXISTS (SELECT 1 FROM messages AS m "
             "WHERE m.id = d.message_id AND m.status IN ('scheduled', 'dispatching')) "
             "ORDER BY d.next_attempt_at LIMIT 1), (SELECT min(m.scheduled_at) FROM messages "
             "AS m WHERE m.status IN ('scheduled', 'dispatching') AND m.fresh_left > 0), "
-            "(SELECT min(lease_until) FROM deliveries WHERE status = 'leased'))").fetchone())
+            "(SELECT min(lease_until) FROM deliveries WHERE status = 'leased'), "
+            "(SELECT m.valid_until FROM messages AS m WHERE m.valid_until IS NOT NULL AND "
+            "m.status IN ('scheduled', 'dispatching') AND (m.fresh_left > 0 OR EXISTS (SELECT "
+            "1 FROM deliveries AS d WHERE d.message_id = m.id AND d.status IN ('pending', "
+            "'retrying') AND NOT d.fresh)) ORDER BY m.valid_until LIMIT 1))").fetchone())
         return None if row is None or row[0] is None else float(row[0])
 
     def messages(self, *, message_id: int | None = None, status: MessageStatus | None = None,
@@ -310,8 +361,9 @@ class PostgresStore:
 
 
 def _key(row: Sequence[Any]) -> ApiKey:
-    key_id, tenant, created_at, revoked_at = row[:4]
-    return ApiKey(key_id=key_id, tenant=tenant, created_at=created_at, revoked_at=revoked_at)
+    key_id, tenant, created_at, revoked_at, role = row[:5]
+    return ApiKey(key_id=key_id, tenant=tenant, created_at=created_at, revoked_at=revoked_at,
+                  role=KeyRole(role))
 
 
 _check: type[DispatchStore] = PostgresStore

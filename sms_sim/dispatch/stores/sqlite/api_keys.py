@@ -9,18 +9,19 @@ import sqlite3
 from typing import Any
 
 from sms_sim.dispatch.errors import ConflictError, NotFoundError
-from sms_sim.dispatch.keys import ApiKey
+from sms_sim.dispatch.keys import ApiKey, KeyRole
 
 __all__ = ["add_key", "find_key", "revoke_key", "list_keys"]
 
-_COLUMNS = "key_id, tenant, created_at, revoked_at"
+_COLUMNS = "key_id, tenant, created_at, revoked_at, role"
 
 
 def add_key(conn: sqlite3.Connection, key: ApiKey, secret_hash: str) -> None:
     inserted = conn.execute(
-        "INSERT OR IGNORE INTO api_keys (key_id, tenant, secret_hash, created_at, revoked_at) "
-        "VALUES (?, ?, ?, ?, ?)",
-        (key.key_id, key.tenant, secret_hash, key.created_at, key.revoked_at)).rowcount
+        "INSERT OR IGNORE INTO api_keys (key_id, tenant, secret_hash, created_at, revoked_at, "
+        "role) VALUES (?, ?, ?, ?, ?, ?)",
+        (key.key_id, key.tenant, secret_hash, key.created_at, key.revoked_at,
+         str(key.role))).rowcount
     if not inserted:
         raise ConflictError(f"an API key with id {key.key_id!r} exists already")
 
@@ -28,7 +29,7 @@ def add_key(conn: sqlite3.Connection, key: ApiKey, secret_hash: str) -> None:
 def find_key(conn: sqlite3.Connection, key_id: str) -> tuple[ApiKey, str] | None:
     row = conn.execute(f"SELECT {_COLUMNS}, secret_hash FROM api_keys WHERE key_id = ?",
                        (key_id,)).fetchone()
-    return None if row is None else (_key(row), str(row[4]))
+    return None if row is None else (_key(row), str(row[5]))
 
 
 def revoke_key(conn: sqlite3.Connection, key_id: str, now: float) -> ApiKey:
@@ -47,5 +48,6 @@ def list_keys(conn: sqlite3.Connection, tenant: str | None) -> list[ApiKey]:
 
 
 def _key(row: tuple[Any, ...]) -> ApiKey:
-    key_id, tenant, created_at, revoked_at = row[:4]
-    return ApiKey(key_id=key_id, tenant=tenant, created_at=created_at, revoked_at=revoked_at)
+    key_id, tenant, created_at, revoked_at, role = row[:5]
+    return ApiKey(key_id=key_id, tenant=tenant, created_at=created_at, revoked_at=revoked_at,
+                  role=KeyRole(role))

@@ -85,6 +85,8 @@ def prune_messages(write: Write, read: Read, between: Callable[[], None],
                 conn.execute(_KEEP_FLOOR_SQL.format(table=table), (key,))
             ids = [message_id for message_id, _ in batch]
             marks = ",".join("?" * len(ids))
+            conn.execute(f"DELETE FROM held_dlrs WHERE uid IN (SELECT uid FROM messages "
+                         f"WHERE id IN ({marks}))", ids)
             conn.execute(f"DELETE FROM delivery_counts WHERE message_id IN ({marks})", ids)
             conn.execute(f"DELETE FROM deliveries WHERE message_id IN ({marks})", ids)
             conn.execute(f"DELETE FROM messages WHERE id IN ({marks})", ids)

@@ -5,6 +5,7 @@ Helpers take an open connection inside the caller's transaction; none commits.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -17,6 +18,7 @@ from sms_sim.dispatch.contract import (
     SettleKind,
 )
 from sms_sim.dispatch.errors import NotFoundError, StoreBusyError, StoreDamagedError, StoreError
+from sms_sim.dispatch.stores.common import stored_shape
 from sms_sim.dispatch.validation import could_be_an_id, cursor_bounds
 
 __all__ = [
@@ -30,7 +32,11 @@ __all__ = [
     "STILL_DUE_SQL",
     "SETTLE_SENT_SQL",
     "SETTLE_SQL",
+    "RESCUE_STATUS_SQL",
     "add_counts",
+    "complete_done",
+    "expire_lapsed",
+    "apply_held_dlrs",
     "moved",
     "describe",
     "store_error",
@@ -45,11 +51,12 @@ __all__ = [
 
 MESSAGE_COLUMNS = (
     "id, content, status, scheduled_at, created_at, updated_at, version, "
-    "dispatch_started_at, completed_at, idempotency_key, priority, uid, tenant, receipt"
+    "dispatch_started_at, completed_at, idempotency_key, priority, uid, tenant, receipt, "
+    "encoding, segments, valid_until"
 )
 DELIVERY_COLUMNS = (
     "id, message_id, recipient, status, attempts, next_attempt_at, lease_owner, lease_until, "
-    "sent_at, last_error, lease_losses"
+    "sent_at, last_error, lease_losses, dlr_at"
 )
 # Due retries first, then pending ('retrying' sorts after 'pending', hence status DESC), each
 # by due time and id: the order of the deliveries_ready index (status DESC in it too), so the
@@ -99,23 +106,59 @@ FROM (SELECT value ->> 0 AS fenced_id, value ->> 1 AS fenced_attempts FROM json_
 WHERE deliveries.id = f.fenced_id AND deliveries.status = 'leased'
   AND deliveries.lease_owner = ?2 AND deliveries.attempts = f.fenced_attempts
   AND deliveries.lease_until > ?1
-RETURNING message_id
+RETURNING message_id, id
 """
+
+
+def _given_back(status: str) -> str:
+    """Where a delivery given back goes (a SQL expression on a ``deliveries`` row):
+    ``status``, but ``cancelled`` under a message cancelled meanwhile (pending under a
+    cancelled message would never be claimed nor closed) and ``suppressed`` for a number
+    that opted out meanwhile (``OptOutStore.add_opt_outs``)."""
+    return ("CASE (SELECT CASE WHEN m.status = 'cancelled' THEN 'cancelled' WHEN EXISTS "
+            "(SELECT 1 FROM opt_outs o WHERE o.tenant = m.tenant AND o.phone = "
+            "deliveries.recipient) THEN 'suppressed' END FROM messages m WHERE m.id = "
+            "deliveries.message_id) WHEN 'cancelled' THEN 'cancelled' WHEN 'suppressed' THEN "
+            f"'suppressed' ELSE {status!r} END")
+
+
+# The rescue's new status for a lease that ran out (``_given_back`` of 'retrying').
+RESCUE_STATUS_SQL = _given_back("retrying")
 # Each RETURNING the message and the status the row moved to, for the counts.
 SETTLE_SQL: dict[SettleKind, str] = {
-    # A claim given back under a message cancelled meanwhile is cancelled, not pending:
-    # pending under a cancelled message would never be claimed nor closed.
-    SettleKind.RELEASE: "UPDATE deliveries SET status = CASE WHEN (SELECT status FROM messages "
-                        "WHERE messages.id = deliveries.message_id) = 'cancelled' "
-                        "THEN 'cancelled' ELSE 'pending' END, attempts = attempts - 1, "
+    SettleKind.RELEASE: f"UPDATE deliveries SET status = {_given_back('pending')}, "
+                        "attempts = attempts - 1, "
                         f"lease_owner = NULL, lease_until = NULL {FENCE} {_MOVED}",
     SettleKind.DEAD: "UPDATE deliveries SET status = 'dead', last_error = ?, lease_owner = NULL, "
                      f"lease_until = NULL {FENCE} {_MOVED}",
-    SettleKind.RETRY: "UPDATE deliveries SET status = CASE WHEN (SELECT status FROM messages "
-                      "WHERE messages.id = deliveries.message_id) = 'cancelled' THEN 'cancelled' "
-                      "ELSE 'retrying' END, last_error = ?, next_attempt_at = ?, "
+    SettleKind.RETRY: f"UPDATE deliveries SET status = {_given_back('retrying')}, "
+                      "last_error = ?, next_attempt_at = ?, "
                       f"lease_owner = NULL, lease_until = NULL {FENCE} {_MOVED}",
 }
+# Scheduled or dispatching messages (JSON ids) with nothing open left are completed.
+_COMPLETE_SQL = """
+UPDATE messages SET status = 'completed', completed_at = ?1, updated_at = ?1
+WHERE status IN ('scheduled', 'dispatching') AND id IN (SELECT value FROM json_each(?2))
+  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = messages.id
+                  AND d.status IN ('pending', 'leased', 'retrying'))
+"""
+# Open messages past their validity end (the partial index messages_valid).
+_LAPSED_SQL = """
+SELECT id FROM messages WHERE valid_until IS NOT NULL AND valid_until <= ?
+  AND status IN ('scheduled', 'dispatching')
+"""
+_EXPIRE_SQL = """
+UPDATE deliveries SET status = 'expired'
+WHERE status = ?1 AND message_id IN (SELECT value FROM json_each(?2))
+RETURNING message_id
+"""
+# Receipts held for deliveries just recorded sent (JSON ids): applied, then dropped.
+_HELD_SQL = """
+SELECT d.id, d.message_id, h.uid, h.recipient, h.status, h.at
+FROM deliveries d JOIN messages m ON m.id = d.message_id
+JOIN held_dlrs h ON h.uid = m.uid AND h.recipient = d.recipient
+WHERE d.id IN (SELECT value FROM json_each(?))
+"""
 
 
 def describe(path: str, exc: sqlite3.Error) -> str:
@@ -181,6 +224,45 @@ def add_counts(conn: sqlite3.Connection, changes: Counter[tuple[int, str]]) -> N
     """Apply ``(message_id, status) -> change`` to ``delivery_counts``. Every statement
     that adds, removes or moves deliveries calls this in its transaction."""
     conn.executemany(_ADD_COUNT_SQL, [(m, s, n) for (m, s), n in changes.items() if n])
+
+
+def complete_done(conn: sqlite3.Connection, message_ids: Iterable[int], now: float) -> None:
+    """Complete those of ``message_ids`` that are scheduled or dispatching with nothing
+    open left."""
+    ids = sorted(set(message_ids))
+    if ids:
+        conn.execute(_COMPLETE_SQL, (now, json.dumps(ids)))
+
+
+def expire_lapsed(conn: sqlite3.Connection, now: float) -> None:
+    """The claim's expiry sweep: pending and retrying deliveries of open messages whose
+    validity ended by ``now`` become ``expired``; the messages left with nothing open
+    complete."""
+    lapsed = json.dumps([row[0] for row in conn.execute(_LAPSED_SQL, (now,))])
+    if lapsed == "[]":
+        return
+    changes: Counter[tuple[int, str]] = Counter()
+    for was in ("pending", "retrying"):
+        for (message_id,) in conn.execute(_EXPIRE_SQL, (was, lapsed)).fetchall():
+            changes[message_id, was] -= 1
+            changes[message_id, "expired"] += 1
+    add_counts(conn, changes)
+    complete_done(conn, json.loads(lapsed), now)
+
+
+def apply_held_dlrs(conn: sqlite3.Connection, delivery_ids: list[int]) -> None:
+    """Apply the receipts held for deliveries just recorded ``sent`` (``dlrs``)."""
+    if not delivery_ids or conn.execute("SELECT 1 FROM held_dlrs LIMIT 1").fetchone() is None:
+        return  # the hot path: nothing held, one probe of an empty table
+    changes: Counter[tuple[int, str]] = Counter()
+    for delivery_id, message_id, uid, recipient, status, at in conn.execute(
+            _HELD_SQL, (json.dumps(delivery_ids),)).fetchall():
+        conn.execute("UPDATE deliveries SET status = ?, dlr_at = ? WHERE id = ?",
+                     (status, at, delivery_id))
+        conn.execute("DELETE FROM held_dlrs WHERE uid = ? AND recipient = ?", (uid, recipient))
+        changes[message_id, "sent"] -= 1
+        changes[message_id, status] += 1
+    add_counts(conn, changes)
 
 
 def moved(rows: Iterable[tuple[int, str]], was: str) -> Counter[tuple[int, str]]:
@@ -257,7 +339,7 @@ def delivery_views(conn: sqlite3.Connection, *, message_id: int | None,
     return [
         DeliveryView(id=r[0], message_id=r[1], recipient=r[2], status=DeliveryStatus(r[3]),
                      attempts=r[4], next_attempt_at=r[5], lease_owner=r[6], lease_until=r[7],
-                     sent_at=r[8], last_error=r[9], lease_losses=r[10])
+                     sent_at=r[8], last_error=r[9], lease_losses=r[10], dlr_at=r[11])
         for r in rows
     ]
 
@@ -274,6 +356,8 @@ def views(conn: sqlite3.Connection, where: str, params: Sequence[object]) -> lis
         MessageView(id=r[0], content=r[1], status=MessageStatus(r[2]), scheduled_at=r[3],
                     created_at=r[4], updated_at=r[5], version=r[6], dispatch_started_at=r[7],
                     completed_at=r[8], idempotency_key=r[9], priority=r[10],
-                    counts=counts(conn, r[0]), uid=r[11], tenant=r[12], receipt=r[13])
+                    counts=counts(conn, r[0]), uid=r[11], tenant=r[12], receipt=r[13],
+                    encoding=shape[0], segments=shape[1], valid_until=r[16])
         for r in rows
+        for shape in (stored_shape(r[1], r[14], r[15]),)
     ]

@@ -3,18 +3,17 @@ and ``BEGIN IMMEDIATE`` for every write transaction (``database.Database``).
 
 One store object owns one connection, guarded by a lock, so it may be shared by threads;
 use one store object per worker for parallelism. The SQL lives in ``rows``, the submit of a
-large message in ``submit``, the schema and its upgrades in ``schema``.
+large message in ``submit``, the claim in ``claim``, opt-outs and delivery receipts in
+``lists``, the schema and its upgrades in ``schema``.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import sqlite3
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
-from typing import Any
 
 from sms_sim.clock import Clock
 from sms_sim.dispatch.contract import (
@@ -29,34 +28,30 @@ from sms_sim.dispatch.contract import (
     SettleResult,
     Settlement,
     SubmitResult,
-    effective_priority,
 )
+from sms_sim.dispatch.dlrs import DlrReport, DlrResult, check_dlrs
 from sms_sim.dispatch.errors import ConflictError, LockedError
 from sms_sim.dispatch.keys import ApiKey
+from sms_sim.dispatch.optouts import OptOut, OptOutResult
 from sms_sim.dispatch.pruning import PRUNE_BATCH_ROWS, PruneResult, check_prune
 from sms_sim.dispatch.requests import MessageEdit, NewMessage
 from sms_sim.dispatch.stores.common import (
-    EXPIRED_LEASE_ERROR,
     cancel_result,
-    claim_order,
     clock_jumped_back_after_s,
-    fair_claim,
     locked_message,
-    raised_classes,
 )
 from sms_sim.dispatch.stores.sqlite.api_keys import add_key, find_key, list_keys, revoke_key
 from sms_sim.dispatch.stores.sqlite.cancel_watch import CancelWatch
+from sms_sim.dispatch.stores.sqlite.claim import claim_deliveries
 from sms_sim.dispatch.stores.sqlite.database import DEFAULT_BUSY_TIMEOUT_S, Database
+from sms_sim.dispatch.stores.sqlite import lists
 from sms_sim.dispatch.stores.sqlite.rows import (
     COUNTS_DISAGREE_SQL,
-    DUE_RETRIES_SQL,
-    KEPT_SQL,
-    LEASE_SQL,
-    SERVED_SQL,
-    STILL_DUE_SQL,
     SETTLE_SENT_SQL,
     SETTLE_SQL,
     add_counts,
+    apply_held_dlrs,
+    complete_done,
     counts,
     delivery_counts,
     delivery_views,
@@ -70,8 +65,19 @@ from sms_sim.dispatch.stores.sqlite.prune import prune_messages
 from sms_sim.dispatch.stores.sqlite.submit import insert_deliveries, submit_message
 from sms_sim.dispatch.stores.sqlite.transfer import SqliteTransfer
 from sms_sim.dispatch.validation import INT64_MAX, check_claim, check_listing, check_settlements
+from sms_sim.segments import segments
 
 __all__ = ["SqliteStore", "DEFAULT_BUSY_TIMEOUT_S"]
+
+# The earliest validity end of an open message with something still to send (a claim then
+# expires it): the partial index messages_valid in order, up to the first that qualifies.
+_NEXT_LAPSE_SQL = """
+SELECT valid_until FROM messages
+WHERE valid_until IS NOT NULL AND status IN ('scheduled', 'dispatching')
+  AND EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = messages.id
+              AND d.status IN ('pending', 'retrying'))
+ORDER BY valid_until LIMIT 1
+"""
 
 
 class SqliteStore:
@@ -127,21 +133,27 @@ class SqliteStore:
             if version != expected_version:
                 raise ConflictError(f"message {message_id} is at version {version}, "
                                     f"not {expected_version}: read it again and retry")
-            conn.execute(
+            shape = None if edit.content is None else segments(edit.content)
+            due_at, valid_until, tenant = conn.execute(
                 "UPDATE messages SET content = COALESCE(?, content), "
+                "encoding = COALESCE(?, encoding), segments = COALESCE(?, segments), "
                 "scheduled_at = COALESCE(?, scheduled_at), version = version + 1, "
-                "updated_at = ? WHERE id = ? AND status = 'scheduled' AND version = ?",
-                (edit.content, edit.scheduled_at, now, message_id, expected_version),
-            )
+                "updated_at = ? WHERE id = ? AND status = 'scheduled' AND version = ? "
+                "RETURNING scheduled_at, valid_until, tenant",
+                (edit.content, None if shape is None else str(shape.encoding),
+                 None if shape is None else shape.count, edit.scheduled_at, now, message_id,
+                 expected_version),
+            ).fetchone()
+            conn.execute("UPDATE messages SET valid_until = ? WHERE id = ?",
+                         (edit.validity_end(due_at, valid_until), message_id))
             if edit.scheduled_at is not None:
                 conn.execute("UPDATE deliveries SET next_attempt_at = ? WHERE message_id = ?",
                              (edit.scheduled_at, message_id))
             if edit.recipients is not None:
-                (due_at,) = conn.execute("SELECT scheduled_at FROM messages WHERE id = ?",
-                                         (message_id,)).fetchone()
                 conn.execute("DELETE FROM delivery_counts WHERE message_id = ?", (message_id,))
                 conn.execute("DELETE FROM deliveries WHERE message_id = ?", (message_id,))
-                insert_deliveries(conn, message_id, edit.recipients, due_at)
+                if insert_deliveries(conn, message_id, tenant, edit.recipients, due_at):
+                    complete_done(conn, [message_id], now)
             return views(conn, "WHERE id = ?", (message_id,))[0]
 
     def cancel(self, message_id: int, now: float, *,
@@ -168,95 +180,8 @@ class SqliteStore:
         check_claim(limit, lease_s, now)
         if limit <= 0:
             return []
-        lease_until = now + lease_s
-        claims: list[Claim] = []
         with self._write() as conn:
-            # Rescue: one statement, so the compare (still leased, lease expired) and the
-            # set cannot be split by a completion landing in between. A lease granted more
-            # than ``_jump_s`` after our ``now`` was granted before the clock jumped back: it
-            # is reclaimed too. Leases from before schema 4 have no grant time: their end
-            # less our length stands in.
-            rescued = conn.execute(
-                "UPDATE deliveries SET status = CASE WHEN (SELECT status FROM messages WHERE "
-                "messages.id = deliveries.message_id) = 'cancelled' THEN 'cancelled' "
-                "ELSE 'retrying' END, next_attempt_at = ?1, lease_owner = NULL, "
-                "lease_until = NULL, leased_at = NULL, last_error = ?2, "
-                "lease_losses = lease_losses + 1 WHERE status = 'leased' AND (lease_until <= ?1 "
-                "OR COALESCE(leased_at, lease_until - ?3) > ?1 + ?4) "
-                "RETURNING message_id, status",
-                (now, EXPIRED_LEASE_ERROR, lease_s, self._jump_s),
-            ).fetchall()
-            changes = moved(rescued, "leased")
-            # Never served first (NULLs sort first), oldest due first; then least recently.
-            due = conn.execute(
-                "SELECT id, content, priority, uid, COALESCE(served_at, scheduled_at), "
-                "kept_class, tenant FROM messages WHERE status IN ('scheduled', 'dispatching') "
-                "AND scheduled_at <= ? ORDER BY served_seq, scheduled_at, id",
-                (now,),
-            ).fetchall()
-            content = {row[0]: row for row in due}
-            # A tenant's last serve is one of its messages', so messages hold the maximum.
-            (last_served,) = conn.execute("SELECT MAX(served_seq) FROM messages").fetchone()
-            serves = itertools.count((last_served or 0) + 1)
-            served: dict[int, int] = {}  # message id -> its latest serve order in this claim
-            tenants_served: dict[str, int] = {}  # the same for tenants
-
-            classes = {row[0]: effective_priority(row[2], row[4], now, row[5]) for row in due}
-            order = claim_order([(row[6], classes[row[0]], row[0]) for row in due],
-                                self._tenant_serves(conn, {row[6] for row in due}))
-
-            def take(message_id: int, count: int) -> int:
-                (retries,) = conn.execute(DUE_RETRIES_SQL, (message_id, now, count)).fetchone()
-                rows = conn.execute(LEASE_SQL, (owner, lease_until, now, message_id, now,
-                                                count)).fetchall()
-                if rows:
-                    retries = min(retries, len(rows))
-                    changes[message_id, "retrying"] -= retries
-                    changes[message_id, "pending"] -= len(rows) - retries
-                    changes[message_id, "leased"] += len(rows)
-                    rows.sort()
-                    _, text, _, uid, _, _, tenant = content[message_id]
-                    priority = classes[message_id]
-                    claims.extend(
-                        Claim(delivery_id, message_id, recipient, text, attempts, lease_until,
-                              lease_losses, uid, priority)
-                        for delivery_id, recipient, attempts, lease_losses in rows
-                    )
-                    served[message_id] = tenants_served[tenant] = next(serves)
-                return len(rows)
-
-            fair_claim(order, limit, take)
-            add_counts(conn, changes)
-            if served:
-                conn.execute(SERVED_SQL, (now, json.dumps(list(served.items()))))
-                conn.executemany("INSERT INTO tenants (name, served_seq) VALUES (?, ?) ON "
-                                 "CONFLICT (name) DO UPDATE SET served_seq = excluded.served_seq",
-                                 tenants_served.items())
-            self._keep_classes(conn, due, classes, served, now)
-        return claims
-
-    @staticmethod
-    def _tenant_serves(conn: sqlite3.Connection, tenants: set[str]) -> dict[str, int]:
-        """The last serve of each of ``tenants`` that was ever served."""
-        if len(tenants) < 2:
-            return {}  # one tenant has no one to go before
-        return dict(conn.execute("SELECT name, served_seq FROM tenants WHERE name IN "
-                                 "(SELECT value FROM json_each(?))",
-                                 (json.dumps(sorted(tenants)),)).fetchall())
-
-    @staticmethod
-    def _keep_classes(conn: sqlite3.Connection, due: list[tuple[Any, ...]],
-                      classes: dict[int, int], served: dict[int, int], now: float) -> None:
-        """Aging after a claim (``effective_priority``): a message served above its priority
-        keeps that class; a kept class is dropped once nothing of the message is due."""
-        kept = raised_classes({row[0]: row[5] for row in due}, {row[0]: row[2] for row in due},
-                              classes, served)
-        holders = list(kept)
-        if not holders:
-            return
-        still = {row[0] for row in conn.execute(STILL_DUE_SQL, (json.dumps(holders), now))}
-        changes = [[m, kept[m] if m in still else None] for m in holders]
-        conn.execute(KEPT_SQL, (json.dumps(changes),))
+            return claim_deliveries(conn, owner, limit, lease_s, now, self._jump_s)
 
     def settle(self, owner: str, settlements: Sequence[Settlement], now: float) -> SettleResult:
         check_settlements(settlements, now)
@@ -281,10 +206,13 @@ class SqliteStore:
             if sent:  # the hot path: one statement, a primary-key lookup per row
                 returned = conn.execute(SETTLE_SENT_SQL, (now, owner, json.dumps(sent))).fetchall()
                 accepted += len(returned)
-                for (message_id,) in returned:
+                for message_id, _ in returned:
                     changes[message_id, "leased"] -= 1
                     changes[message_id, "sent"] += 1
                     touched.add(message_id)
+                add_counts(conn, changes)
+                changes.clear()
+                apply_held_dlrs(conn, [delivery_id for _, delivery_id in returned])
             for kind, rows in by_kind.items():
                 for row in rows:  # failures and releases: rare, so one statement each
                     settled = conn.execute(SETTLE_SQL[kind], row).fetchall()
@@ -292,14 +220,7 @@ class SqliteStore:
                     changes.update(moved(settled, "leased"))
                     touched.update(message_id for message_id, _ in settled)
             add_counts(conn, changes)
-            if touched:
-                conn.execute(
-                    "UPDATE messages SET status = 'completed', completed_at = ?, updated_at = ? "
-                    "WHERE status = 'dispatching' AND id IN (SELECT value FROM json_each(?)) "
-                    "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = messages.id "
-                    "AND d.status IN ('pending', 'leased', 'retrying'))",
-                    (now, now, json.dumps(sorted(touched))),
-                )
+            complete_done(conn, touched, now)
         return SettleResult(accepted=accepted, refused=len(settlements) - accepted)
 
     def requeue_dead(self, message_id: int | None, now: float, *,
@@ -311,8 +232,10 @@ class SqliteStore:
             if message_id is not None:
                 message_state(conn, message_id, tenant)
             rows = conn.execute(
-                "UPDATE deliveries SET status = 'pending', attempts = 0, lease_losses = 0, "
-                "next_attempt_at = ?1 "
+                "UPDATE deliveries SET status = CASE WHEN EXISTS (SELECT 1 FROM opt_outs o "
+                "JOIN messages m ON o.tenant = m.tenant WHERE m.id = deliveries.message_id "
+                "AND o.phone = deliveries.recipient) THEN 'suppressed' ELSE 'pending' END, "
+                "attempts = 0, lease_losses = 0, next_attempt_at = ?1 "
                 "WHERE status = 'dead' AND (?2 IS NULL OR message_id = ?2) "
                 "AND (?3 IS NULL OR id IN (SELECT value FROM json_each(?3))) AND message_id IN "
                 "(SELECT id FROM messages WHERE status != 'cancelled' AND (?4 IS NULL OR "
@@ -320,12 +243,13 @@ class SqliteStore:
                 (now, message_id, ids, tenant),
             ).fetchall()
             add_counts(conn, moved(rows, "dead"))
+            requeued = [row for row in rows if row[1] == "pending"]
             conn.execute(
                 "UPDATE messages SET status = 'dispatching', completed_at = NULL, updated_at = ? "
                 "WHERE status = 'completed' AND id IN (SELECT value FROM json_each(?))",
-                (now, json.dumps(sorted({row[0] for row in rows}))),
+                (now, json.dumps(sorted({row[0] for row in requeued}))),
             )
-        return len(rows)
+        return len(requeued)
 
     def keep_receipt(self, message_id: int, receipt: str, *,
                      tenant: str | None = None) -> bool:
@@ -362,6 +286,26 @@ class SqliteStore:
     def api_keys(self, *, tenant: str | None = None) -> list[ApiKey]:
         return self._read(lambda conn: list_keys(conn, tenant))
 
+    def add_opt_outs(self, tenant: str, phones: Iterable[str], now: float) -> OptOutResult:
+        wanted = list(dict.fromkeys(phones))
+        with self._write() as conn:
+            return lists.add_opt_outs(conn, tenant, wanted, now)
+
+    def remove_opt_out(self, tenant: str, phone: str) -> bool:
+        with self._write() as conn:
+            return lists.remove_opt_out(conn, tenant, phone)
+
+    def opt_outs(self, tenant: str, *, after: str | None = None,
+                 limit: int = 1000) -> list[OptOut]:
+        check_listing(None, limit)
+        return self._read(lambda conn: lists.list_opt_outs(conn, tenant, after,
+                                                           min(limit, INT64_MAX)))
+
+    def record_dlrs(self, reports: Sequence[DlrReport], now: float) -> DlrResult:
+        reports = check_dlrs(reports, now)
+        with self._write() as conn:
+            return lists.record_dlrs(conn, reports)
+
     def close(self) -> None:
         # The read-only cancel watcher first: the last connection to close checkpoints the
         # WAL into the file, and a read-only one cannot.
@@ -383,7 +327,8 @@ class SqliteStore:
                                     "('scheduled', 'dispatching'))").fetchone()
             (lease,) = conn.execute("SELECT MIN(lease_until) FROM deliveries "
                                     "WHERE status = 'leased'").fetchone()
-            times = [t for t in (ready, lease) if t is not None]
+            lapse = conn.execute(_NEXT_LAPSE_SQL).fetchone()
+            times = [t for t in (ready, lease, lapse and lapse[0]) if t is not None]
             return min(times) if times else None
 
         return self._read(body)

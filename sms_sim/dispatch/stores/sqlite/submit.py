@@ -27,8 +27,10 @@ from sms_sim.dispatch.errors import StillSubmittingError, StoreError
 from sms_sim.dispatch.requests import NewMessage
 from sms_sim.dispatch.stores.common import key_conflict
 from sms_sim.dispatch.stores.sqlite.prune import NEXT_MESSAGE_ID_SQL, next_delivery_id
-from sms_sim.dispatch.stores.sqlite.rows import add_counts
+from sms_sim.dispatch.stores.sqlite.lists import suppress_listed
+from sms_sim.dispatch.stores.sqlite.rows import add_counts, complete_done
 from sms_sim.dispatch.validation import format_utc
+from sms_sim.segments import segments
 
 __all__ = ["LOAD_CHUNK", "ABANDONED_LOAD_S", "submit_message"]
 
@@ -46,8 +48,9 @@ def submit_message(write: Write, message: NewMessage, now: float,
     due_at = now if message.scheduled_at is None else message.scheduled_at
     # Only a key needs the request's fingerprint (hashing 1,000,000 sorted numbers takes ~1 s).
     fingerprint = None if message.idempotency_key is None else message.fingerprint()
-    recipients = message.recipients
+    recipients, tenant = message.recipients, message.tenant
     chunked = len(recipients) > LOAD_CHUNK
+    shape = segments(message.content)
     with write() as conn:
         _drop_abandoned_loads(conn, now)
         known = _known_key(conn, message, fingerprint)
@@ -55,27 +58,33 @@ def submit_message(write: Write, message: NewMessage, now: float,
             return known
         (message_id,) = conn.execute(
             "INSERT INTO messages (id, content, status, scheduled_at, created_at, updated_at, "
-            "version, idempotency_key, priority, uid, request_hash, tenant) "
-            f"VALUES ({NEXT_MESSAGE_ID_SQL}, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?, ?) RETURNING id",
+            "version, idempotency_key, priority, uid, request_hash, tenant, encoding, "
+            f"segments, valid_until) VALUES ({NEXT_MESSAGE_ID_SQL}, ?, ?, ?, ?, ?, 1, ?, ?, ?, "
+            "?, ?, ?, ?, ?) RETURNING id",
             (message.content, "loading" if chunked else "scheduled", due_at, now, now,
              message.idempotency_key, message.priority, uuid.uuid4().hex, fingerprint,
-             message.tenant),
+             tenant, str(shape.encoding), shape.count, message.validity_end(due_at)),
         ).fetchone()
-        insert_deliveries(conn, message_id, recipients[:LOAD_CHUNK], due_at)
+        suppressed = insert_deliveries(conn, message_id, tenant, recipients[:LOAD_CHUNK],
+                                       due_at)
+        if suppressed and not chunked:  # every recipient may have opted out
+            complete_done(conn, [message_id], now)
     if chunked:
         try:
-            _load_rest(write, message_id, recipients, due_at, between)
+            suppressed += _load_rest(write, message_id, tenant, recipients, due_at, between,
+                                     now)
         except BaseException:
             with contextlib.suppress(StoreError):
                 with write() as conn:
                     _delete_load(conn, message_id)
             raise
-    return SubmitResult(message_id=message_id, created=True)
+    return SubmitResult(message_id=message_id, created=True, suppressed=suppressed)
 
 
-def insert_deliveries(conn: sqlite3.Connection, message_id: int, recipients: Sequence[str],
-                      due_at: float) -> None:
-    """Pending deliveries, with ids above every id handed out (``prune``: none reused)."""
+def insert_deliveries(conn: sqlite3.Connection, message_id: int, tenant: str,
+                      recipients: Sequence[str], due_at: float) -> int:
+    """Pending deliveries, with ids above every id handed out (``prune``: none reused),
+    suppressed for numbers on ``tenant``'s opt-out list; returns how many were suppressed."""
     first = next_delivery_id(conn)
     inserted = conn.executemany(
         "INSERT OR IGNORE INTO deliveries (id, message_id, recipient, status, attempts, "
@@ -83,19 +92,25 @@ def insert_deliveries(conn: sqlite3.Connection, message_id: int, recipients: Seq
         ((first + i, message_id, recipient, due_at) for i, recipient in enumerate(recipients)),
     ).rowcount
     add_counts(conn, Counter({(message_id, "pending"): inserted}))
+    return suppress_listed(conn, message_id, tenant, first, first + len(recipients) - 1)
 
 
-def _load_rest(write: Write, message_id: int, recipients: Sequence[str],
-               due_at: float, between: Callable[[], None]) -> None:
+def _load_rest(write: Write, message_id: int, tenant: str, recipients: Sequence[str],
+               due_at: float, between: Callable[[], None], now: float) -> int:
+    suppressed = 0
     for start in range(LOAD_CHUNK, len(recipients), LOAD_CHUNK):
         between()
         with write() as conn:
             _still_loading(conn, message_id)
-            insert_deliveries(conn, message_id, recipients[start:start + LOAD_CHUNK], due_at)
+            suppressed += insert_deliveries(conn, message_id, tenant,
+                                            recipients[start:start + LOAD_CHUNK], due_at)
     between()
     with write() as conn:
         _still_loading(conn, message_id)
         conn.execute("UPDATE messages SET status = 'scheduled' WHERE id = ?", (message_id,))
+        if suppressed:
+            complete_done(conn, [message_id], now)
+    return suppressed
 
 
 def _still_loading(conn: sqlite3.Connection, message_id: int) -> None:
