@@ -15,6 +15,10 @@ repository root), and a script that calls the store in-process imports it itself
   own ``deliveries`` table, in processes of its own.
 * ``drain_span``: first claim and last settle as the table recorded them, so every side's
   rate is taken the same way, without interpreter start-up.
+* ``--baseline DIR`` (``add_baseline_option``): another checkout of sms_sim (a ``git
+  worktree`` of an older commit) whose ``python -m sms_sim`` runs as one more side, in
+  databases of its own, so old and new code are measured in one run on one server. Every
+  helper that runs the CLI takes ``root``, the checkout to run it from.
 """
 
 from __future__ import annotations
@@ -79,6 +83,27 @@ print(json.dumps({"done": done}))
 
 
 # ---- options -------------------------------------------------------------------------------
+
+
+def add_baseline_option(parser: argparse.ArgumentParser) -> None:
+    """``--baseline DIR``: another checkout run as the side ``baseline`` (old vs new)."""
+    parser.add_argument("--baseline", metavar="DIR", type=Path,
+                        help="another checkout of sms_sim (e.g. a git worktree of the parent "
+                             "commit): its code runs as one more side, 'baseline', with the "
+                             "same options, and ours/baseline is printed")
+
+
+def check_baseline(parser: argparse.ArgumentParser, baseline: Path | None) -> None:
+    """Refuse a ``--baseline`` that holds no sms_sim package (one usage line)."""
+    if baseline is not None and not (baseline / "sms_sim" / "__main__.py").is_file():
+        parser.error(f"--baseline must be a checkout of sms_sim (got {str(baseline)!r})")
+
+
+def git_commit(root: Path) -> str:
+    """The short commit of a checkout (and ``+changes`` if its tree differs), for headers."""
+    done = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty=+changes"],
+                          capture_output=True, text=True, check=False)
+    return done.stdout.strip() or "?"
 
 
 def add_dsn_option(parser: argparse.ArgumentParser) -> None:
@@ -213,10 +238,11 @@ def write_numbers(path: Path, first: int, count: int) -> Path:
     return path
 
 
-def sms_sim(*args: str, timeout_s: float = WORKER_TIMEOUT_S) -> str:
-    """Run ``python -m sms_sim ARGS`` of this checkout; its stdout, or raise with stderr."""
+def sms_sim(*args: str, timeout_s: float = WORKER_TIMEOUT_S, root: Path = ROOT) -> str:
+    """Run ``python -m sms_sim ARGS`` of the checkout ``root``; its stdout, or raise with
+    stderr."""
     result = subprocess.run([sys.executable, "-m", "sms_sim", *args], capture_output=True,
-                            text=True, cwd=ROOT, timeout=timeout_s)
+                            text=True, cwd=root, timeout=timeout_s)
     if result.returncode != 0:
         raise RuntimeError(f"sms_sim {args[0]} exited {result.returncode}: "
                            f"{result.stderr.strip()[-500:]}")
@@ -224,10 +250,10 @@ def sms_sim(*args: str, timeout_s: float = WORKER_TIMEOUT_S) -> str:
 
 
 def submit_broadcast(url: str, recipients_file: Path, *, tenant: str = "default",
-                     content: str = "broadcast") -> None:
+                     content: str = "broadcast", root: Path = ROOT) -> None:
     """Submit one message to every number in the file, through the CLI (creates the schema)."""
     sms_sim("submit", content, "--db", url, "--recipients-file", str(recipients_file),
-            "--tenant", tenant)
+            "--tenant", tenant, root=root)
 
 
 # ---- worker processes ----------------------------------------------------------------------
@@ -243,8 +269,8 @@ def worker_command(url: str, *, batch: int, seed: int, exit_when_idle: bool = Tr
 
 
 def start_workers(url: str, count: int, *, batch: int, log_dir: Path,
-                  exit_when_idle: bool = True,
-                  extra: Sequence[str] = ()) -> list[subprocess.Popen[bytes]]:
+                  exit_when_idle: bool = True, extra: Sequence[str] = (),
+                  root: Path = ROOT) -> list[subprocess.Popen[bytes]]:
     """Start ``count`` workers; each one's stdout (its JSON report) and stderr (its first
     line, errors) go to files in ``log_dir``, read by ``finish_workers``."""
     procs = []
@@ -253,7 +279,7 @@ def start_workers(url: str, count: int, *, batch: int, log_dir: Path,
                 (log_dir / f"worker-{i}.err").open("wb") as err:
             procs.append(subprocess.Popen(
                 worker_command(url, batch=batch, seed=i + 1, exit_when_idle=exit_when_idle,
-                               extra=extra), stdout=out, stderr=err, cwd=ROOT))
+                               extra=extra), stdout=out, stderr=err, cwd=root))
     return procs
 
 
@@ -315,10 +341,11 @@ class WorkerRun:
 
 
 def run_workers(url: str, count: int, *, batch: int, log_dir: Path,
-                extra: Sequence[str] = ()) -> WorkerRun:
-    """``count`` workers with ``--exit-when-idle`` until they have all exited."""
+                extra: Sequence[str] = (), root: Path = ROOT) -> WorkerRun:
+    """``count`` workers of the checkout ``root`` with ``--exit-when-idle`` until they have
+    all exited."""
     start = time.perf_counter()
-    procs = start_workers(url, count, batch=batch, log_dir=log_dir, extra=extra)
+    procs = start_workers(url, count, batch=batch, log_dir=log_dir, extra=extra, root=root)
     reports = finish_workers(procs, log_dir)
     return WorkerRun(wall_s=time.perf_counter() - start, reports=reports)
 

@@ -18,10 +18,14 @@ The dead tuples the statistics count at the end are printed beside each rate. ``
 adds the bare per-row ``FOR UPDATE SKIP LOCKED`` loop of ``pg_drain.py`` held and free,
 for information: the plain queue the issue quotes as losing 35 %.
 
+``--baseline DIR`` adds the same two sides run with the code of another checkout (a ``git
+worktree`` of an older commit): old vs new in one run.
+
 Target (issue 13): held / free >= 0.9 (throughput drops by 10 % at most).
 
 Command (from the repo root): python3 bench/pg_vacuum.py [--recipients 1000000] [--hold 180]
-[--workers 2] [--batch 1000] [--runs 3] [--bare] [--dsn postgresql://...] [--quick]
+[--workers 2] [--batch 1000] [--runs 3] [--bare] [--baseline DIR] [--dsn postgresql://...]
+[--quick]
 (without --dsn a throwaway server is started with scripts/pg_server.py and stopped after)
 """
 
@@ -38,12 +42,16 @@ from pathlib import Path
 
 from _common import print_header, print_runs, print_target, rotate
 from _pg import (
+    ROOT,
     Scratch,
+    add_baseline_option,
     add_dsn_option,
+    check_baseline,
     checkpoint,
     connect,
     dead_tuples,
     drain_span,
+    git_commit,
     run_bare,
     run_workers,
     scratch,
@@ -96,17 +104,18 @@ class Drain:
 
 
 def _drain(dbs: Scratch, numbers: Path, args: argparse.Namespace, tmp: Path, *, held: bool,
-           bare: bool) -> Drain:
+           bare: bool, root: Path = ROOT) -> Drain:
     url = dbs.database()
     try:
-        submit_broadcast(url, numbers)
+        submit_broadcast(url, numbers, root=root)
         checkpoint(url)
         holder = Holder(url, args.hold) if held else None
         try:
             if bare:
                 sent = run_bare(url, args.workers)
             else:
-                sent = run_workers(url, args.workers, batch=args.batch, log_dir=tmp).sent
+                sent = run_workers(url, args.workers, batch=args.batch, log_dir=tmp,
+                                   root=root).sent
         finally:
             if holder is not None:
                 holder.release()
@@ -147,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=1000, help="B (default 1000)")
     parser.add_argument("--bare", action="store_true",
                         help="also the bare SKIP LOCKED loop, held and free")
+    add_baseline_option(parser)
     add_dsn_option(parser)
     parser.add_argument("--quick", action="store_true",
                         help="20,000 recipients, --hold 30, 1 run")
@@ -155,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.recipients, args.hold, args.runs = 20_000, 30.0, 1
     if min(args.runs, args.recipients, args.workers, args.batch) < 1 or args.hold <= 0:
         parser.error("--runs, --recipients, --workers, --batch and --hold must be positive")
+    check_baseline(parser, args.baseline)
     print(__doc__.splitlines()[0] if __doc__ else "")
     print(f"command: {shown_command_line()}")
     with server(args.dsn) as admin, scratch(admin) as dbs, \
@@ -164,15 +175,23 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{args.workers} workers, batch {args.batch}; hold up to {args.hold:g} s")
         numbers = write_numbers(tmp / "numbers.txt", 500, args.recipients)
 
-        def side(held: bool, bare: bool) -> Callable[[], Drain]:
-            return lambda: _drain(dbs, numbers, args, tmp, held=held, bare=bare)
+        def side(held: bool, bare: bool, root: Path = ROOT) -> Callable[[], Drain]:
+            return lambda: _drain(dbs, numbers, args, tmp, held=held, bare=bare, root=root)
 
         sides = {"free": side(False, False), "held": side(True, False)}
+        if args.baseline is not None:
+            print(f"ours: {git_commit(ROOT)}; baseline: {args.baseline} at "
+                  f"{git_commit(args.baseline)}")
+            sides |= {"baseline free": side(False, False, args.baseline),
+                      "baseline held": side(True, False, args.baseline)}
         if args.bare:
             sides |= {"bare free": side(False, True), "bare held": side(True, True)}
         results = rotate(sides, args.runs)
     print_header("drain deliveries/s (first claim to last settle)", args.runs)
     ratio = _report("ours", results["free"], results["held"])
+    if args.baseline is not None:
+        _report("baseline (the other checkout)", results["baseline free"],
+                results["baseline held"])
     if args.bare:
         _report("bare SKIP LOCKED loop (for information)", results["bare free"],
                 results["bare held"])

@@ -10,21 +10,28 @@ little because a claim is a handful of statements whatever its size:
    after a backward clock jump), fenced by status and lease end in the statement itself,
    passing over rows a settle is writing right now (``SKIP LOCKED``: that settle decides
    them, or, if it rolls back, the next claim rescues them), so a settler stalled in its
-   transaction never makes claims wait;
-2. the due messages, each with how many deliveries it has ready (counted up to the limit
-   through the partial ``deliveries_ready`` index, so a million-recipient message costs
-   ``limit`` index entries, not a million);
+   transaction never makes claims wait; a rescued delivery to an opted-out number is
+   suppressed instead; then the expiry sweep (``lists.after_rescue``): open messages past
+   their validity end are locked, and their pending and retrying deliveries expire, fresh
+   ones included (their run ends: ``chunk``);
+2. the due messages (none past its validity end, so neither lease path below takes from
+   one), each with how many deliveries it has ready: its fresh ones, read off its chunk
+   cursor (``chunk``: ``fresh_left``, no delivery row read), and those waiting for a
+   per-row claim, counted up to the limit through the partial ``deliveries_waiting``
+   index (retries, releases, requeues, rescued leases: few);
 3. the split: ``stores.common.fair_claim`` in Python on those counts, the same code the
    memory and SQLite stores run, so all three lease the same rows in the same order;
 4. the messages given deliveries are locked (``FOR NO KEY UPDATE``, in id order) and
    checked unchanged (an edit or cancel that committed since step 2 bumped the version:
    the split is made again); from here on an edit or cancel of them waits for this claim;
-5. the lease: one ``UPDATE`` joined to a ``MATERIALIZED`` CTE that picks each message's
-   rows (``LATERAL ... ORDER BY ... LIMIT n FOR UPDATE``). Never ``WHERE id IN (SELECT
-   ... LIMIT n FOR UPDATE SKIP LOCKED)``: PostgreSQL may run such a sub-select more than
-   once and update more rows than its LIMIT (bug #15715). A broadcast's share is leased in
-   this one statement, a range of its ready index, never one transaction per row;
-6. the serve order, tenants' serves and aging's kept classes, each one statement.
+5. the lease (``chunk.lease_rows``): a broadcast's share is the next ids of its fresh run,
+   read as one range of the ``(message_id, id)`` index from its cursor; per-row deliveries
+   are read through ``deliveries_waiting`` only when there are some; then one ``UPDATE``
+   of the picked ids by primary key. Never ``WHERE id IN (SELECT ... LIMIT n FOR UPDATE
+   SKIP LOCKED)``: PostgreSQL may run such a sub-select more than once and update more
+   rows than its LIMIT (bug #15715);
+6. the serve order with the moved cursors, tenants' serves and aging's kept classes, each
+   one statement.
 
 Since every claim waits for the one before it, a claimer that stalls inside its claim (a
 paused process, a long GC or VM pause) would stall every host's claims: its session is
@@ -45,6 +52,7 @@ from sms_sim.dispatch.stores.common import (
     fair_claim,
     raised_classes,
 )
+from sms_sim.dispatch.stores.postgres.chunk import Cursor, lease_rows
 from sms_sim.dispatch.stores.postgres.lists import after_rescue
 from sms_sim.dispatch.stores.postgres.schema import LOCK_CLASS, Connection
 
@@ -82,8 +90,9 @@ _DUE_SQL = """
 SELECT m.id, m.priority, COALESCE(m.served_at, m.scheduled_at), m.kept_class, m.tenant,
     m.version,
     (SELECT count(*) FROM (SELECT 1 FROM deliveries AS d WHERE d.message_id = m.id
-        AND d.status IN ('pending', 'retrying') AND d.next_attempt_at <= %(now)s
-        LIMIT %(limit)s) AS r)
+        AND d.status IN ('pending', 'retrying') AND NOT d.fresh
+        AND d.next_attempt_at <= %(now)s LIMIT %(limit)s) AS r),
+    m.fresh_left, m.fresh_next, m.scheduled_at
 FROM messages AS m
 WHERE m.status IN ('scheduled', 'dispatching') AND m.scheduled_at <= %(now)s
   AND (m.valid_until IS NULL OR m.valid_until > %(now)s)
@@ -94,32 +103,14 @@ SELECT id, version, content, uid, valid_until FROM messages
 WHERE id = ANY(%s) AND status IN ('scheduled', 'dispatching')
 ORDER BY id FOR NO KEY UPDATE
 """
-# The UPDATE joins the picked rows by id alone: the CTE locked them FOR UPDATE with their
-# status checked (re-checked against any newer version), so repeating the status test
-# outside only misled the planner: with statistics that had seen only finished rows it
-# estimated one pending row and scanned the due index once per picked row (660 ms for a
-# claim of 1,000 with 5,000 pending, 14 ms without it).
-_LEASE_SQL = """
-WITH picked AS MATERIALIZED (
-    SELECT r.* FROM unnest(%(ids)s::bigint[], %(counts)s::bigint[]) AS g(message_id, n)
-    CROSS JOIN LATERAL (
-        SELECT d.id, d.status AS was, d.next_attempt_at AS due FROM deliveries AS d
-        WHERE d.message_id = g.message_id AND d.status IN ('pending', 'retrying')
-          AND d.next_attempt_at <= %(now)s
-        ORDER BY d.status DESC, d.next_attempt_at, d.id
-        LIMIT g.n FOR UPDATE) AS r
-)
-UPDATE deliveries AS d SET status = 'leased', lease_owner = %(owner)s,
-    lease_until = %(until)s, leased_at = %(now)s, attempts = d.attempts + 1
-FROM picked AS p
-WHERE d.id = p.id
-RETURNING d.id, d.message_id, d.recipient, d.attempts, d.lease_losses, p.was, p.due
-"""
 _SERVED_SQL = """
 UPDATE messages AS m SET status = 'dispatching',
     dispatch_started_at = COALESCE(m.dispatch_started_at, %(now)s),
-    served_seq = s.seq, served_at = %(now)s, updated_at = %(now)s
-FROM unnest(%(ids)s::bigint[], %(seqs)s::bigint[]) AS s(id, seq)
+    served_seq = s.seq, served_at = %(now)s, updated_at = %(now)s,
+    fresh_next = CASE WHEN s.moved THEN s.next ELSE m.fresh_next END,
+    fresh_left = CASE WHEN s.moved THEN s.left_ ELSE m.fresh_left END
+FROM unnest(%(ids)s::bigint[], %(seqs)s::bigint[], %(moved)s::boolean[], %(nexts)s::bigint[],
+            %(lefts)s::bigint[]) AS s(id, seq, moved, next, left_)
 WHERE m.id = s.id
 """
 _TENANTS_SQL = """
@@ -128,9 +119,10 @@ SELECT * FROM unnest(%s::text[], %s::bigint[])
 ON CONFLICT (name) DO UPDATE SET served_seq = excluded.served_seq
 """
 _STILL_DUE_SQL = """
-SELECT h.id FROM unnest(%s::bigint[]) AS h(id)
-WHERE EXISTS (SELECT 1 FROM deliveries AS d WHERE d.message_id = h.id
-              AND d.status IN ('pending', 'retrying') AND d.next_attempt_at <= %s)
+SELECT m.id FROM messages AS m
+WHERE m.id = ANY(%s::bigint[]) AND (m.fresh_left > 0 OR EXISTS (
+    SELECT 1 FROM deliveries AS d WHERE d.message_id = m.id
+    AND d.status IN ('pending', 'retrying') AND NOT d.fresh AND d.next_attempt_at <= %s))
 """
 _KEPT_SQL = """
 UPDATE messages AS m SET kept_class = k.kept
@@ -161,8 +153,10 @@ def claim_deliveries(conn: Connection, owner: str, limit: int, lease_s: float, n
             break
         # An edit or cancel committed between the count and the lock: split again, on
         # messages that can no longer change under us.
-    claims = _lease(conn, grants, locked, classes, owner, now + lease_s, now)
-    served = _serve(conn, grants, {row[0]: row[4] for row in due}, now)
+    cursors = {row[0]: Cursor(scheduled_at=row[9], fresh_next=row[8],
+                              fresh_left=int(row[7]), waiting=int(row[6])) for row in due}
+    claims, moved = _lease(conn, grants, locked, classes, cursors, owner, now + lease_s, now)
+    served = _serve(conn, grants, {row[0]: row[4] for row in due}, moved, now)
     _keep_classes(conn, due, classes, served, now)
     return claims
 
@@ -170,7 +164,7 @@ def claim_deliveries(conn: Connection, owner: str, limit: int, lease_s: float, n
 def _split(conn: Connection, due: Sequence[_Row], classes: dict[int, int],
            limit: int) -> list[tuple[int, int]]:
     """The grants ``fair_claim`` makes on the counted ready deliveries, in order."""
-    ready = {row[0]: int(row[6]) for row in due}
+    ready = {row[0]: int(row[6]) + int(row[7]) for row in due}
     tenants = {row[4] for row in due}
     served: dict[str, int] = {}
     if len(tenants) > 1:  # one tenant has no one to go before
@@ -191,20 +185,16 @@ def _split(conn: Connection, due: Sequence[_Row], classes: dict[int, int],
 
 
 def _lease(conn: Connection, grants: list[tuple[int, int]], locked: dict[int, _Row],
-           classes: dict[int, int], owner: str, until: float, now: float) -> list[Claim]:
-    """Lease the grants in one statement; the claims in grant order, by id within each."""
+           classes: dict[int, int], cursors: dict[int, Cursor], owner: str, until: float,
+           now: float) -> tuple[list[Claim], dict[int, tuple[int | None, int]]]:
+    """Lease the grants (``chunk.lease_rows``); the claims in grant order, by id within
+    each, and the cursors moved."""
     if not grants:
-        return []
+        return [], {}
     totals: dict[int, int] = {}
     for message_id, count in grants:
         totals[message_id] = totals.get(message_id, 0) + count
-    rows = conn.execute(_LEASE_SQL, {"ids": list(totals), "counts": list(totals.values()),
-                                     "owner": owner, "until": until, "now": now}).fetchall()
-    by_message: dict[int, list[_Row]] = {}
-    for row in rows:
-        by_message.setdefault(row[1], []).append(row)
-    for leased in by_message.values():  # the order the rows were picked in
-        leased.sort(key=lambda row: (row[5] != "retrying", row[6], row[0]))
+    leased = lease_rows(conn, totals, cursors, owner, until, now)
     claims: list[Claim] = []
     taken: dict[int, int] = {}
     for message_id, count in grants:
@@ -212,17 +202,17 @@ def _lease(conn: Connection, grants: list[tuple[int, int]], locked: dict[int, _R
         taken[message_id] = start + count
         _, _, content, uid, valid_until = locked[message_id]
         priority = classes[message_id]
-        for delivery_id, _, recipient, attempts, lease_losses, _, _ in sorted(
-                by_message.get(message_id, [])[start:start + count]):
+        for delivery_id, _, recipient, attempts, lease_losses in sorted(
+                leased.rows[message_id][start:start + count]):
             claims.append(Claim(delivery_id, message_id, recipient, content, attempts, until,
                                 lease_losses, uid, priority, valid_until))
-    return claims
+    return claims, leased.cursors
 
 
 def _serve(conn: Connection, grants: list[tuple[int, int]], tenant_of: dict[int, str],
-           now: float) -> dict[int, int]:
-    """Record the serve order of the messages and tenants given deliveries; returns each
-    served message's latest serve number."""
+           moved: dict[int, tuple[int | None, int]], now: float) -> dict[int, int]:
+    """Record the serve order of the messages and tenants given deliveries, and the chunk
+    cursors ``moved``; returns each served message's latest serve number."""
     if not grants:
         return {}
     row = conn.execute("SELECT GREATEST((SELECT max(served_seq) FROM messages), "
@@ -232,7 +222,11 @@ def _serve(conn: Connection, grants: list[tuple[int, int]], tenant_of: dict[int,
     tenants: dict[str, int] = {}
     for number, (message_id, _) in enumerate(grants, start=last + 1):
         served[message_id] = tenants[tenant_of[message_id]] = number
-    conn.execute(_SERVED_SQL, {"now": now, "ids": list(served), "seqs": list(served.values())})
+    conn.execute(_SERVED_SQL, {
+        "now": now, "ids": list(served), "seqs": list(served.values()),
+        "moved": [m in moved for m in served],
+        "nexts": [moved[m][0] if m in moved else None for m in served],
+        "lefts": [moved[m][1] if m in moved else None for m in served]})
     conn.execute(_TENANTS_SQL, (list(tenants), list(tenants.values())))
     return served
 

@@ -22,11 +22,13 @@ ever left ``pending`` or ``retrying``.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sms_sim.dispatch.dlrs import DlrOutcome, DlrReport, DlrResult, dlr_outcome, split_key
 from sms_sim.dispatch.optouts import OptOut, OptOutResult
+from sms_sim.dispatch.stores.postgres.chunk import leave_run
 from sms_sim.dispatch.stores.postgres.schema import LOCK_CLASS, Connection
 
 __all__ = ["add_opt_outs", "remove_opt_out", "list_opt_outs", "suppress_listed",
@@ -44,40 +46,61 @@ WHERE m.tenant = %(tenant)s AND m.status IN ('scheduled', 'dispatching')
               AND d.recipient = ANY(%(phones)s) AND d.status IN ('pending', 'retrying'))
 ORDER BY m.id FOR NO KEY UPDATE
 """
+# Each row with whether it was fresh (in its message's chunk run, ``chunk``): the rows
+# cannot change between the read and the write (their messages are locked, claims and
+# give-backs are locked out), so the flag read is the flag overwritten.
 _SUPPRESS_SQL = """
-UPDATE deliveries AS d SET status = 'suppressed'
-WHERE d.message_id = ANY(%(ids)s) AND d.recipient = ANY(%(phones)s)
-  AND d.status IN ('pending', 'retrying')
-RETURNING d.message_id
+WITH hit AS MATERIALIZED (
+    SELECT d.id, d.fresh FROM deliveries AS d
+    WHERE d.message_id = ANY(%(ids)s) AND d.recipient = ANY(%(phones)s)
+      AND d.status IN ('pending', 'retrying')
+)
+UPDATE deliveries AS d SET status = 'suppressed', fresh = false
+FROM hit WHERE d.id = hit.id AND d.status IN ('pending', 'retrying')
+RETURNING d.message_id, hit.fresh
 """
 _TENANTS_OF_SQL = """
 SELECT DISTINCT m.tenant FROM deliveries AS d JOIN messages AS m ON m.id = d.message_id
 WHERE d.id = ANY(%s) ORDER BY 1
 """
-# Driven by the list: one probe of (message_id, recipient) per listed number.
+# Driven by the list: one probe of (message_id, recipient) per listed number. The rows
+# leave the fresh run before its cursor is set (``submit.copy_deliveries``).
 _SUPPRESS_NEW_SQL = """
-UPDATE deliveries AS d SET status = 'suppressed'
+UPDATE deliveries AS d SET status = 'suppressed', fresh = false
 FROM opt_outs AS o
 WHERE o.tenant = %(tenant)s AND d.message_id = %(message)s AND d.recipient = o.phone
   AND d.status = 'pending'
 """
+# A message with no open delivery left is completed: no fresh one (its chunk cursor says,
+# ``chunk``), then two probes of small partial indexes.
 _COMPLETE_SQL = """
 UPDATE messages AS m SET status = 'completed', completed_at = %(now)s, updated_at = %(now)s
-WHERE m.id = ANY(%(ids)s) AND m.status IN ('scheduled', 'dispatching')
+WHERE m.id = ANY(%(ids)s) AND m.status IN ('scheduled', 'dispatching') AND m.fresh_left = 0
   AND NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.message_id = m.id
-                  AND d.status IN ('pending', 'retrying'))
+                  AND d.status IN ('pending', 'retrying') AND NOT d.fresh)
   AND NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.message_id = m.id
                   AND d.status = 'leased')
 """
-# Open messages past their validity end (the partial index messages_valid).
+# Open messages past their validity end (the partial index messages_valid) with work left
+# (a fresh run, or per-row work), locked in id order before their deliveries are read (the
+# lock order above), by a statement of its own: the expiry's snapshot, taken after, then
+# holds every delivery of theirs that is pending or retrying, even one an edit just
+# stored, so the whole fresh run expires and ``fresh_left`` is 0 exactly (``chunk``).
+_LAPSED_SQL = """
+SELECT m.id FROM messages AS m
+WHERE m.valid_until IS NOT NULL AND m.valid_until <= %(now)s
+  AND m.status IN ('scheduled', 'dispatching')
+  AND (m.fresh_left > 0 OR EXISTS (SELECT 1 FROM deliveries AS d WHERE d.message_id = m.id
+       AND d.status IN ('pending', 'retrying') AND NOT d.fresh))
+ORDER BY m.id FOR NO KEY UPDATE
+"""
 _EXPIRE_SQL = """
-WITH lapsed AS MATERIALIZED (
-    SELECT id FROM messages WHERE valid_until IS NOT NULL AND valid_until <= %(now)s
-      AND status IN ('scheduled', 'dispatching')
+WITH ended AS (
+    UPDATE messages SET fresh_next = NULL, fresh_left = 0
+    WHERE id = ANY(%(ids)s) AND fresh_left > 0
 )
-UPDATE deliveries AS d SET status = 'expired'
-FROM lapsed WHERE d.message_id = lapsed.id AND d.status IN ('pending', 'retrying')
-RETURNING d.message_id
+UPDATE deliveries AS d SET status = 'expired', fresh = false
+WHERE d.message_id = ANY(%(ids)s) AND d.status IN ('pending', 'retrying')
 """
 _FIND_SQL = """
 SELECT d.id, d.status, d.sent_at FROM messages AS m
@@ -131,8 +154,9 @@ def add_opt_outs(conn: Connection, tenant: str, phones: list[str],
                                                              "phones": phones})]
     touched: list[int] = []
     if holders:
-        touched = [row[0] for row in conn.execute(_SUPPRESS_SQL, {"ids": holders,
-                                                                  "phones": phones})]
+        rows = conn.execute(_SUPPRESS_SQL, {"ids": holders, "phones": phones}).fetchall()
+        leave_run(conn, Counter(message_id for message_id, fresh in rows if fresh))
+        touched = [row[0] for row in rows]
     complete_done(conn, touched, now)
     return OptOutResult(added=added, suppressed=len(touched))
 
@@ -178,8 +202,10 @@ def after_rescue(conn: Connection, rescued: Sequence[tuple[Any, ...]], now: floa
     open, then the expiry sweep (``DispatchStore.claim``): pending and retrying deliveries
     of open messages past their validity end become ``expired``."""
     done = [row[0] for row in rescued if row[1] == "suppressed"]
-    done.extend(row[0] for row in conn.execute(_EXPIRE_SQL, {"now": now}))
-    complete_done(conn, done, now)
+    lapsed = [row[0] for row in conn.execute(_LAPSED_SQL, {"now": now})]
+    if lapsed:
+        conn.execute(_EXPIRE_SQL, {"ids": lapsed})
+    complete_done(conn, done + lapsed, now)
 
 
 def apply_held_dlrs(conn: Connection, delivery_ids: list[int]) -> None:

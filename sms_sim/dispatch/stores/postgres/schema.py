@@ -18,6 +18,11 @@ Design notes, measured against the hot paths:
   (``WHERE status IN ('pending', 'retrying')``, ``WHERE status = 'leased'``), so a million
   sent rows are in none of them; only the primary key, ``(message_id, recipient)`` and
   ``(message_id, id)`` (listings) hold every row.
+* Fresh deliveries (``fresh``: stored by a submit's ``COPY``, never leased) are in no claim
+  index at all (version 3): a claim finds them by primary-key range from their message's
+  cursor (``messages.fresh_next``, ``fresh_left``; see ``chunk``); the per-row index
+  ``deliveries_waiting`` and the due-time index ``deliveries_due`` hold only what went
+  back to waiting (retries, releases, requeues, rescued leases).
 * No foreign key from deliveries to messages: a million-row ``COPY`` would run a trigger
   per row. The store inserts deliveries only in the transaction that owns their message.
 * ``deliveries`` is updated constantly, so autovacuum visits it at 1 % dead rows instead
@@ -137,10 +142,36 @@ _V2 = (
     "ALTER TABLE api_keys ADD COLUMN role text NOT NULL DEFAULT 'tenant'",
 )
 
+# The chunk cursor (``chunk``): a message's fresh deliveries are leased by advancing
+# ``messages.fresh_next`` over their ids, so they leave the per-row claim index. Rows that
+# exist when this runs keep ``fresh = false``: the per-row path serves them, as before.
+_V3 = (
+    "ALTER TABLE messages ADD COLUMN fresh_next bigint, "
+    "ADD COLUMN fresh_left bigint NOT NULL DEFAULT 0",
+    "ALTER TABLE deliveries ADD COLUMN fresh boolean NOT NULL DEFAULT false",
+    # Per-row claims only: retries, releases, requeues and rescued leases. Same order as
+    # the index it replaces (due retries first, then by due time and id).
+    "CREATE INDEX deliveries_waiting ON deliveries (message_id, status DESC, "
+    "next_attempt_at, id) WHERE status IN ('pending', 'retrying') AND NOT fresh",
+    "DROP INDEX deliveries_ready",
+    # The earliest due time of per-row work (``next_due_at``; a fresh run's is its
+    # message's ``scheduled_at``). Holding fresh rows, it was also a path the planner took,
+    # on statistics that had seen only finished rows, to count and to lease: walking every
+    # fresh entry of a live broadcast in each claim (17-27 ms a statement among 100,000).
+    "DROP INDEX deliveries_due",
+    "CREATE INDEX deliveries_due ON deliveries (next_attempt_at) "
+    "WHERE status IN ('pending', 'retrying') AND NOT fresh",
+    # Read by no statement (the rescue finds leases by ``lease_until``), yet written by
+    # every lease: one index insertion of the five a lease made.
+    "DROP INDEX deliveries_leased_at",
+)
+
 # (version, what it does, statements). Append only: a released migration never changes.
 MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (1, "messages, deliveries, tenants and API keys", _V1),
     (2, "segments, validity, opt-outs and delivery receipts", _V2),
+    (3, "fresh deliveries claimed by a cursor on their message (chunk claims); "
+        "the unused leased_at index dropped", _V3),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -173,10 +173,13 @@ class PostgresStore:
             by_status = status_counts(dict(conn.execute(
                 "SELECT status, count(*) FROM deliveries WHERE message_id = %s GROUP BY status",
                 (message_id,)).fetchall()))
-            conn.execute("UPDATE deliveries SET status = 'cancelled' WHERE message_id = %s "
-                         "AND status IN ('pending', 'retrying')", (message_id,))
+            # Its fresh run ends here too (``chunk``: a fresh delivery is a pending one).
+            conn.execute("UPDATE deliveries SET status = 'cancelled', fresh = false "
+                         "WHERE message_id = %s AND status IN ('pending', 'retrying')",
+                         (message_id,))
             conn.execute("UPDATE messages SET status = 'cancelled', version = version + 1, "
-                         "updated_at = %s WHERE id = %s", (now, message_id))
+                         "fresh_next = NULL, fresh_left = 0, updated_at = %s WHERE id = %s",
+                         (now, message_id))
             notify(conn)  # idle workers waiting for its due time recompute theirs
         self._cancels.mark(message_id)
         return cancel_result(message_id, by_status, status)
@@ -308,17 +311,22 @@ class PostgresStore:
 
     def next_due_at(self, now: float) -> float | None:
         # Only messages that may still be claimed count: anything else due would make
-        # every worker spin on empty claims. The first entry of the due index whose
-        # message is open, and the earliest lease end: two short index walks.
+        # every worker spin on empty claims. The first entry of the due index (per-row
+        # work) whose message is open, the earliest open message with a fresh run (due at
+        # its scheduled time: ``chunk``), the earliest lease end, and the earliest validity
+        # end of an open message with work left (its fresh run, or per-row work through
+        # ``deliveries_waiting``: a worker wakes then and its claim expires them).
         row = self._db.run(lambda conn: conn.execute(
             "SELECT LEAST((SELECT d.next_attempt_at FROM deliveries AS d WHERE d.status IN "
-            "('pending', 'retrying') AND EXISTS (SELECT 1 FROM messages AS m WHERE "
-            "m.id = d.message_id AND m.status IN ('scheduled', 'dispatching')) "
-            "ORDER BY d.next_attempt_at LIMIT 1), (SELECT min(lease_until) FROM deliveries "
-            "WHERE status = 'leased'), (SELECT m.valid_until FROM messages AS m WHERE "
-            "m.valid_until IS NOT NULL AND m.status IN ('scheduled', 'dispatching') AND "
-            "EXISTS (SELECT 1 FROM deliveries AS d WHERE d.message_id = m.id AND d.status IN "
-            "('pending', 'retrying')) ORDER BY m.valid_until LIMIT 1))").fetchone())
+            "('pending', 'retrying') AND NOT d.fresh AND EXISTS (SELECT 1 FROM messages AS m "
+            "WHERE m.id = d.message_id AND m.status IN ('scheduled', 'dispatching')) "
+            "ORDER BY d.next_attempt_at LIMIT 1), (SELECT min(m.scheduled_at) FROM messages "
+            "AS m WHERE m.status IN ('scheduled', 'dispatching') AND m.fresh_left > 0), "
+            "(SELECT min(lease_until) FROM deliveries WHERE status = 'leased'), "
+            "(SELECT m.valid_until FROM messages AS m WHERE m.valid_until IS NOT NULL AND "
+            "m.status IN ('scheduled', 'dispatching') AND (m.fresh_left > 0 OR EXISTS (SELECT "
+            "1 FROM deliveries AS d WHERE d.message_id = m.id AND d.status IN ('pending', "
+            "'retrying') AND NOT d.fresh)) ORDER BY m.valid_until LIMIT 1))").fetchone())
         return None if row is None or row[0] is None else float(row[0])
 
     def messages(self, *, message_id: int | None = None, status: MessageStatus | None = None,

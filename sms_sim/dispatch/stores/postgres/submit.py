@@ -77,19 +77,30 @@ def submit_message(conn: Connection, message: NewMessage, now: float) -> SubmitR
 
 def copy_deliveries(conn: Connection, message_id: int, tenant: str,
                     recipients: Sequence[str], due_at: float) -> int:
-    """One pending delivery per recipient (already distinct), by ``COPY``, ids in the
+    """One pending, fresh delivery per recipient (already distinct), by ``COPY``, ids in the
     recipients' order; those to numbers on ``tenant``'s opt-out list then suppressed (the
-    caller holds its opt-out lock, ``lists``); returns how many. Recipients are validated
-    numbers (digits, "-", "+"), so the text format needs no escaping; ``repr`` of a float
-    reads back as the same float."""
-    tail = f"\t{due_at!r}\n"
+    caller holds its opt-out lock, ``lists``), which takes them out of the fresh run; then
+    the message's chunk cursor set on the rest (``chunk``): claims lease them by id range
+    from the first, never through a per-row index. Returns how many were suppressed. The
+    message must have no other delivery (a new message, or an edit that deleted them).
+    Recipients are validated numbers (digits, "-", "+"), so the text format needs no
+    escaping; ``repr`` of a float reads back as the same float."""
+    tail = f"\t{due_at!r}\tt\n"
     head = f"{message_id}\t"
     with conn.cursor() as cursor, cursor.copy(
-            "COPY deliveries (message_id, recipient, next_attempt_at) FROM STDIN") as copy:
+            "COPY deliveries (message_id, recipient, next_attempt_at, fresh) FROM STDIN") as copy:
         for start in range(0, len(recipients), COPY_ROWS):
             chunk = recipients[start:start + COPY_ROWS]
             copy.write("".join(f"{head}{recipient}{tail}" for recipient in chunk))
-    return suppress_listed(conn, message_id, tenant)
+    suppressed = suppress_listed(conn, message_id, tenant)
+    # The first id by the (message_id, id) index: one entry read. Ids are usually one
+    # contiguous range, but a submit running beside this one may have drawn ids in between;
+    # the cursor needs only that every fresh delivery of this message is at or past it (a
+    # suppressed one there is skipped by the claim's read, and not counted).
+    conn.execute("UPDATE messages SET fresh_next = (SELECT min(id) FROM deliveries "
+                 "WHERE message_id = %(id)s), fresh_left = %(n)s WHERE id = %(id)s",
+                 {"id": message_id, "n": len(recipients) - suppressed})
+    return suppressed
 
 
 def _known_key(conn: Connection, message: NewMessage,
