@@ -20,7 +20,6 @@ Either way the body may be at most ``BODY_MAX_BYTES``, counted as it arrives.
 from __future__ import annotations
 
 import codecs
-import csv
 import io
 import re
 from collections.abc import AsyncGenerator, Iterable, Iterator
@@ -36,7 +35,11 @@ from sms_sim.api.problems import MALFORMED, TOO_LARGE, ProblemError
 from sms_sim.api.schemas import NewMessageBody
 from sms_sim.api.times import parse_send_at
 from sms_sim.dispatch.requests import NewMessage
-from sms_sim.dispatch.validation import InvalidRequestError, validate_phone
+from sms_sim.dispatch.validation import (
+    CsvFormatError,
+    InvalidRequestError,
+    first_column_numbers,
+)
 
 __all__ = [
     "BODY_MAX_BYTES",
@@ -197,24 +200,11 @@ def _decoded(binary: IO[bytes]) -> Iterator[str]:
 
 def recipients_from_csv(lines: Iterable[str]) -> list[str]:
     """The numbers of a recipients CSV (see the module's docstring), as written; a bad one
-    is refused naming its line."""
-    numbers: list[str] = []
-    reader = csv.reader(lines)
-    first = True
+    is refused naming its line, a file that is not CSV is a malformed body."""
     try:
-        for row in reader:
-            cell = row[0].strip() if row else ""
-            if not cell or cell.startswith("#"):
-                continue
-            if first and not any(ch.isdigit() for ch in cell):
-                first = False
-                continue  # a header: "phone", "recipient", ...
-            first = False
-            numbers.append(validate_phone(cell, len(numbers) + 1,
-                                          where=f"recipients CSV line {reader.line_num}"))
-    except csv.Error as exc:
-        raise ProblemError(MALFORMED, f"recipients CSV line {reader.line_num}: {exc}") from None
-    return numbers
+        return first_column_numbers(lines, "recipients CSV")
+    except CsvFormatError as exc:
+        raise ProblemError(MALFORMED, str(exc)) from None
 
 
 def shape_error(exc: ValidationError) -> list[dict[str, object]]:

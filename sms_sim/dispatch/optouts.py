@@ -9,12 +9,15 @@ not counted as failed), and final. The part of the store contract that keeps the
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from sms_sim.dispatch.validation import InvalidRequestError, validate_phone
+from sms_sim.dispatch.validation import (
+    InvalidRequestError,
+    first_column_numbers,
+    validate_phone,
+)
 
 __all__ = ["OptOut", "OptOutResult", "OptOutStore", "OPT_OUTS_MAX_PER_CALL",
            "validate_opt_out_phones", "parse_opt_out_csv"]
@@ -83,24 +86,6 @@ def validate_opt_out_phones(phones: Iterable[object], *, where: str = "phone") -
 
 
 def parse_opt_out_csv(lines: Iterable[str], source: str) -> list[str]:
-    """The numbers of an opt-out CSV called ``source`` in refusals: the first column of
-    each row (a carrier's STOP export, a spreadsheet column), blank rows and ``#`` rows
-    skipped, a first row with no digit taken for a header; each number checked
-    (``validate_phone``), a bad one refused naming its line."""
-    numbers: list[str] = []
-    reader = csv.reader(lines)
-    first = True
-    try:
-        for row in reader:
-            cell = row[0].strip() if row else ""
-            if not cell or cell.startswith("#"):
-                continue
-            if first and not any(char.isdigit() for char in cell):
-                first = False
-                continue  # a header: "phone", "number", ...
-            first = False
-            numbers.append(validate_phone(cell, len(numbers) + 1,
-                                          where=f"{source} line {reader.line_num}"))
-    except csv.Error as exc:
-        raise InvalidRequestError(f"{source} line {reader.line_num}: {exc}") from None
-    return numbers
+    """The numbers of an opt-out CSV (``validation.first_column_numbers``: the first column,
+    blank, ``#`` and header rows skipped, a bad number refused naming its line)."""
+    return first_column_numbers(lines, source)

@@ -15,6 +15,7 @@ This module knows no dispatch type: ``contract`` builds on it, so it imports not
 
 from __future__ import annotations
 
+import csv
 import datetime
 import enum
 import math
@@ -26,6 +27,8 @@ from sms_sim.errors import SmsSimError
 
 __all__ = [
     "InvalidRequestError",
+    "CsvFormatError",
+    "first_column_numbers",
     "CONTENT_MAX_CHARS",
     "IDEMPOTENCY_KEY_MAX_CHARS",
     "INT64_MAX",
@@ -344,3 +347,33 @@ def check_settlements(settlements: Sequence[_SettlementFields], now: float) -> N
             raise InvalidRequestError(f"delivery {delivery_id} attempt {attempts} is reported "
                                       "twice in one settle")
         seen.add(attempt)
+
+
+class CsvFormatError(InvalidRequestError):
+    """A CSV that is not CSV (an unterminated quote, a NUL byte): the file, not a number in
+    it, is at fault, which an HTTP API answers differently (malformed body, not a bad field)."""
+
+
+def first_column_numbers(lines: Iterable[str], source: str) -> list[str]:
+    """The numbers in the first column of a CSV called ``source`` in refusals (a recipients
+    upload, a carrier's STOP export, a spreadsheet column): blank rows and ``#`` rows
+    skipped, a first row with no digit taken for a header ("phone", "number", ...); each
+    number checked (``validate_phone``), a bad one refused naming its line; a CSV that does
+    not parse is ``CsvFormatError``."""
+    numbers: list[str] = []
+    reader = csv.reader(lines)
+    first = True
+    try:
+        for row in reader:
+            cell = row[0].strip() if row else ""
+            if not cell or cell.startswith("#"):
+                continue
+            if first and not any(char.isdigit() for char in cell):
+                first = False
+                continue
+            first = False
+            numbers.append(validate_phone(cell, len(numbers) + 1,
+                                          where=f"{source} line {reader.line_num}"))
+    except csv.Error as exc:
+        raise CsvFormatError(f"{source} line {reader.line_num}: {exc}") from None
+    return numbers
