@@ -185,16 +185,14 @@ def main(argv: Sequence[str], *, prog: str) -> int:
     try:
         sender = sender_from_args(args, args.mean, args.deviation, args.failure_rate)
         sms = sms_from_args(args)
-        if sms.valid_for_s is not None:
-            raise ConfigError("--valid-for is not modelled by plan yet (simulate --virtual "
-                              "--valid-for shows what expires)")
         target = DeliveryTarget(args.target)
         receipts = sms.receipts
         if target is DeliveryTarget.RECEIVED and receipts is None:
             receipts = ReceiptModel()
         base = SimulationConfig(num_messages=args.messages, senders=[sender], seed=args.seed,
                                 arrivals=args.arrivals, retry=retry_from_args(args),
-                                content=sms.content, receipts=receipts)
+                                content=sms.content, receipts=receipts,
+                                valid_for_s=sms.valid_for_s)
         deliver = (args.deliver if args.deliver is not None
                    else default_deliver(base, sender, target))
         if deliver is None:

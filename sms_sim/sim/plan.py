@@ -169,8 +169,6 @@ def plan(
         raise ConfigError("a plan needs a seed so that it can be repeated")
     if base.num_messages < 1:
         raise ConfigError(f"a plan needs messages >= 1 (got {base.num_messages})")
-    if base.valid_for_s is not None:
-        raise ConfigError("a plan does not model a validity period (--valid-for) yet")
     if goal.target is DeliveryTarget.RECEIVED and base.receipts is None:
         raise ConfigError("a plan for received messages needs a receipt model")
     if any(not 1 <= count <= SENDERS_MAX for count in table_counts):

@@ -20,6 +20,14 @@ holding the k-th deliverable message, less one send each still in flight
 evaluated (a replication is monotone in S, see ``virtual.deliveries``). A plan that targets
 receipts adds the receipt delays: ``virtual.receipt_bound``. A run stopped at
 the horizon is only known to be later than it.
+
+**With a validity** (``valid_for_s``) expiry only removes deliveries, so the k-th delivery
+comes no sooner than the k-th arrival plus the shortest send, and a replication whose
+messages can never be delivered even when each starts as it becomes ready
+(``deliveries.ever_delivered``) short of k misses at every count: both bounds stay. The
+prefix-work and receipt bounds count the work of every earlier message, which expired
+messages never do, so the runs do not report them then; and the comparison with larger
+counts is off (``Question.monotone``).
 """
 
 from __future__ import annotations
@@ -138,8 +146,10 @@ class Question:
     @property
     def monotone(self) -> bool:
         """Whether a replication's k-th delivery never comes later with more senders
-        (proved for one attempt per message, see ``virtual.deliveries``)."""
-        return self.base.retry.max_attempts == 1
+        (proved for one attempt per message, see ``virtual.deliveries``). Not claimed with
+        a validity: a message that expires at S senders but is sent at S + 1 holds a sender
+        there that was free at S, so the free-time argument no longer goes through."""
+        return self.base.retry.max_attempts == 1 and self.base.valid_for_s is None
 
     def model(self, senders: int, replication: int) -> DeliveryModel:
         config = replace(self.base, senders=(self.sender,),

@@ -72,13 +72,23 @@ def _undeliverable(question: Question, knowledge: Sequence[Knowledge],
             known.deliverable = 0
         return short_of_deliveries(question, knowledge)
     spread = math.sqrt(n * success * (1 - success))
-    if n * (1 - success) <= LOST_MESSAGES_MAX or k <= n * success - _UNREACHABLE_Z * spread:
+    if ((n * (1 - success) <= LOST_MESSAGES_MAX or k <= n * success - _UNREACHABLE_Z * spread)
+            and not _validity_may_expire(question)):
         return None
     counts = runner.map(deliverable_count,
                         [question.model(1, r) for r in range(goal.replications)])
     for known, count in zip(knowledge, counts, strict=True):
         known.deliverable = count
     return short_of_deliveries(question, knowledge)
+
+
+def _validity_may_expire(question: Question) -> bool:
+    """Whether a validity can expire messages even when each starts as it becomes ready
+    (a first attempt then starts inside it): through a retry or a receipt coming too late.
+    The odds of that have no closed form here, so the draws are looked up."""
+    return question.base.valid_for_s is not None and (
+        question.base.retry.max_attempts > 1
+        or question.goal.target is DeliveryTarget.RECEIVED)
 
 
 def short_of_deliveries(question: Question, knowledge: Sequence[Knowledge]) -> str | None:
@@ -97,6 +107,11 @@ def short_of_deliveries(question: Question, knowledge: Sequence[Knowledge]) -> s
     wanted = f"no count delivers {goal.deliver * 100:.4g} % of {base.num_messages} messages"
     if success == 0:
         return f"{wanted}: {tried} none is ever delivered"
+    if base.valid_for_s is not None:
+        return (f"{wanted}: {tried} and a validity of {base.valid_for_s:g} s, {short} of "
+                f"{goal.replications} runs deliver fewer than {question.k} even with a "
+                "sender free for every message; allow a longer --valid-for or ask for "
+                "less with --deliver")
     return (f"{wanted}: {tried} about {success * 100:.4g} % are ever delivered, and "
             f"{short} of {goal.replications} runs delivered fewer than {question.k}; "
             "allow retries with --max-attempts or ask for less with --deliver")

@@ -62,7 +62,6 @@ def test_simulate_refuses_a_bad_sms_flag_in_one_line(
 @pytest.mark.parametrize(("flags", "fragment"), [
     *BAD,
     (["--target", "sent"], "argument --target: invalid choice"),
-    (["--valid-for", "2h"], "--valid-for is not modelled by plan yet"),
 ])
 def test_plan_refuses_a_bad_sms_flag_in_one_line(
     flags: list[str], fragment: str, capsys: pytest.CaptureFixture[str]

@@ -11,8 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sms_sim import SenderConfig, SimulationConfig
+from sms_sim.cli.plan import main as plan_main
 from sms_sim.config import (
     SENDER_TYPE_RATES_PER_S,
+    ArrivalKind,
+    Arrivals,
     Content,
     DeliveryGoal,
     DeliveryTarget,
@@ -21,10 +24,10 @@ from sms_sim.config import (
     SenderType,
     ServiceDistribution,
 )
-from sms_sim.errors import ConfigError
 from sms_sim.sim.plan import default_deliver, plan
 from sms_sim.sim.plan_eval import Question
 from sms_sim.sim.virtual.deliveries import deliverable_count, run_deliveries
+from sms_sim.sim.virtual.run import simulate
 from tests.properties.test_plan_minimum import brute_force, models
 
 UCS2_200 = "ж" * 200  # three segments
@@ -94,11 +97,97 @@ def test_the_runs_deliver_what_the_draws_alone_say_they_will() -> None:
     assert run.deliverable == deliverable_count(model) == run.delivered_by_deadline
 
 
-def test_plan_refuses_a_validity() -> None:
-    sender = SenderConfig(0.01, 0.0, 0.0)
-    base = SimulationConfig(num_messages=10, senders=[sender], seed=1, valid_for_s=60.0)
-    with pytest.raises(ConfigError, match="validity"):
-        plan(base, sender, DeliveryGoal(deadline_s=60.0))
+@pytest.mark.parametrize("arrivals", [
+    Arrivals(), Arrivals(kind=ArrivalKind.POISSON, rate_per_s=40.0),
+    Arrivals(kind=ArrivalKind.SCHEDULE, schedule=((0.0, 100), (1.0, 200)))])
+def test_a_plans_deliveries_with_a_validity_are_what_simulate_sends(arrivals: Arrivals) -> None:
+    """Constant send times and no failures make the planner's runs ``simulate``'s whoever
+    draws the numbers: with a validity, a replication run to its end delivers exactly the
+    messages ``simulate --virtual`` (same seed, same sender count) reports sent, and
+    expires the ones it reports expired."""
+    sender = SenderConfig(0.05, 0.0, 0.0, ServiceDistribution.CONSTANT)
+    base = SimulationConfig(num_messages=300, senders=[sender], seed=4, arrivals=arrivals,
+                            valid_for_s=1.5)
+    question = Question.of(base, sender, DeliveryGoal(deadline_s=1e6))
+    some_expire = False
+    for senders in (1, 3, 7, 40):
+        model = dataclasses.replace(question.model(senders, 0), horizon_s=math.inf)
+        run = run_deliveries(model)
+        report = simulate(dataclasses.replace(model.config, senders=[sender] * senders),
+                          output=None, show_progress=False)
+        assert (run.delivered_by_deadline, run.expired) == (report.sent, report.expired)
+        assert report.sent + report.expired == 300
+        some_expire = some_expire or report.expired > 0
+    assert some_expire
+
+
+def test_a_validity_only_removes_deliveries_and_the_draws_say_which_could_survive() -> None:
+    """With retries and receipts, a validity delivers no more than without one at every
+    count, and never more than ``deliverable_count`` (each message started as it becomes
+    ready), which the run reports the same; the prefix and receipt bounds are not reported
+    and the model is not claimed monotone."""
+    sender = SenderConfig(0.05, 0.02, 0.2, rate_limit_per_s=5.0, throttle_rate=0.1,
+                          retry_after_s=0.5)
+    base = SimulationConfig(num_messages=400, senders=[sender], seed=9, content=Content(),
+                            receipts=ReceiptModel(median_s=2.0, sigma=1.0),
+                            retry=RetryPolicy(max_attempts=3, base_s=1.0), valid_for_s=3.0)
+    goal = DeliveryGoal(deadline_s=1e6, deliver=0.5, replications=2,
+                        target=DeliveryTarget.RECEIVED)
+    question = Question.of(base, sender, goal)
+    unlimited = Question.of(dataclasses.replace(base, valid_for_s=None), sender, goal)
+    assert not question.monotone
+    for senders in (1, 5, 50, 400):
+        model = dataclasses.replace(question.model(senders, 0), ranks=(400,),
+                                    horizon_s=math.inf)
+        run = run_deliveries(model)
+        without = run_deliveries(dataclasses.replace(
+            unlimited.model(senders, 0), ranks=(400,), horizon_s=math.inf))
+        assert run.delivered_by_deadline <= without.delivered_by_deadline
+        assert run.deliverable is not None and without.deliverable is not None
+        assert run.deliverable == deliverable_count(model) < without.deliverable
+        assert run.delivered_by_deadline <= run.deliverable
+        assert run.prefix_work_s is None and run.receipt_bound is None
+    wide = dataclasses.replace(question.model(400, 0), ranks=(400,), horizon_s=math.inf)
+    assert run_deliveries(wide).delivered_by_deadline == deliverable_count(wide)
+    one_attempt = dataclasses.replace(base, retry=RetryPolicy(max_attempts=1))
+    assert not Question.of(one_attempt, sender, goal).monotone
+    assert Question.of(dataclasses.replace(one_attempt, valid_for_s=None), sender,
+                       goal).monotone
+
+
+def test_a_goal_a_validity_puts_out_of_reach_says_so() -> None:
+    """Retries that come due after the validity expire at once: no count gets past what
+    the first attempts deliver, and the reason names the validity."""
+    sender = SenderConfig(0.01, 0.0, 0.3)
+    base = SimulationConfig(num_messages=500, senders=[sender], seed=2,
+                            retry=RetryPolicy(max_attempts=5, base_s=10.0), valid_for_s=5.0)
+    result = plan(base, sender, DeliveryGoal(deadline_s=600.0, deliver=0.95, replications=3))
+    assert result.min_senders is None
+    assert result.reason is not None and "validity of 5 s" in result.reason, result.reason
+    ok = plan(dataclasses.replace(base, valid_for_s=None), sender,
+              DeliveryGoal(deadline_s=600.0, deliver=0.95, replications=3))
+    assert ok.min_senders is not None
+
+
+def test_plan_cli_answers_with_a_validity_and_refuses_a_bad_one(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = ["--messages", "2000", "--mean", "0.08", "--deviation", "0.02",
+            "--sender-type", "longcode", "--deadline", "600", "--deliver", "0.95",
+            "--replications", "3", "--jobs", "1", "--quiet"]
+    assert plan_main([*args, "--valid-for", "10m"], prog="sms_sim plan") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1].startswith("min senders: "), out
+    # 2 minutes: only what starts in them is sent, so more long codes are needed.
+    assert plan_main([*args, "--valid-for", "2m"], prog="sms_sim plan") == 0
+    shorter = capsys.readouterr().out.splitlines()[-1]
+    assert int(shorter.split()[2]) > int(out[-1].split()[2]), (shorter, out[-1])
+    with pytest.raises(SystemExit) as exit_info:
+        plan_main([*args, "--valid-for", "soon"], prog="sms_sim plan")
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(captured.err.strip().splitlines()) == 1, captured.err
+    assert "valid" in captured.err
 
 
 @pytest.mark.parametrize("retries", [1, 3])
@@ -130,8 +219,9 @@ def test_the_receipt_bound_never_exceeds_the_kth_received_time(retries: int) -> 
 @st.composite
 def sms_models(draw: st.DrawFn) -> tuple[SimulationConfig, SenderConfig, DeliveryGoal]:
     """The small random models of ``test_plan_minimum`` with the SMS model on: fixed
-    content of 1-3 segments, per-segment time, permanent and throttled failures, and a goal
-    on receipts (fast ones, so the deadlines stay comparable) or on acceptance."""
+    content of 1-3 segments, per-segment time, permanent and throttled failures, a validity
+    or none, and a goal on receipts (fast ones, so the deadlines stay comparable) or on
+    acceptance."""
     base, sender, goal = draw(models())
     sender = dataclasses.replace(
         sender, per_segment_s=draw(st.sampled_from([0.0, 0.01, 0.1])),
@@ -142,7 +232,8 @@ def sms_models(draw: st.DrawFn) -> tuple[SimulationConfig, SenderConfig, Deliver
     receipts = ReceiptModel(median_s=draw(st.sampled_from([0.05, 0.5])), sigma=1.0,
                             undelivered_rate=0.05, lost_rate=0.05)
     base = dataclasses.replace(base, senders=[sender], content=Content(text=text),
-                               receipts=receipts)
+                               receipts=receipts,
+                               valid_for_s=draw(st.sampled_from([None, None, 0.3, 1.0, 5.0])))
     target = draw(st.sampled_from(list(DeliveryTarget)))
     goal = dataclasses.replace(goal, target=target,
                                deliver=min(goal.deliver, 0.8 if target is

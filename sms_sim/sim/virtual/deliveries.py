@@ -21,6 +21,17 @@ limits: the shared ``policy`` functions), run by a loop specialised to what a pl
   which ``plan_bounds`` derives a lower bound of the k-th delivery time at any S; and
   whether any send waited for a sender before the run stopped (if none did, more senders
   change nothing the plan looks at: everything up to the stop would happen the same way).
+* **Validity** (``config.valid_for_s``) as ``simulate`` models it (``virtual.sms``): from
+  each message's arrival; a message whose validity has ended when a sender would start it
+  is expired, never sent; a failed attempt whose retry would come due at or after the end
+  expires at once; a receipt that would come after the end says expired
+  (``policy.receipt_at``). An expired message is never delivered. Expiry only ever removes
+  deliveries, and a message expires at some count only if it would at a later start: so
+  the messages delivered at any count are among those ``ever_delivered`` says (each started
+  the moment it is ready, as with unlimited senders), and ``deliverable`` stays an upper
+  bound for every count. Expired messages do no work, so the first-attempt prefix work and
+  the receipt bound (which count every earlier message's work) are not reported with a
+  validity, and a replication is not claimed monotone in S then (``Question.monotone``).
 
 Identical senders make the pool a count of idle senders, not a set of identities.
 """
@@ -48,6 +59,7 @@ from sms_sim.policy import (
     arrival_times,
     arrivals_rng,
     latency_sampler,
+    receipt_at,
     receipt_sampler,
     retry_delay_after,
     send_classifier,
@@ -55,7 +67,7 @@ from sms_sim.policy import (
 )
 
 __all__ = ["DeliveryModel", "DeliveryRun", "run_deliveries", "message_rng", "draw_chain",
-           "deliverable_count", "message_receipts_rng"]
+           "deliverable_count", "ever_delivered", "message_receipts_rng"]
 
 _INF = math.inf
 
@@ -94,9 +106,9 @@ class DeliveryModel:
     @property
     def is_plain(self) -> bool:
         """Whether nothing of the SMS model (issue 14) is on: no segments, classes,
-        per-segment time or receipts."""
+        per-segment time, receipts or validity."""
         return not (self.received or self.config.content is not None
-                    or self.sender.has_sms_fields)
+                    or self.sender.has_sms_fields or self.config.valid_for_s is not None)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -122,6 +134,7 @@ class DeliveryRun:
     waited: bool
     kth_arrival_s: float | None
     receipt_bound: ReceiptBound | None = None  # with ``received``: see ``receipt_bound``
+    expired: int = 0  # messages expired by the stop (with a validity)
 
 
 # A message's attempts: (send time, ok, backoff after, how long the sender is held).
@@ -131,17 +144,19 @@ Receipt = tuple[ReceiptStatus, float] | None  # the message's receipt draw, when
 
 class _Ready:
     """Work waiting for a sender: ``count`` first attempts that arrived at ``ready_at``
-    (``chain`` None: drawn when each starts), or attempt ``attempt`` of a drawn ``chain``."""
+    (``chain`` None: drawn when each starts), or attempt ``attempt`` of a drawn ``chain``
+    of a message that arrived at ``arrived``."""
 
-    __slots__ = ("ready_at", "count", "chain", "attempt", "receipt")
+    __slots__ = ("ready_at", "count", "chain", "attempt", "receipt", "arrived")
 
     def __init__(self, ready_at: float, count: int, chain: Chain | None, attempt: int,
-                 receipt: Receipt = None) -> None:
+                 receipt: Receipt = None, arrived: float | None = None) -> None:
         self.ready_at = ready_at
         self.count = count
         self.chain = chain
         self.attempt = attempt
         self.receipt = receipt
+        self.arrived = ready_at if arrived is None else arrived
 
 
 def draw_chain(
@@ -171,8 +186,24 @@ def draw_chain(
     return chain
 
 
-def _is_received(chain: Chain, receipt: Receipt) -> bool:
-    return chain[-1][1] and (receipt is None or receipt[0] is ReceiptStatus.DELIVERED)
+def ever_delivered(chain: Chain, receipt: Receipt, valid_for_s: float | None) -> bool:
+    """Whether a message with these draws is delivered (its receipt says delivered, when
+    drawn) if every attempt starts the moment it is ready, as with unlimited senders. At
+    any count its attempts start no sooner, and every expiry test (``simulate``'s, see the
+    module docstring) only fails later ones more, so False means never delivered."""
+    if not chain[-1][1]:
+        return False
+    if valid_for_s is None:
+        return receipt is None or receipt[0] is ReceiptStatus.DELIVERED
+    started = 0.0  # since arrival: a first attempt starts then, inside any validity
+    for latency, ok, backoff, _ in chain[:-1]:
+        assert not ok
+        started += latency + backoff
+        if started >= valid_for_s:  # its retry would come due too late: expired at once
+            return False
+    if receipt is None:
+        return True
+    return receipt_at(started + chain[-1][0], receipt, valid_for_s)[0] is ReceiptStatus.DELIVERED
 
 
 def run_deliveries(model: DeliveryModel) -> DeliveryRun:
@@ -302,7 +333,12 @@ def _run_general(model: DeliveryModel) -> DeliveryRun:  # noqa: C901 - one loop,
     sender = model.sender
     counts = segment_counts(config.content, config.num_messages, config.seed)
     draw_receipt = _receipt_draw(model)
-    bound = None if draw_receipt is None else ReceiptBoundBuilder(config.num_messages)
+    valid_for_s = config.valid_for_s
+    valid_for = _INF if valid_for_s is None else valid_for_s
+    # Expired messages do no work: the receipt bound and the prefix work, which count
+    # every earlier message's, do not hold with a validity (see the module docstring).
+    bound = (None if draw_receipt is None or valid_for_s is not None
+             else ReceiptBoundBuilder(config.num_messages))
 
     ranks = model.ranks
     times = [_INF] * len(ranks)
@@ -312,9 +348,10 @@ def _run_general(model: DeliveryModel) -> DeliveryRun:  # noqa: C901 - one loop,
     arrivals = arrival_times(config.arrivals, config.num_messages, arrivals_rng(config.seed))
     next_arrival, arrival_count = next(arrivals, (_INF, 0))
     # (time, seq, frees a sender, outcome: None for a rest ending, else
-    # (ok, chain, attempt, receipt))
-    events: list[tuple[float, int, bool, tuple[bool, Chain, int, Receipt] | None]] = []
-    retries: list[tuple[float, int, Chain, int, Receipt]] = []  # due, seq, chain, next, receipt
+    # (ok, chain, attempt, receipt, arrived))
+    events: list[tuple[float, int, bool, tuple[bool, Chain, int, Receipt, float] | None]] = []
+    # due, seq, chain, next attempt, receipt, arrived
+    retries: list[tuple[float, int, Chain, int, Receipt, float]] = []
     receipts: list[float] = []  # when delivered receipts arrive (with ``received``)
     waiting: deque[_Ready] = deque()
     idle = model.senders
@@ -322,15 +359,20 @@ def _run_general(model: DeliveryModel) -> DeliveryRun:  # noqa: C901 - one loop,
     drawn = deliverable = delivered = by_deadline = failed = dead = 0
     prefix_work = prefix_max = 0.0
     prefix_known = prefix_rank == 0
+    prefix_valid = valid_for_s is None
+    expired = 0
     waited = False
     t = 0.0
     arrived_count = 0
     kth_arrival: float | None = None
 
     def start(now: float) -> None:
-        """Start the head of ``waiting`` on an idle sender at ``now``."""
+        """Start the head of ``waiting`` on an idle sender at ``now``, or expire it (its
+        draws made all the same, so that message j's are the same at every count)."""
         nonlocal idle, seq, drawn, deliverable, prefix_work, prefix_max, prefix_known, waited
+        nonlocal expired
         head = waiting[0]
+        arrived = head.arrived
         if now > head.ready_at:
             waited = True
         chain = head.chain
@@ -344,7 +386,7 @@ def _run_general(model: DeliveryModel) -> DeliveryRun:  # noqa: C901 - one loop,
             if not prefix_known:
                 prefix_work += occupancy
                 prefix_max = max(prefix_max, occupancy)
-            received = _is_received(chain, receipt)
+            received = ever_delivered(chain, receipt, valid_for_s)
             if received:
                 deliverable += 1
                 if deliverable == prefix_rank:
@@ -357,10 +399,13 @@ def _run_general(model: DeliveryModel) -> DeliveryRun:  # noqa: C901 - one loop,
                 waiting.popleft()
         else:
             waiting.popleft()
+        if now >= arrived + valid_for:  # as in ``simulate``: expired, never sent
+            expired += 1
+            return
         latency, ok, _, slot = chain[attempt]
         idle -= 1
         seq += 1
-        outcome = (ok, chain, attempt, receipt)
+        outcome = (ok, chain, attempt, receipt, arrived)
         if slot > latency:  # the outcome now, the sender free after its rest
             heapq.heappush(events, (now + latency, seq, False, outcome))
             seq += 1
@@ -393,18 +438,25 @@ def _run_general(model: DeliveryModel) -> DeliveryRun:  # noqa: C901 - one loop,
             if frees:
                 idle += 1
             if outcome is not None:
-                ok, chain, attempt, receipt = outcome
+                ok, chain, attempt, receipt, arrived = outcome
                 if ok:
                     if receipt is None:
                         count_delivery(t)
-                    elif receipt[0] is ReceiptStatus.DELIVERED:
-                        heapq.heappush(receipts, t + receipt[1])
+                    else:
+                        status, at = receipt_at(
+                            t, receipt, None if valid_for_s is None else arrived + valid_for)
+                        if status is ReceiptStatus.DELIVERED:
+                            heapq.heappush(receipts, at)
                 else:
                     failed += 1
                     if attempt + 1 < len(chain):
-                        seq += 1
-                        heapq.heappush(retries, (t + chain[attempt][2], seq, chain,
-                                                 attempt + 1, receipt))
+                        due = t + chain[attempt][2]
+                        if due < arrived + valid_for:
+                            seq += 1
+                            heapq.heappush(retries, (due, seq, chain, attempt + 1, receipt,
+                                                     arrived))
+                        else:
+                            expired += 1  # its retry would come due too late
                     elif max_attempts > 1:
                         dead += 1
         elif receipts and receipts[0] == t_ext:
@@ -416,20 +468,20 @@ def _run_general(model: DeliveryModel) -> DeliveryRun:  # noqa: C901 - one loop,
                 kth_arrival = t
             next_arrival, arrival_count = next(arrivals, (_INF, 0))
         else:
-            due, _, chain, attempt, receipt = heapq.heappop(retries)
-            waiting.append(_Ready(due, 1, chain, attempt, receipt))
+            due, _, chain, attempt, receipt, arrived = heapq.heappop(retries)
+            waiting.append(_Ready(due, 1, chain, attempt, receipt, arrived))
         while idle and waiting:
             start(t)
     complete = drawn == config.num_messages
     return DeliveryRun(
         senders=model.senders, rank_times_s=tuple(times), delivered_by_deadline=by_deadline,
         failed_attempts=failed, dead=dead, deliverable=deliverable if complete else None,
-        prefix_work_s=prefix_work if prefix_known else None,
-        prefix_max_s=prefix_max if prefix_known else None,
+        prefix_work_s=prefix_work if prefix_known and prefix_valid else None,
+        prefix_max_s=prefix_max if prefix_known and prefix_valid else None,
         # Work still queued at the stop has been waiting: more senders might start it
         # sooner. Work not yet arrived cannot change anything before the stop.
         waited=waited or bool(waiting), kth_arrival_s=kth_arrival,
-        receipt_bound=None if bound is None else bound.result(),
+        receipt_bound=None if bound is None else bound.result(), expired=expired,
     )
 
 
@@ -457,5 +509,5 @@ def deliverable_count(model: DeliveryModel) -> int:
     for segments in counts:
         chain = draw_chain(sample, rng.random, sender, segments, config.retry, rng, classify)
         receipt = None if draw_receipt is None else draw_receipt()
-        total += _is_received(chain, receipt)
+        total += ever_delivered(chain, receipt, config.valid_for_s)
     return total

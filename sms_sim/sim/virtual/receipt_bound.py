@@ -15,6 +15,9 @@ message's W (the least in the block), and y is rounded down to a 5 % logarithmic
 each value only goes down and the bound stays a bound. Messages never drawn by the run's
 stop are counted as receivable with the W of everything drawn and y = 0 (a value below
 any of theirs). ``kth_lower_s`` bisects on the time: a few hundred ``bisect`` calls.
+
+Not built with a validity: an expired message does no work, so ``W_{j-1}`` would overstate
+the work done before message j starts and the bound could exceed the true time.
 """
 
 from __future__ import annotations
