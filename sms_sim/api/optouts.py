@@ -25,9 +25,9 @@ from sms_sim.api.schemas import PAGE_MAX, PHONE_PATTERN
 from sms_sim.api.submission import read_body, shape_error
 from sms_sim.api.times import rfc3339
 from sms_sim.dispatch.errors import NotFoundError
-from sms_sim.dispatch.optouts import parse_opt_out_csv, validate_opt_out_phones
+from sms_sim.dispatch.optouts import validate_opt_out_phones
 from sms_sim.dispatch.service import DispatchService
-from sms_sim.dispatch.validation import validate_phone
+from sms_sim.dispatch.validation import first_column_numbers, validate_phone
 
 __all__ = ["router"]
 
@@ -84,7 +84,7 @@ async def add_opt_outs(request: Request, service: TenantService) -> Response:
         except UnicodeDecodeError as exc:
             raise ProblemError(MALFORMED, f"the CSV is not UTF-8 text ({exc.reason} near byte "
                                           f"{exc.start})") from None
-        phones = parse_opt_out_csv(text.splitlines(), "opt-out CSV")
+        phones = first_column_numbers(text.splitlines(), "opt-out CSV")
     else:
         raise ProblemError(UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json or "
                                                    f"text/csv (got {media or 'none'!r})")

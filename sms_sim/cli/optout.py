@@ -25,9 +25,9 @@ from sms_sim.cli.store_command import (
     subcommand_main,
 )
 from sms_sim.dispatch.contract import InvalidRequestError, OptOut
-from sms_sim.dispatch.optouts import parse_opt_out_csv, validate_opt_out_phones
+from sms_sim.dispatch.optouts import validate_opt_out_phones
 from sms_sim.dispatch.service import DispatchService
-from sms_sim.dispatch.validation import format_utc, validate_phone
+from sms_sim.dispatch.validation import first_column_numbers, format_utc, validate_phone
 
 __all__ = ["main", "SUBCOMMANDS"]
 
@@ -68,7 +68,7 @@ def _import(prog: str, argv: Sequence[str]) -> int:
         data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
         lines = data.decode("utf-8-sig").splitlines()
         phones = validate_opt_out_phones(
-            parse_opt_out_csv(lines, "stdin" if args.file == "-" else f"{args.file!r}"))
+            first_column_numbers(lines, "stdin" if args.file == "-" else f"{args.file!r}"))
     except OSError as exc:
         parser.error(f"cannot read {args.file!r}: {exc.strerror or exc}")
     except UnicodeDecodeError as exc:

@@ -15,12 +15,11 @@ from typing import Protocol
 
 from sms_sim.dispatch.validation import (
     InvalidRequestError,
-    first_column_numbers,
     validate_phone,
 )
 
 __all__ = ["OptOut", "OptOutResult", "OptOutStore", "OPT_OUTS_MAX_PER_CALL",
-           "validate_opt_out_phones", "parse_opt_out_csv"]
+           "validate_opt_out_phones"]
 
 # Numbers one ``add_opt_outs`` call takes: a CSV import of a carrier's STOP list is a few
 # thousand; bigger files are sent in several calls (each is one transaction).
@@ -83,9 +82,3 @@ def validate_opt_out_phones(phones: Iterable[object], *, where: str = "phone") -
     if not unique:
         raise InvalidRequestError("give at least 1 number (got 0)")
     return list(unique)
-
-
-def parse_opt_out_csv(lines: Iterable[str], source: str) -> list[str]:
-    """The numbers of an opt-out CSV (``validation.first_column_numbers``: the first column,
-    blank, ``#`` and header rows skipped, a bad number refused naming its line)."""
-    return first_column_numbers(lines, source)
