@@ -2,7 +2,7 @@
 cursor on their message, per-row work around it in the memory store's order, the cursor
 through cancel, edit and concurrent submits; issue 14 beside it (suppression at submit and
 by an opt-out, the validity sweep, receipts, copy and prune); migration 3 on rows stored
-before it, and the chain 1 -> 2 -> 3.
+before it, migration 4 on leases held across it, and the chain 1 -> 2 -> 3 -> 4.
 
 The contract suite and the state machine check the same promises on every store; these
 cases look at what only this store has (the cursor, the ``fresh`` flag, the schema)."""
@@ -422,13 +422,14 @@ def test_migration_3_leaves_rows_stored_before_it_to_the_per_row_claim(
         conn.execute("INSERT INTO deliveries (message_id, recipient, status, next_attempt_at) "
                      "VALUES (2, '555-000-0001', 'pending', %(t)s), (2, '555-000-0002', "
                      "'retrying', %(t)s), (1, '555-000-0006', 'suppressed', %(t)s)", {"t": T0})
-    assert "from version 2 to 3" in migrate_store(url)
+    assert "from version 2 to 3" in _at_version(url, 3, monkeypatch)
     assert _fresh(url) == 0 and _rows(url, "SELECT DISTINCT fresh_left FROM messages") == [(0,)]
+    assert "from version 3 to 4" in migrate_store(url)
     _drain_old_rows(url)
 
 
-def test_the_chain_1_2_3_keeps_version_1_rows(url: str,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_chain_1_to_4_keeps_version_1_rows(url: str,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
     assert "version 1" in _at_version(url, 1, monkeypatch)  # as it was first released
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(_OLD_MESSAGE)
@@ -440,9 +441,41 @@ def test_the_chain_1_2_3_keeps_version_1_rows(url: str,
     assert "from version 1 to 2" in _at_version(url, 2, monkeypatch)
     with psycopg.connect(url, autocommit=True) as conn:  # issue 14 in use at version 2
         conn.execute(f"UPDATE messages SET valid_until = {T0 + 1} WHERE id = 2")
-    assert "from version 2 to 3" in migrate_store(url)
+    assert "from version 2 to 4" in migrate_store(url)
     indexes = {row[0] for row in _rows(url, "SELECT indexname FROM pg_indexes WHERE "
                                             "tablename = 'deliveries'")}
-    assert {"deliveries_waiting", "deliveries_due", "deliveries_lease"} <= indexes
-    assert not {"deliveries_ready", "deliveries_leased_at"} & indexes
+    assert {"deliveries_waiting", "deliveries_due"} <= indexes
+    assert not {"deliveries_ready", "deliveries_leased_at", "deliveries_lease"} & indexes
     _drain_old_rows(url)
+
+
+def test_migration_4_keeps_the_leases_held_across_it(url: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker that leased before the upgrade settles after it, and its message completes;
+    a lease that ran out meanwhile is rescued (``leases`` is filled from the leased
+    rows)."""
+    assert "version 3" in _at_version(url, 3, monkeypatch)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(_OLD_MESSAGE)
+        conn.execute("INSERT INTO deliveries (message_id, recipient, status, attempts, "
+                     "next_attempt_at, lease_owner, lease_until, leased_at) VALUES "
+                     "(1, '555-000-0001', 'leased', 1, %(t)s, 'w', %(live)s, %(t)s), "
+                     "(1, '555-000-0002', 'leased', 1, %(t)s, 'w', %(live)s, %(t)s), "
+                     "(1, '555-000-0003', 'leased', 1, %(t)s, 'gone', %(ended)s, %(t)s)",
+                     {"t": T0, "live": T0 + 100, "ended": T0 + 1})
+    assert "from version 3 to 4" in migrate_store(url)
+    assert sorted(_rows(url, "SELECT owner, cardinality(ids), open FROM leases")) == [
+        ("gone", 1, 1), ("w", 2, 2)]
+    opened = open_store(url)
+    try:
+        again = opened.claim("b", 10, LEASE_S, T0 + 5)  # the ended lease comes back
+        assert [c.delivery_id for c in again] == [3]
+        done = opened.settle("w", [Settlement(1, 1, SettleKind.SENT),
+                                   Settlement(2, 1, SettleKind.SENT)], T0 + 6)
+        assert done.accepted == 2
+        assert opened.messages(message_id=1)[0].status is MessageStatus.DISPATCHING
+        _sent(opened, "b", again, T0 + 7)
+        assert opened.messages(message_id=1)[0].status is MessageStatus.COMPLETED
+        assert _rows(url, "SELECT count(*) FROM leases WHERE open > 0") == [(0,)]
+    finally:
+        opened.close()

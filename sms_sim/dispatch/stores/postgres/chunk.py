@@ -77,11 +77,11 @@ __all__ = ["Cursor", "Leased", "lease_rows", "leave_run"]
 _WAITING_SQL = """
 SELECT r.* FROM unnest(%(ids)s::bigint[], %(counts)s::bigint[]) AS g(message_id, n)
 CROSS JOIN LATERAL (
-    SELECT d.id, d.message_id, d.status = 'retrying' AS retry, d.next_attempt_at
+    SELECT d.id, d.message_id, d.waiting = 1 AS retry, d.next_attempt_at
     FROM deliveries AS d
-    WHERE d.message_id = g.message_id AND d.status IN ('pending', 'retrying')
-      AND NOT d.fresh AND d.next_attempt_at <= %(now)s
-    ORDER BY d.status DESC, d.next_attempt_at, d.id
+    WHERE d.message_id = g.message_id AND d.waiting IS NOT NULL
+      AND d.next_attempt_at <= %(now)s
+    ORDER BY d.waiting DESC, d.next_attempt_at, d.id
     LIMIT g.n) AS r
 """
 # Each message's next ``n`` fresh ids from its cursor: a range of the (message_id, id)
@@ -103,20 +103,30 @@ CROSS JOIN LATERAL (
 # mid-drain (once autovacuum's ANALYZE had counted the broadcast) from a nested loop to
 # a hash join over a sequential scan of the whole table: 115-170 ms a claim of 1,000
 # among 200,000 deliveries, against 30 ms. The status test re-checks the per-row picks,
-# read without a lock; fresh rows pass it by the invariant. It implies the predicate of
-# no partial index (each excludes fresh rows), so the primary key is the only way in:
-# while ``deliveries_due`` held fresh rows, statistics that had seen only finished ones
-# sent this statement through it, walking every pending entry (20-27 ms among 100,000).
-# The redundant range (the ids' least and greatest) is for a table without statistics
-# yet (a broadcast just stored): costed on its size alone, 1,000 probes of the primary
-# key lost to a sequential scan (11-18 ms among 100,000 rows, against 1.3 ms); a
-# broadcast's chunk is one short range of it.
+# read without a lock; fresh rows pass it by the invariant. The redundant range (the ids'
+# least and greatest) is for a table without statistics yet (a broadcast just stored):
+# costed on its size alone, 1,000 probes of the primary key lost to a sequential scan
+# (11-18 ms among 100,000 rows, against 1.3 ms); a broadcast's chunk is one short range.
+#
+# The same statement enters the claim in ``leases``, a row per message (``schema._V4``):
+# the rows themselves change no indexed column, so the lease is a HOT update, no index
+# entry written (6 ms per 1,000 here, against 17 ms). Two claims of one owner at one
+# instant (a test's frozen clock) share their rows there.
 _LEASE_SQL = """
-UPDATE deliveries AS d SET status = 'leased', fresh = false, lease_owner = %(owner)s,
-    lease_until = %(until)s, leased_at = %(now)s, attempts = d.attempts + 1
-WHERE d.id = ANY(%(ids)s::bigint[]) AND d.id BETWEEN %(least)s AND %(greatest)s
-  AND d.status IN ('pending', 'retrying')
-RETURNING d.id, d.message_id, d.recipient, d.attempts, d.lease_losses
+WITH leased AS (
+    UPDATE deliveries AS d SET status = 'leased', fresh = false, lease_owner = %(owner)s,
+        lease_until = %(until)s, leased_at = %(now)s, attempts = d.attempts + 1
+    WHERE d.id = ANY(%(ids)s::bigint[]) AND d.id BETWEEN %(least)s AND %(greatest)s
+      AND d.status IN ('pending', 'retrying')
+    RETURNING d.id, d.message_id, d.recipient, d.attempts, d.lease_losses
+), entered AS (
+    INSERT INTO leases AS l (owner, leased_at, message_id, until, ids, open)
+    SELECT %(owner)s, %(now)s, message_id, %(until)s, array_agg(id), count(*) FROM leased
+    GROUP BY message_id
+    ON CONFLICT (owner, leased_at, message_id) DO UPDATE SET ids = l.ids || excluded.ids,
+        open = l.open + excluded.open, until = LEAST(l.until, excluded.until)
+)
+SELECT * FROM leased
 """
 # Fresh deliveries finished without a lease, off their messages' runs (``leave_run``).
 _LEAVE_SQL = """

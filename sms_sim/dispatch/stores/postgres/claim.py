@@ -6,8 +6,9 @@ claims is what makes the contract's fairness exact across workers on many hosts,
 in the memory store: every claim sees the serve order the one before it left. It costs
 little because a claim is a handful of statements whatever its size:
 
-1. the rescue: one ``UPDATE`` takes back every expired lease (and every lease granted
-   after a backward clock jump), fenced by status and lease end in the statement itself,
+1. the rescue: the leases that ended (or were granted after a backward clock jump) are
+   read from ``leases`` (a row per claim and message), and one ``UPDATE`` takes back their rows,
+   fenced by status and lease end in the statement itself,
    passing over rows a settle is writing right now (``SKIP LOCKED``: that settle decides
    them, or, if it rolls back, the next claim rescues them), so a settler stalled in its
    transaction never makes claims wait; a rescued delivery to an opted-out number is
@@ -66,32 +67,51 @@ _BEGIN_SQL = ("SELECT set_config('idle_in_transaction_session_timeout', "
               f"{str(int(CLAIM_IDLE_LIMIT_S * 1000))!r}, true), "
               "pg_advisory_xact_lock(%s, hashtext(current_schema()))")
 
+# Rows of leases whose rows are all settled or rescued (nothing reads them); then the
+# leases that ended (by their own terms, or granted after a backward clock jump), oldest
+# first, a bounded number per claim (the rest go to the next claim, which comes at once:
+# ``next_due_at`` reads the earliest end here).
+_FORGET_SQL = "DELETE FROM leases WHERE open <= 0"
+_ENDED_SQL = """
+SELECT ids FROM leases
+WHERE open > 0 AND (until <= %(now)s
+                    OR (until > %(jumped)s AND COALESCE(leased_at, until) > %(jumped)s))
+ORDER BY until LIMIT %(max)s
+"""
 _RESCUE_SQL = """
 WITH lost AS MATERIALIZED (
-    SELECT d.id FROM deliveries AS d
-    WHERE d.status = 'leased'
+    SELECT d.id, d.lease_owner, d.leased_at FROM deliveries AS d
+    WHERE d.id = ANY(%(ids)s::bigint[]) AND d.status = 'leased'
       AND (d.lease_until <= %(now)s
            OR (d.lease_until > %(jumped)s
                AND COALESCE(d.leased_at, d.lease_until - %(lease_s)s) > %(jumped)s))
     FOR UPDATE SKIP LOCKED
+), rescued AS (
+    UPDATE deliveries AS d SET
+        status = CASE WHEN m.status = 'cancelled' THEN 'cancelled'
+            WHEN EXISTS (SELECT 1 FROM opt_outs AS o WHERE o.tenant = m.tenant
+                         AND o.phone = d.recipient) THEN 'suppressed' ELSE 'retrying' END,
+        next_attempt_at = %(now)s, lease_owner = NULL, lease_until = NULL, leased_at = NULL,
+        last_error = %(error)s, lease_losses = d.lease_losses + 1
+    FROM lost, messages AS m
+    WHERE d.id = lost.id AND m.id = d.message_id AND d.status = 'leased'
+    RETURNING d.message_id, d.status, lost.lease_owner, lost.leased_at
+), closed AS (
+    UPDATE leases AS l SET open = l.open - g.n
+    FROM (SELECT lease_owner, leased_at, message_id, count(*) AS n FROM rescued
+          GROUP BY lease_owner, leased_at, message_id) AS g
+    WHERE l.owner = g.lease_owner AND l.message_id = g.message_id
+      AND l.leased_at IS NOT DISTINCT FROM g.leased_at
 )
-UPDATE deliveries AS d SET
-    status = CASE WHEN m.status = 'cancelled' THEN 'cancelled'
-        WHEN EXISTS (SELECT 1 FROM opt_outs AS o WHERE o.tenant = m.tenant
-                     AND o.phone = d.recipient) THEN 'suppressed' ELSE 'retrying' END,
-    next_attempt_at = %(now)s, lease_owner = NULL, lease_until = NULL, leased_at = NULL,
-    last_error = %(error)s, lease_losses = d.lease_losses + 1
-FROM lost, messages AS m
-WHERE d.id = lost.id AND m.id = d.message_id AND d.status = 'leased'
-RETURNING d.message_id, d.status
+SELECT message_id, status FROM rescued
 """
+_ENDED_PER_CLAIM = 50
 # Never served first (NULLS FIRST), oldest due first; then the least recently served.
 _DUE_SQL = """
 SELECT m.id, m.priority, COALESCE(m.served_at, m.scheduled_at), m.kept_class, m.tenant,
     m.version,
     (SELECT count(*) FROM (SELECT 1 FROM deliveries AS d WHERE d.message_id = m.id
-        AND d.status IN ('pending', 'retrying') AND NOT d.fresh
-        AND d.next_attempt_at <= %(now)s LIMIT %(limit)s) AS r),
+        AND d.waiting IS NOT NULL AND d.next_attempt_at <= %(now)s LIMIT %(limit)s) AS r),
     m.fresh_left, m.fresh_next, m.scheduled_at
 FROM messages AS m
 WHERE m.status IN ('scheduled', 'dispatching') AND m.scheduled_at <= %(now)s
@@ -122,7 +142,7 @@ _STILL_DUE_SQL = """
 SELECT m.id FROM messages AS m
 WHERE m.id = ANY(%s::bigint[]) AND (m.fresh_left > 0 OR EXISTS (
     SELECT 1 FROM deliveries AS d WHERE d.message_id = m.id
-    AND d.status IN ('pending', 'retrying') AND NOT d.fresh AND d.next_attempt_at <= %s))
+    AND d.waiting IS NOT NULL AND d.next_attempt_at <= %s))
 """
 _KEPT_SQL = """
 UPDATE messages AS m SET kept_class = k.kept
@@ -137,9 +157,7 @@ def claim_deliveries(conn: Connection, owner: str, limit: int, lease_s: float, n
                      jump_s: float) -> list[Claim]:
     """``DispatchStore.claim`` inside the caller's transaction (arguments checked)."""
     conn.execute(_BEGIN_SQL, (LOCK_CLASS + _CLAIM_LOCK,))
-    rescued = conn.execute(_RESCUE_SQL, {"now": now, "error": EXPIRED_LEASE_ERROR,
-                                         "lease_s": lease_s, "jumped": now + jump_s})
-    after_rescue(conn, rescued.fetchall(), now)
+    after_rescue(conn, _rescue(conn, now, lease_s, now + jump_s), now)
     locked: dict[int, _Row] = {}  # message id -> (id, version, content, uid, valid_until)
     while True:
         due = conn.execute(_DUE_SQL, {"now": now, "limit": limit}).fetchall()
@@ -159,6 +177,20 @@ def claim_deliveries(conn: Connection, owner: str, limit: int, lease_s: float, n
     served = _serve(conn, grants, {row[0]: row[4] for row in due}, moved, now)
     _keep_classes(conn, due, classes, served, now)
     return claims
+
+
+def _rescue(conn: Connection, now: float, lease_s: float, jumped: float) -> list[_Row]:
+    """Take back the rows of the leases that ended (step 1); returns them as (message id,
+    new status). A row a settle is writing is passed over (``SKIP LOCKED``), and its lease
+    stays open for the next claim if that settle rolls back."""
+    conn.execute(_FORGET_SQL)
+    ended = conn.execute(_ENDED_SQL, {"now": now, "jumped": jumped,
+                                      "max": _ENDED_PER_CLAIM}).fetchall()
+    if not ended:
+        return []
+    return conn.execute(_RESCUE_SQL, {
+        "ids": [i for (ids,) in ended for i in ids], "now": now, "jumped": jumped,
+        "lease_s": lease_s, "error": EXPIRED_LEASE_ERROR}, prepare=False).fetchall()
 
 
 def _split(conn: Connection, due: Sequence[_Row], classes: dict[int, int],

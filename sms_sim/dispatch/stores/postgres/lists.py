@@ -72,14 +72,20 @@ WHERE o.tenant = %(tenant)s AND d.message_id = %(message)s AND d.recipient = o.p
   AND d.status = 'pending'
 """
 # A message with no open delivery left is completed: no fresh one (its chunk cursor says,
-# ``chunk``), then two probes of small partial indexes.
+# ``chunk``), none waiting (a probe of the small partial index), none leased (no open
+# lease of it in ``leases``). Run only on the rows ``_CLOSING_SQL`` locked (see
+# ``complete_done``).
+_CLOSING_SQL = """
+SELECT m.id FROM messages AS m
+WHERE m.id = ANY(%(ids)s) AND m.status IN ('scheduled', 'dispatching') AND m.fresh_left = 0
+ORDER BY m.id FOR NO KEY UPDATE
+"""
 _COMPLETE_SQL = """
 UPDATE messages AS m SET status = 'completed', completed_at = %(now)s, updated_at = %(now)s
 WHERE m.id = ANY(%(ids)s) AND m.status IN ('scheduled', 'dispatching') AND m.fresh_left = 0
   AND NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.message_id = m.id
-                  AND d.status IN ('pending', 'retrying') AND NOT d.fresh)
-  AND NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.message_id = m.id
-                  AND d.status = 'leased')
+                  AND d.waiting IS NOT NULL)
+  AND NOT EXISTS (SELECT 1 FROM leases AS l WHERE l.message_id = m.id AND l.open > 0)
 """
 # Open messages past their validity end (the partial index messages_valid) with work left
 # (a fresh run, or per-row work), locked in id order before their deliveries are read (the
@@ -91,7 +97,7 @@ SELECT m.id FROM messages AS m
 WHERE m.valid_until IS NOT NULL AND m.valid_until <= %(now)s
   AND m.status IN ('scheduled', 'dispatching')
   AND (m.fresh_left > 0 OR EXISTS (SELECT 1 FROM deliveries AS d WHERE d.message_id = m.id
-       AND d.status IN ('pending', 'retrying') AND NOT d.fresh))
+       AND d.waiting IS NOT NULL))
 ORDER BY m.id FOR NO KEY UPDATE
 """
 _EXPIRE_SQL = """
@@ -190,10 +196,21 @@ def suppress_listed(conn: Connection, message_id: int, tenant: str) -> int:
 
 def complete_done(conn: Connection, message_ids: Iterable[int], now: float) -> None:
     """Complete those of ``message_ids`` that are scheduled or dispatching with nothing
-    open left."""
+    open left.
+
+    Why the lock first, in a statement of its own: two settles of a message's last leases,
+    side by side, each see the other's rows as still leased until it commits; tested in
+    one statement, both would find something open and the message would stay dispatching
+    for ever (as it could before version 4). Locked, the second waits for the first to
+    commit, and its test, a new statement, sees what the first did. Only a message with no
+    fresh run left can be done, so a broadcast's settles lock nothing until its last chunk
+    is leased."""
     ids = sorted(set(message_ids))
-    if ids:
-        conn.execute(_COMPLETE_SQL, {"now": now, "ids": ids})
+    if not ids:
+        return
+    closing = [row[0] for row in conn.execute(_CLOSING_SQL, {"ids": ids})]
+    if closing:
+        conn.execute(_COMPLETE_SQL, {"now": now, "ids": closing})
 
 
 def after_rescue(conn: Connection, rescued: Sequence[tuple[Any, ...]], now: float) -> None:

@@ -17,8 +17,8 @@ __all__ = ["prune_messages"]
 _SCAN = 1000  # candidate messages looked at (and locked) per batch
 
 _FINISHED = """((m.status = 'completed' AND m.completed_at < %(cutoff)s)
-    OR (m.status = 'cancelled' AND m.updated_at < %(cutoff)s AND NOT EXISTS
-        (SELECT 1 FROM deliveries AS d WHERE d.message_id = m.id AND d.status = 'leased')))"""
+    OR (m.status = 'cancelled' AND m.updated_at < %(cutoff)s AND
+        NOT EXISTS (SELECT 1 FROM leases AS l WHERE l.message_id = m.id AND l.open > 0)))"""
 _CANDIDATES_SQL = f"""
 SELECT m.id, (SELECT count(*) FROM deliveries AS d WHERE d.message_id = m.id)
 FROM messages AS m WHERE m.id > %(after)s AND {_FINISHED} ORDER BY m.id LIMIT %(scan)s

@@ -317,16 +317,16 @@ class PostgresStore:
         # end of an open message with work left (its fresh run, or per-row work through
         # ``deliveries_waiting``: a worker wakes then and its claim expires them).
         row = self._db.run(lambda conn: conn.execute(
-            "SELECT LEAST((SELECT d.next_attempt_at FROM deliveries AS d WHERE d.status IN "
-            "('pending', 'retrying') AND NOT d.fresh AND EXISTS (SELECT 1 FROM messages AS m "
+            "SELECT LEAST((SELECT d.next_attempt_at FROM deliveries AS d WHERE d.waiting IS "
+            "NOT NULL AND EXISTS (SELECT 1 FROM messages AS m "
             "WHERE m.id = d.message_id AND m.status IN ('scheduled', 'dispatching')) "
             "ORDER BY d.next_attempt_at LIMIT 1), (SELECT min(m.scheduled_at) FROM messages "
             "AS m WHERE m.status IN ('scheduled', 'dispatching') AND m.fresh_left > 0), "
-            "(SELECT min(lease_until) FROM deliveries WHERE status = 'leased'), "
+            "(SELECT min(until) FROM leases WHERE open > 0), "
             "(SELECT m.valid_until FROM messages AS m WHERE m.valid_until IS NOT NULL AND "
             "m.status IN ('scheduled', 'dispatching') AND (m.fresh_left > 0 OR EXISTS (SELECT "
-            "1 FROM deliveries AS d WHERE d.message_id = m.id AND d.status IN ('pending', "
-            "'retrying') AND NOT d.fresh)) ORDER BY m.valid_until LIMIT 1))").fetchone())
+            "1 FROM deliveries AS d WHERE d.message_id = m.id AND d.waiting IS NOT NULL)) "
+            "ORDER BY m.valid_until LIMIT 1))").fetchone())
         return None if row is None or row[0] is None else float(row[0])
 
     def messages(self, *, message_id: int | None = None, status: MessageStatus | None = None,

@@ -1,0 +1,109 @@
+"""The PostgreSQL lease bookkeeping of schema version 4 (``schema._V4``): leases and settles
+write only the delivery row, as HOT updates; what is leased is found through ``leases``;
+two settles of a message's last leases side by side still complete it.
+
+The contract suite and the state machine check the promises on every store; these cases
+look at what only this store has."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from sms_sim.dispatch.contract import DispatchStore, MessageStatus, SettleKind, Settlement
+from sms_sim.dispatch.requests import NewMessage
+from sms_sim.dispatch.stores import open_store
+from sms_sim.dispatch.stores.postgres.rows import settle_rows
+from tests.conftest import T0, phones
+from tests.pg_cluster import PgCluster
+
+pytestmark = pytest.mark.slow
+
+LEASE_S = 30.0
+BLOCKED_WITHIN_S = 30.0
+
+
+@pytest.fixture
+def url(pg_cluster: PgCluster) -> str:
+    return pg_cluster.fresh_url()
+
+
+@pytest.fixture
+def store(url: str) -> Iterator[DispatchStore]:
+    opened = open_store(url, create=True)
+    yield opened
+    opened.close()
+
+
+def _index_pages(url: str) -> dict[str, int]:
+    """Pages of every index of ``deliveries``, by name."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        return {name: int(pages) for name, pages in conn.execute(
+            "SELECT indexrelid::regclass::text, pg_relation_size(indexrelid) / 8192 "
+            "FROM pg_index WHERE indrelid = 'deliveries'::regclass").fetchall()}
+
+
+def test_a_drain_writes_no_index_entry(store: DispatchStore, url: str) -> None:
+    """Leasing and settling 5,000 fresh deliveries adds nothing to any index: every update
+    was HOT. Before version 4 each lease added an entry to the four indexes holding the row
+    and each settle to three: the primary key grew from 16 pages to 31 in this drain, the
+    (message, recipient) key from 27 to 51, the lease index from 1 to 23 (both tests here
+    fail on that code)."""
+    message_id = store.submit(NewMessage.validated(content="alert", recipients=phones(5000)),
+                              T0).message_id
+    before = _index_pages(url)
+    now = T0
+    while claims := store.claim("w", 500, LEASE_S, now):
+        now += 1
+        result = store.settle("w", [Settlement(c.delivery_id, c.attempts, SettleKind.SENT)
+                                    for c in claims], now)
+        assert result.accepted == len(claims)
+    assert store.messages(message_id=message_id)[0].status is MessageStatus.COMPLETED
+    assert _index_pages(url) == before
+
+
+def _waiting_for_a_lock(url: str, pid: int) -> bool:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s",
+                           (pid,)).fetchone()
+    return row is not None and row[0] == "Lock"
+
+
+def test_two_settles_of_the_last_leases_side_by_side_complete_the_message(
+        store: DispatchStore, url: str) -> None:
+    """Each settle's completion test runs while the other has not committed. Before version
+    4 each saw the other's rows as still leased and neither completed the message, which
+    stayed ``dispatching`` with nothing open; now the second waits for the first's lock on
+    the message and then sees its rows settled."""
+    message_id = store.submit(NewMessage.validated(content="alert", recipients=phones(2)),
+                              T0).message_id
+    (first,) = store.claim("a", 1, LEASE_S, T0)
+    (second,) = store.claim("b", 1, LEASE_S, T0)
+    with psycopg.connect(url) as one, psycopg.connect(url) as other:
+        settle_rows(one, "a", [Settlement(first.delivery_id, first.attempts,
+                                          SettleKind.SENT)], T0 + 1)
+        done = threading.Event()
+
+        def settle_other() -> None:
+            settle_rows(other, "b", [Settlement(second.delivery_id, second.attempts,
+                                                SettleKind.SENT)], T0 + 1)
+            other.commit()
+            done.set()
+
+        thread = threading.Thread(target=settle_other, daemon=True)
+        thread.start()
+        pid = other.info.backend_pid
+        deadline = time.monotonic() + BLOCKED_WITHIN_S
+        # The old code never blocks (the other settle commits on its own); the new one
+        # blocks until ours commits.
+        while not done.is_set() and not _waiting_for_a_lock(url, pid):
+            assert time.monotonic() < deadline, "the second settle neither ended nor waited"
+            time.sleep(0.01)
+        one.commit()
+        thread.join(BLOCKED_WITHIN_S)
+        assert done.is_set()
+    assert store.messages(message_id=message_id)[0].status is MessageStatus.COMPLETED
