@@ -8,7 +8,8 @@ What is measured, side by side on one server, alternating which side goes first:
 * bare: the same N rows (the same message id, numbers and due time, already formatted as
   COPY text before the clock starts) by one ``COPY deliveries (message_id, recipient,
   next_attempt_at) FROM STDIN`` into a scratch schema's copy of the store's table (``LIKE
-  ... INCLUDING ALL``: the same columns, defaults, constraints and indexes) and its commit,
+  ... INCLUDING ALL`` with its storage parameters: the same columns, defaults, constraints,
+  indexes and fillfactor) and its commit,
   in a child process too. The floor any loader pays for these rows and indexes.
 * the command, for information: ``python -m sms_sim submit --recipients-file FILE`` from
   launch to exit (start-up, reading and validating the numbers, the submit).
@@ -123,9 +124,13 @@ def rate_bare(dbs: Scratch, numbers: Path, recipients: int) -> float:
         sms_sim("migrate", "--db", url)  # the store's table, to copy the shape of
         with connect(url) as conn:
             conn.execute("CREATE SCHEMA bare")
-            conn.execute("CREATE TABLE bare.deliveries (LIKE public.deliveries INCLUDING ALL) "
-                         "WITH (autovacuum_vacuum_scale_factor = 0.01, "
-                         "autovacuum_analyze_scale_factor = 0.02)")
+            # LIKE copies columns, indexes and generated columns but not the storage
+            # parameters (fillfactor, autovacuum's), which decide how many pages a COPY
+            # fills: the bare table takes the store's own.
+            (options,) = conn.execute("SELECT array_to_string(reloptions, ', ') FROM pg_class "
+                                      "WHERE oid = 'public.deliveries'::regclass").fetchone()
+            conn.execute("CREATE TABLE bare.deliveries (LIKE public.deliveries INCLUDING ALL)"
+                         + (f" WITH ({options})" if options else ""))
         checkpoint(url)
         seconds = _child(_BARE_CHILD, url, str(numbers), str(COPY_ROWS))["seconds"]
         if _count(url, "bare.deliveries") != recipients:
