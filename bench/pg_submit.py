@@ -127,10 +127,11 @@ def rate_bare(dbs: Scratch, numbers: Path, recipients: int) -> float:
             # LIKE copies columns, indexes and generated columns but not the storage
             # parameters (fillfactor, autovacuum's), which decide how many pages a COPY
             # fills: the bare table takes the store's own.
-            (options,) = conn.execute("SELECT array_to_string(reloptions, ', ') FROM pg_class "
-                                      "WHERE oid = 'public.deliveries'::regclass").fetchone()
+            row = conn.execute("SELECT array_to_string(reloptions, ', ') FROM pg_class "
+                               "WHERE oid = 'public.deliveries'::regclass").fetchone()
+            options = f" WITH ({row[0]})" if row is not None and row[0] else ""
             conn.execute("CREATE TABLE bare.deliveries (LIKE public.deliveries INCLUDING ALL)"
-                         + (f" WITH ({options})" if options else ""))
+                         + options)
         checkpoint(url)
         seconds = _child(_BARE_CHILD, url, str(numbers), str(COPY_ROWS))["seconds"]
         if _count(url, "bare.deliveries") != recipients:

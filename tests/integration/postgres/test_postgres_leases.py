@@ -9,34 +9,19 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import psycopg
 import pytest
 
 from sms_sim.dispatch.contract import DispatchStore, MessageStatus, SettleKind, Settlement
 from sms_sim.dispatch.requests import NewMessage
-from sms_sim.dispatch.stores import open_store
 from sms_sim.dispatch.stores.postgres.rows import settle_rows
 from tests.conftest import T0, phones
-from tests.pg_cluster import PgCluster
 
 pytestmark = pytest.mark.slow
 
 LEASE_S = 30.0
 BLOCKED_WITHIN_S = 30.0
-
-
-@pytest.fixture
-def url(pg_cluster: PgCluster) -> str:
-    return pg_cluster.fresh_url()
-
-
-@pytest.fixture
-def store(url: str) -> Iterator[DispatchStore]:
-    opened = open_store(url, create=True)
-    yield opened
-    opened.close()
 
 
 def _index_pages(url: str) -> dict[str, int]:

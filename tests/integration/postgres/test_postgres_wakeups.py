@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,18 +41,6 @@ pytestmark = pytest.mark.slow
 
 PICKUP_WITHIN_S = 10.0  # far below the workers' 30 s idle wait
 IDLE_RECHECK_S = 30.0
-
-
-@pytest.fixture
-def url(pg_cluster: PgCluster) -> str:
-    return pg_cluster.fresh_url()
-
-
-@pytest.fixture
-def store(url: str) -> Iterator[DispatchStore]:
-    opened = open_store(url, create=True)
-    yield opened
-    opened.close()
 
 
 def _listen_statement(url: str) -> str:

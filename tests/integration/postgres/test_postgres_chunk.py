@@ -10,7 +10,7 @@ cases look at what only this store has (the cursor, the ``fresh`` flag, the sche
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import psycopg
 import pytest
@@ -39,18 +39,6 @@ pytestmark = pytest.mark.slow
 
 LEASE_S = 30.0
 JOIN_TIMEOUT_S = 60.0
-
-
-@pytest.fixture
-def url(pg_cluster: PgCluster) -> str:
-    return pg_cluster.fresh_url()
-
-
-@pytest.fixture
-def store(url: str) -> Iterator[DispatchStore]:
-    opened = open_store(url, create=True)
-    yield opened
-    opened.close()
 
 
 def _rows(url: str, query: str) -> list[tuple[object, ...]]:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
@@ -30,19 +30,6 @@ pytestmark = pytest.mark.slow
 JOIN_TIMEOUT_S = 60.0
 LEASE_S = 30.0
 PROCESSES, THREADS = 3, 4
-
-
-@pytest.fixture
-def url(pg_cluster: PgCluster) -> str:
-    """A fresh, empty schema."""
-    return pg_cluster.fresh_url()
-
-
-@pytest.fixture
-def store(url: str) -> Iterator[DispatchStore]:
-    opened = open_store(url, create=True)
-    yield opened
-    opened.close()
 
 
 def _submit(store: DispatchStore, count: int, *, start: int = 0, key: str | None = None,
