@@ -21,14 +21,22 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from typing import Any
 
-from sms_sim.dispatch.contract import SubmitResult
+from sms_sim.dispatch.contract import MessageView, SubmitResult
 from sms_sim.dispatch.errors import StillSubmittingError, StoreError
 from sms_sim.dispatch.requests import NewMessage
 from sms_sim.dispatch.stores.common import key_conflict
 from sms_sim.dispatch.stores.sqlite.prune import NEXT_MESSAGE_ID_SQL, next_delivery_id
 from sms_sim.dispatch.stores.sqlite.lists import suppress_listed
-from sms_sim.dispatch.stores.sqlite.rows import add_counts, complete_done
+from sms_sim.dispatch.stores.sqlite.rows import (
+    MESSAGE_COLUMNS,
+    add_counts,
+    complete_done,
+    counts,
+    message_view,
+    views,
+)
 from sms_sim.dispatch.validation import format_utc
 from sms_sim.segments import segments
 
@@ -56,19 +64,19 @@ def submit_message(write: Write, message: NewMessage, now: float,
         known = _known_key(conn, message, fingerprint)
         if known is not None:
             return known
-        (message_id,) = conn.execute(
+        row = conn.execute(
             "INSERT INTO messages (id, content, status, scheduled_at, created_at, updated_at, "
             "version, idempotency_key, priority, uid, request_hash, tenant, encoding, "
             f"segments, valid_until) VALUES ({NEXT_MESSAGE_ID_SQL}, ?, ?, ?, ?, ?, 1, ?, ?, ?, "
-            "?, ?, ?, ?, ?) RETURNING id",
+            f"?, ?, ?, ?, ?) RETURNING {MESSAGE_COLUMNS}",
             (message.content, "loading" if chunked else "scheduled", due_at, now, now,
              message.idempotency_key, message.priority, uuid.uuid4().hex, fingerprint,
              tenant, str(shape.encoding), shape.count, message.validity_end(due_at)),
         ).fetchone()
+        message_id: int = row[0]
         suppressed = insert_deliveries(conn, message_id, tenant, recipients[:LOAD_CHUNK],
                                        due_at)
-        if suppressed and not chunked:  # every recipient may have opted out
-            complete_done(conn, [message_id], now)
+        view = None if chunked else _created_view(conn, row, suppressed, now)
     if chunked:
         try:
             suppressed += _load_rest(write, message_id, tenant, recipients, due_at, between,
@@ -78,7 +86,19 @@ def submit_message(write: Write, message: NewMessage, now: float,
                 with write() as conn:
                     _delete_load(conn, message_id)
             raise
-    return SubmitResult(message_id=message_id, created=True, suppressed=suppressed)
+    return SubmitResult(message_id=message_id, created=True, suppressed=suppressed, view=view)
+
+
+def _created_view(conn: sqlite3.Connection, row: tuple[Any, ...], suppressed: int,
+                  now: float) -> MessageView:
+    """The message just inserted as ``row`` (its RETURNING), as its own transaction leaves
+    it: the answer to the submit without reading the message back (issue 12). With opted-out
+    recipients it may have completed at once (nothing pending), so it is read here, in the
+    transaction; otherwise the row as inserted is the message, and only the counts are read."""
+    if suppressed:
+        complete_done(conn, [row[0]], now)
+        return views(conn, "WHERE id = ?", (row[0],))[0]
+    return message_view(row, counts(conn, row[0]))
 
 
 def insert_deliveries(conn: sqlite3.Connection, message_id: int, tenant: str,
