@@ -1,8 +1,9 @@
 """``DispatchStore`` on SQLite (standard library ``sqlite3``): WAL, ``synchronous = FULL``,
 and ``BEGIN IMMEDIATE`` for every write transaction (``database.Database``).
 
-One store object owns one connection, guarded by a lock, so it may be shared by threads;
-use one store object per worker for parallelism. The SQL lives in ``rows``, the submit of a
+One store object owns one writing connection, guarded by a lock, so it may be shared by
+threads, and reads on connections of its own that never wait for it (``Database.read``); use
+one store object per worker for parallelism. The SQL lives in ``rows``, the submit of a
 large message in ``submit``, the claim in ``claim``, opt-outs and delivery receipts in
 ``lists``, the schema and its upgrades in ``schema``.
 """
