@@ -12,6 +12,7 @@ same thread-pool trip as its own store work (submit: issue 12's benchmark).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -24,8 +25,9 @@ from sms_sim.dispatch.service import DispatchService
 from sms_sim.dispatch.validation import InvalidRequestError
 
 __all__ = ["BEARER", "operator_service", "app_clock", "bearer_token", "BearerToken",
-           "tenant_view", "tenant_service", "TenantService", "provider_service",
-           "ProviderService", "known_query"]
+           "bearer_from_header", "tenant_view", "tenant_service", "TenantService",
+           "provider_service", "ProviderService", "known_query", "refuse_unknown_query",
+           "query_names"]
 
 BEARER = HTTPBearer(auto_error=False, scheme_name="bearer", bearerFormat="sms_sim API key",
                     description="An API key, `smsk_<key id>_<secret>`, from `sms_sim apikey "
@@ -53,9 +55,24 @@ async def bearer_token(
     """The bearer token sent, not yet checked against the store; 401 with a challenge
     when there is none. Async: it reads only the request."""
     if credentials is None:
-        raise ProblemError(UNAUTHORIZED, "send Authorization: Bearer <API key>",
-                           headers={"WWW-Authenticate": BEARER_CHALLENGE})
+        raise _no_token()
     return credentials.credentials
+
+
+def bearer_from_header(authorization: str | None) -> str:
+    """What ``bearer_token`` answers for this ``Authorization`` header, read by hand as
+    ``BEARER`` reads it (the scheme in any case, the token stripped): for a route that
+    reads its own parameters (``messages``' submit)."""
+    scheme, _, token = (authorization or "").partition(" ")
+    token = token.strip()
+    if not token or scheme.lower() != "bearer":
+        raise _no_token()
+    return token
+
+
+def _no_token() -> ProblemError:
+    return ProblemError(UNAUTHORIZED, "send Authorization: Bearer <API key>",
+                        headers={"WWW-Authenticate": BEARER_CHALLENGE})
 
 
 BearerToken = Annotated[str, Depends(bearer_token)]
@@ -100,9 +117,14 @@ async def known_query(request: Request) -> None:
     function would cost every request a trip through the thread pool."""
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)
-    if dependant is None:
-        return
-    known = _query_names(dependant)
+    if dependant is not None:
+        refuse_unknown_query(request, query_names(dependant))
+
+
+def refuse_unknown_query(request: Request, known: Collection[str]) -> None:
+    """``known_query``'s check, for the query parameters ``known`` (``query_names``)."""
+    if not request.scope.get("query_string"):
+        return  # the common case: no query at all
     for name in request.query_params:
         if name not in known:
             raise InvalidRequestError(
@@ -112,8 +134,9 @@ async def known_query(request: Request) -> None:
             raise InvalidRequestError(f"query parameter {name!r} is given more than once")
 
 
-def _query_names(dependant: Dependant) -> set[str]:
+def query_names(dependant: Dependant) -> set[str]:
+    """The query parameters a route declares, its dependencies' included."""
     names = {param.alias for param in dependant.query_params}
     for sub in dependant.dependencies:
-        names |= _query_names(sub)
+        names |= query_names(sub)
     return names

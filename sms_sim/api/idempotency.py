@@ -24,7 +24,7 @@ from sms_sim.api.problems import BUSY_RETRY_AFTER_S, IN_PROGRESS, ProblemError
 from sms_sim.api.submission import Submission
 from sms_sim.api.views import submitted_out
 from sms_sim.clock import Clock
-from sms_sim.dispatch.contract import DeliveryStatus
+from sms_sim.dispatch.contract import DeliveryStatus, MessageView
 from sms_sim.dispatch.service import DispatchService
 
 __all__ = ["RECEIPT_WAIT_S", "Answer", "submit_once", "key_from_header"]
@@ -63,8 +63,9 @@ def submit_once(service: DispatchService, submission: Submission, clock: Clock) 
     message = submission.message
     result = service.submit(message)
     if result.created:
-        body = _answer(service, result.message_id, submission.duplicates_dropped,
-                       result.suppressed)
+        # The store's copy of the new message if it kept one (no second trip to the store).
+        view = result.view if result.view is not None else service.get(result.message_id)
+        body = _answer(service, view, submission.duplicates_dropped, result.suppressed)
         if message.idempotency_key is not None:
             service.keep_receipt(result.message_id, body)
         return Answer(body=body, message_id=result.message_id, replayed=False)
@@ -76,18 +77,17 @@ def submit_once(service: DispatchService, submission: Submission, clock: Clock) 
             IN_PROGRESS, f"the first request with idempotency key {message.idempotency_key!r} "
                          f"is still in progress; send it again in a moment",
             headers={"Retry-After": str(BUSY_RETRY_AFTER_S)})
-    body = _answer(service, result.message_id, submission.duplicates_dropped)
+    body = _answer(service, view, submission.duplicates_dropped)
     if not service.keep_receipt(result.message_id, body):  # another repeat kept one first
         kept = service.get(result.message_id).receipt
         body = kept if kept is not None else body
     return Answer(body=body, message_id=result.message_id, replayed=True)
 
 
-def _answer(service: DispatchService, message_id: int, duplicates_dropped: int,
+def _answer(service: DispatchService, view: MessageView, duplicates_dropped: int,
             suppressed: int | None = None) -> str:
     """The submit's answer; ``suppressed`` None (a replay whose first answer was never
     kept): the message's suppressed deliveries now, which a later opt-out may have raised."""
-    view = service.get(message_id)
     if suppressed is None:
         suppressed = view.counts[DeliveryStatus.SUPPRESSED]
     return submitted_out(view, service.progress(view), duplicates_dropped,

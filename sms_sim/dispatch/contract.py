@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 from sms_sim.dispatch.dlrs import DlrOutcome, DlrReport, DlrResult, DlrStore
@@ -151,6 +151,11 @@ class SubmitResult:
     receipt: str | None = None  # when not created: the first message's kept receipt
     # Deliveries created ``suppressed`` (their numbers had opted out); 0 when not created.
     suppressed: int = 0
+    # When created, the message as the submit's own transaction left it (what ``messages``
+    # would have read at its commit), if the store has it at hand: an edge answering with
+    # the new message then needs no second trip to the store. None: read it. Not compared:
+    # two results are equal when the submits did the same thing, whoever kept a copy.
+    view: MessageView | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -204,6 +209,7 @@ class DispatchStore(KeyStore, PruneStore, OptOutStore, DlrStore, Protocol):
         concurrent submits with one key exactly one creates; while the first is still being
         loaded (see below), a repeat is refused with ``StillSubmittingError``. The due time
         is ``scheduled_at`` or ``now``. Every message gets a fresh ``uid`` (32 hex digits).
+        A created result may carry ``view``, equal to what ``messages`` read at the commit.
 
         Readers and claims see the message whole or not at all. A store may load a large
         recipient list in several short transactions (so workers are not locked out for

@@ -87,7 +87,8 @@ class MemoryStore(MemoryLists):
             self._complete_if_done(message_id, now)
             if key is not None:
                 self._keys[scoped] = message_id
-            return SubmitResult(message_id=message_id, created=True, suppressed=suppressed)
+            return SubmitResult(message_id=message_id, created=True, suppressed=suppressed,
+                                view=self._view(self._messages[message_id]))
 
     def edit(self, message_id: int, expected_version: int, edit: MessageEdit,
              now: float, *, tenant: str | None = None) -> MessageView:

@@ -1,5 +1,10 @@
 """One SQLite connection as the dispatch store uses it: opened, checked, upgraded, and every
-transaction run under one lock, with the store's own wait for SQLite's locks.
+write transaction run under one lock, with the store's own wait for SQLite's locks.
+
+Reads of a file opened for writing run on connections of their own (``read``), not under
+that lock: in WAL a reader never waits for a writer, but the one connection made every read
+of this store object queue behind the write holding it, fsync included. An API submit's key
+check waited for other submits' commits that way (issue 12's benchmark).
 
 Why ``BEGIN IMMEDIATE`` for every write: a deferred transaction that reads and then writes
 must upgrade its lock, and SQLite answers a contended upgrade with "database is locked" at
@@ -64,6 +69,11 @@ class Database:
                  max_page_count: int | None, lock_clock: Clock | None) -> None:
         self.path = path
         self._lock = threading.Lock()
+        # Idle reader connections (``read``), for a file opened for writing in WAL mode; the
+        # pool grows to the most reads ever in flight at once and shrinks only at close.
+        self._readers: list[sqlite3.Connection] | None = None
+        self._readers_lock = threading.Lock()
+        self._closed = False
         self._busy_timeout_s = busy_timeout_s
         self._lock_clock: Clock = RealClock() if lock_clock is None else lock_clock
         self._jitter = random.Random()
@@ -105,10 +115,7 @@ class Database:
             raise StoreError(f"{self.path!r} holds no sms_sim database (nothing submitted yet?)")
         try:
             if not read_only:
-                self.when_free(lambda: conn.execute("PRAGMA journal_mode = WAL"))
-                # FULL: a commit is on disk before the call returns, so an acknowledged
-                # submit or a recorded send survives a power cut, not only a killed process.
-                conn.execute("PRAGMA synchronous = FULL")
+                self._use_wal()
             if max_page_count is not None:
                 conn.execute(f"PRAGMA max_page_count = {int(max_page_count)}")
             if not tables:
@@ -126,6 +133,16 @@ class Database:
         if version != SCHEMA_VERSION:
             raise StoreError(f"{self.path!r} has schema {version!r}; this version needs "
                              f"{SCHEMA_VERSION!r}")
+
+    def _use_wal(self) -> None:
+        """WAL with ``synchronous = FULL``; reads apart (``read``) if the file took WAL."""
+        conn = self._conn
+        (mode,) = self.when_free(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone())
+        if str(mode).lower() == "wal" and self.path not in ("", ":memory:"):
+            self._readers = []  # a private database has no other connection to read on
+        # FULL: a commit is on disk before the call returns, so an acknowledged submit or a
+        # recorded send survives a power cut, not only a killed process.
+        conn.execute("PRAGMA synchronous = FULL")
 
     def _schema_version(self) -> str | None:
         row = self._conn.execute("SELECT value FROM sms_sim_meta WHERE key = 'schema'").fetchone()
@@ -196,22 +213,61 @@ class Database:
     def read(self, body: Callable[[sqlite3.Connection], _T]) -> _T:
         """A read in one (deferred) transaction, so its several queries see one snapshot.
 
+        On a file opened for writing in WAL mode the read runs on a reader connection of
+        its own (``query_only``), without this object's lock, so it never waits for a
+        write of this store object (nor, as in WAL always, another process's). It sees
+        every transaction committed before it began, those of this object included: a
+        caller reads back what it has written. A read-only or private database keeps the
+        one connection, under the lock.
+
         Retried whole when busy (a WAL reader can meet a checkpoint or recovery): a read
         has no effects to repeat.
         """
-        def attempt() -> _T:
+        def attempt(conn: sqlite3.Connection) -> _T:
             conn.execute("BEGIN")
             try:
                 return body(conn)
             finally:
                 conn.execute("COMMIT")
 
-        with self._lock:
-            conn = self._conn
-            try:
-                return self.when_free(attempt)
-            except sqlite3.Error as exc:
+        if self._readers is None:
+            with self._lock:
+                try:
+                    return self.when_free(lambda: attempt(self._conn))
+                except sqlite3.Error as exc:
+                    raise store_error(self.path, exc) from exc
+        reader = self._reader()
+        try:
+            found = self.when_free(lambda: attempt(reader))
+        except BaseException as exc:
+            reader.close()  # in whatever state the error left it: not used again
+            if isinstance(exc, sqlite3.Error):
                 raise store_error(self.path, exc) from exc
+            raise
+        self._give_back(reader)
+        return found
+
+    def _reader(self) -> sqlite3.Connection:
+        """An idle reader connection, or a new one (opened outside the pool's lock)."""
+        with self._readers_lock:
+            if self._closed:
+                raise StoreError(f"database {self.path!r}: the store is closed")
+            if self._readers:
+                return self._readers.pop()
+        try:
+            reader = sqlite3.connect(f"file:{urllib.parse.quote(self.path)}?mode=rw", uri=True,
+                                     timeout=0, isolation_level=None, check_same_thread=False)
+            reader.execute("PRAGMA query_only = ON")
+        except sqlite3.Error as exc:
+            raise store_error(self.path, exc) from exc
+        return reader
+
+    def _give_back(self, reader: sqlite3.Connection) -> None:
+        with self._readers_lock:
+            if self._readers is not None and not self._closed:
+                self._readers.append(reader)
+                return
+        reader.close()
 
     @contextmanager
     def snapshot(self) -> Iterator[sqlite3.Connection]:
@@ -235,6 +291,12 @@ class Database:
                 conn.execute("ROLLBACK")
 
     @property
+    def reads_apart(self) -> bool:
+        """Whether ``read`` runs on reader connections of its own (a file opened for writing,
+        in WAL mode) rather than on the writer's, under its lock."""
+        return self._readers is not None
+
+    @property
     def lock_clock(self) -> Clock:
         return self._lock_clock
 
@@ -246,5 +308,12 @@ class Database:
         self._lock_clock.sleep(2 * _MAX_PAUSE_S, _NEVER)
 
     def close(self) -> None:
+        """Close the readers, then the writer: the last connection to close checkpoints the
+        WAL into the file. A read still running closes its reader as it ends."""
         with self._lock:
+            with self._readers_lock:
+                self._closed = True
+                idle, self._readers = self._readers or [], None
+            for reader in idle:
+                reader.close()
             self._conn.close()

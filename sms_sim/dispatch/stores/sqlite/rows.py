@@ -9,6 +9,7 @@ import json
 import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from sms_sim.dispatch.contract import (
     DeliveryStatus,
@@ -47,6 +48,7 @@ __all__ = [
     "delivery_views",
     "message_views",
     "views",
+    "message_view",
 ]
 
 MESSAGE_COLUMNS = (
@@ -359,12 +361,14 @@ def views(conn: sqlite3.Connection, where: str, params: Sequence[object]) -> lis
     # Messages still loading are invisible: a reader sees a submit whole or not at all.
     rows = conn.execute(f"SELECT {MESSAGE_COLUMNS} FROM (SELECT * FROM messages WHERE status "
                         f"!= 'loading') AS messages {where}", params).fetchall()
-    return [
-        MessageView(id=r[0], content=r[1], status=MessageStatus(r[2]), scheduled_at=r[3],
-                    created_at=r[4], updated_at=r[5], version=r[6], dispatch_started_at=r[7],
-                    completed_at=r[8], idempotency_key=r[9], priority=r[10],
-                    counts=counts(conn, r[0]), uid=r[11], tenant=r[12], receipt=r[13],
-                    encoding=shape[0], segments=shape[1], valid_until=r[16])
-        for r in rows
-        for shape in (stored_shape(r[1], r[14], r[15]),)
-    ]
+    return [message_view(r, counts(conn, r[0])) for r in rows]
+
+
+def message_view(r: tuple[Any, ...], by_status: dict[DeliveryStatus, int]) -> MessageView:
+    """A row of ``MESSAGE_COLUMNS`` (a SELECT's, or an INSERT's RETURNING) as a view."""
+    encoding, count = stored_shape(r[1], r[14], r[15])
+    return MessageView(id=r[0], content=r[1], status=MessageStatus(r[2]), scheduled_at=r[3],
+                       created_at=r[4], updated_at=r[5], version=r[6], dispatch_started_at=r[7],
+                       completed_at=r[8], idempotency_key=r[9], priority=r[10],
+                       counts=by_status, uid=r[11], tenant=r[12], receipt=r[13],
+                       encoding=encoding, segments=count, valid_until=r[16])

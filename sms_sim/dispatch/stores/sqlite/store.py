@@ -1,10 +1,12 @@
 """``DispatchStore`` on SQLite (standard library ``sqlite3``): WAL, ``synchronous = FULL``,
 and ``BEGIN IMMEDIATE`` for every write transaction (``database.Database``).
 
-One store object owns one connection, guarded by a lock, so it may be shared by threads;
-use one store object per worker for parallelism. The SQL lives in ``rows``, the submit of a
+One store object owns one writing connection, guarded by a lock, so it may be shared by
+threads, and reads on connections of its own that never wait for it (``Database.read``); use
+one store object per worker for parallelism. The SQL lives in ``rows``, the submit of a
 large message in ``submit``, the claim in ``claim``, opt-outs and delivery receipts in
-``lists``, the schema and its upgrades in ``schema``.
+``lists``, the schema and its upgrades in ``schema``; small submits in flight together share
+one transaction (``submit_group``).
 """
 
 from __future__ import annotations
@@ -62,7 +64,13 @@ from sms_sim.dispatch.stores.sqlite.rows import (
     views,
 )
 from sms_sim.dispatch.stores.sqlite.prune import prune_messages
-from sms_sim.dispatch.stores.sqlite.submit import insert_deliveries, submit_message
+from sms_sim.dispatch.stores.sqlite.submit import (
+    in_one_transaction,
+    insert_deliveries,
+    insert_message,
+    submit_message,
+)
+from sms_sim.dispatch.stores.sqlite.submit_group import SubmitGroup
 from sms_sim.dispatch.stores.sqlite.transfer import SqliteTransfer
 from sms_sim.dispatch.validation import INT64_MAX, check_claim, check_listing, check_settlements
 from sms_sim.segments import segments
@@ -107,6 +115,7 @@ class SqliteStore:
                             lock_clock=lock_clock)
         self._write = self._db.write
         self._read = self._db.read
+        self._group = SubmitGroup(self._write, insert_message)
         # A claimer's ``now`` may lag by its whole wait for the write lock (up to the busy
         # timeout): only a lease granted later than that past it proves a backward jump.
         self._jump_s = clock_jumped_back_after_s(busy_timeout_s)
@@ -122,6 +131,8 @@ class SqliteStore:
     # --- writes --------------------------------------------------------------------------
 
     def submit(self, message: NewMessage, now: float) -> SubmitResult:
+        if in_one_transaction(message):  # then it may share its transaction
+            return self._group.submit(message, now)
         return submit_message(self._write, message, now, self._db.let_others_in)
 
     def edit(self, message_id: int, expected_version: int, edit: MessageEdit,

@@ -21,18 +21,27 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from typing import Any
 
-from sms_sim.dispatch.contract import SubmitResult
+from sms_sim.dispatch.contract import MessageView, SubmitResult
 from sms_sim.dispatch.errors import StillSubmittingError, StoreError
 from sms_sim.dispatch.requests import NewMessage
 from sms_sim.dispatch.stores.common import key_conflict
 from sms_sim.dispatch.stores.sqlite.prune import NEXT_MESSAGE_ID_SQL, next_delivery_id
 from sms_sim.dispatch.stores.sqlite.lists import suppress_listed
-from sms_sim.dispatch.stores.sqlite.rows import add_counts, complete_done
+from sms_sim.dispatch.stores.sqlite.rows import (
+    MESSAGE_COLUMNS,
+    add_counts,
+    complete_done,
+    counts,
+    message_view,
+    views,
+)
 from sms_sim.dispatch.validation import format_utc
 from sms_sim.segments import segments
 
-__all__ = ["LOAD_CHUNK", "ABANDONED_LOAD_S", "submit_message"]
+__all__ = ["LOAD_CHUNK", "ABANDONED_LOAD_S", "submit_message", "in_one_transaction",
+           "insert_message"]
 
 LOAD_CHUNK = 2_000  # deliveries per transaction: a few tens of milliseconds of write lock
 ABANDONED_LOAD_S = 600.0
@@ -45,40 +54,71 @@ def submit_message(write: Write, message: NewMessage, now: float,
     """Store ``message`` through ``write`` (one write transaction per call), calling
     ``between`` between two chunks so other writers get the lock; see
     ``DispatchStore.submit``."""
-    due_at = now if message.scheduled_at is None else message.scheduled_at
-    # Only a key needs the request's fingerprint (hashing 1,000,000 sorted numbers takes ~1 s).
+    if in_one_transaction(message):
+        with write() as conn:
+            return insert_message(conn, message, now)
+    # Hashing 1,000,000 sorted numbers takes ~1 s: before the transaction, not in it.
     fingerprint = None if message.idempotency_key is None else message.fingerprint()
-    recipients, tenant = message.recipients, message.tenant
-    chunked = len(recipients) > LOAD_CHUNK
-    shape = segments(message.content)
     with write() as conn:
-        _drop_abandoned_loads(conn, now)
-        known = _known_key(conn, message, fingerprint)
-        if known is not None:
-            return known
-        (message_id,) = conn.execute(
-            "INSERT INTO messages (id, content, status, scheduled_at, created_at, updated_at, "
-            "version, idempotency_key, priority, uid, request_hash, tenant, encoding, "
-            f"segments, valid_until) VALUES ({NEXT_MESSAGE_ID_SQL}, ?, ?, ?, ?, ?, 1, ?, ?, ?, "
-            "?, ?, ?, ?, ?) RETURNING id",
-            (message.content, "loading" if chunked else "scheduled", due_at, now, now,
-             message.idempotency_key, message.priority, uuid.uuid4().hex, fingerprint,
-             tenant, str(shape.encoding), shape.count, message.validity_end(due_at)),
-        ).fetchone()
-        suppressed = insert_deliveries(conn, message_id, tenant, recipients[:LOAD_CHUNK],
-                                       due_at)
-        if suppressed and not chunked:  # every recipient may have opted out
-            complete_done(conn, [message_id], now)
-    if chunked:
-        try:
-            suppressed += _load_rest(write, message_id, tenant, recipients, due_at, between,
-                                     now)
-        except BaseException:
-            with contextlib.suppress(StoreError):
-                with write() as conn:
-                    _delete_load(conn, message_id)
-            raise
-    return SubmitResult(message_id=message_id, created=True, suppressed=suppressed)
+        first = insert_message(conn, message, now, loading=True, fingerprint=fingerprint)
+    if not first.created:
+        return first
+    try:
+        suppressed = first.suppressed + _load_rest(write, first.message_id, message, now,
+                                                   between)
+    except BaseException:
+        with contextlib.suppress(StoreError):
+            with write() as conn:
+                _delete_load(conn, first.message_id)
+        raise
+    return SubmitResult(message_id=first.message_id, created=True, suppressed=suppressed)
+
+
+def in_one_transaction(message: NewMessage) -> bool:
+    """Whether ``message`` is stored in one transaction (``insert_message``): at most
+    ``LOAD_CHUNK`` recipients."""
+    return len(message.recipients) <= LOAD_CHUNK
+
+
+def insert_message(conn: sqlite3.Connection, message: NewMessage, now: float, *,
+                   loading: bool = False, fingerprint: str | None = None) -> SubmitResult:
+    """A submit's work inside the caller's write transaction: the idempotency check, the
+    message and its deliveries. ``loading``: only the first ``LOAD_CHUNK``, the message
+    written ``loading`` for ``_load_rest`` to finish (no view); otherwise every one.
+    ``fingerprint``: the message's, if it has a key and the caller has it already."""
+    due_at = now if message.scheduled_at is None else message.scheduled_at
+    if fingerprint is None and message.idempotency_key is not None:  # only a key needs it
+        fingerprint = message.fingerprint()
+    shape = segments(message.content)
+    _drop_abandoned_loads(conn, now)
+    known = _known_key(conn, message, fingerprint)
+    if known is not None:
+        return known
+    row = conn.execute(
+        "INSERT INTO messages (id, content, status, scheduled_at, created_at, updated_at, "
+        "version, idempotency_key, priority, uid, request_hash, tenant, encoding, "
+        f"segments, valid_until) VALUES ({NEXT_MESSAGE_ID_SQL}, ?, ?, ?, ?, ?, 1, ?, ?, ?, "
+        f"?, ?, ?, ?, ?) RETURNING {MESSAGE_COLUMNS}",
+        (message.content, "loading" if loading else "scheduled", due_at, now, now,
+         message.idempotency_key, message.priority, uuid.uuid4().hex, fingerprint,
+         message.tenant, str(shape.encoding), shape.count, message.validity_end(due_at)),
+    ).fetchone()
+    recipients = message.recipients[:LOAD_CHUNK] if loading else message.recipients
+    suppressed = insert_deliveries(conn, row[0], message.tenant, recipients, due_at)
+    view = None if loading else _created_view(conn, row, suppressed, now)
+    return SubmitResult(message_id=row[0], created=True, suppressed=suppressed, view=view)
+
+
+def _created_view(conn: sqlite3.Connection, row: tuple[Any, ...], suppressed: int,
+                  now: float) -> MessageView:
+    """The message just inserted as ``row`` (its RETURNING), as its own transaction leaves
+    it: the answer to the submit without reading the message back (issue 12). With opted-out
+    recipients it may have completed at once (nothing pending), so it is read here, in the
+    transaction; otherwise the row as inserted is the message, and only the counts are read."""
+    if suppressed:
+        complete_done(conn, [row[0]], now)
+        return views(conn, "WHERE id = ?", (row[0],))[0]
+    return message_view(row, counts(conn, row[0]))
 
 
 def insert_deliveries(conn: sqlite3.Connection, message_id: int, tenant: str,
@@ -95,8 +135,12 @@ def insert_deliveries(conn: sqlite3.Connection, message_id: int, tenant: str,
     return suppress_listed(conn, message_id, tenant, first, first + len(recipients) - 1)
 
 
-def _load_rest(write: Write, message_id: int, tenant: str, recipients: Sequence[str],
-               due_at: float, between: Callable[[], None], now: float) -> int:
+def _load_rest(write: Write, message_id: int, message: NewMessage, now: float,
+               between: Callable[[], None]) -> int:
+    """The deliveries past the first chunk, a chunk per transaction, then ``scheduled``;
+    returns how many were suppressed."""
+    recipients, tenant = message.recipients, message.tenant
+    due_at = now if message.scheduled_at is None else message.scheduled_at
     suppressed = 0
     for start in range(LOAD_CHUNK, len(recipients), LOAD_CHUNK):
         between()
