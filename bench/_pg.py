@@ -52,9 +52,17 @@ START_DELAY_S = 2.0  # bare children begin together this long after launch (star
 Connection = psycopg.Connection[TupleRow]
 _PASSWORD_RE = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)[^@\s]*@")
 
-# The bare queue: one statement leases the oldest due row (the store's partial due index,
-# ``id = (scalar sub-select)``: run once, so at most one row), one settles it, fenced by owner
-# and attempt as the store's settle is. Autocommit: two round trips and two commits a row.
+# The bare queue: one statement leases the oldest due row (through the due index such a
+# queue keeps, ``_BARE_INDEX``; ``id = (scalar sub-select)``: run once, so at most one
+# row), one settles it, fenced by owner and attempt as the store's settle is. Autocommit:
+# two round trips and two commits a row.
+#
+# The store's own due index no longer serves it: since schema 3 it holds no fresh row (a
+# broadcast's are claimed by chunk), since 4 it keys on the generated ``waiting`` column,
+# which this predicate does not imply; without an index of its own each claim was a
+# sequential scan of the table.
+_BARE_INDEX = ("CREATE INDEX IF NOT EXISTS bare_due ON deliveries (next_attempt_at) "
+               "WHERE status IN ('pending', 'retrying')")
 _BARE_CHILD = """\
 import json, sys, time
 import psycopg
@@ -356,6 +364,9 @@ def run_workers(url: str, count: int, *, batch: int, log_dir: Path,
 def run_bare(url: str, processes: int) -> int:
     """Drain ``deliveries`` with the bare loop in ``processes`` processes that start together;
     how many rows they completed in all."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(_BARE_INDEX)
+        conn.execute("ANALYZE deliveries")
     start_at = f"{time.time() + START_DELAY_S!r}"
     procs = [subprocess.Popen([sys.executable, "-c", _BARE_CHILD, url, f"bare-{i}", start_at],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -15,7 +15,8 @@ database with a ``CHECKPOINT`` before it:
   loop every Postgres queue starts from, one row at a time in autocommit: ``UPDATE
   deliveries SET status = 'leased' ... WHERE id = (SELECT id ... WHERE status IN
   ('pending', 'retrying') AND next_attempt_at <= now ORDER BY next_attempt_at LIMIT 1 FOR
-  UPDATE SKIP LOCKED) RETURNING ...`` (the store's partial due index), then ``UPDATE ... SET
+  UPDATE SKIP LOCKED) RETURNING ...`` (through a due index of its own on ``next_attempt_at
+  WHERE status IN ('pending', 'retrying')``, built before the clock starts), then ``UPDATE ... SET
   status = 'sent'`` fenced by owner and attempt. No fairness, no message join, no batching.
   Rate from the same columns.
 * PgQueuer (psycopg driver, in a throwaway venv under a temporary directory: ``python -m
