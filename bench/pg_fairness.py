@@ -135,9 +135,11 @@ def broadcast_phase(url: str, args: argparse.Namespace, tmp: Path) -> bool:
         try:
             with connect(url) as conn:
                 while len(urgent) < args.max_urgent:
-                    row = conn.execute("SELECT EXISTS (SELECT 1 FROM deliveries WHERE "
-                                       "message_id = 1 AND status IN ('pending', 'retrying'))"
-                                       ).fetchone()
+                    # The message row, not its deliveries: near the end of a broadcast an
+                    # EXISTS over its pending deliveries walked the whole message (0.4 s),
+                    # and answered for a moment long gone.
+                    row = conn.execute("SELECT status IN ('scheduled', 'dispatching') FROM "
+                                       "messages WHERE id = 1").fetchone()
                     if row is None or not row[0]:
                         break
                     urgent.append(_submit(store, len(urgent), TENANTS[len(urgent) % 2]))
@@ -158,6 +160,8 @@ def report_broadcast(url: str, urgent: Sequence[Urgent], run: WorkerRun,
         row = conn.execute("SELECT max(leased_at) FROM deliveries WHERE message_id = 1"
                            ).fetchone()
         last_broadcast_claim = float(row[0]) if row is not None and row[0] is not None else 0.0
+        row = conn.execute("SELECT max(sent_at) FROM deliveries WHERE message_id = 1").fetchone()
+        last_broadcast_sent = float(row[0]) if row is not None and row[0] is not None else 0.0
         found = {int(m): (float(leased), float(sent)) for m, leased, sent in conn.execute(
             "SELECT message_id, leased_at, sent_at FROM deliveries WHERE message_id = ANY(%s) "
             "AND status = 'sent'", ([u.message_id for u in urgent],))}
@@ -195,9 +199,16 @@ def report_broadcast(url: str, urgent: Sequence[Urgent], run: WorkerRun,
                          None, "no message was claimed during the broadcast: a larger "
                                "--recipients")
         verdict = verdict and passed
-    missing = sum(1 for u in urgent if u.message_id not in found)
-    if missing:
-        print(f"  {missing} of the 1-recipient messages were never sent")
+    # The workers exit once nothing is open, so a message submitted as the broadcast's
+    # last settle completed it can find them gone: that is the bench's timing, not a loss.
+    late = [u for u in urgent if u.message_id not in found and u.visible_at > last_broadcast_sent]
+    lost = [u for u in urgent if u.message_id not in found and u.visible_at <= last_broadcast_sent]
+    if late:
+        print(f"  {len(late)} of the 1-recipient messages were submitted after the broadcast's "
+              "last settle, when the workers were exiting (not counted)")
+    if lost:
+        print(f"  {len(lost)} of the 1-recipient messages submitted during the broadcast were "
+              "never sent")
         verdict = False
     return verdict
 
