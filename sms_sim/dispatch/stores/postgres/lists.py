@@ -33,6 +33,7 @@ from sms_sim.dispatch.stores.postgres.schema import LOCK_CLASS, Connection
 
 __all__ = ["add_opt_outs", "remove_opt_out", "list_opt_outs", "suppress_listed",
            "lock_opt_outs", "lock_claims", "lock_tenants_of", "record_dlrs", "complete_done",
+           "NONE_LEASED",
            "after_rescue", "apply_held_dlrs"]
 
 _OPT_OUT_LOCK = 3
@@ -80,12 +81,14 @@ SELECT m.id FROM messages AS m
 WHERE m.id = ANY(%(ids)s) AND m.status IN ('scheduled', 'dispatching') AND m.fresh_left = 0
 ORDER BY m.id FOR NO KEY UPDATE
 """
-_COMPLETE_SQL = """
+# Nothing of message ``m`` is leased (the completion test here, the prune's of a cancel).
+NONE_LEASED = "NOT EXISTS (SELECT 1 FROM leases AS l WHERE l.message_id = m.id AND l.open > 0)"
+_COMPLETE_SQL = f"""
 UPDATE messages AS m SET status = 'completed', completed_at = %(now)s, updated_at = %(now)s
 WHERE m.id = ANY(%(ids)s) AND m.status IN ('scheduled', 'dispatching') AND m.fresh_left = 0
   AND NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.message_id = m.id
                   AND d.waiting IS NOT NULL)
-  AND NOT EXISTS (SELECT 1 FROM leases AS l WHERE l.message_id = m.id AND l.open > 0)
+  AND {NONE_LEASED}
 """
 # Open messages past their validity end (the partial index messages_valid) with work left
 # (a fresh run, or per-row work), locked in id order before their deliveries are read (the

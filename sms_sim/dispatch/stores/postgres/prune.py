@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from sms_sim.dispatch.pruning import PruneResult
 from sms_sim.dispatch.stores.postgres.database import Database
+from sms_sim.dispatch.stores.postgres.lists import NONE_LEASED
 
 __all__ = ["prune_messages"]
 
 _SCAN = 1000  # candidate messages looked at (and locked) per batch
 
-_FINISHED = """((m.status = 'completed' AND m.completed_at < %(cutoff)s)
-    OR (m.status = 'cancelled' AND m.updated_at < %(cutoff)s AND
-        NOT EXISTS (SELECT 1 FROM leases AS l WHERE l.message_id = m.id AND l.open > 0)))"""
+_FINISHED = f"""((m.status = 'completed' AND m.completed_at < %(cutoff)s)
+    OR (m.status = 'cancelled' AND m.updated_at < %(cutoff)s AND {NONE_LEASED}))"""
 _CANDIDATES_SQL = f"""
 SELECT m.id, (SELECT count(*) FROM deliveries AS d WHERE d.message_id = m.id)
 FROM messages AS m WHERE m.id > %(after)s AND {_FINISHED} ORDER BY m.id LIMIT %(scan)s
