@@ -12,7 +12,7 @@ repository root), and a script that calls the store in-process imports it itself
 * ``start_workers`` / ``finish_workers``: ``python -m sms_sim worker --db URL`` processes
   with zero-latency senders and their JSON reports.
 * ``run_bare``: the per-row ``FOR UPDATE SKIP LOCKED`` claim/complete loop on the store's
-  own ``deliveries`` table, in processes of its own.
+  own ``deliveries`` table, a batch of rows a claim, in processes of its own.
 * ``drain_span``: first claim and last settle as the table recorded them, so every side's
   rate is taken the same way, without interpreter start-up.
 * ``--baseline DIR`` (``add_baseline_option``): another checkout of sms_sim (a ``git
@@ -52,10 +52,12 @@ START_DELAY_S = 2.0  # bare children begin together this long after launch (star
 Connection = psycopg.Connection[TupleRow]
 _PASSWORD_RE = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)[^@\s]*@")
 
-# The bare queue: one statement leases the oldest due row (through the due index such a
-# queue keeps, ``_BARE_INDEX``; ``id = (scalar sub-select)``: run once, so at most one
-# row), one settles it, fenced by owner and attempt as the store's settle is. Autocommit:
-# two round trips and two commits a row.
+# The bare queue: one statement leases the oldest due rows, up to a batch (through the due
+# index such a queue keeps, ``_BARE_INDEX``; each row found and locked on its own by ``FOR
+# UPDATE SKIP LOCKED`` in a materialised CTE, run once, so never more than the batch: the
+# form PostgreSQL bug #15715 calls for), one settles them, fenced by owner and attempt as
+# the store's settle is. Autocommit: two round trips and two commits a batch (with a batch
+# of 1, the loop every Postgres queue starts from).
 #
 # The store's own due index no longer serves it: since schema 3 it holds no fresh row (a
 # broadcast's are claimed by chunk), since 4 it keys on the generated ``waiting`` column,
@@ -66,25 +68,28 @@ _BARE_INDEX = ("CREATE INDEX IF NOT EXISTS bare_due ON deliveries (next_attempt_
 _BARE_CHILD = """\
 import json, sys, time
 import psycopg
-url, owner, start_at = sys.argv[1], sys.argv[2], float(sys.argv[3])
+url, owner, start_at, batch = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
 conn = psycopg.connect(url, autocommit=True)
-claim = ("UPDATE deliveries SET status = 'leased', lease_owner = %(owner)s, "
-         "lease_until = %(until)s, leased_at = %(now)s, attempts = attempts + 1 "
-         "WHERE id = (SELECT id FROM deliveries WHERE status IN ('pending', 'retrying') "
-         "AND next_attempt_at <= %(now)s ORDER BY next_attempt_at LIMIT 1 "
-         "FOR UPDATE SKIP LOCKED) RETURNING id, attempts")
-settle = ("UPDATE deliveries SET status = 'sent', sent_at = %s, lease_owner = NULL, "
-          "lease_until = NULL WHERE id = %s AND status = 'leased' AND lease_owner = %s "
-          "AND attempts = %s")
+claim = ("WITH picked AS MATERIALIZED (SELECT id FROM deliveries "
+         "WHERE status IN ('pending', 'retrying') AND next_attempt_at <= %(now)s "
+         "ORDER BY next_attempt_at LIMIT %(batch)s FOR UPDATE SKIP LOCKED) "
+         "UPDATE deliveries AS d SET status = 'leased', lease_owner = %(owner)s, "
+         "lease_until = %(until)s, leased_at = %(now)s, attempts = d.attempts + 1 "
+         "FROM picked WHERE d.id = picked.id RETURNING d.id, d.attempts")
+settle = ("UPDATE deliveries AS d SET status = 'sent', sent_at = %s, lease_owner = NULL, "
+          "lease_until = NULL FROM unnest(%s::bigint[], %s::bigint[]) AS s(id, attempts) "
+          "WHERE d.id = s.id AND d.status = 'leased' AND d.lease_owner = %s "
+          "AND d.attempts = s.attempts")
 time.sleep(max(0.0, start_at - time.time()))
 done = 0
 while True:
     now = time.time()
-    row = conn.execute(claim, {"owner": owner, "until": now + 60.0, "now": now}).fetchone()
-    if row is None:
+    rows = conn.execute(claim, {"owner": owner, "until": now + 60.0, "now": now,
+                                "batch": batch}).fetchall()
+    if not rows:
         break
-    conn.execute(settle, (time.time(), row[0], owner, row[1]))
-    done += 1
+    conn.execute(settle, (time.time(), [r[0] for r in rows], [r[1] for r in rows], owner))
+    done += len(rows)
 conn.close()
 print(json.dumps({"done": done}))
 """
@@ -361,14 +366,15 @@ def run_workers(url: str, count: int, *, batch: int, log_dir: Path,
 # ---- the bare per-row queue ----------------------------------------------------------------
 
 
-def run_bare(url: str, processes: int) -> int:
-    """Drain ``deliveries`` with the bare loop in ``processes`` processes that start together;
-    how many rows they completed in all."""
+def run_bare(url: str, processes: int, batch: int) -> int:
+    """Drain ``deliveries`` with the bare loop in ``processes`` processes that start together,
+    ``batch`` rows a claim; how many rows they completed in all."""
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(_BARE_INDEX)
         conn.execute("ANALYZE deliveries")
     start_at = f"{time.time() + START_DELAY_S!r}"
-    procs = [subprocess.Popen([sys.executable, "-c", _BARE_CHILD, url, f"bare-{i}", start_at],
+    procs = [subprocess.Popen([sys.executable, "-c", _BARE_CHILD, url, f"bare-{i}", start_at,
+                              str(batch)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i in range(processes)]
     done = 0

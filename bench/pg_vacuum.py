@@ -112,7 +112,7 @@ def _drain(dbs: Scratch, numbers: Path, args: argparse.Namespace, tmp: Path, *, 
         holder = Holder(url, args.hold) if held else None
         try:
             if bare:
-                sent = run_bare(url, args.workers)
+                sent = run_bare(url, args.workers, args.batch)
             else:
                 sent = run_workers(url, args.workers, batch=args.batch, log_dir=tmp,
                                    root=root).sent
