@@ -15,6 +15,8 @@ repository root), and a script that calls the store in-process imports it itself
   own ``deliveries`` table, a batch of rows a claim, in processes of its own.
 * ``drain_span``: first claim and last settle as the table recorded them, so every side's
   rate is taken the same way, without interpreter start-up.
+* ``CpuMeter``: the CPU a side used, its own processes' and the server's (when the server
+  runs on this machine), so a rate can be read as the work each delivery cost.
 * ``--baseline DIR`` (``add_baseline_option``): another checkout of sms_sim (a ``git
   worktree`` of an older commit) whose ``python -m sms_sim`` runs as one more side, in
   databases of its own, so old and new code are measured in one run on one server. Every
@@ -28,8 +30,10 @@ import contextlib
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
 from collections.abc import Iterator, Sequence
@@ -433,3 +437,78 @@ def dead_tuples(url: str, table: str = "deliveries") -> int:
         row = conn.execute("SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = %s",
                            (table,)).fetchone()
     return 0 if row is None else int(row[0])
+
+
+# ---- CPU per side ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CpuUse:
+    """CPU seconds used over a block: by the bench's child processes (reaped within it), and
+    by the server's processes, None when the server is not on this machine."""
+
+    client_s: float
+    server_s: float | None
+
+
+def _local(dsn: str) -> bool:
+    host = str(conninfo_to_dict(dsn).get("host") or "")
+    return host in ("", "localhost", "127.0.0.1", "::1") or host.startswith("/")
+
+
+def _server_cpu() -> dict[int, float]:
+    """Every ``postgres`` process's CPU seconds so far (user + system), by pid."""
+    found: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            with open(f"/proc/{entry}/stat") as stat:
+                name, _, rest = stat.read().partition(") ")
+            if name.endswith("(postgres"):
+                fields = rest.split()
+                found[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    return found
+
+
+class CpuMeter:
+    """``with CpuMeter(dsn) as meter: ...`` then ``meter.use``. The children's CPU from
+    ``getrusage`` (only those reaped inside the block count, so wait for them in it); the
+    server's by sampling ``/proc`` every 50 ms, each process's last reading minus its
+    first (0 for one started inside), so a backend that exits between two samples loses at
+    most 50 ms. Linux only; the server's part is None for a server elsewhere."""
+
+    SAMPLE_S = 0.05
+
+    def __init__(self, dsn: str) -> None:
+        self._watch = _local(dsn) and os.path.isdir("/proc")
+        self._first: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._sampler = threading.Thread(target=self._sample_until_stopped, daemon=True)
+        self._children = 0.0
+        self.use = CpuUse(client_s=0.0, server_s=None)
+
+    def __enter__(self) -> CpuMeter:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self._children = usage.ru_utime + usage.ru_stime
+        if self._watch:
+            self._first = _server_cpu()
+            self._sampler.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        server_s = None
+        if self._watch:
+            self._stop.set()
+            self._sampler.join()
+            self._last.update(_server_cpu())
+            server_s = sum(cpu - self._first.get(pid, 0.0) for pid, cpu in self._last.items())
+        self.use = CpuUse(client_s=usage.ru_utime + usage.ru_stime - self._children,
+                          server_s=server_s)
+
+    def _sample_until_stopped(self) -> None:
+        while not self._stop.wait(self.SAMPLE_S):
+            self._last.update(_server_cpu())

@@ -29,6 +29,11 @@ database with a ``CHECKPOINT`` before it:
   in its favour. SKIP with the reason when it cannot be installed (``--no-pgqueuer``: not
   tried).
 
+Beside each side's rate, the CPU each delivery cost it (medians over its runs): its own
+processes (the workers, the bare loop's, PgQueuer's consumers) and the server's processes,
+when the server runs on this machine (``_pg.CpuMeter``). On two cores shared by both, a rate
+is bounded by their sum; the split says which side of the wire a difference comes from.
+
 * baseline (``--baseline DIR``, for old vs new): ours as run from another checkout (a
   ``git worktree`` of an older commit), submit and workers alike; ours / baseline printed.
 
@@ -45,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -58,6 +64,8 @@ from _pg import (
     ROOT,
     START_DELAY_S,
     WORKER_TIMEOUT_S,
+    CpuMeter,
+    CpuUse,
     Scratch,
     add_baseline_option,
     add_dsn_option,
@@ -155,37 +163,48 @@ def install_pgqueuer(tmp: Path) -> PgQueuer:
     return PgQueuer(python, f"pgqueuer {found.stdout.strip()}")
 
 
+@dataclass(frozen=True, slots=True)
+class SideRun:
+    """One drain: deliveries/s (the table's span for ours and bare, the handler calls' for
+    PgQueuer), from launch to the last exit (ours only, else None), and the CPU it used."""
+
+    rate: float
+    wall_rate: float | None
+    cpu: CpuUse
+
+
 def rate_ours(dbs: Scratch, numbers: Path, args: argparse.Namespace,
-              tmp: Path, root: Path = ROOT) -> tuple[float, float]:
-    """(deliveries/s from the table, deliveries/s from launch to the last exit), with the
-    code of the checkout ``root``."""
+              tmp: Path, root: Path = ROOT) -> SideRun:
+    """A drain by the worker command of the checkout ``root``."""
     url = dbs.database()
     try:
         submit_broadcast(url, numbers, root=root)
         checkpoint(url)
-        run = run_workers(url, args.workers, batch=args.batch, log_dir=tmp, root=root)
+        with CpuMeter(url) as meter:
+            run = run_workers(url, args.workers, batch=args.batch, log_dir=tmp, root=root)
         span = drain_span(url)
     finally:
         dbs.drop(url)
     if run.sent != args.recipients or span.sent != args.recipients:
         raise RuntimeError(f"ours: workers sent {run.sent}, the table has {span.sent} sent, "
                            f"of {args.recipients}")
-    return span.rate, args.recipients / run.wall_s
+    return SideRun(span.rate, args.recipients / run.wall_s, meter.use)
 
 
-def rate_bare(dbs: Scratch, numbers: Path, args: argparse.Namespace) -> float:
+def rate_bare(dbs: Scratch, numbers: Path, args: argparse.Namespace) -> SideRun:
     url = dbs.database()
     try:
         submit_broadcast(url, numbers)
         checkpoint(url)
-        done = run_bare(url, args.workers, args.bare_batch)
+        with CpuMeter(url) as meter:
+            done = run_bare(url, args.workers, args.bare_batch)
         span = drain_span(url)
     finally:
         dbs.drop(url)
     if done != args.recipients or span.sent != args.recipients:
         raise RuntimeError(f"bare: completed {done}, the table has {span.sent} sent, "
                            f"of {args.recipients}")
-    return span.rate
+    return SideRun(span.rate, None, meter.use)
 
 
 def _pgqueuer_child(python: Path, *args: str) -> subprocess.Popen[str]:
@@ -210,22 +229,33 @@ def _reports(procs: Sequence[subprocess.Popen[str]]) -> list[dict[str, float]]:
     return reports
 
 
-def rate_pgqueuer(dbs: Scratch, python: Path, args: argparse.Namespace) -> float:
+def rate_pgqueuer(dbs: Scratch, python: Path, args: argparse.Namespace) -> SideRun:
     url = dbs.database()
     try:
         _reports([_pgqueuer_child(python, "setup", url, str(args.recipients),
                                   str(ENQUEUE_ROWS))])
         checkpoint(url)
         start_at = f"{time.time() + START_DELAY_S!r}"
-        reports = _reports([_pgqueuer_child(python, "drain", url, str(args.batch), start_at)
-                            for _ in range(args.workers)])
+        with CpuMeter(url) as meter:
+            reports = _reports([_pgqueuer_child(python, "drain", url, str(args.batch),
+                                                start_at) for _ in range(args.workers)])
     finally:
         dbs.drop(url)
     done = sum(int(report["done"]) for report in reports)
     if done != args.recipients:
         raise RuntimeError(f"PgQueuer ran {done} of {args.recipients} jobs")
     seconds = max(r["last"] for r in reports) - min(r["began"] for r in reports)
-    return float(args.recipients / seconds)
+    return SideRun(float(args.recipients / seconds), None, meter.use)
+
+
+def print_cpu(runs: Sequence[SideRun], deliveries: int) -> None:
+    """The CPU each delivery cost a side, medians over its runs: its own processes and the
+    server's (when the server is on this machine)."""
+    client = statistics.median(run.cpu.client_s for run in runs) / deliveries * 1e6
+    servers = [run.cpu.server_s for run in runs if run.cpu.server_s is not None]
+    server = (f"{statistics.median(servers) / deliveries * 1e6:.1f} us" if servers
+              else "n/a (not on this machine)")
+    print(f"    CPU per delivery: its processes {client:.1f} us, the server {server}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -263,34 +293,37 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{args.bare_batch}); PgQueuer: "
               f"{pgqueuer.detail}")
         numbers = write_numbers(tmp / "numbers.txt", 500, args.recipients)
-        sides: dict[str, Callable[[], tuple[float, float]]] = {
+        sides: dict[str, Callable[[], SideRun]] = {
             "ours": lambda: rate_ours(dbs, numbers, args, tmp)}
         if args.baseline is not None:
             print(f"ours: {git_commit(ROOT)}; baseline: {args.baseline} at "
                   f"{git_commit(args.baseline)}")
             sides["baseline"] = lambda: rate_ours(dbs, numbers, args, tmp, args.baseline)
         if not args.no_bare:
-            sides["bare"] = lambda: (rate_bare(dbs, numbers, args), 0.0)
+            sides["bare"] = lambda: rate_bare(dbs, numbers, args)
         python = pgqueuer.python
         if python is not None:
-            sides["pgqueuer"] = lambda: (rate_pgqueuer(dbs, python, args), 0.0)
+            sides["pgqueuer"] = lambda: rate_pgqueuer(dbs, python, args)
         results = rotate(sides, args.runs)
     print_header("drain deliveries/s (first claim to last settle)", args.runs)
     ours = print_runs(f"ours ({args.workers} worker processes)",
-                      [rate for rate, _ in results["ours"]], ",.0f")
+                      [run.rate for run in results["ours"]], ",.0f")
     print_runs("  ours from launch to the last exit (for information)",
-               [wall for _, wall in results["ours"]], ",.0f")
+               [run.wall_rate or 0.0 for run in results["ours"]], ",.0f")
+    print_cpu(results["ours"], args.recipients)
     if "baseline" in results:
         base = print_runs("baseline (the other checkout)",
-                          [rate for rate, _ in results["baseline"]], ",.0f")
+                          [run.rate for run in results["baseline"]], ",.0f")
+        print_cpu(results["baseline"], args.recipients)
         pairs = zip(results["ours"], results["baseline"], strict=True)
         print(f"    ours/baseline: {ours / base:.2f} (per run: "
-              f"{', '.join(f'{a / b:.2f}' for (a, _), (b, _) in pairs)})")
+              f"{', '.join(f'{a.rate / b.rate:.2f}' for a, b in pairs)})")
     passed = [ours >= TARGET_RATE_PER_S]
     print_target(f"target ours >= {TARGET_RATE_PER_S:,}/s", passed[0], f"{ours:,.0f}")
     if "bare" in results:
         bare = print_runs(f"bare per-row SKIP LOCKED loop, {args.bare_batch} a claim",
-                          [r for r, _ in results["bare"]], ",.0f")
+                          [run.rate for run in results["bare"]], ",.0f")
+        print_cpu(results["bare"], args.recipients)
         passed.append(ours / bare >= TARGET_BARE_RATIO)
         print_target(f"target ours/bare >= {TARGET_BARE_RATIO:g}", passed[-1],
                      f"{ours / bare:.2f}")
@@ -298,7 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_target(f"target ours/bare >= {TARGET_BARE_RATIO:g}", None, "--no-bare")
     if "pgqueuer" in results:
         other = print_runs(f"PgQueuer ({pgqueuer.detail})",
-                           [r for r, _ in results["pgqueuer"]], ",.0f")
+                           [run.rate for run in results["pgqueuer"]], ",.0f")
+        print_cpu(results["pgqueuer"], args.recipients)
         passed.append(ours / other >= TARGET_PGQUEUER_RATIO)
         print_target(f"target ours/PgQueuer >= {TARGET_PGQUEUER_RATIO:g}", passed[-1],
                      f"{ours / other:.2f}")
