@@ -58,16 +58,17 @@ def test_submit_makes_one_pending_delivery_per_distinct_recipient(store: Dispatc
 @pytest.mark.parametrize("opted_out", [0, 1, 3])
 def test_a_created_results_view_is_the_message_as_committed(store: DispatchStore,
                                                             opted_out: int) -> None:
-    """``SubmitResult.view``, where a store gives one, is what ``messages`` reads after the
-    commit (the API answers with it instead of reading back); with every recipient opted
-    out, the message it shows is already completed. A repeat creates nothing: no view."""
+    """``SubmitResult.view`` is what ``messages`` reads after the commit (the API answers
+    with it instead of reading back); every store gives one for a message stored in one
+    transaction. With every recipient opted out, the message it shows is already
+    completed. A repeat creates nothing: no view."""
     if opted_out:
         store.add_opt_outs(DEFAULT_TENANT, phones(opted_out), T0)
     message = NewMessage.validated(content="hi", recipients=phones(3), idempotency_key="k",
                                    priority=2, valid_for_s=60.0)
     result = store.submit(message, T0)
     (stored,) = store.messages(message_id=result.message_id)
-    assert result.view is None or result.view == stored
+    assert result.view == stored
     assert stored.status is (MessageStatus.COMPLETED if opted_out == 3
                              else MessageStatus.SCHEDULED)
     assert store.submit(message, T0 + 1).view is None

@@ -22,11 +22,12 @@ from collections.abc import Sequence
 
 import psycopg
 
-from sms_sim.dispatch.contract import SubmitResult
+from sms_sim.dispatch.contract import DeliveryStatus, SubmitResult
 from sms_sim.dispatch.errors import StillSubmittingError
 from sms_sim.dispatch.requests import NewMessage
 from sms_sim.dispatch.stores.common import key_conflict
 from sms_sim.dispatch.stores.postgres.lists import complete_done, lock_opt_outs, suppress_listed
+from sms_sim.dispatch.stores.postgres.rows import created_view
 from sms_sim.dispatch.stores.postgres.schema import Connection
 from sms_sim.segments import segments
 
@@ -72,7 +73,10 @@ def submit_message(conn: Connection, message: NewMessage, now: float) -> SubmitR
     suppressed = copy_deliveries(conn, message_id, message.tenant, message.recipients, due_at)
     if suppressed:
         complete_done(conn, [message_id], now)
-    return SubmitResult(message_id=message_id, created=True, suppressed=suppressed)
+    counts = {str(DeliveryStatus.PENDING): len(message.recipients) - suppressed,
+              str(DeliveryStatus.SUPPRESSED): suppressed}
+    return SubmitResult(message_id=message_id, created=True, suppressed=suppressed,
+                        view=created_view(conn, message_id, counts))
 
 
 def copy_deliveries(conn: Connection, message_id: int, tenant: str,
