@@ -163,18 +163,21 @@ def claim_deliveries(conn: Connection, owner: str, limit: int, lease_s: float, n
         due = conn.execute(_DUE_SQL, {"now": now, "limit": limit}).fetchall()
         classes = {row[0]: effective_priority(row[1], row[2], now, row[3]) for row in due}
         grants = _split(conn, due, classes, limit)
-        wanted = sorted({message_id for message_id, _ in grants} - locked.keys())
+        # Every due message is split, but only those given deliveries are looked at again
+        # (with many small messages due, the rest are most of them).
+        given = {message_id for message_id, _ in grants}
+        granted = {row[0]: row for row in due if row[0] in given}
+        wanted = sorted(granted.keys() - locked.keys())
         if wanted:
             locked.update((row[0], row) for row in conn.execute(_LOCK_SQL, (wanted,)))
-        version = {row[0]: row[5] for row in due}
-        if all(m in locked and locked[m][1] == version[m] for m, _ in grants):
+        if all(m in locked and locked[m][1] == row[5] for m, row in granted.items()):
             break
         # An edit or cancel committed between the count and the lock: split again, on
         # messages that can no longer change under us.
-    cursors = {row[0]: Cursor(scheduled_at=row[9], fresh_next=row[8],
-                              fresh_left=int(row[7]), waiting=int(row[6])) for row in due}
+    cursors = {m: Cursor(scheduled_at=row[9], fresh_next=row[8], fresh_left=int(row[7]),
+                         waiting=int(row[6])) for m, row in granted.items()}
     claims, moved = _lease(conn, grants, locked, classes, cursors, owner, now + lease_s, now)
-    served = _serve(conn, grants, {row[0]: row[4] for row in due}, moved, now)
+    served = _serve(conn, grants, {m: row[4] for m, row in granted.items()}, moved, now)
     _keep_classes(conn, due, classes, served, now)
     return claims
 
@@ -267,8 +270,10 @@ def _keep_classes(conn: Connection, due: Sequence[_Row], classes: dict[int, int]
                   served: dict[int, int], now: float) -> None:
     """Aging after a claim (``effective_priority``): a message served above its priority
     keeps that class; a kept class is dropped once nothing of the message is due."""
-    kept = raised_classes({row[0]: row[3] for row in due}, {row[0]: row[1] for row in due},
-                          classes, served)
+    # Only a message holding a class or served now can hold one after.
+    holding = [row for row in due if row[3] is not None or row[0] in served]
+    kept = raised_classes({row[0]: row[3] for row in holding},
+                          {row[0]: row[1] for row in holding}, classes, served)
     holders = list(kept)
     if not holders:
         return
