@@ -63,8 +63,7 @@ def submit_once(service: DispatchService, submission: Submission, clock: Clock) 
     message = submission.message
     result = service.submit(message)
     if result.created:
-        # The store's copy of the new message if it kept one (no second trip to the store).
-        view = result.view if result.view is not None else service.get(result.message_id)
+        view = service.submitted(result)
         body = _answer(service, view, submission.duplicates_dropped, result.suppressed)
         if message.idempotency_key is not None:
             service.keep_receipt(result.message_id, body)

@@ -99,7 +99,7 @@ def _submit(prog: str, argv: Sequence[str]) -> int:
 
     def body(service: DispatchService) -> str:
         result = service.submit(message)
-        view = service.get(result.message_id)
+        view = service.submitted(result)
         if args.json:
             return json_text({"created": result.created, "suppressed": result.suppressed,
                               **message_dict(view)})

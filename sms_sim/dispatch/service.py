@@ -208,6 +208,11 @@ class DispatchService(ListsService):
         return self._store.keep_receipt(validate_message_id(message_id), receipt,
                                         tenant=self._tenant)
 
+    def submitted(self, result: SubmitResult) -> MessageView:
+        """The message a submit created or found: the store's own copy of a new one when it
+        kept one (``SubmitResult.view``, no second trip to the store), else read."""
+        return result.view if result.view is not None else self.get(result.message_id)
+
     def get(self, message_id: int) -> MessageView:
         """One message with its deliveries counted by status; ``NotFoundError`` if absent."""
         found = self._store.messages(message_id=validate_message_id(message_id), limit=1,

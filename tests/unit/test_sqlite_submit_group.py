@@ -23,7 +23,8 @@ from sms_sim.dispatch.requests import NewMessage
 from sms_sim.dispatch.stores import SqliteStore
 from sms_sim.dispatch.stores.sqlite.database import DEFAULT_BUSY_TIMEOUT_S, Database
 from sms_sim.dispatch.stores.sqlite.submit import insert_message
-from sms_sim.dispatch.stores.sqlite.submit_group import Insert, SubmitGroup, Write
+from sms_sim.dispatch.stores.sqlite.database import Write
+from sms_sim.dispatch.stores.sqlite.submit_group import Insert, SubmitGroup
 from tests.conftest import T0, phones
 
 HANG_GUARD_S = 30.0

@@ -101,6 +101,13 @@ def _worker(url: str, ledger: Path, log: Path, *extra: str) -> subprocess.Popen[
             stdout=out, stderr=subprocess.STDOUT, cwd=log.parent)
 
 
+def _reap(worker: subprocess.Popen[bytes]) -> None:
+    """Kill ``worker`` if it is still running (a test failed before it exited)."""
+    if worker.poll() is None:
+        worker.kill()
+        worker.wait()
+
+
 def _sent(store: DispatchStore) -> int:
     return store.delivery_counts()[DeliveryStatus.SENT]
 
@@ -135,9 +142,7 @@ def test_a_server_stopped_for_ten_seconds_under_a_running_worker_is_waited_out(
         server.up()
         assert worker.wait(timeout=120) == 0, log.read_text()
     finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.wait()
+        _reap(worker)
     output = log.read_text()
     assert "trying again" in output and "the store answers again" in output, output
     assert "Traceback" not in output, output
@@ -168,9 +173,7 @@ def test_a_statement_timeout_is_a_transient_error_and_the_worker_carries_on(
     try:
         assert worker.wait(timeout=60) == 0, log.read_text()
     finally:
-        if worker.poll() is None:
-            worker.kill()
-            worker.wait()
+        _reap(worker)
     output = log.read_text()
     assert "the store answers again" in output and "Traceback" not in output, output
     _audit(store, ledger, 5)

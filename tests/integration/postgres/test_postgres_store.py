@@ -55,13 +55,18 @@ def _claimer(url: str, barrier: Barrier, limit: int,
             with lock:
                 found.append((len(batch), [c.delivery_id for c in batch]))
 
+    _in_threads(work)
+    store.close()
+    results.put(found)
+
+
+def _in_threads(work: Callable[[int], None]) -> None:
+    """``work(i)`` on THREADS threads at once (i = 0 ..), each waited for."""
     threads = [threading.Thread(target=work, args=(i,)) for i in range(THREADS)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(JOIN_TIMEOUT_S)
-    store.close()
-    results.put(found)
 
 
 def _submitter(url: str, barrier: Barrier, results: multiprocessing.Queue[object]) -> None:
@@ -76,11 +81,7 @@ def _submitter(url: str, barrier: Barrier, results: multiprocessing.Queue[object
         with lock:
             created.append(outcome.created)
 
-    threads = [threading.Thread(target=work) for _ in range(THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(JOIN_TIMEOUT_S)
+    _in_threads(lambda _: work())
     store.close()
     results.put(created)
 

@@ -33,7 +33,7 @@ from sms_sim.dispatch.stores.postgres.schema import LOCK_CLASS, Connection
 
 __all__ = ["add_opt_outs", "remove_opt_out", "list_opt_outs", "suppress_listed",
            "lock_opt_outs", "lock_claims", "lock_tenants_of", "record_dlrs", "complete_done",
-           "NONE_LEASED",
+           "NONE_LEASED", "SOME_WAITING",
            "after_rescue", "apply_held_dlrs"]
 
 _OPT_OUT_LOCK = 3
@@ -83,24 +83,24 @@ ORDER BY m.id FOR NO KEY UPDATE
 """
 # Nothing of message ``m`` is leased (the completion test here, the prune's of a cancel).
 NONE_LEASED = "NOT EXISTS (SELECT 1 FROM leases AS l WHERE l.message_id = m.id AND l.open > 0)"
+# Message ``m`` has per-row work, due or not (a probe of ``deliveries_waiting``): the
+# completion test, the expiry sweep and the next due time read it.
+SOME_WAITING = ("EXISTS (SELECT 1 FROM deliveries AS d WHERE d.message_id = m.id "
+                "AND d.waiting IS NOT NULL)")
 _COMPLETE_SQL = f"""
 UPDATE messages AS m SET status = 'completed', completed_at = %(now)s, updated_at = %(now)s
 WHERE m.id = ANY(%(ids)s) AND m.status IN ('scheduled', 'dispatching') AND m.fresh_left = 0
-  AND NOT EXISTS (SELECT 1 FROM deliveries AS d WHERE d.message_id = m.id
-                  AND d.waiting IS NOT NULL)
-  AND {NONE_LEASED}
+  AND NOT {SOME_WAITING} AND {NONE_LEASED}
 """
 # Open messages past their validity end (the partial index messages_valid) with work left
 # (a fresh run, or per-row work), locked in id order before their deliveries are read (the
 # lock order above), by a statement of its own: the expiry's snapshot, taken after, then
 # holds every delivery of theirs that is pending or retrying, even one an edit just
 # stored, so the whole fresh run expires and ``fresh_left`` is 0 exactly (``chunk``).
-_LAPSED_SQL = """
+_LAPSED_SQL = f"""
 SELECT m.id FROM messages AS m
 WHERE m.valid_until IS NOT NULL AND m.valid_until <= %(now)s
-  AND m.status IN ('scheduled', 'dispatching')
-  AND (m.fresh_left > 0 OR EXISTS (SELECT 1 FROM deliveries AS d WHERE d.message_id = m.id
-       AND d.waiting IS NOT NULL))
+  AND m.status IN ('scheduled', 'dispatching') AND (m.fresh_left > 0 OR {SOME_WAITING})
 ORDER BY m.id FOR NO KEY UPDATE
 """
 _EXPIRE_SQL = """

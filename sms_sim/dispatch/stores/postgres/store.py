@@ -324,9 +324,8 @@ class PostgresStore:
             "AS m WHERE m.status IN ('scheduled', 'dispatching') AND m.fresh_left > 0), "
             "(SELECT min(until) FROM leases WHERE open > 0), "
             "(SELECT m.valid_until FROM messages AS m WHERE m.valid_until IS NOT NULL AND "
-            "m.status IN ('scheduled', 'dispatching') AND (m.fresh_left > 0 OR EXISTS (SELECT "
-            "1 FROM deliveries AS d WHERE d.message_id = m.id AND d.waiting IS NOT NULL)) "
-            "ORDER BY m.valid_until LIMIT 1))").fetchone())
+            "m.status IN ('scheduled', 'dispatching') AND (m.fresh_left > 0 OR "
+            f"{lists.SOME_WAITING}) ORDER BY m.valid_until LIMIT 1))").fetchone())
         return None if row is None or row[0] is None else float(row[0])
 
     def messages(self, *, message_id: int | None = None, status: MessageStatus | None = None,

@@ -22,7 +22,7 @@ import sqlite3
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -31,7 +31,10 @@ from sms_sim.dispatch.errors import StoreError
 from sms_sim.dispatch.stores.sqlite.rows import store_error
 from sms_sim.dispatch.stores.sqlite.schema import SCHEMA_SQL, SCHEMA_VERSION, UPGRADES
 
-__all__ = ["Database", "DEFAULT_BUSY_TIMEOUT_S"]
+__all__ = ["Database", "DEFAULT_BUSY_TIMEOUT_S", "Write"]
+
+# ``Database.write`` as the modules that run write transactions take it.
+Write = Callable[[], AbstractContextManager[sqlite3.Connection]]
 
 DEFAULT_BUSY_TIMEOUT_S = 30.0
 _FIRST_PAUSE_S = 0.0001

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 
 from sms_sim.dispatch.pruning import PruneResult
+from sms_sim.dispatch.stores.sqlite.database import Write
 
 __all__ = ["prune_messages", "NEXT_MESSAGE_ID_SQL", "next_delivery_id", "id_floors"]
 
-Write = Callable[[], AbstractContextManager[sqlite3.Connection]]
 Read = Callable[[Callable[[sqlite3.Connection], tuple[int, int]]], tuple[int, int]]
 
 _SCAN = 1000  # candidate messages looked at per batch

@@ -20,13 +20,13 @@ import sqlite3
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
 from typing import Any
 
 from sms_sim.dispatch.contract import MessageView, SubmitResult
 from sms_sim.dispatch.errors import StillSubmittingError, StoreError
 from sms_sim.dispatch.requests import NewMessage
 from sms_sim.dispatch.stores.common import key_conflict
+from sms_sim.dispatch.stores.sqlite.database import Write
 from sms_sim.dispatch.stores.sqlite.prune import NEXT_MESSAGE_ID_SQL, next_delivery_id
 from sms_sim.dispatch.stores.sqlite.lists import suppress_listed
 from sms_sim.dispatch.stores.sqlite.rows import (
@@ -45,8 +45,6 @@ __all__ = ["LOAD_CHUNK", "ABANDONED_LOAD_S", "submit_message", "in_one_transacti
 
 LOAD_CHUNK = 2_000  # deliveries per transaction: a few tens of milliseconds of write lock
 ABANDONED_LOAD_S = 600.0
-
-Write = Callable[[], AbstractContextManager[sqlite3.Connection]]
 
 
 def submit_message(write: Write, message: NewMessage, now: float,

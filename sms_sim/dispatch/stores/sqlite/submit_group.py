@@ -35,16 +35,15 @@ import copy
 import sqlite3
 import threading
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from sms_sim.dispatch.contract import SubmitResult
 from sms_sim.dispatch.errors import StoreError
 from sms_sim.dispatch.requests import NewMessage
+from sms_sim.dispatch.stores.sqlite.database import Write
 
-__all__ = ["SubmitGroup", "Insert", "Write"]
+__all__ = ["SubmitGroup", "Insert"]
 
-Write = Callable[[], AbstractContextManager[sqlite3.Connection]]
 # One submit inside the caller's write transaction (``submit.insert_message``).
 Insert = Callable[[sqlite3.Connection, NewMessage, float], SubmitResult]
 _Outcome = SubmitResult | Exception

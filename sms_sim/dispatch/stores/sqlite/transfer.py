@@ -8,18 +8,17 @@ in one write transaction, with its id floors (``prune``) raised to the source's.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
-from sms_sim.dispatch.stores.sqlite.database import Database
+from sms_sim.dispatch.stores.sqlite.database import Database, Write
 from sms_sim.dispatch.stores.sqlite.prune import id_floors
 from sms_sim.dispatch.stores.transfer import COLUMNS, Snapshot
 
 __all__ = ["SqliteTransfer"]
 
 Row = tuple[Any, ...]
-Write = Callable[[], AbstractContextManager[sqlite3.Connection]]
 
 _RAISE_FLOOR_SQL = """
 INSERT INTO sms_sim_meta (key, value) VALUES (?, ?)
