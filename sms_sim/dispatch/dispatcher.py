@@ -30,7 +30,13 @@ from operator import attrgetter
 
 from sms_sim.clock import Clock
 from sms_sim.config import RetryPolicy
-from sms_sim.dispatch.contract import Claim, DispatchStore, SettleKind, Settlement
+from sms_sim.dispatch.contract import (
+    Claim,
+    DispatchStore,
+    SettleKind,
+    Settlement,
+    new_settlement,
+)
 from sms_sim.dispatch.errors import StoreDamagedError, StoreError
 from sms_sim.dispatch.failures import (
     CANCELLED_UNSENT,
@@ -69,6 +75,7 @@ _UNCHECKED = SendFailure(UNCHECKED)
 _THROTTLED_UNSENT = SendFailure(THROTTLED_UNSENT)
 _VALIDITY_ENDED = SendFailure(VALIDITY_ENDED)
 _new_tuple = tuple.__new__
+_SENT = SettleKind.SENT
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -256,8 +263,7 @@ class Dispatcher:
     def outcome(self, claim: Claim, failure: SendFailure | None) -> Settlement:
         """What the store records for this claim's send (``failures.settlement_for``)."""
         if failure is None:  # once per delivery sent: no clock read, no further call
-            return Settlement(delivery_id=claim.delivery_id, attempts=claim.attempts,
-                              kind=SettleKind.SENT)
+            return new_settlement((claim.delivery_id, claim.attempts, _SENT, None, None))
         return settlement_for(claim, failure, policy=self.config.retry, rng=self._rng,
                               now=self.clock.now())
 

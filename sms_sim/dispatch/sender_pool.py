@@ -153,7 +153,11 @@ class SenderPool:
         if error is None:
             self.segments_sent += self._segments(job.content)
         self._done.put((job, failure))
-        self._wake.set()
+        # Set only if clear: Event.set takes a lock, once per send, while a set flag stays
+        # set until the dispatcher clears it, which it does before it collects (``run``),
+        # so a completion put before this test is collected whichever way it goes.
+        if not self._wake.is_set():
+            self._wake.set()
 
     def unstarted(self, slots: Iterable[Slot]) -> list[SendJob]:
         """Once the senders have stopped: every job no send was made for, given the slots

@@ -18,20 +18,29 @@ import threading
 from collections.abc import Callable, Collection
 
 from sms_sim.clock import Clock
+from sms_sim.dispatch.validation import INT64_MAX
 
 __all__ = ["CANCEL_RECHECK_S", "CancelCache"]
 
 CANCEL_RECHECK_S = 0.05
 _REMEMBERED_MAX = 100_000  # message ids: past it, forget and read again (bounded memory)
+_NEVER = -float("inf")
 
 
 class CancelCache:
     """Which messages are cancelled, read through ``read`` (ids -> the cancelled ones) at
-    most once per ``recheck_s`` per message. Thread-safe; the read runs outside the lock."""
+    most once per ``recheck_s`` per message. Thread-safe; the read runs outside the lock.
+
+    The answer from memory (every send but one per recheck time) takes no lock: the two
+    containers are only ever replaced whole or grown under the lock, and a lookup in either
+    is one atomic step under the GIL, so a reader racing a writer sees an id before or after
+    the write, never a torn state. The worst such a race does is read the database once
+    more. With the lock on that path, a send paid two acquisitions for the answer, an
+    eighth of a zero-latency worker's CPU."""
 
     def __init__(self, clock: Clock, read: Callable[[list[int]], set[int]], *,
                  recheck_s: float = CANCEL_RECHECK_S) -> None:
-        self._clock = clock
+        self._monotonic = clock.monotonic
         self._read = read
         self._recheck_s = recheck_s
         self._lock = threading.Lock()
@@ -39,21 +48,28 @@ class CancelCache:
         self._cancelled: set[int] = set()
 
     def cancelled(self, message_ids: Collection[int]) -> set[int]:
-        now = self._clock.monotonic()
-        with self._lock:
-            stale = [i for i in message_ids if i not in self._cancelled
-                     and now - self._checked_at.get(i, -float("inf")) >= self._recheck_s]
+        """The cancelled among ``message_ids``; ids no message can have (negative, past
+        bigint) are never read, and never cancelled."""
+        now = self._monotonic()
+        known, checked_at, recheck_s = self._cancelled, self._checked_at, self._recheck_s
+        found: set[int] = set()
+        stale: list[int] = []
+        for i in message_ids:  # a plain loop: a worker asks for one id per send
+            if i in known:
+                found.add(i)
+            elif now - checked_at.get(i, _NEVER) >= recheck_s and 0 <= i <= INT64_MAX:
+                stale.append(i)
         if stale:
-            found = self._read(stale)
+            read = self._read(stale)
             with self._lock:
                 if len(self._checked_at) + len(stale) > _REMEMBERED_MAX:
-                    self._checked_at.clear()
-                if len(self._cancelled) + len(found) > _REMEMBERED_MAX:
-                    self._cancelled.clear()
+                    self._checked_at = {}
+                if len(self._cancelled) + len(read) > _REMEMBERED_MAX:
+                    self._cancelled = set()
                 self._checked_at.update(dict.fromkeys(stale, now))
-                self._cancelled |= found
-        with self._lock:
-            return {i for i in message_ids if i in self._cancelled}
+                self._cancelled.update(read)
+            found |= read
+        return found
 
     def mark(self, message_id: int) -> None:
         """A cancel made through this store: seen from now on, without a read."""

@@ -67,7 +67,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sms_sim.dispatch.stores.postgres.schema import Connection
+from sms_sim.dispatch.stores.postgres.schema import Connection, id_array
 
 __all__ = ["Cursor", "Leased", "lease_rows", "leave_run"]
 
@@ -197,7 +197,7 @@ def lease_rows(conn: Connection, totals: dict[int, int], cursors: dict[int, Curs
     if wanted:
         wanted.sort()
         for row in conn.execute(_LEASE_SQL, {
-                "owner": owner, "until": until, "now": now, "ids": wanted,
+                "owner": owner, "until": until, "now": now, "ids": id_array(wanted),
                 "least": wanted[0], "greatest": wanted[-1]}, prepare=False):
             found[row[0]] = row
     rows: dict[int, list[_Row]] = {}

@@ -46,7 +46,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sms_sim.dispatch.contract import Claim, effective_priority
+from sms_sim.dispatch.contract import Claim, effective_priority, new_claim
 from sms_sim.dispatch.stores.common import (
     EXPIRED_LEASE_ERROR,
     claim_order,
@@ -239,8 +239,8 @@ def _lease(conn: Connection, grants: list[tuple[int, int]], locked: dict[int, _R
         priority = classes[message_id]
         for delivery_id, _, recipient, attempts, lease_losses in sorted(
                 leased.rows[message_id][start:start + count]):
-            claims.append(Claim(delivery_id, message_id, recipient, content, attempts, until,
-                                lease_losses, uid, priority, valid_until))
+            claims.append(new_claim((delivery_id, message_id, recipient, content, attempts,
+                                     until, lease_losses, uid, priority, valid_until)))
     return claims, leased.cursors
 
 

@@ -300,8 +300,7 @@ class PostgresStore:
         """From ``CancelCache``: read at most once per ``CANCEL_RECHECK_S`` per message (a
         worker asks once per send; hosts share nothing but the database)."""
         self._db.check_open()  # a closed store still says so, whatever is remembered
-        ids = [i for i in message_ids if 0 <= i <= INT64_MAX]
-        return self._cancels.cancelled(ids) if ids else set()
+        return self._cancels.cancelled(message_ids)
 
     def _read_cancelled(self, ids: list[int]) -> set[int]:
         rows = self._db.run(lambda conn: conn.execute(

@@ -13,7 +13,7 @@ import sqlite3
 from collections import Counter
 from typing import Any
 
-from sms_sim.dispatch.contract import Claim, effective_priority
+from sms_sim.dispatch.contract import Claim, effective_priority, new_claim
 from sms_sim.dispatch.stores.common import (
     EXPIRED_LEASE_ERROR,
     claim_order,
@@ -93,8 +93,8 @@ def claim_deliveries(conn: sqlite3.Connection, owner: str, limit: int, lease_s: 
             _, text, _, uid, _, _, tenant, valid_until = content[message_id]
             priority = classes[message_id]
             claims.extend(
-                Claim(delivery_id, message_id, recipient, text, attempts, lease_until,
-                      lease_losses, uid, priority, valid_until)
+                new_claim((delivery_id, message_id, recipient, text, attempts, lease_until,
+                           lease_losses, uid, priority, valid_until))
                 for delivery_id, recipient, attempts, lease_losses in rows
             )
             served[message_id] = tenants_served[tenant] = next(serves)
