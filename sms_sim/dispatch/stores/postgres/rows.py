@@ -143,12 +143,16 @@ def settle_rows(conn: Connection, owner: str, settlements: Sequence[Settlement],
     only those there are)."""
     sent: dict[str, int] = {}
     others: dict[str, list[object]] = {}
+    sent_ids: list[int] = []
+    other_ids: list[int] = []
     given_back: list[int] = []
     for delivery_id, attempts, kind, error, next_attempt_at in settlements:
         key = f"{delivery_id}:{attempts}"
         if kind is SettleKind.SENT:
             sent[key] = 0
+            sent_ids.append(delivery_id)
             continue
+        other_ids.append(delivery_id)
         if kind is SettleKind.RETRY or kind is SettleKind.RELEASE:
             given_back.append(delivery_id)
         retry_at = (now if next_attempt_at is None else next_attempt_at) \
@@ -157,9 +161,9 @@ def settle_rows(conn: Connection, owner: str, settlements: Sequence[Settlement],
     # Deliveries given back may meet an opt-out committing beside this: ``lists``.
     lock_tenants_of(conn, given_back)
     settled: list[Any] = []
-    for query, reports in ((_SENT_SQL, sent), (_SETTLE_SQL, others)):
+    for query, reports, ids in ((_SENT_SQL, sent, sent_ids), (_SETTLE_SQL, others, other_ids)):
         if reports:
-            ids = sorted({int(key.partition(":")[0]) for key in reports})
+            ids.sort()
             settled += conn.execute(query, {
                 "reports": json.dumps(reports), "ids": id_array(ids), "least": ids[0],
                 "greatest": ids[-1], "owner": owner, "now": now}, prepare=False).fetchall()
