@@ -3,6 +3,7 @@ worker keeps going through a busy or briefly failing store, and holds work by ti
 
 from __future__ import annotations
 
+import heapq
 import queue
 import random
 import sqlite3
@@ -11,6 +12,8 @@ from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sms_sim.clock import RealClock, VirtualClock
 from sms_sim.config import SenderConfig
@@ -244,6 +247,46 @@ def test_each_senders_turn_takes_the_most_urgent_job_held() -> None:
         pool.transmit(slot)
     assert order == ["urgent", "b1"]
     assert [j.recipient for j in pool.unstarted(slots[2:])] == ["b2", "b3"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.lists(st.integers(-2, 3), min_size=1, max_size=6),
+                          st.integers(1, 4)), max_size=12))
+def test_sends_take_held_jobs_in_the_order_of_a_priority_heap(
+        steps: list[list[int] | int]) -> None:
+    """The held jobs are kept per class (a deque each) rather than in one heap; the order
+    a send takes them must stay exactly a heap's of (-priority, claim order): submits of
+    mixed classes interleaved with sends, then the rest given back at a stop."""
+    inbox: Inbox[Slot] = queue.SimpleQueue()
+    sent: list[str] = []
+
+    def transmit(job: SendJob) -> SendFailure | None:
+        sent.append(job.recipient)
+        return None
+
+    pool = SenderPool(inbox, threading.Event(), max_in_hand=100, transmit=transmit)
+    reference: list[tuple[int, int, str]] = []
+    expected: list[str] = []
+    slots: list[Slot] = []
+    number = 0
+    for step in steps:
+        if isinstance(step, list):  # a claim of these priorities
+            jobs = []
+            for priority in step:
+                name = f"j{number}"
+                claim = Claim(number, 1, name, "x", 1, T0 + 30, 0, "u", priority)
+                jobs.append(SendJob(name, "x", f"u:{name}", claim))
+                heapq.heappush(reference, (-priority, number, name))
+                number += 1
+            pool.submit(jobs)
+            slots.extend(drain_inbox(inbox))
+        else:  # this many senders' turns
+            for _ in range(min(step, len(slots))):
+                pool.transmit(slots.pop(0))
+                expected.append(heapq.heappop(reference)[2])
+    assert sent == expected
+    rest = [heapq.heappop(reference)[2] for _ in range(len(reference))]
+    assert [job.recipient for job in pool.unstarted(slots)] == rest
 
 
 def test_a_store_that_cannot_keep_cancel_marks_refuses_to_open_for_writing(
