@@ -242,8 +242,11 @@ def rate_pgqueuer(dbs: Scratch, python: Path, args: argparse.Namespace) -> SideR
     finally:
         dbs.drop(url)
     done = sum(int(report["done"]) for report in reports)
-    if done != args.recipients:
+    if done < args.recipients:
         raise RuntimeError(f"PgQueuer ran {done} of {args.recipients} jobs")
+    if done > args.recipients:  # seen once at 1M: a batch handed to both consumers
+        print(f"    (PgQueuer run: {done:,} handler calls for {args.recipients:,} jobs, "
+              f"{done - args.recipients:,} of them run twice; its rate counts the jobs)")
     seconds = max(r["last"] for r in reports) - min(r["began"] for r in reports)
     return SideRun(float(args.recipients / seconds), None, meter.use)
 

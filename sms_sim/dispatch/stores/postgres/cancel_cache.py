@@ -66,8 +66,10 @@ class CancelCache:
                     self._checked_at = {}
                 if len(self._cancelled) + len(read) > _REMEMBERED_MAX:
                     self._cancelled = set()
-                self._checked_at.update(dict.fromkeys(stale, now))
+                # The cancels before the times: a reader that finds an id checked finds
+                # its cancel too.
                 self._cancelled.update(read)
+                self._checked_at.update(dict.fromkeys(stale, now))
             found |= read
         return found
 
