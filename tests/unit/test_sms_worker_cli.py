@@ -4,11 +4,14 @@ stderr and exit 2, never a traceback, before any database is opened."""
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from sms_sim.cli import main
+from sms_sim.dispatch.worker import Worker, WorkerReport
 
 BAD = [
     (["--sender-type", "landline"], "argument --sender-type: invalid choice"),
@@ -93,3 +96,30 @@ def test_rate_limits_and_presets_are_allowed_with_a_real_provider(
                     str(token), "--sender-type", "longcode", "--rate-limit", "2"], tmp_path)
     assert code == 1
     assert "error:" in capsys.readouterr().err
+
+
+def test_the_worker_tunes_the_cycle_collector_while_it_runs_and_puts_it_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The collector's default threshold cost a zero-latency worker a fifth of its CPU
+    (``cli.worker._collecting_less``): while the dispatch loop runs, start-up's objects are
+    frozen and collections are rarer; after it, this (test) process has its settings
+    back."""
+    seen: list[tuple[tuple[int, int, int], int]] = []
+    run = Worker.run
+
+    def watched(self: Worker, *args: Any, **kwargs: Any) -> WorkerReport:
+        seen.append((gc.get_threshold(), gc.get_freeze_count()))
+        return run(self, *args, **kwargs)
+
+    monkeypatch.setattr(Worker, "run", watched)
+    before = gc.get_threshold()
+    db = str(tmp_path / "w.db")
+    assert main(["submit", "--db", db, "--content", "hi", "--to", "555-010-0001"],
+                prog="sms-sim") == 0
+    assert main(["worker", "--db", db, "--exit-when-idle", "--quiet", "--mean", "0",
+                 "--deviation", "0"], prog="sms-sim") == 0
+    assert len(seen) == 1
+    assert seen[0][0][0] == 10_000 and seen[0][1] > 0
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    assert "1 sent" in capsys.readouterr().out
