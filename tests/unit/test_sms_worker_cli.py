@@ -98,6 +98,7 @@ def test_rate_limits_and_presets_are_allowed_with_a_real_provider(
     assert "error:" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a real worker: threads and the real clock, briefly
 def test_the_worker_tunes_the_cycle_collector_while_it_runs_and_puts_it_back(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
