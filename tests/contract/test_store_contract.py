@@ -571,6 +571,44 @@ def test_a_retry_is_not_claimed_before_its_time_and_keeps_counting_attempts(
     assert again.attempts == 2
 
 
+def test_one_settle_of_every_kind_applies_each_to_its_own_delivery(
+        store: DispatchStore) -> None:
+    """A settle mixing SENT with the other kinds (the PostgreSQL store writes SENT reports
+    with a statement of their own, the rest with another, in one transaction), plus a
+    stale report of an attempt the delivery is past: each report lands on its delivery
+    alone, and the stale one is refused whatever its kind."""
+    submit(store, 5)
+    claims = store.claim("w", 5, LEASE_S, T0)
+    first, second, third, fourth, fifth = claims
+    store.settle("w", [Settlement(delivery_id=fifth.delivery_id, attempts=fifth.attempts,
+                                  kind=SettleKind.RETRY, error="busy", next_attempt_at=T0)],
+                 T0)
+    (again,) = store.claim("w", 1, LEASE_S, T0)  # the fifth, now on its second attempt
+    assert again.delivery_id == fifth.delivery_id and again.attempts == 2
+    result = store.settle("w", [
+        Settlement(delivery_id=first.delivery_id, attempts=1, kind=SettleKind.SENT),
+        Settlement(delivery_id=second.delivery_id, attempts=1, kind=SettleKind.RETRY,
+                   error="timeout", next_attempt_at=T0 + 9),
+        Settlement(delivery_id=third.delivery_id, attempts=1, kind=SettleKind.DEAD,
+                   error="invalid number"),
+        Settlement(delivery_id=fourth.delivery_id, attempts=1, kind=SettleKind.RELEASE),
+        Settlement(delivery_id=fifth.delivery_id, attempts=1, kind=SettleKind.SENT),  # stale
+    ], T0 + 1)
+    assert (result.accepted, result.refused) == (4, 1)
+    by_id = {d.id: d for d in store.deliveries()}
+    assert by_id[first.delivery_id].status is DeliveryStatus.SENT
+    assert by_id[first.delivery_id].sent_at == T0 + 1
+    assert by_id[second.delivery_id].status is DeliveryStatus.RETRYING
+    assert by_id[second.delivery_id].next_attempt_at == T0 + 9
+    assert by_id[second.delivery_id].last_error == "timeout"
+    assert by_id[third.delivery_id].status is DeliveryStatus.DEAD
+    assert by_id[fourth.delivery_id].status is DeliveryStatus.PENDING
+    assert by_id[fourth.delivery_id].attempts == 0
+    assert by_id[fifth.delivery_id].status is DeliveryStatus.LEASED
+    assert store.settle("w", sent([again]), T0 + 2).accepted == 1
+    assert store.messages()[0].status is MessageStatus.DISPATCHING  # two still to go
+
+
 def test_dead_deliveries_keep_their_error_and_can_be_requeued(store: DispatchStore) -> None:
     message_id = submit(store, 2)
     claims = store.claim("w", 2, LEASE_S, T0)
