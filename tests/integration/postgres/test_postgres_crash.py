@@ -63,24 +63,36 @@ def server() -> Iterator[PgCluster]:
 
 def test_killed_paused_workers_and_a_crashed_server_never_deliver_twice_nor_lose_anything(
         server: PgCluster, tmp_path: Path) -> None:
-    result = run_chaos(tmp_path, messages=3, recipients=400, workers=3, lease_s=LEASE_S,
-                       seed=21, chaos_for_s=3.0, mean_s=0.02, urls=[server.fresh_url()],
-                       fault=server.restart, fault_after_s=2.0)
-    assert result.finished, result.worker_logs[-1]
-    assert result.faults and result.kills >= 1 and result.pauses >= 1
-    assert set(result.statuses) <= {"sent", "dead"} and sum(result.statuses.values()) == 1200
-    assert result.lost == 0
-    assert result.ledger.effective_duplicates == 0
-    assert result.ledger.recipients_delivered == result.statuses["sent"]
     # A lost lease is sent again within one lease and one round (the crash's own outage
-    # aside: those redeliveries wait for the server). Some were judged: kills and pauses
-    # came before the crash too.
-    gaps_s = result.resend_gaps_s(clear_of_faults_s=RECONNECT_S)
-    assert [gap_s for gap_s in gaps_s if gap_s > ROUND_S]
-    assert max(gaps_s) <= REDELIVERY_BOUND_S, max(gaps_s)
-    # Workers reconnected by themselves: none died of the crash, and each said so.
-    assert not [log for log in result.worker_logs if "Traceback" in log]
-    assert any("the store answers again" in log for log in result.worker_logs)
+    # aside: those redeliveries wait for the server). Whether a run has such a redelivery
+    # clear of the crash to judge is chance: the chaos's opening pause puts its resends
+    # 1.7-2.0 s in, against the crash at 2 s, and a loaded machine pushed them past it (1
+    # fresh-clone run of 2, 1 in 4 beside a CPU hog). So a run that judged none is followed
+    # by one on the next seed, up to 3; every run's promises are checked all the same.
+    judged: list[float] = []
+    for attempt, seed in enumerate((21, 22, 23)):
+        root = tmp_path / f"run-{attempt}"
+        root.mkdir()
+        result = run_chaos(root, messages=3, recipients=400, workers=3, lease_s=LEASE_S,
+                           seed=seed, chaos_for_s=3.0, mean_s=0.02,
+                           urls=[server.fresh_url()], fault=server.restart,
+                           fault_after_s=2.0)
+        assert result.finished, result.worker_logs[-1]
+        assert result.faults and result.kills >= 1 and result.pauses >= 1
+        assert set(result.statuses) <= {"sent", "dead"} \
+            and sum(result.statuses.values()) == 1200
+        assert result.lost == 0
+        assert result.ledger.effective_duplicates == 0
+        assert result.ledger.recipients_delivered == result.statuses["sent"]
+        gaps_s = result.resend_gaps_s(clear_of_faults_s=RECONNECT_S)
+        assert max(gaps_s, default=0.0) <= REDELIVERY_BOUND_S, max(gaps_s)
+        # Workers reconnected by themselves: none died of the crash, and each said so.
+        assert not [log for log in result.worker_logs if "Traceback" in log]
+        assert any("the store answers again" in log for log in result.worker_logs)
+        judged = [gap_s for gap_s in gaps_s if gap_s > ROUND_S]
+        if judged:
+            break
+    assert judged, "no lost lease was redelivered clear of the crash in 3 runs"
 
 
 def test_the_same_chaos_without_fencing_or_keys_is_caught_delivering_twice(
