@@ -225,23 +225,29 @@ def test_an_in_memory_database_answers_cancelled_without_a_side_file(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_each_senders_turn_takes_the_most_urgent_job_held() -> None:
-    """Item 9: an urgent job claimed after a broadcast's overtakes what the worker holds."""
+def _recording_pool(max_in_hand: int) -> tuple[SenderPool, Inbox[Slot], list[str]]:
+    """A sender pool whose transmit step records each job's recipient, in send order."""
     inbox: Inbox[Slot] = queue.SimpleQueue()
-    order: list[str] = []
+    sent: list[str] = []
 
     def transmit(job: SendJob) -> SendFailure | None:
-        order.append(job.recipient)
+        sent.append(job.recipient)
         return None
 
-    pool = SenderPool(inbox, threading.Event(), max_in_hand=10, transmit=transmit)
+    return SenderPool(inbox, threading.Event(), max_in_hand=max_in_hand,
+                      transmit=transmit), inbox, sent
 
-    def job(recipient: str, priority: int) -> SendJob:
-        claim = Claim(len(order), 1, recipient, "x", 1, T0 + 30, 0, "u", priority)
-        return SendJob(recipient, "x", f"u:{recipient}", claim)
 
-    pool.submit([job("b1", 0), job("b2", 0)])
-    pool.submit([job("urgent", 10), job("b3", 0)])
+def _held_job(recipient: str, priority: int, delivery_id: int = 0) -> SendJob:
+    claim = Claim(delivery_id, 1, recipient, "x", 1, T0 + 30, 0, "u", priority)
+    return SendJob(recipient, "x", f"u:{recipient}", claim)
+
+
+def test_each_senders_turn_takes_the_most_urgent_job_held() -> None:
+    """Item 9: an urgent job claimed after a broadcast's overtakes what the worker holds."""
+    pool, inbox, order = _recording_pool(10)
+    pool.submit([_held_job("b1", 0), _held_job("b2", 0)])
+    pool.submit([_held_job("urgent", 10), _held_job("b3", 0)])
     slots = drain_inbox(inbox)
     for slot in slots[:2]:
         pool.transmit(slot)
@@ -257,14 +263,7 @@ def test_sends_take_held_jobs_in_the_order_of_a_priority_heap(
     """The held jobs are kept per class (a deque each) rather than in one heap; the order
     a send takes them must stay exactly a heap's of (-priority, claim order): submits of
     mixed classes interleaved with sends, then the rest given back at a stop."""
-    inbox: Inbox[Slot] = queue.SimpleQueue()
-    sent: list[str] = []
-
-    def transmit(job: SendJob) -> SendFailure | None:
-        sent.append(job.recipient)
-        return None
-
-    pool = SenderPool(inbox, threading.Event(), max_in_hand=100, transmit=transmit)
+    pool, inbox, sent = _recording_pool(100)
     reference: list[tuple[int, int, str]] = []
     expected: list[str] = []
     slots: list[Slot] = []
@@ -274,8 +273,7 @@ def test_sends_take_held_jobs_in_the_order_of_a_priority_heap(
             jobs = []
             for priority in step:
                 name = f"j{number}"
-                claim = Claim(number, 1, name, "x", 1, T0 + 30, 0, "u", priority)
-                jobs.append(SendJob(name, "x", f"u:{name}", claim))
+                jobs.append(_held_job(name, priority, number))
                 heapq.heappush(reference, (-priority, number, name))
                 number += 1
             pool.submit(jobs)
