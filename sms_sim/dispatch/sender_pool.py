@@ -80,8 +80,11 @@ class SenderPool:
     def __init__(self, inbox: Inbox[Slot], wake: threading.Event, max_in_hand: int,
                  transmit: Callable[[SendJob], SendFailure | None], *,
                  senders: Sequence[SenderConfig] = (),
-                 on_failure: Callable[[SendFailure], object] | None = None) -> None:
+                 on_failure: Callable[[SendFailure], object] | None = None,
+                 group: int = 1) -> None:
         self._inbox = inbox
+        self._group = max(1, group)
+        self._spread = max(1, len(senders))
         self._senders = senders
         self._on_failure = on_failure
         self._wake = wake
@@ -94,6 +97,7 @@ class SenderPool:
         self._held: dict[int, collections.deque[SendJob]] = {}
         self._classes: list[int] = []  # negated, ascending: bisect keeps it sorted
         self._lock = threading.Lock()
+        self._waiting = 0  # held jobs no send has taken yet
         self._done: queue.SimpleQueue[Completion] = queue.SimpleQueue()
         self._submitted = 0
         self._returned = 0
@@ -117,10 +121,20 @@ class SenderPool:
                     waiting = held[priority] = collections.deque()
                     bisect.insort(classes, -priority)
                 waiting.append(job)
+            self._waiting += len(jobs)
+        # One slot a job, handed over in groups of at most ``group`` (a sender takes a
+        # group at once, one wake-up instead of one a job) and never more than a fair share
+        # of this batch, so every sender gets some while a slow one holds few turns.
+        count = len(jobs)
+        size = max(1, min(self._group, -(-count // self._spread)))
         put = self._inbox.put
-        for _ in jobs:  # one slot each: a slow sender must not take a whole batch
-            put(Slot(self))
-        self._submitted += len(jobs)
+        if size == 1:
+            for _ in jobs:
+                put(Slot(self))
+        else:
+            for start in range(0, count, size):
+                put([Slot(self) for _ in range(min(size, count - start))])
+        self._submitted += count
 
     def next_job(self) -> SendJob:
         """The most urgent held job (there is one for every slot not yet filled)."""
@@ -128,10 +142,16 @@ class SenderPool:
             priority = -self._classes[0]
             waiting = self._held[priority]
             job = waiting.popleft()
+            self._waiting -= 1
             if not waiting:
                 del self._held[priority]
                 del self._classes[0]
             return job
+
+    def queued(self) -> int:
+        """How many held jobs no send has taken yet (the progress line's "queued"; the
+        inbox's size counts groups of turns, not jobs)."""
+        return self._waiting
 
     def segments_of(self, slot: Slot) -> int:
         """The segments of the job this slot sends (filling the slot now); a sender's
@@ -181,6 +201,7 @@ class SenderPool:
             jobs = [job for priority in self._classes for job in self._held[-priority]]
             self._held.clear()
             self._classes.clear()
+            self._waiting = 0
         return jobs + [slot.job for slot in slots if slot.job is not None]
 
 

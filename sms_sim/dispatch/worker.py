@@ -51,7 +51,7 @@ from sms_sim.dispatch.transport import Transport
 from sms_sim.dispatch.wake import wake_channel_of
 from sms_sim.errors import SmsSimError
 from sms_sim.output import SafeWriter
-from sms_sim.policy import capacity_per_s, sender_rng
+from sms_sim.policy import capacity_per_s, mean_service_s, sender_rng
 from sms_sim.report import (
     SenderReport,
     StopReason,
@@ -78,6 +78,7 @@ log = logging.getLogger(__name__)
 # The time one claim round takes to come back with work (a claim transaction, the hand-over),
 # budgeted generously: what a worker holds beyond its senders' sends in progress.
 CLAIM_ROUND_S = 0.05
+MAX_TURNS_PER_HAND_OFF = 64
 
 
 def work_in_hand(senders: Sequence[SenderConfig], config: DispatchConfig) -> int:
@@ -94,6 +95,17 @@ def work_in_hand(senders: Sequence[SenderConfig], config: DispatchConfig) -> int
         return most
     one_round = math.ceil(len(senders) + capacity * CLAIM_ROUND_S)
     return max(1, min(most, int(capacity * config.lease_s / 2), one_round))
+
+
+def turns_per_hand_off(senders: Sequence[SenderConfig]) -> int:
+    """How many sends a sender takes from the pool at once: what the slowest of them
+    finishes in a tenth of a claim round (one for senders slower than that, so a slow
+    sender never sits on turns a free one could take; many for fast ones, whose sends
+    cost less than waking a thread for each)."""
+    slowest_s = max((mean_service_s(s) for s in senders), default=0.0)
+    if slowest_s <= 0:
+        return MAX_TURNS_PER_HAND_OFF
+    return max(1, min(MAX_TURNS_PER_HAND_OFF, int(CLAIM_ROUND_S / 10 / slowest_s)))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -188,7 +200,8 @@ class Worker:
                                         owner=self.owner)
             transmit = self.receipts.transmitter(transmit)
         self._pool = SenderPool(self._inbox, self._wake, max_in_hand, transmit,
-                                senders=senders, on_failure=self.dispatcher.note_failure)
+                                senders=senders, on_failure=self.dispatcher.note_failure,
+                                group=turns_per_hand_off(senders))
         self._abort = threading.Event()  # interrupt sends in flight (second signal)
         successes: OutcomeQueue[Slot] = queue.SimpleQueue()
         failures: OutcomeQueue[Slot] = queue.SimpleQueue()
@@ -204,7 +217,8 @@ class Worker:
                                senders=self._senders, clock=clock, output=output,
                                interval_s=interval_s, started_at=self._started_at,
                                stop=self._stop, show_progress=show_progress,
-                               on_outcome=self._pool.on_outcome, not_sent=NOT_SENT)
+                               on_outcome=self._pool.on_outcome, not_sent=NOT_SENT,
+                               queued=self._pool.queued)
 
     @property
     def owner(self) -> str:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import pytest
 from hypothesis import given, settings
@@ -26,13 +28,21 @@ from sms_sim.dispatch.contract import (
     Settlement,
     effective_priority,
 )
-from sms_sim.dispatch.errors import ConflictError, LockedError, NotFoundError, StoreError
+from sms_sim.dispatch.errors import (
+    ConflictError,
+    LockedError,
+    NotFoundError,
+    StoreBusyError,
+    StoreError,
+)
 from sms_sim.dispatch.requests import MessageEdit, NewMessage
 from sms_sim.dispatch.tenants import DEFAULT_TENANT
 from tests.conftest import T0, phones
 from tests.contract.conftest import LEASE_S, Opener, submit
 
 JOIN_TIMEOUT_S = 30.0
+BUSY_TRIES = 5  # a store call that fails busy is made again, up to this many times
+T = TypeVar("T")
 
 
 def sent(claims: list[Claim]) -> list[Settlement]:
@@ -674,17 +684,21 @@ def _race_edit_and_claim(opener: Opener, round_number: int) -> None:
     barrier = threading.Barrier(2)
     outcome: dict[str, object] = {}
 
+    # A call that fails busy did nothing and is made again, as a worker or the API would:
+    # a host stalled past the PostgreSQL store's idle limit inside a claim (seen once in a
+    # full-suite run) has that claim ended by the server and rolled back.
     def edit() -> None:
         barrier.wait(timeout=JOIN_TIMEOUT_S)
         try:
-            outcome["edit"] = editor.edit(message_id, 1, MessageEdit.validated(
-                content="new", recipients=["999-999-9999"]), now)
+            outcome["edit"] = _until_not_busy(lambda: editor.edit(
+                message_id, 1, MessageEdit.validated(content="new",
+                                                     recipients=["999-999-9999"]), now))
         except LockedError as exc:
             outcome["edit"] = exc
 
     def claim() -> None:
         barrier.wait(timeout=JOIN_TIMEOUT_S)
-        outcome["claims"] = claimer.claim("w", 10, LEASE_S, now)
+        outcome["claims"] = _until_not_busy(lambda: claimer.claim("w", 10, LEASE_S, now))
 
     threads = [threading.Thread(target=edit), threading.Thread(target=claim)]
     for thread in threads:
@@ -700,6 +714,15 @@ def _race_edit_and_claim(opener: Opener, round_number: int) -> None:
     else:  # the edit landed first: whatever was claimed is entirely new
         assert seen <= {("new", "999-999-9999")}
     claimer.settle("w", sent(claims), now)  # the next round starts from a quiet store
+
+
+def _until_not_busy(call: Callable[[], T]) -> T:
+    for _ in range(BUSY_TRIES - 1):
+        try:
+            return call()
+        except StoreBusyError:
+            continue
+    return call()
 
 
 def test_edit_is_locked_once_dispatch_has_begun(store: DispatchStore) -> None:

@@ -45,14 +45,18 @@ def test_the_same_chaos_without_fencing_or_keys_is_caught_delivering_twice(
 
 def test_workers_with_short_and_long_leases_never_take_each_others_live_claims(
         tmp_path: Path) -> None:
-    # No kills or pauses: no lease runs out, so a second provider call for a recipient (a
-    # second copy with per-worker providers) can only come from a live claim being taken.
-    # The long-lease workers are never touched, so a refused report of theirs is one too.
+    # No kills or pauses. The long-lease workers' 300 s leases never run out, so a refused
+    # report of theirs, or a send of theirs skipped on an expired lease, means a live claim
+    # was taken. A short (1 s) lease can run out by its own terms when a loaded host stalls
+    # its worker that long (seen once in a full-suite run): its send was made, the
+    # delivery is claimed again and sent again (a second copy with per-worker providers),
+    # and its late report is refused. So every repeat must be matched by a refused report
+    # of a short-lease worker; on a quiet host there are none.
     result = run_chaos(tmp_path, messages=3, recipients=300, workers=4, lease_s=1.0,
                        long_lease_s=300.0, seed=12, chaos_for_s=0.0)
     assert result.finished, result.worker_logs[-1]
     assert result.long_refused == 0 and result.long_skipped_expired == 0
-    assert result.repeats == 0
+    assert result.repeats <= result.refused - result.long_refused, result
     assert result.statuses == {"sent": 900}  # nothing falsely dead
     assert result.ledger.effective_duplicates == 0
     assert result.lost == 0

@@ -25,7 +25,12 @@ from sms_sim.dispatch.dispatcher import DispatchConfig, Dispatcher, SendJob
 from sms_sim.dispatch.failures import SendFailure
 from sms_sim.dispatch.sender_pool import SenderPool, Slot
 from sms_sim.dispatch.stores import SqliteStore
-from sms_sim.dispatch.worker import Worker, work_in_hand
+from sms_sim.dispatch.worker import (
+    MAX_TURNS_PER_HAND_OFF,
+    Worker,
+    turns_per_hand_off,
+    work_in_hand,
+)
 from sms_sim.dispatch.transport import MemoryProvider
 from sms_sim.sim.threaded.components import Inbox, drain_inbox
 from tests.conftest import T0, phones
@@ -225,7 +230,9 @@ def test_an_in_memory_database_answers_cancelled_without_a_side_file(
     assert list(tmp_path.iterdir()) == []
 
 
-def _recording_pool(max_in_hand: int) -> tuple[SenderPool, Inbox[Slot], list[str]]:
+def _recording_pool(max_in_hand: int, group: int = 1,
+                    senders: Sequence[SenderConfig] = ()) -> tuple[
+                        SenderPool, Inbox[Slot], list[str]]:
     """A sender pool whose transmit step records each job's recipient, in send order."""
     inbox: Inbox[Slot] = queue.SimpleQueue()
     sent: list[str] = []
@@ -235,7 +242,7 @@ def _recording_pool(max_in_hand: int) -> tuple[SenderPool, Inbox[Slot], list[str
         return None
 
     return SenderPool(inbox, threading.Event(), max_in_hand=max_in_hand,
-                      transmit=transmit), inbox, sent
+                      transmit=transmit, group=group, senders=senders), inbox, sent
 
 
 def _held_job(recipient: str, priority: int, delivery_id: int = 0) -> SendJob:
@@ -257,13 +264,14 @@ def test_each_senders_turn_takes_the_most_urgent_job_held() -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.one_of(st.lists(st.integers(-2, 3), min_size=1, max_size=6),
-                          st.integers(1, 4)), max_size=12))
+                          st.integers(1, 4)), max_size=12), st.integers(1, 4))
 def test_sends_take_held_jobs_in_the_order_of_a_priority_heap(
-        steps: list[list[int] | int]) -> None:
+        steps: list[list[int] | int], group: int) -> None:
     """The held jobs are kept per class (a deque each) rather than in one heap; the order
     a send takes them must stay exactly a heap's of (-priority, claim order): submits of
-    mixed classes interleaved with sends, then the rest given back at a stop."""
-    pool, inbox, sent = _recording_pool(100)
+    mixed classes interleaved with sends, then the rest given back at a stop. Turns
+    handed over in groups change nothing: a turn takes its job when the send starts."""
+    pool, inbox, sent = _recording_pool(100, group)
     reference: list[tuple[int, int, str]] = []
     expected: list[str] = []
     slots: list[Slot] = []
@@ -285,6 +293,26 @@ def test_sends_take_held_jobs_in_the_order_of_a_priority_heap(
     assert sent == expected
     rest = [heapq.heappop(reference)[2] for _ in range(len(reference))]
     assert [job.recipient for job in pool.unstarted(slots)] == rest
+
+
+def test_fast_senders_take_turns_in_groups_and_slow_ones_one_at_a_time() -> None:
+    """A zero-latency sender's turn costs less than the wake-up that hands it over, so
+    fast senders take turns in groups; a group never outlasts a tenth of a claim round on
+    the slowest sender, nor holds more than one sender's share of a batch."""
+    fast, slow = SenderConfig(0.0, 0.0, 0.0), SenderConfig(0.08, 0.0, 0.0)
+    assert turns_per_hand_off([fast, fast]) == MAX_TURNS_PER_HAND_OFF
+    assert turns_per_hand_off([fast, SenderConfig(0.001, 0.0, 0.0)]) == 5
+    assert turns_per_hand_off([fast, slow]) == 1
+    assert turns_per_hand_off([]) == MAX_TURNS_PER_HAND_OFF
+    pool, inbox, _ = _recording_pool(100, group=4, senders=[fast, fast])
+    pool.submit([_held_job(f"r{i}", 0, i) for i in range(10)])
+    items = [inbox.get_nowait() for _ in range(inbox.qsize())]
+    assert [len(item) if isinstance(item, list) else 1 for item in items] == [4, 4, 2]
+    assert pool.queued() == 10  # jobs, not the groups in the inbox
+    pool.submit([_held_job("a", 0, 10), _held_job("b", 0, 11), _held_job("c", 0, 12)])
+    # Three jobs between two senders: two each at most, so neither waits on the other.
+    assert [len(item) if isinstance(item, list) else 1
+            for item in (inbox.get_nowait() for _ in range(inbox.qsize()))] == [2, 1]
 
 
 def test_a_store_that_cannot_keep_cancel_marks_refuses_to_open_for_writing(

@@ -189,7 +189,7 @@ def lease_rows(conn: Connection, totals: dict[int, int], cursors: dict[int, Curs
     if fresh:
         for delivery_id, message_id in conn.execute(_FRESH_SQL, {
                 "ids": list(fresh), "counts": list(fresh.values()),
-                "firsts": [cursors[m].fresh_next for m in fresh]}):
+                "firsts": [cursors[m].fresh_next for m in fresh]}).fetchall():
             by_chunk.setdefault(message_id, []).append(delivery_id)
     wanted = [i for ids in order.values() for i in ids]
     wanted += [i for ids in by_chunk.values() for i in ids]
@@ -198,7 +198,7 @@ def lease_rows(conn: Connection, totals: dict[int, int], cursors: dict[int, Curs
         wanted.sort()
         for row in conn.execute(_LEASE_SQL, {
                 "owner": owner, "until": until, "now": now, "ids": id_array(wanted),
-                "least": wanted[0], "greatest": wanted[-1]}, prepare=False):
+                "least": wanted[0], "greatest": wanted[-1]}, prepare=False).fetchall():
             found[row[0]] = row
     rows: dict[int, list[_Row]] = {}
     moved: dict[int, tuple[int | None, int]] = {}
