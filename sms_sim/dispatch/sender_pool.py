@@ -7,6 +7,9 @@ the jobs wait by priority class (highest first; claim order within a class). A
 slot is filled with the most urgent job at the moment its sender needs one: when the send
 reaches the provider, or, for a send the simulator fails on its own, when its outcome is
 counted. An urgent job overtakes everything held locally, with no reordering of a queue.
+Fast senders take their slots in groups (``group``, the worker's ``turns_per_hand_off``):
+waking a thread for every zero-latency send cost more than the send; a slot in a group
+still takes its job only when its send starts.
 
 The senders speak in error strings (``Outcome.error``); the dispatcher settles on a
 ``SendFailure`` (the reason with its class). The slot keeps the one the transmit step
