@@ -100,7 +100,6 @@ class SenderPool:
         self._held: dict[int, collections.deque[SendJob]] = {}
         self._classes: list[int] = []  # negated, ascending: bisect keeps it sorted
         self._lock = threading.Lock()
-        self._waiting = 0  # held jobs no send has taken yet
         self._done: queue.SimpleQueue[Completion] = queue.SimpleQueue()
         self._submitted = 0
         self._returned = 0
@@ -124,7 +123,6 @@ class SenderPool:
                     waiting = held[priority] = collections.deque()
                     bisect.insort(classes, -priority)
                 waiting.append(job)
-            self._waiting += len(jobs)
         # One slot a job, handed over in groups of at most ``group`` (a sender takes a
         # group at once, one wake-up instead of one a job) and never more than a fair share
         # of this batch, so every sender gets some while a slow one holds few turns.
@@ -145,16 +143,17 @@ class SenderPool:
             priority = -self._classes[0]
             waiting = self._held[priority]
             job = waiting.popleft()
-            self._waiting -= 1
             if not waiting:
                 del self._held[priority]
                 del self._classes[0]
             return job
 
-    def queued(self) -> int:
-        """How many held jobs no send has taken yet (the progress line's "queued"; the
-        inbox's size counts groups of turns, not jobs)."""
-        return self._waiting
+    @property
+    def turns(self) -> int:
+        """How many turns (slots) were put in the inbox: less what the senders took
+        (``Sender.taken``), the progress line's "queued", as in the threaded run (the
+        inbox's size counts groups of turns, not turns)."""
+        return self._submitted
 
     def segments_of(self, slot: Slot) -> int:
         """The segments of the job this slot sends (filling the slot now); a sender's
@@ -204,7 +203,6 @@ class SenderPool:
             jobs = [job for priority in self._classes for job in self._held[-priority]]
             self._held.clear()
             self._classes.clear()
-            self._waiting = 0
         return jobs + [slot.job for slot in slots if slot.job is not None]
 
 

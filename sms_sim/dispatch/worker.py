@@ -218,7 +218,10 @@ class Worker:
                                interval_s=interval_s, started_at=self._started_at,
                                stop=self._stop, show_progress=show_progress,
                                on_outcome=self._pool.on_outcome, not_sent=NOT_SENT,
-                               queued=self._pool.queued)
+                               queued=self._queued)
+
+    def _queued(self) -> int:
+        return max(0, self._pool.turns - sum(sender.taken for sender in self._senders))
 
     @property
     def owner(self) -> str:

@@ -308,7 +308,7 @@ def test_fast_senders_take_turns_in_groups_and_slow_ones_one_at_a_time() -> None
     pool.submit([_held_job(f"r{i}", 0, i) for i in range(10)])
     items = [inbox.get_nowait() for _ in range(inbox.qsize())]
     assert [len(item) if isinstance(item, list) else 1 for item in items] == [4, 4, 2]
-    assert pool.queued() == 10  # jobs, not the groups in the inbox
+    assert pool.turns == 10  # turns, not the groups in the inbox
     pool.submit([_held_job("a", 0, 10), _held_job("b", 0, 11), _held_job("c", 0, 12)])
     # Three jobs between two senders: two each at most, so neither waits on the other.
     assert [len(item) if isinstance(item, list) else 1
