@@ -126,10 +126,18 @@ def git_commit(root: Path) -> str:
 def add_dsn_option(parser: argparse.ArgumentParser) -> None:
     """``--dsn URL``: a server to use (the bench makes and drops databases on it; the role
     needs CREATEDB) instead of a throwaway one."""
-    parser.add_argument("--dsn", metavar="URL",
+    parser.add_argument("--dsn", metavar="URL", type=_server_url,
                         help="an existing PostgreSQL server (postgresql://...; the role must "
                              "be allowed to create databases); default: start a throwaway one "
                              "with scripts/pg_server.py and stop it at the end")
+
+
+def _server_url(text: str) -> str:
+    """``--dsn``'s value: a PostgreSQL URL (an empty one, an unset variable's, would connect
+    to whatever the local socket serves, or fail there with a driver traceback)."""
+    if not text.startswith(("postgresql://", "postgres://")):
+        raise argparse.ArgumentTypeError(f"not a postgresql:// URL: {text!r}")
+    return text
 
 
 def shown(text: str) -> str:
