@@ -78,6 +78,8 @@ log = logging.getLogger(__name__)
 # The time one claim round takes to come back with work (a claim transaction, the hand-over),
 # budgeted generously: what a worker holds beyond its senders' sends in progress.
 CLAIM_ROUND_S = 0.05
+# Turns a fast sender takes at once: past a few dozen the wake-ups saved are noise (one per
+# 64 sends), and a larger group only makes the last of a batch wait on one sender.
 MAX_TURNS_PER_HAND_OFF = 64
 
 
