@@ -87,7 +87,6 @@ class SenderPool:
                  group: int = 1) -> None:
         self._inbox = inbox
         self._group = max(1, group)
-        self._spread = max(1, len(senders))
         self._senders = senders
         self._on_failure = on_failure
         self._wake = wake
@@ -127,7 +126,7 @@ class SenderPool:
         # group at once, one wake-up instead of one a job) and never more than a fair share
         # of this batch, so every sender gets some while a slow one holds few turns.
         count = len(jobs)
-        size = max(1, min(self._group, -(-count // self._spread)))
+        size = max(1, min(self._group, -(-count // max(1, len(self._senders)))))
         put = self._inbox.put
         if size == 1:
             for _ in jobs:

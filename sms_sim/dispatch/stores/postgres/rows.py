@@ -150,10 +150,7 @@ def settle_rows(conn: Connection, owner: str, settlements: Sequence[Settlement],
     given_back: list[int] = []
     for delivery_id, attempts, kind, error, next_attempt_at in settlements:
         if kind is SettleKind.SENT:
-            ids = sent.get(attempts)
-            if ids is None:
-                ids = sent[attempts] = []
-            ids.append(delivery_id)
+            sent.setdefault(attempts, []).append(delivery_id)
             continue
         other_ids.append(delivery_id)
         if kind is SettleKind.RETRY or kind is SettleKind.RELEASE:
