@@ -1,27 +1,26 @@
-"""What a delivery's row writes cost the PostgreSQL server: its lease, its settle, one write.
+"""What a delivery's row writes cost the PostgreSQL server: leased per row, or by range.
 
-Three statements of the store: the lease, the settle after it, and a settle that is the
-row's first write.
+The store's own statements, side by side on chunks of one broadcast.
 
-Why: a broadcast's delivery is written twice, once by the claim that leases it (status,
-owner, lease end, attempt) and once by the settle that records its send. A lease kept as a
-range (a chunk of a message's fresh ids recorded once, no row written until its settle)
-would leave one write a delivery; this prints what the server would save, on the store's
-own statements, so the case for that schema change rests on a figure anyone can print.
+Why: a delivery leased per row (a retry, a released or rescued one) is written twice, by
+the claim that leases it (status, owner, lease end, attempt) and by the settle that
+records its send. A broadcast's fresh deliveries are leased by range (schema version 5,
+``stores/postgres/chunk.py``): the claim writes the chunk's first and last id on its row
+of ``leases``, and the settle is the row's only write. This prints what each costs the
+server, so the figure in docs/dispatch.md is one anyone can print.
 
 What is measured, per run in a fresh database: N recipients submitted by the CLI (one
-message), ``ANALYZE``, ``CHECKPOINT``; then C times, each on chunks of B fresh ids never
-touched before, ``EXPLAIN (ANALYZE)`` (planning and execution time, each statement
+message), ``ANALYZE``, ``CHECKPOINT``; then C times, each on two chunks of B fresh ids
+never touched before, ``EXPLAIN (ANALYZE)`` (planning and execution time, each statement
 committed, a new ``leased_at`` per claim as in a drain) of
 
-* the lease: ``chunk._LEASE_SQL``, the claim's write of a chunk;
-* the settle after it: ``rows._SENT_SQL`` on the rows just leased;
-* the settle as the first write: the same statement on the next chunk, never leased,
-  fenced on ``pending`` and ``fresh`` instead of on a lease (what a settle would cost if
-  the lease wrote no row; full-page images after the checkpoint included, as for the lease).
+* per row: ``chunk._LEASE_SQL`` given the chunk's ids (the per-row path), then
+  ``rows._SENT_SQL`` on them;
+* by range: ``chunk._LEASE_SQL`` given the next chunk as a run (first and last id), then
+  ``rows._SENT_SQL`` on it.
 
-Each statement must change exactly B rows, or the run stops. Medians per run, then the
-median over runs. No target: the figure the range-lease work would move (docs/dispatch.md).
+Each statement must change exactly its chunk (B rows written, or a lease row holding B),
+or the run stops. Medians per run, then the median over runs. No target.
 
 Command (from the repo root): python3 bench/pg_row_writes.py [--recipients 300000]
 [--batch 1000] [--chunks 15] [--runs 2] [--dsn URL]
@@ -58,21 +57,10 @@ from sms_sim.dispatch.stores.postgres import chunk, rows  # noqa: E402
 from sms_sim.dispatch.stores.postgres.schema import id_array  # noqa: E402
 
 OWNER = "worker-00000000-0000-4000-8000-000000000000"  # as long as a worker's own
-LEASE = "the lease"
-SETTLE = "the settle after it"
-FIRST = "the settle as the first write"
-_LEASE_FENCE = ("d.status = 'leased' AND d.lease_owner = %(owner)s "
-                "AND d.lease_until > %(now)s")
-
-
-def first_write_settle() -> str:
-    """``rows._SENT_SQL`` fenced on a fresh, never-leased row (attempt 0) instead of on a
-    lease; refuses to guess if the store's statement has changed shape."""
-    sql = rows._SENT_SQL
-    if _LEASE_FENCE not in sql or "d.attempts = %(attempts)s" not in sql:
-        raise SystemExit("pg_row_writes: rows._SENT_SQL changed shape; update this bench")
-    return (sql.replace(_LEASE_FENCE, "d.status = 'pending' AND d.fresh")
-            .replace("d.attempts = %(attempts)s", "d.attempts = %(attempts)s - 1"))
+ROW_LEASE = "per row: the lease"
+ROW_SETTLE = "per row: the settle after it"
+RANGE_LEASE = "by range: the lease"
+RANGE_SETTLE = "by range: the settle after it"
 
 
 def timed_ms(conn: Connection, sql: str, params: dict[str, Any], expected: int) -> float:
@@ -91,10 +79,9 @@ def timed_ms(conn: Connection, sql: str, params: dict[str, Any], expected: int) 
 
 
 def one_run(url: str, numbers: Path, batch: int, chunks: int) -> dict[str, float]:
-    """The median ms of each statement over ``chunks`` chunks, in a new broadcast."""
+    """The median ms of each statement over ``chunks`` pairs of chunks, in a new broadcast."""
     submit_broadcast(url, numbers)
-    first_write = first_write_settle()
-    times: dict[str, list[float]] = {LEASE: [], SETTLE: [], FIRST: []}
+    times: dict[str, list[float]] = {name: [] for name in NAMES}
     with connect(url) as conn:
         conn.execute("ANALYZE")
         ((message_id,),) = conn.execute("SELECT id FROM messages").fetchall()
@@ -103,21 +90,45 @@ def one_run(url: str, numbers: Path, batch: int, chunks: int) -> dict[str, float
         conn.execute("CHECKPOINT")
         now = time.time()
         for k in range(chunks):
-            leased = ids[2 * k * batch:(2 * k + 1) * batch]
-            fresh = ids[(2 * k + 1) * batch:(2 * k + 2) * batch]
-            params: dict[str, Any] = {"owner": OWNER, "now": now + k, "until": now + k + 30,
-                                      "attempts": 1}
-            times[LEASE].append(timed_ms(conn, chunk._LEASE_SQL, {**params, **ranged(leased)},
-                                         batch))
-            later = {**params, "now": now + k + 0.5}
-            times[SETTLE].append(timed_ms(conn, rows._SENT_SQL, {**later, **ranged(leased)},
-                                          batch))
-            times[FIRST].append(timed_ms(conn, first_write, {**later, **ranged(fresh)}, batch))
+            per_row = ids[2 * k * batch:(2 * k + 1) * batch]
+            ranged = ids[(2 * k + 1) * batch:(2 * k + 2) * batch]
+            # (names, the chunk, its lease's start, the lease, the rows the lease returns:
+            # those it wrote)
+            for names, chunk_ids, leased_at, lease, returned in (
+                    ((ROW_LEASE, ROW_SETTLE), per_row, now + k, by_rows(per_row), batch),
+                    ((RANGE_LEASE, RANGE_SETTLE), ranged, now + k + 0.25,
+                     by_range(message_id, ranged), 0)):
+                params: dict[str, Any] = {"owner": OWNER, "now": leased_at,
+                                          "until": leased_at + 30, "attempts": 1}
+                times[names[0]].append(timed_ms(conn, chunk._LEASE_SQL, {**params, **lease},
+                                                returned))
+                (held,) = conn.execute("SELECT open FROM leases WHERE owner = %s AND "
+                                       "leased_at = %s", (OWNER, leased_at)).fetchall()
+                if held[0] != batch:
+                    raise SystemExit(f"pg_row_writes: a lease holds {held[0]}, not {batch}")
+                times[names[1]].append(timed_ms(conn, rows._SENT_SQL, {
+                    **params, "now": leased_at + 0.1, **rows_of(chunk_ids)}, batch))
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def ranged(ids: list[int]) -> dict[str, Any]:
+NAMES = (ROW_LEASE, ROW_SETTLE, RANGE_LEASE, RANGE_SETTLE)
+_NO_RUNS: dict[str, list[int]] = {"runs": [], "run_sizes": [], "run_firsts": [],
+                                  "run_lasts": []}
+
+
+def rows_of(ids: list[int]) -> dict[str, Any]:
     return {"ids": id_array(ids), "least": ids[0], "greatest": ids[-1]}
+
+
+def by_rows(ids: list[int]) -> dict[str, Any]:
+    """``chunk._LEASE_SQL``'s parameters for leasing ``ids`` per row."""
+    return {**rows_of(ids), **_NO_RUNS}
+
+
+def by_range(message_id: int, ids: list[int]) -> dict[str, Any]:
+    """``chunk._LEASE_SQL``'s parameters for leasing ``ids`` (a run) by range."""
+    return {"ids": "{}", "least": 0, "greatest": 0, "runs": [message_id],
+            "run_sizes": [len(ids)], "run_firsts": [ids[0]], "run_lasts": [ids[-1]]}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -134,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--recipients must be at least 2 x --batch x --chunks (fresh chunks)")
     print(__doc__.splitlines()[0] if __doc__ else "")
     print(f"command: {shown_command_line()}")
-    results: dict[str, list[float]] = {LEASE: [], SETTLE: [], FIRST: []}
+    results: dict[str, list[float]] = {name: [] for name in NAMES}
     with tempfile.TemporaryDirectory(prefix="sms_sim-row-writes-") as tmp, \
             server(args.dsn) as admin, scratch(admin) as dbs:
         print(f"PostgreSQL {server_version(admin)}; {args.recipients:,} recipients, "
@@ -150,11 +161,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_header(f"server ms per statement of {args.batch:,} rows (the median chunk of "
                  "each run)", args.runs)
     medians = {name: print_runs(name, values, ",.2f") for name, values in results.items()}
-    both = medians[LEASE] + medians[SETTLE]
-    per_delivery_us = 1000 * (both - medians[FIRST]) / args.batch
-    print(f"  the lease and its settle: {both:,.2f} ms; one write (the settle as the first): "
-          f"{medians[FIRST]:,.2f} ms; a range lease would save at most about "
-          f"{per_delivery_us:.1f} us of server time a delivery (less its own bookkeeping)")
+    per_row = medians[ROW_LEASE] + medians[ROW_SETTLE]
+    by_range_ms = medians[RANGE_LEASE] + medians[RANGE_SETTLE]
+    print(f"  a delivery's lease and settle: per row {1000 * per_row / args.batch:.1f} us, "
+          f"by range {1000 * by_range_ms / args.batch:.1f} us of server time "
+          f"(by range / per row {by_range_ms / per_row:.2f})")
     return 0
 
 

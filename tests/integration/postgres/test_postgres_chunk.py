@@ -2,7 +2,7 @@
 cursor on their message, per-row work around it in the memory store's order, the cursor
 through cancel, edit and concurrent submits; issue 14 beside it (suppression at submit and
 by an opt-out, the validity sweep, receipts, copy and prune); migration 3 on rows stored
-before it, migration 4 on leases held across it, and the chain 1 -> 2 -> 3 -> 4.
+before it, migration 4 on leases held across it, and the chain 1 -> 2 -> 3 -> 4 -> 5.
 
 The contract suite and the state machine check the same promises on every store; these
 cases look at what only this store has (the cursor, the ``fresh`` flag, the schema)."""
@@ -30,6 +30,7 @@ from sms_sim.dispatch.requests import MessageEdit, NewMessage
 from sms_sim.dispatch.stores import migrate_store, open_store
 from sms_sim.dispatch.stores.memory import MemoryStore
 from sms_sim.dispatch.stores.postgres import schema
+from sms_sim.dispatch.stores.postgres.chunk import RANGE_LEASED
 from sms_sim.dispatch.stores.postgres.submit import copy_deliveries
 from sms_sim.dispatch.stores.transfer import copy_store
 from tests.conftest import T0, phones
@@ -52,8 +53,10 @@ def _cursor(url: str, message_id: int) -> tuple[object, ...]:
 
 
 def _fresh(url: str) -> int:
-    """How many deliveries are fresh (in a chunk run), whatever their message."""
-    (row,) = _rows(url, "SELECT count(*) FROM deliveries WHERE fresh")
+    """How many deliveries are in a chunk run (fresh, not leased by range), whatever their
+    message."""
+    (row,) = _rows(url, "SELECT count(*) FROM deliveries AS d JOIN messages AS m "
+                        f"ON m.id = d.message_id WHERE d.fresh AND NOT {RANGE_LEASED}")
     return int(str(row[0]))
 
 
@@ -80,10 +83,52 @@ def test_a_broadcast_is_leased_by_chunk_from_its_cursor(store: DispatchStore, ur
     assert _cursor(url, message_id) == (1, 10)
     assert [c.delivery_id for c in store.claim("a", 4, LEASE_S, T0)] == [1, 2, 3, 4]
     assert _cursor(url, message_id) == (5, 6)
-    assert _rows(url, "SELECT count(*) FROM deliveries WHERE fresh") == [(6,)]
+    assert _fresh(url) == 6
     assert [c.delivery_id for c in store.claim("a", 100, LEASE_S, T0)] == [5, 6, 7, 8, 9, 10]
     assert _cursor(url, message_id)[1] == 0
     assert store.claim("a", 100, LEASE_S, T0) == []
+
+
+def _row_versions(url: str) -> list[tuple[object, ...]]:
+    """Each delivery's id and the transaction that wrote its current version."""
+    return _rows(url, "SELECT id, xmin::text FROM deliveries ORDER BY id")
+
+
+def _range_lease_life(store: DispatchStore) -> list[object]:
+    """A chunk leased, seen leased, a cancel beside it, two settled, two rescued."""
+    message_id = _submit(store, 10)
+    claims = store.claim("a", 4, LEASE_S, T0)
+    seen: list[object] = [[(c.delivery_id, c.attempts, c.lease_until) for c in claims]]
+    seen.append(store.deliveries(message_id=message_id, limit=100))
+    seen.append(store.deliveries(status=DeliveryStatus.LEASED, limit=100))
+    seen.append(store.messages(message_id=message_id)[0].counts)
+    seen.append(store.cancel(message_id, T0 + 1))
+    _sent(store, "a", claims[:2], T0 + 2)
+    _sent(store, "a", claims[2:], T0 + LEASE_S + 1)  # too late: refused
+    seen.append(store.claim("b", 10, LEASE_S, T0 + LEASE_S + 2))  # rescues 3 and 4
+    seen.append(store.deliveries(message_id=message_id, limit=100))
+    seen.append(store.messages(message_id=message_id)[0].status)
+    return seen
+
+
+def test_a_chunk_is_leased_as_a_range_and_its_rows_are_written_once(
+        store: DispatchStore, url: str) -> None:
+    """The claim writes none of a fresh chunk's rows (schema version 5): it enters the
+    range in ``leases``, and the settle is each row's one write."""
+    _submit(store, 10)
+    stored = _row_versions(url)
+    claims = store.claim("a", 4, LEASE_S, T0)
+    assert _row_versions(url) == stored
+    assert _rows(url, "SELECT first_id, last_id, open FROM leases") == [(1, 4, 4)]
+    _sent(store, "a", claims, T0 + 1)
+    assert [row[1] != old[1] for row, old in zip(_row_versions(url), stored, strict=True)] \
+        == [True] * 4 + [False] * 6
+
+
+def test_a_range_lease_is_a_lease_to_every_reader_and_writer(store: DispatchStore) -> None:
+    """As in the memory store: listings and counts, the cancel (which leaves the range to
+    its settles), the settle's fence, the rescue."""
+    assert _range_lease_life(store) == _range_lease_life(MemoryStore())
 
 
 def _scenario(store: DispatchStore) -> list[list[tuple[int, int, str]]]:
@@ -163,8 +208,9 @@ def test_submits_whose_ids_interleave_are_each_claimed_whole(store: DispatchStor
         url, "SELECT message_id, array_agg(id ORDER BY id) FROM deliveries GROUP BY message_id")}
     assert {m: sorted(ids) for m, ids in leased.items()} == owned
     assert sorted(len(ids) for ids in leased.values()) == sorted(sizes)
-    assert _rows(url, "SELECT count(*) FROM deliveries WHERE fresh OR status != 'leased'") \
-        == [(0,)]
+    assert _fresh(url) == 0
+    assert store.deliveries(limit=10**6) and all(
+        d.status is DeliveryStatus.LEASED for d in store.deliveries(limit=10**6))
 
 
 # --- issue 14 beside the cursor ------------------------------------------------------------
@@ -412,11 +458,11 @@ def test_migration_3_leaves_rows_stored_before_it_to_the_per_row_claim(
                      "'retrying', %(t)s), (1, '555-000-0006', 'suppressed', %(t)s)", {"t": T0})
     assert "from version 2 to 3" in _at_version(url, 3, monkeypatch)
     assert _fresh(url) == 0 and _rows(url, "SELECT DISTINCT fresh_left FROM messages") == [(0,)]
-    assert "from version 3 to 4" in migrate_store(url)
+    assert "from version 3 to 5" in migrate_store(url)
     _drain_old_rows(url)
 
 
-def test_the_chain_1_to_4_keeps_version_1_rows(url: str,
+def test_the_chain_1_to_5_keeps_version_1_rows(url: str,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     assert "version 1" in _at_version(url, 1, monkeypatch)  # as it was first released
     with psycopg.connect(url, autocommit=True) as conn:
@@ -429,7 +475,7 @@ def test_the_chain_1_to_4_keeps_version_1_rows(url: str,
     assert "from version 1 to 2" in _at_version(url, 2, monkeypatch)
     with psycopg.connect(url, autocommit=True) as conn:  # issue 14 in use at version 2
         conn.execute(f"UPDATE messages SET valid_until = {T0 + 1} WHERE id = 2")
-    assert "from version 2 to 4" in migrate_store(url)
+    assert "from version 2 to 5" in migrate_store(url)
     indexes = {row[0] for row in _rows(url, "SELECT indexname FROM pg_indexes WHERE "
                                             "tablename = 'deliveries'")}
     assert {"deliveries_waiting", "deliveries_due"} <= indexes
@@ -451,7 +497,7 @@ def test_migration_4_keeps_the_leases_held_across_it(url: str,
                      "(1, '555-000-0002', 'leased', 1, %(t)s, 'w', %(live)s, %(t)s), "
                      "(1, '555-000-0003', 'leased', 1, %(t)s, 'gone', %(ended)s, %(t)s)",
                      {"t": T0, "live": T0 + 100, "ended": T0 + 1})
-    assert "from version 3 to 4" in migrate_store(url)
+    assert "from version 3 to 5" in migrate_store(url)
     assert sorted(_rows(url, "SELECT owner, cardinality(ids), open FROM leases")) == [
         ("gone", 1, 1), ("w", 2, 2)]
     opened = open_store(url)

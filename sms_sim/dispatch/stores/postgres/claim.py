@@ -7,7 +7,8 @@ in the memory store: every claim sees the serve order the one before it left. It
 little because a claim is a handful of statements whatever its size:
 
 1. the rescue: the leases that ended (or were granted after a backward clock jump) are
-   read from ``leases`` (a row per claim and message), and one ``UPDATE`` takes back their rows,
+   read from ``leases`` (a row per claim, message and lease end), and one ``UPDATE``
+   takes back their rows (the per-row ids, and the fresh rows of the range),
    fenced by status and lease end in the statement itself,
    passing over rows a settle is writing right now (``SKIP LOCKED``: that settle decides
    them, or, if it rolls back, the next claim rescues them), so a settler stalled in its
@@ -27,10 +28,11 @@ little because a claim is a handful of statements whatever its size:
    the split is made again); from here on an edit or cancel of them waits for this claim;
 5. the lease (``chunk.lease_rows``): a broadcast's share is the next ids of its fresh run,
    read as one range of the ``(message_id, id)`` index from its cursor; per-row deliveries
-   are read through ``deliveries_waiting`` only when there are some; then one ``UPDATE``
-   of the picked ids by primary key. Never ``WHERE id IN (SELECT ... LIMIT n FOR UPDATE
-   SKIP LOCKED)``: PostgreSQL may run such a sub-select more than once and update more
-   rows than its LIMIT (bug #15715);
+   are read through ``deliveries_waiting`` only when there are some; then one statement
+   updates the per-row picks by primary key and enters the lease in ``leases``, the
+   fresh run as its first and last id (its rows are not written). Never ``WHERE id IN
+   (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)``: PostgreSQL may run such a sub-select
+   more than once and update more rows than its LIMIT (bug #15715);
 6. the serve order with the moved cursors, tenants' serves and aging's kept classes, each
    one statement.
 
@@ -73,35 +75,49 @@ _BEGIN_SQL = ("SELECT set_config('idle_in_transaction_session_timeout', "
 # ``next_due_at`` reads the earliest end here).
 _FORGET_SQL = "DELETE FROM leases WHERE open <= 0"
 _ENDED_SQL = """
-SELECT ids FROM leases
+SELECT ids, owner, leased_at, message_id, first_id, last_id, until FROM leases
 WHERE open > 0 AND (until <= %(now)s
                     OR (until > %(jumped)s AND COALESCE(leased_at, until) > %(jumped)s))
 ORDER BY until LIMIT %(max)s
 """
+# Per-row leased rows are each judged by their own lease end; range-leased rows (fresh,
+# in an ended lease's range) by their lease row's, read above. A rescued fresh row is on
+# its first attempt, which its lease gave it.
 _RESCUE_SQL = """
-WITH lost AS MATERIALIZED (
-    SELECT d.id, d.lease_owner, d.leased_at FROM deliveries AS d
+WITH lost_rows AS MATERIALIZED (
+    SELECT d.id, d.lease_owner, d.leased_at, d.lease_until FROM deliveries AS d
     WHERE d.id = ANY(%(ids)s::bigint[]) AND d.status = 'leased'
       AND (d.lease_until <= %(now)s
            OR (d.lease_until > %(jumped)s
                AND COALESCE(d.leased_at, d.lease_until - %(lease_s)s) > %(jumped)s))
     FOR UPDATE SKIP LOCKED
+), lost_runs AS MATERIALIZED (
+    SELECT d.id, r.owner, r.leased_at, r.until FROM deliveries AS d
+    JOIN unnest(%(owners)s::text[], %(leased_ats)s::float8[], %(messages)s::bigint[],
+                %(firsts)s::bigint[], %(lasts)s::bigint[], %(untils)s::float8[])
+        AS r(owner, leased_at, message_id, first, last, until)
+      ON d.message_id = r.message_id AND d.id BETWEEN r.first AND r.last
+    WHERE d.fresh AND d.status = 'pending'
+    FOR UPDATE OF d SKIP LOCKED
+), lost AS (
+    SELECT * FROM lost_rows UNION ALL SELECT * FROM lost_runs
 ), rescued AS (
     UPDATE deliveries AS d SET
         status = CASE WHEN m.status = 'cancelled' THEN 'cancelled'
             WHEN EXISTS (SELECT 1 FROM opt_outs AS o WHERE o.tenant = m.tenant
                          AND o.phone = d.recipient) THEN 'suppressed' ELSE 'retrying' END,
         next_attempt_at = %(now)s, lease_owner = NULL, lease_until = NULL, leased_at = NULL,
-        last_error = %(error)s, lease_losses = d.lease_losses + 1
+        last_error = %(error)s, lease_losses = d.lease_losses + 1,
+        attempts = d.attempts + d.fresh::int, fresh = false
     FROM lost, messages AS m
-    WHERE d.id = lost.id AND m.id = d.message_id AND d.status = 'leased'
-    RETURNING d.message_id, d.status, lost.lease_owner, lost.leased_at
+    WHERE d.id = lost.id AND m.id = d.message_id
+    RETURNING d.message_id, d.status, lost.lease_owner, lost.leased_at, lost.lease_until
 ), closed AS (
     UPDATE leases AS l SET open = l.open - g.n
-    FROM (SELECT lease_owner, leased_at, message_id, count(*) AS n FROM rescued
-          GROUP BY lease_owner, leased_at, message_id) AS g
+    FROM (SELECT lease_owner, leased_at, message_id, lease_until, count(*) AS n
+          FROM rescued GROUP BY lease_owner, leased_at, message_id, lease_until) AS g
     WHERE l.owner = g.lease_owner AND l.message_id = g.message_id
-      AND l.leased_at IS NOT DISTINCT FROM g.leased_at
+      AND l.leased_at IS NOT DISTINCT FROM g.leased_at AND l.until = g.lease_until
 )
 SELECT message_id, status FROM rescued
 """
@@ -191,9 +207,14 @@ def _rescue(conn: Connection, now: float, lease_s: float, jumped: float) -> list
                                       "max": _ENDED_PER_CLAIM}).fetchall()
     if not ended:
         return []
+    runs = [row[1:] for row in ended if row[4] is not None]
     return conn.execute(_RESCUE_SQL, {
-        "ids": [i for (ids,) in ended for i in ids], "now": now, "jumped": jumped,
-        "lease_s": lease_s, "error": EXPIRED_LEASE_ERROR}, prepare=False).fetchall()
+        "ids": [i for row in ended for i in row[0]], "now": now, "jumped": jumped,
+        "lease_s": lease_s, "error": EXPIRED_LEASE_ERROR,
+        "owners": [r[0] for r in runs], "leased_ats": [r[1] for r in runs],
+        "messages": [r[2] for r in runs], "firsts": [r[3] for r in runs],
+        "lasts": [r[4] for r in runs], "untils": [r[5] for r in runs]},
+        prepare=False).fetchall()
 
 
 def _split(conn: Connection, due: Sequence[_Row], classes: dict[int, int],

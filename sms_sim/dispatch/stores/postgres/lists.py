@@ -28,7 +28,7 @@ from typing import Any
 
 from sms_sim.dispatch.dlrs import DlrOutcome, DlrReport, DlrResult, dlr_outcome, split_key
 from sms_sim.dispatch.optouts import OptOut, OptOutResult
-from sms_sim.dispatch.stores.postgres.chunk import leave_run
+from sms_sim.dispatch.stores.postgres.chunk import RANGE_LEASED, leave_run
 from sms_sim.dispatch.stores.postgres.schema import LOCK_CLASS, Connection
 
 __all__ = ["add_opt_outs", "remove_opt_out", "list_opt_outs", "suppress_listed",
@@ -40,21 +40,23 @@ _OPT_OUT_LOCK = 3
 _CLAIM_LOCK = 2  # the lock every claim holds (``claim._CLAIM_LOCK``; a test keeps them equal)
 _LOCK_SQL = ("SELECT pg_advisory_xact_lock{mode}(%s, hashtext(current_schema() || '/' || %s))")
 # The tenant's open messages with a delivery to suppress, row-locked in id order first.
-_HOLDERS_SQL = """
+_HOLDERS_SQL = f"""
 SELECT m.id FROM messages AS m
 WHERE m.tenant = %(tenant)s AND m.status IN ('scheduled', 'dispatching')
   AND EXISTS (SELECT 1 FROM deliveries AS d WHERE d.message_id = m.id
-              AND d.recipient = ANY(%(phones)s) AND d.status IN ('pending', 'retrying'))
+              AND d.recipient = ANY(%(phones)s) AND d.status IN ('pending', 'retrying')
+              AND NOT {RANGE_LEASED})
 ORDER BY m.id FOR NO KEY UPDATE
 """
 # Each row with whether it was fresh (in its message's chunk run, ``chunk``): the rows
 # cannot change between the read and the write (their messages are locked, claims and
-# give-backs are locked out), so the flag read is the flag overwritten.
-_SUPPRESS_SQL = """
+# give-backs are locked out), so the flag read is the flag overwritten. A range-leased
+# row is leased: its settle decides it.
+_SUPPRESS_SQL = f"""
 WITH hit AS MATERIALIZED (
-    SELECT d.id, d.fresh FROM deliveries AS d
+    SELECT d.id, d.fresh FROM deliveries AS d JOIN messages AS m ON m.id = d.message_id
     WHERE d.message_id = ANY(%(ids)s) AND d.recipient = ANY(%(phones)s)
-      AND d.status IN ('pending', 'retrying')
+      AND d.status IN ('pending', 'retrying') AND NOT {RANGE_LEASED}
 )
 UPDATE deliveries AS d SET status = 'suppressed', fresh = false
 FROM hit WHERE d.id = hit.id AND d.status IN ('pending', 'retrying')
@@ -103,13 +105,15 @@ WHERE m.valid_until IS NOT NULL AND m.valid_until <= %(now)s
   AND m.status IN ('scheduled', 'dispatching') AND (m.fresh_left > 0 OR {SOME_WAITING})
 ORDER BY m.id FOR NO KEY UPDATE
 """
-_EXPIRE_SQL = """
+_EXPIRE_SQL = f"""
 WITH ended AS (
     UPDATE messages SET fresh_next = NULL, fresh_left = 0
     WHERE id = ANY(%(ids)s) AND fresh_left > 0
 )
 UPDATE deliveries AS d SET status = 'expired', fresh = false
-WHERE d.message_id = ANY(%(ids)s) AND d.status IN ('pending', 'retrying')
+FROM messages AS m
+WHERE m.id = d.message_id AND d.message_id = ANY(%(ids)s)
+  AND d.status IN ('pending', 'retrying') AND NOT {RANGE_LEASED}
 """
 _FIND_SQL = """
 SELECT d.id, d.status, d.sent_at FROM messages AS m

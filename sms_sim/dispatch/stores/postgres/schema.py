@@ -25,6 +25,10 @@ Design notes, measured against the hot paths:
   of ``deliveries`` is on a column either changes, and pages keep room for the new
   versions): what is leased is found through ``leases`` (one row per claim and message,
   with how many of its rows are still leased), see ``_V4``.
+* A broadcast's fresh deliveries are leased as a range (version 5): the claim writes
+  the range on its row of ``leases`` and moves the cursor, and the rows are written
+  once, by their settle (or rescue). A fresh row below its message's cursor is leased
+  (``chunk``).
 * No foreign key from deliveries to messages: a million-row ``COPY`` would run a trigger
   per row. The store inserts deliveries only in the transaction that owns their message.
 * ``deliveries`` is updated constantly, so autovacuum visits it at 1 % dead rows instead
@@ -228,6 +232,26 @@ _V4 = (
     "DROP INDEX deliveries_lease",
 )
 
+# Range leases (``chunk``): a claim takes a broadcast's chunk by recording its first and last
+# id on the claim's row of ``leases``, without writing the rows; they stay ``fresh`` and
+# ``pending`` until their settle, which is then their only write. A lease row may hold both
+# per-row ids (``ids``) and one range (NULL on rows entered before this version).
+#
+# A lease row is one claim's lease of one message with one end: two claims of one owner at
+# one instant (a frozen clock) with different lease lengths were one row, ending at the
+# earlier end, so ``next_due_at`` woke a worker for a lease that had not ended and a range
+# would have ended early. The rows held are entered again by that key.
+_V5 = (
+    "ALTER TABLE leases ADD COLUMN first_id bigint, ADD COLUMN last_id bigint, "
+    "DROP CONSTRAINT leases_owner_leased_at_message_id_key",
+    "DELETE FROM leases",
+    "INSERT INTO leases (owner, leased_at, message_id, until, ids, open) SELECT lease_owner, "
+    "leased_at, message_id, lease_until, array_agg(id ORDER BY id), count(*) "
+    "FROM deliveries WHERE status = 'leased' "
+    "GROUP BY lease_owner, leased_at, message_id, lease_until",
+    "ALTER TABLE leases ADD UNIQUE NULLS NOT DISTINCT (owner, leased_at, message_id, until)",
+)
+
 # (version, what it does, statements). Append only: a released migration never changes.
 MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (1, "messages, deliveries, tenants and API keys", _V1),
@@ -236,6 +260,8 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
         "the unused leased_at index dropped", _V3),
     (4, "leases and settles as HOT updates: a table of leases, claim indexes on a "
         "generated column", _V4),
+    (5, "fresh deliveries leased as a range on the lease row, written once, by their "
+        "settle", _V5),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -39,6 +39,7 @@ from sms_sim.dispatch.stores.common import (
     locked_message,
 )
 from sms_sim.dispatch.stores.postgres.cancel_cache import CancelCache
+from sms_sim.dispatch.stores.postgres.chunk import RANGE_LEASED, STATUS
 from sms_sim.dispatch.stores.postgres.claim import claim_deliveries
 from sms_sim.dispatch.stores.postgres.database import (
     DEFAULT_LOCK_TIMEOUT_S,
@@ -171,11 +172,14 @@ class PostgresStore:
             if status not in (MessageStatus.SCHEDULED, MessageStatus.DISPATCHING):
                 raise LockedError(f"message {message_id} is already {status}; nothing to cancel")
             by_status = status_counts(dict(conn.execute(
-                "SELECT status, count(*) FROM deliveries WHERE message_id = %s GROUP BY status",
+                f"SELECT {STATUS}, count(*) FROM deliveries AS d JOIN messages AS m "
+                "ON m.id = d.message_id WHERE d.message_id = %s GROUP BY 1",
                 (message_id,)).fetchall()))
-            # Its fresh run ends here too (``chunk``: a fresh delivery is a pending one).
-            conn.execute("UPDATE deliveries SET status = 'cancelled', fresh = false "
-                         "WHERE message_id = %s AND status IN ('pending', 'retrying')",
+            # Its fresh run ends here too (``chunk``: a fresh delivery is a pending one);
+            # the range-leased ones are leased, their settles decide them.
+            conn.execute("UPDATE deliveries AS d SET status = 'cancelled', fresh = false "
+                         "FROM messages AS m WHERE m.id = d.message_id AND d.message_id = %s "
+                         f"AND d.status IN ('pending', 'retrying') AND NOT {RANGE_LEASED}",
                          (message_id,))
             conn.execute("UPDATE messages SET status = 'cancelled', version = version + 1, "
                          "fresh_next = NULL, fresh_left = 0, updated_at = %s WHERE id = %s",

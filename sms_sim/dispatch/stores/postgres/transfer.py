@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 
+from sms_sim.dispatch.stores.postgres.chunk import RANGE_LEASED
 from sms_sim.dispatch.stores.postgres.database import Database
 from sms_sim.dispatch.stores.postgres.errors import store_error
 from sms_sim.dispatch.stores.postgres.listen import notify
@@ -39,7 +40,8 @@ class _PostgresSnapshot:
         return int(row[0])
 
     def leased(self) -> int:
-        return self._one("SELECT count(*) FROM deliveries WHERE status = 'leased'")
+        return self._one(f"SELECT count(*) FROM deliveries AS d JOIN messages AS m "
+                         f"ON m.id = d.message_id WHERE d.status = 'leased' OR {RANGE_LEASED}")
 
     def loading(self) -> frozenset[int]:
         return frozenset()  # a submit is one transaction here: never seen half loaded
