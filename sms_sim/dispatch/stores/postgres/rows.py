@@ -73,21 +73,36 @@ __all__ = [
 _ATTEMPT = "(d.attempts + d.fresh::int)"
 _REPORT = f"(%(reports)s::jsonb -> (d.id::text || ':' || {_ATTEMPT}::text))"
 _KIND = f"({_REPORT} ->> 0)"
-# The owner's open leases; a row is fenced by the one that holds it: a per-row lease by
-# the row's own lease columns, a range lease (a fresh row in its range) by the lease row's.
+# The rows reported, then each with the owner's open lease that holds it (a per-row lease
+# by the row's own owner, end and ``leased_at``; a range lease, a fresh row in its range, by
+# the lease row's end), then the write, by row address, fenced again on the row itself so a
+# row changed meanwhile (rescued, re-leased) is passed over. In three steps, each
+# materialised, so the planner never drives the rows from the leases: it did, as a nested
+# loop over them, each scanning its message's rows by range, 247 ms a settle of 1,000 with
+# 33 leases open against 8 ms.
 _MINE = """
 WITH mine AS MATERIALIZED (
     SELECT l.id, l.message_id, l.leased_at, l.until, l.first_id, l.last_id FROM leases AS l
     WHERE l.owner = %(owner)s AND l.open > 0
+), reported AS MATERIALIZED (
+    SELECT d.ctid AS address, d.id, d.message_id, d.fresh, d.status, d.lease_owner,
+        d.lease_until, d.leased_at, d.attempts + d.fresh::int AS attempt
+    FROM deliveries AS d
+    WHERE d.id = ANY(%(ids)s::bigint[]) AND d.id BETWEEN %(least)s AND %(greatest)s
+), held AS MATERIALIZED (
+    SELECT r.address, r.id, r.attempt, mine.id AS lease, mine.leased_at
+    FROM reported AS r JOIN mine ON mine.message_id = r.message_id
+    WHERE CASE WHEN r.fresh THEN r.status = 'pending'
+                   AND r.id BETWEEN mine.first_id AND mine.last_id AND mine.until > %(now)s
+               ELSE r.status = 'leased' AND r.lease_owner = %(owner)s
+                   AND r.lease_until > %(now)s
+                   AND r.leased_at IS NOT DISTINCT FROM mine.leased_at
+                   AND r.lease_until = mine.until END
 ), settled AS ("""
-_FENCE = """d.id = ANY(%(ids)s::bigint[]) AND d.id BETWEEN %(least)s AND %(greatest)s
-      AND d.message_id = mine.message_id
+_FENCE = """d.ctid = held.address AND d.id = held.id
       AND CASE WHEN d.fresh THEN d.status = 'pending'
-                   AND d.id BETWEEN mine.first_id AND mine.last_id AND mine.until > %(now)s
                ELSE d.status = 'leased' AND d.lease_owner = %(owner)s
-                   AND d.lease_until > %(now)s
-                   AND d.leased_at IS NOT DISTINCT FROM mine.leased_at
-                   AND d.lease_until = mine.until END"""
+                   AND d.lease_until > %(now)s END"""
 _CLOSE_LEASES = """
 ), closed AS (
     UPDATE leases AS l SET open = l.open - g.n
@@ -110,19 +125,19 @@ _SETTLE_SQL = f"""{_MINE}
             ELSE {_REPORT} ->> 1 END,
         next_attempt_at = CASE WHEN {_KIND} = 'retry'
             THEN ({_REPORT} ->> 2)::float8 ELSE d.next_attempt_at END,
-        lease_owner = NULL, lease_until = NULL, leased_at = mine.leased_at, fresh = false
-    FROM mine
+        lease_owner = NULL, lease_until = NULL, leased_at = held.leased_at, fresh = false
+    FROM held
     WHERE {_FENCE}
       AND {_REPORT} IS NOT NULL
-    RETURNING d.message_id, d.id, d.status, mine.id AS lease{_CLOSE_LEASES}"""
+    RETURNING d.message_id, d.id, d.status, held.lease{_CLOSE_LEASES}"""
 _SENT_SQL = f"""{_MINE}
     UPDATE deliveries AS d SET status = 'sent', sent_at = %(now)s, lease_owner = NULL,
-        lease_until = NULL, leased_at = mine.leased_at, fresh = false,
+        lease_until = NULL, leased_at = held.leased_at, fresh = false,
         attempts = %(attempts)s
-    FROM mine
+    FROM held
     WHERE {_FENCE}
       AND {_ATTEMPT} = %(attempts)s
-    RETURNING d.message_id, d.id, d.status, mine.id AS lease{_CLOSE_LEASES}"""
+    RETURNING d.message_id, d.id, d.status, held.lease{_CLOSE_LEASES}"""
 _MESSAGE_COLUMNS_WITH = (
     "m.id, m.content, m.status, m.scheduled_at, m.created_at, m.updated_at, m.version, "
     "m.dispatch_started_at, m.completed_at, m.idempotency_key, m.priority, m.uid, m.tenant, "
