@@ -86,11 +86,11 @@ WITH mine AS MATERIALIZED (
     WHERE l.owner = %(owner)s AND l.open > 0
 ), reported AS MATERIALIZED (
     SELECT d.ctid AS address, d.id, d.message_id, d.fresh, d.status, d.lease_owner,
-        d.lease_until, d.leased_at, d.attempts + d.fresh::int AS attempt
+        d.lease_until, d.leased_at
     FROM deliveries AS d
     WHERE d.id = ANY(%(ids)s::bigint[]) AND d.id BETWEEN %(least)s AND %(greatest)s
 ), held AS MATERIALIZED (
-    SELECT r.address, r.id, r.attempt, mine.id AS lease, mine.leased_at
+    SELECT r.address, r.id, mine.id AS lease, mine.leased_at
     FROM reported AS r JOIN mine ON mine.message_id = r.message_id
     WHERE CASE WHEN r.fresh THEN r.status = 'pending'
                    AND r.id BETWEEN mine.first_id AND mine.last_id AND mine.until > %(now)s
