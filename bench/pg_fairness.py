@@ -31,13 +31,17 @@ available" is printed and only polling is measured):
 * polling: ``--idle-recheck P`` (``--poll``, default 1 s), the channel off
   (``sms_sim_pooling=transaction`` in the URL) where the store has one.
 
-Targets (issue 13): due -> claim p99 <= 2 claim rounds for both tenants; submit -> first
+Targets (issue 13): due -> sent p99 <= 2 claim rounds for both tenants, a claim round being
+a worker's mean time from one claim to its next (its elapsed time over its claims, averaged
+over the workers), and due -> claim p99 <= 2 rounds as counted above; submit -> first
 claim p99 <= 50 ms with LISTEN, <= P without (from the commit: the call's own time is the
 disk's, shown beside it with the floor).
 
 Command (from the repo root): python3 bench/pg_fairness.py [--recipients 1000000]
 [--workers 2] [--batch 1000] [--idle-messages 100] [--poll 1.0] [--dsn postgresql://...]
-[--quick]   (without --dsn a throwaway server is started and stopped after)
+[--baseline DIR] [--quick]   (without --dsn a throwaway server is started and stopped after;
+--baseline runs the broadcast phase once more first, with the workers of another checkout,
+e.g. a git worktree of the parent commit, for old vs new)
 """
 
 from __future__ import annotations
@@ -58,11 +62,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _common import percentile, print_target  # noqa: E402
 from _pg import (  # noqa: E402
+    ROOT,
     WorkerRun,
+    add_baseline_option,
     add_dsn_option,
+    check_baseline,
     connect,
     derive_url,
     finish_workers,
+    git_commit,
     kill_all,
     scratch,
     server,
@@ -126,12 +134,14 @@ def _figures(values: Sequence[float], spec: str, unit: str) -> str:
 # ---- the broadcast phase -------------------------------------------------------------------
 
 
-def broadcast_phase(url: str, args: argparse.Namespace, tmp: Path) -> bool:
-    numbers = write_numbers(tmp / "numbers.txt", 500, args.recipients)
+def broadcast_phase(url: str, args: argparse.Namespace, tmp: Path, root: Path = ROOT,
+                    side: str = "ours") -> bool:
+    """The broadcast phase with the workers of the checkout ``root`` (``side`` names it)."""
+    numbers = write_numbers(tmp / f"numbers-{side}.txt", 500, args.recipients)
     submit_broadcast(url, numbers)  # message 1
-    log_dir = tmp / "broadcast"
+    log_dir = tmp / f"broadcast-{side}"
     log_dir.mkdir()
-    procs = start_workers(url, args.workers, batch=args.batch, log_dir=log_dir)
+    procs = start_workers(url, args.workers, batch=args.batch, log_dir=log_dir, root=root)
     urgent: list[Urgent] = []
     rng = random.Random(args.seed)
     try:
@@ -155,11 +165,11 @@ def broadcast_phase(url: str, args: argparse.Namespace, tmp: Path) -> bool:
         reports = finish_workers(procs, log_dir)
     finally:
         kill_all(procs)  # after an error above; the workers have exited otherwise
-    return report_broadcast(url, urgent, WorkerRun(wall_s=0.0, reports=reports), args)
+    return report_broadcast(url, urgent, WorkerRun(wall_s=0.0, reports=reports), args, side)
 
 
 def report_broadcast(url: str, urgent: Sequence[Urgent], run: WorkerRun,
-                     args: argparse.Namespace) -> bool:
+                     args: argparse.Namespace, side: str) -> bool:
     with connect(url) as conn:
         claims = sorted(float(at) for (at,) in conn.execute(
             "SELECT DISTINCT leased_at FROM deliveries WHERE leased_at IS NOT NULL"))
@@ -171,7 +181,7 @@ def report_broadcast(url: str, urgent: Sequence[Urgent], run: WorkerRun,
         found = {int(m): (float(leased), float(sent)) for m, leased, sent in conn.execute(
             "SELECT message_id, leased_at, sent_at FROM deliveries WHERE message_id = ANY(%s) "
             "AND status = 'sent'", ([u.message_id for u in urgent],))}
-    print(f"broadcast phase: {args.recipients:,} recipients, {args.workers} workers x 4 "
+    print(f"broadcast phase ({side}): {args.recipients:,} recipients, {args.workers} workers x 4 "
           f"zero-latency senders, batch {args.batch}; {len(urgent)} 1-recipient messages "
           f"submitted during it, every ~{MEAN_GAP_S * 1000:.0f} ms")
     print(f"  claims that leased something: {len(claims):,} (the workers made {run.claims:,}, "
@@ -199,6 +209,14 @@ def report_broadcast(url: str, urgent: Sequence[Urgent], run: WorkerRun,
             passed = p99 <= TARGET_ROUNDS
             print_target(f"  target due -> claim p99 <= {TARGET_ROUNDS} rounds ({tenant})",
                          passed, f"{p99:.0f}")
+            # The target as the issue words it: due -> sent, in a worker's claim rounds.
+            bound_ms = TARGET_ROUNDS * run.claim_round_s * 1000
+            sent_p99 = percentile(sent_ms, 0.99)
+            sent_passed = sent_p99 <= bound_ms
+            print_target(f"  target due -> sent p99 <= {TARGET_ROUNDS} claim rounds "
+                         f"= {bound_ms:.1f} ms ({tenant})", sent_passed,
+                         f"{sent_p99:.1f} ms = {sent_p99 / bound_ms * TARGET_ROUNDS:.2f} rounds")
+            passed = passed and sent_passed
         else:
             passed = False
             print_target(f"  target due -> claim p99 <= {TARGET_ROUNDS} rounds ({tenant})",
@@ -334,6 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="P: the polling side's --idle-recheck (default 1)")
     parser.add_argument("--seed", type=int, default=1)
     add_dsn_option(parser)
+    add_baseline_option(parser)
     parser.add_argument("--quick", action="store_true",
                         help="20,000 recipients, 10 idle messages, --poll 0.5")
     args = parser.parse_args(argv)
@@ -342,6 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if min(args.recipients, args.workers, args.batch, args.idle_messages) < 1 or args.poll <= 0:
         parser.error("--recipients, --workers, --batch, --idle-messages and --poll must be "
                      "positive")
+    check_baseline(parser, args.baseline)
     print(__doc__.splitlines()[0] if __doc__ else "")
     print(f"command: {shown_command_line()}")
     with server(args.dsn) as admin, scratch(admin) as dbs, \
@@ -349,6 +369,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         tmp = Path(tmp_name)
         print(f"PostgreSQL {server_version(admin)}")
         url = dbs.database()
+        if args.baseline is not None:
+            print(f"ours: {git_commit(ROOT)}; baseline: {args.baseline} at "
+                  f"{git_commit(args.baseline)} (its workers, in a database of its own, "
+                  "first; its verdict is not ours)")
+            broadcast_phase(dbs.database(), args, tmp, args.baseline, "baseline")
         verdict = broadcast_phase(url, args, tmp)
         print(f"idle phase: {args.workers} idle workers, {args.idle_messages} 1-recipient "
               f"messages per mode, every ~{MEAN_GAP_S * 1000:.0f} ms")

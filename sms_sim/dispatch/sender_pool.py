@@ -3,10 +3,14 @@
 A worker holds claimed jobs until a sender is free. Put in the senders' inbox as they came,
 a 1-recipient alert claimed during a broadcast waited behind everything claimed before it,
 whatever its priority. So the inbox carries ``Slot``s (turns to send), one per job held, and
-the jobs wait by priority class (highest first; claim order within a class). A
+the jobs wait by priority class (highest first). A
 slot is filled with the most urgent job at the moment its sender needs one: when the send
 reaches the provider, or, for a send the simulator fails on its own, when its outcome is
 counted. An urgent job overtakes everything held locally, with no reordering of a queue.
+Within a class the messages held take turns, one job each (``_Turns``): in claim order, a
+1-recipient message of the same class claimed during a broadcast still waited behind the
+broadcast's jobs held from the claim before (a worker's round: due -> sent was three claim
+rounds on PostgreSQL), though the claim itself had served it first.
 Fast senders take their slots in groups (``group``, the worker's ``turns_per_hand_off``):
 waking a thread for every zero-latency send cost more than the send; a slot in a group
 still takes its job only when its send starts.
@@ -72,6 +76,36 @@ class Slot:
         return self.job
 
 
+class _Turns:
+    """One priority class's held jobs: each message's in claim order (a run), the runs
+    taking turns one job each, a message joining behind those already held. The round
+    robin is a rotation of the runs, so a lone broadcast pays one length check a job."""
+
+    __slots__ = ("runs", "order")
+
+    def __init__(self) -> None:
+        self.runs: dict[int, collections.deque[SendJob]] = {}  # message id -> its run
+        self.order: collections.deque[collections.deque[SendJob]] = collections.deque()
+
+    def run_of(self, message_id: int) -> collections.deque[SendJob]:
+        run = self.runs.get(message_id)
+        if run is None:
+            run = self.runs[message_id] = collections.deque()
+            self.order.append(run)
+        return run
+
+    def pop(self) -> SendJob:
+        order = self.order
+        run = order[0]
+        job = run.popleft()
+        if not run:
+            order.popleft()
+            del self.runs[job.claim.message_id]
+        elif len(order) > 1:
+            order.rotate(-1)
+        return job
+
+
 class SenderPool:
     """Holds at most ``max_in_hand`` jobs. ``room``, ``submit``, ``completed`` and
     ``in_flight`` are called on the dispatcher thread only, ``transmit`` on the senders',
@@ -92,11 +126,10 @@ class SenderPool:
         self._wake = wake
         self._max_in_hand = max_in_hand
         self._transmit = transmit
-        # The held jobs by priority class, each class in claim order, and the classes
-        # held, highest first: the order a heap of (-priority, claim order) gives, at a
-        # dict lookup and a deque append or pop a job instead of a heap's tuple
-        # comparisons (pop and push were a sixth of a zero-latency worker's CPU).
-        self._held: dict[int, collections.deque[SendJob]] = {}
+        # The held jobs by priority class, and the classes held, highest first: a dict
+        # lookup and a deque append or pop a job instead of a heap's tuple comparisons
+        # (pop and push were a sixth of a zero-latency worker's CPU).
+        self._held: dict[int, _Turns] = {}
         self._classes: list[int] = []  # negated, ascending: bisect keeps it sorted
         self._lock = threading.Lock()
         self._done: queue.SimpleQueue[Completion] = queue.SimpleQueue()
@@ -115,13 +148,19 @@ class SenderPool:
     def submit(self, jobs: Sequence[SendJob]) -> None:
         held, classes = self._held, self._classes
         with self._lock:
+            # A claim comes in runs of one message: look its run up once per run.
+            priority = message_id = -1
+            run: collections.deque[SendJob] = collections.deque()
             for job in jobs:
-                priority = job.claim.priority
-                waiting = held.get(priority)
-                if waiting is None:
-                    waiting = held[priority] = collections.deque()
-                    bisect.insort(classes, -priority)
-                waiting.append(job)
+                claim = job.claim
+                if claim.message_id != message_id or claim.priority != priority:
+                    priority, message_id = claim.priority, claim.message_id
+                    turns = held.get(priority)
+                    if turns is None:
+                        turns = held[priority] = _Turns()
+                        bisect.insort(classes, -priority)
+                    run = turns.run_of(message_id)
+                run.append(job)
         # One slot a job, handed over in groups of at most ``group`` (a sender takes a
         # group at once, one wake-up instead of one a job) and never more than a fair share
         # of this batch, so every sender gets some while a slow one holds few turns.
@@ -139,13 +178,16 @@ class SenderPool:
     def next_job(self) -> SendJob:
         """The most urgent held job (there is one for every slot not yet filled)."""
         with self._lock:
-            priority = -self._classes[0]
-            waiting = self._held[priority]
-            job = waiting.popleft()
-            if not waiting:
-                del self._held[priority]
-                del self._classes[0]
-            return job
+            return self._pop()
+
+    def _pop(self) -> SendJob:
+        priority = -self._classes[0]
+        turns = self._held[priority]
+        job = turns.pop()
+        if not turns.order:
+            del self._held[priority]
+            del self._classes[0]
+        return job
 
     @property
     def turns(self) -> int:
@@ -198,10 +240,9 @@ class SenderPool:
     def unstarted(self, slots: Iterable[Slot]) -> list[SendJob]:
         """Once the senders have stopped: every job no send was made for, given the slots
         taken but never sent (a sender's ``abandoned``, the inbox's remainder)."""
-        with self._lock:
-            jobs = [job for priority in self._classes for job in self._held[-priority]]
-            self._held.clear()
-            self._classes.clear()
+        with self._lock:  # in the order turns would have taken them
+            jobs = [self._pop() for _ in range(sum(
+                len(run) for turns in self._held.values() for run in turns.order))]
         return jobs + [slot.job for slot in slots if slot.job is not None]
 
 
