@@ -54,7 +54,7 @@ from _pg import (
 
 sys.path.insert(0, str(ROOT))
 from sms_sim.dispatch.stores.postgres import chunk, rows  # noqa: E402
-from sms_sim.dispatch.stores.postgres.schema import id_array  # noqa: E402
+from sms_sim.dispatch.stores.postgres.schema import id_array, time_array  # noqa: E402
 
 OWNER = "worker-00000000-0000-4000-8000-000000000000"  # as long as a worker's own
 ROW_LEASE = "per row: the lease"
@@ -107,7 +107,8 @@ def one_run(url: str, numbers: Path, batch: int, chunks: int) -> dict[str, float
                 if held[0] != batch:
                     raise SystemExit(f"pg_row_writes: a lease holds {held[0]}, not {batch}")
                 times[names[1]].append(timed_ms(conn, rows._SENT_SQL, {
-                    **params, "now": leased_at + 0.1, **rows_of(chunk_ids)}, batch))
+                    **params, "now": leased_at + 0.1, **rows_of(chunk_ids),
+                    "ats": time_array([leased_at + 0.05] * batch)}, batch))
     return {name: statistics.median(values) for name, values in times.items()}
 
 

@@ -138,13 +138,16 @@ def provider_key(message_uid: str, recipient: str) -> str:
 
 
 class Settlement(NamedTuple):
-    """A worker's report on one claim. ``next_attempt_at`` is required for RETRY only."""
+    """A worker's report on one claim. ``next_attempt_at`` is required for RETRY only.
+    ``sent_at`` (SENT only): when the provider accepted the send, by the worker's clock;
+    None: the settle's ``now``."""
 
     delivery_id: int
     attempts: int
     kind: SettleKind
     error: str | None = None
     next_attempt_at: float | None = None
+    sent_at: float | None = None
 
 
 # A Claim or Settlement from the tuple of all its fields, in order: the same object as the
@@ -328,7 +331,10 @@ class DispatchStore(KeyStore, PruneStore, OptOutStore, DlrStore, Protocol):
         Refused ones (a stale or expired lease: the delivery will be, or has been, claimed
         again and re-sent with the same idempotency key) change nothing and are counted. A
         RETRY or RELEASE of a delivery whose message was cancelled becomes ``cancelled``,
-        and of one whose number opted out meanwhile ``suppressed``. A SENT applies a
+        and of one whose number opted out meanwhile ``suppressed``. A SENT records the
+        report's ``sent_at`` as the delivery's (never later than ``now`` nor earlier than
+        the lease's start, so a clock step between the send and the settle cannot place it
+        outside them; ``now`` when absent) and applies a
         delivery receipt held for it (``DlrStore.record_dlrs``) at once. A message
         with no open delivery left becomes ``completed``. All accepted rows commit together.
         Raises ``InvalidRequestError`` for a ``now`` that is not finite or one attempt of a

@@ -260,10 +260,13 @@ class Dispatcher:
             log.info("%s: provider throttled; no new sends for %.3gs", self.owner, pause_s)
         return failure
 
-    def outcome(self, claim: Claim, failure: SendFailure | None) -> Settlement:
-        """What the store records for this claim's send (``failures.settlement_for``)."""
+    def outcome(self, claim: Claim, failure: SendFailure | None,
+                sent_at: float | None = None) -> Settlement:
+        """What the store records for this claim's send (``failures.settlement_for``);
+        ``sent_at``: when the provider accepted it (None: the settle's time)."""
         if failure is None:  # once per delivery sent: no clock read, no further call
-            return new_settlement((claim.delivery_id, claim.attempts, _SENT, None, None))
+            return new_settlement((claim.delivery_id, claim.attempts, _SENT, None, None,
+                                   sent_at))
         return settlement_for(claim, failure, policy=self.config.retry, rng=self._rng,
                               now=self.clock.now())
 
@@ -320,13 +323,13 @@ class Dispatcher:
             return 0
         settlements: list[Settlement] = []
         skipped = withdrawn = 0
-        for job, failure in self._unsettled:
+        for job, failure, sent_at in self._unsettled:
             reason = None if failure is None else failure.reason
             if reason == LEASE_EXPIRED:
                 skipped += 1
                 continue
             withdrawn += reason == CANCELLED_UNSENT
-            settlements.append(self.outcome(job.claim, failure))
+            settlements.append(self.outcome(job.claim, failure, sent_at))
         accepted = self.settle(settlements)
         self._unsettled = []
         self.stats.skipped_expired += skipped
@@ -354,7 +357,7 @@ class Dispatcher:
         """Claim one batch, send each on this thread, settle the batch; returns how many
         deliveries were claimed (0: nothing was due)."""
         claimed = self.stats.claimed
-        self.step(InlinePool(self.transmitter(transport)))
+        self.step(InlinePool(self.transmitter(transport), self.clock.now))
         return self.stats.claimed - claimed
 
     def run(self, transport: Transport, stop: threading.Event, *,
@@ -370,7 +373,7 @@ class Dispatcher:
         caller's, after the pool has stopped.
         """
         if pool is None:
-            pool = InlinePool(self.transmitter(transport))
+            pool = InlinePool(self.transmitter(transport), self.clock.now)
         alarm = stop if wake is None else wake
         patience = StorePatience(self.clock, self.config.store_outage_s, self.owner)
         while True:

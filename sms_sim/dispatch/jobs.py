@@ -31,8 +31,11 @@ class SendJob(NamedTuple):
     claim: Claim
 
 
-# A finished send: the job and None if the provider accepted it, else why not.
-Completion = tuple[SendJob, SendFailure | None]
+# A finished send: the job; None if the provider accepted it, else why not; and when the
+# provider accepted it (the dispatcher's clock; None if it did not). The store records that
+# moment as the delivery's ``sent_at``, not the settle's, which comes a claim round later
+# (longer while the store is unreachable).
+Completion = tuple[SendJob, SendFailure | None, float | None]
 
 
 class SendPool(Protocol):
@@ -58,19 +61,23 @@ class SendPool(Protocol):
 
 class InlinePool:
     """Sends each job on the dispatcher's own thread as it is submitted: no sender threads,
-    no simulated latency. What the benchmarks and the unit tests run."""
+    no simulated latency. What the benchmarks and the unit tests run. ``now`` stamps each
+    accepted send."""
 
-    def __init__(self, transmit: Callable[[SendJob], SendFailure | None]) -> None:
+    def __init__(self, transmit: Callable[[SendJob], SendFailure | None],
+                 now: Callable[[], float]) -> None:
         self._transmit = transmit
+        self._now = now
         self._done: list[Completion] = []
 
     def room(self) -> int:
         return sys.maxsize
 
     def submit(self, jobs: Sequence[SendJob]) -> None:
-        transmit, done = self._transmit, self._done
+        transmit, done, now = self._transmit, self._done, self._now
         for job in jobs:
-            done.append((job, transmit(job)))
+            failure = transmit(job)
+            done.append((job, failure, None if failure is not None else now()))
 
     def completed(self) -> list[Completion]:
         done, self._done = self._done, []

@@ -61,13 +61,15 @@ def needs_segments(sender: SenderConfig) -> bool:
 
 class Slot:
     """A sender's turn to send one held job; ``take`` fills it, once. ``failure`` is what
-    the transmit step returned for it (None: accepted, or never transmitted)."""
+    the transmit step returned for it (None: accepted, or never transmitted); ``sent_at``
+    when the provider accepted it."""
 
-    __slots__ = ("job", "failure", "_pool")
+    __slots__ = ("job", "failure", "sent_at", "_pool")
 
     def __init__(self, pool: SenderPool) -> None:
         self.job: SendJob | None = None
         self.failure: SendFailure | None = None
+        self.sent_at: float | None = None
         self._pool = pool
 
     def take(self) -> SendJob:
@@ -112,10 +114,12 @@ class SenderPool:
     ``on_outcome`` on the monitor's; the held jobs are shared under a lock. ``senders`` are the
     configs of the senders, by index (to classify their simulated failures); ``on_failure``
     sees every failure on its way back (the dispatcher's ``note_failure``, which closes the
-    throttle gate for a throttled one)."""
+    throttle gate for a throttled one); ``now`` stamps each accepted send (the
+    dispatcher's clock)."""
 
     def __init__(self, inbox: Inbox[Slot], wake: threading.Event, max_in_hand: int,
                  transmit: Callable[[SendJob], SendFailure | None], *,
+                 now: Callable[[], float],
                  senders: Sequence[SenderConfig] = (),
                  on_failure: Callable[[SendFailure], object] | None = None,
                  group: int = 1) -> None:
@@ -126,6 +130,7 @@ class SenderPool:
         self._wake = wake
         self._max_in_hand = max_in_hand
         self._transmit = transmit
+        self._now = now
         # The held jobs by priority class, and the classes held, highest first: a dict
         # lookup and a deque append or pop a job instead of a heap's tuple comparisons
         # (pop and push were a sixth of a zero-latency worker's CPU).
@@ -203,7 +208,10 @@ class SenderPool:
 
     def transmit(self, slot: Slot) -> str | None:
         failure = slot.failure = self._transmit(slot.take())
-        return None if failure is None else failure.reason
+        if failure is None:
+            slot.sent_at = self._now()
+            return None
+        return failure.reason
 
     def completed(self) -> list[Completion]:
         done: list[Completion] = []
@@ -230,7 +238,7 @@ class SenderPool:
         job = slot.take()
         if error is None:
             self.segments_sent += self._segments(job.content)
-        self._done.put((job, failure))
+        self._done.put((job, failure, slot.sent_at if failure is None else None))
         # Set only if clear: Event.set takes a lock, once per send, while a set flag stays
         # set until the dispatcher clears it, which it does before it collects (``run``),
         # so a completion put before this test is collected whichever way it goes.

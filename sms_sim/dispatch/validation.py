@@ -320,7 +320,8 @@ def check_claim(limit: int, lease_s: float, now: float) -> None:
 
 
 # A ``contract.Settlement``, described by its shape: naming it would be an import cycle.
-_SettlementFields: TypeAlias = tuple[int, int, object, str | None, float | None]
+_SettlementFields: TypeAlias = tuple[int, int, object, str | None, float | None,
+                                     float | None]
 
 
 def check_settlements(settlements: Sequence[_SettlementFields], now: float) -> None:
@@ -330,16 +331,18 @@ def check_settlements(settlements: Sequence[_SettlementFields], now: float) -> N
     one of them, in any order."""
     _check_now(now)
     # Written for the hot path (a whole batch per call): the common SENT report (no error,
-    # no retry time) costs two type checks, two range checks, two None checks and a set
-    # insertion.
+    # no retry time) costs two type checks, two range checks, two None checks, the send
+    # time's check and a set insertion.
     seen: set[tuple[int, int]] = set()
-    for delivery_id, attempts, _, error, next_attempt_at in settlements:
+    for delivery_id, attempts, _, error, next_attempt_at, sent_at in settlements:
         if type(delivery_id) is not int or type(attempts) is not int \
                 or not (0 <= delivery_id <= INT64_MAX and 0 <= attempts <= INT64_MAX):
             raise InvalidRequestError(f"delivery_id and attempts must be integers from 0 to "
                                       f"{INT64_MAX} (got {delivery_id!r}, {attempts!r})")
         if next_attempt_at is not None:
             _check_now(next_attempt_at, "next_attempt_at")
+        if sent_at is not None:
+            _check_now(sent_at, "sent_at")
         if error is not None:
             validate_storable(error, "error")
         attempt = (delivery_id, attempts)

@@ -202,7 +202,8 @@ class Worker:
                                         owner=self.owner)
             transmit = self.receipts.transmitter(transmit)
         self._pool = SenderPool(self._inbox, self._wake, max_in_hand, transmit,
-                                senders=senders, on_failure=self.dispatcher.note_failure,
+                                now=clock.now, senders=senders,
+                                on_failure=self.dispatcher.note_failure,
                                 group=turns_per_hand_off(senders))
         self._abort = threading.Event()  # interrupt sends in flight (second signal)
         successes: OutcomeQueue[Slot] = queue.SimpleQueue()

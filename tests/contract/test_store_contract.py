@@ -555,6 +555,42 @@ def test_settle_is_fenced_by_status_owner_and_attempt(store: DispatchStore) -> N
     assert delivery.lease_owner is None
 
 
+def test_a_sent_report_records_when_the_provider_accepted_it(store: DispatchStore) -> None:
+    """A delivery's ``sent_at`` was the settle's time, a claim round after the send (and a
+    whole outage later when the store was down meanwhile). It is the reported send time,
+    kept between the lease's start and the settle's ``now``; without one, ``now``. First
+    attempts (a PostgreSQL range lease) and a retry's second (a per-row lease) alike, in
+    one settle with a report of another kind."""
+    submit(store, 6)
+    claims = store.claim("w", 6, LEASE_S, T0 + 1)
+    first, second, third, fourth, fifth, sixth = claims
+    store.settle("w", [Settlement(delivery_id=fifth.delivery_id, attempts=1,
+                                  kind=SettleKind.RETRY, error="busy", next_attempt_at=T0)],
+                 T0 + 1)
+    (again,) = store.claim("w", 1, LEASE_S, T0 + 2)
+    assert again.delivery_id == fifth.delivery_id and again.attempts == 2
+    result = store.settle("w", [
+        Settlement(delivery_id=first.delivery_id, attempts=1, kind=SettleKind.SENT,
+                   sent_at=T0 + 3),
+        Settlement(delivery_id=second.delivery_id, attempts=1, kind=SettleKind.SENT),
+        Settlement(delivery_id=third.delivery_id, attempts=1, kind=SettleKind.SENT,
+                   sent_at=T0 + 50),  # after the settle: a clock stepped back meanwhile
+        Settlement(delivery_id=fourth.delivery_id, attempts=1, kind=SettleKind.SENT,
+                   sent_at=T0),  # before the lease began
+        Settlement(delivery_id=fifth.delivery_id, attempts=2, kind=SettleKind.SENT,
+                   sent_at=T0 + 4),
+        Settlement(delivery_id=sixth.delivery_id, attempts=1, kind=SettleKind.DEAD,
+                   error="invalid number"),
+    ], T0 + 10)
+    assert (result.accepted, result.refused) == (6, 0)
+    sent_at = {d.id: d.sent_at for d in store.deliveries()}
+    assert [sent_at[c.delivery_id] for c in claims] == [
+        T0 + 3, T0 + 10, T0 + 10, T0 + 1, T0 + 4, None]
+    with pytest.raises(InvalidRequestError, match="sent_at"):
+        store.settle("w", [Settlement(delivery_id=first.delivery_id, attempts=1,
+                                      kind=SettleKind.SENT, sent_at=float("nan"))], T0 + 11)
+
+
 def test_a_completion_after_the_lease_ran_out_is_refused_even_if_nobody_took_over(
         store: DispatchStore) -> None:
     submit(store, 1)

@@ -241,7 +241,7 @@ def _recording_pool(max_in_hand: int, group: int = 1,
         return None
 
     return SenderPool(inbox, threading.Event(), max_in_hand=max_in_hand,
-                      transmit=transmit, group=group, senders=senders), inbox, sent
+                      transmit=transmit, now=lambda: T0, group=group, senders=senders), inbox, sent
 
 
 def _held_job(recipient: str, priority: int, delivery_id: int = 0,

@@ -377,7 +377,7 @@ def test_a_store_error_while_settling_delays_the_reports_and_loses_none(
             for c in dispatcher.claim()]
     flaky.fail_next_settle = True
     with pytest.raises(StoreError):
-        dispatcher.settle_completed([(job, None) for job in jobs])
+        dispatcher.settle_completed([(job, None, T0) for job in jobs])
     assert {d.status for d in store.deliveries()} == {DeliveryStatus.LEASED}
     assert dispatcher.settle_completed([]) == 3  # the next call reports them
     assert {d.status for d in store.deliveries()} == {DeliveryStatus.SENT}
@@ -530,7 +530,7 @@ def test_the_sender_pool_hands_back_each_failure_with_its_class() -> None:
     inbox: Inbox[Slot] = queue.SimpleQueue()
     throttled = SendFailure("throttled: HTTP 429", ErrorClass.THROTTLED, 5.0)
     noted: list[SendFailure] = []
-    pool = SenderPool(inbox, threading.Event(), 10, lambda job: throttled,
+    pool = SenderPool(inbox, threading.Event(), 10, lambda job: throttled, now=lambda: T0,
                       senders=[SenderConfig(0.0, 0.0, 0.5)], on_failure=noted.append)
     claims = [Claim(i, 1, f"555-000-000{i}", "x", 1, T0 + 30) for i in (1, 2)]
     pool.submit([SendJob(c.recipient, c.content, f"u:{c.recipient}", c) for c in claims])
@@ -539,6 +539,34 @@ def test_the_sender_pool_hands_back_each_failure_with_its_class() -> None:
     pool.on_outcome(Outcome(sent, 0, 0.0, False, "throttled: HTTP 429"))
     drawn.take()  # the simulator failed this one before any transmit
     pool.on_outcome(Outcome(drawn, 0, 0.0, False, SIMULATED_FAILURE))
-    assert [failure for _, failure in pool.completed()] == [
+    assert [failure for _, failure, _ in pool.completed()] == [
         throttled, SendFailure(SIMULATED_FAILURE, ErrorClass.TRANSIENT)]
     assert noted == [SendFailure(SIMULATED_FAILURE, ErrorClass.TRANSIENT)]
+
+
+def test_a_delivery_is_recorded_sent_when_the_provider_accepted_it() -> None:
+    """Its ``sent_at`` was the settle's time: a claim round after the send on a busy worker
+    (due -> sent on PostgreSQL read three rounds where the send took one), and a whole
+    outage later when the store was unreachable meanwhile. The pool stamps each accepted
+    send with the dispatcher's clock, and the settle records that."""
+    from sms_sim.dispatch.sender_pool import SenderPool, Slot
+    from sms_sim.dispatch.stores import MemoryStore
+    from sms_sim.model import Outcome
+    from sms_sim.sim.threaded.components import Inbox, drain_inbox
+
+    store = MemoryStore()
+    store.submit(NewMessage.validated(content="x", recipients=phones(2)), T0)
+    clock = VirtualClock(T0)
+    dispatcher = Dispatcher(store, clock=clock, rng=random.Random(1))
+    inbox: Inbox[Slot] = queue.SimpleQueue()
+    pool = SenderPool(inbox, threading.Event(), 10, dispatcher.transmitter(MemoryProvider()),
+                      now=clock.now)
+    pool.submit([SendJob(c.recipient, c.content, dispatcher.provider_key(c), c)
+                 for c in dispatcher.claim()])
+    for slot in drain_inbox(inbox):
+        clock.advance(1.0)
+        assert pool.transmit(slot) is None
+        pool.on_outcome(Outcome(slot, 0, 0.0, True, None))
+    clock.advance(10.0)  # the settle comes later
+    assert dispatcher.settle_completed(pool.completed()) == 2
+    assert sorted(d.sent_at or 0.0 for d in store.deliveries()) == [T0 + 1, T0 + 2]

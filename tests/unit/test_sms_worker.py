@@ -86,7 +86,8 @@ class Rig:
         self.provider = MemoryProvider()
         self.inbox: Inbox[Slot] = queue.SimpleQueue()
         self.pool = SenderPool(self.inbox, threading.Event(), 100,
-                               self.dispatcher.transmitter(self.provider), senders=[sender],
+                               self.dispatcher.transmitter(self.provider),
+                               now=self.clock.now, senders=[sender],
                                on_failure=self.dispatcher.note_failure)
         self.successes: OutcomeQueue[Slot] = queue.SimpleQueue()
         self.failures: OutcomeQueue[Slot] = queue.SimpleQueue()

@@ -47,7 +47,7 @@ def test_a_claim_held_past_the_validity_end_is_given_back_unsent_and_expires() -
     clock.advance(60.0)  # a lease may outlive the validity: the send is refused all the same
     refused = transmit(jobs[1])
     assert refused is not None and refused.reason == VALIDITY_ENDED
-    assert dispatcher.settle_completed([(jobs[0], None), (jobs[1], refused)]) == 2
+    assert dispatcher.settle_completed([(jobs[0], None, T0), (jobs[1], refused, None)]) == 2
     assert dispatcher.claim() == []  # the claim's sweep marks it expired
     assert provider.sent_at == [T0]
     found = sorted(d.status for d in store.deliveries())

@@ -29,6 +29,7 @@ __all__ = [
     "key_conflict",
     "EXPIRED_LEASE_ERROR",
     "stored_shape",
+    "sent_time",
 ]
 
 EXPIRED_LEASE_ERROR = "lease expired before the worker reported (worker lost or paused)"
@@ -103,6 +104,14 @@ class _TenantShare:
                 active = active[reached:] + kept
                 self._classes[rank] = active
         return given
+
+
+def sent_time(reported: float | None, leased_at: float | None, now: float) -> float:
+    """The ``sent_at`` a SENT report records (``DispatchStore.settle``): the send time it
+    reports, or the settle's ``now`` without one; never later than ``now`` nor earlier
+    than the lease's start (``leased_at``, when known)."""
+    at = now if reported is None else min(reported, now)
+    return at if leased_at is None else max(at, leased_at)
 
 
 def claim_order(due: Sequence[tuple[str, int, int]],

@@ -35,6 +35,7 @@ from sms_sim.dispatch.stores.common import (
     fair_claim,
     key_conflict,
     locked_message,
+    sent_time,
 )
 from sms_sim.dispatch.stores.memory_lists import MemoryLists
 from sms_sim.dispatch.stores.memory_state import (
@@ -225,7 +226,7 @@ class MemoryStore(MemoryLists):
                 delivery.lease_until = None
                 if item.kind is SettleKind.SENT:
                     delivery.status = _D.SENT
-                    delivery.sent_at = now
+                    delivery.sent_at = sent_time(item.sent_at, delivery.leased_at, now)
                     held = self._held.take(self._messages[delivery.message_id].uid,
                                            delivery.recipient)
                     if held is not None:

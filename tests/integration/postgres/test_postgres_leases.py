@@ -18,7 +18,7 @@ from sms_sim.dispatch.contract import DispatchStore, MessageStatus, SettleKind, 
 from sms_sim.dispatch.requests import NewMessage
 from sms_sim.dispatch.stores.postgres import rows
 from sms_sim.dispatch.stores.postgres.rows import settle_rows
-from sms_sim.dispatch.stores.postgres.schema import id_array
+from sms_sim.dispatch.stores.postgres.schema import id_array, time_array
 from tests.conftest import T0, phones
 
 pytestmark = pytest.mark.slow
@@ -132,6 +132,7 @@ def test_a_settle_reads_its_rows_by_id_whatever_the_leases_open(
                                  "greatest": ids[-1], "owner": "w", "now": T0 + 3}
     if statement == "sent":
         query, params["attempts"] = rows._SENT_SQL, 1
+        params["ats"] = time_array([T0 + 2.5] * len(ids))
     else:
         query = rows._SETTLE_SQL
         params["reports"] = json.dumps({f"{i}:1": ["dead", "no", None] for i in ids})

@@ -31,7 +31,7 @@ from sms_sim.dispatch.stores.postgres.lists import (
     lock_claims,
     lock_tenants_of,
 )
-from sms_sim.dispatch.stores.postgres.schema import Connection, id_array
+from sms_sim.dispatch.stores.postgres.schema import Connection, id_array, time_array
 from sms_sim.dispatch.validation import INT64_MAX, could_be_an_id, cursor_bounds
 
 __all__ = [
@@ -80,7 +80,7 @@ _KIND = f"({_REPORT} ->> 0)"
 # materialised, so the planner never drives the rows from the leases: it did, as a nested
 # loop over them, each scanning its message's rows by range, 247 ms a settle of 1,000 with
 # 33 leases open against 8 ms.
-_MINE = """
+_READ = """
 WITH mine AS MATERIALIZED (
     SELECT l.id, l.message_id, l.leased_at, l.until, l.first_id, l.last_id FROM leases AS l
     WHERE l.owner = %(owner)s AND l.open > 0
@@ -98,7 +98,8 @@ WITH mine AS MATERIALIZED (
                    AND r.lease_until > %(now)s
                    AND r.leased_at IS NOT DISTINCT FROM mine.leased_at
                    AND r.lease_until = mine.until END
-), settled AS ("""
+"""
+_MINE = f"{_READ}), settled AS ("
 _FENCE = """d.ctid = held.address AND d.id = held.id
       AND CASE WHEN d.fresh THEN d.status = 'pending'
                ELSE d.status = 'leased' AND d.lease_owner = %(owner)s
@@ -130,11 +131,19 @@ _SETTLE_SQL = f"""{_MINE}
     WHERE {_FENCE}
       AND {_REPORT} IS NOT NULL
     RETURNING d.message_id, d.id, d.status, held.lease{_CLOSE_LEASES}"""
-_SENT_SQL = f"""{_MINE}
-    UPDATE deliveries AS d SET status = 'sent', sent_at = %(now)s, lease_owner = NULL,
+# The send times reported come beside the ids (in the same order), matched to ``held`` in
+# a step of their own: joined in the write, the planner read each row again by id instead
+# of by address. ``sent_at`` is ``stores.common.sent_time``: the reported time, within the
+# lease's start and ``now``.
+_SENT_SQL = f"""{_READ}), stamped AS MATERIALIZED (
+    SELECT held.address, held.id, held.lease, held.leased_at, t.at FROM held
+    JOIN unnest(%(ids)s::bigint[], %(ats)s::float8[]) AS t(id, at) ON t.id = held.id
+), settled AS (
+    UPDATE deliveries AS d SET status = 'sent',
+        sent_at = GREATEST(LEAST(held.at, %(now)s), held.leased_at), lease_owner = NULL,
         lease_until = NULL, leased_at = held.leased_at, fresh = false,
         attempts = %(attempts)s
-    FROM held
+    FROM stamped AS held
     WHERE {_FENCE}
       AND {_ATTEMPT} = %(attempts)s
     RETURNING d.message_id, d.id, d.status, held.lease{_CLOSE_LEASES}"""
@@ -182,13 +191,14 @@ def settle_rows(conn: Connection, owner: str, settlements: Sequence[Settlement],
     """Apply the fenced reports; completes the messages left with nothing open. Returns how
     many were accepted. SENT reports in a statement per attempt number among them, the
     others in one statement (only those there are)."""
-    sent: dict[int, list[int]] = {}  # attempt number -> the ids reported sent on it
+    # attempt number -> the (id, send time) reported sent on it
+    sent: dict[int, list[tuple[int, float | None]]] = {}
     others: dict[str, list[object]] = {}
     other_ids: list[int] = []
     given_back: list[int] = []
-    for delivery_id, attempts, kind, error, next_attempt_at in settlements:
+    for delivery_id, attempts, kind, error, next_attempt_at, sent_at in settlements:
         if kind is SettleKind.SENT:
-            sent.setdefault(attempts, []).append(delivery_id)
+            sent.setdefault(attempts, []).append((delivery_id, sent_at))
             continue
         other_ids.append(delivery_id)
         if kind is SettleKind.RETRY or kind is SettleKind.RELEASE:
@@ -199,12 +209,15 @@ def settle_rows(conn: Connection, owner: str, settlements: Sequence[Settlement],
     # Deliveries given back may meet an opt-out committing beside this: ``lists``.
     lock_tenants_of(conn, given_back)
     settled: list[Any] = []
-    statements: list[tuple[str, list[int], dict[str, object]]] = [
-        (_SENT_SQL, ids, {"attempts": attempts}) for attempts, ids in sent.items()]
+    statements: list[tuple[str, list[int], dict[str, object]]] = []
+    for attempts, reported in sent.items():
+        reported.sort()
+        statements.append((_SENT_SQL, [i for i, _ in reported], {
+            "attempts": attempts, "ats": time_array(at for _, at in reported)}))
     if others:
+        other_ids.sort()
         statements.append((_SETTLE_SQL, other_ids, {"reports": json.dumps(others)}))
     for query, ids, params in statements:
-        ids.sort()
         settled += conn.execute(query, {
             **params, "ids": id_array(ids), "least": ids[0], "greatest": ids[-1],
             "owner": owner, "now": now}, prepare=False).fetchall()

@@ -60,6 +60,13 @@ def id_array(ids: Iterable[int]) -> str:
     return "{" + ",".join(map(str, ids)) + "}"
 
 
+def time_array(times: Iterable[float | None]) -> str:
+    """``times`` as the text of a ``float8[]`` (``%s::float8[]``), None as NULL, for the
+    reasons ``id_array`` gives; only ever given finite floats (``check_settlements``),
+    whose ``repr`` is a valid literal."""
+    return "{" + ",".join("NULL" if t is None else repr(float(t)) for t in times) + "}"
+
+
 # The first key of every advisory lock the store takes; the second is the hash of the
 # schema the tables live in, so stores in different schemas of one database never wait
 # for each other.

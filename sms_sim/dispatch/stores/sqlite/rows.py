@@ -102,9 +102,13 @@ _MOVED = "RETURNING message_id, status"
 # A completion counts only from the lease holder, for this attempt, while the lease runs.
 FENCE = ("WHERE id = ? AND status = 'leased' AND lease_owner = ? AND attempts = ? "
          "AND lease_until > ?")
+# ``stores.common.sent_time`` in SQL: the reported send time, within the lease and ``now``.
 SETTLE_SENT_SQL = """
-UPDATE deliveries SET status = 'sent', sent_at = ?1, lease_owner = NULL, lease_until = NULL
-FROM (SELECT value ->> 0 AS fenced_id, value ->> 1 AS fenced_attempts FROM json_each(?3)) AS f
+UPDATE deliveries SET status = 'sent',
+    sent_at = MAX(MIN(COALESCE(f.reported_at, ?1), ?1), COALESCE(deliveries.leased_at, -1e308)),
+    lease_owner = NULL, lease_until = NULL
+FROM (SELECT value ->> 0 AS fenced_id, value ->> 1 AS fenced_attempts,
+             value ->> 2 AS reported_at FROM json_each(?3)) AS f
 WHERE deliveries.id = f.fenced_id AND deliveries.status = 'leased'
   AND deliveries.lease_owner = ?2 AND deliveries.attempts = f.fenced_attempts
   AND deliveries.lease_until > ?1

@@ -198,7 +198,8 @@ class SqliteStore:
         check_settlements(settlements, now)
         if not settlements:
             return SettleResult(accepted=0, refused=0)
-        sent = [item[:2] for item in settlements if item.kind is SettleKind.SENT]
+        sent = [(item[0], item[1], item[5]) for item in settlements
+                if item.kind is SettleKind.SENT]
         others = [item for item in settlements if item.kind is not SettleKind.SENT]
         by_kind: dict[SettleKind, list[tuple[object, ...]]] = {kind: [] for kind in SettleKind}
         for item in others:
