@@ -238,7 +238,7 @@ class SenderPool:
         job = slot.take()
         if error is None:
             self.segments_sent += self._segments(job.content)
-        self._done.put((job, failure, slot.sent_at if failure is None else None))
+        self._done.put((job, failure, slot.sent_at))  # None unless transmitted and accepted
         # Set only if clear: Event.set takes a lock, once per send, while a set flag stays
         # set until the dispatcher clears it, which it does before it collects (``run``),
         # so a completion put before this test is collected whichever way it goes.

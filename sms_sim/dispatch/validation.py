@@ -324,6 +324,9 @@ _SettlementFields: TypeAlias = tuple[int, int, object, str | None, float | None,
                                      float | None]
 
 
+_INF = math.inf
+
+
 def check_settlements(settlements: Sequence[_SettlementFields], now: float) -> None:
     """One report per attempt per call: two of one attempt (say RETRY then SENT) have no
     agreed order. Two attempts of one delivery may come together (a worker paused past its
@@ -341,8 +344,8 @@ def check_settlements(settlements: Sequence[_SettlementFields], now: float) -> N
                                       f"{INT64_MAX} (got {delivery_id!r}, {attempts!r})")
         if next_attempt_at is not None:
             _check_now(next_attempt_at, "next_attempt_at")
-        if sent_at is not None:
-            _check_now(sent_at, "sent_at")
+        if sent_at is not None and not (type(sent_at) is float and -_INF < sent_at < _INF):
+            _check_now(sent_at, "sent_at")  # refuses all but an int
         if error is not None:
             validate_storable(error, "error")
         attempt = (delivery_id, attempts)

@@ -137,7 +137,7 @@ _SETTLE_SQL = f"""{_MINE}
 # lease's start and ``now``.
 _SENT_SQL = f"""{_READ}), stamped AS MATERIALIZED (
     SELECT held.address, held.id, held.lease, held.leased_at, t.at FROM held
-    JOIN unnest(%(ids)s::bigint[], %(ats)s::float8[]) AS t(id, at) ON t.id = held.id
+    JOIN unnest(%(ids)s::bigint[], %(ats)b::float8[]) AS t(id, at) ON t.id = held.id
 ), settled AS (
     UPDATE deliveries AS d SET status = 'sent',
         sent_at = GREATEST(LEAST(held.at, %(now)s), held.leased_at), lease_owner = NULL,
@@ -191,14 +191,16 @@ def settle_rows(conn: Connection, owner: str, settlements: Sequence[Settlement],
     """Apply the fenced reports; completes the messages left with nothing open. Returns how
     many were accepted. SENT reports in a statement per attempt number among them, the
     others in one statement (only those there are)."""
-    # attempt number -> the (id, send time) reported sent on it
-    sent: dict[int, list[tuple[int, float | None]]] = {}
+    # attempt number -> the ids reported sent on it, and their send times in the same order
+    sent: dict[int, tuple[list[int], list[float | None]]] = {}
     others: dict[str, list[object]] = {}
     other_ids: list[int] = []
     given_back: list[int] = []
     for delivery_id, attempts, kind, error, next_attempt_at, sent_at in settlements:
         if kind is SettleKind.SENT:
-            sent.setdefault(attempts, []).append((delivery_id, sent_at))
+            ids, ats = sent.get(attempts) or sent.setdefault(attempts, ([], []))
+            ids.append(delivery_id)
+            ats.append(sent_at)
             continue
         other_ids.append(delivery_id)
         if kind is SettleKind.RETRY or kind is SettleKind.RELEASE:
@@ -209,17 +211,15 @@ def settle_rows(conn: Connection, owner: str, settlements: Sequence[Settlement],
     # Deliveries given back may meet an opt-out committing beside this: ``lists``.
     lock_tenants_of(conn, given_back)
     settled: list[Any] = []
-    statements: list[tuple[str, list[int], dict[str, object]]] = []
-    for attempts, reported in sent.items():
-        reported.sort()
-        statements.append((_SENT_SQL, [i for i, _ in reported], {
-            "attempts": attempts, "ats": time_array(at for _, at in reported)}))
+    # The ids in any order (the rows are found by ``= ANY``, within their least and greatest).
+    statements: list[tuple[str, list[int], dict[str, object]]] = [
+        (_SENT_SQL, ids, {"attempts": attempts, "ats": time_array(ats)})
+        for attempts, (ids, ats) in sent.items()]
     if others:
-        other_ids.sort()
         statements.append((_SETTLE_SQL, other_ids, {"reports": json.dumps(others)}))
     for query, ids, params in statements:
         settled += conn.execute(query, {
-            **params, "ids": id_array(ids), "least": ids[0], "greatest": ids[-1],
+            **params, "ids": id_array(ids), "least": min(ids), "greatest": max(ids),
             "owner": owner, "now": now}, prepare=False).fetchall()
     apply_held_dlrs(conn, [row[1] for row in settled if row[2] == "sent"])
     complete_done(conn, [row[0] for row in settled], now)

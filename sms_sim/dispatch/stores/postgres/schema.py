@@ -37,7 +37,7 @@ Design notes, measured against the hot paths:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from psycopg import Connection as _Connection
 from psycopg.rows import TupleRow
@@ -60,11 +60,14 @@ def id_array(ids: Iterable[int]) -> str:
     return "{" + ",".join(map(str, ids)) + "}"
 
 
-def time_array(times: Iterable[float | None]) -> str:
-    """``times`` as the text of a ``float8[]`` (``%s::float8[]``), None as NULL, for the
-    reasons ``id_array`` gives; only ever given finite floats (``check_settlements``),
-    whose ``repr`` is a valid literal."""
-    return "{" + ",".join("NULL" if t is None else repr(float(t)) for t in times) + "}"
+def time_array(times: Sequence[float | None]) -> Sequence[float | None]:
+    """``times`` as a ``float8[]`` parameter, to pass in binary (``%b``): a settle's send
+    times, one per delivery. Text was three times dearer: 1.7 ms for 1,000 against 0.54
+    (a float's shortest ``repr`` is slow, and so is the server's parse of it). Every
+    element a float or None: psycopg will not dump a list of mixed types."""
+    if int in map(type, times):  # never from a worker, whose clock gives floats
+        return [None if t is None else float(t) for t in times]
+    return times
 
 
 # The first key of every advisory lock the store takes; the second is the hash of the
