@@ -11,7 +11,9 @@ returned (its commit: from then on a claim can see it):
 * due -> claim in claim rounds: how many claims, by any worker, began after that moment up
   to and including the one that leased it (the distinct ``leased_at`` of every claim, as
   the table keeps them); 1 means the very next claim took it;
-* due -> sent in ms: its ``sent_at`` (the settle that recorded the send) minus that moment.
+* due -> sent in ms: its ``sent_at`` minus that moment (when the provider accepted it, as
+  the worker stamped it; a checkout older than that records the settle's time), and the
+  part of it from the claim's start (its ``leased_at``).
 
 p50 / p99 / max per tenant; the workers' mean claim round (elapsed / claims) beside them.
 

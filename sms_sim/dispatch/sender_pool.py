@@ -9,8 +9,8 @@ reaches the provider, or, for a send the simulator fails on its own, when its ou
 counted. An urgent job overtakes everything held locally, with no reordering of a queue.
 Within a class the messages held take turns, one job each (``_Turns``): in claim order, a
 1-recipient message of the same class claimed during a broadcast still waited behind the
-broadcast's jobs held from the claim before (a worker's round: due -> sent was three claim
-rounds on PostgreSQL), though the claim itself had served it first.
+broadcast's jobs held from the claim before (up to a claim round of work), though the claim
+itself had served it first.
 Fast senders take their slots in groups (``group``, the worker's ``turns_per_hand_off``):
 waking a thread for every zero-latency send cost more than the send; a slot in a group
 still takes its job only when its send starts.

@@ -264,8 +264,8 @@ def test_each_senders_turn_takes_the_most_urgent_job_held() -> None:
 
 def test_a_message_claimed_behind_a_held_broadcast_goes_at_the_next_turn() -> None:
     """A 1-recipient message of the broadcast's class, claimed (first) while the worker
-    still held the broadcast's previous claim, waited behind all of it: due -> sent was
-    three claim rounds on PostgreSQL. The messages held take turns."""
+    still held the broadcast's previous claim, waited behind all of it (up to a claim
+    round of work). The messages held take turns."""
     pool, inbox, order = _recording_pool(3000)
     pool.submit([_held_job(f"b{i}", 0, i, message_id=1) for i in range(1000)])
     pool.submit([_held_job("small", 0, 5000, message_id=2)]
