@@ -248,9 +248,10 @@ class SenderPool:
     def unstarted(self, slots: Iterable[Slot]) -> list[SendJob]:
         """Once the senders have stopped: every job no send was made for, given the slots
         taken but never sent (a sender's ``abandoned``, the inbox's remainder)."""
+        jobs: list[SendJob] = []
         with self._lock:  # in the order turns would have taken them
-            jobs = [self._pop() for _ in range(sum(
-                len(run) for turns in self._held.values() for run in turns.order))]
+            while self._classes:
+                jobs.append(self._pop())
         return jobs + [slot.job for slot in slots if slot.job is not None]
 
 
