@@ -29,7 +29,11 @@ def test_killed_and_paused_workers_never_deliver_twice_and_lose_nothing(tmp_path
     assert result.lost == 0
     assert result.ledger.effective_duplicates == 0
     assert result.ledger.recipients_delivered == result.statuses["sent"]
-    assert result.refused >= 1  # the paused worker's late completions were refused
+    # The paused worker's late work was fenced: a send it finished before the pause is
+    # refused when it reports it, one it had not started is skipped as expired. Which of
+    # the two it holds depends on where in its loop the pause caught it (asserting
+    # ``refused >= 1`` alone failed once in many runs, all its claims being unstarted).
+    assert result.refused + result.skipped_expired >= 1
     assert result.integrity == "ok"
     # No worker died of its own accord (a KeyError here once hid a re-claim bug).
     assert not [log for log in result.worker_logs if "Traceback" in log]
