@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
 from sms_sim.api.auth import TenantService
 from sms_sim.api.messages import Limit
 from sms_sim.api.openapi import problem_responses
-from sms_sim.api.schemas import JSON_INT_MAX, DeliveryListOut, RequeueBody, RequeueOut
+from sms_sim.api.problems import json_body
+from sms_sim.api.schemas import DIGITS, JSON_INT_MAX, DeliveryListOut, RequeueBody, RequeueOut
 from sms_sim.api.views import delivery_out
 
 __all__ = ["router"]
@@ -27,10 +28,11 @@ router = APIRouter(prefix="/v1/dead-letters", tags=["dead letters"])
 def list_dead_letters(
     service: TenantService,
     message_id: Annotated[int | None, Query(ge=1, le=JSON_INT_MAX,
-                                            description="Only this message's.")] = None,
+                                            description="Only this message's."), DIGITS] = None,
     limit: Limit = 100,
     after: Annotated[int | None, Query(ge=0, le=JSON_INT_MAX,
-                                       description="next_after of the previous page.")] = None,
+                                       description="next_after of the previous page."),
+                     DIGITS] = None,
 ) -> DeliveryListOut:
     """Deliveries that ran out of attempts (or of lease losses), by id, with their last
     error; 404 for an unknown message."""
@@ -43,8 +45,9 @@ def list_dead_letters(
 
 @router.post("/requeue", response_model=RequeueOut, summary="Requeue dead deliveries",
              operation_id="requeueDeadLetters",
-             responses=problem_responses(400, 401, 404, 422, 503))
-def requeue_dead_letters(body: RequeueBody, service: TenantService) -> RequeueOut:
+             responses=problem_responses(400, 401, 404, 415, 422, 503))
+def requeue_dead_letters(body: RequeueBody, service: TenantService,
+                         _json: Annotated[None, Depends(json_body)]) -> RequeueOut:
     """Give dead deliveries a fresh start, due now (attempts back to 0, last error kept):
     those of `message_id`, the `delivery_ids` listed, or with `"all": true` every one you
     have. Deliveries of cancelled messages stay dead."""

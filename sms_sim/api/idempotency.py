@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sms_sim.api.problems import BUSY_RETRY_AFTER_S, IN_PROGRESS, ProblemError
+from sms_sim.api.problems import BUSY_RETRY_AFTER_S, IN_PROGRESS, INVALID, ProblemError
 from sms_sim.api.submission import Submission
 from sms_sim.api.views import submitted_out
 from sms_sim.clock import Clock
@@ -46,11 +46,17 @@ class Answer:
 
 def key_from_header(value: str | None) -> str | None:
     """The key an ``Idempotency-Key`` header names: its value, or the inside of a quoted
-    one; the engine checks it further (``validation.validate_idempotency_key``)."""
+    one; the engine checks it further (``validation.validate_idempotency_key``).
+
+    Printable ASCII only, as the IETF draft's structured-field string: a header's bytes
+    arrive as Latin-1, so a UTF-8 key was stored garbled, and a tab was kept in it."""
     if value is None:
         return None
     if len(value) >= 2 and value.startswith('"') and value.endswith('"'):
-        return value[1:-1]
+        value = value[1:-1]
+    if not all(" " <= char <= "~" for char in value):
+        raise ProblemError(INVALID, "header Idempotency-Key must be printable ASCII (letters, "
+                                    "digits, punctuation, spaces)")
     return value
 
 

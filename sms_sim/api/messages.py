@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.routing import APIRoute
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -43,9 +43,11 @@ from sms_sim.api.problems import (
     PRECONDITION_REQUIRED,
     UNSUPPORTED_MEDIA_TYPE,
     ProblemError,
+    json_body,
 )
 from sms_sim.api.schemas import (
     CONTENT_PATTERN,
+    DIGITS,
     JSON_INT_MAX,
     PAGE_MAX,
     PHONE_PATTERN,
@@ -82,8 +84,9 @@ __all__ = ["router", "MessageId", "Limit"]
 
 router = APIRouter(prefix="/v1/messages", tags=["messages"])
 
-MessageId = Annotated[int, Path(ge=1, le=JSON_INT_MAX, description="The message's id.")]
-Limit = Annotated[int, Query(ge=1, le=PAGE_MAX, description="Items per page.")]
+MessageId = Annotated[int, Path(ge=1, le=JSON_INT_MAX, description="The message's id."),
+                      DIGITS]
+Limit = Annotated[int, Query(ge=1, le=PAGE_MAX, description="Items per page."), DIGITS]
 # A body up to this size is parsed and checked on the event loop (tens of microseconds);
 # a larger one (up to a million numbers: a second) in the thread pool, so it never stalls
 # the other requests.
@@ -272,7 +275,7 @@ def list_messages(
     limit: Limit = 100,
     after: Annotated[int | None, Query(
         ge=1, le=JSON_INT_MAX,
-        description="next_after of the previous page: only older messages.")] = None,
+        description="next_after of the previous page: only older messages."), DIGITS] = None,
 ) -> MessageListOut:
     page = service.message_page(status=status, limit=limit, before=after)
     return MessageListOut(data=[message_out(view, service.progress(view))
@@ -295,13 +298,14 @@ def get_message(message_id: MessageId, service: TenantService, response: Respons
 @router.patch(
     "/{message_id}", response_model=MessageOut, summary="Change a scheduled message",
     operation_id="editMessage",
-    responses={**problem_responses(400, 401, 404, 409, 412, 422, 428, 503),
+    responses={**problem_responses(400, 401, 404, 409, 412, 415, 422, 428, 503),
                200: {"headers": _ETAG_HEADER}})
 def edit_message(
     request: Request,
     message_id: MessageId,
     changes: MessageEditBody,
     service: TenantService,
+    _json: Annotated[None, Depends(json_body)],
     response: Response,
     if_match: Annotated[str | None, Header(
         alias="If-Match", description='The ETag you last read, e.g. "3" (or *).')] = None,
@@ -378,7 +382,7 @@ def list_deliveries(
         json_schema_extra={"pattern": PHONE_PATTERN})] = None,
     limit: Limit = 100,
     after: Annotated[int | None, Query(
-        ge=0, le=JSON_INT_MAX, description="next_after of the previous page.")] = None,
+        ge=0, le=JSON_INT_MAX, description="next_after of the previous page."), DIGITS] = None,
 ) -> DeliveryListOut:
     """Per recipient: status, attempts, last error and sent time, in recipient order."""
     number = None if recipient is None else validate_phone(recipient, 1, where="recipient")

@@ -21,7 +21,7 @@ from sms_sim.api.auth import TenantService
 from sms_sim.api.openapi import problem_responses, ref
 from sms_sim.api.problems import MALFORMED, UNSUPPORTED_MEDIA_TYPE, ProblemError, validation_problem
 from sms_sim.api.list_schemas import OptOutListOut, OptOutOut, OptOutsAddedOut, OptOutsBody
-from sms_sim.api.schemas import PAGE_MAX, PHONE_PATTERN
+from sms_sim.api.schemas import DIGITS, PAGE_MAX, PHONE_PATTERN
 from sms_sim.api.submission import read_body, shape_error
 from sms_sim.api.times import rfc3339
 from sms_sim.dispatch.errors import NotFoundError
@@ -50,7 +50,8 @@ _ADD_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
             operation_id="listOptOuts", responses=problem_responses(401, 422, 503))
 def list_opt_outs(
     service: TenantService,
-    limit: Annotated[int, Query(ge=1, le=PAGE_MAX, description="Items per page.")] = 100,
+    limit: Annotated[int, Query(ge=1, le=PAGE_MAX, description="Items per page."),
+                     DIGITS] = 100,
     after: Annotated[str | None, Query(
         pattern=PHONE_PATTERN, description="next_after of the previous page.")] = None,
 ) -> OptOutListOut:

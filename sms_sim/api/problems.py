@@ -63,6 +63,7 @@ __all__ = [
     "STORE_RETRY_AFTER_S",
     "BUSY_RETRY_AFTER_S",
     "one_line",
+    "json_body",
     "problem_response",
     "validation_problem",
     "install_problem_handlers",
@@ -177,6 +178,18 @@ class ProblemError(Exception):
         self.headers = dict(headers or {})
 
 
+def json_body(request: Request) -> None:
+    """A dependency of the routes whose body is a JSON object: another Content-Type is 415,
+    as for a submit, rather than a 422 that quoted the body back (none given: the body is
+    read as JSON, and a missing one is 422 "body is required"). Declared after the route's
+    authentication, so a request without a key is 401 first."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media and media != "application/json" and not (media.startswith("application/")
+                                                      and media.endswith("+json")):
+        raise ProblemError(UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json "
+                                                   f"(got {media or 'none'!r})")
+
+
 def one_line(text: str) -> str:
     """``text`` as one line of bounded length: a detail is read in logs and terminals."""
     flat = " ".join(text.split())
@@ -228,11 +241,24 @@ async def _on_service_error(request: Request, exc: Exception) -> Response:
         log.error("unexpected refusal on %s %s", request.method, request.url.path,
                   exc_info=exc)
         return problem_response(request, INTERNAL, "an unexpected error; it was logged")
+    if kind is not STORE_UNAVAILABLE:
+        return problem_response(request, kind, str(exc), headers=headers)
+    # The store's own words name its file or server: the log has them, a client gets why
+    # in general.
     if isinstance(exc, StoreDamagedError):
         log.error("store damaged: %s", exc)
-    elif kind is STORE_UNAVAILABLE:
+    else:
         log.warning("store unavailable on %s %s: %s", request.method, request.url.path, exc)
-    return problem_response(request, kind, str(exc), headers=headers)
+    return problem_response(request, kind, _store_detail(exc), headers=headers)
+
+
+def _store_detail(exc: SmsSimError) -> str:
+    if isinstance(exc, StoreBusyError):
+        return ("the store is busy: another writer held it longer than this server waits; "
+                "nothing was changed")
+    if isinstance(exc, StoreDamagedError):
+        return "the store is damaged; its operator must check it (the server log says more)"
+    return "the store cannot be used now (the server log says why)"
 
 
 async def _on_problem(request: Request, exc: Exception) -> Response:

@@ -12,10 +12,13 @@ stale key. A malformed batch (a bad status or time) is refused whole, 422, nothi
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
 
 from sms_sim.api.auth import ProviderService
 from sms_sim.api.openapi import problem_responses
+from sms_sim.api.problems import json_body
 from sms_sim.api.list_schemas import ReceiptResultOut, ReceiptsBody, ReceiptsOut
 from sms_sim.api.times import parse_receipt_at
 from sms_sim.dispatch.contract import DlrOutcome, DlrReport
@@ -27,8 +30,9 @@ router = APIRouter(prefix="/v1/provider", tags=["provider"])
 
 @router.post("/receipts", response_model=ReceiptsOut, summary="Record delivery receipts",
              operation_id="recordReceipts",
-             responses=problem_responses(400, 401, 403, 422, 503))
-def record_receipts(body: ReceiptsBody, service: ProviderService) -> ReceiptsOut:
+             responses=problem_responses(400, 401, 403, 415, 422, 503))
+def record_receipts(body: ReceiptsBody, service: ProviderService,
+                    _json: Annotated[None, Depends(json_body)]) -> ReceiptsOut:
     """Record what the network said of sent deliveries: `delivered`, `undelivered` or
     `expired`, with when. Needs a provider key. Each receipt's `outcome`: `applied`,
     `repeat`, `held` (the send is not recorded yet; applied when it is), `ignored` (the

@@ -46,6 +46,7 @@ __all__ = [
     "HealthOut",
     "FieldProblem",
     "Problem",
+    "DIGITS",
 ]
 
 # ``validation.validate_phone``'s two forms: xxx-xxx-xxxx, and E.164 without a leading 0.
@@ -65,6 +66,16 @@ def _integral(value: object) -> object:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
+def _digits(value: object) -> object:
+    """A path or query integer as digits only: "47.00" and "1e1" parse as integers, and
+    ``POST /v1/messages/47.00/cancel`` cancelled message 47."""
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError("must be a whole number written in digits")
+    return value
+
+
+# The metadata of every integer in a path or a query string.
+DIGITS = BeforeValidator(_digits)
 Id = Annotated[int, Field(ge=1, le=JSON_INT_MAX), BeforeValidator(_integral)]
 Priority = Annotated[int, Field(ge=-JSON_INT_MAX, le=JSON_INT_MAX),
                      BeforeValidator(_integral)]
@@ -165,6 +176,14 @@ def _one_selector(schema: dict[str, Any]) -> None:
     schema["oneOf"] = [{"required": [name]} for name in schema.get("properties", {})]
 
 
+def _only_true(value: object) -> object:
+    """JSON's true itself: a literal is matched by equality, and ``1`` and ``1.0`` equal
+    True in Python (``{"all": 1}`` requeued every dead delivery)."""
+    if value is not None and not isinstance(value, bool):
+        raise ValueError("must be true")
+    return value
+
+
 class RequeueBody(BaseModel):
     """Which dead deliveries to requeue: exactly one of the three, so that requeueing
     everything is never what an empty or mistyped body means."""
@@ -186,8 +205,8 @@ class RequeueBody(BaseModel):
         default=None, min_length=1, max_length=PAGE_MAX,
         description="These dead deliveries (ids from GET /v1/dead-letters); ids that are not "
                     "your dead deliveries are passed over.")
-    all: Literal[True] | None = Field(default=None,
-                                      description="true: every dead delivery you have.")
+    all: Annotated[Literal[True] | None, BeforeValidator(_only_true)] = Field(
+        default=None, description="true: every dead delivery you have.")
 
 
 class DeliveryCounts(BaseModel):

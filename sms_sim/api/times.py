@@ -33,11 +33,13 @@ _NAIVE_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ][0-9:.]+)?$")
 def parse_send_at(text: str, now: float, *, field: str = "send_at") -> float:
     """Epoch seconds of an RFC 3339 time with an offset, no more than ``PAST_GRACE_S``
     before ``now``. Raises ``InvalidRequestError`` naming ``field`` and the value."""
+    # What leaving the field out means: no limit, for a validity end.
+    omitted = "to send now" if field == "send_at" else "for no limit"
     if _RFC3339_RE.fullmatch(text) is None:
         if _NAIVE_RE.fullmatch(text.strip()):
             raise InvalidRequestError(
                 f"{field} must include its UTC offset, e.g. {EXAMPLE_TIME} or "
-                f"2026-11-24T16:00:00+01:00 (got {text!r}); leave {field} out to send now")
+                f"2026-11-24T16:00:00+01:00 (got {text!r}); leave {field} out {omitted}")
         raise InvalidRequestError(
             f"{field} must be an RFC 3339 time such as {EXAMPLE_TIME} (got {text!r})")
     normal = text.upper().replace(" ", "T").replace("Z", "+00:00")
@@ -48,8 +50,8 @@ def parse_send_at(text: str, now: float, *, field: str = "send_at") -> float:
     try:
         return validate_due(validate_time(moment.timestamp()), now)
     except (InvalidRequestError, OverflowError) as exc:
-        raise InvalidRequestError(f"{field} {text!r}: {exc}; leave {field} out to send "
-                                  "now") from None
+        raise InvalidRequestError(f"{field} {text!r}: {exc}; leave {field} out "
+                                  f"{omitted}") from None
 
 
 def parse_receipt_at(text: str, field: str) -> float:

@@ -388,10 +388,12 @@ class DispatchStore(KeyStore, PruneStore, OptOutStore, DlrStore, Protocol):
         Raises ``NotFoundError``."""
         ...
 
-    def check_writable(self) -> None:
+    def check_writable(self, within_s: float | None = None) -> None:
         """Prove the store can take a write now (SQLite: take and release the write lock);
         raises ``StoreError`` (``StoreBusyError`` while another writer holds it too long)
-        if not. Changes nothing."""
+        if not. Changes nothing. ``within_s``: wait at most that long for a lock held
+        elsewhere (None: as long as any write would); a readiness probe must answer
+        within its own timeout, whatever a writer holds."""
         ...
 
     def requeue_dead(self, message_id: int | None, now: float, *,

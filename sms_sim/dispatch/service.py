@@ -375,14 +375,15 @@ class DispatchService(ListsService):
         behind_s = 0.0 if due_at is None else max(0.0, now - due_at)
         return Health(ok=True, checked_at=now, next_due_at=due_at, behind_s=behind_s)
 
-    def ready(self) -> Health:
+    def ready(self, *, within_s: float | None = None) -> Health:
         """``health``, and proof that the store takes writes now: what a load balancer asks
-        before sending submits here. Never raises for a store failure."""
+        before sending submits here. Never raises for a store failure. ``within_s``: how
+        long to wait for a write lock held elsewhere (``DispatchStore.check_writable``)."""
         health = self.health()
         if not health.ok:
             return health
         try:
-            self._store.check_writable()
+            self._store.check_writable(within_s)
         except StoreError as exc:
             return dataclasses.replace(health, ok=False, error=str(exc))
         return health

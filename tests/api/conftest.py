@@ -65,9 +65,9 @@ class FailingStore(MemoryStore):
         self._fail()
         return super().next_due_at(now)
 
-    def check_writable(self) -> None:
+    def check_writable(self, within_s: float | None = None) -> None:
         self._fail()
-        super().check_writable()
+        super().check_writable(within_s)
 
     def delivery_counts(self, *, tenant: str | None = None) -> dict[DeliveryStatus, int]:
         self._fail()

@@ -48,7 +48,10 @@ def test_requeue_by_message_by_ids_or_all(api: ApiHarness, acme: dict[str, str],
     assert message["status"] == "dispatching" and message["deliveries"]["pending"] == 2
 
 
-@pytest.mark.parametrize("body", [{}, {"all": False}, {"all": None},
+# ``1`` and ``1.0`` equal True in Python, and a literal true was once matched by equality:
+# ``{"all": 1}`` requeued every dead delivery the tenant had.
+@pytest.mark.parametrize("body", [{}, {"all": False}, {"all": None}, {"all": 1},
+                                  {"all": 1.0}, {"all": "true"},
                                   {"message_id": 1, "all": True},
                                   {"delivery_ids": []}, {"message": 1}])
 def test_requeue_must_be_told_what(api: ApiHarness, acme: dict[str, str], dead: list[int],

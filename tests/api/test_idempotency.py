@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from sms_sim.api import create_app
 from sms_sim.api.idempotency import RECEIPT_WAIT_S
@@ -74,6 +75,18 @@ def test_a_key_longer_than_255_characters_is_refused(api: ApiHarness,
     assert _post(api, acme, "k" * 255).status_code == 201
     body = assert_problem(_post(api, acme, "k" * 256), 422, "invalid-request")
     assert "idempotency key must be 1-255 characters" in body["detail"]
+
+
+@pytest.mark.parametrize("raw", ["ключ".encode(), b"a\tb", b"caf\xe9"],
+                         ids=["utf-8", "tab", "latin-1"])
+def test_a_key_that_is_not_printable_ascii_is_refused(api: ApiHarness, acme: dict[str, str],
+                                                      raw: bytes) -> None:
+    # Header bytes arrive as Latin-1: "ключ" was stored as "ÐºÐ»ÑÑ", a tab kept.
+    response = api.client.post("/v1/messages", json={"content": "x",
+                                                     "recipients": ["555-010-0001"]},
+                               headers=[*acme.items(), ("Idempotency-Key", raw)])
+    assert "printable ASCII" in assert_problem(response, 422, "invalid-request")["detail"]
+    assert api.client.get("/v1/messages", headers=acme).json()["data"] == []
 
 
 def test_a_repeat_before_the_first_kept_its_answer_is_409_then_answered(

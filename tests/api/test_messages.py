@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
@@ -105,6 +106,28 @@ def test_other_content_types_are_415(api: ApiHarness, acme: dict[str, str]) -> N
                                headers={**acme, "Content-Type": form})
     assert "application/json or multipart/form-data" in \
         assert_problem(response, 415, "unsupported-media-type")["detail"]
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
+                                          "multipart/form-data; boundary=x"])
+def test_the_json_bodied_routes_refuse_other_content_types_with_415(
+        api: ApiHarness, acme: dict[str, str], content_type: str) -> None:
+    # They were 422, quoting the body back as "not a valid dictionary"; a submit was 415.
+    message_id = api.submitted(acme)
+    provider = {"Authorization": "Bearer "
+                + api.service.create_api_key("default", provider=True).token}
+    for method, path, headers in [
+            ("PATCH", f"/v1/messages/{message_id}", {**acme, "If-Match": '"1"'}),
+            ("POST", "/v1/dead-letters/requeue", acme),
+            ("POST", "/v1/provider/receipts", provider)]:
+        sent = {**headers, "Content-Type": content_type}
+        response = api.client.request(method, path, content=b'{"all": true}', headers=sent)
+        assert "must be application/json" in \
+            assert_problem(response, 415, "unsupported-media-type")["detail"], path
+        without_key = {k: v for k, v in sent.items() if k != "Authorization"}
+        assert api.client.request(method, path, content=b"x",
+                                  headers=without_key).status_code == 401, path
+    assert api.client.get(f"/v1/messages/{message_id}", headers=acme).json()["version"] == 1
 
 
 def test_a_body_declared_too_large_is_413_before_it_is_read(api: ApiHarness,
@@ -295,6 +318,23 @@ def test_a_path_id_that_is_no_id_is_422(api: ApiHarness, acme: dict[str, str]) -
     body = assert_problem(api.client.get("/v1/messages/abc", headers=acme), 422,
                           "invalid-request")
     assert "path parameter message_id" in body["detail"] and "abc" in body["detail"]
+
+
+@pytest.mark.parametrize("written", ["1.0", "1e0", "+1", " 1", "\uff11"])
+def test_ids_and_counts_in_urls_are_digits_only(api: ApiHarness, acme: dict[str, str],
+                                                written: str) -> None:
+    # "47.00" parsed as 47: POST /v1/messages/47.00/cancel cancelled message 47.
+    message_id = api.submitted(acme)
+    assert message_id == 1
+    quoted = urllib.parse.quote(written)
+    for method, path in [("POST", f"/v1/messages/{quoted}/cancel"),
+                         ("GET", f"/v1/messages?limit={quoted}"),
+                         ("GET", f"/v1/messages?after={quoted}"),
+                         ("GET", f"/v1/dead-letters?message_id={quoted}")]:
+        response = api.client.request(method, path, headers=acme)
+        assert "whole number written in digits" in \
+            assert_problem(response, 422, "invalid-request")["detail"], path
+    assert api.client.get("/v1/messages/1", headers=acme).json()["status"] == "scheduled"
 
 
 # --- edit ----------------------------------------------------------------------------------

@@ -4,15 +4,20 @@ document and Swagger UI (served from this server, no CDN)."""
 from __future__ import annotations
 
 import re
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 
+from sms_sim.api.operations import READY_WITHIN_S
 from sms_sim.api.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPES
 from sms_sim.dispatch.errors import StoreError
+from sms_sim.dispatch.stores import SqliteStore
 from tests.api.conftest import ApiHarness, FailingStore, assert_problem
+from tests.unit.test_sqlite_locks import ReleasingClock
 
 
 def test_healthz_answers_without_the_store() -> None:
@@ -32,8 +37,8 @@ def test_readyz_is_200_with_the_backlog(api: ApiHarness, acme: dict[str, str]) -
 
 
 @pytest.mark.parametrize("failing", ["check_writable", "next_due_at"])
-def test_readyz_is_503_when_the_store_cannot_write_or_read(failing: str,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_readyz_is_503_when_the_store_cannot_write_or_read(
+        failing: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     store = FailingStore()
     harness = ApiHarness(store)
 
@@ -44,7 +49,31 @@ def test_readyz_is_503_when_the_store_cannot_write_or_read(failing: str,
     with harness.client as client:
         response = client.get("/readyz")
     body = assert_problem(response, 503, "store-unavailable")
-    assert "readonly database" in body["detail"] and response.headers["retry-after"] == "5"
+    assert "does not take writes" in body["detail"] and response.headers["retry-after"] == "5"
+    assert "readonly database" in caplog.text and "readonly" not in response.text
+
+
+def test_readyz_answers_within_its_bound_while_another_writer_holds_the_file(
+        tmp_path: Path) -> None:
+    # A probe has a timeout of its own: a lock held elsewhere makes /readyz 503 once
+    # ``READY_WITHIN_S`` has passed on the store's clock, not after the 30 s a submit
+    # waits (it answered after 30-44 s).
+    path = tmp_path / "alerts.db"
+    SqliteStore(path).close()
+    holder = sqlite3.connect(path, isolation_level=None, timeout=0)
+    holder.execute("BEGIN IMMEDIATE")
+    clock = ReleasingClock(holder, release_on=None)
+    store = SqliteStore(path, lock_clock=clock)
+    harness = ApiHarness(store)
+    began = clock.monotonic()
+    with harness.client as client:
+        response = client.get("/readyz")
+    assert_problem(response, 503, "store-unavailable")
+    assert READY_WITHIN_S - 1e-6 <= clock.monotonic() - began <= READY_WITHIN_S + 0.001
+    holder.execute("COMMIT")
+    with harness.client as client:
+        assert client.get("/readyz").json()["status"] == "ready"
+    holder.close()
 
 
 def _samples(text: str, name: str) -> dict[str, float]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sms_sim.clock import VirtualClock
-from sms_sim.dispatch.errors import StoreError
+from sms_sim.dispatch.errors import StoreBusyError, StoreError
 from sms_sim.dispatch.stores import SqliteStore
 from tests.conftest import T0, one_message
 
@@ -115,3 +115,42 @@ def test_a_lock_held_past_the_timeout_while_opening_is_not_called_a_foreign_file
     assert "not an SQLite database" not in str(caught.value)
     holder.execute("COMMIT")
     holder.close()
+
+
+def test_a_bounded_write_check_gives_up_on_the_file_lock_within_its_bound(
+        tmp_path: Path) -> None:
+    holder = _holder(tmp_path / "db")
+    clock = ReleasingClock(holder, release_on=None)
+    store = SqliteStore(tmp_path / "db", lock_clock=clock)
+    began = clock.monotonic()
+    with pytest.raises(StoreBusyError, match="database is locked"):
+        store.check_writable(within_s=0.5)
+    assert 0.5 - 1e-6 <= clock.monotonic() - began <= 0.5 + 0.001
+    holder.execute("COMMIT")
+    store.check_writable(within_s=0.5)
+    store.close()
+    holder.close()
+
+
+def test_a_bounded_write_check_gives_up_on_a_write_of_its_own_process(tmp_path: Path) -> None:
+    # A readiness probe queued behind a submit of the same server that waits for the file
+    # (the store object's lock): it answered when the submit did, 44 s later.
+    store = SqliteStore(tmp_path / "db")
+    writing, done = threading.Event(), threading.Event()
+
+    def long_write() -> None:
+        with store._db.write():  # a write of this store object that takes its time
+            writing.set()
+            done.wait()
+
+    writer = threading.Thread(target=long_write)
+    writer.start()
+    writing.wait()
+    try:
+        with pytest.raises(StoreBusyError, match="a write of this process"):
+            store.check_writable(within_s=0.01)
+    finally:
+        done.set()
+        writer.join()
+    store.check_writable(within_s=0.01)
+    store.close()

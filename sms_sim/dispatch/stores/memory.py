@@ -311,7 +311,7 @@ class MemoryStore(MemoryLists):
                 self._held.forget({message.uid for message in gone})
             return PruneResult(messages=len(gone), deliveries=deliveries)
 
-    def check_writable(self) -> None:
+    def check_writable(self, within_s: float | None = None) -> None:
         with self._lock:
             self._check_open()
 

@@ -116,12 +116,13 @@ class Database:
             timeout=lock_timeout_s, open=True, name="sms_sim")
 
     @contextmanager
-    def transaction(self) -> Iterator[Connection]:
+    def transaction(self, *, within_s: float | None = None) -> Iterator[Connection]:
         """One transaction on a pooled connection: committed when the block ends, rolled back
-        if it raises."""
+        if it raises. ``within_s``: wait at most that long for a free connection (None: the
+        pool's timeout)."""
         self.check_open()
         try:
-            with self._pool.connection() as conn, conn.transaction():
+            with self._pool.connection(timeout=within_s) as conn, conn.transaction():
                 if self._begin is not None:
                     conn.execute(self._begin)
                 yield conn

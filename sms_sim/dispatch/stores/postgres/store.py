@@ -233,10 +233,14 @@ class PostgresStore:
         """This database as rows, for ``stores.transfer.copy_store``."""
         return PostgresTransfer(self._db)
 
-    def check_writable(self) -> None:
-        # An UPDATE that matches nothing still fails on a read-only transaction or standby.
-        self._db.run(lambda conn: conn.execute(
-            "UPDATE sms_sim_schema SET version = version WHERE false"))
+    def check_writable(self, within_s: float | None = None) -> None:
+        # An UPDATE that matches nothing still fails on a read-only transaction or standby;
+        # it waits only for a table lock (a migration's), here at most ``within_s``.
+        with self._db.transaction(within_s=within_s) as conn:
+            if within_s is not None:
+                conn.execute("SELECT set_config('lock_timeout', %s, true)",
+                             (str(max(1, int(within_s * 1000))),))
+            conn.execute("UPDATE sms_sim_schema SET version = version WHERE false")
 
     def close(self) -> None:
         self._db.close()

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from sms_sim.clock import Clock, RealClock
-from sms_sim.dispatch.errors import StoreError
+from sms_sim.dispatch.errors import StoreBusyError, StoreError
 from sms_sim.dispatch.stores.sqlite.rows import store_error
 from sms_sim.dispatch.stores.sqlite.schema import SCHEMA_SQL, SCHEMA_VERSION, UPGRADES
 
@@ -171,8 +171,9 @@ class Database:
                 conn.execute("UPDATE sms_sim_meta SET value = ? WHERE key = 'schema'",
                              (version,))
 
-    def when_free(self, attempt: Callable[[], _T]) -> _T:
-        """Run ``attempt`` until SQLite stops answering "busy", for up to the busy timeout.
+    def when_free(self, attempt: Callable[[], _T], *, within_s: float | None = None) -> _T:
+        """Run ``attempt`` until SQLite stops answering "busy", for up to the busy timeout
+        (or ``within_s``, if shorter).
 
         SQLite's own busy handler sleeps 1, 2, 5, 10 ... then 100 ms between tries, so a
         waiter mostly sleeps through the moments the lock is free: a submit waited over a
@@ -182,7 +183,8 @@ class Database:
         """
         clock = self._lock_clock
         pause_s = _FIRST_PAUSE_S
-        deadline = clock.monotonic() + self._busy_timeout_s
+        wait_s = self._busy_timeout_s if within_s is None else min(within_s, self._busy_timeout_s)
+        deadline = clock.monotonic() + wait_s
         while True:
             try:
                 return attempt()
@@ -193,12 +195,19 @@ class Database:
             pause_s = min(2 * pause_s, _MAX_PAUSE_S)
 
     @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """One ``BEGIN IMMEDIATE`` transaction under the object lock; rolled back on error."""
-        with self._lock:
+    def write(self, *, within_s: float | None = None) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction under the object lock; rolled back on error.
+
+        ``within_s``: wait at most that long for the object lock and then the file's
+        (``StoreBusyError`` past it); None: for the object lock as long as it takes (a
+        write of this store object), for the file's up to the busy timeout."""
+        if not self._lock.acquire(timeout=-1 if within_s is None else max(0.0, within_s)):
+            raise StoreBusyError(f"database {self.path!r}: busy (a write of this process "
+                                 f"held it longer than {within_s:g} s)")
+        try:
             conn = self._conn
             try:
-                self.when_free(lambda: conn.execute("BEGIN IMMEDIATE"))
+                self.when_free(lambda: conn.execute("BEGIN IMMEDIATE"), within_s=within_s)
             except sqlite3.Error as exc:
                 raise store_error(self.path, exc) from exc
             try:
@@ -212,6 +221,8 @@ class Database:
                 if isinstance(exc, sqlite3.Error):
                     raise store_error(self.path, exc) from exc
                 raise
+        finally:
+            self._lock.release()
 
     def read(self, body: Callable[[sqlite3.Connection], _T]) -> _T:
         """A read in one (deferred) transaction, so its several queries see one snapshot.

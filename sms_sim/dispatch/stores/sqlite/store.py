@@ -280,8 +280,8 @@ class SqliteStore:
         """This database as rows, for ``stores.transfer.copy_store``."""
         return SqliteTransfer(self._db, self._write)
 
-    def check_writable(self) -> None:
-        with self._write():
+    def check_writable(self, within_s: float | None = None) -> None:
+        with self._write(within_s=within_s):
             pass  # BEGIN IMMEDIATE took the write lock; COMMIT of nothing releases it
 
     def add_api_key(self, key: ApiKey, secret_hash: str) -> None:
