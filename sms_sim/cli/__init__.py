@@ -23,6 +23,7 @@ from sms_sim.cli.common import (
     OutputClosedError,
     emit,
     flush_stdout,
+    guard_closed_stdout,
     silence_stdout,
 )
 from sms_sim.version import __version__
@@ -71,6 +72,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     """
     prog = prog or Path(sys.argv[0]).name or "sms-sim"
     arguments = list(sys.argv[1:] if argv is None else argv)
+    guard_closed_stdout()
     try:
         try:
             code = _route(arguments, prog)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import enum
+import errno
+import io
 import json
 import logging
 import math
@@ -100,6 +102,26 @@ class OutputClosedError(Exception):
     """stdout could not be written: its reader went away (a pipe into ``head``) or the
     disk is full. Not an ``SmsSimError``: the work was done, only telling about it failed,
     and ``cli.main`` turns it into exit 141 without a traceback."""
+
+
+class _ClosedOutput(io.TextIOBase):
+    """Standard output when the process started with it closed (``>&-``): Python sets
+    ``sys.stdout`` to None then, and ``print`` to None writes nothing, so a submit
+    committed, then ended on a traceback and exit 1 at the flush without saying its id
+    (a retrying script would submit again). Every write here fails as a closed pipe's
+    does, so each command takes its path for output that cannot be written."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, "standard output is closed")
+
+
+def guard_closed_stdout() -> None:
+    """Make a closed standard output one whose writes fail (``_ClosedOutput``)."""
+    if sys.stdout is None:
+        sys.stdout = _ClosedOutput()
 
 
 def emit(text: str) -> None:

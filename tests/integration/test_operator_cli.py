@@ -24,11 +24,13 @@ TIMEOUT_S = 60
 
 
 def cli(*args: str, cwd: Path, stdout: int | IO[str] | None = subprocess.PIPE,
-        env: dict[str, str] | None = None,
-        prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+        env: dict[str, str] | None = None, prefix: tuple[str, ...] = (),
+        closed_stdout: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run the CLI; ``closed_stdout``: with no standard output at all (``>&-``)."""
     return subprocess.run([*prefix, *START, *args], stdout=stdout, stderr=subprocess.PIPE,
                           text=True, timeout=TIMEOUT_S, cwd=cwd,
-                          env=None if env is None else {**os.environ, **env})
+                          env=None if env is None else {**os.environ, **env},
+                          preexec_fn=(lambda: os.close(1)) if closed_stdout else None)
 
 
 @contextmanager
@@ -60,10 +62,12 @@ def messages_in(db: Path) -> int:
 # --- item 6: output that cannot be written --------------------------------------------------
 
 
+@pytest.mark.parametrize("closed", [False, True], ids=["full disk", "closed"])
 def test_a_submit_whose_answer_cannot_be_written_exits_141_and_says_the_id_on_stderr(
-        db: Path) -> None:
+        db: Path, closed: bool) -> None:
     with open("/dev/full", "w") as full:
-        ran = cli("submit", "again", "--to", "555-010-0003", stdout=full, cwd=db.parent)
+        ran = cli("submit", "again", "--to", "555-010-0003", stdout=full, cwd=db.parent,
+                  closed_stdout=closed)
     assert ran.returncode == 141, ran.stderr
     assert len(ran.stderr.splitlines()) == 1 and "Traceback" not in ran.stderr
     assert ran.stderr.startswith("start.py submit: stdout could not be written (")
@@ -83,7 +87,9 @@ def test_a_submit_whose_answer_cannot_be_written_exits_141_and_says_the_id_on_st
     ["plan", "--messages", "50", "--mean", "0.01", "--deadline", "10", "--senders", "1,2",
      "--replications", "2", "--jobs", "1", "--quiet", "--json"],
 ])
-@pytest.mark.parametrize("target", ["full disk", "closed pipe"])
+# "closed": started with no stdout at all (``>&-``); every command ended on a traceback,
+# exit 1, a submit having committed without saying its id.
+@pytest.mark.parametrize("target", ["full disk", "closed pipe", "closed"])
 def test_every_command_exits_141_without_a_traceback_when_output_is_lost(
         db: Path, args: list[str], target: str) -> None:
     if args[0] == "worker":  # nothing left scheduled, so --exit-when-idle exits
@@ -91,6 +97,8 @@ def test_every_command_exits_141_without_a_traceback_when_output_is_lost(
     if target == "full disk":
         with open("/dev/full", "w") as full:
             ran = cli(*args, stdout=full, cwd=db.parent)
+    elif target == "closed":
+        ran = cli(*args, stdout=subprocess.DEVNULL, closed_stdout=True, cwd=db.parent)
     else:
         with closed_pipe() as write_end:
             ran = cli(*args, stdout=write_end, cwd=db.parent)
