@@ -21,9 +21,11 @@ from typing import NamedTuple
 from sms_sim.cli.common import (
     ExitCode,
     OutputClosedError,
+    Terminated,
     emit,
     flush_stdout,
     guard_closed_stdout,
+    interruptible,
     silence_stdout,
 )
 from sms_sim.version import __version__
@@ -69,16 +71,25 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
 
     Output that cannot be written ends any command with ``ExitCode.SIGPIPE`` (141) and no
     traceback; stdout is then pointed at /dev/null so the interpreter's last flush is quiet.
+    SIGINT and SIGTERM end a command that does not handle them itself with 130 and 143, one
+    line and no traceback, after what it was doing unwound (``interruptible``).
     """
     prog = prog or Path(sys.argv[0]).name or "sms-sim"
     arguments = list(sys.argv[1:] if argv is None else argv)
     guard_closed_stdout()
     try:
         try:
-            code = _route(arguments, prog)
+            with interruptible():
+                code = _route(arguments, prog)
         except SystemExit:  # argparse after --help or a usage error: flush what it wrote
             flush_stdout()
             raise
+        except (KeyboardInterrupt, Terminated) as exc:
+            # What was under way unwound (a transaction rolled back, a half-loaded submit
+            # deleted); a command that had finished a change said so before its wait.
+            signal_name = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
+            print(f"{prog}: stopped by {signal_name}", file=sys.stderr)
+            return ExitCode.SIGTERM if isinstance(exc, Terminated) else ExitCode.SIGINT
         if code == ExitCode.SIGPIPE:  # the command saw its reader go (the progress stream)
             silence_stdout()
             return code

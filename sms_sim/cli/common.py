@@ -18,7 +18,8 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from types import FrameType
 from typing import TYPE_CHECKING, NoReturn
 
@@ -57,6 +58,31 @@ class ExitCode(enum.IntEnum):
     SIGINT = 128 + signal.SIGINT  # 130
     SIGPIPE = 128 + signal.SIGPIPE  # 141: the reader of our output went away
     SIGTERM = 128 + signal.SIGTERM  # 143
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised like ``KeyboardInterrupt`` for SIGINT (``interruptible``), so what a
+    command was doing unwinds: a large submit deletes its half-loaded message instead of
+    leaving it to hold its idempotency key for ``ABANDONED_LOAD_S``."""
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """SIGTERM raises ``Terminated`` in the main thread while the block runs. The commands
+    that stop gracefully on a signal (worker, serve, the simulation) install their own
+    handlers over it for their run."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminated(signum: int, frame: FrameType | None) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from sms_sim.cli.common import int_at_least, json_text, non_negative_float
+from sms_sim.cli.common import Terminated, emit, int_at_least, json_text, non_negative_float
 from sms_sim.cli.recipients import add_recipient_arguments, recipients_from
 from sms_sim.cli.store_command import (
     Access,
@@ -157,7 +157,13 @@ def _cancel(prog: str, argv: Sequence[str]) -> int:
                 f"{result.cancelled} deliveries cancelled, {result.already_sent} already sent")
         if not result.in_flight:
             return line + ", none held by workers"
-        view = service.await_workers(result.message_id, timeout_s=args.wait)
+        try:
+            view = service.await_workers(result.message_id, timeout_s=args.wait)
+        except (KeyboardInterrupt, Terminated):
+            # The cancel is done: say so before the signal ends the command.
+            emit(f"{line}; {result.in_flight} held by workers (stopped waiting for them: "
+                 f"'show {result.message_id}' says how many went out)")
+            raise
         went_out = sent_count(view) - result.already_sent
         still = view.counts[DeliveryStatus.LEASED]
         held = (f"; {result.in_flight} held by workers: {went_out} were being sent and went "

@@ -5,8 +5,8 @@ transaction): every other command refuses a database at an older version with on
 naming it, so a shared database is upgraded when its operator decides, with the workers
 stopped, never as a side effect of the first worker to start. An empty PostgreSQL database
 is also given the schema by ``init`` or the first ``submit``, as a SQLite file is. SQLite
-files are upgraded whenever they are opened for writing; for them this opens (or creates)
-the file once.
+files are upgraded whenever they are opened for writing; for them this opens the file once
+and says whether it was upgraded (a missing file is refused: ``init`` makes one).
 """
 
 from __future__ import annotations

@@ -26,10 +26,10 @@ from sms_sim.cli.common import (
 from sms_sim.clock import RealClock
 from sms_sim.dispatch.contract import DispatchStore
 from sms_sim.dispatch.service import DispatchService
-from sms_sim.dispatch.stores import is_transient, open_store
+from sms_sim.dispatch.stores import check_store_url, is_transient, open_store
 from sms_sim.dispatch.tenants import DEFAULT_TENANT, validate_tenant
 from sms_sim.dispatch.validation import InvalidRequestError
-from sms_sim.errors import SmsSimError
+from sms_sim.errors import ConfigError, SmsSimError
 
 __all__ = [
     "Access",
@@ -67,7 +67,10 @@ def store_url(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"{text!r} keeps nothing after this command ends; give a database file "
             f"(default ./{DEFAULT_DB})")
-    return text
+    try:
+        return check_store_url(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def tenant_name(text: str) -> str:

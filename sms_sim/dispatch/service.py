@@ -359,6 +359,9 @@ class DispatchService(ListsService):
         if not math.isfinite(older_than_s) or older_than_s < 0:
             raise InvalidRequestError(f"older_than must be a duration >= 0 (got {older_than_s!r})")
         cutoff = self._clock.now() - older_than_s
+        if cutoff < 0:  # before 1970: no time a store keeps (nor one ``format_utc`` prints)
+            raise InvalidRequestError(f"older_than {older_than_s:g} s reaches back before "
+                                      "1970: nothing finished that long ago")
         return cutoff, self._store.prune(cutoff, dry_run=dry_run)
 
     # --- operations --------------------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 
 from sms_sim.dispatch.errors import StoreError
 from sms_sim.dispatch.requests import NewMessage
-from sms_sim.dispatch.stores import SqliteStore
+from sms_sim.dispatch.stores import SqliteStore, migrate_store
 from sms_sim.dispatch.stores.sqlite.rows import LEASE_SQL
 from sms_sim.dispatch.stores.sqlite.schema import SCHEMA_SQL, SCHEMA_VERSION, UPGRADES
 from sms_sim.dispatch.tenants import DEFAULT_TENANT
@@ -314,3 +314,15 @@ def test_a_version_5_file_keeps_its_deliveries_and_gains_issue_14s_statuses(
     issued = store.api_keys()
     assert issued == [] and store.integrity_check() == "ok"
     store.close()
+
+
+def test_migrate_says_what_it_did_and_never_makes_a_file(tmp_path: Path) -> None:
+    # It made a new empty file at a mistyped path and said its schema was current, and
+    # said "current" after upgrading a file too.
+    old = tmp_path / "old.db"
+    _make_old(old, V1)
+    assert migrate_store(old) == f"{str(old)!r}: upgraded schema {V1} to {SCHEMA_VERSION}"
+    assert migrate_store(old) == f"{str(old)!r}: schema {SCHEMA_VERSION} is current"
+    with pytest.raises(StoreError, match="no database at"):
+        migrate_store(tmp_path / "typo.db")
+    assert not (tmp_path / "typo.db").exists()

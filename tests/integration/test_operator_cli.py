@@ -7,7 +7,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import sqlite3
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -104,6 +107,49 @@ def test_every_command_exits_141_without_a_traceback_when_output_is_lost(
             ran = cli(*args, stdout=write_end, cwd=db.parent)
     assert ran.returncode == 141, ran.stderr
     assert "Traceback" not in ran.stderr and "Exception ignored" not in ran.stderr, ran.stderr
+
+
+def test_sigterm_during_a_large_submit_leaves_nothing_and_frees_its_key(tmp_path: Path) -> None:
+    # SIGTERM killed the loader outright: a hidden half-loaded message held its key, and
+    # the retry was refused as "still being submitted" for ABANDONED_LOAD_S (10 min).
+    numbers = tmp_path / "staff.txt"
+    numbers.write_text("".join(f"555-{i // 10000:03d}-{i % 10000:04d}\n"
+                               for i in range(60_000)))
+    db = tmp_path / "sms_sim.db"
+    command = [*START, "submit", "drill", "--recipients-file", str(numbers),
+               "--idempotency-key", "k", "--db", str(db)]
+    loader = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while not _loading(db):
+            assert loader.poll() is None and time.monotonic() < deadline, "never seen loading"
+            time.sleep(0.005)
+        loader.send_signal(signal.SIGTERM)
+        out, err = loader.communicate(timeout=TIMEOUT_S)
+    finally:
+        if loader.poll() is None:
+            loader.kill()
+    assert loader.returncode == 143, err
+    assert err.strip().endswith("stopped by SIGTERM") and "Traceback" not in err, err
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM messages").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM deliveries").fetchone() == (0,)
+    conn.close()
+    again = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert again.returncode == 0 and "60000 recipients" in again.stdout, again.stderr
+
+
+def _loading(db: Path) -> bool:
+    if not db.exists():
+        return False
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as conn:
+            found = conn.execute("SELECT 1 FROM messages WHERE status = 'loading'").fetchone()
+        conn.close()
+    except sqlite3.OperationalError:  # the schema is still being made
+        return False
+    return found is not None
 
 
 # --- item 13: read-only inspection ----------------------------------------------------------

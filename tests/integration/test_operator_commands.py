@@ -82,6 +82,25 @@ def test_a_database_that_would_vanish_is_refused_in_one_line(
     assert list(tmp_path.iterdir()) == []
 
 
+# A URL no store can serve is a usage error too (exit 2, as the README says), never a
+# traceback: "postgresql://[::1" raised ValueError, a non-UTF-8 path UnicodeEncodeError,
+# and an unknown scheme or a bad sqlite: URL was exit 1.
+@pytest.mark.parametrize(("db", "fragment"), [
+    ("postgresql://[::1", "not a valid postgresql:// URL"),
+    ("foo://bar", "unknown store URL scheme 'foo'"),
+    ("sqlite://", "a sqlite URL needs a file path"),
+    ("sqlite:///x.db?mode=ro", "sqlite URLs take no options"),
+    ("/tmp/\udcff.db", "the database path or URL is not valid UTF-8 text"),
+])
+@pytest.mark.parametrize("command", [["list"], ["submit", "hi", "--to", "555-010-0001"],
+                                     ["migrate"]])
+def test_a_database_url_no_store_serves_is_a_usage_error(
+        cli: Cli, tmp_path: Path, db: str, fragment: str, command: list[str]) -> None:
+    ran = cli(*command, "--db", db)
+    one_line_error(ran, 2, f"argument --db: {fragment}")
+    assert list(tmp_path.iterdir()) == []
+
+
 # --- item 5: only submit and init create a database ---------------------------------------
 
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Sequence
 
 import pytest
 
-from sms_sim.cli.common import OutputClosedError, emit, json_text
+from sms_sim.cli import inspection, main
+from sms_sim.cli.common import OutputClosedError, Terminated, emit, json_text
 from sms_sim.cli.views import printable
 
 
@@ -46,3 +48,17 @@ def test_emit_turns_a_failed_write_into_output_closed(monkeypatch: pytest.Monkey
     monkeypatch.setattr("sys.stdout", closed)
     with pytest.raises(OutputClosedError):
         emit("hello")
+
+
+@pytest.mark.parametrize(("stop", "code", "name"), [
+    (KeyboardInterrupt, 130, "SIGINT"), (Terminated, 143, "SIGTERM")])
+def test_a_signal_in_a_command_is_one_line_and_its_exit_code(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        stop: type[BaseException], code: int, name: str) -> None:
+    # Ctrl-C in a submit, a cancel's wait or a prune printed a KeyboardInterrupt traceback.
+    def interrupted(argv: Sequence[str], *, prog: str) -> int:
+        raise stop
+
+    monkeypatch.setattr(inspection, "main", interrupted)
+    assert main(["list"], prog="sms-sim") == code
+    assert capsys.readouterr().err == f"sms-sim: stopped by {name}\n"

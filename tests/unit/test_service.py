@@ -402,3 +402,12 @@ def test_a_provider_key_posts_receipts_only_and_a_tenant_key_never_does(h: Harne
     with pytest.raises(UnauthorizedError, match="was revoked"):
         h.service.authenticate_provider(provider.token)
     assert isinstance(ForbiddenError("x"), UnauthorizedError)
+
+
+def test_a_prune_reaching_back_before_1970_is_refused_in_one_line() -> None:
+    # --older-than 800000d ended on "ValueError: year -711 is out of range", printing it.
+    clock = VirtualClock()
+    service = DispatchService(MemoryStore(), clock)
+    with pytest.raises(InvalidRequestError, match="reaches back before 1970"):
+        service.prune(clock.now() + 1.0)
+    assert service.prune(clock.now())[1].messages == 0

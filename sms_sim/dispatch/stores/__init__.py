@@ -18,12 +18,13 @@ import urllib.parse
 from sms_sim.dispatch.contract import DispatchStore
 from sms_sim.dispatch.errors import StoreError
 from sms_sim.dispatch.stores.memory import MemoryStore
+from sms_sim.dispatch.stores.sqlite.schema import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 from sms_sim.dispatch.stores.sqlite.store import SqliteStore
 from sms_sim.dispatch.stores.transfer import COPY_BATCH_ROWS, CopyResult, copy_store, same_database
 from sms_sim.errors import ConfigError
 
 __all__ = ["MemoryStore", "SqliteStore", "open_store", "is_transient", "migrate_store",
-           "display_url", "copy_database"]
+           "display_url", "copy_database", "check_store_url"]
 
 # RFC 3986 scheme: a letter, then letters, digits, "+", "-" or ".". A path such as
 # "./a:b.db", "/tmp/x.db" or ":memory:" does not start with one, so it is never a URL.
@@ -54,7 +55,7 @@ def open_store(url: str | os.PathLike[str], *, create: bool = False,
     """
     if create and read_only:
         raise ConfigError("a store opened read-only cannot be created")
-    text = os.fspath(url)
+    text = check_store_url(url)
     found = _SCHEME_RE.match(text)
     if found is None:
         return _sqlite(text, create=create, read_only=read_only)
@@ -79,11 +80,41 @@ def open_store(url: str | os.PathLike[str], *, create: bool = False,
                       "sqlite:///path, postgresql://... or memory:)")
 
 
+def check_store_url(url: str | os.PathLike[str]) -> str:
+    """``url`` as text if it could name a store ``open_store`` opens, without opening it;
+    otherwise ``ConfigError`` in one line (an edge's usage error): an unknown ``scheme://``,
+    a ``sqlite:`` URL with options, a host or no path, a ``postgresql://`` URL that does
+    not parse (never repeated: it may hold a password), or a path that is not text (bytes
+    that are not UTF-8 in a command-line argument)."""
+    text = os.fspath(url)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError("the database path or URL is not valid UTF-8 text") from None
+    found = _SCHEME_RE.match(text)
+    if found is None:
+        return text
+    scheme, rest = found.group(1).lower(), text[found.end():]
+    if scheme == "sqlite":
+        _sqlite_path(text, rest)
+    elif scheme in _POSTGRES_SCHEMES:
+        try:
+            urllib.parse.urlsplit(text)
+        except ValueError as exc:
+            raise ConfigError(f"not a valid {scheme}:// URL ({exc})") from None
+    elif scheme not in _KNOWN_SCHEMES and rest.startswith("//"):
+        raise ConfigError(f"unknown store URL scheme {scheme!r} (use a SQLite path, "
+                          "sqlite:///path or postgresql://...)")
+    return text
+
+
 def migrate_store(url: str | os.PathLike[str]) -> str:
     """Create or upgrade the schema of the store ``url`` names, and say what was done in one
     line. PostgreSQL: the numbered migrations (``stores.postgres.schema``), which nothing
-    else applies. SQLite upgrades a file whenever it is opened for writing, so this opens
-    (or creates) it once. Raises ``StoreError``, or ``ConfigError`` for a bad URL."""
+    else applies. SQLite upgrades a file whenever it is opened for writing, so this opens it
+    once; a missing file is refused, as by every command but ``init`` and ``submit`` (a
+    mistyped path made a new empty file and said its schema was current). Raises
+    ``StoreError``, or ``ConfigError`` for a bad URL."""
     text = os.fspath(url)
     found = _SCHEME_RE.match(text)
     if found is not None and found.group(1).lower() in _POSTGRES_SCHEMES:
@@ -94,8 +125,12 @@ def migrate_store(url: str | os.PathLike[str]) -> str:
         return migrate_database(f"{found.group(1).lower()}:{text[found.end():]}")
     if is_transient(text):
         raise ConfigError(f"{text!r} keeps nothing after this command; nothing to migrate")
-    open_store(text, create=True).close()
-    return f"{text!r}: sms_sim schema is current"
+    store = open_store(text)
+    store.close()
+    version = SQLITE_SCHEMA_VERSION
+    if isinstance(store, SqliteStore) and store.upgraded_from is not None:
+        return f"{text!r}: upgraded schema {store.upgraded_from} to {version}"
+    return f"{text!r}: schema {version} is current"
 
 
 def copy_database(source: str | os.PathLike[str], target: str | os.PathLike[str], *,

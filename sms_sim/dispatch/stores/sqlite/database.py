@@ -78,6 +78,7 @@ class Database:
         self._readers_lock = threading.Lock()
         self._closed = False
         self._busy_timeout_s = busy_timeout_s
+        self.upgraded_from: str | None = None  # the schema before this opening upgraded it
         self._lock_clock: Clock = RealClock() if lock_clock is None else lock_clock
         self._jitter = random.Random()
         mode = "ro" if read_only else ("rwc" if create else "rw")
@@ -164,6 +165,8 @@ class Database:
         """Apply ``UPGRADES`` in one transaction; a racing opener finds nothing left to do."""
         with self.write() as conn:
             version = self._schema_version()
+            if version in UPGRADES:
+                self.upgraded_from = version
             while version in UPGRADES:
                 version, statements = UPGRADES[version]
                 for statement in statements:

@@ -115,6 +115,8 @@ class SqliteStore:
                             lock_clock=lock_clock)
         self._write = self._db.write
         self._read = self._db.read
+        # The schema version this opening upgraded (None: it was current): ``migrate``.
+        self.upgraded_from = self._db.upgraded_from
         self._group = SubmitGroup(self._write, insert_message)
         # A claimer's ``now`` may lag by its whole wait for the write lock (up to the busy
         # timeout): only a lease granted later than that past it proves a backward jump.
