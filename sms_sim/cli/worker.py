@@ -65,7 +65,7 @@ from sms_sim.dispatch.http_provider import (
 from sms_sim.dispatch.ledger import LedgerProvider
 from sms_sim.dispatch.stores import display_url
 from sms_sim.dispatch.transport import MemoryProvider, Transport
-from sms_sim.dispatch.worker import Worker, WorkerReport
+from sms_sim.dispatch.worker import Worker, WorkerReport, check_lease
 from sms_sim.errors import ConfigError, SmsSimError
 from sms_sim.generate import new_seed
 from sms_sim.sim.threaded.limits import ThreadStartError, threaded_senders_max
@@ -200,6 +200,8 @@ def main(argv: Sequence[str], *, prog: str) -> int:
             refuse_simulated_only(args, senders)
         retry = RetryPolicy(max_attempts=args.max_attempts, base_s=args.retry_base,
                             factor=args.retry_factor, cap_s=args.retry_cap)
+        check_lease(args.lease, senders,
+                    None if args.provider is None else args.provider_timeout)
         config = DispatchConfig(batch_size=args.batch, lease_s=args.lease,
                                 idle_recheck_s=args.idle_recheck,
                                 fallback_poll_s=args.fallback_poll, retry=retry,

@@ -49,7 +49,7 @@ from sms_sim.dispatch.receipt_pump import ReceiptPump, ReceiptTally
 from sms_sim.dispatch.sender_pool import SenderPool, Slot, needs_segments
 from sms_sim.dispatch.transport import Transport
 from sms_sim.dispatch.wake import wake_channel_of
-from sms_sim.errors import SmsSimError
+from sms_sim.errors import ConfigError, SmsSimError
 from sms_sim.output import SafeWriter
 from sms_sim.policy import capacity_per_s, mean_service_s, sender_rng
 from sms_sim.report import (
@@ -71,7 +71,8 @@ from sms_sim.sim.threaded.limits import ThreadStartError
 from sms_sim.sim.threaded.sms import receipts_rng
 from sms_sim.sim.threaded.supervise import DEFAULT_GRACE_S, ThreadGroup
 
-__all__ = ["Worker", "WorkerReport", "format_worker_report", "work_in_hand", "CLAIM_ROUND_S"]
+__all__ = ["Worker", "WorkerReport", "format_worker_report", "work_in_hand", "CLAIM_ROUND_S",
+           "check_lease"]
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,28 @@ def work_in_hand(senders: Sequence[SenderConfig], config: DispatchConfig) -> int
         return most
     one_round = math.ceil(len(senders) + capacity * CLAIM_ROUND_S)
     return max(1, min(most, int(capacity * config.lease_s / 2), one_round))
+
+
+def check_lease(lease_s: float, senders: Sequence[SenderConfig],
+                provider_timeout_s: float | None = None) -> None:
+    """Refuse (``ConfigError``) a lease too short for the sends it covers: at least twice
+    the longest send plus a claim round. A send starts only while its lease runs, but one
+    that ends after it is reported too late: with ``--lease 0.02`` and 10 ms sends, the
+    store refused the reports, other workers sent again (the provider's key absorbed
+    those), and 22 deliveries that had gone out were recorded ``dead`` after running out
+    of lease losses. The longest send is the slowest sender's mean plus its deviation (a
+    bound for the uniform distribution, a sanity check for the others), or the provider's
+    timeout when a real provider sends."""
+    longest_s = max((mean_service_s(s) + s.deviation_s for s in senders), default=0.0)
+    what = f"the slowest send ({longest_s:g} s)"
+    if provider_timeout_s is not None and provider_timeout_s > longest_s:
+        longest_s, what = provider_timeout_s, f"the provider timeout ({provider_timeout_s:g} s)"
+    needed_s = 2 * (longest_s + CLAIM_ROUND_S)
+    if lease_s < needed_s:
+        raise ConfigError(f"--lease {lease_s:g} s is shorter than twice {what} plus a claim "
+                          f"round ({CLAIM_ROUND_S:g} s): sends would end after their lease, "
+                          f"be sent again and be recorded dead; give --lease {needed_s:.3g} "
+                          "or more")
 
 
 def turns_per_hand_off(senders: Sequence[SenderConfig]) -> int:

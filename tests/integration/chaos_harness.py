@@ -45,6 +45,7 @@ from sms_sim.dispatch.service import DispatchService
 from sms_sim.dispatch.stores import open_store
 from sms_sim.dispatch.ledger import LedgerProvider
 from sms_sim.dispatch.transport import LedgerSummary
+from sms_sim.dispatch.worker import CLAIM_ROUND_S
 from tests.conftest import START
 from tests.fake_provider import FakeProvider, Faults, write_token
 
@@ -107,7 +108,9 @@ def _worker_cmd(db: str, ledger: Path, *, lease_s: float, seed: int, fencing: bo
                 mean_s: float, provider: tuple[str, Path] | None = None) -> list[str]:
     # The provider's failures: simulated by the worker, or answered by the fake over HTTP.
     sends_to = (["--ledger", str(ledger), "--failure-rate", "0.05"] if provider is None
-                else ["--provider", provider[0], "--provider-token-file", str(provider[1])])
+                else ["--provider", provider[0], "--provider-token-file", str(provider[1]),
+                      # a request may not outlast the lease (``worker.check_lease``)
+                      "--provider-timeout", f"{lease_s / 2 - CLAIM_ROUND_S:g}"])
     cmd = [*START, "worker", "--db", str(db), *sends_to,
            "--senders", "2", "--mean", str(mean_s), "--deviation", "0",
            "--max-attempts", "20", "--retry-base", "0.01",

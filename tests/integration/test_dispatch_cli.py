@@ -68,6 +68,9 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (["worker", "--mean", "0.01", "--deviation", "0.02"], 2, "deviation must be <= mean"),
     (["worker", "--ledger", "/no/such/dir/ledger.db"], 1, "cannot open provider ledger"),
     (["worker", "--lease", "1e308"], 2, "lease must be > 0 and at most 86,400 seconds"),
+    # Sends that end after their lease are sent again and recorded dead (22 of 2,000).
+    (["worker", "--lease", "0.02", "--mean", "0.01"], 2,
+     "--lease 0.02 s is shorter than twice the slowest send (0.011 s) plus a claim round"),
     (["show", "99999999999999999999"], 2, "must be <= 9223372036854775807"),
     (["list", "--limit", "99999999999999999999"], 2, "must be <= 9223372036854775807"),
     # Bytes that are not UTF-8 in an argument reach Python as lone surrogates.

@@ -25,12 +25,15 @@ from sms_sim.dispatch.failures import SendFailure
 from sms_sim.dispatch.sender_pool import SenderPool, Slot
 from sms_sim.dispatch.stores import SqliteStore
 from sms_sim.dispatch.worker import (
+    CLAIM_ROUND_S,
     MAX_TURNS_PER_HAND_OFF,
     Worker,
+    check_lease,
     turns_per_hand_off,
     work_in_hand,
 )
 from sms_sim.dispatch.transport import MemoryProvider
+from sms_sim.errors import ConfigError
 from sms_sim.sim.threaded.components import Inbox, drain_inbox
 from tests.conftest import T0, phones
 
@@ -215,6 +218,18 @@ def test_a_worker_holds_about_one_claim_round_of_work_whatever_the_batch(batch: 
     assert work_in_hand([SenderConfig(0.2, 0.0, 0.0)] * 4, config) == 5
     assert work_in_hand([SenderConfig(0.05, 0.0, 0.0)] * 4, config) == 8
     assert work_in_hand([SenderConfig(0.0, 0.0, 0.0)] * 4, config) == 2 * batch
+
+
+def test_a_lease_must_outlast_twice_the_longest_send_and_a_claim_round() -> None:
+    # --lease 0.02 with 10 ms sends: reports came after their leases, other workers sent
+    # again, and 22 deliveries that had gone out were recorded dead.
+    senders = [SenderConfig(0.01, 0.001, 0.0), SenderConfig(0.2, 0.05, 0.0)]
+    check_lease(2 * (0.25 + CLAIM_ROUND_S), senders)
+    with pytest.raises(ConfigError, match=r"twice the slowest send \(0\.25 s\)"):
+        check_lease(0.59, senders)
+    check_lease(20.1, senders, provider_timeout_s=10.0)
+    with pytest.raises(ConfigError, match=r"twice the provider timeout \(10 s\).*20\.1 or"):
+        check_lease(15.0, senders, provider_timeout_s=10.0)
 
 
 def test_an_in_memory_database_answers_cancelled_without_a_side_file(
