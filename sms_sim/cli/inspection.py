@@ -17,7 +17,9 @@ from sms_sim.cli.store_command import (
     Handler,
     add_tenant_argument,
     base_parser,
+    open_for,
     route,
+    run_and_print,
     run_with_service,
 )
 from sms_sim.cli.views import (
@@ -35,7 +37,8 @@ from sms_sim.dispatch.contract import (
     InvalidRequestError,
     MessageStatus,
 )
-from sms_sim.dispatch.errors import StoreError
+from sms_sim.dispatch.errors import StoreDamagedError, StoreError
+from sms_sim.clock import RealClock
 from sms_sim.dispatch.service import DispatchService
 from sms_sim.dispatch.stores import display_url
 from sms_sim.dispatch.validation import INT64_MAX, validate_phone
@@ -190,13 +193,18 @@ def _check(prog: str, argv: Sequence[str]) -> int:
                                "check); exit 1 if it is damaged.")
     args = parser.parse_args(argv)
 
-    def body(service: DispatchService) -> str:
-        verdict = service.check()
+    def work() -> str:
+        try:
+            with DispatchService(open_for(args.db, Access.READ), RealClock()) as service:
+                verdict = service.check()
+        except StoreDamagedError as exc:  # too damaged to open, or to check to the end
+            verdict = exc.reason
         if verdict != "ok":
-            raise StoreError(f"{display_url(args.db)!r} is damaged: {printable(verdict)}")
+            raise StoreError(f"{display_url(args.db)!r} is damaged: {printable(verdict)}; "
+                             "stop using it and restore it from a backup")
         return f"{display_url(args.db)!r}: ok (integrity check passed)"
 
-    return run_with_service(parser, args, body, Access.READ)
+    return run_and_print(parser, args, work, changes=False)
 
 
 def _one_more(limit: int) -> int:

@@ -65,6 +65,8 @@ def _source(file: str) -> str:
 
 def _read(file: str, stdin: BinaryIO) -> list[str]:
     """The file's lines, decoded as UTF-8 with or without a byte-order mark."""
+    if not file.strip():  # Path("") is the working directory: "Is a directory: '.'"
+        raise InvalidRequestError("the recipients file name is empty")
     try:
         data = stdin.read() if file == STDIN else Path(file).read_bytes()
         return data.decode("utf-8-sig").splitlines()

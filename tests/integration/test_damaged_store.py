@@ -83,3 +83,16 @@ def test_a_worker_checks_every_page_as_it_starts(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1, done
     assert done.stderr.count("\n") == 1 and "is damaged (Page" in done.stderr, done.stderr
+
+
+def test_check_of_a_file_too_damaged_to_open_says_what_to_do_not_to_run_check(
+        tmp_path: Path) -> None:
+    # It said "stop using it, run 'check' on it and restore it from a backup".
+    path = tmp_path / "damaged.db"
+    _damaged(path)
+    done = subprocess.run([*START, "check", "--db", str(path)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 1, done
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert f"{str(path)!r} is damaged: " in done.stderr
+    assert "restore it from a backup" in done.stderr and "run 'check'" not in done.stderr

@@ -53,6 +53,7 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (["submit", "x"], 2, "at least 1 recipient"),
     (["submit", "x", "--to", "555-000-0001", "--at", "soon"], 2, "not an ISO-8601 time"),
     (["submit", "x", "--recipients-file", "/no/such"], 2, "cannot read recipients file"),
+    (["submit", "x", "--recipients-file", ""], 2, "the recipients file name is empty"),
     (["edit", "1", "--content", "y"], 2, "the following arguments are required: --version"),
     (["edit", "1", "--version", "1"], 2, "an edit must change content, schedule, recipients"),
     (["edit", "99", "--version", "1", "--content", "y"], 1, "no message with id 99"),
