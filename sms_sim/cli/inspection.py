@@ -198,7 +198,7 @@ def _check(prog: str, argv: Sequence[str]) -> int:
             with DispatchService(open_for(args.db, Access.READ), RealClock()) as service:
                 verdict = service.check()
         except StoreDamagedError as exc:  # too damaged to open, or to check to the end
-            verdict = exc.reason
+            verdict = exc.reason or str(exc)
         if verdict != "ok":
             raise StoreError(f"{display_url(args.db)!r} is damaged: {printable(verdict)}; "
                              "stop using it and restore it from a backup")

@@ -39,13 +39,11 @@ class StoreDamagedError(StoreError):
     """The database file is damaged (corrupt pages, or no longer a database at all).
 
     Never retried: every command stops with one line, and ``sms_sim check`` says more.
-    ``reason`` is the database's own words, without the advice around them (``check``
-    itself must not advise running ``check``).
+    ``reason``, when set, is the database's own words without the advice around them
+    (``check`` itself must not advise running ``check``).
     """
 
-    def __init__(self, message: str, *, reason: str | None = None) -> None:
-        super().__init__(message)
-        self.reason = message if reason is None else reason
+    reason: str | None = None
 
 
 class NotFoundError(SmsSimError, LookupError):

@@ -186,8 +186,10 @@ def store_error(path: str, exc: sqlite3.Error, *, doing: str = "") -> StoreError
         return StoreDamagedError(f"database {path!r} holds data that cannot be read ({exc})")
     primary = None if code is None else code & 0xFF
     if primary in _DAMAGED_CODES:
-        return StoreDamagedError(f"database {path!r} is damaged ({exc}); stop using it, run "
-                                 "'check' on it and restore it from a backup", reason=str(exc))
+        damaged = StoreDamagedError(f"database {path!r} is damaged ({exc}); stop using it, "
+                                    "run 'check' on it and restore it from a backup")
+        damaged.reason = str(exc)
+        return damaged
     if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
         return StoreBusyError(describe(path, exc))
     if doing:
