@@ -35,7 +35,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
 }
 STORES = "dispatch.stores"
 URL_FUNCTIONS = frozenset({"open_store", "is_transient", "migrate_store",
-                           "display_url", "copy_database"})  # what an edge may take from STORES
+                           "display_url", "copy_database", "check_store_url"})  # what an edge may take from STORES
 EDGES = ("cli", "api")
 TIME_READERS = {("time", "time"), ("time", "monotonic"), ("time", "sleep"),
                 ("time", "perf_counter"), ("datetime", "now"), ("datetime", "utcnow")}

@@ -83,9 +83,11 @@ def ref(name: str) -> dict[str, str]:
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The ``responses`` of a route for these problem statuses (and 500, which any route
-    can give)."""
+    can give; and 403 beside 401: a route that takes a key refuses a key of the other
+    kind)."""
     found: dict[int | str, dict[str, Any]] = {}
-    for status in sorted({*statuses, 500}):
+    keyed = {403} if 401 in statuses else set()
+    for status in sorted({*statuses, *keyed, 500}):
         response: dict[str, Any] = {"description": _DESCRIPTIONS[status],
                                     "content": {PROBLEM_MEDIA_TYPE: {"schema": _PROBLEM_REF}}}
         if status in _HEADERS:
