@@ -34,8 +34,9 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "__main__": ("cli",),
 }
 STORES = "dispatch.stores"
+# What an edge may take from STORES.
 URL_FUNCTIONS = frozenset({"open_store", "is_transient", "migrate_store",
-                           "display_url", "copy_database", "check_store_url"})  # what an edge may take from STORES
+                           "display_url", "copy_database", "check_store_url"})
 EDGES = ("cli", "api")
 TIME_READERS = {("time", "time"), ("time", "monotonic"), ("time", "sleep"),
                 ("time", "perf_counter"), ("datetime", "now"), ("datetime", "utcnow")}
