@@ -24,6 +24,7 @@ from typing import Any, TextIO
 from sms_sim.cli.common import (
     ExitCode,
     OneLineParser,
+    Terminated,
     emit,
     finite_float,
     int_at_least,
@@ -207,10 +208,10 @@ def main(argv: Sequence[str], *, prog: str) -> int:
     try:
         result = plan(base, sender, goal, jobs=args.jobs, table_counts=args.senders or (),
                       sweep=args.table or args.plot is not None, progress=progress)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated) as exc:
         progress.finish()
         print(f"{parser.prog}: interrupted; {progress.bracket()}", file=sys.stderr)
-        return ExitCode.SIGINT
+        return ExitCode.SIGTERM if isinstance(exc, Terminated) else ExitCode.SIGINT
     progress.finish()
     if args.json:
         emit(json_text(result.to_dict()))

@@ -256,7 +256,7 @@ class Runner:
     def __enter__(self) -> Self:
         if self.jobs > 1:
             self._pool = multiprocessing.get_context().Pool(self.jobs,
-                                                            initializer=_ignore_sigint)
+                                                            initializer=_worker_signals)
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
@@ -278,8 +278,12 @@ class Runner:
                 continue
 
 
-def _ignore_sigint() -> None:
+def _worker_signals() -> None:
+    """A pool worker leaves Ctrl-C to its parent, and ends at once on SIGTERM (the pool's
+    ``terminate``) rather than run whatever handler the parent had installed when it
+    forked (the CLI's raises an exception, which printed a traceback per worker)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @dataclass(slots=True)
