@@ -187,7 +187,7 @@ def json_body(request: Request) -> None:
     if media and media != "application/json" and not (media.startswith("application/")
                                                       and media.endswith("+json")):
         raise ProblemError(UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json "
-                                                   f"(got {media or 'none'!r})")
+                                                   f"(got {media!r})")
 
 
 def one_line(text: str) -> str:
