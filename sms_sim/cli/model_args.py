@@ -139,13 +139,19 @@ def sender_count(text: str) -> int:
     return int_at_least(0, SENDERS_MAX)(text)
 
 
+_SCHEDULE_HEADER = ["time_s", "count"]
+
+
 def load_schedule_file(path: Path) -> tuple[tuple[float, int], ...]:
-    """Read ``time_s,count`` rows (CSV; blank lines and ``#`` comments skipped)."""
+    """Read ``time_s,count`` rows (CSV; blank lines and ``#`` comments skipped, and a first
+    row that is that header, as a spreadsheet exports it)."""
     rows: list[tuple[float, int]] = []
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
             for line_number, row in enumerate(csv.reader(handle), start=1):
                 if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
+                    continue
+                if not rows and [cell.strip().lower() for cell in row] == _SCHEDULE_HEADER:
                     continue
                 where = f"schedule file {str(path)!r}, line {line_number}"
                 if len(row) != 2:

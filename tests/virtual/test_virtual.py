@@ -264,3 +264,11 @@ def test_schedule_arrivals_from_a_file(tmp_path: Path) -> None:
         [sys.executable, "start.py", "30", "2", "0.01", "0", "0", "--virtual", "--arrivals",
          "schedule:/no/such.csv"], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert missing.returncode == 2 and "cannot read schedule file" in missing.stderr
+    # As a spreadsheet exports it: a byte-order mark and a header row (refused before).
+    schedule.write_text("\ufefftime_s,count\n0,10\n5.0,20\n", encoding="utf-8")
+    exported = subprocess.run(
+        [sys.executable, "start.py", "30", "2", "0.01", "0", "0", "--virtual", "--arrivals",
+         f"schedule:{schedule}", "--json", "--quiet", "--seed", "1"],
+        capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert exported.returncode == 0, exported.stderr
+    assert json.loads(exported.stdout)["makespan_s"] == report["makespan_s"]
