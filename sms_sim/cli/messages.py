@@ -24,7 +24,13 @@ from sms_sim.cli.store_command import (
     run_and_print,
     run_with_service,
 )
-from sms_sim.cli.views import message_dict, sent_count, shape_phrase, status_phrase
+from sms_sim.cli.views import (
+    message_dict,
+    recipients,
+    sent_count,
+    shape_phrase,
+    status_phrase,
+)
 from sms_sim.cli.when import add_time_arguments, describe_due, due_at, duration_argument
 from sms_sim.clock import RealClock
 from sms_sim.dispatch.contract import AGING_STEP_S, DeliveryStatus, InvalidRequestError
@@ -109,7 +115,7 @@ def _submit(prog: str, argv: Sequence[str]) -> int:
         valid = "" if view.valid_until is None else f", valid until {format_utc(view.valid_until)}"
         suppressed = (f", {result.suppressed} suppressed (opted out)" if result.suppressed
                       else "")
-        return (f"submitted message {view.id}: {view.recipient_count} recipients, "
+        return (f"submitted message {view.id}: {recipients(view.recipient_count)}, "
                 f"due {describe_due(view.scheduled_at)}, version {view.version}; "
                 f"{shape_phrase(view)} each{valid}{suppressed}")
 

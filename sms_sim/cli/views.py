@@ -26,6 +26,7 @@ from sms_sim.dispatch.validation import format_utc
 
 __all__ = [
     "printable",
+    "recipients",
     "status_phrase",
     "describe_message",
     "message_line",
@@ -43,6 +44,11 @@ _UNPRINTABLE_RE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _DELIVERY_FIELDS = ("id", "recipient", "status", "attempts", "lease_losses", "last_error",
                     "sent_at", "next_attempt_at", "dlr_at")
+
+
+def recipients(count: int) -> str:
+    """"1 recipient", "1000 recipients": a message's size as its lines print it."""
+    return f"{count} recipient{'' if count == 1 else 's'}"
 
 
 def sent_count(view: MessageView) -> int:
@@ -122,7 +128,7 @@ def message_line(view: MessageView) -> str:
     status = str(view.status) if view.outcome is None else f"{view.status} ({view.outcome})"
     tenant = "" if view.tenant == DEFAULT_TENANT else f"[{view.tenant}]  "
     return (f"{view.id}  {tenant}{status}  v{view.version}  due {format_utc(view.scheduled_at)}  "
-            f"{view.recipient_count} recipients: {sent_count(view)} sent, "
+            f"{recipients(view.recipient_count)}: {sent_count(view)} sent, "
             f"{counts[DeliveryStatus.DEAD]} dead, {view.segments} seg each  {quoted}")
 
 

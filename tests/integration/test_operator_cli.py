@@ -74,7 +74,7 @@ def test_a_submit_whose_answer_cannot_be_written_exits_141_and_says_the_id_on_st
     assert ran.returncode == 141, ran.stderr
     assert len(ran.stderr.splitlines()) == 1 and "Traceback" not in ran.stderr
     assert ran.stderr.startswith("start.py submit: stdout could not be written (")
-    assert "done anyway: submitted message 2: 1 recipients" in ran.stderr
+    assert "done anyway: submitted message 2: 1 recipient," in ran.stderr
     assert messages_in(db) == 2  # committed, and a retry can tell it is
 
 
@@ -209,7 +209,7 @@ def test_inspection_works_on_a_copy_in_a_directory_the_reader_cannot_write(
 def test_submit_echoes_the_due_time_in_utc_and_in_local_time(tmp_path: Path) -> None:
     ran = cli("submit", "drill", "--to", "555-010-0001", "--at", "2099-11-24T15:00:00Z",
               cwd=tmp_path, env={"TZ": "EST+5"})
-    assert ran.stdout == ("submitted message 1: 1 recipients, due 2099-11-24T15:00:00.000Z "
+    assert ran.stdout == ("submitted message 1: 1 recipient, due 2099-11-24T15:00:00.000Z "
                           "(local 2099-11-24 10:00:00 EST), version 1; 1 segment (GSM-7) each\n")
 
 
