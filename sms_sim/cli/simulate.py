@@ -38,7 +38,13 @@ from sms_sim.cli.model_args import (
     sender_spec,
     sms_from_args,
 )
-from sms_sim.config import TIME_MAX_S, SenderConfig, SimulationConfig, check_sender_total
+from sms_sim.config import (
+    MESSAGES_MAX,
+    TIME_MAX_S,
+    SenderConfig,
+    SimulationConfig,
+    check_sender_total,
+)
 from sms_sim.errors import ConfigError, SmsSimError
 from sms_sim.policy import capacity_per_s
 from sms_sim.report import StopReason
@@ -75,7 +81,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
         ),
     )
     positional = parser.add_argument_group("simulation (all five, or none for the defaults)")
-    positional.add_argument("num_messages", nargs="?", type=int_at_least(0),
+    positional.add_argument("num_messages", nargs="?", type=int_at_least(0, MESSAGES_MAX),
                             help="messages to produce (default 10000)")
     positional.add_argument("num_senders", nargs="?", type=sender_count,
                             help="identical sender threads (default 4)")

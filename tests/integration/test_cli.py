@@ -46,6 +46,9 @@ def test_seed_example_runs_and_exits_zero() -> None:
         (["10", "4", "nan", "0.001", "0.2"], "mean_processing_time: must be a finite number"),
         (["10", "4", "inf", "0.001", "0.2"], "mean_processing_time: must be a finite number"),
         (["-5", "4", "0.01", "0.001", "0.2"], "argument num_messages: must be >= 0 (got '-5')"),
+        # The model's own bound, not SQLite's (which the limit said before).
+        (["99999999999999999999", "4", "0.01", "0.001", "0.2"],
+         "argument num_messages: must be <= 1000000000000"),
         (["10", "4", "0.01", "-0.1", "0.2"], "argument max_deviation: must be >= 0"),
         (["10", "0", "0.01", "0.001", "0.2"], "num_senders must be >= 1 (got 0)"),
         (["10", "4", "0.01", "0.001", "1.2"], "argument failure_rate: must be in [0, 1]"),
