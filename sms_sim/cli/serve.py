@@ -40,6 +40,7 @@ from typing import Any
 from sms_sim.api import STORE_URL_VARIABLE, ExtrasMissingError, create_app
 from sms_sim.cli.common import ExitCode, configure_logging, emit, int_at_least
 from sms_sim.cli.store_command import Access, base_parser, open_for
+from sms_sim.dispatch.stores import display_url
 from sms_sim.errors import SmsSimError
 
 __all__ = ["main", "APP_FACTORY", "WITH_WORKER", "CutShortFilter"]
@@ -315,7 +316,7 @@ def _run(prog: str, args: argparse.Namespace, listener: _Listener,
             forwarder.child = child
         processes = "1 process" if args.workers == 1 else f"{args.workers} processes"
         worker_note = "" if child is None else f"; worker pid {child.process.pid}"
-        emit(f"serving {listener.url} from {args.db} ({processes}; API docs "
+        emit(f"serving {listener.url} from {display_url(args.db)} ({processes}; API docs "
              f"{listener.url}/docs, dashboard {listener.url}/{worker_note})")
         server_ok = True
         if not forwarder.received:

@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from sms_sim.dispatch.errors import StoreError
-from sms_sim.dispatch.stores import MemoryStore, SqliteStore, is_transient, open_store
+from sms_sim.dispatch.stores import (
+    MemoryStore,
+    SqliteStore,
+    check_store_url,
+    is_transient,
+    open_store,
+)
 from sms_sim.errors import ConfigError
 from tests.conftest import T0, one_message
 
@@ -146,3 +152,29 @@ def test_a_file_the_reader_may_not_read_is_named_as_such(tmp_path: Path) -> None
     path.chmod(0)
     with pytest.raises(StoreError, match="cannot read database .*: permission denied"):
         open_store(path, read_only=True)
+
+
+@pytest.mark.parametrize(("url", "secret"), [
+    ("postgresql://postgres:sec ret@127.0.0.1:5432/a", "sec ret"),
+    ("postgresql://postgres:Hun%zzter@127.0.0.1/a", "Hun%zzter"),
+    ("postgresql://postgres:Hun/ter@127.0.0.1:5432/a", "ter@127"),
+    ("postgresql://postgres:Hun@ter@127.0.0.1/a", "Hun@ter"),
+])
+def test_a_password_that_needs_percent_encoding_is_refused_without_being_shown(
+        url: str, secret: str) -> None:
+    # Unencoded, libpq read part of the password as the host or the port, and its error
+    # (and the URL shown beside it) quoted it: "failed to resolve host 'postgres'".
+    with pytest.raises(ConfigError, match="not a valid postgresql:// URL") as caught:
+        check_store_url(url)
+    assert secret not in str(caught.value) and "Hun" not in str(caught.value)
+    with pytest.raises(ConfigError):
+        open_store(url)
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://u:p%40ss@127.0.0.1:5432/db?sslmode=disable", "postgresql:///db",
+    "postgresql://h1:5432,h2:5433/db", "postgresql://[::1]:5432/db",
+    "postgresql://u@/db?host=/tmp",
+])
+def test_libpq_urls_pass_the_check(url: str) -> None:
+    assert check_store_url(url) == url

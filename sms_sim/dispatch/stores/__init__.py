@@ -98,14 +98,46 @@ def check_store_url(url: str | os.PathLike[str]) -> str:
     if scheme == "sqlite":
         _sqlite_path(text, rest)
     elif scheme in _POSTGRES_SCHEMES:
-        try:
-            urllib.parse.urlsplit(text)
-        except ValueError as exc:
-            raise ConfigError(f"not a valid {scheme}:// URL ({exc})") from None
+        problem = _postgres_url_problem(rest)
+        if problem is None:
+            try:
+                urllib.parse.urlsplit(text)
+            except ValueError as exc:
+                problem = str(exc)
+        if problem is not None:  # never the URL itself: it may hold a password
+            raise ConfigError(f"not a valid {scheme}:// URL ({problem})")
     elif scheme not in _KNOWN_SCHEMES and rest.startswith("//"):
         raise ConfigError(f"unknown store URL scheme {scheme!r} (use a SQLite path, "
                           "sqlite:///path or postgresql://...)")
     return text
+
+
+# RFC 3986 userinfo: unreserved, sub-delims, ":" and percent-encoded octets.
+_USERINFO_RE = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:]|%[0-9A-Fa-f]{2})*")
+_PORT_RE = re.compile(r"[0-9]*")
+
+
+def _postgres_url_problem(rest: str) -> str | None:
+    """What makes ``postgresql:`` + ``rest`` unreadable without quoting it, or None. A
+    password holding a space, "/", "@", "?", "#" or a bare "%" must be percent-encoded;
+    unencoded, libpq read part of it as the host or port and its error quoted it."""
+    if not rest.startswith("//"):
+        return None
+    body = rest[2:]
+    cut = re.search(r"[/?#]", body)
+    authority, tail = (body, "") if cut is None else (body[:cut.start()], body[cut.start():])
+    userinfo, at, hosts = authority.rpartition("@")
+    if "@" in tail:
+        return ("an '@' after the host: a password holding '/', '?' or '#' must be "
+                "percent-encoded")
+    if at and (_USERINFO_RE.fullmatch(userinfo) is None):
+        return ("the user or password holds a character that must be percent-encoded "
+                "(a space, '@', '%' not followed by two hex digits, ...)")
+    for host in hosts.split(","):
+        port = host.rpartition("]")[2] if host.startswith("[") else host
+        if ":" in port and _PORT_RE.fullmatch(port.rpartition(":")[2]) is None:
+            return "a port that is not a number (is a password holding '/' not encoded?)"
+    return None
 
 
 def migrate_store(url: str | os.PathLike[str]) -> str:
