@@ -20,7 +20,13 @@ from sms_sim.dispatch.errors import StoreError
 from sms_sim.dispatch.stores.memory import MemoryStore
 from sms_sim.dispatch.stores.sqlite.schema import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 from sms_sim.dispatch.stores.sqlite.store import SqliteStore
-from sms_sim.dispatch.stores.transfer import COPY_BATCH_ROWS, CopyResult, copy_store, same_database
+from sms_sim.dispatch.stores.transfer import (
+    COPY_BATCH_ROWS,
+    CopyResult,
+    check_source,
+    copy_store,
+    same_database,
+)
 from sms_sim.errors import ConfigError
 
 __all__ = ["MemoryStore", "SqliteStore", "open_store", "is_transient", "migrate_store",
@@ -174,6 +180,7 @@ def copy_database(source: str | os.PathLike[str], target: str | os.PathLike[str]
         raise ConfigError("the source and the target are the same database")
     from_store = open_store(source, read_only=True)
     try:
+        check_source(from_store)  # a refused copy makes no target (it left an empty one)
         to_store = open_store(target, create=True)
         try:
             return copy_store(from_store, to_store, batch_rows=batch_rows)

@@ -30,7 +30,8 @@ from sms_sim.dispatch.errors import ConflictError, LockedError
 from sms_sim.errors import ConfigError
 
 __all__ = ["copy_store", "same_database", "CopyResult", "Transferable", "TransferEnd",
-           "Snapshot", "COLUMNS", "PAGED_TABLES", "COPY_BATCH_ROWS"]
+           "Snapshot", "COLUMNS", "PAGED_TABLES", "COPY_BATCH_ROWS", "check_source",
+           "refuse_leased"]
 
 Row = tuple[Any, ...]
 COPY_BATCH_ROWS = 10_000  # rows read from the source at a time (bounded memory)
@@ -124,16 +125,30 @@ def copy_store(source: DispatchStore, target: DispatchStore, *,
                             "only into an empty database")
     counts = dict.fromkeys(COLUMNS, 0)
     with source.transfer().snapshot() as snapshot:
-        leased = snapshot.leased()
-        if leased:
-            raise LockedError(f"{leased:,} deliveries of the source are leased: a worker is "
-                              "running on it; stop every worker (and submits) first, then "
-                              "copy again once its leases are settled or expired")
+        refuse_leased(snapshot)
         loading = snapshot.loading()
         into.load(_batches(snapshot, loading, counts, batch_rows), snapshot.id_floors())
     return CopyResult(messages=counts["messages"], deliveries=counts["deliveries"],
                       api_keys=counts["api_keys"], tenants=counts["tenants"],
                       left_loading=len(loading))
+
+
+def refuse_leased(snapshot: Snapshot) -> None:
+    """``LockedError`` if any delivery of the source is leased. A lease that ran out counts
+    too: only a claim rescues it, and the copy would carry it as leased by nobody."""
+    leased = snapshot.leased()
+    if leased:
+        raise LockedError(f"{leased:,} deliveries of the source are leased: a worker is "
+                          "running on it, or one stopped without giving them back; stop "
+                          "every worker (and submits) first, then copy again once a worker "
+                          "has settled or rescued them (one run with --exit-when-idle does)")
+
+
+def check_source(source: DispatchStore) -> None:
+    """What ``copy_store`` refuses in ``source`` alone, checked before a target is made."""
+    if isinstance(source, Transferable):
+        with source.transfer().snapshot() as snapshot:
+            refuse_leased(snapshot)
 
 
 def _batches(snapshot: Snapshot, loading: frozenset[int], counts: dict[str, int],
