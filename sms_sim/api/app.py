@@ -71,6 +71,7 @@ def create_app(store_url: str, *, clock: Clock | None = None,
     app.state.clock = used_clock
     app.state.service = service
     app.state.metrics = ApiMetrics(lambda: app.state.service)
+    app.state.readiness = operations.ReadinessProbe()
     app.add_middleware(LatencyMiddleware, metrics=app.state.metrics, clock=used_clock)
     install_problem_handlers(app)
     for router in (messages.router, dead_letters.router, optouts.router, receipts.router,

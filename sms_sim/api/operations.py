@@ -8,10 +8,12 @@ database is slow); ``/readyz`` asks the store to prove it takes writes, and is 5
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -26,9 +28,9 @@ from sms_sim.api.problems import (
 )
 from sms_sim.api.schemas import HealthOut
 from sms_sim.api.times import rfc3339, rfc3339_or_none
-from sms_sim.dispatch.service import DispatchService
+from sms_sim.dispatch.service import DispatchService, Health
 
-__all__ = ["router"]
+__all__ = ["router", "ReadinessProbe", "READY_WITHIN_S"]
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["operations"])
@@ -37,6 +39,28 @@ router = APIRouter(tags=["operations"])
 # is 30 s, for submits that may queue behind a long one).
 READY_WITHIN_S = 1.0
 _SLUGS = {kind.slug: kind for kind in PROBLEM_TYPES}
+
+
+class ReadinessProbe:
+    """``/readyz``'s answer within ``within_s``, whatever the store does: the read before
+    the write check waits for the store as long as any request (30 s for a lock held on
+    PostgreSQL, or for a server that is down), which a probe with a timeout of its own saw
+    as a hang. One check runs at a time (an app's probes join it), so a store that does not
+    answer holds one thread, not one per probe."""
+
+    def __init__(self, within_s: float = READY_WITHIN_S) -> None:
+        self.within_s = within_s
+        self._running: asyncio.Future[Health] | None = None
+
+    async def ask(self, service: DispatchService) -> Health | None:
+        """The store's readiness, or None if it did not answer in time."""
+        if self._running is None or self._running.done():
+            self._running = asyncio.ensure_future(
+                run_in_threadpool(service.ready, within_s=self.within_s))
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._running), self.within_s)
+        except TimeoutError:
+            return None
 
 
 @router.get("/healthz", response_model=HealthOut, summary="Liveness: the process answers",
@@ -49,8 +73,14 @@ def healthz() -> HealthOut:
 @router.get("/readyz", response_model=HealthOut, summary="Readiness: the store takes writes",
             operation_id="readyz", responses=problem_responses(503),
             response_model_exclude_none=True)
-def readyz(service: Annotated[DispatchService, Depends(operator_service)]) -> HealthOut:
-    health = service.ready(within_s=READY_WITHIN_S)
+async def readyz(request: Request,
+                 service: Annotated[DispatchService, Depends(operator_service)]) -> HealthOut:
+    probe: ReadinessProbe = request.app.state.readiness
+    health = await probe.ask(service)
+    if health is None:
+        raise ProblemError(STORE_UNAVAILABLE, f"the store did not answer within "
+                                              f"{probe.within_s:g} s",
+                           headers={"Retry-After": str(STORE_RETRY_AFTER_S)})
     if not health.ok:
         log.warning("not ready: %s", health.error)
         raise ProblemError(STORE_UNAVAILABLE, "the store does not take writes now (the "

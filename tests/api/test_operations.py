@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,12 @@ import pytest
 from fastapi.testclient import TestClient
 from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 
-from sms_sim.api.operations import READY_WITHIN_S
+from sms_sim.api.operations import READY_WITHIN_S, ReadinessProbe
 from sms_sim.api.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPES
 from sms_sim.dispatch.errors import StoreError
 from sms_sim.dispatch.stores import SqliteStore
 from tests.api.conftest import ApiHarness, FailingStore, assert_problem
+from tests.conftest import eventually
 from tests.unit.test_sqlite_locks import ReleasingClock
 
 
@@ -178,3 +180,27 @@ def test_the_app_has_no_state_outside_itself() -> None:
     assert first.app.openapi() is not second.app.openapi()
     assert TestClient(first.app).get("/openapi.json").json() == \
         TestClient(second.app).get("/openapi.json").json()
+
+
+def test_readyz_answers_within_its_bound_when_the_store_does_not_answer_at_all() -> None:
+    # On PostgreSQL a lock held elsewhere or a stopped server made /readyz (its read before
+    # the write check) wait 19-30 s.
+    release = threading.Event()
+    calls: list[float] = []
+
+    class Stuck(FailingStore):
+        def next_due_at(self, now: float) -> float | None:
+            calls.append(now)
+            release.wait(30)
+            return super().next_due_at(now)
+
+    store = Stuck()
+    harness = ApiHarness(store)
+    harness.app.state.readiness = ReadinessProbe(within_s=0.05)
+    with harness.client as client:
+        for _ in range(3):  # the probes join the one check still waiting
+            body = assert_problem(client.get("/readyz"), 503, "store-unavailable")
+            assert "did not answer within 0.05 s" in body["detail"]
+        assert len(calls) == 1  # one thread waits on the store, not one per probe
+        release.set()
+        assert eventually(lambda: client.get("/readyz").status_code == 200, within_s=10)
