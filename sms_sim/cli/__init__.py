@@ -27,6 +27,7 @@ from sms_sim.cli.common import (
     guard_closed_stdout,
     interruptible,
     silence_stdout,
+    stop_code,
 )
 from sms_sim.version import __version__
 
@@ -87,9 +88,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         except (KeyboardInterrupt, Terminated) as exc:
             # What was under way unwound (a transaction rolled back, a half-loaded submit
             # deleted); a command that had finished a change said so before its wait.
-            signal_name = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
-            print(f"{prog}: stopped by {signal_name}", file=sys.stderr)
-            return ExitCode.SIGTERM if isinstance(exc, Terminated) else ExitCode.SIGINT
+            code = stop_code(exc)
+            print(f"{prog}: stopped by {code.name}", file=sys.stderr)
+            return code
         if code == ExitCode.SIGPIPE:  # the command saw its reader go (the progress stream)
             silence_stdout()
             return code

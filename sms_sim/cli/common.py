@@ -66,6 +66,11 @@ class Terminated(BaseException):
     leaving it to hold its idempotency key for ``ABANDONED_LOAD_S``."""
 
 
+def stop_code(stop: BaseException) -> ExitCode:
+    """The exit code of a command ended by ``KeyboardInterrupt`` or ``Terminated``."""
+    return ExitCode.SIGTERM if isinstance(stop, Terminated) else ExitCode.SIGINT
+
+
 @contextmanager
 def interruptible() -> Iterator[None]:
     """SIGTERM raises ``Terminated`` in the main thread while the block runs. The commands

@@ -31,6 +31,7 @@ from sms_sim.cli.views import (
     message_line,
     printable,
 )
+from sms_sim.clock import RealClock
 from sms_sim.dispatch.contract import (
     DeliveryStatus,
     DeliveryView,
@@ -38,7 +39,6 @@ from sms_sim.dispatch.contract import (
     MessageStatus,
 )
 from sms_sim.dispatch.errors import StoreDamagedError, StoreError
-from sms_sim.clock import RealClock
 from sms_sim.dispatch.service import DispatchService
 from sms_sim.dispatch.stores import display_url
 from sms_sim.dispatch.validation import INT64_MAX, validate_phone

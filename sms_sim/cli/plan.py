@@ -32,6 +32,7 @@ from sms_sim.cli.common import (
     non_negative_float,
     positive_float,
     probability,
+    stop_code,
 )
 from sms_sim.cli.model_args import (
     add_model_arguments,
@@ -211,7 +212,7 @@ def main(argv: Sequence[str], *, prog: str) -> int:
     except (KeyboardInterrupt, Terminated) as exc:
         progress.finish()
         print(f"{parser.prog}: interrupted; {progress.bracket()}", file=sys.stderr)
-        return ExitCode.SIGTERM if isinstance(exc, Terminated) else ExitCode.SIGINT
+        return stop_code(exc)
     progress.finish()
     if args.json:
         emit(json_text(result.to_dict()))

@@ -27,6 +27,7 @@ from sms_sim.dispatch.stores.transfer import (
     copy_store,
     same_database,
 )
+from sms_sim.dispatch.validation import InvalidRequestError, validate_storable
 from sms_sim.errors import ConfigError
 
 __all__ = ["MemoryStore", "SqliteStore", "open_store", "is_transient", "migrate_store",
@@ -82,8 +83,7 @@ def open_store(url: str | os.PathLike[str], *, create: bool = False,
             raise _missing_driver(exc) from None
         # libpq knows the scheme in lower case only
         return PostgresStore(f"{scheme}:{rest}", create=create, read_only=read_only)
-    raise ConfigError(f"unknown store URL scheme {scheme!r} (use a SQLite path, "
-                      "sqlite:///path, postgresql://... or memory:)")
+    raise AssertionError(f"check_store_url let the scheme {scheme!r} through")
 
 
 def check_store_url(url: str | os.PathLike[str]) -> str:
@@ -94,9 +94,9 @@ def check_store_url(url: str | os.PathLike[str]) -> str:
     that are not UTF-8 in a command-line argument)."""
     text = os.fspath(url)
     try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ConfigError("the database path or URL is not valid UTF-8 text") from None
+        validate_storable(text, "the database path or URL")
+    except InvalidRequestError as exc:
+        raise ConfigError(str(exc)) from None
     found = _SCHEME_RE.match(text)
     if found is None:
         return text
@@ -165,10 +165,10 @@ def migrate_store(url: str | os.PathLike[str]) -> str:
         raise ConfigError(f"{text!r} keeps nothing after this command; nothing to migrate")
     store = open_store(text)
     store.close()
-    version = SQLITE_SCHEMA_VERSION
-    if isinstance(store, SqliteStore) and store.upgraded_from is not None:
-        return f"{text!r}: upgraded schema {store.upgraded_from} to {version}"
-    return f"{text!r}: schema {version} is current"
+    upgraded_from = getattr(store, "upgraded_from", None)  # a SqliteStore's
+    if upgraded_from is not None:
+        return f"{text!r}: upgraded schema {upgraded_from} to {SQLITE_SCHEMA_VERSION}"
+    return f"{text!r}: schema {SQLITE_SCHEMA_VERSION} is current"
 
 
 def copy_database(source: str | os.PathLike[str], target: str | os.PathLike[str], *,

@@ -115,8 +115,6 @@ class SqliteStore:
                             lock_clock=lock_clock)
         self._write = self._db.write
         self._read = self._db.read
-        # The schema version this opening upgraded (None: it was current): ``migrate``.
-        self.upgraded_from = self._db.upgraded_from
         self._group = SubmitGroup(self._write, insert_message)
         # A claimer's ``now`` may lag by its whole wait for the write lock (up to the busy
         # timeout): only a lease granted later than that past it proves a backward jump.
@@ -281,6 +279,11 @@ class SqliteStore:
     def transfer(self) -> SqliteTransfer:
         """This database as rows, for ``stores.transfer.copy_store``."""
         return SqliteTransfer(self._db, self._write)
+
+    @property
+    def upgraded_from(self) -> str | None:
+        """The schema version this opening upgraded (None: it was current): ``migrate``."""
+        return self._db.upgraded_from
 
     def check_writable(self, within_s: float | None = None) -> None:
         with self._write(within_s=within_s):
