@@ -1,8 +1,9 @@
 """Claim cost when many small messages are due at once, on SQLite and PostgreSQL.
 
 A campaign of many 1-recipient messages is not one broadcast: every claim reads each due
-message (its order, class and ready count) and ``fair_claim`` splits the batch over all of
-them, though at most a batch of them gets anything. This prints how long that takes.
+message (its order, class and ready count) and splits the batch over all of them
+(``stores.fairness``; on PostgreSQL inside the one statement that reads them), though at
+most a batch of them gets anything. This prints how long that takes.
 
 What is measured, in a child process running the store code of the checkout measured (so
 ``--baseline`` compares old and new), rotating which side goes first: N messages of one
@@ -14,8 +15,8 @@ side and run, and the median of those over the runs. Every claim must return B d
 * postgres: a fresh database per run on the server (``--dsn``, or a throwaway one started
   with ``scripts/pg_server.py``); ``--no-postgres`` leaves it out.
 
-No target: the figure the "fairness in one statement" work (issue 13) would move. Every
-claim reads all N due messages, so it grows with N.
+No target: the figure the "fairness in one statement" work (issue 13) moves. Every claim
+still reads all N due messages, so it grows with N.
 
 Command (from the repo root): python3 bench/claim_many_due.py [--messages 10000]
 [--tenants 3] [--batch 1000] [--claims 8] [--runs 3] [--baseline DIR] [--dsn URL]

@@ -16,6 +16,7 @@ modules of their own.
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -85,7 +86,8 @@ def effective_priority(priority: int, waiting_since: float, now: float,
     it is being served (its wait restarts at each serve).
     """
     waited_s = now - waiting_since
-    aged = priority + int(waited_s // AGING_STEP_S) if waited_s > 0 else priority
+    # A float quotient floored (not ``//``): PostgreSQL's claim states the same arithmetic.
+    aged = priority + math.floor(waited_s / AGING_STEP_S) if waited_s > 0 else priority
     return aged if kept is None else max(aged, kept)
 
 

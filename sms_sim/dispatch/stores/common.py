@@ -1,12 +1,9 @@
-"""Pieces every store shares so that all backends make the same decisions.
-
-``fair_claim`` is the claim-splitting algorithm itself: stores differ only in how they take
-deliveries of one message, so the reference store and SQLite lease exactly the same rows.
-"""
+"""Pieces every store shares so that all backends make the same decisions (the claim's
+split is ``fairness``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 
 from sms_sim.dispatch.contract import (
     CancelResult,
@@ -21,8 +18,6 @@ from sms_sim.segments import Encoding, segments
 __all__ = [
     "cancel_result",
     "raised_classes",
-    "fair_claim",
-    "claim_order",
     "locked_message",
     "CLOCK_JUMP_MIN_S",
     "clock_jumped_back_after_s",
@@ -35,98 +30,12 @@ __all__ = [
 EXPIRED_LEASE_ERROR = "lease expired before the worker reported (worker lost or paused)"
 
 
-def fair_claim(tenants: Sequence[Sequence[tuple[int, int]]], limit: int,
-               take: Callable[[int, int], int]) -> None:
-    """Split ``limit`` among tenants, then among each tenant's due messages.
-
-    ``tenants`` holds, in claim order, each tenant's due messages as ``(class,
-    message_id)`` in claim order. Each round gives every tenant still active an equal quota
-    (at least 1), in order; a tenant's quota goes to its messages by ``_TenantShare``; a
-    tenant that got less than its quota has nothing more due and drops out. So the first
-    tenant always gets something, and none gets more than an even share while others still
-    have work, whatever the classes of their messages.
-
-    ``take(message_id, n)`` leases up to ``n`` deliveries and returns how many it got. One
-    way to meet the fairness properties of ``DispatchStore.claim`` (the contract tests check
-    those on every store, not this arithmetic); the callers' orders decide who goes first:
-    never served, then least recently served.
-    """
-    remaining = limit
-    active = [_TenantShare(order) for order in tenants if order]
-    while remaining > 0 and active:
-        quota = max(1, remaining // len(active))
-        still: list[_TenantShare] = []
-        for share in active:
-            if remaining <= 0:
-                break
-            want = min(quota, remaining)
-            got = share.give(want, take)
-            remaining -= got
-            if got == want:
-                still.append(share)
-        active = still
-
-
-class _TenantShare:
-    """One tenant's due messages, served strictly by class and round-robin within a class,
-    over as many ``give`` calls as the tenant rounds of one claim make."""
-
-    def __init__(self, order: Sequence[tuple[int, int]]) -> None:
-        self._classes: dict[int, list[int]] = {}
-        for rank, message_id in order:
-            self._classes.setdefault(rank, []).append(message_id)
-        self._ranks = sorted(self._classes, reverse=True)
-
-    def give(self, want: int, take: Callable[[int, int], int]) -> int:
-        """Lease up to ``want`` deliveries; fewer only when the tenant ran out.
-
-        Each round of a class gives its messages still active an equal quota (at least 1);
-        a message that got less than its quota drops out. Messages the last round did not
-        reach go first at the next call, then those it served, so a tenant served one
-        delivery per call still serves its messages in turn.
-        """
-        given = 0
-        for rank in self._ranks:
-            active = self._classes[rank]
-            while given < want and active:
-                quota = max(1, (want - given) // len(active))
-                kept: list[int] = []
-                reached = 0
-                for message_id in active:
-                    if given >= want:
-                        break
-                    reached += 1
-                    ask = min(quota, want - given)
-                    got = take(message_id, ask)
-                    given += got
-                    if got == ask:
-                        kept.append(message_id)
-                active = active[reached:] + kept
-                self._classes[rank] = active
-        return given
-
-
 def sent_time(reported: float | None, leased_at: float | None, now: float) -> float:
     """The ``sent_at`` a SENT report records (``DispatchStore.settle``): the send time it
     reports, or the settle's ``now`` without one; never later than ``now`` nor earlier
     than the lease's start (``leased_at``, when known)."""
     at = now if reported is None else min(reported, now)
     return at if leased_at is None else max(at, leased_at)
-
-
-def claim_order(due: Sequence[tuple[str, int, int]],
-                tenant_served: Mapping[str, int]) -> list[list[tuple[int, int]]]:
-    """``fair_claim``'s ``tenants`` from due messages given as ``(tenant, class,
-    message_id)`` in message claim order, and each tenant's last serve (a sequence number;
-    absent: never served). Tenants never served go first, in the order of their first due
-    message, then the least recently served."""
-    grouped: dict[str, list[tuple[int, int]]] = {}
-    for tenant, rank, message_id in due:
-        grouped.setdefault(tenant, []).append((rank, message_id))
-    never = -1  # sequence numbers start at 1
-    order = sorted(enumerate(grouped), key=lambda item: (tenant_served.get(item[1], never),
-                                                         item[0]))
-    return [grouped[tenant] for _, tenant in order]
 
 
 # A clock that jumps back leaves leases granted "in the future": without a rescue they would

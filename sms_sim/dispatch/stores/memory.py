@@ -30,13 +30,12 @@ from sms_sim.dispatch.errors import ConflictError, LockedError
 from sms_sim.dispatch.pruning import PRUNE_BATCH_ROWS, PruneResult, check_prune
 from sms_sim.dispatch.requests import MessageEdit, NewMessage
 from sms_sim.dispatch.stores.common import (
-    claim_order,
     clock_jumped_back_after_s,
-    fair_claim,
     key_conflict,
     locked_message,
     sent_time,
 )
+from sms_sim.dispatch.stores.fairness import DueMessage, fair_split
 from sms_sim.dispatch.stores.memory_lists import MemoryLists
 from sms_sim.dispatch.stores.memory_state import (
     OPEN_MESSAGES as _OPEN,
@@ -171,15 +170,12 @@ class MemoryStore(MemoryLists):
             due.sort(key=_fair_order)
             classes = {m.id: effective_priority(m.priority, _waiting_since(m), now, m.kept_class)
                        for m in due}
-            order = claim_order([(m.tenant, classes[m.id], m.id) for m in due],
-                                self._tenant_served)
+            ready = {m.id: self._ready(m.id, now) for m in due}
+            grants = fair_split([DueMessage(m.tenant, classes[m.id], m.id, len(ready[m.id]))
+                                 for m in due], limit, self._tenant_served)
             claims: list[Claim] = []
-
-            def take(message_id: int, count: int) -> int:
+            for message_id, count in grants:
                 message = self._messages[message_id]
-                ready = self._ready(message_id, now)[:count]
-                if not ready:
-                    return 0
                 if message.status is _M.SCHEDULED:
                     message.status = _M.DISPATCHING
                     message.dispatch_started_at = now
@@ -190,7 +186,7 @@ class MemoryStore(MemoryLists):
                 message.updated_at = now
                 if classes[message_id] > message.priority:
                     message.kept_class = classes[message_id]
-                for delivery in sorted(ready, key=lambda d: d.id):
+                for delivery in sorted(ready[message_id][:count], key=lambda d: d.id):
                     delivery.status = _D.LEASED
                     delivery.lease_owner = owner
                     delivery.lease_until = now + lease_s
@@ -200,9 +196,6 @@ class MemoryStore(MemoryLists):
                                         message.content, delivery.attempts, now + lease_s,
                                         delivery.lease_losses, message.uid,
                                         classes[message_id], message.valid_until))
-                return len(ready)
-
-            fair_claim(order, limit, take)
             for message in due:  # aging: a kept class lasts while something is due
                 if message.kept_class is not None and not self._ready(message.id, now):
                     message.kept_class = None

@@ -26,7 +26,7 @@ Invariant, while a message is open (scheduled or dispatching): its fresh deliver
 past ``fresh_next`` are its run: pending, due at the message's ``scheduled_at``, exactly
 ``fresh_left`` of them; every other delivery of it at or past ``fresh_next`` is finished
 (suppressed: the fresh read skips it). ``fresh_left`` is exact, not a bound: it is what
-``fair_claim`` splits (every store must lease the same rows), and what the completion
+``fairness`` splits (every store must lease the same rows), and what the completion
 check reads instead of the run (``lists.complete_done``: ``fresh_left = 0``).
 
 And, whatever the message's status: a fresh delivery below ``fresh_next``, or any fresh
@@ -65,7 +65,7 @@ The order within a message is the memory store's (due retries first, then by due
 id), so every store leases the same deliveries: a per-row delivery goes before the fresh
 run if it is a retry or due no later than the message's ``scheduled_at`` (a released
 delivery, whose id is below the cursor), after it otherwise (requeued later). How many
-each message gets is still ``fair_claim``'s decision; this step only finds them, and never
+each message gets is still ``fairness``'s decision; this step only finds them, and never
 leases more than it was given.
 
 A new condition on what a claim may lease must hold on both paths. A condition on the

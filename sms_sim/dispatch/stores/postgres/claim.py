@@ -1,4 +1,5 @@
-"""``PostgresStore.claim``: the lease rescue, the fair split, and one ``UPDATE`` that leases it.
+"""``PostgresStore.claim``: the lease rescue, the fair split in one statement, and one
+``UPDATE`` that leases it.
 
 One claim is one transaction, serialised with the other claims on the same tables by a
 transaction-scoped advisory lock (settles, submits and reads run beside it). Serialising
@@ -16,24 +17,25 @@ little because a claim is a handful of statements whatever its size:
    suppressed instead; then the expiry sweep (``lists.after_rescue``): open messages past
    their validity end are locked, and their pending and retrying deliveries expire, fresh
    ones included (their run ends: ``chunk``);
-2. the due messages (none past its validity end, so neither lease path below takes from
-   one), each with how many deliveries it has ready: its fresh ones, read off its chunk
-   cursor (``chunk``: ``fresh_left``, no delivery row read), and those waiting for a
-   per-row claim, counted up to the limit through the partial ``deliveries_waiting``
-   index (retries, releases, requeues, rescued leases: few);
-3. the split: ``stores.common.fair_claim`` in Python on those counts, the same code the
-   memory and SQLite stores run, so all three lease the same rows in the same order;
-4. the messages given deliveries are locked (``FOR NO KEY UPDATE``, in id order) and
+2. the split, one statement (``split``): it reads the due messages (none past its
+   validity end, so neither lease path below takes from one), each with its class and
+   how many deliveries it has ready: its fresh ones, read off its chunk cursor
+   (``chunk``: ``fresh_left``, no delivery row read), and those waiting for a per-row
+   claim, counted up to the limit through the partial ``deliveries_waiting`` index
+   (retries, releases, requeues, rescued leases: few); and splits the limit over them
+   and their tenants by ``fairness``'s rule, the one the memory and SQLite stores run in
+   Python, so all three lease the same rows in the same order;
+3. the messages given deliveries are locked (``FOR NO KEY UPDATE``, in id order) and
    checked unchanged (an edit or cancel that committed since step 2 bumped the version:
    the split is made again); from here on an edit or cancel of them waits for this claim;
-5. the lease (``chunk.lease_rows``): a broadcast's share is the next ids of its fresh run,
+4. the lease (``chunk.lease_rows``): a broadcast's share is the next ids of its fresh run,
    read as one range of the ``(message_id, id)`` index from its cursor; per-row deliveries
    are read through ``deliveries_waiting`` only when there are some; then one statement
    updates the per-row picks by primary key and enters the lease in ``leases``, the
    fresh run as its first and last id (its rows are not written). Never ``WHERE id IN
    (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)``: PostgreSQL may run such a sub-select
    more than once and update more rows than its LIMIT (bug #15715);
-6. the serve order with the moved cursors, tenants' serves and aging's kept classes, each
+5. the serve order with the moved cursors, tenants' serves and aging's kept classes, each
    one statement.
 
 Since every claim waits for the one before it, a claimer that stalls inside its claim (a
@@ -48,16 +50,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sms_sim.dispatch.contract import Claim, effective_priority, new_claim
-from sms_sim.dispatch.stores.common import (
-    EXPIRED_LEASE_ERROR,
-    claim_order,
-    fair_claim,
-    raised_classes,
-)
+from sms_sim.dispatch.contract import AGING_STEP_S, Claim, new_claim
+from sms_sim.dispatch.stores.common import EXPIRED_LEASE_ERROR, raised_classes
 from sms_sim.dispatch.stores.postgres.chunk import Cursor, lease_rows
 from sms_sim.dispatch.stores.postgres.lists import after_rescue
 from sms_sim.dispatch.stores.postgres.schema import LOCK_CLASS, Connection
+from sms_sim.dispatch.stores.postgres.split import split_sql
 
 __all__ = ["claim_deliveries", "CLAIM_IDLE_LIMIT_S"]
 
@@ -122,18 +120,27 @@ WITH lost_rows AS MATERIALIZED (
 SELECT message_id, status FROM rescued
 """
 _ENDED_PER_CLAIM = 50
-# Never served first (NULLS FIRST), oldest due first; then the least recently served.
+# The due messages (none past its validity end) in claim order: never served first (NULLS
+# FIRST), oldest due first, then the least recently served; each with its class
+# (``effective_priority``, the same arithmetic) and its ready deliveries: its fresh run,
+# off its cursor (no delivery row read), and those waiting for a per-row claim, counted
+# up to the limit through the partial ``deliveries_waiting`` index (few).
 _DUE_SQL = """
-SELECT m.id, m.priority, COALESCE(m.served_at, m.scheduled_at), m.kept_class, m.tenant,
-    m.version,
-    (SELECT count(*) FROM (SELECT 1 FROM deliveries AS d WHERE d.message_id = m.id
-        AND d.waiting IS NOT NULL AND d.next_attempt_at <= %(now)s LIMIT %(limit)s) AS r),
-    m.fresh_left, m.fresh_next, m.scheduled_at
+SELECT m.id, m.tenant, m.version, m.priority, m.kept_class, m.fresh_left, m.fresh_next,
+    m.scheduled_at, r.waiting,
+    GREATEST(m.priority + CASE WHEN w.waited > 0 THEN floor(w.waited / %(step)s)::bigint
+                               ELSE 0 END, m.kept_class) AS rank,
+    LEAST(r.waiting + m.fresh_left, %(limit)s) AS demand,
+    row_number() OVER (ORDER BY m.served_seq NULLS FIRST, m.scheduled_at, m.id) AS pos
 FROM messages AS m
+CROSS JOIN LATERAL (SELECT %(now)s - COALESCE(m.served_at, m.scheduled_at) AS waited) AS w
+CROSS JOIN LATERAL (SELECT count(*) AS waiting FROM (
+    SELECT 1 FROM deliveries AS d WHERE d.message_id = m.id AND d.waiting IS NOT NULL
+      AND d.next_attempt_at <= %(now)s LIMIT %(limit)s) AS x) AS r
 WHERE m.status IN ('scheduled', 'dispatching') AND m.scheduled_at <= %(now)s
   AND (m.valid_until IS NULL OR m.valid_until > %(now)s)
-ORDER BY m.served_seq NULLS FIRST, m.scheduled_at, m.id
 """
+_SPLIT_SQL = split_sql(_DUE_SQL, "tenants", keep="kept_class")
 _LOCK_SQL = """
 SELECT id, version, content, uid, valid_until FROM messages
 WHERE id = ANY(%s) AND status IN ('scheduled', 'dispatching')
@@ -176,24 +183,24 @@ def claim_deliveries(conn: Connection, owner: str, limit: int, lease_s: float, n
     after_rescue(conn, _rescue(conn, now, lease_s, now + jump_s), now)
     locked: dict[int, _Row] = {}  # message id -> (id, version, content, uid, valid_until)
     while True:
-        due = conn.execute(_DUE_SQL, {"now": now, "limit": limit}).fetchall()
-        classes = {row[0]: effective_priority(row[1], row[2], now, row[3]) for row in due}
-        grants = _split(conn, due, classes, limit)
+        due = conn.execute(_SPLIT_SQL, {"now": now, "limit": limit,
+                                        "step": AGING_STEP_S}).fetchall()
+        grants = [(row[0], int(row[12])) for row in due if row[12] > 0]
         # Every due message is split, but only those given deliveries are looked at again
         # (with many small messages due, the rest are most of them).
-        given = {message_id for message_id, _ in grants}
-        granted = {row[0]: row for row in due if row[0] in given}
+        granted = {row[0]: row for row in due if row[12] > 0}
         wanted = sorted(granted.keys() - locked.keys())
         if wanted:
             locked.update((row[0], row) for row in conn.execute(_LOCK_SQL, (wanted,)))
-        if all(m in locked and locked[m][1] == row[5] for m, row in granted.items()):
+        if all(m in locked and locked[m][1] == row[2] for m, row in granted.items()):
             break
-        # An edit or cancel committed between the count and the lock: split again, on
+        # An edit or cancel committed between the split and the lock: split again, on
         # messages that can no longer change under us.
-    cursors = {m: Cursor(scheduled_at=row[9], fresh_next=row[8], fresh_left=int(row[7]),
-                         waiting=int(row[6])) for m, row in granted.items()}
+    classes = {row[0]: int(row[9]) for row in due}
+    cursors = {m: Cursor(scheduled_at=row[7], fresh_next=row[6], fresh_left=int(row[5]),
+                         waiting=int(row[8])) for m, row in granted.items()}
     claims, moved = _lease(conn, grants, locked, classes, cursors, owner, now + lease_s, now)
-    served = _serve(conn, grants, {m: row[4] for m, row in granted.items()}, moved, now)
+    served = _serve(conn, grants, {m: row[1] for m, row in granted.items()}, moved, now)
     _keep_classes(conn, due, classes, served, now)
     return claims
 
@@ -215,29 +222,6 @@ def _rescue(conn: Connection, now: float, lease_s: float, jumped: float) -> list
         "messages": [r[2] for r in runs], "firsts": [r[3] for r in runs],
         "lasts": [r[4] for r in runs], "untils": [r[5] for r in runs]},
         prepare=False).fetchall()
-
-
-def _split(conn: Connection, due: Sequence[_Row], classes: dict[int, int],
-           limit: int) -> list[tuple[int, int]]:
-    """The grants ``fair_claim`` makes on the counted ready deliveries, in order."""
-    ready = {row[0]: int(row[6]) + int(row[7]) for row in due}
-    tenants = {row[4] for row in due}
-    served: dict[str, int] = {}
-    if len(tenants) > 1:  # one tenant has no one to go before
-        served = dict(conn.execute("SELECT name, served_seq FROM tenants WHERE name = ANY(%s)",
-                                   (sorted(tenants),)).fetchall())
-    order = claim_order([(row[4], classes[row[0]], row[0]) for row in due], served)
-    grants: list[tuple[int, int]] = []
-
-    def take(message_id: int, count: int) -> int:
-        got = min(count, ready[message_id])
-        if got:
-            ready[message_id] -= got
-            grants.append((message_id, got))
-        return got
-
-    fair_claim(order, limit, take)
-    return grants
 
 
 def _lease(conn: Connection, grants: list[tuple[int, int]], locked: dict[int, _Row],
@@ -292,9 +276,9 @@ def _keep_classes(conn: Connection, due: Sequence[_Row], classes: dict[int, int]
     """Aging after a claim (``effective_priority``): a message served above its priority
     keeps that class; a kept class is dropped once nothing of the message is due."""
     # Only a message holding a class or served now can hold one after.
-    holding = [row for row in due if row[3] is not None or row[0] in served]
-    kept = raised_classes({row[0]: row[3] for row in holding},
-                          {row[0]: row[1] for row in holding}, classes, served)
+    holding = [row for row in due if row[4] is not None or row[0] in served]
+    kept = raised_classes({row[0]: row[4] for row in holding},
+                          {row[0]: row[3] for row in holding}, classes, served)
     holders = list(kept)
     if not holders:
         return

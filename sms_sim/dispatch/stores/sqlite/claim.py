@@ -16,14 +16,14 @@ from typing import Any
 from sms_sim.dispatch.contract import Claim, effective_priority, new_claim
 from sms_sim.dispatch.stores.common import (
     EXPIRED_LEASE_ERROR,
-    claim_order,
-    fair_claim,
     raised_classes,
 )
+from sms_sim.dispatch.stores.fairness import DueMessage, fair_split
 from sms_sim.dispatch.stores.sqlite.rows import (
     DUE_RETRIES_SQL,
     KEPT_SQL,
     LEASE_SQL,
+    READY_SQL,
     RESCUE_STATUS_SQL,
     SERVED_SQL,
     STILL_DUE_SQL,
@@ -60,47 +60,44 @@ def claim_deliveries(conn: sqlite3.Connection, owner: str, limit: int, lease_s: 
     complete_done(conn, [m for m, status in rescued if status == "suppressed"], now)
     expire_lapsed(conn, now)
     changes: Counter[tuple[int, str]] = Counter()
-    # Never served first (NULLs sort first), oldest due first; then least recently.
+    # Never served first (NULLs sort first), oldest due first; then least recently. Each
+    # with how many deliveries it could lease (up to the limit: no share is larger).
     due = conn.execute(
         "SELECT id, content, priority, uid, COALESCE(served_at, scheduled_at), "
-        "kept_class, tenant, valid_until FROM messages "
+        "kept_class, tenant, valid_until, "
+        f"(SELECT COUNT(*) FROM ({READY_SQL} LIMIT ?2)) FROM messages AS m "
         "WHERE status IN ('scheduled', 'dispatching') AND scheduled_at <= ?1 "
         "AND (valid_until IS NULL OR valid_until > ?1) "
         "ORDER BY served_seq, scheduled_at, id",
-        (now,),
+        (now, limit),
     ).fetchall()
     content = {row[0]: row for row in due}
     # A tenant's last serve is one of its messages', so messages hold the maximum.
     (last_served,) = conn.execute("SELECT MAX(served_seq) FROM messages").fetchone()
     serves = itertools.count((last_served or 0) + 1)
-    served: dict[int, int] = {}  # message id -> its latest serve order in this claim
+    served: dict[int, int] = {}  # message id -> its serve order in this claim
     tenants_served: dict[str, int] = {}  # the same for tenants
 
     classes = {row[0]: effective_priority(row[2], row[4], now, row[5]) for row in due}
-    order = claim_order([(row[6], classes[row[0]], row[0]) for row in due],
-                        _tenant_serves(conn, {row[6] for row in due}))
-
-    def take(message_id: int, count: int) -> int:
+    grants = fair_split([DueMessage(row[6], classes[row[0]], row[0], row[8]) for row in due],
+                        limit, _tenant_serves(conn, {row[6] for row in due}))
+    for message_id, count in grants:
         (retries,) = conn.execute(DUE_RETRIES_SQL, (message_id, now, count)).fetchone()
         rows = conn.execute(LEASE_SQL, (owner, lease_until, now, message_id, now,
                                         count)).fetchall()
-        if rows:
-            retries = min(retries, len(rows))
-            changes[message_id, "retrying"] -= retries
-            changes[message_id, "pending"] -= len(rows) - retries
-            changes[message_id, "leased"] += len(rows)
-            rows.sort()
-            _, text, _, uid, _, _, tenant, valid_until = content[message_id]
-            priority = classes[message_id]
-            claims.extend(
-                new_claim((delivery_id, message_id, recipient, text, attempts, lease_until,
-                           lease_losses, uid, priority, valid_until))
-                for delivery_id, recipient, attempts, lease_losses in rows
-            )
-            served[message_id] = tenants_served[tenant] = next(serves)
-        return len(rows)
-
-    fair_claim(order, limit, take)
+        retries = min(retries, len(rows))
+        changes[message_id, "retrying"] -= retries
+        changes[message_id, "pending"] -= len(rows) - retries
+        changes[message_id, "leased"] += len(rows)
+        rows.sort()
+        _, text, _, uid, _, _, tenant, valid_until, _ = content[message_id]
+        priority = classes[message_id]
+        claims.extend(
+            new_claim((delivery_id, message_id, recipient, text, attempts, lease_until,
+                       lease_losses, uid, priority, valid_until))
+            for delivery_id, recipient, attempts, lease_losses in rows
+        )
+        served[message_id] = tenants_served[tenant] = next(serves)
     add_counts(conn, changes)
     if served:
         conn.execute(SERVED_SQL, (now, json.dumps(list(served.items()))))

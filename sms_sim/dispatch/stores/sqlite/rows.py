@@ -27,6 +27,7 @@ __all__ = [
     "DELIVERY_COLUMNS",
     "LEASE_SQL",
     "DUE_RETRIES_SQL",
+    "READY_SQL",
     "COUNTS_DISAGREE_SQL",
     "SERVED_SQL",
     "KEPT_SQL",
@@ -72,6 +73,9 @@ WHERE id IN (SELECT id FROM deliveries
              ORDER BY status DESC, next_attempt_at, id LIMIT ?)
 RETURNING id, recipient, attempts, lease_losses
 """
+# The rows LEASE_SQL could take of message ``m`` at ``?1``, for the claim's count of them.
+READY_SQL = """SELECT 1 FROM deliveries AS d WHERE d.message_id = m.id
+    AND d.status IN ('retrying', 'pending') AND d.next_attempt_at <= ?1"""
 # How many of the rows LEASE_SQL would take are due retries (it takes those first), so the
 # counts know which status each leased row left.
 DUE_RETRIES_SQL = """
