@@ -63,8 +63,12 @@ _CLAIM_LOCK = 2
 # Between a claim's statements the client only splits counts in Python (microseconds to
 # milliseconds): idling a second there means the claimer stalled.
 CLAIM_IDLE_LIMIT_S = 1.0
+# JIT off for the claim: the split's row estimates (a CTE's output is guessed, not known)
+# put its cost above ``jit_above_cost`` with many messages due, and compiling it took
+# 190 of 360 ms a claim among 10,000 due messages (``bench/claim_many_due.py``) to run
+# window functions over a few thousand rows.
 _BEGIN_SQL = ("SELECT set_config('idle_in_transaction_session_timeout', "
-              f"{str(int(CLAIM_IDLE_LIMIT_S * 1000))!r}, true), "
+              f"{str(int(CLAIM_IDLE_LIMIT_S * 1000))!r}, true), set_config('jit', 'off', true), "
               "pg_advisory_xact_lock(%s, hashtext(current_schema()))")
 
 # Rows of leases whose rows are all settled or rescued (nothing reads them); then the
@@ -183,8 +187,8 @@ def claim_deliveries(conn: Connection, owner: str, limit: int, lease_s: float, n
     after_rescue(conn, _rescue(conn, now, lease_s, now + jump_s), now)
     locked: dict[int, _Row] = {}  # message id -> (id, version, content, uid, valid_until)
     while True:
-        due = conn.execute(_SPLIT_SQL, {"now": now, "limit": limit,
-                                        "step": AGING_STEP_S}).fetchall()
+        due = conn.execute(_SPLIT_SQL, {"now": now, "limit": limit, "step": AGING_STEP_S},
+                           prepare=False).fetchall()
         grants = [(row[0], int(row[12])) for row in due if row[12] > 0]
         # Every due message is split, but only those given deliveries are looked at again
         # (with many small messages due, the rest are most of them).

@@ -3,10 +3,14 @@
 Why in the database: the split needs every due message's class and ready count and every
 tenant's last serve; read, split and answered in one statement, a claim costs one round
 trip for it whatever the number of due messages and tenants, and the rule is stated where
-the data is (window functions: a running sum finds each water level, a running count
-hands out the units left over). ``tests/properties/test_fair_split.py`` checks this
-statement against ``fairness.fair_split`` on random inputs: the memory and SQLite stores
-run that one, and every store must lease the same rows.
+the data is. ``tests/properties/test_fair_split.py`` checks this statement against
+``fairness.fair_split`` on random inputs: the memory and SQLite stores run that one, and
+every store must lease the same rows.
+
+Water filling is done on the distinct demands of a group, not on its rows: a running sum
+over them finds the level (``_levels``), so with thousands of 1-recipient messages due
+the sort is of a handful of values; each message then needs one pass in claim order (a
+running count hands out the units left over).
 
 ``split_sql(asked, tenants, keep)`` builds the statement on two sources, so the test can
 feed it values instead of tables: ``asked`` (columns ``tenant``, ``rank``, ``pos``: claim
@@ -23,67 +27,86 @@ from __future__ import annotations
 __all__ = ["split_sql"]
 
 
-def _water_fill(name: str, source: str, group: str) -> str:
-    """CTEs ending in ``name`` (columns: ``group``'s, ``pos``, ``share``, ``extra``): each
-    row of ``source`` (``group``'s columns, ``pos``, ``demand``, ``budget``: its group's)
-    given its max-min fair share of its group's budget (``fairness.water_fill``)."""
+def _levels(name: str, source: str, group: str) -> str:
+    """CTEs ending in ``name``: per group of ``source`` (rows: ``group``'s columns,
+    ``demand``, ``budget``: the group's), the water level and the units left over above
+    it (``fairness.water_fill``); the level is NULL when the budget covers every demand.
+
+    Over the group's distinct demands in ascending order, with ``k`` items and ``below``
+    units under the current one, the first demand ``d`` with ``below + (n - k) * d >
+    budget`` sets the level, ``(budget - below) / (n - k)`` whole units (every demand under
+    ``d`` is at or under it); those shares take ``below + (n - k) * level``."""
     return f"""
-{name}_sorted AS (
-    SELECT {group}, pos, demand, budget, count(*) OVER g AS n,
-        (sum(demand) OVER g)::bigint AS total,
-        row_number() OVER s - 1 AS k, (sum(demand) OVER s)::bigint - demand AS below
-    FROM {source}
+{name}_values AS (
+    SELECT {group}, demand, count(*) AS c, min(budget) AS budget
+    FROM {source} GROUP BY {group}, demand
+), {name}_run AS (
+    SELECT {group}, demand, budget, sum(c) OVER g AS n, sum(c * demand) OVER g AS total,
+        sum(c) OVER s - c AS k, sum(c * demand) OVER s - c * demand AS below
+    FROM {name}_values
     WINDOW g AS (PARTITION BY {group}),
-        s AS (PARTITION BY {group} ORDER BY demand, pos ROWS UNBOUNDED PRECEDING)
-), {name}_level AS (
-    SELECT DISTINCT ON ({group}) {group}, (budget - below) / (n - k) AS level
-    FROM {name}_sorted WHERE total > budget AND below + (n - k) * demand > budget
-    ORDER BY {group}, k
-), {name}_base AS (
-    SELECT s.*, l.level, CASE WHEN l.level IS NULL THEN s.demand
-                              ELSE LEAST(s.demand, l.level) END AS base
-    FROM {name}_sorted AS s LEFT JOIN {name}_level AS l USING ({group})
+        s AS (PARTITION BY {group} ORDER BY demand ROWS UNBOUNDED PRECEDING)
 ), {name} AS (
-    SELECT {group}, pos, base + extra::int AS share, extra FROM (
-        SELECT {group}, pos, base, COALESCE(demand > level AND
-            count(*) FILTER (WHERE demand > level) OVER r <= budget - sum(base) OVER g,
-            false) AS extra
-        FROM {name}_base
-        WINDOW g AS (PARTITION BY {group}),
-            r AS (PARTITION BY {group} ORDER BY pos ROWS UNBOUNDED PRECEDING)) AS e
+    SELECT DISTINCT ON ({group}) {group}, l.level::bigint,
+        COALESCE(budget - below - (n - k) * l.level, 0)::bigint AS left_over
+    FROM {name}_run
+    CROSS JOIN LATERAL (SELECT CASE WHEN total > budget
+                               THEN floor((budget - below) / (n - k)) END AS level) AS l
+    WHERE total <= budget OR below + (n - k) * demand > budget
+    ORDER BY {group}, demand
 )"""
+
+
+def _share(level: str, left_over: str, nth: str) -> str:
+    """A row's share from its group's level and left-over units and its place among the
+    group's rows wanting more than the level (``nth``, in claim order)."""
+    return (f"(CASE WHEN {level} IS NULL THEN demand ELSE LEAST(demand, {level}) "
+            f"+ (demand > {level} AND {nth} <= {left_over})::int END)")
+
+
+def _extra(level: str, left_over: str, nth: str) -> str:
+    """Whether a row's share holds one of its group's left-over units."""
+    return f"({level} IS NOT NULL AND demand > {level} AND {nth} <= {left_over})"
 
 
 def split_sql(asked: str, tenants: str, keep: str) -> str:
     """The split statement over the sources described in the module docstring."""
     return f"""
 WITH asked AS MATERIALIZED ({asked}),
-tenant_in AS (
+tenant_in AS MATERIALIZED (
     SELECT a.tenant, 0 AS whole, a.demand, %(limit)s::bigint AS budget,
         row_number() OVER (ORDER BY COALESCE(t.served_seq, -1), a.first) AS pos
     FROM (SELECT tenant, sum(demand)::bigint AS demand, min(pos) AS first
           FROM asked GROUP BY tenant) AS a
     LEFT JOIN {tenants} AS t ON t.name = a.tenant
-), {_water_fill("tenant_share", "tenant_in", "whole")},
-class_in AS (
-    SELECT t.pos AS tenant_pos, a.rank, t.share,
-        sum(a.demand)::bigint AS demand
-    FROM asked AS a JOIN tenant_in AS ti ON ti.tenant = a.tenant
-    JOIN tenant_share AS t ON t.pos = ti.pos
-    GROUP BY t.pos, a.rank, t.share
-), class_budget AS (
-    SELECT tenant_pos, rank, LEAST(demand, GREATEST(0, share - COALESCE(sum(demand) OVER (
-        PARTITION BY tenant_pos ORDER BY rank DESC
+), {_levels("tenant_level", "tenant_in", "whole")},
+tenant_share AS MATERIALIZED (
+    SELECT tenant, pos, share, {_extra("level", "left_over", "nth")} AS extra
+    FROM (SELECT t.*, l.level, l.left_over, count(*) FILTER (WHERE t.demand > l.level)
+              OVER (ORDER BY t.pos) AS nth
+          FROM tenant_in AS t JOIN tenant_level AS l USING (whole)) AS t
+    CROSS JOIN LATERAL (SELECT {_share("level", "left_over", "nth")} AS share) AS s
+), class_budget AS MATERIALIZED (
+    SELECT tenant, rank, LEAST(demand, GREATEST(0, share - COALESCE(sum(demand) OVER (
+        PARTITION BY tenant ORDER BY rank DESC
         ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0)))::bigint AS budget
-    FROM class_in
+    FROM (SELECT a.tenant, a.rank, sum(a.demand)::bigint AS demand, min(t.share) AS share
+          FROM asked AS a JOIN tenant_share AS t USING (tenant)
+          GROUP BY a.tenant, a.rank) AS c
 ), message_in AS (
-    SELECT ti.pos AS tenant_pos, a.rank, a.pos, a.demand, c.budget
-    FROM asked AS a JOIN tenant_in AS ti ON ti.tenant = a.tenant
-    JOIN class_budget AS c ON c.tenant_pos = ti.pos AND c.rank = a.rank
-), {_water_fill("message_share", "message_in", "tenant_pos, rank")}
-SELECT a.*, m.share FROM asked AS a
-JOIN message_share AS m ON m.pos = a.pos
-JOIN tenant_share AS t ON t.pos = m.tenant_pos
-WHERE m.share > 0 OR a.{keep} IS NOT NULL
-ORDER BY m.share = 0, t.extra, m.tenant_pos, m.rank DESC, m.extra, m.pos
+    SELECT a.tenant, a.rank, a.demand, c.budget
+    FROM asked AS a JOIN class_budget AS c USING (tenant, rank)
+), {_levels("message_level", "message_in", "tenant, rank")}
+SELECT (g.a).*, g.share FROM (
+    SELECT m.a, s.share, t.extra AS tenant_extra, t.pos AS tenant_pos,
+        {_extra("m.level", "m.left_over", "m.nth")} AS extra
+    FROM (SELECT a, a.pos, a.demand, l.level, l.left_over,
+              count(*) FILTER (WHERE a.demand > l.level)
+                  OVER (PARTITION BY a.tenant, a.rank ORDER BY a.pos) AS nth
+          FROM asked AS a JOIN message_level AS l USING (tenant, rank)) AS m
+    JOIN tenant_share AS t ON t.tenant = (m.a).tenant
+    CROSS JOIN LATERAL (SELECT {_share("m.level", "m.left_over", "m.nth")} AS share) AS s
+) AS g
+WHERE g.share > 0 OR (g.a).{keep} IS NOT NULL
+ORDER BY g.share = 0, g.tenant_extra, g.tenant_pos, (g.a).rank DESC, g.extra, (g.a).pos
 """
