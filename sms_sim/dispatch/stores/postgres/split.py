@@ -9,8 +9,10 @@ every store must lease the same rows.
 
 Water filling is done on the distinct demands of a group, not on its rows: a running sum
 over them finds the level (``_levels``), so with thousands of 1-recipient messages due
-the sort is of a handful of values; each message then needs one pass in claim order (a
-running count hands out the units left over).
+the sort is of a handful of values; each message wanting something then needs one pass
+in claim order (a running count hands out the units left over). A message with nothing
+ready changes no level (it only counts for its tenant's place in the order) and is
+passed over, so the leased 1-recipient messages of a campaign cost little.
 
 ``split_sql(asked, tenants, keep)`` builds the statement on two sources, so the test can
 feed it values instead of tables: ``asked`` (columns ``tenant``, ``rank``, ``pos``: claim
@@ -95,7 +97,7 @@ tenant_share AS MATERIALIZED (
           GROUP BY a.tenant, a.rank) AS c
 ), message_in AS (
     SELECT a.tenant, a.rank, a.demand, c.budget
-    FROM asked AS a JOIN class_budget AS c USING (tenant, rank)
+    FROM asked AS a JOIN class_budget AS c USING (tenant, rank) WHERE a.demand > 0
 ), {_levels("message_level", "message_in", "tenant, rank")}
 SELECT (g.a).*, g.share FROM (
     SELECT m.a, s.share, t.extra AS tenant_extra, t.pos AS tenant_pos,
@@ -103,7 +105,8 @@ SELECT (g.a).*, g.share FROM (
     FROM (SELECT a, a.pos, a.demand, l.level, l.left_over,
               count(*) FILTER (WHERE a.demand > l.level)
                   OVER (PARTITION BY a.tenant, a.rank ORDER BY a.pos) AS nth
-          FROM asked AS a JOIN message_level AS l USING (tenant, rank)) AS m
+          FROM asked AS a LEFT JOIN message_level AS l USING (tenant, rank)
+          WHERE a.demand > 0 OR a.{keep} IS NOT NULL) AS m
     JOIN tenant_share AS t ON t.tenant = (m.a).tenant
     CROSS JOIN LATERAL (SELECT {_share("m.level", "m.left_over", "m.nth")} AS share) AS s
 ) AS g
