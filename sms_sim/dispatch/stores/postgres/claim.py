@@ -187,8 +187,10 @@ def claim_deliveries(conn: Connection, owner: str, limit: int, lease_s: float, n
     after_rescue(conn, _rescue(conn, now, lease_s, now + jump_s), now)
     locked: dict[int, _Row] = {}  # message id -> (id, version, content, uid, valid_until)
     while True:
+        # Prepared at once: planning it took 3 ms, longer than running it for a broadcast
+        # (1 ms), and a claim of 1,000 ran 12 ms instead of 7 unprepared.
         due = conn.execute(_SPLIT_SQL, {"now": now, "limit": limit, "step": AGING_STEP_S},
-                           prepare=False).fetchall()
+                           prepare=True).fetchall()
         grants = [(row[0], int(row[12])) for row in due if row[12] > 0]
         # Every due message is split, but only those given deliveries are looked at again
         # (with many small messages due, the rest are most of them).
