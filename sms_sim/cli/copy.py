@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from sms_sim.cli.common import DefaultsHelpFormatter, OneLineParser
 from sms_sim.cli.store_command import run_and_print, store_url
+from sms_sim.cli.views import counted
 from sms_sim.dispatch.stores import copy_database, display_url
 
 __all__ = ["main"]
@@ -35,8 +36,12 @@ def main(argv: Sequence[str], *, prog: str) -> int:
 
     def work() -> str:
         result = copy_database(args.source, args.target)
-        text = (f"copied {result.messages:,} messages, {result.deliveries:,} deliveries, "
-                f"{result.api_keys:,} API keys and {result.tenants:,} tenants' serve order "
+        parts = [counted(result.messages, "message"),
+                 counted(result.deliveries, "delivery", "deliveries"),
+                 counted(result.api_keys, "API key"), counted(result.opt_outs, "opt-out")]
+        if result.held_receipts:
+            parts.append(counted(result.held_receipts, "held receipt"))
+        text = (f"copied {', '.join(parts)} and {result.tenants:,} tenants' serve order "
                 f"from {display_url(args.source)} to {display_url(args.target)}")
         if result.left_loading:
             text += (f"; {result.left_loading} submit(s) still loading into the source were "

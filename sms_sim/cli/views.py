@@ -25,6 +25,7 @@ from sms_sim.dispatch.tenants import DEFAULT_TENANT
 from sms_sim.dispatch.validation import format_utc
 
 __all__ = [
+    "counted",
     "printable",
     "recipients",
     "status_phrase",
@@ -48,7 +49,12 @@ _DELIVERY_FIELDS = ("id", "recipient", "status", "attempts", "lease_losses", "la
 
 def recipients(count: int) -> str:
     """"1 recipient", "1000 recipients": a message's size as its lines print it."""
-    return f"{count} recipient{'' if count == 1 else 's'}"
+    return counted(count, "recipient")
+
+
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """"1 delivery", "1,000 deliveries": a count with its noun in the number it takes."""
+    return f"{count:,} {noun if count == 1 else plural or noun + 's'}"
 
 
 def sent_count(view: MessageView) -> int:

@@ -31,6 +31,18 @@ def test_healthz_answers_without_the_store() -> None:
     assert response.status_code == 200 and response.json() == {"status": "ok"}
 
 
+def test_the_probes_answer_head_as_load_balancers_send_it() -> None:
+    store = FailingStore()
+    with ApiHarness(store).client as client:
+        assert client.head("/healthz").status_code == 200
+        assert client.head("/readyz").status_code == 200
+        store.failure = StoreError("disk gone")
+        refused = client.head("/readyz")
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "5"
+        assert client.head("/healthz").status_code == 200
+        assert "head" not in client.get("/openapi.json").json()["paths"]["/healthz"]
+
+
 def test_readyz_is_200_with_the_backlog(api: ApiHarness, acme: dict[str, str]) -> None:
     api.submitted(acme)
     api.clock.advance(90)

@@ -111,6 +111,7 @@ def test_every_status_round_trips_sqlite_to_postgresql_and_back_with_ids_kept(
     result = copy_database(source_path, url)
     assert (result.messages, result.deliveries, result.api_keys) == (6, 15, 2)
     assert result.tenants == 2 and result.left_loading == 1
+    assert (result.opt_outs, result.held_receipts) == (1, 1)
     target = open_store(url)
     _assert_same(source, target)
     assert copy_database(url, back_path).messages == 6
@@ -170,8 +171,10 @@ def test_the_copy_command_moves_a_file_to_postgresql_and_never_prints_the_passwo
 
     copied = cli("--from", "sms_sim.db", "--to", url)
     assert copied.returncode == 0, copied.stderr
-    assert copied.stdout.startswith("copied 6 messages, 15 deliveries, 2 API keys and 2 "
-                                    "tenants' serve order from sms_sim.db to postgresql://")
+    # Every kind of row it copied is counted, each in the number it takes.
+    assert copied.stdout.startswith("copied 6 messages, 15 deliveries, 2 API keys, 1 opt-out, "
+                                    "1 held receipt and 2 tenants' serve order from "
+                                    "sms_sim.db to postgresql://")
     again = cli("--from", "sms_sim.db", "--to", url)
     assert again.returncode == 1 and len(again.stderr.splitlines()) == 1
     assert "already holds sms_sim data" in again.stderr

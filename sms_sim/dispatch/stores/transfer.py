@@ -107,6 +107,8 @@ class CopyResult:
     deliveries: int
     api_keys: int
     tenants: int
+    opt_outs: int
+    held_receipts: int  # receipts that arrived before their send was recorded
     left_loading: int  # submits still loading into the source, not copied
 
 
@@ -130,6 +132,7 @@ def copy_store(source: DispatchStore, target: DispatchStore, *,
         into.load(_batches(snapshot, loading, counts, batch_rows), snapshot.id_floors())
     return CopyResult(messages=counts["messages"], deliveries=counts["deliveries"],
                       api_keys=counts["api_keys"], tenants=counts["tenants"],
+                      opt_outs=counts["opt_outs"], held_receipts=counts["held_dlrs"],
                       left_loading=len(loading))
 
 

@@ -58,7 +58,12 @@ def is_transient_error(exc: BaseException) -> bool:
 
 
 def _first_line(exc: BaseException, password: str | None) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    """The error's own sentence: the server's primary message, not the CONTEXT and
+    STATEMENT lines after it (they quote the SQL that failed: internals, not news to an
+    operator, and ``store_error`` makes one line of what is left)."""
+    primary = exc.diag.message_primary if isinstance(exc, psycopg.Error) else None
+    lines = str(exc).strip().splitlines()
+    text = " ".join((primary or (lines[0] if lines else "")).split()) or type(exc).__name__
     if password:
         text = text.replace(password, "***")
     return text
