@@ -60,8 +60,8 @@ from sms_sim.dispatch.stores.postgres.split import split_sql
 __all__ = ["claim_deliveries", "CLAIM_IDLE_LIMIT_S"]
 
 _CLAIM_LOCK = 2
-# Between a claim's statements the client only splits counts in Python (microseconds to
-# milliseconds): idling a second there means the claimer stalled.
+# Between a claim's statements the client only sorts out what the last one returned
+# (microseconds to milliseconds): idling a second there means the claimer stalled.
 CLAIM_IDLE_LIMIT_S = 1.0
 # JIT off for the claim: the split's row estimates (a CTE's output is guessed, not known)
 # put its cost above ``jit_above_cost`` with many messages due, and compiling it took
