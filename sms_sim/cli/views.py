@@ -49,7 +49,7 @@ _DELIVERY_FIELDS = ("id", "recipient", "status", "attempts", "lease_losses", "la
 
 def recipients(count: int) -> str:
     """"1 recipient", "1000 recipients": a message's size as its lines print it."""
-    return counted(count, "recipient")
+    return f"{count} recipient{'' if count == 1 else 's'}"
 
 
 def counted(count: int, noun: str, plural: str | None = None) -> str:
