@@ -391,6 +391,13 @@ class DispatchService(ListsService):
             return dataclasses.replace(health, ok=False, error=str(exc))
         return health
 
+    @property
+    def checks_its_files(self) -> bool:
+        """Whether ``check`` reads the store's own files (SQLite) rather than trusting a
+        server that checks its pages itself (PostgreSQL: reaching it is all ``check``
+        shows) or having none (in memory)."""
+        return isinstance(self._store, _SelfChecking)
+
     def check(self, *, quick: bool = False) -> str:
         """The store's own verdict on its files: "ok", or the first problem found (for
         SQLite, ``PRAGMA integrity_check``; ``quick``: ``quick_check``, which a worker runs

@@ -181,3 +181,9 @@ def test_the_copy_command_moves_a_file_to_postgresql_and_never_prints_the_passwo
     shown = subprocess.run([*START, "show", "5", "--db", url], capture_output=True, text=True,
                            timeout=60, cwd=tmp_path)
     assert shown.returncode == 0 and "edited" in shown.stdout, shown.stderr
+    # ``check`` on PostgreSQL says what it showed: no integrity check of pages it cannot read.
+    checked = subprocess.run([*START, "check", "--db", url], capture_output=True, text=True,
+                             timeout=60, cwd=tmp_path)
+    assert checked.returncode == 0 and password not in checked.stdout + checked.stderr
+    assert checked.stdout.endswith(": ok (the server answers, schema current; it checks its "
+                                   "own pages: amcheck looks deeper)\n"), checked.stdout
