@@ -21,6 +21,7 @@ from sms_sim.api import dead_letters, messages, operations, optouts, receipts
 from sms_sim.api.auth import known_query
 from sms_sim.api.dashboard import dashboard_router
 from sms_sim.api.docs import install_docs
+from sms_sim.api.head import HeadAsGet
 from sms_sim.api.metrics import ApiMetrics, LatencyMiddleware
 from sms_sim.api.openapi import DESCRIPTION, install_openapi
 from sms_sim.api.problems import install_problem_handlers
@@ -73,6 +74,7 @@ def create_app(store_url: str, *, clock: Clock | None = None,
     app.state.metrics = ApiMetrics(lambda: app.state.service)
     app.state.readiness = operations.ReadinessProbe()
     app.add_middleware(LatencyMiddleware, metrics=app.state.metrics, clock=used_clock)
+    app.add_middleware(HeadAsGet)  # outermost: a HEAD is timed and routed as its GET
     install_problem_handlers(app)
     for router in (messages.router, dead_letters.router, optouts.router, receipts.router,
                    operations.router, dashboard_router()):

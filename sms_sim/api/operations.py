@@ -90,14 +90,6 @@ async def readyz(request: Request,
                      next_due_at=rfc3339_or_none(health.next_due_at), behind_s=health.behind_s)
 
 
-# Load balancers and uptime checkers often probe with HEAD; FastAPI answers it only for
-# routes that list it (405 otherwise). Left out of the OpenAPI document: the same operation.
-router.add_api_route("/healthz", healthz, methods=["HEAD"], include_in_schema=False,
-                     response_model=HealthOut, response_model_exclude_none=True)
-router.add_api_route("/readyz", readyz, methods=["HEAD"], include_in_schema=False,
-                     response_model=HealthOut, response_model_exclude_none=True)
-
-
 @router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics",
             operation_id="metrics", responses={
                 **problem_responses(),

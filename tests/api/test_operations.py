@@ -43,6 +43,21 @@ def test_the_probes_answer_head_as_load_balancers_send_it() -> None:
         assert "head" not in client.get("/openapi.json").json()["paths"]["/healthz"]
 
 
+def test_every_get_answers_head_with_its_headers_and_no_body(
+        api: ApiHarness, acme: dict[str, str]) -> None:
+    message_id = api.submitted(acme)
+    got = api.client.get(f"/v1/messages/{message_id}", headers=acme)
+    head = api.client.head(f"/v1/messages/{message_id}", headers=acme)
+    assert (head.status_code, head.content) == (200, b"")
+    assert head.headers["etag"] == got.headers["etag"]
+    assert head.headers["content-length"] == got.headers["content-length"]
+    refused = api.client.head("/v1/messages")  # no key: the GET's 401, challenge included
+    assert refused.status_code == 401 and refused.content == b""
+    assert refused.headers["www-authenticate"].startswith("Bearer")
+    assert api.client.head(f"/v1/messages/{message_id}/cancel",
+                           headers=acme).status_code == 405  # a POST route has no GET
+
+
 def test_readyz_is_200_with_the_backlog(api: ApiHarness, acme: dict[str, str]) -> None:
     api.submitted(acme)
     api.clock.advance(90)
