@@ -27,7 +27,7 @@ from sms_sim.dispatch.validation import InvalidRequestError
 __all__ = ["BEARER", "operator_service", "app_clock", "bearer_token", "BearerToken",
            "bearer_from_header", "tenant_view", "tenant_service", "TenantService",
            "provider_service", "ProviderService", "known_query", "refuse_unknown_query",
-           "query_names"]
+           "query_names", "asks_for_key"]
 
 BEARER = HTTPBearer(auto_error=False, scheme_name="bearer", bearerFormat="sms_sim API key",
                     description="An API key, `smsk_<key id>_<secret>`, from `sms_sim apikey "
@@ -63,11 +63,16 @@ def bearer_from_header(authorization: str | None) -> str:
     """What ``bearer_token`` answers for this ``Authorization`` header, read by hand as
     ``BEARER`` reads it (the scheme in any case, the token stripped): for a route that
     reads its own parameters (``messages``' submit)."""
-    scheme, _, token = (authorization or "").partition(" ")
-    token = token.strip()
-    if not token or scheme.lower() != "bearer":
+    token = _bearer(authorization)
+    if token is None:
         raise _no_token()
     return token
+
+
+def _bearer(authorization: str | None) -> str | None:
+    scheme, _, token = (authorization or "").partition(" ")
+    token = token.strip()
+    return token if token and scheme.lower() == "bearer" else None
 
 
 def _no_token() -> ProblemError:
@@ -111,14 +116,18 @@ ProviderService = Annotated[DispatchService, Depends(provider_service)]
 
 async def known_query(request: Request) -> None:
     """Refuse a query parameter the route does not take, or one given twice (422 naming
-    it): a misspelt ``?limt=5`` silently ignored would answer a different question than was
-    asked, and of ``?after=5&after=900`` FastAPI would quietly use the last (every
-    parameter here takes one value). Async: it reads only the request, and a plain
-    function would cost every request a trip through the thread pool."""
+    it), once the request carries a key if the route needs one (401 first): a misspelt
+    ``?limt=5`` silently ignored would answer a different question than was asked, and of
+    ``?after=5&after=900`` FastAPI would quietly use the last (every parameter here takes
+    one value). Async: it reads only the request, and a plain function would cost every
+    request a trip through the thread pool."""
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)
-    if dependant is not None:
-        refuse_unknown_query(request, query_names(dependant))
+    if dependant is None:
+        return
+    if _bearer(request.headers.get("authorization")) is None and asks_for_key(dependant):
+        return  # 401 comes first: the route's key check answers, whatever the query
+    refuse_unknown_query(request, query_names(dependant))
 
 
 def refuse_unknown_query(request: Request, known: Collection[str]) -> None:
@@ -132,6 +141,11 @@ def refuse_unknown_query(request: Request, known: Collection[str]) -> None:
                 + (f" (it takes {', '.join(sorted(known))})" if known else ""))
         if len(request.query_params.getlist(name)) > 1:
             raise InvalidRequestError(f"query parameter {name!r} is given more than once")
+
+
+def asks_for_key(dependant: Dependant) -> bool:
+    """Whether a route (or one of its dependencies) reads the bearer key."""
+    return any(sub.call is BEARER or asks_for_key(sub) for sub in dependant.dependencies)
 
 
 def query_names(dependant: Dependant) -> set[str]:

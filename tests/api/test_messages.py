@@ -253,6 +253,9 @@ def test_listing_pages_newest_first_with_a_cursor(api: ApiHarness,
 
 
 def test_an_unknown_query_parameter_is_refused(api: ApiHarness, acme: dict[str, str]) -> None:
+    # Without a key the answer is 401 whatever the query: a caller is told to
+    # authenticate before anything about the request.
+    assert_problem(api.client.get("/v1/messages?limt=5"), 401, "unauthorized")
     body = assert_problem(api.client.get("/v1/messages?limt=5", headers=acme), 422,
                           "invalid-request")
     assert "'limt'" in body["detail"] and "limit" in body["detail"]

@@ -127,8 +127,12 @@ def test_the_submit_route_reads_a_bearer_token_as_every_other_route(
 
 def test_a_submit_with_a_query_is_refused_before_its_key_is_looked_at(
         api: ApiHarness) -> None:
-    """As on every route (the app's ``known_query`` runs before the key's dependency)."""
-    response = api.client.post("/v1/messages?dry_run=1", json={"content": "x"})
+    """As on every route: without a key it is 401 whatever the query; with one, the query
+    is refused before the key is looked up in the store (the app's ``known_query``)."""
+    no_key = api.client.post("/v1/messages?dry_run=1", json={"content": "x"})
+    assert "Bearer" in assert_problem(no_key, 401, "unauthorized")["detail"]
+    response = api.client.post("/v1/messages?dry_run=1", json={"content": "x"},
+                               headers={"Authorization": "Bearer smsk_unknown_key"})
     body = assert_problem(response, 422, "invalid-request")
     assert "'dry_run' is not one this operation takes" in body["detail"]
     twice = api.client.post("/v1/messages?a=1&a=2", json={"content": "x"},
