@@ -33,6 +33,7 @@ from tests.pg_cluster import PgCluster
 
 pytest.importorskip("psycopg")
 
+from sms_sim.dispatch.stores.postgres import PostgresStore  # noqa: E402
 from sms_sim.dispatch.stores.postgres.database import pooling_of  # noqa: E402
 from sms_sim.dispatch.stores.postgres.listen import CHANNEL_SQL, LISTENER_NAME  # noqa: E402
 
@@ -163,6 +164,17 @@ def test_transaction_pooling_prepares_nothing_offers_no_channel_and_still_works(
         assert {c.message_id for c in claims} == {message_id} and len(claims) == 2
     finally:
         pooled.close()
+    # Behind PgBouncer the next transaction may run on another server session, where a
+    # statement prepared on this one does not exist: one session, claims past psycopg's
+    # threshold, and nothing prepared on it.
+    single = PostgresStore(pooled_url, pool_size=1)
+    try:
+        for step in range(7):
+            single.claim("w", 10, 30.0, T0 + step)
+        assert single._db.run(lambda conn: conn.execute(
+            "SELECT count(*) FROM pg_prepared_statements").fetchone()) == (0,)
+    finally:
+        single.close()
     reader = open_store(pooled_url, read_only=True)
     try:
         assert reader.count_messages() == 1
