@@ -49,12 +49,16 @@ _DELIVERY_FIELDS = ("id", "recipient", "status", "attempts", "lease_losses", "la
 
 def recipients(count: int) -> str:
     """"1 recipient", "1000 recipients": a message's size as its lines print it."""
-    return f"{count} recipient{'' if count == 1 else 's'}"
+    return f"{count} {_noun(count, 'recipient')}"
 
 
 def counted(count: int, noun: str, plural: str | None = None) -> str:
     """"1 delivery", "1,000 deliveries": a count with its noun in the number it takes."""
-    return f"{count:,} {noun if count == 1 else plural or noun + 's'}"
+    return f"{count:,} {_noun(count, noun, plural)}"
+
+
+def _noun(count: int, noun: str, plural: str | None = None) -> str:
+    return noun if count == 1 else plural or noun + "s"
 
 
 def sent_count(view: MessageView) -> int:

@@ -283,10 +283,10 @@ def _keep_classes(conn: Connection, due: Sequence[_Row], classes: dict[int, int]
                   served: dict[int, int], now: float) -> None:
     """Aging after a claim (``effective_priority``): a message served above its priority
     keeps that class; a kept class is dropped once nothing of the message is due."""
-    # Only a message holding a class or served now can hold one after.
-    holding = [row for row in due if row[4] is not None or row[0] in served]
-    kept = raised_classes({row[0]: row[4] for row in holding},
-                          {row[0]: row[3] for row in holding}, classes, served)
+    # ``due`` is already what can hold a class after: the split statement returns only the
+    # messages it served and those holding a kept class (``keep``).
+    kept = raised_classes({row[0]: row[4] for row in due},
+                          {row[0]: row[3] for row in due}, classes, served)
     holders = list(kept)
     if not holders:
         return
