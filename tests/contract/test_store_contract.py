@@ -316,6 +316,25 @@ def test_a_lease_is_judged_by_its_own_length(store: DispatchStore) -> None:
     assert store.settle("long", sent(long), T0 + 299).accepted == 2
 
 
+def test_two_claims_of_one_owner_at_one_instant_hold_only_their_own_deliveries(
+        store: DispatchStore) -> None:
+    """Found by the state machine on PostgreSQL: ``a`` claimed, ``b`` claimed, ``a``
+    claimed again, at one instant with one lease length; ``a``'s two range leases of the
+    message were entered as one range covering ``b``'s delivery between them, so the
+    rescue of ``a``'s lease took back ``b``'s live one (sent twice)."""
+    submit(store, 3)
+    first = store.claim("a", 1, 1.0, T0)
+    theirs = store.claim("b", 1, 5.0, T0)
+    second = store.claim("a", 1, 1.0, T0)
+    holders = {d.id: d.lease_owner
+               for d in store.deliveries(message_id=first[0].message_id)}
+    assert [holders[c.delivery_id] for c in first + theirs + second] == ["a", "b", "a"]
+    rescued = store.claim("c", 10, 300.0, T0 + 2.0)  # a's leases ended, b's has not
+    assert sorted(c.delivery_id for c in rescued) == sorted(
+        c.delivery_id for c in first + second)
+    assert store.settle("b", sent(theirs), T0 + 3.0).accepted == 1
+
+
 def test_a_claimer_whose_now_is_stale_takes_no_live_lease(store: DispatchStore) -> None:
     """A claim's ``now`` is read before it waits for the write lock. Another worker's
     1 s lease granted during a 5 s wait is live: judged by twice its length, it was taken

@@ -458,11 +458,11 @@ def test_migration_3_leaves_rows_stored_before_it_to_the_per_row_claim(
                      "'retrying', %(t)s), (1, '555-000-0006', 'suppressed', %(t)s)", {"t": T0})
     assert "from version 2 to 3" in _at_version(url, 3, monkeypatch)
     assert _fresh(url) == 0 and _rows(url, "SELECT DISTINCT fresh_left FROM messages") == [(0,)]
-    assert "from version 3 to 5" in migrate_store(url)
+    assert "from version 3 to 6" in migrate_store(url)
     _drain_old_rows(url)
 
 
-def test_the_chain_1_to_5_keeps_version_1_rows(url: str,
+def test_the_chain_1_to_6_keeps_version_1_rows(url: str,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     assert "version 1" in _at_version(url, 1, monkeypatch)  # as it was first released
     with psycopg.connect(url, autocommit=True) as conn:
@@ -475,7 +475,7 @@ def test_the_chain_1_to_5_keeps_version_1_rows(url: str,
     assert "from version 1 to 2" in _at_version(url, 2, monkeypatch)
     with psycopg.connect(url, autocommit=True) as conn:  # issue 14 in use at version 2
         conn.execute(f"UPDATE messages SET valid_until = {T0 + 1} WHERE id = 2")
-    assert "from version 2 to 5" in migrate_store(url)
+    assert "from version 2 to 6" in migrate_store(url)
     indexes = {row[0] for row in _rows(url, "SELECT indexname FROM pg_indexes WHERE "
                                             "tablename = 'deliveries'")}
     assert {"deliveries_waiting", "deliveries_due"} <= indexes
@@ -497,7 +497,7 @@ def test_migration_4_keeps_the_leases_held_across_it(url: str,
                      "(1, '555-000-0002', 'leased', 1, %(t)s, 'w', %(live)s, %(t)s), "
                      "(1, '555-000-0003', 'leased', 1, %(t)s, 'gone', %(ended)s, %(t)s)",
                      {"t": T0, "live": T0 + 100, "ended": T0 + 1})
-    assert "from version 3 to 5" in migrate_store(url)
+    assert "from version 3 to 6" in migrate_store(url)
     assert sorted(_rows(url, "SELECT owner, cardinality(ids), open FROM leases")) == [
         ("gone", 1, 1), ("w", 2, 2)]
     opened = open_store(url)

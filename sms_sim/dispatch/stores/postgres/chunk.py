@@ -133,23 +133,27 @@ CROSS JOIN LATERAL (
 # without statistics yet: costed on its size alone, 1,000 probes of the primary key lost
 # to a sequential scan (11-18 ms among 100,000 rows, against 1.3 ms).
 #
-# The same statement enters the claim in ``leases``, a row per message (``schema._V4``):
-# the per-row ids, and the fresh run's first and last id (``schema._V5``). The per-row
-# rows change no indexed column, so their lease is a HOT update; the fresh ones are not
-# written at all (a lease of 1,000 of them took the server 11.6 ms as row writes,
-# ``bench/pg_row_writes.py``). Two claims of one owner at one instant (a test's frozen
-# clock) with one lease length share their row there: their runs of a message are one
-# range then (only rows that are not fresh lie between them).
+# The same statement enters the claim in ``leases``, a row per claim and message
+# (``schema._V6``): the per-row ids, and the fresh run's first and last id (``schema._V5``).
+# The row's id is drawn first, so each per-row delivery can name it (``lease_id``: what a
+# settle and a rescue find its lease by). The per-row rows change no indexed column, so
+# their lease is a HOT update; the fresh ones are not written at all (a lease of 1,000 of
+# them took the server 11.6 ms as row writes, ``bench/pg_row_writes.py``).
 _LEASE_SQL = """
-WITH leased AS (
+WITH lease AS MATERIALIZED (
+    SELECT g.message_id, nextval('leases_id_seq') AS id
+    FROM unnest(%(messages)s::bigint[]) AS g(message_id)
+), leased AS (
     UPDATE deliveries AS d SET status = 'leased', fresh = false, lease_owner = %(owner)s,
-        lease_until = %(until)s, leased_at = %(now)s, attempts = d.attempts + 1
+        lease_until = %(until)s, leased_at = %(now)s, attempts = d.attempts + 1,
+        lease_id = (SELECT lease.id FROM lease WHERE lease.message_id = d.message_id)
     WHERE d.id = ANY(%(ids)s::bigint[]) AND d.id BETWEEN %(least)s AND %(greatest)s
       AND d.status IN ('pending', 'retrying')
     RETURNING d.id, d.message_id, d.recipient, d.attempts, d.lease_losses
 ), entered AS (
-    INSERT INTO leases AS l (owner, leased_at, message_id, until, ids, open, first_id, last_id)
-    SELECT %(owner)s, %(now)s, g.message_id, %(until)s,
+    INSERT INTO leases (id, owner, leased_at, message_id, until, ids, open, first_id, last_id)
+    OVERRIDING SYSTEM VALUE
+    SELECT lease.id, %(owner)s, %(now)s, g.message_id, %(until)s,
         COALESCE(array_agg(g.id) FILTER (WHERE g.id IS NOT NULL), '{}'), sum(g.n),
         min(g.first), max(g.last)
     FROM (SELECT message_id, id, 1 AS n, NULL::bigint AS first, NULL::bigint AS last
@@ -158,10 +162,8 @@ WITH leased AS (
           SELECT r.message_id, NULL, r.n, r.first, r.last
           FROM unnest(%(runs)s::bigint[], %(run_sizes)s::bigint[], %(run_firsts)s::bigint[],
                       %(run_lasts)s::bigint[]) AS r(message_id, n, first, last)) AS g
-    GROUP BY g.message_id
-    ON CONFLICT (owner, leased_at, message_id, until) DO UPDATE SET ids = l.ids || excluded.ids,
-        open = l.open + excluded.open, first_id = LEAST(l.first_id, excluded.first_id),
-        last_id = GREATEST(l.last_id, excluded.last_id)
+    JOIN lease USING (message_id)
+    GROUP BY g.message_id, lease.id
 )
 SELECT * FROM leased
 """
@@ -234,6 +236,7 @@ def lease_rows(conn: Connection, totals: dict[int, int], cursors: dict[int, Curs
     if wanted or by_chunk:
         runs = list(by_chunk.values())
         for row in conn.execute(_LEASE_SQL, {
+                "messages": sorted({m for m, ids in order.items() if ids} | set(by_chunk)),
                 "owner": owner, "until": until, "now": now, "ids": id_array(wanted),
                 "least": wanted[0] if wanted else 0, "greatest": wanted[-1] if wanted else 0,
                 "runs": list(by_chunk), "run_sizes": [len(run) for run in runs],

@@ -77,27 +77,27 @@ _BEGIN_SQL = ("SELECT set_config('idle_in_transaction_session_timeout', "
 # ``next_due_at`` reads the earliest end here).
 _FORGET_SQL = "DELETE FROM leases WHERE open <= 0"
 _ENDED_SQL = """
-SELECT ids, owner, leased_at, message_id, first_id, last_id, until FROM leases
+SELECT id, ids, message_id, first_id, last_id FROM leases
 WHERE open > 0 AND (until <= %(now)s
                     OR (until > %(jumped)s AND COALESCE(leased_at, until) > %(jumped)s))
 ORDER BY until LIMIT %(max)s
 """
 # Per-row leased rows are each judged by their own lease end; range-leased rows (fresh,
-# in an ended lease's range) by their lease row's, read above. A rescued fresh row is on
-# its first attempt, which its lease gave it.
+# in an ended lease's range) by their lease row's, read above. Each rescued row comes off
+# its lease row's ``open``: a per-row one names it (``lease_id``), a range-leased one is
+# in its range. A rescued fresh row is on its first attempt, which its lease gave it.
 _RESCUE_SQL = """
 WITH lost_rows AS MATERIALIZED (
-    SELECT d.id, d.lease_owner, d.leased_at, d.lease_until FROM deliveries AS d
+    SELECT d.id, d.lease_id AS lease FROM deliveries AS d
     WHERE d.id = ANY(%(ids)s::bigint[]) AND d.status = 'leased'
       AND (d.lease_until <= %(now)s
            OR (d.lease_until > %(jumped)s
                AND COALESCE(d.leased_at, d.lease_until - %(lease_s)s) > %(jumped)s))
     FOR UPDATE SKIP LOCKED
 ), lost_runs AS MATERIALIZED (
-    SELECT d.id, r.owner, r.leased_at, r.until FROM deliveries AS d
-    JOIN unnest(%(owners)s::text[], %(leased_ats)s::float8[], %(messages)s::bigint[],
-                %(firsts)s::bigint[], %(lasts)s::bigint[], %(untils)s::float8[])
-        AS r(owner, leased_at, message_id, first, last, until)
+    SELECT d.id, r.lease FROM deliveries AS d
+    JOIN unnest(%(leases)s::bigint[], %(messages)s::bigint[], %(firsts)s::bigint[],
+                %(lasts)s::bigint[]) AS r(lease, message_id, first, last)
       ON d.message_id = r.message_id AND d.id BETWEEN r.first AND r.last
     WHERE d.fresh AND d.status = 'pending'
     FOR UPDATE OF d SKIP LOCKED
@@ -109,17 +109,15 @@ WITH lost_rows AS MATERIALIZED (
             WHEN EXISTS (SELECT 1 FROM opt_outs AS o WHERE o.tenant = m.tenant
                          AND o.phone = d.recipient) THEN 'suppressed' ELSE 'retrying' END,
         next_attempt_at = %(now)s, lease_owner = NULL, lease_until = NULL, leased_at = NULL,
-        last_error = %(error)s, lease_losses = d.lease_losses + 1,
+        lease_id = NULL, last_error = %(error)s, lease_losses = d.lease_losses + 1,
         attempts = d.attempts + d.fresh::int, fresh = false
     FROM lost, messages AS m
     WHERE d.id = lost.id AND m.id = d.message_id
-    RETURNING d.message_id, d.status, lost.lease_owner, lost.leased_at, lost.lease_until
+    RETURNING d.message_id, d.status, lost.lease
 ), closed AS (
     UPDATE leases AS l SET open = l.open - g.n
-    FROM (SELECT lease_owner, leased_at, message_id, lease_until, count(*) AS n
-          FROM rescued GROUP BY lease_owner, leased_at, message_id, lease_until) AS g
-    WHERE l.owner = g.lease_owner AND l.message_id = g.message_id
-      AND l.leased_at IS NOT DISTINCT FROM g.leased_at AND l.until = g.lease_until
+    FROM (SELECT lease, count(*) AS n FROM rescued GROUP BY lease) AS g
+    WHERE l.id = g.lease
 )
 SELECT message_id, status FROM rescued
 """
@@ -222,13 +220,12 @@ def _rescue(conn: Connection, now: float, lease_s: float, jumped: float) -> list
                                       "max": _ENDED_PER_CLAIM}).fetchall()
     if not ended:
         return []
-    runs = [row[1:] for row in ended if row[4] is not None]
+    runs = [row for row in ended if row[3] is not None]
     return conn.execute(_RESCUE_SQL, {
-        "ids": [i for row in ended for i in row[0]], "now": now, "jumped": jumped,
+        "ids": [i for row in ended for i in row[1]], "now": now, "jumped": jumped,
         "lease_s": lease_s, "error": EXPIRED_LEASE_ERROR,
-        "owners": [r[0] for r in runs], "leased_ats": [r[1] for r in runs],
-        "messages": [r[2] for r in runs], "firsts": [r[3] for r in runs],
-        "lasts": [r[4] for r in runs], "untils": [r[5] for r in runs]},
+        "leases": [r[0] for r in runs], "messages": [r[2] for r in runs],
+        "firsts": [r[3] for r in runs], "lasts": [r[4] for r in runs]},
         prepare=False).fetchall()
 
 

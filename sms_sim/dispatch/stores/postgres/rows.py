@@ -55,8 +55,8 @@ __all__ = [
 # (RETRY, RELEASE) under a message cancelled meanwhile becomes 'cancelled' (pending under a
 # cancelled message would never be claimed nor closed), and to an opted-out number 'suppressed'.
 # The rows change no indexed column (``schema._V4``), so each is a HOT update. Each row is fenced
-# by the owner's lease row that holds it (``_MINE``, ``_FENCE``): a per-row lease by the row's
-# own owner, end and ``leased_at``; a range lease (a fresh row in its range, ``chunk``) by the
+# by the owner's lease row that holds it (``_MINE``, ``_FENCE``): a per-row lease by the row it
+# names (``lease_id``) and the row's own end; a range lease (a fresh row in its range, ``chunk``) by the
 # lease row's end, and its first attempt is counted now. The settled rows come off that lease
 # row's ``open`` in the same statement. Never prepared (``prepare=False`` where it runs): a
 # generic plan cannot see how many ids the array holds.
@@ -74,7 +74,7 @@ _ATTEMPT = "(d.attempts + d.fresh::int)"
 _REPORT = f"(%(reports)s::jsonb -> (d.id::text || ':' || {_ATTEMPT}::text))"
 _KIND = f"({_REPORT} ->> 0)"
 # The rows reported, then each with the owner's open lease that holds it (a per-row lease
-# by the row's own owner, end and ``leased_at``; a range lease, a fresh row in its range, by
+# by the lease row it names, and its own end; a range lease, a fresh row in its range, by
 # the lease row's end), then the write, by row address, fenced again on the row itself so a
 # row changed meanwhile (rescued, re-leased) is passed over. In three steps, each
 # materialised, so the planner never drives the rows from the leases: it did, as a nested
@@ -86,7 +86,7 @@ WITH mine AS MATERIALIZED (
     WHERE l.owner = %(owner)s AND l.open > 0
 ), reported AS MATERIALIZED (
     SELECT d.ctid AS address, d.id, d.message_id, d.fresh, d.status, d.lease_owner,
-        d.lease_until, d.leased_at
+        d.lease_until, d.lease_id
     FROM deliveries AS d
     WHERE d.id = ANY(%(ids)s::bigint[]) AND d.id BETWEEN %(least)s AND %(greatest)s
 ), held AS MATERIALIZED (
@@ -95,9 +95,7 @@ WITH mine AS MATERIALIZED (
     WHERE CASE WHEN r.fresh THEN r.status = 'pending'
                    AND r.id BETWEEN mine.first_id AND mine.last_id AND mine.until > %(now)s
                ELSE r.status = 'leased' AND r.lease_owner = %(owner)s
-                   AND r.lease_until > %(now)s
-                   AND r.leased_at IS NOT DISTINCT FROM mine.leased_at
-                   AND r.lease_until = mine.until END
+                   AND r.lease_until > %(now)s AND r.lease_id = mine.id END
 """
 _MINE = f"{_READ}), settled AS ("
 _FENCE = """d.ctid = held.address AND d.id = held.id
@@ -126,7 +124,8 @@ _SETTLE_SQL = f"""{_MINE}
             ELSE {_REPORT} ->> 1 END,
         next_attempt_at = CASE WHEN {_KIND} = 'retry'
             THEN ({_REPORT} ->> 2)::float8 ELSE d.next_attempt_at END,
-        lease_owner = NULL, lease_until = NULL, leased_at = held.leased_at, fresh = false
+        lease_owner = NULL, lease_until = NULL, leased_at = held.leased_at, lease_id = NULL,
+        fresh = false
     FROM held
     WHERE {_FENCE}
       AND {_REPORT} IS NOT NULL
@@ -141,7 +140,7 @@ _SENT_SQL = f"""{_READ}), stamped AS MATERIALIZED (
 ), settled AS (
     UPDATE deliveries AS d SET status = 'sent',
         sent_at = GREATEST(LEAST(held.at, %(now)s), held.leased_at), lease_owner = NULL,
-        lease_until = NULL, leased_at = held.leased_at, fresh = false,
+        lease_until = NULL, leased_at = held.leased_at, lease_id = NULL, fresh = false,
         attempts = %(attempts)s
     FROM stamped AS held
     WHERE {_FENCE}

@@ -29,6 +29,9 @@ Design notes, measured against the hot paths:
   the range on its row of ``leases`` and moves the cursor, and the rows are written
   once, by their settle (or rescue). A fresh row below its message's cursor is leased
   (``chunk``).
+* Every claim enters its own lease rows, and a per-row leased delivery names its row
+  (version 6, ``lease_id``): two claims never share a row, so no range covers another
+  claim's deliveries.
 * No foreign key from deliveries to messages: a million-row ``COPY`` would run a trigger
   per row. The store inserts deliveries only in the transaction that owns their message.
 * ``deliveries`` is updated constantly, so autovacuum visits it at 1 % dead rows instead
@@ -262,6 +265,24 @@ _V5 = (
     "ALTER TABLE leases ADD UNIQUE NULLS NOT DISTINCT (owner, leased_at, message_id, until)",
 )
 
+# A lease row per claim and message (``chunk._LEASE_SQL``), and each per-row leased delivery
+# names its row (``deliveries.lease_id``). Version 5 kept one row per owner, start, message
+# and end, merging two claims that shared them (two claims of one worker at one clock
+# reading): the merged range ran from the first claim's first id to the second's last,
+# over any delivery another worker had leased between them, and the rescue of the merged
+# lease took that live delivery back (sent twice; found by the store state machine). A
+# settle and a rescue now find a per-row delivery's lease row by its id, not by a key two
+# rows may share. Adding a nullable column rewrites nothing; the leases held when this runs
+# are one row per key (version 5's constraint), so each leased row finds its own. Dropping
+# the constraint also drops an index every claim wrote to.
+_V6 = (
+    "ALTER TABLE deliveries ADD COLUMN lease_id bigint",
+    "UPDATE deliveries AS d SET lease_id = l.id FROM leases AS l WHERE d.status = 'leased' "
+    "AND l.owner = d.lease_owner AND l.message_id = d.message_id "
+    "AND l.leased_at IS NOT DISTINCT FROM d.leased_at AND l.until = d.lease_until",
+    "ALTER TABLE leases DROP CONSTRAINT leases_owner_leased_at_message_id_until_key",
+)
+
 # (version, what it does, statements). Append only: a released migration never changes.
 MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (1, "messages, deliveries, tenants and API keys", _V1),
@@ -272,6 +293,8 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
         "generated column", _V4),
     (5, "fresh deliveries leased as a range on the lease row, written once, by their "
         "settle", _V5),
+    (6, "a lease row per claim (two claims of one worker at one instant were merged into "
+        "one range over another worker's lease); leased rows name their lease row", _V6),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
