@@ -58,8 +58,8 @@ __all__ = [
 # by the owner's lease row that holds it (``_MINE``, ``_FENCE``): a per-row lease by the row it
 # names (``lease_id``) and the row's own end; a range lease (a fresh row in its range,
 # ``chunk``) by the lease row's end, and its first attempt is counted now. The settled rows
-# come off that lease row's ``open`` in the same statement. Never prepared (``prepare=False`` where it runs): a
-# generic plan cannot see how many ids the array holds.
+# come off that lease row's ``open`` in the same statement. Never prepared (``prepare=False``
+# where it runs): a generic plan cannot see how many ids the array holds.
 #
 # SENT reports (nearly all) go through ``_SENT_SQL`` instead: the same fencing, with no report
 # to look up, only the attempt, so a statement per attempt number reported (one, in a
