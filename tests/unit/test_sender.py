@@ -7,6 +7,8 @@ import random
 import threading
 from typing import TypeVar
 
+import pytest
+
 from sms_sim import DONE, Message, Outcome, SenderConfig, VirtualClock
 from sms_sim.dispatch.contract import Claim
 from sms_sim.dispatch.dispatcher import SendJob
@@ -97,6 +99,76 @@ def test_deadline_scheduling_does_not_accumulate_oversleep() -> None:
     assert abs(clock.now() - 1.001) < 1e-9
     assert sender.lag_s == sender.max_lag_s
     assert abs(sender.max_lag_s - 0.001) < 1e-9
+
+
+def _transmitting_sender(config: SenderConfig, clock: VirtualClock, answer_s: float
+                         ) -> tuple[Sender[Message], Inbox[Message], Queues]:
+    """A sender whose real send step (a provider's answer) takes ``answer_s``."""
+    inbox: Inbox[Message] = queue.SimpleQueue()
+    successes: Queues = queue.SimpleQueue()
+
+    def transmit(_: Message) -> str | None:
+        clock.advance(answer_s)
+        return None
+
+    sender = Sender(0, config, rng=random.Random(1), inbox=inbox, successes=successes,
+                    failures=queue.SimpleQueue(), stop=threading.Event(), clock=clock,
+                    transmit=transmit)
+    return sender, inbox, successes
+
+
+@pytest.mark.parametrize("sms", [False, True], ids=["plain", "sms-model"])
+def test_a_real_send_follows_the_simulated_time_and_is_not_counted_as_lag(sms: bool) -> None:
+    """The simulated send time comes before each real send (the worker's ``--mean``: "before
+    each send"), so 100 sends of 10 ms with a provider answering in 30 ms take 4 s; and the
+    provider's time is not the host's lag. The schedule had stayed on the simulated times
+    alone: each send started where the last one's simulated time ended, already 30 ms in
+    the past, so sends took max(10, 30) ms, not 40, and the lag grew by 20 ms a send, the
+    worker's progress line saying "LAGGING real time by 1.98s (host slower than the
+    senders)" after 100 (by 30 ms a send with ``--provider``'s default ``--mean 0``)."""
+    clock = VirtualClock(0.0)
+    # The SMS model's path: the same 10 ms as one segment's time.
+    config = SenderConfig(0.0, 0.0, 0.0, per_segment_s=0.01) if sms else SenderConfig(
+        0.01, 0.0, 0.0)
+    sender, inbox, successes = _transmitting_sender(config, clock, answer_s=0.03)
+    for i in range(100):
+        inbox.put(message(i))
+    inbox.put(DONE)
+    sender.run()
+    outcomes = drain(successes)
+    assert len(outcomes) == 100
+    assert clock.now() == pytest.approx(4.0)
+    assert all(o.duration_s == pytest.approx(0.04) for o in outcomes)
+    assert sender.max_lag_s == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_real_send_keeps_oversleep_from_accumulating_and_counts_it_as_lag() -> None:
+    """With a real send in each, 1 ms oversleep a sleep still does not accumulate: the
+    next send is scheduled from when this one would have ended without it."""
+    clock = OversleepingClock(0.0, oversleep_s=0.001)
+    sender, inbox, successes = _transmitting_sender(SenderConfig(0.01, 0.0, 0.0), clock,
+                                                    answer_s=0.03)
+    for i in range(100):
+        inbox.put(message(i))
+    inbox.put(DONE)
+    sender.run()
+    assert len(drain(successes)) == 100
+    assert clock.now() == pytest.approx(4.001)
+    assert sender.max_lag_s == pytest.approx(0.001)
+
+
+def test_a_rate_limit_spaces_the_starts_of_real_sends() -> None:
+    """2 sends a second, a 10 ms simulated time and a 30 ms answer: a send every 0.5 s."""
+    clock = VirtualClock(0.0)
+    config = SenderConfig(0.01, 0.0, 0.0, rate_limit_per_s=2.0)
+    sender, inbox, successes = _transmitting_sender(config, clock, answer_s=0.03)
+    for i in range(4):
+        inbox.put(message(i))
+    inbox.put(DONE)
+    sender.run()
+    assert len(drain(successes)) == 4
+    assert clock.now() == pytest.approx(1.5 + 0.04)
+    assert sender.max_lag_s == pytest.approx(0.0, abs=1e-9)
 
 
 def test_stop_interrupts_the_send_and_counts_the_message_unsent() -> None:

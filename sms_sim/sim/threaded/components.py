@@ -251,10 +251,12 @@ class Sender(Generic[Item]):
     Sends are scheduled from deadlines: a send that follows directly on the previous one
     starts at the previous deadline, not when ``sleep`` happened to return, so OS oversleep
     does not accumulate. A sender that had to wait for work starts its schedule afresh.
-    ``lag_s`` is how late the last send finished against its deadline; it grows without bound
-    only when the host cannot keep up. ``abandoned`` holds the items this sender took but did
-    not send because ``stop`` was set (or ``abort`` cut the send short), so a caller can
-    count them unsent or give them back. Counters are written only by the sender's own thread.
+    ``lag_s`` is how late the last send began against its deadline (the end of its simulated
+    time); it grows without bound only when the host cannot keep up. A real send (below)
+    comes after the simulated time, and its own time is the provider's, not lag.
+    ``abandoned`` holds the items this sender took but did not send because ``stop`` was
+    set (or ``abort`` cut the send short), so a caller can count them unsent or give them
+    back. Counters are written only by the sender's own thread.
     An in-flight send is interrupted by ``abort`` (by default the ``stop`` Event itself).
 
     ``transmit`` (optional) is the real send step, called on the sender's thread once the
@@ -335,17 +337,22 @@ class Sender(Generic[Item]):
             if self._clock.sleep(deadline - now, self._abort):
                 return None
             now = self._monotonic()
+        lag_s = self.lag_s = now - deadline
+        if lag_s > self.max_lag_s:
+            self.max_lag_s = lag_s
+        # A rate-limited sender may not start its next send before this one's slot ends.
+        next_start = start + (latency_s if latency_s > self._min_interval_s
+                              else self._min_interval_s)
         error = None if ok else SIMULATED_FAILURE
         if ok and self._transmit is not None:
             error = self._transmit(message)
             ok = error is None
-            now = self._monotonic()
-        # A rate-limited sender may not start its next send before this one's slot ends.
-        self.next_start = start + (latency_s if latency_s > self._min_interval_s
-                                   else self._min_interval_s)
-        lag_s = self.lag_s = now - deadline
-        if lag_s > self.max_lag_s:
-            self.max_lag_s = lag_s
+            # ``_after_transmit``, inline: once per message.
+            began, now = now, self._monotonic()
+            ended = deadline + (now - began)
+            if ended > next_start:
+                next_start = ended
+        self.next_start = next_start
         outcome = _new_tuple(Outcome, (message, self.index, now - start, ok, error))
         (self._successes if ok else self._failures).put(outcome)
         return outcome
@@ -366,18 +373,31 @@ class Sender(Generic[Item]):
             if self._clock.sleep(deadline - now, self._abort):
                 return None
             now = self._monotonic()
-        error = None if error_class is None else FAILURE_ERRORS[error_class]
-        if error is None and self._transmit is not None:
-            error = self._transmit(message)
-            now = self._monotonic()
-        ok = error is None
-        self.next_start = start + send_slot_s(self.config, latency_s, k, error_class)
         lag_s = self.lag_s = now - deadline
         if lag_s > self.max_lag_s:
             self.max_lag_s = lag_s
+        next_start = start + send_slot_s(self.config, latency_s, k, error_class)
+        error = None if error_class is None else FAILURE_ERRORS[error_class]
+        if error is None and self._transmit is not None:
+            error = self._transmit(message)
+            now, next_start = self._after_transmit(now, deadline, next_start)
+        self.next_start = next_start
+        ok = error is None
         outcome = _new_tuple(Outcome, (message, self.index, now - start, ok, error))
         (self._successes if ok else self._failures).put(outcome)
         return outcome
+
+    def _after_transmit(self, began: float, deadline: float,
+                        next_start: float) -> tuple[float, float]:
+        """The time after a real send that began at ``began`` (its simulated time having
+        ended at ``deadline``), and when the next send may start: not before this one's
+        slot ends (``next_start``), nor before its real send would have ended had it begun
+        on time. The real send's own time is the provider's: it is neither the host's lag
+        nor lost from the schedule (sends taking max(simulated, real) time instead of their
+        sum, and the lag growing by the difference every send)."""
+        now = self._monotonic()
+        ended = deadline + (now - began)
+        return now, ended if ended > next_start else next_start
 
     def run(self) -> None:
         inbox, stop, clock = self._inbox, self._stop, self._clock
