@@ -314,6 +314,38 @@ def test_connections_killed_under_a_store_are_a_transient_error_then_replaced(
     assert {c.message_id for c in claims} == {message_id} and len(claims) == 20
 
 
+def test_a_read_waits_for_a_connection_at_most_the_read_wait_not_the_lock_timeout(
+        url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every pooled connection busy (as while the server is down: none can be made): a
+    read is ``StoreBusyError`` (503 at the API) after ``READ_WAIT_S``, not after the lock
+    timeout, which a portal's page and ``/metrics`` waited out (30 s) during an outage."""
+    from sms_sim.dispatch.errors import StoreBusyError
+    from sms_sim.dispatch.stores.postgres import database
+    from sms_sim.dispatch.stores.postgres.store import PostgresStore
+
+    monkeypatch.setattr(database, "READ_WAIT_S", 0.2)
+    store = PostgresStore(url, create=True, pool_size=1, lock_timeout_s=600.0)
+    outcome: list[BaseException | None] = []
+    try:
+        with store._db.transaction():  # the pool's one connection, held
+            reader = threading.Thread(target=lambda: outcome.append(_raised(store.messages)))
+            reader.start()
+            reader.join(timeout=JOIN_TIMEOUT_S)  # the old wait: 600 s
+            assert not reader.is_alive()
+        assert len(outcome) == 1 and isinstance(outcome[0], StoreBusyError)
+        assert store.messages() == []  # the connection back: reads go on
+    finally:
+        store.close()
+
+
+def _raised(call: Callable[[], object]) -> BaseException | None:
+    try:
+        call()
+    except BaseException as exc:  # noqa: B036 - handed to the test's thread
+        return exc
+    return None
+
+
 def test_a_claimer_stalled_inside_its_claim_holds_up_the_others_only_briefly(
         url: str, store: DispatchStore) -> None:
     """Claims are serialised, so one stalled inside its claim (a paused process, a VM pause)

@@ -35,9 +35,14 @@ from sms_sim.dispatch.stores.postgres.schema import Connection, migrate, prepare
 from sms_sim.errors import ConfigError
 
 __all__ = ["Database", "migrate_database", "pooling_of", "DEFAULT_LOCK_TIMEOUT_S",
-           "DEFAULT_POOL_SIZE", "POOLING_PARAMETER"]
+           "DEFAULT_POOL_SIZE", "POOLING_PARAMETER", "READ_WAIT_S"]
 
 DEFAULT_LOCK_TIMEOUT_S = 30.0
+# The longest a read waits for a pooled connection (a write waits the lock timeout). While
+# the server is down, or every connection is busy, a portal's page, ``/metrics`` or a
+# ``status`` answered 503 (or its one line) only after the lock timeout, 30 s; a submit
+# or a claim waiting that long for a brief lock to pass is what the lock timeout is for.
+READ_WAIT_S = 5.0
 DEFAULT_POOL_SIZE = 4
 _CONNECT_TIMEOUT_S = 10
 _IDLE_IN_TRANSACTION_S = 60
@@ -77,6 +82,7 @@ class Database:
         self.dsn = dsn
         self.name = safe_name(dsn)
         self.transaction_pooling = transaction_pooling
+        self._read_wait_s = min(lock_timeout_s, READ_WAIT_S)
         self._closed = False
         self._close_lock = threading.Lock()
         limits = {"lock_timeout": int(lock_timeout_s * 1000),
@@ -131,13 +137,14 @@ class Database:
 
     def run(self, body: Callable[[Connection], _T]) -> _T:
         """``body`` on a pooled connection in autocommit: for one-statement reads (a
-        transaction of its own under transaction pooling, which sets its limits first)."""
+        transaction of its own under transaction pooling, which sets its limits first),
+        waiting at most ``READ_WAIT_S`` for the connection."""
         if self._begin is not None:
-            with self.transaction() as conn:
+            with self.transaction(within_s=self._read_wait_s) as conn:
                 return body(conn)
         self.check_open()
         try:
-            with self._pool.connection() as conn:
+            with self._pool.connection(timeout=self._read_wait_s) as conn:
                 return body(conn)
         except psycopg.Error as exc:
             raise store_error(self.dsn, exc) from exc
