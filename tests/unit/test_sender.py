@@ -86,15 +86,21 @@ def test_failures_go_to_the_failure_queue() -> None:
     assert drain(successes) == []
 
 
+def send_all(sender: Sender[Message], inbox: Inbox[Message], successes: Queues,
+             count: int) -> list[Outcome[Message]]:
+    """Run ``sender`` over ``count`` messages; the outcomes of those it sent."""
+    for i in range(count):
+        inbox.put(message(i))
+    inbox.put(DONE)
+    sender.run()
+    return drain(successes)
+
+
 def test_deadline_scheduling_does_not_accumulate_oversleep() -> None:
     """100 sends of 10 ms with 1 ms oversleep each end at 1.001 s, not 1.1 s."""
     clock = OversleepingClock(0.0, oversleep_s=0.001)
     sender, inbox, successes, _, _ = make_sender(SenderConfig(0.01, 0.0, 0.0), clock)
-    for i in range(100):
-        inbox.put(message(i))
-    inbox.put(DONE)
-    sender.run()
-    outcomes = drain(successes)
+    outcomes = send_all(sender, inbox, successes, 100)
     assert len(outcomes) == 100
     assert abs(clock.now() - 1.001) < 1e-9
     assert sender.lag_s == sender.max_lag_s
@@ -131,11 +137,7 @@ def test_a_real_send_follows_the_simulated_time_and_is_not_counted_as_lag(sms: b
     config = SenderConfig(0.0, 0.0, 0.0, per_segment_s=0.01) if sms else SenderConfig(
         0.01, 0.0, 0.0)
     sender, inbox, successes = _transmitting_sender(config, clock, answer_s=0.03)
-    for i in range(100):
-        inbox.put(message(i))
-    inbox.put(DONE)
-    sender.run()
-    outcomes = drain(successes)
+    outcomes = send_all(sender, inbox, successes, 100)
     assert len(outcomes) == 100
     assert clock.now() == pytest.approx(4.0)
     assert all(o.duration_s == pytest.approx(0.04) for o in outcomes)
@@ -148,11 +150,7 @@ def test_a_real_send_keeps_oversleep_from_accumulating_and_counts_it_as_lag() ->
     clock = OversleepingClock(0.0, oversleep_s=0.001)
     sender, inbox, successes = _transmitting_sender(SenderConfig(0.01, 0.0, 0.0), clock,
                                                     answer_s=0.03)
-    for i in range(100):
-        inbox.put(message(i))
-    inbox.put(DONE)
-    sender.run()
-    assert len(drain(successes)) == 100
+    assert len(send_all(sender, inbox, successes, 100)) == 100
     assert clock.now() == pytest.approx(4.001)
     assert sender.max_lag_s == pytest.approx(0.001)
 
@@ -162,11 +160,7 @@ def test_a_rate_limit_spaces_the_starts_of_real_sends() -> None:
     clock = VirtualClock(0.0)
     config = SenderConfig(0.01, 0.0, 0.0, rate_limit_per_s=2.0)
     sender, inbox, successes = _transmitting_sender(config, clock, answer_s=0.03)
-    for i in range(4):
-        inbox.put(message(i))
-    inbox.put(DONE)
-    sender.run()
-    assert len(drain(successes)) == 4
+    assert len(send_all(sender, inbox, successes, 4)) == 4
     assert clock.now() == pytest.approx(1.5 + 0.04)
     assert sender.max_lag_s == pytest.approx(0.0, abs=1e-9)
 
