@@ -44,11 +44,10 @@ class RealClock:
     """Wall-clock time. A sleep longer than ``SHORT_SLEEP_S`` is ``stop.wait`` and ends at
     once when ``stop`` is set; a shorter one may finish before noticing the stop."""
 
-    def now(self) -> float:
-        return time.time()
-
-    def monotonic(self) -> float:
-        return time.monotonic()
+    # The system's functions themselves, not methods calling them: a worker reads the
+    # clock several times a send.
+    now = staticmethod(time.time)
+    monotonic = staticmethod(time.monotonic)
 
     def sleep(self, seconds: float, stop: threading.Event) -> bool:
         if seconds <= 0:

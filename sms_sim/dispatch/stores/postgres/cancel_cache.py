@@ -52,6 +52,12 @@ class CancelCache:
         bigint) are never read, and never cancelled."""
         now = self._monotonic()
         known, checked_at, recheck_s = self._cancelled, self._checked_at, self._recheck_s
+        if len(message_ids) == 1:  # a worker's question, once per send: answered from memory
+            (only,) = message_ids
+            if only in known:
+                return {only}
+            if now - checked_at.get(only, _NEVER) < recheck_s:
+                return set()
         found: set[int] = set()
         stale: list[int] = []
         for i in message_ids:  # a plain loop: a worker asks for one id per send

@@ -124,7 +124,7 @@ CROSS JOIN LATERAL (
     LIMIT g.n) AS r
 """
 # The per-row picks, by primary key, in one statement, never prepared (as
-# ``rows._SETTLE_SQL``): a generic plan cannot see how many ids the array holds, and the
+# ``rows._SETTLE_BY``): a generic plan cannot see how many ids the array holds, and the
 # first version of this lease, an UPDATE joined to a CTE of the picked rows, switched
 # mid-drain (once autovacuum's ANALYZE had counted the broadcast) from a nested loop to
 # a hash join over a sequential scan of the whole table: 115-170 ms a claim of 1,000

@@ -80,6 +80,14 @@ _KIND = f"({_REPORT} ->> 0)"
 # materialised, so the planner never drives the rows from the leases: it did, as a nested
 # loop over them, each scanning its message's rows by range, 247 ms a settle of 1,000 with
 # 33 leases open against 8 ms.
+#
+# The rows reported are read by primary key, one descent of the index an id (three pages
+# each), unless their ids fill at least half their range, as a broadcast's batch does (its
+# ids ascend in claim order): then by one range scan of the index, the ids a hashed filter
+# (``+ 0`` keeps them out of the index condition). A settle of 1,000 sent, among 300,000,
+# 11.2 ms against 13.0 (``EXPLAIN ANALYZE``, planning aside, medians of 12 side by side).
+_BY_IDS = "d.id = ANY(%(ids)s::bigint[]) AND d.id BETWEEN %(least)s AND %(greatest)s"
+_BY_RANGE = "d.id BETWEEN %(least)s AND %(greatest)s AND d.id + 0 = ANY(%(ids)s::bigint[])"
 _READ = """
 WITH mine AS MATERIALIZED (
     SELECT l.id, l.message_id, l.leased_at, l.until, l.first_id, l.last_id FROM leases AS l
@@ -88,7 +96,7 @@ WITH mine AS MATERIALIZED (
     SELECT d.ctid AS address, d.id, d.message_id, d.fresh, d.status, d.lease_owner,
         d.lease_until, d.lease_id
     FROM deliveries AS d
-    WHERE d.id = ANY(%(ids)s::bigint[]) AND d.id BETWEEN %(least)s AND %(greatest)s
+    WHERE __ROWS__
 ), held AS MATERIALIZED (
     SELECT r.address, r.id, mine.id AS lease, mine.leased_at
     FROM reported AS r JOIN mine ON mine.message_id = r.message_id
@@ -146,6 +154,11 @@ _SENT_SQL = f"""{_READ}), stamped AS MATERIALIZED (
     WHERE {_FENCE}
       AND {_ATTEMPT} = %(attempts)s
     RETURNING d.message_id, d.id, d.status, held.lease{_CLOSE_LEASES}"""
+# Each statement in its two forms, by whether the ids are read by range.
+_SETTLE_BY = {dense: _SETTLE_SQL.replace("__ROWS__", _BY_RANGE if dense else _BY_IDS)
+              for dense in (False, True)}
+_SENT_BY = {dense: _SENT_SQL.replace("__ROWS__", _BY_RANGE if dense else _BY_IDS)
+            for dense in (False, True)}
 _MESSAGE_COLUMNS_WITH = (
     "m.id, m.content, m.status, m.scheduled_at, m.created_at, m.updated_at, m.version, "
     "m.dispatch_started_at, m.completed_at, m.idempotency_key, m.priority, m.uid, m.tenant, "
@@ -211,14 +224,16 @@ def settle_rows(conn: Connection, owner: str, settlements: Sequence[Settlement],
     lock_tenants_of(conn, given_back)
     settled: list[Any] = []
     # The ids in any order (the rows are found by ``= ANY``, within their least and greatest).
-    statements: list[tuple[str, list[int], dict[str, object]]] = [
-        (_SENT_SQL, ids, {"attempts": attempts, "ats": time_array(ats)})
+    statements: list[tuple[dict[bool, str], list[int], dict[str, object]]] = [
+        (_SENT_BY, ids, {"attempts": attempts, "ats": time_array(ats)})
         for attempts, (ids, ats) in sent.items()]
     if others:
-        statements.append((_SETTLE_SQL, other_ids, {"reports": json.dumps(others)}))
+        statements.append((_SETTLE_BY, other_ids, {"reports": json.dumps(others)}))
     for query, ids, params in statements:
-        settled += conn.execute(query, {
-            **params, "ids": id_array(ids), "least": min(ids), "greatest": max(ids),
+        least, greatest = min(ids), max(ids)
+        dense = 2 * len(ids) > greatest - least  # at least half the range (``_BY_RANGE``)
+        settled += conn.execute(query[dense], {
+            **params, "ids": id_array(ids), "least": least, "greatest": greatest,
             "owner": owner, "now": now}, prepare=False).fetchall()
     apply_held_dlrs(conn, [row[1] for row in settled if row[2] == "sent"])
     complete_done(conn, [row[0] for row in settled], now)
