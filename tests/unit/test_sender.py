@@ -5,6 +5,7 @@ from __future__ import annotations
 import queue
 import random
 import threading
+from collections.abc import Callable
 from typing import TypeVar
 
 import pytest
@@ -34,7 +35,8 @@ T = TypeVar("T")
 
 
 def make_sender(
-    config: SenderConfig, clock: VirtualClock, *, seed: int = 1
+    config: SenderConfig, clock: VirtualClock, *, seed: int = 1,
+    transmit: Callable[[Message], str | None] | None = None,
 ) -> tuple[Sender[Message], Inbox[Message], Queues, Queues, threading.Event]:
     inbox: Inbox[Message] = queue.SimpleQueue()
     successes: OutcomeQueue[Message] = queue.SimpleQueue()
@@ -49,6 +51,7 @@ def make_sender(
         failures=failures,
         stop=stop,
         clock=clock,
+        transmit=transmit,
     )
     return sender, inbox, successes, failures, stop
 
@@ -110,16 +113,12 @@ def test_deadline_scheduling_does_not_accumulate_oversleep() -> None:
 def _transmitting_sender(config: SenderConfig, clock: VirtualClock, answer_s: float
                          ) -> tuple[Sender[Message], Inbox[Message], Queues]:
     """A sender whose real send step (a provider's answer) takes ``answer_s``."""
-    inbox: Inbox[Message] = queue.SimpleQueue()
-    successes: Queues = queue.SimpleQueue()
 
     def transmit(_: Message) -> str | None:
         clock.advance(answer_s)
         return None
 
-    sender = Sender(0, config, rng=random.Random(1), inbox=inbox, successes=successes,
-                    failures=queue.SimpleQueue(), stop=threading.Event(), clock=clock,
-                    transmit=transmit)
+    sender, inbox, successes, _, _ = make_sender(config, clock, transmit=transmit)
     return sender, inbox, successes
 
 
