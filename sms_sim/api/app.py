@@ -67,7 +67,11 @@ def create_app(store_url: str, *, clock: Clock | None = None,
 
     app = FastAPI(title="sms_sim", version=__version__, description=DESCRIPTION,
                   lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url="/openapi.json", dependencies=[Depends(known_query)])
+                  openapi_url="/openapi.json", dependencies=[Depends(known_query)],
+                  # A 307 to the path without its slash is a silent no-op for a client
+                  # that does not follow redirects (``curl -X POST`` exits 0 on it): a 404
+                  # that names the right path instead (``problems``).
+                  redirect_slashes=False)
     app.state.store_url = store_url
     app.state.clock = used_clock
     app.state.service = service

@@ -330,13 +330,25 @@ async def _on_http(request: Request, exc: Exception) -> Response:
         kind = ProblemType(slug="", status=exc.status_code,
                            title=HTTPStatus(exc.status_code).phrase, meaning="")
     if exc.status_code == 404:
-        detail = f"no resource at {request.url.path}"
+        detail = f"no resource at {request.url.path}{_without_slash(request)}"
     elif exc.status_code == 405:
         detail = (f"{request.method} is not allowed on {request.url.path} (allowed: "
                   f"{headers['Allow']})")
     else:
         detail = str(exc.detail)
     return problem_response(request, kind, detail, headers=headers)
+
+
+def _without_slash(request: Request) -> str:
+    """`` (did you mean /v1/messages?)`` when the path is a route's with a trailing slash
+    (the app does not redirect: see ``create_app``), else nothing."""
+    path = request.url.path
+    if len(path) < 2 or not path.endswith("/"):
+        return ""
+    scope = {**request.scope, "path": path.rstrip("/") or "/"}
+    if any(route.matches(scope)[0] is not Match.NONE for route in request.app.router.routes):
+        return f" (did you mean {scope['path']}?)"
+    return ""
 
 
 def _allowed(request: Request) -> str:

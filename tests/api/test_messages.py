@@ -466,3 +466,17 @@ def test_a_wrong_method_is_405_with_allow(api: ApiHarness, acme: dict[str, str])
 def test_an_unknown_path_is_a_404_problem(api: ApiHarness) -> None:
     assert "/v2/messages" in assert_problem(api.client.get("/v2/messages"), 404,
                                             "not-found")["detail"]
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_a_trailing_slash_is_a_404_naming_the_path_not_a_redirect(
+        api: ApiHarness, acme: dict[str, str], method: str) -> None:
+    # A 307 left a POST unsent for a client that does not follow redirects, and exit 0
+    # from ``curl -X POST``; nothing may be created by the slashed path either.
+    response = api.client.request(method, "/v1/messages/", headers=acme, follow_redirects=False,
+                                  json={"content": "x", "recipients": ["555-010-0001"]})
+    detail = assert_problem(response, 404, "not-found")["detail"]
+    assert detail == "no resource at /v1/messages/ (did you mean /v1/messages?)"
+    assert api.client.get("/v1/messages", headers=acme).json()["data"] == []
+    assert "did you mean" not in assert_problem(
+        api.client.get("/v2/messages/"), 404, "not-found")["detail"]
