@@ -17,6 +17,7 @@ pages for people, not API operations.
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,11 +34,13 @@ from sms_sim.dispatch.keys import UnauthorizedError
 from sms_sim.dispatch.service import DispatchService
 from sms_sim.dispatch.validation import parse_status
 
-__all__ = ["dashboard_router", "SESSION_COOKIE", "MESSAGES_PER_PAGE", "DELIVERIES_PER_PAGE"]
+__all__ = ["dashboard_router", "SESSION_COOKIE", "MESSAGES_PER_PAGE", "DELIVERIES_PER_PAGE",
+           "wants_page", "page_error"]
 
 SESSION_COOKIE = "sms_sim_session"
 MESSAGES_PER_PAGE = 25
 DELIVERIES_PER_PAGE = 100
+_ID = re.compile(r"[0-9]{1,18}")  # an id or cursor as the pages write it
 _LOGIN_FORM_MAX_BYTES = 4096  # a key and a little form encoding
 _RETRY_AFTER_S = 5
 # No script at all, styles only inline, forms only to us, never framed.
@@ -95,6 +98,13 @@ def dashboard_router() -> APIRouter:
                             secure=request.url.scheme == "https", path="/")
         return _secured(response)
 
+    @router.get("/login")
+    @router.get("/logout")
+    def back_to_the_dashboard() -> Response:
+        """Typed into the address bar, or a bookmark: the page, which signs in if need be
+        (signing out is a POST, so no link or image elsewhere can do it)."""
+        return _secured(RedirectResponse("/", status_code=303))
+
     @router.post("/logout")
     def logout(request: Request) -> Response:
         if not _same_origin(request):
@@ -149,11 +159,11 @@ def _messages(request: Request, session: _Session) -> Response:
 
 
 def _message(request: Request, session: _Session, message_id: str) -> Response:
-    try:
-        wanted = int(message_id)
-    except ValueError:
-        raise NotFoundError(f"no message with id {message_id!r}") from None
-    view = session.service.get(wanted)
+    # ASCII digits only, as the API's ids: ``int()`` also reads "1_5", " 1", "+1" and
+    # other scripts' digits, which gave one message several addresses.
+    if not _ID.fullmatch(message_id):
+        raise NotFoundError(f"no message with id {message_id!r}")
+    view = session.service.get(int(message_id))
     text = request.query_params.get("status")
     status = None if not text else parse_status(DeliveryStatus, text)
     after = _query_int(request, "after")
@@ -170,7 +180,7 @@ def _query_int(request: Request, name: str) -> int | None:
     text = request.query_params.get(name)
     if not text:
         return None
-    if not text.isdigit() or len(text) > 19:
+    if not _ID.fullmatch(text):
         raise InvalidRequestError(f"{name} must be a delivery or message id (got {text!r})")
     return int(text)
 
@@ -183,6 +193,21 @@ def _same_origin(request: Request) -> bool:
     if origin is None:
         return True
     return urllib.parse.urlsplit(origin).netloc == request.headers.get("host")
+
+
+def wants_page(request: Request) -> bool:
+    """Whether a refusal of ``request`` should be a page, not a problem document: a
+    browser's navigation (it asks for HTML) outside the API's ``/v1``."""
+    return (not request.url.path.startswith("/v1/")
+            and "text/html" in request.headers.get("accept", ""))
+
+
+def page_error(title: str, detail: str, status_code: int,
+               headers: dict[str, str] | None = None) -> HTMLResponse:
+    """An error page as the dashboard's own (its headers included)."""
+    response = _html(error_page(title, detail), status_code)
+    response.headers.update(headers or {})
+    return response
 
 
 def _html(text: str, status_code: int = 200) -> HTMLResponse:

@@ -63,10 +63,13 @@ def key_from_header(value: str | None) -> str | None:
 def submit_once(service: DispatchService, submission: Submission, clock: Clock) -> Answer:
     """Submit, or replay the answer to the first submit with the same key (blocking).
 
-    Raises what ``DispatchService.submit`` raises, and ``ProblemError`` (409) while the
-    first request with the key has not kept its answer yet.
+    Raises what ``DispatchService.submit`` raises, ``ProblemError`` (409) while the
+    first request with the key has not kept its answer yet, and ``submission.late`` for a
+    new request (not a repeat) asking for a time too far past.
     """
     message = submission.message
+    if submission.late is not None and not service.is_repeat(message):
+        raise submission.late
     result = service.submit(message)
     if result.created:
         view = service.submitted(result)

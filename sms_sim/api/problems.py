@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match
 
+from sms_sim.api.dashboard import page_error, wants_page
 from sms_sim.dispatch.errors import (
     ConflictError,
     KeyReusedError,
@@ -204,7 +205,9 @@ def problem_response(request: Request, kind: ProblemType, detail: str, *,
                             "detail": one_line(detail), "instance": request.url.path}
     if errors:
         body["errors"] = list(errors)
-    return JSONResponse(body, status_code=kind.status, headers=dict(headers or {}),
+    # nosniff: the detail and instance quote what the client sent, which must stay text.
+    return JSONResponse(body, status_code=kind.status,
+                        headers={"X-Content-Type-Options": "nosniff", **(headers or {})},
                         media_type=PROBLEM_MEDIA_TYPE)
 
 
@@ -336,6 +339,8 @@ async def _on_http(request: Request, exc: Exception) -> Response:
                   f"{headers['Allow']})")
     else:
         detail = str(exc.detail)
+    if wants_page(request):  # a browser on a mistyped dashboard address
+        return page_error(kind.title.lower(), one_line(detail), kind.status, headers)
     return problem_response(request, kind, detail, headers=headers)
 
 

@@ -38,6 +38,7 @@ from sms_sim.dispatch.requests import NewMessage
 from sms_sim.dispatch.validation import (
     CsvFormatError,
     InvalidRequestError,
+    PastTimeError,
     first_column_numbers,
 )
 
@@ -69,6 +70,10 @@ class Submission:
 
     message: NewMessage
     duplicates_dropped: int
+    # Set when a time asked for is too far past: the refusal for a new request, which a
+    # repeat of an earlier one under the same idempotency key does not get
+    # (``idempotency.submit_once`` asks the store which it is).
+    late: PastTimeError | None = None
 
 
 async def _limited(request: Request) -> AsyncGenerator[bytes, None]:
@@ -108,15 +113,24 @@ def submission_from_json(raw: bytes, *, tenant: str, idempotency_key: str | None
 def _checked(*, content: str, recipients: list[str], send_at: str | None, priority: int,
              tenant: str, idempotency_key: str | None, now: float,
              valid_until: str | None = None, valid_for: float | None = None) -> Submission:
+    late: PastTimeError | None = None
+    try:
+        due = None if send_at is None else parse_send_at(send_at, now)
+        until = None if valid_until is None else parse_send_at(valid_until, now,
+                                                               field="valid_until")
+    except PastTimeError as exc:
+        if idempotency_key is None:
+            raise
+        late = exc
+        due = None if send_at is None else parse_send_at(send_at, None)
+        until = None if valid_until is None else parse_send_at(valid_until, None,
+                                                               field="valid_until")
     message = NewMessage.validated(
-        content=content, recipients=recipients,
-        scheduled_at=None if send_at is None else parse_send_at(send_at, now),
+        content=content, recipients=recipients, scheduled_at=due,
         idempotency_key=idempotency_key, priority=priority, tenant=tenant,
-        valid_until=None if valid_until is None else parse_send_at(
-            valid_until, now, field="valid_until"),
-        valid_for_s=valid_for)
+        valid_until=until, valid_for_s=valid_for)
     return Submission(message=message,
-                      duplicates_dropped=len(recipients) - len(message.recipients))
+                      duplicates_dropped=len(recipients) - len(message.recipients), late=late)
 
 
 async def read_form(request: Request) -> dict[str, str | UploadFile]:

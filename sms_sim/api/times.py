@@ -14,6 +14,7 @@ import re
 
 from sms_sim.dispatch.validation import (
     InvalidRequestError,
+    PastTimeError,
     format_utc,
     validate_due,
     validate_time,
@@ -30,9 +31,10 @@ _RFC3339_RE = re.compile(RFC3339_PATTERN)
 _NAIVE_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ][0-9:.]+)?$")
 
 
-def parse_send_at(text: str, now: float, *, field: str = "send_at") -> float:
+def parse_send_at(text: str, now: float | None, *, field: str = "send_at") -> float:
     """Epoch seconds of an RFC 3339 time with an offset, no more than ``PAST_GRACE_S``
-    before ``now``. Raises ``InvalidRequestError`` naming ``field`` and the value."""
+    before ``now`` (None: any time). Raises ``InvalidRequestError`` naming ``field`` and
+    the value (``PastTimeError`` for a time too far past)."""
     # What leaving the field out means: no limit, for a validity end.
     omitted = "to send now" if field == "send_at" else "for no limit"
     if _RFC3339_RE.fullmatch(text) is None:
@@ -48,10 +50,11 @@ def parse_send_at(text: str, now: float, *, field: str = "send_at") -> float:
     except ValueError:  # the right shape, but no such day or hour (2026-02-30, 25:00)
         raise InvalidRequestError(f"{field} is not a real time: {text!r}") from None
     try:
-        return validate_due(validate_time(moment.timestamp()), now)
+        moment_s = validate_time(moment.timestamp())
+        return moment_s if now is None else validate_due(moment_s, now)
     except (InvalidRequestError, OverflowError) as exc:
-        raise InvalidRequestError(f"{field} {text!r}: {exc}; leave {field} out "
-                                  f"{omitted}") from None
+        kind = PastTimeError if isinstance(exc, PastTimeError) else InvalidRequestError
+        raise kind(f"{field} {text!r}: {exc}; leave {field} out {omitted}") from None
 
 
 def parse_receipt_at(text: str, field: str) -> float:

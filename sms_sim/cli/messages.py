@@ -38,6 +38,7 @@ from sms_sim.dispatch.errors import StoreError
 from sms_sim.dispatch.requests import MessageEdit, NewMessage
 from sms_sim.dispatch.service import DispatchService
 from sms_sim.dispatch.stores import display_url
+from sms_sim.dispatch.validation import PastTimeError
 from sms_sim.dispatch.validation import PRIORITY_MIN, format_utc
 
 __all__ = ["main", "COMMANDS"]
@@ -92,14 +93,28 @@ def _submit(prog: str, argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     if (args.content is None) == (args.content_option is None):
         parser.error("give the content once: as an argument or with --content")
-    try:
-        message = NewMessage.validated(
+    now = RealClock().now()
+
+    def built(past_ok: bool) -> NewMessage:
+        return NewMessage.validated(
             content=args.content if args.content is not None else args.content_option,
             recipients=recipients_from(args.to, args.recipients_file, sys.stdin.buffer) or [],
-            scheduled_at=due_at(args.at, args.in_, RealClock().now()),
+            scheduled_at=due_at(args.at, args.in_, now, past_ok=past_ok),
             idempotency_key=args.idempotency_key, priority=args.priority,
             time_request=None if args.in_ is None else f"in {args.in_!r} s",
             tenant=args.tenant, valid_for_s=args.valid_for)
+
+    try:
+        try:
+            message = built(past_ok=False)
+        except PastTimeError:
+            # A retry of a submit whose --at has passed since: answered as a repeat (or
+            # refused as a conflict) by the store, not refused as a time in the past.
+            if args.idempotency_key is None:
+                raise
+            message = built(past_ok=True)
+            if not _is_repeat(args.db, message):
+                raise
     except InvalidRequestError as exc:
         parser.error(str(exc))
 
@@ -120,6 +135,16 @@ def _submit(prog: str, argv: Sequence[str]) -> int:
                 f"{shape_phrase(view)} each{valid}{suppressed}")
 
     return run_with_service(parser, args, body, Access.CREATE)
+
+
+def _is_repeat(url: str, message: NewMessage) -> bool:
+    """Whether ``message``'s idempotency key is used in the database at ``url`` (False when
+    there is none yet: a refused submit creates no database)."""
+    try:
+        with DispatchService(open_for(url, Access.READ), RealClock()) as service:
+            return service.is_repeat(message)
+    except StoreError:
+        return False
 
 
 def _edit(prog: str, argv: Sequence[str]) -> int:

@@ -13,7 +13,7 @@ import datetime
 import re
 
 from sms_sim.dispatch.contract import InvalidRequestError
-from sms_sim.dispatch.validation import format_utc, validate_due, validate_time
+from sms_sim.dispatch.validation import PastTimeError, format_utc, validate_due, validate_time
 
 __all__ = ["add_time_arguments", "due_at", "parse_duration", "duration_argument", "describe_due"]
 
@@ -51,9 +51,11 @@ def duration_argument(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def due_at(at: str | None, in_s: float | None, now: float) -> float | None:
+def due_at(at: str | None, in_s: float | None, now: float, *,
+           past_ok: bool = False) -> float | None:
     """The due time ``--at``/``--in`` ask for at ``now``, or None for "now" (the store then
-    uses its own now). Raises ``InvalidRequestError`` naming the option."""
+    uses its own now). Raises ``InvalidRequestError`` naming the option (``PastTimeError``
+    for an ``--at`` too far past, unless ``past_ok``)."""
     if in_s is not None:
         try:
             return validate_time(now + in_s)
@@ -65,11 +67,13 @@ def due_at(at: str | None, in_s: float | None, now: float) -> float | None:
         moment = _parse_at(at)
     except InvalidRequestError as exc:
         raise InvalidRequestError(f"argument --at: {exc}") from None
+    if past_ok:
+        return moment
     try:
         return validate_due(moment, now)
-    except InvalidRequestError as exc:
-        raise InvalidRequestError(f"argument --at: {exc}; to send now, leave --at out or "
-                                  "say --at now") from None
+    except PastTimeError as exc:
+        raise PastTimeError(f"argument --at: {exc}; to send now, leave --at out or "
+                            "say --at now") from None
 
 
 def _parse_at(text: str) -> float:

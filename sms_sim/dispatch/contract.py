@@ -382,6 +382,13 @@ class DispatchStore(KeyStore, PruneStore, OptOutStore, DlrStore, Protocol):
         present: what a dashboard and ``/metrics`` show without listing them."""
         ...
 
+    def keyed(self, idempotency_key: str, *, tenant: str) -> int | None:
+        """The id of the message submitted under ``idempotency_key`` in ``tenant`` (one
+        still being loaded included), or None. An edge asks before it applies a rule only
+        a new request must meet: a retry of a request whose send time has since passed is
+        a repeat (``submit`` answers it), not a send time in the past."""
+        ...
+
     def keep_receipt(self, message_id: int, receipt: str, *,
                      tenant: str | None = None) -> bool:
         """Keep what an edge answered when it created the message, for replaying to

@@ -60,6 +60,7 @@ from sms_sim.dispatch.service_lists import ListsService
 from sms_sim.dispatch.tenants import validate_tenant
 from sms_sim.dispatch.validation import (
     parse_status,
+    validate_idempotency_key,
     validate_limit,
     validate_message_id,
     validate_version,
@@ -201,6 +202,17 @@ class DispatchService(ListsService):
         if self._tenant is not None and message.tenant != self._tenant:
             message = dataclasses.replace(message, tenant=self._tenant)
         return self._store.submit(message, self._clock.now())
+
+    def is_repeat(self, message: NewMessage) -> bool:
+        """Whether ``message``'s idempotency key was used already in its tenant (this
+        view's): then ``submit`` answers it as a repeat of that request or refuses it as a
+        conflict, and a rule only a new request must meet (a send time not long past) does
+        not apply to it."""
+        key = validate_idempotency_key(message.idempotency_key)
+        if key is None:
+            return False
+        tenant = self._tenant if self._tenant is not None else message.tenant
+        return self._store.keyed(key, tenant=tenant) is not None
 
     def keep_receipt(self, message_id: int, receipt: str) -> bool:
         """Keep what an edge answered on creating ``message_id``, to replay it to repeats of

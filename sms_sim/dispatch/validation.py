@@ -43,6 +43,7 @@ __all__ = [
     "validate_recipients",
     "validate_time",
     "validate_due",
+    "PastTimeError",
     "PAST_GRACE_S",
     "format_utc",
     "validate_idempotency_key",
@@ -78,6 +79,12 @@ _S = TypeVar("_S", bound=enum.StrEnum)
 
 class InvalidRequestError(SmsSimError, ValueError):
     """A request to the engine is malformed; the message names the field and the value."""
+
+
+class PastTimeError(InvalidRequestError):
+    """A requested time too far in the past (``validate_due``): refused for a new request,
+    but not for a repeat of an earlier one under its idempotency key, sent before that
+    time passed (``DispatchService.is_repeat``)."""
 
 
 # --- fields of requests ------------------------------------------------------------------
@@ -176,8 +183,7 @@ def validate_due(due_at: float, now: float) -> float:
     any time."""
     validate_time(due_at)
     if due_at < now - PAST_GRACE_S:
-        raise InvalidRequestError(f"{format_utc(due_at)} is in the past (now "
-                                  f"{format_utc(now)})")
+        raise PastTimeError(f"{format_utc(due_at)} is in the past (now {format_utc(now)})")
     return due_at
 
 

@@ -1,5 +1,6 @@
-"""The operator dashboard in process: the router on a bare FastAPI app whose service is a real
-``DispatchService`` over a memory store, driven with Starlette's TestClient.
+"""The operator dashboard in process: the API's own app (``create_app``, so the pages meet
+every rule the app puts on its routes) over a real ``DispatchService`` on a memory store,
+driven with Starlette's TestClient.
 
 What an operator relies on: the key is asked once and kept in a session cookie that scripts
 cannot read and other sites cannot send; a tenant sees its own messages and nothing of
@@ -15,11 +16,10 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from sms_sim.api import create_app
-from sms_sim.api.dashboard import DELIVERIES_PER_PAGE, SESSION_COOKIE, dashboard_router
+from sms_sim.api.dashboard import DELIVERIES_PER_PAGE, MESSAGES_PER_PAGE, SESSION_COOKIE
 from sms_sim.clock import VirtualClock
 from sms_sim.config import RetryPolicy
 from sms_sim.dispatch.dispatcher import DispatchConfig, Dispatcher
@@ -46,10 +46,10 @@ def service(store: DispatchStore) -> Iterator[DispatchService]:
 
 @pytest.fixture
 def client(service: DispatchService) -> Iterator[TestClient]:
-    app = FastAPI()
-    app.state.service = service
-    app.include_router(dashboard_router())
-    with TestClient(app, follow_redirects=False) as made:
+    # Not the router on a bare app: on that, the pages' own links (?status=, ?after=,
+    # ?before=) passed while the API's app refused each of them with a 422.
+    with TestClient(create_app("memory:", service=service),
+                    follow_redirects=False) as made:
         yield made
 
 
@@ -242,8 +242,34 @@ def test_hostile_content_and_provider_errors_show_as_text(
     assert escaped in detail  # the content, and the provider's error per delivery
     assert detail.count(escaped) == 3
     assert '<li class="dead" id="dead-letters"><b>2</b>' in client.get("/").text
-    hostile_id = client.get("/messages/%3Cscript%3Ealert(1)%3C%2Fscript%3E")
-    assert hostile_id.status_code == 404 and "<script" not in hostile_id.text
+    hostile = "/messages/%3Cscript%3Ealert(1)%3C%2Fscript%3E"  # no route: its "/" splits it
+    for path in (hostile, "/messages/%3Cscript%3E"):
+        page = client.get(path, headers={"accept": "text/html"})
+        assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
+        assert "<script" not in page.text and "&lt;script&gt;" in page.text
+    quoted = client.get(hostile)  # not a browser: the problem document, which quotes it
+    assert quoted.headers["x-content-type-options"] == "nosniff"
+    assert quoted.headers["content-type"] == "application/problem+json"
+
+
+def test_the_pages_links_work_on_the_api_app_and_ids_are_plain_digits(
+        client: TestClient, service: DispatchService) -> None:
+    message = submit(service, "acme", "x", count=DELIVERIES_PER_PAGE + 1)
+    for _ in range(MESSAGES_PER_PAGE):
+        submit(service, "acme", "filler", count=1)
+    sign_in(client, service, "acme")
+    pages = [client.get("/"), client.get(f"/messages/{message}")]
+    links = {href for page in pages for href in re.findall(r'href="([^"]+)"', page.text)}
+    assert any("before=" in link for link in links) and any("after=" in link for link in links)
+    assert any("status=" in link for link in links)
+    for link in links:  # every one a page, none a 422 from the API's query check
+        assert client.get(link.replace("&amp;", "&")).status_code == 200, link
+    for loose in ("1_0", "%201", "+1", "%D9%A1", "01x"):
+        assert client.get(f"/messages/{loose}").status_code == 404, loose
+    assert client.get("/?before=%D9%A1").status_code == 400
+    for path in ("/login", "/logout"):  # an address typed in: back to the page
+        answer = client.get(path)
+        assert answer.status_code == 303 and answer.headers["location"] == "/"
 
 
 def test_pages_forbid_scripts_framing_and_caching(client: TestClient,

@@ -13,6 +13,7 @@ import pytest
 
 from sms_sim.api import create_app
 from sms_sim.api.idempotency import RECEIPT_WAIT_S
+from sms_sim.api.times import rfc3339
 from sms_sim.clock import VirtualClock
 from sms_sim.dispatch.requests import NewMessage
 from sms_sim.dispatch.service import DispatchService
@@ -42,6 +43,29 @@ def test_a_repeat_gets_the_first_answer_byte_for_byte(api: ApiHarness,
     assert again.content == first.content
     assert again.headers["location"] == first.headers["location"]
     assert again.headers["idempotent-replayed"] == "true"
+    assert len(api.service.list_messages()) == 1
+
+
+@pytest.mark.parametrize("field", ["send_at", "valid_until"])
+def test_a_repeat_after_its_times_passed_is_answered_not_refused_as_past(
+        api: ApiHarness, acme: dict[str, str], field: str) -> None:
+    # The repeat of a request whose time has since passed got 422 "in the past": the
+    # client was told it failed while its message stood (and a new key would send twice).
+    soon = rfc3339(api.clock.now() + 30)
+    body = {**BODY, field: soon} if field == "send_at" else \
+        {**BODY, "send_at": rfc3339(api.clock.now() + 10), field: soon}
+    first = _post(api, acme, "late-1", body)
+    assert first.status_code == 201
+    api.clock.advance(600)
+    again = _post(api, acme, "late-1", body)
+    assert again.status_code == 201 and again.content == first.content
+    assert again.headers["idempotent-replayed"] == "true"
+    other = _post(api, acme, "late-1", {**body, "content": "other"})  # still a conflict
+    assert_problem(other, 422, "idempotency-key-reused")
+    new = _post(api, acme, "late-2", body)  # a new request for that time: refused
+    assert "is in the past" in assert_problem(new, 422, "invalid-request")["detail"]
+    new = api.client.post("/v1/messages", json=body, headers=acme)  # no key: refused
+    assert "is in the past" in assert_problem(new, 422, "invalid-request")["detail"]
     assert len(api.service.list_messages()) == 1
 
 

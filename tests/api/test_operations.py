@@ -31,6 +31,13 @@ def test_healthz_answers_without_the_store() -> None:
     assert response.status_code == 200 and response.json() == {"status": "ok"}
 
 
+def test_the_probes_and_metrics_ignore_a_query_string() -> None:
+    # A cache-busting ``?t=...`` from a probe was a 422 its OpenAPI entry did not list.
+    with ApiHarness().client as client:
+        for path in ("/healthz?t=1", "/readyz?t=1&t=2", "/metrics?x"):
+            assert client.get(path).status_code == 200, path
+
+
 def test_the_probes_answer_head_as_load_balancers_send_it() -> None:
     store = FailingStore()
     with ApiHarness(store).client as client:

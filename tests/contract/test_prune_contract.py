@@ -19,6 +19,7 @@ from sms_sim.dispatch.contract import (
 )
 from sms_sim.dispatch.requests import NewMessage
 from sms_sim.dispatch.stores import SqliteStore
+from sms_sim.dispatch.tenants import DEFAULT_TENANT
 from tests.conftest import T0, phones
 from tests.contract.conftest import LEASE_S, submit
 
@@ -99,6 +100,7 @@ def test_a_pruned_message_takes_its_idempotency_key_with_it(store: DispatchStore
     first = _finished(store, 2, T0 + 10, key="once")
     assert store.keep_receipt(first, "receipt-1")
     store.prune(T0 + 50)
+    assert store.keyed("once", tenant=DEFAULT_TENANT) is None
     again = store.submit(NewMessage.validated(content="alert", recipients=phones(2),
                                               idempotency_key="once"), T0 + 60)
     assert again.created and again.message_id != first and again.receipt is None

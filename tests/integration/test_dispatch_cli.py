@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from sms_sim.dispatch.requests import NewMessage
+from sms_sim.dispatch.stores import open_store
 from tests.conftest import ROOT, START, phones
 
 # Real threads, processes or wall-clock waits (STYLE.md section 10).
@@ -145,6 +147,35 @@ def test_submit_show_edit_cancel_and_the_idempotency_key(db: Path) -> None:
         "none held by workers")
     listed = cli("list", "--status", "cancelled", cwd=db.parent)
     assert listed.stdout.startswith("2  cancelled")
+
+
+def test_a_retried_submit_whose_time_has_passed_is_a_repeat_not_a_past_time(
+        tmp_path: Path) -> None:
+    # Submitted under a key for 10:00 at 09:59; retried at 10:05, the same request was
+    # refused as "in the past" (exit 2), and a script would send it again under a new key.
+    path = tmp_path / "alerts.db"
+    at = "2026-01-05T10:00:00Z"
+    store = open_store(str(path), create=True)
+    store.submit(NewMessage.validated(content="Doors open", recipients=["555-000-0001"],
+                                      scheduled_at=1_767_607_200.0,
+                                      idempotency_key="doors"), 1_767_607_140.0)
+    retry = cli("submit", "Doors open", "--to", "555-000-0001", "--at", at,
+                "--idempotency-key", "doors", "--db", str(path), cwd=tmp_path)
+    assert retry.returncode == 0, retry.stderr
+    assert retry.stdout.startswith("already submitted: message 1 (idempotency key 'doors')")
+    changed = cli("submit", "Doors shut", "--to", "555-000-0001", "--at", at,
+                  "--idempotency-key", "doors", "--db", str(path), cwd=tmp_path)
+    assert changed.returncode == 1 and "'doors' was used for message 1" in changed.stderr
+    for key in (["--idempotency-key", "new"], []):  # a new request for that time: refused
+        late = cli("submit", "Doors open", "--to", "555-000-0001", "--at", at, *key,
+                   "--db", str(path), cwd=tmp_path)
+        assert late.returncode == 2 and "is in the past" in late.stderr
+    missing = tmp_path / "typo.db"
+    late = cli("submit", "Doors open", "--to", "555-000-0001", "--at", at,
+               "--idempotency-key", "doors", "--db", str(missing), cwd=tmp_path)
+    assert late.returncode == 2 and "is in the past" in late.stderr and not missing.exists()
+    assert store.count_messages() == 1
+    store.close()
 
 
 def test_worker_dispatches_retries_to_dead_and_dead_can_be_requeued(tmp_path: Path) -> None:

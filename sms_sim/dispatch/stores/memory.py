@@ -273,6 +273,11 @@ class MemoryStore(MemoryLists):
                     message.updated_at = now
             return count
 
+    def keyed(self, idempotency_key: str, *, tenant: str) -> int | None:
+        with self._lock:
+            self._check_open()
+            return self._keys.get((tenant, idempotency_key))
+
     def keep_receipt(self, message_id: int, receipt: str, *,
                      tenant: str | None = None) -> bool:
         with self._lock:

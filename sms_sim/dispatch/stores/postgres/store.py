@@ -216,6 +216,12 @@ class PostgresStore:
                 notify(conn)
             return requeued
 
+    def keyed(self, idempotency_key: str, *, tenant: str) -> int | None:
+        row = self._db.run(lambda conn: conn.execute(
+            "SELECT id FROM messages WHERE tenant = %s AND idempotency_key = %s",
+            (tenant, idempotency_key)).fetchone())
+        return None if row is None else int(row[0])
+
     def keep_receipt(self, message_id: int, receipt: str, *,
                      tenant: str | None = None) -> bool:
         with self._db.transaction() as conn:

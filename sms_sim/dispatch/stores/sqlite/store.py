@@ -263,6 +263,12 @@ class SqliteStore:
             )
         return len(requeued)
 
+    def keyed(self, idempotency_key: str, *, tenant: str) -> int | None:
+        row = self._read(lambda conn: conn.execute(
+            "SELECT id FROM messages WHERE tenant = ? AND idempotency_key = ?",
+            (tenant, idempotency_key)).fetchone())
+        return None if row is None else int(row[0])
+
     def keep_receipt(self, message_id: int, receipt: str, *,
                      tenant: str | None = None) -> bool:
         with self._write() as conn:
