@@ -348,7 +348,7 @@ def _expected_version(service: DispatchService, message_id: int, if_match: str) 
             raise ProblemError(PRECONDITION_FAILED, f'If-Match must be a strong ETag such as '
                                                     f'"3" (got {if_match!r})')
         versions.append(int(found.group(2) or found.group(3)))
-    if len(versions) == 1:
+    if len(versions) == 1 and versions[0] >= 1:  # "0" names no version: 412 below
         return versions[0]
     current = service.get(message_id).version
     if current not in versions:

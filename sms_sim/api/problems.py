@@ -22,6 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.routing import Match
 
@@ -115,8 +116,8 @@ METHOD_NOT_ALLOWED = ProblemType(
             "those it takes.")
 MALFORMED = ProblemType(
     slug="malformed-request", status=400, title="Malformed request",
-    meaning="The body could not be parsed at all: not JSON, a broken multipart form, or a "
-            "CSV that is not UTF-8.")
+    meaning="The body could not be parsed at all: not JSON, a broken multipart form, a "
+            "CSV that is not UTF-8, or a body cut short (the client closed the connection).")
 INVALID = ProblemType(
     slug="invalid-request", status=422, title="Invalid request",
     meaning="A field or parameter was refused; detail names it and the value. Nothing was "
@@ -180,13 +181,19 @@ class ProblemError(Exception):
 
 
 def json_body(request: Request) -> None:
-    """A dependency of the routes whose body is a JSON object: another Content-Type is 415,
-    as for a submit, rather than a 422 that quoted the body back (none given: the body is
-    read as JSON, and a missing one is 422 "body is required"). Declared after the route's
+    """A dependency of the routes whose body is a JSON object: another Content-Type, or
+    none with a body, is 415, as for a submit, rather than a 422 that quoted the body back
+    (no body and no Content-Type: 422 "body is required"). Declared after the route's
     authentication, so a request without a key is 401 first."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media and media != "application/json" and not (media.startswith("application/")
-                                                      and media.endswith("+json")):
+    if not media:
+        if request.headers.get("content-length", "0").strip() in ("", "0") and \
+                "transfer-encoding" not in request.headers:
+            return
+        raise ProblemError(UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json "
+                                                   "(got none)")
+    if media != "application/json" and not (media.startswith("application/")
+                                            and media.endswith("+json")):
         raise ProblemError(UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json "
                                                    f"(got {media!r})")
 
@@ -364,6 +371,15 @@ def _allowed(request: Request) -> str:
         route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes))
 
 
+async def _on_disconnect(request: Request, exc: Exception) -> Response:
+    """A client gone before its body ended: no one reads the answer, and it is no error of
+    ours (a 500 and a traceback in the log would page someone for a dropped connection)."""
+    log.info("%s %s: the client closed the connection before its body ended",
+             request.method, request.url.path)
+    return problem_response(request, MALFORMED, "the body was cut short: the client closed "
+                                                "the connection before sending all of it")
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem_response(request, INTERNAL, "an unexpected error; it was logged")
@@ -375,4 +391,5 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ProblemError, _on_problem)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.add_exception_handler(ClientDisconnect, _on_disconnect)
     app.add_exception_handler(Exception, _on_unexpected)

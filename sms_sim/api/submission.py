@@ -165,6 +165,9 @@ def submission_from_form(fields: dict[str, str | UploadFile], *, tenant: str,
     content = _text(fields, "content")
     if content is None:
         raise InvalidRequestError("content is required")
+    # A browser sends a textarea's line breaks as CRLF (the HTML form encoding), and a
+    # CR is refused in content: a line break is LF.
+    content = content.replace("\r\n", "\n")
     send_at = _text(fields, "send_at")
     priority_text = _text(fields, "priority")
     if priority_text is not None and _INTEGER_RE.fullmatch(priority_text) is None:

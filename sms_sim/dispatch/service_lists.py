@@ -101,9 +101,12 @@ class ListsService:
     def opt_outs(self, *, after: str | None = None, limit: int = 1000,
                  tenant: str | None = None) -> list[OptOut]:
         """Up to ``limit`` listed numbers in stored-form order, after the cursor
-        ``after`` (the last number of the page before, as listed)."""
-        if after is not None and not isinstance(after, str):
-            raise InvalidRequestError(f"after must be a number as listed (got {after!r})")
+        ``after`` (the last number of the page before, in either form: +15550300005 is
+        555-030-0005, as everywhere else)."""
+        if after is not None:
+            if not isinstance(after, str):
+                raise InvalidRequestError(f"after must be a number as listed (got {after!r})")
+            after = validate_phone(after, 1, where="after")
         return self._store.opt_outs(self._list_tenant(tenant), after=after,
                                     limit=validate_limit(limit))
 

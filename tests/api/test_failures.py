@@ -3,7 +3,9 @@ problem document with nothing of the traceback in it, and logged."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -88,3 +90,33 @@ def test_before_startup_the_api_is_503_not_500() -> None:
     assert_problem(response, 503, "store-unavailable")
     response = client.get("/v1/messages", headers={"Authorization": "Bearer x"})
     assert_problem(response, 503, "store-unavailable")
+
+
+def test_a_client_gone_before_its_body_ended_is_no_500_and_no_error_in_the_log(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # It was logged as an unhandled error with two tracebacks and counted as a 500.
+    harness = ApiHarness()
+    token = harness.headers("acme")["Authorization"].encode()
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": "/v1/messages",
+             "raw_path": b"/v1/messages", "query_string": b"", "root_path": "",
+             "client": ("127.0.0.1", 5000), "server": ("testserver", 80),
+             "headers": [(b"host", b"testserver"), (b"authorization", token),
+                         (b"content-type", b"application/json"), (b"content-length", b"100")]}
+    incoming = [{"type": "http.request", "body": b"{}", "more_body": True}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    with caplog.at_level(logging.INFO):
+        asyncio.run(harness.app(scope, receive, send))
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 400
+    assert b"cut short" in b"".join(m.get("body", b"") for m in sent[1:])
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    with harness.client as client:
+        scraped = client.get("/metrics").text
+    assert 'status="500"' not in scraped and 'status="400"' in scraped
