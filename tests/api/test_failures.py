@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import MutableMapping
 from typing import Any
 
 import pytest
@@ -104,12 +105,12 @@ def test_a_client_gone_before_its_body_ended_is_no_500_and_no_error_in_the_log(
              "headers": [(b"host", b"testserver"), (b"authorization", token),
                          (b"content-type", b"application/json"), (b"content-length", b"100")]}
     incoming = [{"type": "http.request", "body": b"{}", "more_body": True}]
-    sent: list[dict[str, Any]] = []
+    sent: list[MutableMapping[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
         return incoming.pop(0) if incoming else {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
     with caplog.at_level(logging.INFO):
