@@ -195,6 +195,41 @@ def test_with_a_separate_abort_event_stop_lets_the_send_in_flight_finish() -> No
     assert [o.message.id for o in drain(successes)] == [1]
 
 
+class StopWhileWaiting(VirtualClock):
+    """A fake clock on which a stop request arrives during any wait longer than
+    ``longer_than_s`` (the wait for a rate-limit slot, not a send)."""
+
+    def __init__(self, request: threading.Event, longer_than_s: float) -> None:
+        super().__init__(0.0)
+        self.request, self.longer_than_s = request, longer_than_s
+
+    def sleep(self, seconds: float, stop: threading.Event) -> bool:
+        if seconds > self.longer_than_s:
+            self.request.set()
+        return super().sleep(seconds, stop)
+
+
+@pytest.mark.parametrize("sms", [False, True], ids=["plain", "sms-model"])
+def test_a_stop_during_the_wait_for_a_rate_limit_slot_starts_no_send(sms: bool) -> None:
+    # The wait was part of the send's sleep, on ``abort``: after a graceful stop a sender
+    # waiting for its slot still sent (4 sends after a 1.5 s stop; a 0.1/s limit kept the
+    # run 5 s past its end).
+    stop, abort = threading.Event(), threading.Event()
+    clock = StopWhileWaiting(stop, longer_than_s=0.5)
+    inbox: Inbox[Message] = queue.SimpleQueue()
+    successes: OutcomeQueue[Message] = queue.SimpleQueue()
+    sender = Sender(0, SenderConfig(0.01, 0.0, 0.0, rate_limit_per_s=1.0), rng=random.Random(1),
+                    inbox=inbox, successes=successes, failures=queue.SimpleQueue(), stop=stop,
+                    clock=clock, abort=abort,
+                    segments_of=(lambda item: 1) if sms else None)
+    inbox.put([message(1), message(2), message(3)])
+    inbox.put(DONE)
+    sender.run()
+    assert [o.message.id for o in drain(successes)] == [1]
+    assert [m.id for m in sender.abandoned] == [2, 3]
+    assert clock.now() == pytest.approx(0.01)  # no time passed waiting for the slot
+
+
 def test_the_pool_carries_any_work_item_and_returns_the_providers_error() -> None:
     """The durable worker's send jobs are not simulator messages: an E.164 recipient and
     1,600 Unicode characters go through untouched, and a refusal comes back in the

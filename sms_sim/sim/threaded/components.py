@@ -401,6 +401,10 @@ class Sender(Generic[Item]):
 
     def run(self) -> None:
         inbox, stop, clock = self._inbox, self._stop, self._clock
+        # A rate limit or a throttle pause can put the next start in the future. Waiting
+        # for it is no send in flight: a stop ends the wait and the message stays unsent
+        # (on ``abort`` alone, a graceful stop let it start after the stop).
+        paced = self._min_interval_s > 0 or self._sms
         next_start: float | None = None
         while True:
             try:
@@ -420,6 +424,9 @@ class Sender(Generic[Item]):
                     start = max(clock.monotonic(), self.next_start)
                 else:
                     start = next_start
+                if paced and clock.sleep(start - clock.monotonic(), stop):
+                    self.abandoned.extend(batch[position:])
+                    break
                 try:
                     outcome = self.step(message, start)
                 except BaseException:
