@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import csv
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 from dataclasses import dataclass
 
@@ -58,6 +60,10 @@ __all__ = [
 Group = argparse._ActionsContainer
 
 TEXT_FILE_BYTES_MAX = 64 * 1024  # far above 255 segments of any encoding
+# Far above 100,000 senders written one table each; what is bigger is not a senders file
+# (``--senders-file /dev/zero`` read until memory ran out).
+SENDERS_FILE_BYTES_MAX = 32 * 1024 * 1024
+SCHEDULE_LINE_CHARS_MAX = 4096  # a time and a count; a longer line is not a schedule
 # A simulated throttle's retry-after when --retry-after is not given (None in the
 # namespace, so a command can tell whether it was: the worker refuses it with --provider).
 RETRY_AFTER_DEFAULT_S = 1.0
@@ -89,7 +95,11 @@ def load_senders_file(path: Path) -> list[SenderConfig]:
     count, distribution and rate_limit. Raises ``ConfigError`` with a one-line reason."""
     try:
         with path.open("rb") as handle:
-            data = tomllib.load(handle)
+            raw = handle.read(SENDERS_FILE_BYTES_MAX + 1)
+        if len(raw) > SENDERS_FILE_BYTES_MAX:
+            raise ConfigError(f"senders file {str(path)!r} is over {SENDERS_FILE_BYTES_MAX} "
+                              "bytes")
+        data = tomllib.loads(raw.decode("utf-8"))
     except OSError as exc:
         raise ConfigError(f"cannot read senders file {str(path)!r}: {exc.strerror}") from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
@@ -148,7 +158,8 @@ def load_schedule_file(path: Path) -> tuple[tuple[float, int], ...]:
     rows: list[tuple[float, int]] = []
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
-            for line_number, row in enumerate(csv.reader(handle), start=1):
+            for line_number, row in enumerate(csv.reader(_bounded_lines(handle, path)),
+                                              start=1):
                 if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
                     continue
                 if not rows and [cell.strip().lower() for cell in row] == _SCHEDULE_HEADER:
@@ -169,6 +180,16 @@ def load_schedule_file(path: Path) -> tuple[tuple[float, int], ...]:
     if not rows:
         raise ConfigError(f"schedule file {str(path)!r} has no time_s,count rows")
     return tuple(rows)
+
+
+def _bounded_lines(handle: TextIO, path: Path) -> Iterator[str]:
+    """The lines of a schedule file, refusing one over ``SCHEDULE_LINE_CHARS_MAX`` before
+    it is read whole (``schedule:/dev/zero`` is one endless line)."""
+    while line := handle.readline(SCHEDULE_LINE_CHARS_MAX + 1):
+        if len(line) > SCHEDULE_LINE_CHARS_MAX:
+            raise ConfigError(f"schedule file {str(path)!r} has a line over "
+                              f"{SCHEDULE_LINE_CHARS_MAX} characters: not time_s,count rows")
+        yield line
 
 
 def arrivals_spec(text: str) -> Arrivals:

@@ -221,7 +221,12 @@ def main(argv: Sequence[str], *, prog: str) -> int:
     else:
         emit(format_result(result))
     if pyplot is not None:
-        _plot(pyplot, result, args.plot)
+        try:
+            _plot(pyplot, result, args.plot)
+        except OSError as exc:  # the file became unwritable during the plan (a full disk)
+            print(f"{parser.prog}: error: the plot could not be written to "
+                  f"{str(args.plot)!r}: {exc.strerror or exc}", file=sys.stderr)
+            return ExitCode.ERROR
     return ExitCode.OK
 
 
@@ -313,7 +318,7 @@ def format_result(result: PlanResult) -> str:
     ]
     if result.rows:
         lines.append(_header(result))
-    lines.extend(_row_line(row) for row in result.rows)
+    lines.extend(_row_line(row, result.goal.deadline_s) for row in result.rows)
     if result.min_senders is None:
         lines.append(result.reason or "no count meets the goal")
     else:
@@ -341,18 +346,20 @@ def _header(result: PlanResult) -> str:
             f"{'failed':>10} {'dead':>8}  verdict")
 
 
-def _row_line(row: PlanRow) -> str:
-    bound = (_time(row.upper_s) if row.upper_s is not None
-             else ">=" + _time(row.least_upper_s))
-    extra = "".join(f" {_time(t):>11}" for t in row.percentile_times_s)
+def _row_line(row: PlanRow, deadline_s: float) -> str:
+    def time(value: float) -> str:
+        # A time some run had not reached when it stopped, past the deadline: later than
+        # the deadline is all that is known ("never" was wrong for a run cut at its horizon).
+        return f">{deadline_s:g}" if math.isinf(value) else f"{value:.3f}"
+
+    bound = (time(row.upper_s) if row.upper_s is not None
+             else time(row.least_upper_s) if math.isinf(row.least_upper_s)
+             else ">=" + time(row.least_upper_s))
+    extra = "".join(f" {time(t):>11}" for t in row.percentile_times_s)
     return (f"{row.senders:>8} {f'{row.runs}/{row.replications}':>7} "
-            f"{_time(row.time_mean_s):>11} {bound:>12} {row.delivered_mean:>10.2%} "
+            f"{time(row.time_mean_s):>11} {bound:>12} {row.delivered_mean:>10.2%} "
             f"{row.delivered_min:>8.2%}{extra} {row.failed_attempts:>10.1f} "
             f"{row.dead:>8.1f}  {'meets' if row.meets else 'misses'}")
-
-
-def _time(value: float) -> str:
-    return "never" if math.isinf(value) else f"{value:.3f}"
 
 
 def _csv_text(result: PlanResult) -> str:
@@ -385,6 +392,16 @@ def _check_plot_path(parser: argparse.ArgumentParser, path: Path) -> None:
         parser.error(f"argument --plot: {str(path)!r} is a directory")
     if not os.access(directory, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         parser.error(f"argument --plot: cannot write {str(path)!r}")
+    # Permissions do not tell it all (root passes them; /sys and /proc refuse new files,
+    # a read-only mount refuses everything): open it as the plot will, and leave nothing.
+    existed = path.exists()
+    try:
+        with open(path, "ab"):
+            pass
+    except OSError as exc:
+        parser.error(f"argument --plot: cannot write {str(path)!r}: {exc.strerror or exc}")
+    if not existed:
+        path.unlink(missing_ok=True)
 
 
 def _import_pyplot(parser: argparse.ArgumentParser) -> Any:

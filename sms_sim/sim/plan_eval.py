@@ -55,6 +55,7 @@ from sms_sim.sim.plan_bounds import (
     least_bound,
     prediction_bound,
     prediction_factor,
+    rounded_deadline,
     surely_above,
 )
 from sms_sim.sim.virtual.deliveries import DeliveryModel, DeliveryRun
@@ -156,7 +157,8 @@ class Question:
                          seed=replication_seed(self._seed, replication))
         return DeliveryModel(config=config, sender=self.sender, senders=senders,
                              ranks=self.ranks, prefix_rank=self.k,
-                             deadline_s=self.goal.deadline_s, horizon_s=self.horizon_s,
+                             deadline_s=rounded_deadline(self.goal.deadline_s),
+                             horizon_s=self.horizon_s,
                              received=self.goal.target is DeliveryTarget.RECEIVED)
 
     @property
@@ -314,7 +316,7 @@ class Evaluation:
                      for r in range(len(self.runs), replications))
         if len(known) == replications:
             bound = prediction_bound(known, question.factor)
-            self.meets, self.least_upper_s = bound <= goal.deadline_s, bound
+            self.meets, self.least_upper_s = bound <= rounded_deadline(goal.deadline_s), bound
             return
         self.least_upper_s = least_bound(known, lower, question.factor)
         if surely_above(self.least_upper_s, goal.deadline_s):

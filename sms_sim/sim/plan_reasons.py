@@ -17,7 +17,7 @@ from statistics import fmean
 
 from sms_sim.config import SENDERS_MAX, ArrivalKind, DeliveryTarget
 from sms_sim.policy import never_delivered_probability
-from sms_sim.sim.plan_bounds import least_bound
+from sms_sim.sim.plan_bounds import least_bound, rounded_deadline
 from sms_sim.sim.plan_eval import Knowledge, Question, Runner, first_arrival_bound, kth_arrival_s
 from sms_sim.sim.virtual.deliveries import deliverable_count
 
@@ -45,11 +45,11 @@ def impossible(question: Question, knowledge: Sequence[Knowledge], runner: Runne
                                               range(goal.replications)])
     for known, at_s in zip(knowledge, arrivals, strict=True):
         known.kth_arrival_s = at_s
-    if goal.deadline_s < question.shortest_send_s:
+    if rounded_deadline(goal.deadline_s) < question.shortest_send_s:
         return (f"no count meets {goal.deadline_s:g} s: one send takes at least "
                 f"{question.shortest_send_s:g} s")
     floor = [at_s + question.shortest_send_s for at_s in arrivals]
-    if least_bound([], floor, question.factor) > goal.deadline_s:
+    if least_bound([], floor, question.factor) > rounded_deadline(goal.deadline_s):
         which = "the last message" if question.k == base.num_messages else (
             f"message {question.k} (of {base.num_messages})")
         if base.arrivals.kind is ArrivalKind.POISSON:

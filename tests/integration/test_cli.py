@@ -57,6 +57,11 @@ def test_seed_example_runs_and_exits_zero() -> None:
         (["--sender", "0.1,0.2,0", "1", "1", "0", "0", "0"], "deviation must be <= mean"),
         (["--interval", "0", "1", "1", "0", "0", "0"], "argument --interval: must be > 0"),
         (["--senders-file", "/no/such.toml", "1", "1", "0", "0", "0"], "cannot read senders file"),
+        # Read whole, these ran out of memory with a MemoryError traceback.
+        (["--senders-file", "/dev/zero", "1", "1", "0", "0", "0"],
+         "senders file '/dev/zero' is over 33554432 bytes"),
+        (["--arrivals", "schedule:/dev/zero", "1", "1", "0", "0", "0"],
+         "schedule file '/dev/zero' has a line over 4096 characters"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], fragment: str) -> None:

@@ -120,7 +120,10 @@ def test_a_tiny_deadline_is_an_answer_not_a_traceback() -> None:
     [("chart", "the file name must end in .png, .pdf, .svg (got"),
      ("chart.gif", "the file name must end in .png, .pdf, .svg"),
      ("missing/chart.png", "no such directory"),
-     (".", "the file name must end in")],
+     (".", "the file name must end in"),
+     # Permissions let root through, but /proc takes no new file: a traceback after the
+     # whole plan had run.
+     ("/proc/sms_sim_chart.png", "cannot write '/proc/sms_sim_chart.png'")],
 )
 @pytest.mark.slow  # a subprocess
 def test_a_plot_that_cannot_be_written_is_refused_before_any_work(
@@ -216,3 +219,16 @@ def test_the_plot_shows_the_deadline_the_answer_and_integer_senders(tmp_path: Pa
     assert written.returncode == 0, written.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["plan.svg"]
     assert path.read_text(encoding="utf-8").lstrip().startswith("<?xml")
+
+
+@pytest.mark.slow  # a subprocess
+def test_a_time_not_reached_when_the_runs_stopped_is_later_than_the_deadline_not_never() -> None:
+    # Runs stop past the deadline (at the planner's horizon): "never" said more than known.
+    result = run_plan("--messages", "300", "--mean", "0.01", "--deadline", "1",
+                      "--percentile", "90", "--jobs", "1", "-q")
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0]: line.split() for line in result.stdout.splitlines()
+            if line.split() and line.split()[0].isdigit()}
+    assert rows["2"][2:4] == [">1", ">=1.490"] and rows["2"][-1] == "misses"
+    assert rows["3"][-1] == "meets" and "never" not in result.stdout
+    assert result.stdout.splitlines()[-1].startswith("min senders: 3 ")

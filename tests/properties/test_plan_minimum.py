@@ -27,7 +27,7 @@ from sms_sim.config import (
     SimulationConfig,
 )
 from sms_sim.sim.plan import plan
-from sms_sim.sim.plan_bounds import prediction_bound
+from sms_sim.sim.plan_bounds import prediction_bound, rounded_deadline
 from sms_sim.sim.plan_eval import Question
 from sms_sim.sim.virtual.deliveries import run_deliveries
 
@@ -40,7 +40,7 @@ def brute_force(base: SimulationConfig, sender: SenderConfig, goal: DeliveryGoal
             model = dataclasses.replace(question.model(senders, replication),
                                         horizon_s=math.inf)
             times.append(question.goal_time_s(run_deliveries(model)))
-        if prediction_bound(times, question.factor) <= goal.deadline_s:
+        if prediction_bound(times, question.factor) <= rounded_deadline(goal.deadline_s):
             return senders
     return None
 

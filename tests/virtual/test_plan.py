@@ -45,6 +45,17 @@ def test_the_issues_poisson_reproduction_answers_4() -> None:
     assert rows[3].upper_s == pytest.approx(11.098, abs=1e-3)
 
 
+def test_a_deadline_met_exactly_is_met_whatever_the_float_rounding() -> None:
+    # 100 sends of 0.01 s end at 1.0000000000000007 s: 3 senders were a miss of a 1 s
+    # deadline (shown meeting it in the table, "1.000 1.000 99.00 %") and the answer 4.
+    sender = SenderConfig(0.01, 0.0, 0.0)
+    config = SimulationConfig(num_messages=300, senders=[sender], seed=1)
+    result = plan(config, sender, DeliveryGoal(deadline_s=1.0), table_counts=[3])
+    assert result.min_senders == 3
+    row = {row.senders: row for row in result.rows}[3]
+    assert row.meets and row.delivered_min == 1.0
+
+
 def test_the_answer_meets_and_the_count_below_is_shown_missing() -> None:
     goal = DeliveryGoal(deadline_s=60.0, deliver=0.9)
     result = plan(base(), SENDER, goal)
