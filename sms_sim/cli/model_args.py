@@ -93,17 +93,7 @@ def sender_spec(text: str) -> SenderConfig:
 def load_senders_file(path: Path) -> list[SenderConfig]:
     """Read ``[[sender]]`` tables from TOML: mean, deviation, failure_rate, and optionally
     count, distribution and rate_limit. Raises ``ConfigError`` with a one-line reason."""
-    try:
-        with path.open("rb") as handle:
-            raw = handle.read(SENDERS_FILE_BYTES_MAX + 1)
-        if len(raw) > SENDERS_FILE_BYTES_MAX:
-            raise ConfigError(f"senders file {str(path)!r} is over {SENDERS_FILE_BYTES_MAX} "
-                              "bytes")
-        data = tomllib.loads(raw.decode("utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read senders file {str(path)!r}: {exc.strerror}") from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"senders file {str(path)!r} is not valid TOML: {exc}") from exc
+    data = _read_senders_toml(path)
     unknown_top = set(data) - {"sender"}
     if unknown_top:
         raise ConfigError(f"senders file {str(path)!r}: unknown key {sorted(unknown_top)[0]!r}")
@@ -141,6 +131,20 @@ def load_senders_file(path: Path) -> list[SenderConfig]:
                               "senders in all")
         senders.extend([sender] * count)
     return senders
+
+
+def _read_senders_toml(path: Path) -> dict[str, object]:
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(SENDERS_FILE_BYTES_MAX + 1)
+        if len(raw) > SENDERS_FILE_BYTES_MAX:
+            raise ConfigError(f"senders file {str(path)!r} is over {SENDERS_FILE_BYTES_MAX} "
+                              "bytes")
+        return tomllib.loads(raw.decode("utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read senders file {str(path)!r}: {exc.strerror}") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"senders file {str(path)!r} is not valid TOML: {exc}") from exc
 
 
 def sender_count(text: str) -> int:
