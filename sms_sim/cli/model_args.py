@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import re
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TextIO
 
@@ -417,3 +418,26 @@ def sender_from_args(
         retry_after_s=(RETRY_AFTER_DEFAULT_S if args.retry_after is None
                        else args.retry_after),
     )
+
+
+# The model's words for what the options set, as its refusals name them (``config``), and
+# the options' own: "--backoff-cap must be >= --backoff-base" says what to change,
+# "cap must be >= base" did not. Subjects and compared names are replaced, nothing else.
+MODEL_OPTIONS: Mapping[str, str] = {
+    "monitor_interval": "--interval", "duration": "--duration", "base": "--backoff-base",
+    "factor": "--backoff-factor", "cap": "--backoff-cap", "jitter": "--jitter",
+    "max_attempts": "--max-attempts", "valid_for": "--valid-for",
+    "per_segment": "--per-segment", "retry_after": "--retry-after",
+    "permanent_rate": "--permanent-rate", "throttle_rate": "--throttle-rate",
+    "rate_limit": "--rate-limit", "receipt median": "--receipt-median",
+    "receipt sigma": "--receipt-sigma", "undelivered rate": "--undelivered-rate",
+    "lost rate": "--lost-rate",
+}
+
+
+def in_option_words(message: str, options: Mapping[str, str] = MODEL_OPTIONS) -> str:
+    """``message`` (a ``ConfigError``'s) with the model's field names as the options
+    that set them: a name starting the message or a clause, or compared against."""
+    names = "|".join(re.escape(name) for name in sorted(options, key=len, reverse=True))
+    pattern = re.compile(rf"(^|: |[<>]= |\+ )({names})(?=$| must| \(|[ ,)]| \+)")
+    return pattern.sub(lambda found: found.group(1) + options[found.group(2)], message)

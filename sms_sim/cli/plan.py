@@ -35,7 +35,9 @@ from sms_sim.cli.common import (
     stop_code,
 )
 from sms_sim.cli.model_args import (
+    MODEL_OPTIONS,
     add_model_arguments,
+    in_option_words,
     retry_from_args,
     sender_from_args,
     sms_from_args,
@@ -203,7 +205,7 @@ def main(argv: Sequence[str], *, prog: str) -> int:
                             replications=args.replications,
                             percentiles=tuple(args.percentile), target=target)
     except ConfigError as exc:
-        parser.error(str(exc))
+        parser.error(in_option_words(str(exc), _OPTIONS))
     pyplot = _import_pyplot(parser) if args.plot is not None else None
     progress = _Progress(sys.stderr, quiet=args.quiet)
     try:
@@ -230,6 +232,13 @@ def main(argv: Sequence[str], *, prog: str) -> int:
     return ExitCode.OK
 
 
+# The plan's own options beside the model's (``model_args.MODEL_OPTIONS``).
+_OPTIONS = {**MODEL_OPTIONS, "num_messages": "--messages", "mean": "--mean",
+            "deviation": "--deviation", "failure_rate": "--failure-rate",
+            "deadline": "--deadline", "deliver": "--deliver", "confidence": "--confidence",
+            "replications": "--replications", "percentile": "--percentile"}
+
+
 def _say_deliver(args: argparse.Namespace, base: SimulationConfig, sender: SenderConfig,
                  target: DeliveryTarget) -> str:
     """Why --deliver must be given: how many messages are expected never delivered."""
@@ -237,11 +246,14 @@ def _say_deliver(args: argparse.Namespace, base: SimulationConfig, sender: Sende
     lost = args.messages * never_delivered_probability(sender, args.max_attempts, receipts)
     about = f"{lost:,.0f}" if lost >= 10 else f"{lost:.2g}"
     received = " (receipts: undelivered or lost ones included)" if receipts else ""
+    # Only failed sends are retried: receipts that never say delivered are not.
+    retry = (" or retry with --max-attempts"
+             if never_delivered_probability(sender, args.max_attempts, None) > 0 else "")
     return (
         f"say what fraction must be delivered: with failure rate {sender.failed_rate:g} "
         f"and {args.max_attempts} attempt{'s' if args.max_attempts > 1 else ''} about "
         f"{about} of {args.messages:,} messages are never delivered{received}; use "
-        "--deliver (e.g. --deliver 0.95) or retry with --max-attempts"
+        f"--deliver (e.g. --deliver 0.95){retry}"
     )
 
 

@@ -31,6 +31,7 @@ from sms_sim.cli.common import (
 )
 from sms_sim.cli.model_args import (
     add_model_arguments,
+    in_option_words,
     load_senders_file,
     retry_from_args,
     sender_count,
@@ -164,7 +165,7 @@ def _config_from_args(
             config = replace(config, monitor_interval_s=_auto_interval_s(config))
         return config
     except ConfigError as exc:
-        parser.error(str(exc))
+        parser.error(in_option_words(str(exc)))
 
 
 def _auto_interval_s(config: SimulationConfig) -> float:

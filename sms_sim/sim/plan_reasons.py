@@ -112,9 +112,14 @@ def short_of_deliveries(question: Question, knowledge: Sequence[Knowledge]) -> s
                 f"{goal.replications} runs deliver fewer than {question.k} even with a "
                 "sender free for every message; allow a longer --valid-for or ask for "
                 "less with --deliver")
+    # More attempts help only where sends fail: a receipt that never says delivered is not
+    # retried, so for those the advice was one that could not help.
+    retry = ""
+    if never_delivered_probability(sender, attempts, None) > 0:
+        retry = f"allow {'more ' if attempts > 1 else ''}retries with --max-attempts or "
     return (f"{wanted}: {tried} about {success * 100:.4g} % are ever delivered, and "
             f"{short} of {goal.replications} runs delivered fewer than {question.k}; "
-            "allow retries with --max-attempts or ask for less with --deliver")
+            f"{retry}ask for less with --deliver")
 
 
 def _success(question: Question) -> float:

@@ -35,9 +35,9 @@ BAD = [
     (["--receipt-sigma", "-1"], "argument --receipt-sigma"),
     (["--undelivered-rate", "2"], "argument --undelivered-rate"),
     (["--lost-rate", "0.6", "--undelivered-rate", "0.6"],
-     "undelivered rate + lost rate must be <= 1"),
+     "--undelivered-rate + --lost-rate must be <= 1"),
     (["--permanent-rate", "0.6", "--throttle-rate", "0.6"],
-     "failure_rate + permanent_rate + throttle_rate must be <= 1"),
+     "+ --permanent-rate + --throttle-rate must be <= 1"),
 ]
 
 
