@@ -3,7 +3,11 @@
 
 import sys
 
-from sms_sim.cli import main
+try:
+    from sms_sim.cli import main
+except KeyboardInterrupt:  # Ctrl-C while the program was still loading: no traceback
+    print("start.py: stopped by SIGINT", file=sys.stderr)
+    sys.exit(130)
 
 if __name__ == "__main__":
     sys.exit(main(prog="start.py"))

@@ -6,9 +6,13 @@ CLI piped into ``head``) ends the run quietly instead of raising from a worker.
 
 from __future__ import annotations
 
+import errno
+import logging
 from typing import TextIO
 
 __all__ = ["SafeWriter", "is_terminal"]
+
+log = logging.getLogger(__name__)
 
 
 def is_terminal(stream: TextIO) -> bool:
@@ -39,6 +43,11 @@ class SafeWriter:
         try:
             self._stream.write(text)
             self._stream.flush()
-        except (OSError, ValueError):  # a closed pipe, a full disk; ValueError: closed stream
+        except (OSError, ValueError) as exc:  # ValueError: a closed stream
             self.closed = True
+            # A reader that went away (``| head``) is the usual end of a pipe, said nowhere;
+            # a full disk is a failure the exit code alone (141) would leave unexplained.
+            if isinstance(exc, OSError) and exc.errno != errno.EPIPE:
+                log.warning("the output could not be written (%s); the run stops",
+                            exc.strerror or exc)
         return not self.closed

@@ -12,6 +12,7 @@ and no traceback.
 from __future__ import annotations
 
 import difflib
+import errno
 import importlib
 import sys
 from collections.abc import Sequence
@@ -96,8 +97,14 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
             return code
         flush_stdout()
         return code
-    except (OutputClosedError, BrokenPipeError):
+    except (OutputClosedError, BrokenPipeError) as exc:
         silence_stdout()
+        cause = exc.__cause__ if isinstance(exc, OutputClosedError) else exc
+        if not getattr(exc, "reported", False) and not (
+                isinstance(cause, OSError) and cause.errno == errno.EPIPE):
+            # A full disk, say: the exit code alone would leave it unexplained (a reader
+            # gone from a pipe is the usual end of one and goes unsaid).
+            print(f"{prog}: the output could not be written: {exc}", file=sys.stderr)
         return ExitCode.SIGPIPE
 
 

@@ -132,7 +132,10 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
 class OutputClosedError(Exception):
     """stdout could not be written: its reader went away (a pipe into ``head``) or the
     disk is full. Not an ``SmsSimError``: the work was done, only telling about it failed,
-    and ``cli.main`` turns it into exit 141 without a traceback."""
+    and ``cli.main`` turns it into exit 141 without a traceback (and one line on stderr
+    unless the reader went away, or ``reported`` says the command said it already)."""
+
+    reported = False
 
 
 class _ClosedOutput(io.TextIOBase):

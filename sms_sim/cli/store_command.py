@@ -138,6 +138,7 @@ def run_and_print(parser: argparse.ArgumentParser, args: argparse.Namespace,
         if changes:
             print(f"{parser.prog}: stdout could not be written ({exc}); done anyway: "
                   f"{text.replace(chr(10), ' ')}", file=sys.stderr)
+            exc.reported = True
         raise
     return ExitCode.OK
 

@@ -107,6 +107,9 @@ def test_every_command_exits_141_without_a_traceback_when_output_is_lost(
             ran = cli(*args, stdout=write_end, cwd=db.parent)
     assert ran.returncode == 141, ran.stderr
     assert "Traceback" not in ran.stderr and "Exception ignored" not in ran.stderr, ran.stderr
+    # A reader gone from a pipe goes unsaid; a full disk (or no stdout) was silent too.
+    said = "could not be written" in ran.stderr
+    assert said == (target != "closed pipe"), ran.stderr
 
 
 def test_sigterm_during_a_large_submit_leaves_nothing_and_frees_its_key(tmp_path: Path) -> None:
