@@ -22,6 +22,7 @@ from sms_sim.dispatch.validation import (
     validate_recipients,
     validate_time,
     validate_validity,
+    validity_end,
 )
 
 __all__ = ["NewMessage", "MessageEdit"]
@@ -161,5 +162,5 @@ class MessageEdit:
 def _validity_end(valid_until: float | None, valid_for_s: float | None,
                   due_at: float) -> float | None:
     if valid_for_s is not None:
-        return due_at + valid_for_s
+        return validity_end(due_at, valid_for_s)
     return valid_until

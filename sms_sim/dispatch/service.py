@@ -59,6 +59,7 @@ from sms_sim.dispatch.requests import MessageEdit, NewMessage
 from sms_sim.dispatch.service_lists import ListsService
 from sms_sim.dispatch.tenants import validate_tenant
 from sms_sim.dispatch.validation import (
+    TIME_MAX_S,
     parse_status,
     validate_idempotency_key,
     validate_limit,
@@ -122,7 +123,8 @@ class Progress:
     (what a carrier bills). ``rate_per_s`` is deliveries sent per second since dispatch
     began (until it completed, for a completed message); ``eta_at`` is when the
     deliveries still open would all be sent at that rate, for a dispatching message that
-    has sent something. Both are None when there is nothing to measure yet. Retries and
+    has sent something (None past the year 9999). Both are None when there is nothing to
+    measure yet. Retries and
     dead deliveries make the ETA a floor, not a promise.
     """
 
@@ -311,6 +313,8 @@ class DispatchService(ListsService):
             rate_per_s = sent / (end - started)
             if view.status is MessageStatus.DISPATCHING:
                 eta_at = now + still / rate_per_s
+                if eta_at > TIME_MAX_S:  # a dispatch stalled for years: no time to name
+                    eta_at = None
         return Progress(total=total, sent=sent, dead=counts[DeliveryStatus.DEAD], open=still,
                         sent_fraction=sent / total if total else 0.0, rate_per_s=rate_per_s,
                         eta_at=eta_at, segments_sent=sent * view.segments,

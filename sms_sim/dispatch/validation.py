@@ -50,6 +50,7 @@ __all__ = [
     "validate_priority",
     "validate_edit",
     "validate_validity",
+    "validity_end",
     "VALID_FOR_MAX_S",
     "validate_message_id",
     "validate_version",
@@ -191,10 +192,15 @@ def format_utc(epoch_s: float | None) -> str:
     """ISO-8601 UTC to the millisecond, or "-" for None (for messages and the edges).
 
     It lives beside ``validate_time`` because that range is what makes every stored time
-    printable here; the stores' refusals and the CLI both print times with it.
+    printable here; the stores' refusals and the CLI both print times with it. A time
+    outside it (an ETA of a stalled dispatch, a damaged row) prints as the range's edge
+    ("after 9999-12-31T23:59:59.000Z") rather than ending a command on a traceback.
     """
     if epoch_s is None:
         return "-"
+    if not TIME_MIN_S <= epoch_s <= TIME_MAX_S:  # NaN included
+        return (f"after {format_utc(TIME_MAX_S)}" if epoch_s > TIME_MIN_S
+                else f"before {format_utc(TIME_MIN_S)}")
     moment = datetime.datetime.fromtimestamp(epoch_s, tz=datetime.timezone.utc)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -229,6 +235,8 @@ def validate_validity(valid_until: float | None, valid_for_s: float | None,
                 or not math.isfinite(valid_for_s) or not 0 < valid_for_s <= VALID_FOR_MAX_S:
             raise InvalidRequestError(f"valid_for must be more than 0 and at most "
                                       f"{VALID_FOR_MAX_S:.0f} seconds (got {valid_for_s!r})")
+        if due_at is not None:
+            validity_end(due_at, valid_for_s)
         return None, float(valid_for_s)
     if valid_until is not None:
         valid_until = validate_time(valid_until)
@@ -236,6 +244,17 @@ def validate_validity(valid_until: float | None, valid_for_s: float | None,
             raise InvalidRequestError(f"valid_until {format_utc(valid_until)} must be after "
                                       f"the send time {format_utc(due_at)}")
     return valid_until, None
+
+
+def validity_end(due_at: float, valid_for_s: float) -> float:
+    """When a validity of ``valid_for_s`` from ``due_at`` ends; ``InvalidRequestError`` when
+    that is past the last storable time (a message due late in 9999 was saved, then its
+    confirmation ended on a traceback and a retry saved it again)."""
+    end = due_at + valid_for_s
+    if end > TIME_MAX_S:
+        raise InvalidRequestError(f"valid_for {valid_for_s:g} s from the send time "
+                                  f"{format_utc(due_at)} ends after the year 9999")
+    return end
 
 
 def validate_priority(priority: int) -> int:

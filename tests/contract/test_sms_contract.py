@@ -25,6 +25,7 @@ from sms_sim.dispatch.contract import (
     provider_key,
 )
 from sms_sim.dispatch.requests import MessageEdit, NewMessage
+from sms_sim.dispatch.validation import format_utc
 from sms_sim.segments import Encoding
 from tests.conftest import T0, phones
 from tests.contract.conftest import LEASE_S, Opener, submit
@@ -170,6 +171,26 @@ def test_validity_is_checked_where_it_is_asked_for() -> None:
     with pytest.raises(InvalidRequestError, match="must be after the send time"):
         NewMessage.validated(content="m", recipients=phones(1), scheduled_at=T0,
                              valid_until=T0)
+
+
+LAST_HOUR = 253402297200.0  # 9999-12-31T23:00:00Z
+
+
+def test_a_validity_ending_after_the_year_9999_is_refused_and_changes_nothing(
+        store: DispatchStore) -> None:
+    # The submit was saved, then its confirmation ended on a traceback (exit 1, so a script
+    # retried and saved it twice), and every ``show`` of it after that.
+    with pytest.raises(InvalidRequestError, match="ends after the year 9999"):
+        NewMessage.validated(content="m", recipients=phones(1), scheduled_at=LAST_HOUR,
+                             valid_for_s=7200)
+    message_id = store.submit(NewMessage.validated(content="m", recipients=phones(1),
+                                                   scheduled_at=LAST_HOUR), T0).message_id
+    with pytest.raises(InvalidRequestError, match="ends after the year 9999"):
+        store.edit(message_id, 1, MessageEdit.validated(valid_for_s=86400), T0)
+    (view,) = store.messages(message_id=message_id)
+    assert (view.version, view.valid_until) == (1, None)
+    assert format_utc(view.scheduled_at + 86400) == "after 9999-12-31T23:59:59.000Z"
+    assert format_utc(-1e300) == "before 0001-01-01T00:00:00.000Z"
 
 
 # --- opt-outs ------------------------------------------------------------------------------

@@ -309,6 +309,18 @@ def test_progress_gives_the_share_sent_the_rate_and_the_eta_on_the_clock(h: Harn
     assert (done.rate_per_s, done.eta_at, done.dead) == (0.5, None, 8)  # until completion
 
 
+def test_an_eta_past_the_year_9999_is_none_not_a_time_nothing_can_print(h: Harness) -> None:
+    # A dispatch stalled for years put the ETA in year 20276: ``show`` ended on a traceback.
+    message_id = h.submit(10_000)  # 9,999 still to go at one per 600 days
+    claims = h.store.claim("w", 1, LEASE_S, h.clock.now())
+    h.clock.advance(1)
+    h.store.settle("w", [Settlement(claims[0].delivery_id, claims[0].attempts,
+                                    SettleKind.SENT)], h.clock.now())
+    h.clock.advance(600 * 86400)
+    progress = h.service.progress(h.service.get(message_id))
+    assert progress.rate_per_s is not None and progress.eta_at is None
+
+
 def test_a_memory_store_has_no_file_to_damage(h: Harness) -> None:
     assert h.service.check() == "ok"
 
