@@ -9,10 +9,13 @@ them; ``deliveries`` pages forward in recipient order with ``--after``.
 
 from __future__ import annotations
 
+import argparse
+import shlex
 from collections.abc import Sequence
 
 from sms_sim.cli.common import int_at_least, json_text
 from sms_sim.cli.store_command import (
+    DEFAULT_DB,
     Access,
     Handler,
     add_tenant_argument,
@@ -89,7 +92,10 @@ def _list(prog: str, argv: Sequence[str]) -> int:
                               "more": page.more, "next_before": page.next_before})
         lines = [message_line(v) for v in page.messages] or ["no messages"]
         if page.more:
-            lines.append(f"... {page.more} more (older: list --before {page.next_before})")
+            again = _again(["list"], args, status=args.status, tenant=args.tenant,
+                           limit=args.limit if args.limit != 100 else None,
+                           before=page.next_before)
+            lines.append(f"... {page.more} more (older: {again})")
         return "\n".join(lines)
 
     return run_with_service(parser, args, body, Access.READ)
@@ -112,16 +118,16 @@ def _deliveries(prog: str, argv: Sequence[str]) -> int:
                         help="one JSON object: deliveries, more, next_after")
     output.add_argument("--csv", action="store_true", help="a header and one row each")
     args = parser.parse_args(argv)
+    to = None
     if args.to is not None:
-        try:
-            validate_phone(args.to.strip(), 1, where="--to")
+        try:  # stored as submit stores it: +15550100001 is 555-010-0001
+            to = validate_phone(args.to.strip(), 1, where="--to")
         except InvalidRequestError as exc:
             parser.error(str(exc))
 
     def body(service: DispatchService) -> str:
         found = service.deliveries(args.id, status=args.status, limit=_one_more(args.limit),
-                                   recipient=None if args.to is None else args.to.strip(),
-                                   after=args.after)
+                                   recipient=to, after=args.after)
         page, more = found[:args.limit], len(found) > args.limit
         next_after = page[-1].id if more else None
         if args.json:
@@ -132,17 +138,32 @@ def _deliveries(prog: str, argv: Sequence[str]) -> int:
             return deliveries_csv(page)
         lines = [delivery_line(d, with_message=False) for d in page]
         if not lines:
-            lines = [_none_found(args.id, args.status, args.to)]
+            lines = [_none_found(args.id, args.status, to)]
         if more:
-            lines.append(f"... more (next: deliveries {args.id} --after {next_after})")
+            again = _again(["deliveries", str(args.id)], args, status=args.status, to=to,
+                           limit=args.limit if args.limit != 1000 else None,
+                           after=next_after)
+            lines.append(f"... more (next: {again})")
         return "\n".join(lines)
 
     return run_with_service(parser, args, body, Access.READ)
 
 
+def _again(command: list[str], args: argparse.Namespace, **options: object) -> str:
+    """The command line of the next page: the filters given, the cursor moved (and --db
+    when it is not the default, without a password)."""
+    words = list(command)
+    for name, value in options.items():
+        if value is not None:
+            words += [f"--{name}", str(value)]
+    if args.db != DEFAULT_DB:
+        words += ["--db", display_url(args.db)]
+    return shlex.join(words)
+
+
 def _none_found(message_id: int, status: str | None, to: str | None) -> str:
     which = f" {status}" if status else ""
-    whom = f" to {to.strip()}" if to else ""
+    whom = f" to {to}" if to else ""
     return f"no{which} delivery{whom} in message {message_id}"
 
 
@@ -156,11 +177,15 @@ def _dead(prog: str, argv: Sequence[str]) -> int:
                              "needs --message ID, or --all for every message's")
     parser.add_argument("--all", action="store_true",
                         help="with --requeue and no --message: requeue every dead delivery")
-    parser.add_argument("--limit", type=int_at_least(1), default=1000, metavar="N",
-                        help="deliveries to list")
+    parser.add_argument("--limit", type=int_at_least(1), metavar="N",
+                        help="deliveries to list (not with --requeue) (default 1000)")
     parser.add_argument("--json", action="store_true",
                         help="one JSON object: deliveries and more (requeued, with --requeue)")
     args = parser.parse_args(argv)
+    if args.requeue and args.limit is not None:  # it requeued them all, whatever the limit
+        parser.error("--limit goes without --requeue: a requeue takes every dead delivery "
+                     "of --message ID (or of all, with --all)")
+    limit = 1000 if args.limit is None else args.limit
     if args.requeue and args.message is None and not args.all:
         parser.error("--requeue needs --message ID, or --all to requeue every dead delivery")
     if args.all and (not args.requeue or args.message is not None):
@@ -171,8 +196,8 @@ def _dead(prog: str, argv: Sequence[str]) -> int:
             count = service.requeue(args.message)
             return json_text({"requeued": count}) if args.json else \
                 f"requeued {count} dead deliveries"
-        found = service.dead(args.message, limit=_one_more(args.limit))
-        page, more = found[:args.limit], len(found) > args.limit
+        found = service.dead(args.message, limit=_one_more(limit))
+        page, more = found[:limit], len(found) > limit
         if args.json:
             return json_text({"deliveries": [delivery_dict(d) for d in page], "more": more})
         return _dead_lines(page, more)

@@ -169,16 +169,21 @@ def test_list_shows_the_newest_first_says_how_many_more_and_pages_back(cli: Cli)
     first = cli("list", "--limit", "2")
     lines = first.out.splitlines()
     assert [line.split()[0] for line in lines[:2]] == ["5", "4"]
-    assert lines[2] == "... 3 more (older: list --before 4)"
+    # The hint repeats the filters given (it dropped them: the next page was another list).
+    assert lines[2] == "... 3 more (older: list --limit 2 --before 4)"
     second = cli("list", "--limit", "2", "--before", "4")
     assert [line.split()[0] for line in second.out.splitlines()[:2]] == ["3", "2"]
-    assert second.out.splitlines()[2] == "... 1 more (older: list --before 2)"
+    assert second.out.splitlines()[2] == "... 1 more (older: list --limit 2 --before 2)"
     last = cli("list", "--limit", "2", "--before", "2").out.splitlines()
     assert [line.split()[0] for line in last] == ["1"]
     page = json.loads(cli("list", "--limit", "2", "--json").out)
     assert [m["id"] for m in page["messages"]] == [5, 4]
     assert (page["more"], page["next_before"]) == (3, 4)
     assert page["messages"][0]["content"] == "message 5"
+    submit(cli, "theirs", "--to", "555-010-0001", "--tenant", "other")
+    mine = cli("list", "--tenant", "default", "--limit", "1", "--db", "./sms_sim.db")
+    assert mine.out.splitlines()[1] == ("... 4 more (older: list --tenant default --limit 1 "
+                                        "--before 5 --db ./sms_sim.db)")
 
 
 def test_submit_and_dead_answer_in_json(cli: Cli, tmp_path: Path) -> None:
@@ -194,6 +199,8 @@ def test_submit_and_dead_answer_in_json(cli: Cli, tmp_path: Path) -> None:
     ]
     assert dead["more"] is False
     assert json.loads(cli("dead", "--limit", "1", "--json").out)["more"] is True
+    refused = cli("dead", "--requeue", "--message", "1", "--limit", "1")  # it requeued all
+    assert refused.code == 2 and "--limit goes without --requeue" in refused.err
     assert json.loads(cli("dead", "--requeue", "--message", "1", "--json").out) == \
         {"requeued": 2}
 
@@ -213,8 +220,12 @@ def test_deliveries_answers_whether_a_number_got_the_message(cli: Cli, tmp_path:
         dead.rstrip().endswith("last error: provider said no")
     assert cli("deliveries", "1", "--to", "555-999-0000").out == \
         "no delivery to 555-999-0000 in message 1\n"
+    # The same number in E.164 was "no delivery": --to is read as submit stores numbers.
+    assert cli("deliveries", "1", "--to", "+1" + numbers[0].replace("-", "")).out == one.out
     paged = cli("deliveries", "1", "--limit", "3").out.splitlines()
-    assert paged[-1] == "... more (next: deliveries 1 --after 3)"
+    assert paged[-1] == "... more (next: deliveries 1 --limit 3 --after 3)"
+    filtered = cli("deliveries", "1", "--status", "sent", "--limit", "1").out.splitlines()
+    assert filtered[-1] == "... more (next: deliveries 1 --status sent --limit 1 --after 1)"
     after = cli("deliveries", "1", "--after", "3").out
     assert after.startswith(f"delivery 4  {numbers[3]}  leased")
     rows = cli("deliveries", "1", "--csv").out.splitlines()
