@@ -111,11 +111,11 @@ def main(argv: Sequence[str], *, prog: str) -> int:
     parser.add_argument("--senders", type=sender_count, default=4,
                         help="identical sender threads (default 4)")
     parser.add_argument("--mean", type=non_negative_float, metavar="SECONDS",
-                        help="simulated send time before each send (default 0.01; 0 with "
+                        help="simulated send time before each send (default 0.01; not with "
                              "--provider)")
     parser.add_argument("--deviation", type=non_negative_float, metavar="SECONDS",
-                        help="send time is uniform in mean +/- this (default 0.001; 0 with "
-                             "--provider)")
+                        help="send time is uniform in mean +/- this (default 0.001, 0 for "
+                             "--distribution constant or exponential; not with --provider)")
     parser.add_argument("--failure-rate", type=probability, default=0.0, metavar="P",
                         help="probability a simulated send fails and is retried (default 0; "
                              "not with --provider)")
@@ -182,9 +182,13 @@ def main(argv: Sequence[str], *, prog: str) -> int:
     try:
         endpoint = provider_endpoint(args)
         simulated = endpoint is None
+        if not simulated:
+            refuse_simulated_send_time(args)
         mean = args.mean if args.mean is not None else 0.01 if simulated else 0.0
-        deviation = (args.deviation if args.deviation is not None
-                     else 0.001 if simulated else 0.0)
+        # No default spread for a distribution that takes none: "--distribution
+        # exponential" alone was refused for the default deviation it did not ask for.
+        spread = 0.001 if simulated and args.distribution in ("uniform", "lognormal") else 0.0
+        deviation = args.deviation if args.deviation is not None else spread
         # Validated even for --senders 0 so that a typo in --mean is never silently ignored.
         identical = sender_from_args(args, mean, deviation, args.failure_rate)
         receipts = receipts_from_args(args)
@@ -274,14 +278,32 @@ def main(argv: Sequence[str], *, prog: str) -> int:
     return code
 
 
+_SEND_TIME = "{flag} simulates the send time; with --provider a send takes as long as the " \
+             "provider does"
+
+
+def refuse_simulated_send_time(args: argparse.Namespace) -> None:
+    """With ``--provider``: ``ConfigError`` for a simulated send time asked for, checked
+    before it is (a deviation above the provider's zero mean is no "deviation > mean"),
+    which would be slept before every real send (5 s each with ``--mean 5``)."""
+    for flag, given in (("--mean", args.mean is not None),
+                        ("--deviation", args.deviation is not None),
+                        ("--distribution", args.distribution != "uniform")):
+        if given:
+            raise ConfigError(_SEND_TIME.format(flag=flag))
+
+
 def refuse_simulated_only(args: argparse.Namespace, senders: Sequence[SenderConfig]) -> None:
     """With ``--provider``: raise ``ConfigError`` naming the first flag that only the
     simulated provider has: its failures (``--failure-rate`` or a ``--sender``'s RATE, the
-    error classes), its send time per segment, its receipts (a real provider posts its own
+    error classes), its send time (``--mean``, ``--deviation``, ``--distribution``, a
+    ``--sender``'s MEAN, per segment), its receipts (a real provider posts its own
     to ``POST /v1/provider/receipts``)."""
     if any(s.failure_rate for s in senders):
         raise ConfigError("--failure-rate (or a --sender's RATE) simulates failures; "
                           "with --provider the provider's answers decide")
+    if any(s.mean_s or s.deviation_s for s in senders):
+        raise ConfigError(_SEND_TIME.format(flag="a --sender's MEAN"))
     for flag, given in (("--permanent-rate", args.permanent_rate),
                         ("--throttle-rate", args.throttle_rate),
                         ("--retry-after", args.retry_after is not None)):

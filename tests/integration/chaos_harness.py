@@ -111,8 +111,10 @@ def _worker_cmd(db: str, ledger: Path, *, lease_s: float, seed: int, fencing: bo
                 else ["--provider", provider[0], "--provider-token-file", str(provider[1]),
                       # a request may not outlast the lease (``worker.check_lease``)
                       "--provider-timeout", f"{lease_s / 2 - CLAIM_ROUND_S:g}"])
+    # A real provider's sends take its own time: a simulated one is refused beside it.
+    send_time = ["--mean", str(mean_s), "--deviation", "0"] if provider is None else []
     cmd = [*START, "worker", "--db", str(db), *sends_to,
-           "--senders", "2", "--mean", str(mean_s), "--deviation", "0",
+           "--senders", "2", *send_time,
            "--max-attempts", "20", "--retry-base", "0.01",
            "--retry-cap", "0.05", "--batch", "20", "--lease", f"{lease_s:g}",
            "--idle-recheck", "0.02", "--exit-when-idle", "--quiet", "--interval", "3600",

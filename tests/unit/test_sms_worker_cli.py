@@ -47,6 +47,12 @@ WITH_PROVIDER = [
                      "posts its own to POST /v1/provider/receipts"),
     (["--lost-rate", "0.1"], "--lost-rate draws simulated receipts"),
     (["--failure-rate", "0.1"], "--failure-rate (or a --sender's RATE) simulates failures"),
+    # Accepted, each slept before every real send (--mean 5: 5 s a send).
+    (["--mean", "5"], "--mean simulates the send time"),
+    (["--mean", "0"], "--mean simulates the send time"),
+    (["--deviation", "0.005"], "--deviation simulates the send time"),
+    (["--distribution", "exponential"], "--distribution simulates the send time"),
+    (["--sender", "5,0,0"], "a --sender's MEAN simulates the send time"),
 ]
 
 
@@ -84,6 +90,15 @@ def test_the_worker_refuses_simulated_provider_flags_beside_a_real_one(
     assert _worker([*provider, *flags], tmp_path) == 2
     _one_error_line(capsys, fragment)
     assert "secret" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("distribution", ["constant", "exponential"])
+def test_a_distribution_without_a_spread_needs_no_deviation_flag(
+        distribution: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Refused for the default deviation it did not ask for; past the flags, the worker
+    # stops at the missing database.
+    assert _worker(["--distribution", distribution], tmp_path) == 1
+    assert "no database at" in capsys.readouterr().err
 
 
 def test_rate_limits_and_presets_are_allowed_with_a_real_provider(
