@@ -182,13 +182,7 @@ def main(argv: Sequence[str], *, prog: str) -> int:
     try:
         endpoint = provider_endpoint(args)
         simulated = endpoint is None
-        if not simulated:
-            refuse_simulated_send_time(args)
-        mean = args.mean if args.mean is not None else 0.01 if simulated else 0.0
-        # No default spread for a distribution that takes none: "--distribution
-        # exponential" alone was refused for the default deviation it did not ask for.
-        spread = 0.001 if simulated and args.distribution in ("uniform", "lognormal") else 0.0
-        deviation = args.deviation if args.deviation is not None else spread
+        mean, deviation = _send_time(args, simulated)
         # Validated even for --senders 0 so that a typo in --mean is never silently ignored.
         identical = sender_from_args(args, mean, deviation, args.failure_rate)
         receipts = receipts_from_args(args)
@@ -276,6 +270,19 @@ def main(argv: Sequence[str], *, prog: str) -> int:
     if args.json and code != ExitCode.SIGPIPE:
         emit(json_text(report_dict(report)))
     return code
+
+
+def _send_time(args: argparse.Namespace, simulated: bool) -> tuple[float, float]:
+    """The identical senders' mean and deviation: the flags', or the defaults (none with a
+    real provider, whose sends take their own time)."""
+    if not simulated:
+        refuse_simulated_send_time(args)
+        return 0.0, 0.0
+    # No default spread for a distribution that takes none: "--distribution exponential"
+    # alone was refused for the default deviation it did not ask for.
+    spread = 0.001 if args.distribution in ("uniform", "lognormal") else 0.0
+    return (0.01 if args.mean is None else args.mean,
+            spread if args.deviation is None else args.deviation)
 
 
 _SEND_TIME = "{flag} simulates the send time; with --provider a send takes as long as the " \
