@@ -125,7 +125,7 @@ INVALID = ProblemType(
 KEY_REUSED = ProblemType(
     slug="idempotency-key-reused", status=422, title="Idempotency key reused",
     meaning="This Idempotency-Key was used for a different request (content, recipients, "
-            "send_at or priority). Use a new key for a new message.")
+            "send_at, priority or validity). Use a new key for a new message.")
 IN_PROGRESS = ProblemType(
     slug="request-in-progress", status=409, title="Request still in progress",
     meaning="The first request with this Idempotency-Key has not finished yet; send the "

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from sms_sim.cli.store_command import Access, base_parser, run_with_service
 from sms_sim.cli.when import duration_argument
+from sms_sim.clock import RealClock
 from sms_sim.dispatch.service import DispatchService
 from sms_sim.dispatch.validation import format_utc
 
@@ -31,6 +32,9 @@ def main(argv: Sequence[str], *, prog: str) -> int:
     parser.add_argument("--dry-run", action="store_true",
                         help="say how many would be deleted, and delete nothing")
     args = parser.parse_args(argv)
+    if args.older_than > RealClock().now():  # a usage error, before any store is opened
+        parser.error(f"argument --older-than: {args.older_than:g} s reaches back before "
+                     "1970: nothing finished that long ago")
 
     def body(service: DispatchService) -> str:
         cutoff, result = service.prune(args.older_than, dry_run=args.dry_run)

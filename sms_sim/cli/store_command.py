@@ -120,7 +120,10 @@ def run_and_print(parser: argparse.ArgumentParser, args: argparse.Namespace,
                   work: Callable[[], str], *, changes: bool) -> int:
     """Run ``work`` and print the text it returns on stdout.
 
-    A refusal (``SmsSimError``) is one line on stderr and exit 1. If stdout cannot take
+    A refusal (``SmsSimError``) is one line on stderr and exit 1, or 2 for a request the
+    engine found malformed (``InvalidRequestError``: what the flags asked for, found wrong
+    only once the message was read, such as an edit's new time past its validity end),
+    as for any bad flag. If stdout cannot take
     the answer of a command that ``changes`` the store, the answer goes to stderr before
     ``OutputClosedError`` leaves (exit 141): the change stands, and a script that retries
     on a failure must be able to see what it was (the id a submit created).
@@ -131,7 +134,7 @@ def run_and_print(parser: argparse.ArgumentParser, args: argparse.Namespace,
     except SmsSimError as exc:
         log.debug("command failed", exc_info=True)
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return ExitCode.ERROR
+        return ExitCode.USAGE if isinstance(exc, InvalidRequestError) else ExitCode.ERROR
     try:
         emit(text)
     except OutputClosedError as exc:

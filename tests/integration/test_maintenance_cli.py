@@ -52,6 +52,8 @@ def test_prune_deletes_what_finished_before_the_cutoff_and_a_dry_run_only_counts
 @pytest.mark.parametrize(("args", "fragment"), [
     (["--older-than", "30"], "not a duration: '30'"),
     ([], "the following arguments are required: --older-than"),
+    # It was exit 1 naming "older_than", as if the store had failed.
+    (["--older-than", "1000000d"], "argument --older-than: 8.64e+10 s reaches back before 1970"),
 ])
 def test_prune_refuses_a_bad_age_in_one_line(cli: Cli, args: list[str], fragment: str) -> None:
     ran = cli("prune", *args)

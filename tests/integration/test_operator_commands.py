@@ -312,6 +312,11 @@ def test_in_schedules_relative_to_now_and_edit_follows_the_same_rules(cli: Cli) 
     edited = cli("edit", "1", "--version", "1", "--at", "2099-01-01T15:00:00Z")
     assert edited.out.startswith("edited message 1: now version 2, due "
                                  "2099-01-01T15:00:00.000Z (local ")
+    # Found wrong only once the message was read, but a bad request all the same: exit 2,
+    # as any bad flag (it was 1, as if the store had failed).
+    cli("edit", "1", "--version", "2", "--valid-for", "1h")
+    one_line_error(cli("edit", "1", "--version", "3", "--at", "2099-01-01T17:00:00Z"), 2,
+                   "must be after the send time")
 
 
 # --- item 18: discoverability -------------------------------------------------------------

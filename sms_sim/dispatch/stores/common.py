@@ -94,8 +94,8 @@ def locked_message(message_id: int, status: MessageStatus, since: float | None) 
 def key_conflict(key: str, first: int) -> KeyReusedError:
     """The refusal of an idempotency key reused for a different request."""
     return KeyReusedError(f"idempotency key {key!r} was used for message {first}, with "
-                          "different content, recipients, time or priority; nothing created "
-                          "(use a new key for a new message)")
+                          "different content, recipients, time, priority or validity; "
+                          "nothing created (use a new key for a new message)")
 
 
 def stored_shape(content: str, encoding: str | None, count: int | None) -> tuple[Encoding, int]:
