@@ -109,6 +109,9 @@ def test_text_in_the_database_that_is_not_utf8_is_one_line_everywhere(tmp_path: 
 @pytest.mark.parametrize(("content", "fragment"), [
     (b"not a database at all, just text\n" * 100, "is not an SQLite database"),
     (None, "is an SQLite database but not an sms_sim one (tables: other)"),
+    # A database cut short was "not an SQLite database", and a directory "disk I/O error".
+    (b"truncated", "is damaged (database disk image is malformed)"),
+    (b"directory", "is a directory, not a database file"),
 ])
 def test_a_corrupt_or_foreign_database_is_a_clear_one_line_error(
         tmp_path: Path, content: bytes | None, fragment: str) -> None:
@@ -116,14 +119,21 @@ def test_a_corrupt_or_foreign_database_is_a_clear_one_line_error(
     if content is None:
         with sqlite3.connect(path) as conn:
             conn.execute("CREATE TABLE other (x)")
+    elif content == b"truncated":
+        whole = tmp_path / "whole.db"
+        assert cli("init", "--db", str(whole), cwd=tmp_path).returncode == 0
+        path.write_bytes(whole.read_bytes()[:3000])
+    elif content == b"directory":
+        path.mkdir()
     else:
         path.write_bytes(content)
-    before = path.read_bytes()
+    before = b"" if path.is_dir() else path.read_bytes()
     for command in (["list"], ["submit", "x", "--to", "555-000-0001"], ["worker"]):
         result = cli(*command, "--db", str(path), cwd=tmp_path)
         assert result.returncode == 1
-        assert len(result.stderr.splitlines()) == 1 and fragment in result.stderr
-    assert path.read_bytes() == before
+        assert len(result.stderr.splitlines()) == 1 and fragment in result.stderr, result.stderr
+    assert (b"" if path.is_dir() else path.read_bytes()) == before
+    assert not path.is_dir() or not list(path.iterdir())
 
 
 def test_submit_show_edit_cancel_and_the_idempotency_key(db: Path) -> None:

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from sms_sim.clock import Clock, RealClock
-from sms_sim.dispatch.errors import StoreBusyError, StoreError
+from sms_sim.version import __version__
+from sms_sim.dispatch.errors import StoreBusyError, StoreDamagedError, StoreError
 from sms_sim.dispatch.stores.sqlite.rows import store_error
 from sms_sim.dispatch.stores.sqlite.schema import SCHEMA_SQL, SCHEMA_VERSION, UPGRADES
 
@@ -81,6 +82,8 @@ class Database:
         self.upgraded_from: str | None = None  # the schema before this opening upgraded it
         self._lock_clock: Clock = RealClock() if lock_clock is None else lock_clock
         self._jitter = random.Random()
+        if Path(self.path).is_dir():  # SQLite says "disk I/O error" or "unable to open"
+            raise StoreError(f"{self.path!r} is a directory, not a database file (check --db)")
         mode = "ro" if read_only else ("rwc" if create else "rw")
         uri = f"file:{urllib.parse.quote(self.path)}?mode={mode}"
         if read_only and _needs_immutable(self.path):
@@ -111,6 +114,12 @@ class Database:
         except sqlite3.DatabaseError as exc:
             if _is_busy(exc):  # held past the busy timeout: locked, not foreign
                 raise store_error(self.path, exc) from exc
+            if "malformed" in str(exc):  # an SQLite file, cut short or overwritten
+                damaged = StoreDamagedError(f"database {self.path!r} is damaged ({exc}); "
+                                            "stop using it, run 'check' on it and restore "
+                                            "it from a backup")
+                damaged.reason = str(exc)
+                raise damaged from exc
             raise StoreError(f"{self.path!r} is not an SQLite database ({exc})") from exc
         if tables and "sms_sim_meta" not in tables:
             raise StoreError(f"{self.path!r} is an SQLite database but not an sms_sim one "
@@ -132,11 +141,12 @@ class Database:
             raise store_error(self.path, exc, doing="cannot prepare") from exc
         if version in UPGRADES:
             raise StoreError(f"{self.path!r} has schema {version!r}, older than "
-                             f"{SCHEMA_VERSION!r}: open it once for writing (any submit, edit "
-                             "or worker) to upgrade it")
+                             f"{SCHEMA_VERSION!r}: run 'migrate' on it (or open it once for "
+                             "writing: any submit, edit or worker) to upgrade it")
         if version != SCHEMA_VERSION:
-            raise StoreError(f"{self.path!r} has schema {version!r}; this version needs "
-                             f"{SCHEMA_VERSION!r}")
+            raise StoreError(f"{self.path!r} has schema {version!r}, which this sms_sim "
+                             f"({__version__}, schema {SCHEMA_VERSION!r}) does not know: a "
+                             "newer sms_sim made it; use that one")
 
     def _use_wal(self) -> None:
         """WAL with ``synchronous = FULL``; reads apart (``read``) if the file took WAL."""
