@@ -108,19 +108,7 @@ class Database:
         ``when_free``, because processes opening one new file at once meet each other's
         locks here too (``journal_mode = WAL`` answers "busy" without waiting)."""
         conn = self._conn
-        try:
-            tables = self.when_free(lambda: {row[0] for row in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table'")})
-        except sqlite3.DatabaseError as exc:
-            if _is_busy(exc):  # held past the busy timeout: locked, not foreign
-                raise store_error(self.path, exc) from exc
-            if "malformed" in str(exc):  # an SQLite file, cut short or overwritten
-                damaged = StoreDamagedError(f"database {self.path!r} is damaged ({exc}); "
-                                            "stop using it, run 'check' on it and restore "
-                                            "it from a backup")
-                damaged.reason = str(exc)
-                raise damaged from exc
-            raise StoreError(f"{self.path!r} is not an SQLite database ({exc})") from exc
+        tables = self._tables()
         if tables and "sms_sim_meta" not in tables:
             raise StoreError(f"{self.path!r} is an SQLite database but not an sms_sim one "
                              f"(tables: {', '.join(sorted(tables)[:5])})")
@@ -147,6 +135,24 @@ class Database:
             raise StoreError(f"{self.path!r} has schema {version!r}, which this sms_sim "
                              f"({__version__}, schema {SCHEMA_VERSION!r}) does not know: a "
                              "newer sms_sim made it; use that one")
+
+    def _tables(self) -> set[str]:
+        """The file's table names; refused when it is locked past the busy timeout,
+        damaged (an SQLite file cut short or overwritten), or no SQLite database at all."""
+        conn = self._conn
+        try:
+            return self.when_free(lambda: {row[0] for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")})
+        except sqlite3.DatabaseError as exc:
+            if _is_busy(exc):  # held past the busy timeout: locked, not foreign
+                raise store_error(self.path, exc) from exc
+            if "malformed" in str(exc):
+                damaged = StoreDamagedError(f"database {self.path!r} is damaged ({exc}); "
+                                            "stop using it, run 'check' on it and restore "
+                                            "it from a backup")
+                damaged.reason = str(exc)
+                raise damaged from exc
+            raise StoreError(f"{self.path!r} is not an SQLite database ({exc})") from exc
 
     def _use_wal(self) -> None:
         """WAL with ``synchronous = FULL``; reads apart (``read``) if the file took WAL."""
