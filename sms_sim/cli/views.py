@@ -186,7 +186,9 @@ def delivery_dict(delivery: DeliveryView) -> dict[str, object]:
 
 
 def deliveries_csv(deliveries: Sequence[DeliveryView]) -> str:
-    """A header and one row per delivery; times as ISO-8601 UTC, empty when unset."""
+    """A header and one row per delivery; times as ISO-8601 UTC, empty when unset; the
+    provider's error text with control characters as escapes, as the other views print it
+    (CSV is read on terminals too, where an escape sequence in it would act)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(_DELIVERY_FIELDS)
@@ -195,5 +197,6 @@ def deliveries_csv(deliveries: Sequence[DeliveryView]) -> str:
         row["sent_at"] = "" if delivery.sent_at is None else format_utc(delivery.sent_at)
         row["next_attempt_at"] = format_utc(delivery.next_attempt_at)
         row["dlr_at"] = "" if delivery.dlr_at is None else format_utc(delivery.dlr_at)
+        row["last_error"] = None if delivery.last_error is None else printable(delivery.last_error)
         writer.writerow(["" if row[field] is None else row[field] for field in _DELIVERY_FIELDS])
     return buffer.getvalue().rstrip("\n")

@@ -131,8 +131,12 @@ class MessageEdit:
             end = _validity_end(self.valid_until, self.valid_for_s, due_at)
         if end is not None and end <= due_at and (
                 self.scheduled_at is not None or self.valid_until is not None):
+            # An end kept from before the edit does not move with the time: say how.
+            kept = "" if end is not current else (
+                " (a validity end stays put when only the time moves: give the validity "
+                "again, valid_for / --valid-for, to move it too)")
             raise InvalidRequestError(f"valid_until {format_utc(end)} must be after the send "
-                                      f"time {format_utc(due_at)}")
+                                      f"time {format_utc(due_at)}{kept}")
         return end
 
     @classmethod

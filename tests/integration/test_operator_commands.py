@@ -410,6 +410,10 @@ def test_show_and_list_never_print_control_characters_from_the_database(
     listed = cli("list").out
     assert "\x1b" not in listed and "'evil\\x1b]0;pwned\\x07\\nnext'" in listed
     assert json.loads(cli("show", "1", "--json").out)["content"] == "evil\x1b]0;pwned\x07\nnext"
+    with sqlite3.connect(tmp_path / "sms_sim.db") as conn:  # a provider's words, as kept
+        conn.execute("UPDATE deliveries SET last_error = ?", ("no\x1b]0;pwned\x07\rpe",))
+    for view in (cli("deliveries", "1").out, cli("deliveries", "1", "--csv").out):  # csv: raw
+        assert "\x1b" not in view and "no\\x1b]0;pwned\\x07\\rpe" in view, view
 
 
 def test_content_starting_with_a_dash_is_accepted(cli: Cli) -> None:
