@@ -9,6 +9,7 @@ and ``init`` create a missing database.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Sequence
 
@@ -38,8 +39,7 @@ from sms_sim.dispatch.errors import StoreError
 from sms_sim.dispatch.requests import MessageEdit, NewMessage
 from sms_sim.dispatch.service import DispatchService
 from sms_sim.dispatch.stores import display_url
-from sms_sim.dispatch.validation import PastTimeError
-from sms_sim.dispatch.validation import PRIORITY_MIN, format_utc
+from sms_sim.dispatch.validation import PRIORITY_MIN, VALID_FOR_MAX_S, PastTimeError, format_utc
 
 __all__ = ["main", "COMMANDS"]
 
@@ -47,6 +47,17 @@ COMMANDS = ("init", "submit", "edit", "cancel")
 
 VALID_FOR_HELP = ("how long after its due time the message may still be sent (e.g. 30m, 2h, "
                   "1d); deliveries not sent by then expire and are never sent late")
+def _valid_for(text: str) -> float:
+    """``--valid-for``: a duration up to ``VALID_FOR_MAX_S`` (366 days), refused in the
+    option's words ("valid_for must be ... at most 31622400 seconds" named neither)."""
+    seconds = duration_argument(text)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive duration (got {text!r})")
+    if seconds > VALID_FOR_MAX_S:
+        raise argparse.ArgumentTypeError(f"at most {VALID_FOR_MAX_S / 86400:.0f}d (got {text!r})")
+    return seconds
+
+
 PRIORITY_HELP = ("priority class: higher classes go first; waiting work ages so nothing "
                  f"starves (a due message rises one class per {AGING_STEP_S:.0f} s it has "
                  "waited since last served, and keeps it while it has work due); within a "
@@ -84,7 +95,7 @@ def _submit(prog: str, argv: Sequence[str]) -> int:
                              "nothing and answers with the first message")
     parser.add_argument("--priority", type=int_at_least(PRIORITY_MIN), default=0,
                         metavar="N", help=PRIORITY_HELP)
-    parser.add_argument("--valid-for", type=duration_argument, metavar="DURATION",
+    parser.add_argument("--valid-for", type=_valid_for, metavar="DURATION",
                         help=VALID_FOR_HELP)
     add_tenant_argument(parser, "the tenant the message belongs to, as if submitted with "
                                 "one of its API keys (default: %(default)s)")
@@ -155,7 +166,7 @@ def _edit(prog: str, argv: Sequence[str]) -> int:
     parser.add_argument("--content", metavar="TEXT", help="new text")
     add_time_arguments(parser, default="left out, the time stays")
     add_recipient_arguments(parser)
-    parser.add_argument("--valid-for", type=duration_argument, metavar="DURATION",
+    parser.add_argument("--valid-for", type=_valid_for, metavar="DURATION",
                         help=VALID_FOR_HELP + " (counted from the due time after the edit)")
     args = parser.parse_args(argv)
     try:

@@ -105,7 +105,9 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                         help="seconds between progress lines (default 1.0; with --virtual, "
                              "simulated seconds, about a tenth of the expected makespan)")
     parser.add_argument("--seed", type=int_at_least(0), metavar="N",
-                        help="seed for messages and send outcomes (default: random, printed)")
+                        help="seed for messages and send outcomes (default: random, "
+                             "printed); the same outcomes with --virtual, on threads the "
+                             "scheduler decides which sender takes which message")
     parser.add_argument("--duration", type=positive_float, metavar="SECONDS",
                         help="stop after this many seconds (simulated with --virtual); "
                              "the rest is reported unsent")

@@ -42,6 +42,11 @@ def test_submit_shows_segments_validity_and_suppressed_recipients(cli: Cli) -> N
         "GSM-7", 1, None)
     one_line_error(cli("submit", "x", "--to", "555-010-0001", "--valid-for", "soon"), 2,
                    "not a duration: 'soon'")
+    # In the option's words; it was "valid_for must be ... at most 31622400 seconds".
+    one_line_error(cli("submit", "x", "--to", "555-010-0001", "--valid-for", "367d"), 2,
+                   "argument --valid-for: at most 366d (got '367d')")
+    one_line_error(cli("submit", "x", "--to", "555-010-0001", "--valid-for", "0s"), 2,
+                   "argument --valid-for: must be a positive duration")
 
 
 def test_edit_moves_the_validity(cli: Cli) -> None:
