@@ -47,6 +47,12 @@ COMMANDS = ("init", "submit", "edit", "cancel")
 
 VALID_FOR_HELP = ("how long after its due time the message may still be sent (e.g. 30m, 2h, "
                   "1d); deliveries not sent by then expire and are never sent late")
+PRIORITY_HELP = ("priority class: higher classes go first; waiting work ages so nothing "
+                 f"starves (a due message rises one class per {AGING_STEP_S:.0f} s it has "
+                 "waited since last served, and keeps it while it has work due); within a "
+                 "class, messages take turns")
+
+
 def _valid_for(text: str) -> float:
     """``--valid-for``: a duration up to ``VALID_FOR_MAX_S`` (366 days), refused in the
     option's words ("valid_for must be ... at most 31622400 seconds" named neither)."""
@@ -56,12 +62,6 @@ def _valid_for(text: str) -> float:
     if seconds > VALID_FOR_MAX_S:
         raise argparse.ArgumentTypeError(f"at most {VALID_FOR_MAX_S / 86400:.0f}d (got {text!r})")
     return seconds
-
-
-PRIORITY_HELP = ("priority class: higher classes go first; waiting work ages so nothing "
-                 f"starves (a due message rises one class per {AGING_STEP_S:.0f} s it has "
-                 "waited since last served, and keeps it while it has work due); within a "
-                 "class, messages take turns")
 
 
 def _init(prog: str, argv: Sequence[str]) -> int:
