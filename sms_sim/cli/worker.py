@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gc
 import logging
 import sys
@@ -65,12 +66,17 @@ from sms_sim.dispatch.http_provider import (
 from sms_sim.dispatch.ledger import LedgerProvider
 from sms_sim.dispatch.stores import display_url
 from sms_sim.dispatch.transport import MemoryProvider, Transport
+from sms_sim.dispatch.wake import WOKEN_IDLE_RECHECK_S, idle_recheck_for
 from sms_sim.dispatch.worker import Worker, WorkerReport, check_lease
 from sms_sim.errors import ConfigError, SmsSimError
 from sms_sim.generate import new_seed
 from sms_sim.sim.threaded.limits import ThreadStartError, threaded_senders_max
 
 __all__ = ["main", "report_dict"]
+
+# An idle worker's longest wait over a store that cannot wake it (SQLite, or PostgreSQL
+# behind transaction pooling): another process's submit is found within this long.
+POLLING_IDLE_RECHECK_S = DispatchConfig().idle_recheck_s
 
 log = logging.getLogger(__name__)
 
@@ -137,10 +143,10 @@ def main(argv: Sequence[str], *, prog: str) -> int:
                         help="backoff growth per retry (default 2)")
     parser.add_argument("--retry-cap", type=non_negative_float, default=DEFAULT_RETRY.cap_s,
                         metavar="SECONDS", help="longest retry delay (default 300)")
-    parser.add_argument("--idle-recheck", type=positive_float, default=0.05, metavar="SECONDS",
-                        help="longest idle wait before looking for new work; PostgreSQL "
-                             "wakes idle workers on submit, so a few seconds do there "
-                             "(default 0.05)")
+    parser.add_argument("--idle-recheck", type=positive_float, metavar="SECONDS",
+                        help="longest idle wait before looking for new work (default "
+                             f"{POLLING_IDLE_RECHECK_S:g}; {WOKEN_IDLE_RECHECK_S:g} on "
+                             "PostgreSQL, which wakes idle workers on submit)")
     parser.add_argument("--fallback-poll", type=positive_float, default=1.0,
                         metavar="SECONDS", help="PostgreSQL: the longest idle wait while the "
                         "wake-up connection (LISTEN) is lost or not yet made (default 1)")
@@ -201,7 +207,7 @@ def main(argv: Sequence[str], *, prog: str) -> int:
         check_lease(args.lease, senders,
                     None if args.provider is None else args.provider_timeout)
         config = DispatchConfig(batch_size=args.batch, lease_s=args.lease,
-                                idle_recheck_s=args.idle_recheck,
+                                idle_recheck_s=args.idle_recheck or POLLING_IDLE_RECHECK_S,
                                 fallback_poll_s=args.fallback_poll, retry=retry,
                                 max_lease_losses=args.max_lease_losses,
                                 fencing=not args.unsafe_no_fencing)
@@ -218,6 +224,7 @@ def main(argv: Sequence[str], *, prog: str) -> int:
         # Never creates a database: a mistyped --db must fail, not idle on an empty file
         # while the real messages wait (issue 11, item 5).
         store = open_for(args.db, Access.WRITE)
+        config = _idle_default(config, args.idle_recheck, store)
         # SQLite finds damage only in the pages a statement reads: a long-running worker
         # checks every page once as it starts (``quick_check``: 0.9 s for a 125 MB file
         # of 1,000,000 deliveries) rather than dispatching from a damaged file.
@@ -270,6 +277,16 @@ def main(argv: Sequence[str], *, prog: str) -> int:
     if args.json and code != ExitCode.SIGPIPE:
         emit(json_text(report_dict(report)))
     return code
+
+
+def _idle_default(config: DispatchConfig, asked: float | None,
+                  store: DispatchStore) -> DispatchConfig:
+    """``config`` with the idle wait ``--idle-recheck`` asked for, or the store's default
+    (``wake.idle_recheck_for``: long where the store wakes its workers)."""
+    if asked is not None:
+        return config
+    return dataclasses.replace(config,
+                               idle_recheck_s=idle_recheck_for(store, POLLING_IDLE_RECHECK_S))
 
 
 def _send_time(args: argparse.Namespace, simulated: bool) -> tuple[float, float]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ from sms_sim.dispatch.contract import (
 from sms_sim.dispatch.errors import StoreError
 from sms_sim.dispatch.requests import MessageEdit, NewMessage
 from sms_sim.dispatch.stores import open_store
-from sms_sim.dispatch.wake import wake_channel_of
+from sms_sim.dispatch.wake import WOKEN_IDLE_RECHECK_S, idle_recheck_for, wake_channel_of
 from sms_sim.errors import ConfigError
 from tests.conftest import START, T0, eventually, phones
 from tests.pg_cluster import PgCluster
@@ -101,6 +102,38 @@ def test_a_submit_wakes_an_idle_worker_long_before_its_idle_recheck(
     assert worker.returncode == 143 and "Traceback" not in output, output
 
 
+def test_an_idle_worker_with_the_default_settings_does_not_poll(
+        url: str, store: DispatchStore, tmp_path: Path) -> None:
+    # With the default --idle-recheck of 0.05 s, an idle worker claimed 20 times a second
+    # although the README said idle workers do not poll PostgreSQL.
+    import psycopg
+
+    def commits() -> int:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("SELECT pg_stat_clear_snapshot()")
+            row = conn.execute("SELECT xact_commit FROM pg_stat_database "
+                               "WHERE datname = current_database()").fetchone()
+            assert row is not None
+            return int(row[0])
+
+    log = (tmp_path / "worker.log").open("wb")
+    worker = subprocess.Popen([*START, "worker", "--db", url, "--quiet"], stdout=log,
+                              stderr=subprocess.STDOUT, cwd=tmp_path)
+    try:
+        assert eventually(lambda: len(_listeners(url)) == 1, within_s=30)
+        time.sleep(1.0)  # past its start-up reads and first claims
+        before = commits()
+        time.sleep(2.0)  # a wall-clock window is what is asked about: no fake clock here
+        # This test's own reads commit too (a few); 2 s at 0.05 s were 40 claims and more.
+        assert commits() - before < 12
+        message_id = store.submit(NewMessage.validated(content="woken", recipients=phones(2)),
+                                  T0).message_id
+        assert eventually(lambda: _completed(store, message_id), within_s=PICKUP_WITHIN_S)
+    finally:
+        output = _stop(worker, tmp_path)
+    assert worker.returncode == 143 and "Traceback" not in output, output
+
+
 def test_the_listening_connection_killed_while_idle_the_worker_still_picks_up_new_work(
         pg_cluster: PgCluster, url: str, store: DispatchStore, tmp_path: Path) -> None:
     worker = _start_worker(url, tmp_path, "--fallback-poll", "0.5")
@@ -158,6 +191,10 @@ def test_transaction_pooling_prepares_nothing_offers_no_channel_and_still_works(
     try:
         assert wake_channel_of(pooled) is None
         assert wake_channel_of(store) is not None
+        # The idle wait by default: long where workers are woken, short where they poll.
+        assert idle_recheck_for(pooled, 0.05) == 0.05
+        assert idle_recheck_for(store, 0.05) == WOKEN_IDLE_RECHECK_S
+        assert idle_recheck_for(open_store("memory:"), 0.05) == 0.05
         message_id = pooled.submit(NewMessage.validated(content="x", recipients=phones(2)),
                                    T0).message_id
         claims = pooled.claim("w", 10, 30.0, T0)
