@@ -141,6 +141,23 @@ def test_migrate_creates_the_schema_once_and_other_opens_refuse_an_empty_databas
     assert f"created sms_sim schema version {SCHEMA_VERSION}" in migrate_store(url)
     assert "is current; nothing to do" in migrate_store(url)
     open_store(url).close()
+    # The README's PgBouncer URL: every command took it but migrate (libpq refused it).
+    pooled = f"{url}&sms_sim_pooling=transaction"
+    assert "is current; nothing to do" in migrate_store(pooled)
+
+
+def test_migrate_refuses_a_schema_a_newer_sms_sim_made(pg_cluster: PgCluster,
+                                                       url: str) -> None:
+    # It said "version 7 is current; nothing to do", exit 0, while every other command
+    # refused the database.
+    from sms_sim.dispatch.stores.postgres.schema import SCHEMA_VERSION
+
+    migrate_store(url)
+    schema = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)["options"][0]
+    pg_cluster.execute(f"INSERT INTO {schema.split('=')[1]}.sms_sim_schema VALUES "
+                       f"({SCHEMA_VERSION + 1}, 'from the future')")
+    with pytest.raises(StoreError, match=f"version {SCHEMA_VERSION + 1}, newer than this"):
+        migrate_store(url)
 
 
 def test_an_older_schema_is_refused_until_migrate_upgrades_it(
@@ -205,12 +222,19 @@ def test_migration_2_keeps_version_1_rows_and_adds_what_issue_14_needs(
     store.close()
 
 
+@pytest.mark.parametrize("table", ["messages", "deliveries", "leases"])
 def test_a_database_with_other_tables_is_not_taken_for_ours(pg_cluster: PgCluster,
-                                                            url: str) -> None:
+                                                            url: str, table: str) -> None:
+    # Only a foreign "messages" was seen: another table failed the migration halfway
+    # ("relation already exists") and left an empty sms_sim_schema table behind.
     schema = urllib.parse.parse_qs(urllib.parse.urlsplit(url).query)["options"][0]
-    pg_cluster.execute(f"CREATE TABLE {schema.split('=')[1]}.messages (x integer)")
-    with pytest.raises(StoreError, match="not an sms_sim one"):
+    name = schema.split('=')[1]
+    pg_cluster.execute(f"CREATE TABLE {name}.{table} (x integer)")
+    with pytest.raises(StoreError, match=f"has a {table!r} table but is not an sms_sim one"):
         open_store(url, create=True)
+    with pytest.raises(StoreError, match="not an sms_sim one"):
+        migrate_store(url)
+    assert pg_cluster.execute(f"SELECT to_regclass('{name}.sms_sim_schema')") == [(None,)]
 
 
 # --- errors name the database, never its password -----------------------------------------

@@ -31,7 +31,7 @@ import psycopg_pool
 
 from sms_sim.dispatch.errors import StoreError
 from sms_sim.dispatch.stores.postgres.errors import safe_name, store_error
-from sms_sim.dispatch.stores.postgres.schema import Connection, migrate, prepare
+from sms_sim.dispatch.stores.postgres.schema import Connection, migrate, prepare, refuse_newer
 from sms_sim.errors import ConfigError
 
 __all__ = ["Database", "migrate_database", "pooling_of", "DEFAULT_LOCK_TIMEOUT_S",
@@ -166,11 +166,13 @@ def migrate_database(dsn: str) -> str:
     """Create or upgrade the schema at ``dsn`` (``schema.migrate``); one line saying what
     was done. Raises ``StoreError``."""
     name = safe_name(dsn)
+    dsn, _ = pooling_of(dsn)  # sms_sim's own parameter, which libpq refuses
     try:
         with psycopg.connect(dsn, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S) as conn:
             before, after = migrate(conn)
     except psycopg.Error as exc:
         raise store_error(dsn, exc, doing="cannot migrate") from exc
+    refuse_newer(name, after)  # it said "current", exit 0, and every other command refused
     if before == after:
         return f"{name}: sms_sim schema version {after} is current; nothing to do"
     if before is None:

@@ -47,7 +47,7 @@ from psycopg.rows import TupleRow
 
 from sms_sim.dispatch.errors import StoreError
 
-__all__ = ["SCHEMA_VERSION", "MIGRATIONS", "schema_version", "prepare", "migrate",
+__all__ = ["SCHEMA_VERSION", "MIGRATIONS", "schema_version", "prepare", "migrate", "refuse_newer",
            "LOCK_CLASS", "Connection", "id_array"]
 
 Connection = _Connection[TupleRow]
@@ -304,14 +304,30 @@ def schema_version(conn: Connection) -> int | None:
     no sms_sim tables at all. Raises ``StoreError`` for tables that are not ours."""
     (table,) = _one(conn, "SELECT to_regclass('sms_sim_schema')::text")
     if table is None:
-        (other,) = _one(conn, "SELECT to_regclass('messages')::text")
-        if other is not None:
-            raise StoreError("the database has a 'messages' table but is not an sms_sim "
+        # Any table of ours already there is another program's: the migration would fail
+        # on it halfway ("relation already exists"), so say so before anything is made.
+        others = [name for name in _OUR_TABLES
+                  if _one(conn, "SELECT to_regclass(%s)::text", (name,))[0] is not None]
+        if others:
+            raise StoreError(f"the database has a {others[0]!r} table but is not an sms_sim "
                              "one (no sms_sim_schema table); point --db at another database "
                              "or schema")
         return None
     (version,) = _one(conn, "SELECT max(version) FROM sms_sim_schema")
     return None if version is None else int(str(version))
+
+
+# The tables the migrations create, whose presence without ``sms_sim_schema`` means the
+# database is another program's.
+_OUR_TABLES = ("messages", "deliveries", "tenants", "api_keys", "opt_outs", "held_dlrs",
+               "leases")
+
+
+def refuse_newer(name: str, version: int) -> None:
+    """Refuse a schema a later sms_sim made (``name`` names the database)."""
+    if version > SCHEMA_VERSION:
+        raise StoreError(f"{name} has sms_sim schema version {version}, newer than this "
+                         f"sms_sim knows ({SCHEMA_VERSION}): upgrade sms_sim")
 
 
 def prepare(conn: Connection, *, create: bool, name: str) -> None:
@@ -328,9 +344,7 @@ def prepare(conn: Connection, *, create: bool, name: str) -> None:
         raise StoreError(f"{name} has sms_sim schema version {version}, older than "
                          f"{SCHEMA_VERSION}: run 'sms_sim migrate --db URL' to upgrade it "
                          "(stop the workers first)")
-    if version > SCHEMA_VERSION:
-        raise StoreError(f"{name} has sms_sim schema version {version}, newer than this "
-                         f"sms_sim knows ({SCHEMA_VERSION}): upgrade sms_sim")
+    refuse_newer(name, version)
 
 
 def migrate(conn: Connection) -> tuple[int | None, int]:
@@ -361,7 +375,7 @@ def migrate(conn: Connection) -> tuple[int | None, int]:
     return before, max(current, schema_version(conn) or 0)
 
 
-def _one(conn: Connection, query: str) -> TupleRow:
-    row = conn.execute(query).fetchone()
+def _one(conn: Connection, query: str, params: tuple[object, ...] = ()) -> TupleRow:
+    row = conn.execute(query, params or None).fetchone()
     assert row is not None  # an aggregate or a function call always returns a row
     return row
