@@ -150,15 +150,18 @@ def _deliveries(prog: str, argv: Sequence[str]) -> int:
 
 
 def _again(command: list[str], args: argparse.Namespace, **options: object) -> str:
-    """The command line of the next page: the filters given, the cursor moved (and --db
-    when it is not the default, without a password)."""
+    """The command line of the next page: the filters given, the cursor moved, and --db
+    when it is not the default: as given, or, when output may not show it whole (a
+    password, options), "on the same --db" (a rewritten URL would not run as printed)."""
     words = list(command)
     for name, value in options.items():
         if value is not None:
             words += [f"--{name}", str(value)]
-    if args.db != DEFAULT_DB:
-        words += ["--db", display_url(args.db)]
-    return shlex.join(words)
+    if args.db == DEFAULT_DB:
+        return shlex.join(words)
+    if display_url(args.db) != args.db:
+        return f"{shlex.join(words)}, on the same --db"
+    return shlex.join([*words, "--db", args.db])
 
 
 def _none_found(message_id: int, status: str | None, to: str | None) -> str:

@@ -163,6 +163,12 @@ def test_check_passes_a_sound_file_and_fails_a_damaged_one_in_one_line(
 # --- item 14: newest first, pages, JSON -----------------------------------------------------
 
 
+def _inspection_again(command: list[str], db: str, **options: object) -> str:
+    from sms_sim.cli import inspection
+
+    return inspection._again(command, argparse.Namespace(db=db), **options)
+
+
 def test_list_shows_the_newest_first_says_how_many_more_and_pages_back(cli: Cli) -> None:
     for i in range(5):
         submit(cli, f"message {i + 1}", "--to", "555-010-0001")
@@ -184,6 +190,10 @@ def test_list_shows_the_newest_first_says_how_many_more_and_pages_back(cli: Cli)
     mine = cli("list", "--tenant", "default", "--limit", "1", "--db", "./sms_sim.db")
     assert mine.out.splitlines()[1] == ("... 4 more (older: list --tenant default --limit 1 "
                                         "--before 5 --db ./sms_sim.db)")
+    # A URL output may not show whole (a password) is not rewritten into one that fails.
+    url = "postgresql://sms:s3cret@127.0.0.1:9/sms"
+    assert "on the same --db" in _inspection_again(["list"], url, before=5)
+    assert "s3cret" not in _inspection_again(["list"], url, before=5)
 
 
 def test_submit_and_dead_answer_in_json(cli: Cli, tmp_path: Path) -> None:

@@ -10,6 +10,8 @@ are ``StoreError`` (``StoreDamagedError`` for corrupt data), which no retry fixe
 
 from __future__ import annotations
 
+import urllib.parse
+
 import psycopg
 import psycopg_pool
 from psycopg.conninfo import conninfo_to_dict
@@ -36,12 +38,32 @@ def safe_name(dsn: str) -> str:
     (never the password, nor options that might carry one)."""
     try:
         parts = conninfo_to_dict(dsn)
-    except psycopg.Error:
-        return "a PostgreSQL database (its URL could not be parsed)"
+    except psycopg.Error:  # libpq refuses it (an unknown parameter): name it as a URL
+        return _url_name(dsn)
     user = f"{parts['user']}@" if parts.get("user") else ""
-    host = str(parts.get("host") or "localhost")
+    host = _bracketed(str(parts.get("host") or "localhost"))
     port = f":{parts['port']}" if parts.get("port") else ""
     return f"postgresql://{user}{host}{port}/{parts.get('dbname') or ''}"
+
+
+def _url_name(dsn: str) -> str:
+    """``safe_name`` of a URL libpq would not parse, read as a URL; the options are left
+    out as there (they may carry a password)."""
+    try:
+        parts = urllib.parse.urlsplit(dsn)
+        user = f"{parts.username}@" if parts.username else ""
+        port = f":{parts.port}" if parts.port else ""
+        host = _bracketed(parts.hostname or "localhost")
+    except ValueError:  # a port that is no number, say
+        parts = None
+    if parts is None or not parts.scheme.startswith("postgres"):
+        return "a PostgreSQL database (its URL could not be parsed)"
+    return f"postgresql://{user}{host}{port}{parts.path or '/'}"
+
+
+def _bracketed(host: str) -> str:
+    """An IPv6 address as a URL writes it (``[::1]``), so the port after it reads as one."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def is_transient_error(exc: BaseException) -> bool:
