@@ -41,7 +41,8 @@ def main(argv: Sequence[str], *, prog: str) -> int:
                  counted(result.api_keys, "API key"), counted(result.opt_outs, "opt-out")]
         if result.held_receipts:
             parts.append(counted(result.held_receipts, "held receipt"))
-        text = (f"copied {', '.join(parts)} and {result.tenants:,} tenants' serve order "
+        order = "tenant's serve order" if result.tenants == 1 else "tenants' serve order"
+        text = (f"copied {', '.join(parts)} and {result.tenants:,} {order} "
                 f"from {display_url(args.source)} to {display_url(args.target)}")
         if result.left_loading:
             text += (f"; {result.left_loading} submit(s) still loading into the source were "

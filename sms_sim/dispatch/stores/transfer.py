@@ -142,7 +142,7 @@ def refuse_leased(snapshot: Snapshot) -> None:
     leased = snapshot.leased()
     if leased:
         raise LockedError(f"{leased:,} deliveries of the source are leased: a worker is "
-                          "running on it, or one stopped without giving them back; stop "
+                          "sending from it, or one stopped without giving them back; stop "
                           "every worker (and submits) first, then copy again once a worker "
                           "has settled or rescued them (one run with --exit-when-idle does)")
 
