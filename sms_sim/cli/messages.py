@@ -180,7 +180,9 @@ def _edit(prog: str, argv: Sequence[str]) -> int:
     def body(service: DispatchService) -> str:
         view = service.edit(args.id, args.version, edit)
         due = "" if edit.scheduled_at is None else f", due {describe_due(view.scheduled_at)}"
-        return f"edited message {view.id}: now version {view.version}{due}"
+        valid = ("" if edit.valid_for_s is None or view.valid_until is None
+                 else f", valid until {format_utc(view.valid_until)}")
+        return f"edited message {view.id}: now version {view.version}{due}{valid}"
 
     return run_with_service(parser, args, body, Access.WRITE)
 

@@ -51,9 +51,10 @@ def test_submit_shows_segments_validity_and_suppressed_recipients(cli: Cli) -> N
 
 def test_edit_moves_the_validity(cli: Cli) -> None:
     cli("submit", "later", "--to", "555-010-0001", "--in", "1h")
-    assert cli("edit", "1", "--version", "1", "--valid-for", "30m").code == 0
+    edited = cli("edit", "1", "--version", "1", "--valid-for", "30m")
     shown = json.loads(cli("show", "1", "--json").out)
     assert shown["valid_until"] == pytest.approx(shown["scheduled_at"] + 1800)
+    assert edited.code == 0 and ", valid until " in edited.out  # it said only the version
 
 
 def test_optout_add_list_remove_and_import(cli: Cli, tmp_path: Path) -> None:
