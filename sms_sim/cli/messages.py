@@ -13,7 +13,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from sms_sim.cli.common import Terminated, emit, int_at_least, json_text, non_negative_float
+from sms_sim.cli.common import (
+    ExitCode,
+    Terminated,
+    emit,
+    int_at_least,
+    json_text,
+    non_negative_float,
+)
 from sms_sim.cli.recipients import add_recipient_arguments, recipients_from
 from sms_sim.cli.store_command import (
     Access,
@@ -35,7 +42,7 @@ from sms_sim.cli.views import (
 from sms_sim.cli.when import add_time_arguments, describe_due, due_at, duration_argument
 from sms_sim.clock import RealClock
 from sms_sim.dispatch.contract import AGING_STEP_S, DeliveryStatus, InvalidRequestError
-from sms_sim.dispatch.errors import StoreError
+from sms_sim.dispatch.errors import NoStoreError, StoreError
 from sms_sim.dispatch.requests import MessageEdit, NewMessage
 from sms_sim.dispatch.service import DispatchService
 from sms_sim.dispatch.stores import display_url
@@ -104,30 +111,13 @@ def _submit(prog: str, argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     if (args.content is None) == (args.content_option is None):
         parser.error("give the content once: as an argument or with --content")
-    now = RealClock().now()
-
-    def built(past_ok: bool) -> NewMessage:
-        return NewMessage.validated(
-            content=args.content if args.content is not None else args.content_option,
-            recipients=recipients_from(args.to, args.recipients_file, sys.stdin.buffer) or [],
-            scheduled_at=due_at(args.at, args.in_, now, past_ok=past_ok),
-            idempotency_key=args.idempotency_key, priority=args.priority,
-            time_request=None if args.in_ is None else f"in {args.in_!r} s",
-            tenant=args.tenant, valid_for_s=args.valid_for)
-
     try:
-        try:
-            message = built(past_ok=False)
-        except PastTimeError:
-            # A retry of a submit whose --at has passed since: answered as a repeat (or
-            # refused as a conflict) by the store, not refused as a time in the past.
-            if args.idempotency_key is None:
-                raise
-            message = built(past_ok=True)
-            if not _is_repeat(args.db, message):
-                raise
+        message = _new_message(args)
     except InvalidRequestError as exc:
         parser.error(str(exc))
+    except StoreError as exc:  # asking whether it is a repeat: a store that fails says so
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return ExitCode.ERROR
 
     def body(service: DispatchService) -> str:
         result = service.submit(message)
@@ -148,13 +138,44 @@ def _submit(prog: str, argv: Sequence[str]) -> int:
     return run_with_service(parser, args, body, Access.CREATE)
 
 
+def _new_message(args: argparse.Namespace) -> NewMessage:
+    """The message ``submit``'s flags ask for. Raises ``InvalidRequestError``, and
+    ``StoreError`` when asking the store whether it is a repeat fails."""
+    now = RealClock().now()
+    # Read once: a second build must not read stdin again (it is empty by then).
+    numbers = recipients_from(args.to, args.recipients_file, sys.stdin.buffer) or []
+
+    def built(past_ok: bool) -> NewMessage:
+        return NewMessage.validated(
+            content=args.content if args.content is not None else args.content_option,
+            recipients=numbers,
+            scheduled_at=due_at(args.at, args.in_, now, past_ok=past_ok),
+            idempotency_key=args.idempotency_key, priority=args.priority,
+            time_request=None if args.in_ is None else f"in {args.in_!r} s",
+            tenant=args.tenant, valid_for_s=args.valid_for)
+
+    try:
+        return built(past_ok=False)
+    except PastTimeError:
+        # A retry of a submit whose --at has passed since: answered as a repeat (or
+        # refused as a conflict) by the store, not refused as a time in the past.
+        if args.idempotency_key is None:
+            raise
+        message = built(past_ok=True)
+        if not _is_repeat(args.db, message):
+            raise
+        return message
+
+
 def _is_repeat(url: str, message: NewMessage) -> bool:
     """Whether ``message``'s idempotency key is used in the database at ``url`` (False when
-    there is none yet: a refused submit creates no database)."""
+    there is none yet: a refused submit creates no database). Raises ``StoreError`` for a
+    store that fails: a locked or older database is no answer, and "no" would refuse a
+    real repeat as a time in the past."""
     try:
         with DispatchService(open_for(url, Access.READ), RealClock()) as service:
             return service.is_repeat(message)
-    except StoreError:
+    except NoStoreError:
         return False
 
 

@@ -382,11 +382,12 @@ class DispatchStore(KeyStore, PruneStore, OptOutStore, DlrStore, Protocol):
         present: what a dashboard and ``/metrics`` show without listing them."""
         ...
 
-    def keyed(self, idempotency_key: str, *, tenant: str) -> int | None:
+    def keyed(self, idempotency_key: str, *, tenant: str, now: float) -> int | None:
         """The id of the message submitted under ``idempotency_key`` in ``tenant`` (one
-        still being loaded included), or None. An edge asks before it applies a rule only
-        a new request must meet: a retry of a request whose send time has since passed is
-        a repeat (``submit`` answers it), not a send time in the past."""
+        still being loaded included, but not a load ``submit`` would clear as abandoned at
+        ``now``), or None. An edge asks before it applies a rule only a new request must
+        meet: a retry of a request whose send time has since passed is a repeat (``submit``
+        answers it), not a send time in the past."""
         ...
 
     def keep_receipt(self, message_id: int, receipt: str, *,

@@ -302,7 +302,7 @@ class Dispatcher:
         The due time is read now: a lease granted later (by another worker, which may then
         die) is not in it, so while idle this worker rescues such a lease within one
         ``idle_recheck_s`` of its end; wake-ups are sent on submits, edits, cancels and
-        requeues only, never per claim."""
+        requeues (and a stopping worker's releases) only, never per claim."""
         now = self.clock.now()
         due_at = self.store.next_due_at(now)
         cap_s = self.config.idle_recheck_s

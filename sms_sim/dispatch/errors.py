@@ -12,6 +12,7 @@ from sms_sim.errors import SmsSimError
 __all__ = [
     "StoreError",
     "StoreBusyError",
+    "NoStoreError",
     "StoreDamagedError",
     "NotFoundError",
     "ConflictError",
@@ -26,6 +27,12 @@ class StoreError(SmsSimError):
 
     Wraps the driver's exception (``raise ... from exc``); the message is one line.
     """
+
+
+class NoStoreError(StoreError):
+    """Nothing is stored there yet: no database file, or a database without the sms_sim
+    schema. An edge that only looks (is this a repeat?) may take it for "nothing known";
+    every other refusal of the store is a real failure."""
 
 
 class StoreBusyError(StoreError):

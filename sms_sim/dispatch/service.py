@@ -214,7 +214,7 @@ class DispatchService(ListsService):
         if key is None:
             return False
         tenant = self._tenant if self._tenant is not None else message.tenant
-        return self._store.keyed(key, tenant=tenant) is not None
+        return self._store.keyed(key, tenant=tenant, now=self._clock.now()) is not None
 
     def keep_receipt(self, message_id: int, receipt: str) -> bool:
         """Keep what an edge answered on creating ``message_id``, to replay it to repeats of

@@ -100,7 +100,7 @@ def test_a_pruned_message_takes_its_idempotency_key_with_it(store: DispatchStore
     first = _finished(store, 2, T0 + 10, key="once")
     assert store.keep_receipt(first, "receipt-1")
     store.prune(T0 + 50)
-    assert store.keyed("once", tenant=DEFAULT_TENANT) is None
+    assert store.keyed("once", tenant=DEFAULT_TENANT, now=T0) is None
     again = store.submit(NewMessage.validated(content="alert", recipients=phones(2),
                                               idempotency_key="once"), T0 + 60)
     assert again.created and again.message_id != first and again.receipt is None

@@ -75,9 +75,10 @@ def test_idempotency_keys_are_scoped_to_a_tenant(store: DispatchStore) -> None:
     with pytest.raises(KeyReusedError, match=f"'k' was used for message {first.message_id}"):
         store.submit(again(ACME, "different"), T0 + 1)
     assert store.count_messages() == 2
-    assert store.keyed("k", tenant=ACME) == first.message_id
-    assert store.keyed("k", tenant=GLOBEX) == other.message_id
-    assert store.keyed("k", tenant="initech") is None and store.keyed("K", tenant=ACME) is None
+    assert store.keyed("k", tenant=ACME, now=T0) == first.message_id
+    assert store.keyed("k", tenant=GLOBEX, now=T0) == other.message_id
+    assert store.keyed("k", tenant="initech", now=T0) is None
+    assert store.keyed("K", tenant=ACME, now=T0) is None
 
 
 def test_the_first_receipt_kept_is_replayed_to_repeats(store: DispatchStore) -> None:

@@ -89,7 +89,11 @@ def test_a_load_abandoned_by_a_killed_process_is_cleared_by_a_later_submit(
     assert store.next_due_at(T0) is None
     with pytest.raises(ConflictError, match="still being submitted"):
         store.submit(_big(10, key="k"), T0 + 1)
+    # A load in progress holds its key; one abandoned is no message (it made a new request
+    # with a long-past time pass for a repeat of it: ``DispatchService.is_repeat``).
+    assert store.keyed("k", tenant="default", now=T0 + 1) == 7
     later = T0 + loader.ABANDONED_LOAD_S + 1
+    assert store.keyed("k", tenant="default", now=later) is None
     again = store.submit(_big(10, key="k"), later)
     assert again.created
     assert len(store.deliveries()) == 10  # the abandoned rows are gone

@@ -173,6 +173,11 @@ def test_a_retried_submit_whose_time_has_passed_is_a_repeat_not_a_past_time(
                 "--idempotency-key", "doors", "--db", str(path), cwd=tmp_path)
     assert retry.returncode == 0, retry.stderr
     assert retry.stdout.startswith("already submitted: message 1 (idempotency key 'doors')")
+    piped = subprocess.run([*START, "submit", "Doors open", "--recipients-file", "-", "--at", at,
+                            "--idempotency-key", "doors", "--db", str(path)],
+                           input="+15550000001\n", capture_output=True, text=True,
+                           timeout=TIMEOUT_S, cwd=tmp_path)  # stdin read once, not twice
+    assert piped.returncode == 0 and piped.stdout.startswith("already submitted"), piped.stderr
     changed = cli("submit", "Doors shut", "--to", "555-000-0001", "--at", at,
                   "--idempotency-key", "doors", "--db", str(path), cwd=tmp_path)
     assert changed.returncode == 1 and "'doors' was used for message 1" in changed.stderr
@@ -184,6 +189,10 @@ def test_a_retried_submit_whose_time_has_passed_is_a_repeat_not_a_past_time(
     late = cli("submit", "Doors open", "--to", "555-000-0001", "--at", at,
                "--idempotency-key", "doors", "--db", str(missing), cwd=tmp_path)
     assert late.returncode == 2 and "is in the past" in late.stderr and not missing.exists()
+    (tmp_path / "adir").mkdir()  # a store that fails is no "not a repeat": it says why
+    failed = cli("submit", "Doors open", "--to", "555-000-0001", "--at", at,
+                 "--idempotency-key", "doors", "--db", str(tmp_path / "adir"), cwd=tmp_path)
+    assert failed.returncode == 1 and "is a directory" in failed.stderr, failed.stderr
     assert store.count_messages() == 1
     store.close()
 

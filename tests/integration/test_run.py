@@ -235,3 +235,13 @@ def test_the_elapsed_time_covers_the_sends_in_flight_at_a_stop() -> None:
     assert report.stopped_by is StopReason.DURATION
     assert report.sent == 2 and report.unsent == 6 and report.is_accounted
     assert report.elapsed_s >= 0.3
+
+
+def test_the_elapsed_time_leaves_out_sends_interrupted_and_never_counted() -> None:
+    # Taken after the senders' join, it ran through the grace period of a send that was
+    # then interrupted: "0 sent in 6.038 s" for a 1 s run.
+    config = SimulationConfig(num_messages=2, senders=[SenderConfig(20.0, 0, 0)], seed=3,
+                              duration_s=0.05)
+    report = run(config, output=None, grace_s=1.0)
+    assert report.sent == 0 and report.unsent == 2 and report.is_accounted
+    assert report.elapsed_s < 0.5  # the stop, not the stop plus the 1 s of grace

@@ -273,7 +273,7 @@ class MemoryStore(MemoryLists):
                     message.updated_at = now
             return count
 
-    def keyed(self, idempotency_key: str, *, tenant: str) -> int | None:
+    def keyed(self, idempotency_key: str, *, tenant: str, now: float) -> int | None:
         with self._lock:
             self._check_open()
             return self._keys.get((tenant, idempotency_key))

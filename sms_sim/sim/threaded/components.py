@@ -311,6 +311,9 @@ class Sender(Generic[Item]):
         self.abandoned: list[Item] = []  # taken but not sent because of a stop
         self.taken = 0  # messages taken from the inbox (for the monitor's queued count)
         self.next_start = float("-inf")
+        # When this sender's last recorded send ended (monotonic): a run's elapsed time
+        # runs to the last counted outcome, not to sends interrupted and never counted.
+        self.ended_at = float("-inf")
         self.lag_s = 0.0
         self.max_lag_s = 0.0
         self._sms = (segments_of is not None or valid_until is not None
@@ -353,6 +356,7 @@ class Sender(Generic[Item]):
             if ended > next_start:
                 next_start = ended
         self.next_start = next_start
+        self.ended_at = now
         outcome = _new_tuple(Outcome, (message, self.index, now - start, ok, error))
         (self._successes if ok else self._failures).put(outcome)
         return outcome
@@ -360,6 +364,7 @@ class Sender(Generic[Item]):
     def _step_sms(self, message: Item, start: float) -> Outcome[Item] | None:
         """``step`` with the SMS model: segments, error classes and validity."""
         if self._valid_until is not None and start >= self._valid_until(message):
+            self.ended_at = max(self.ended_at, start)
             outcome = _new_tuple(Outcome, (message, self.index, 0.0, False,
                                            self._expired_error))
             self._failures.put(outcome)
@@ -382,6 +387,7 @@ class Sender(Generic[Item]):
             error = self._transmit(message)
             now, next_start = self._after_transmit(now, deadline, next_start)
         self.next_start = next_start
+        self.ended_at = now
         ok = error is None
         outcome = _new_tuple(Outcome, (message, self.index, now - start, ok, error))
         (self._successes if ok else self._failures).put(outcome)

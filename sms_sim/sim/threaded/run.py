@@ -178,6 +178,7 @@ def run(
         output_closed=lambda: monitor.output_closed,
         end_at=None if config.duration_s is None else started_at + config.duration_s,
     )
+    stopped_at = clock.monotonic()
 
     # Join order matters: senders first (they may still put outcomes), then the producer,
     # then count what is left in the inbox, then the monitor, then one last drain of the
@@ -186,10 +187,11 @@ def run(
     if retries is not None:
         retries.wake.set()  # the producer may be waiting out a backoff on it, not on stop
     alive = group.join(sender_names)
-    # Taken once the sends in flight have ended: their outcomes are counted, so the time
-    # they took is too (as the virtual clock's makespan does); a throughput over less time
-    # than the counted sends took was overstated.
-    elapsed_s = clock.monotonic() - started_at
+    # Up to the stop, or to the end of the last send counted if later (sends in flight at
+    # a stop finish and count, as in the virtual clock's makespan; a throughput over less
+    # time than they took was overstated), never to a send interrupted and not counted.
+    elapsed_s = max(stopped_at, max((s.ended_at for s in senders), default=stopped_at)) \
+        - started_at
     alive += group.join(["producer"])
     left_in_queue = len(drain_inbox(inbox))
     alive += group.join(["monitor"])

@@ -237,6 +237,24 @@ def test_a_database_with_other_tables_is_not_taken_for_ours(pg_cluster: PgCluste
     assert pg_cluster.execute(f"SELECT to_regclass('{name}.sms_sim_schema')") == [(None,)]
 
 
+def test_a_table_of_that_name_elsewhere_on_the_search_path_is_no_clash(
+        pg_cluster: PgCluster, url: str) -> None:
+    # The check looked through the whole search_path: another program's tenants table in a
+    # later schema refused a database the migration would not touch.
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qs(parts.query)
+    mine = query["options"][0].split("=")[1]
+    pg_cluster.execute(f"CREATE SCHEMA {mine}_other")
+    pg_cluster.execute(f"CREATE TABLE {mine}_other.tenants (x integer)")
+    query["options"] = [f"-csearch_path={mine},{mine}_other"]
+    both = urllib.parse.urlunsplit(parts._replace(
+        query=urllib.parse.urlencode(query, doseq=True, quote_via=urllib.parse.quote)))
+    try:
+        assert "created sms_sim schema" in migrate_store(both)
+    finally:
+        pg_cluster.execute(f"DROP SCHEMA {mine}_other CASCADE")
+
+
 # --- errors name the database, never its password -----------------------------------------
 
 

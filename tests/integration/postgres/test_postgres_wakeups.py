@@ -153,7 +153,7 @@ def test_the_listening_connection_killed_while_idle_the_worker_still_picks_up_ne
     assert "lost the wake-up connection" in output
 
 
-def test_notifications_go_out_on_submit_edit_cancel_and_requeue_never_per_delivery(
+def test_notifications_go_out_on_submit_edit_cancel_requeue_and_release_never_per_delivery(
         url: str, store: DispatchStore) -> None:
     import psycopg
 
@@ -182,6 +182,11 @@ def test_notifications_go_out_on_submit_edit_cancel_and_requeue_never_per_delive
         store.cancel(later.message_id, T0)
         assert received() == 2
         assert store.delivery_counts()[DeliveryStatus.PENDING] == 10
+        # Work a stopping worker gives back wakes its idle peers, once a settle.
+        given_back = store.claim("w", 10, 30.0, T0)
+        store.settle("w", [Settlement(delivery_id=c.delivery_id, attempts=c.attempts,
+                                      kind=SettleKind.RELEASE) for c in given_back], T0)
+        assert len(given_back) == 10 and received() == 1
 
 
 def test_transaction_pooling_prepares_nothing_offers_no_channel_and_still_works(

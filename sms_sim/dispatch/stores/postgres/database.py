@@ -166,9 +166,12 @@ def migrate_database(dsn: str) -> str:
     """Create or upgrade the schema at ``dsn`` (``schema.migrate``); one line saying what
     was done. Raises ``StoreError``."""
     name = safe_name(dsn)
-    dsn, _ = pooling_of(dsn)  # sms_sim's own parameter, which libpq refuses
+    dsn, pooled = pooling_of(dsn)  # sms_sim's own parameter, which libpq refuses
     try:
-        with psycopg.connect(dsn, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S) as conn:
+        # Behind a transaction-pooling PgBouncer a statement prepared on one server session
+        # is missing from the next transaction's: prepare nothing there (as the store).
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S,
+                             prepare_threshold=None if pooled else 5) as conn:
             before, after = migrate(conn)
     except psycopg.Error as exc:
         raise store_error(dsn, exc, doing="cannot migrate") from exc

@@ -2,10 +2,12 @@
 
 The store sends ``NOTIFY`` (``notify``, inside the writing transaction, so it goes out at
 commit or not at all) on submit, edit, cancel and requeue: the operations that make work due
-or move it earlier. Never per delivery or per claim: ``NOTIFY`` takes a database-wide lock at
-commit, which serialises every notifying commit (the queues that notify per job stall on it
-under load), and a settle or a claim tells no idle worker anything it needs (a retry's due
-time is known to the worker that set it, a lease's end to whoever reads ``next_due_at``).
+or move it earlier; and on a settle that gives work back (a release: a worker stopping with
+claims it did not send), once per settle. Never per delivery or per claim: ``NOTIFY`` takes
+a database-wide lock at commit, which serialises every notifying commit (the queues that
+notify per job stall on it under load), and any other settle or a claim tells no idle
+worker anything it needs (a retry's due time is known to the worker that set it, a lease's
+end to whoever reads ``next_due_at``).
 
 One channel per schema (``sms_sim_wake_`` and the md5 of ``current_schema()``: a name
 always within PostgreSQL's 63 bytes), so stores in different schemas of one database never

@@ -45,7 +45,7 @@ from collections.abc import Iterable, Sequence
 from psycopg import Connection as _Connection
 from psycopg.rows import TupleRow
 
-from sms_sim.dispatch.errors import StoreError
+from sms_sim.dispatch.errors import NoStoreError, StoreError
 
 __all__ = ["SCHEMA_VERSION", "MIGRATIONS", "schema_version", "prepare", "migrate", "refuse_newer",
            "LOCK_CLASS", "Connection", "id_array"]
@@ -306,8 +306,12 @@ def schema_version(conn: Connection) -> int | None:
     if table is None:
         # Any table of ours already there is another program's: the migration would fail
         # on it halfway ("relation already exists"), so say so before anything is made.
-        others = [name for name in _OUR_TABLES
-                  if _one(conn, "SELECT to_regclass(%s)::text", (name,))[0] is not None]
+        # In the schema the migration would create them in, not anywhere on the path:
+        # another program's public.tenants is no clash for search_path=sms,public.
+        others = [name for name in _OUR_TABLES if _one(
+            conn, "SELECT CASE WHEN current_schema() IS NOT NULL THEN to_regclass(format("
+                  "'%%I.%%I', current_schema(), %s::text))::text END",
+            (name,))[0] is not None]
         if others:
             raise StoreError(f"the database has a {others[0]!r} table but is not an sms_sim "
                              "one (no sms_sim_schema table); point --db at another database "
@@ -338,8 +342,8 @@ def prepare(conn: Connection, *, create: bool, name: str) -> None:
         migrate(conn)
         version = schema_version(conn)
     if version is None:
-        raise StoreError(f"{name} holds no sms_sim schema (run 'sms_sim migrate --db URL' "
-                         "or 'sms_sim init --db URL' first, or check --db)")
+        raise NoStoreError(f"{name} holds no sms_sim schema (run 'sms_sim migrate --db URL' "
+                           "or 'sms_sim init --db URL' first, or check --db)")
     if version < SCHEMA_VERSION:
         raise StoreError(f"{name} has sms_sim schema version {version}, older than "
                          f"{SCHEMA_VERSION}: run 'sms_sim migrate --db URL' to upgrade it "

@@ -23,6 +23,7 @@ from sms_sim.dispatch.contract import (
     DispatchStore,
     MessageStatus,
     MessageView,
+    SettleKind,
     SettleResult,
     Settlement,
     SubmitResult,
@@ -201,6 +202,10 @@ class PostgresStore:
             return SettleResult(accepted=0, refused=0)
         with self._db.transaction() as conn:
             accepted = settle_rows(conn, owner, settlements, now)
+            # Work a stopping worker gives back is work no idle peer knows of (they wait
+            # up to their 5 s idle recheck): one wake-up per such settle, never per row.
+            if accepted and any(s.kind is SettleKind.RELEASE for s in settlements):
+                notify(conn)
         return SettleResult(accepted=accepted, refused=len(settlements) - accepted)
 
     def requeue_dead(self, message_id: int | None, now: float, *,
@@ -216,7 +221,7 @@ class PostgresStore:
                 notify(conn)
             return requeued
 
-    def keyed(self, idempotency_key: str, *, tenant: str) -> int | None:
+    def keyed(self, idempotency_key: str, *, tenant: str, now: float) -> int | None:
         row = self._db.run(lambda conn: conn.execute(
             "SELECT id FROM messages WHERE tenant = %s AND idempotency_key = %s",
             (tenant, idempotency_key)).fetchone())

@@ -28,7 +28,12 @@ from typing import TypeVar
 
 from sms_sim.clock import Clock, RealClock
 from sms_sim.version import __version__
-from sms_sim.dispatch.errors import StoreBusyError, StoreDamagedError, StoreError
+from sms_sim.dispatch.errors import (
+    NoStoreError,
+    StoreBusyError,
+    StoreDamagedError,
+    StoreError,
+)
 from sms_sim.dispatch.stores.sqlite.rows import store_error
 from sms_sim.dispatch.stores.sqlite.schema import SCHEMA_SQL, SCHEMA_VERSION, UPGRADES
 
@@ -94,8 +99,8 @@ class Database:
                                          check_same_thread=False)
         except sqlite3.Error as exc:
             if not create and not Path(self.path).exists():
-                raise StoreError(f"no database at {self.path!r} (submit a message or run "
-                                 "init first, or check --db)") from exc
+                raise NoStoreError(f"no database at {self.path!r} (submit a message or run "
+                                   "init first, or check --db)") from exc
             raise StoreError(f"cannot open database {self.path!r}: {exc}") from exc
         try:
             self._setup(create=create, read_only=read_only, max_page_count=max_page_count)
@@ -113,7 +118,8 @@ class Database:
             raise StoreError(f"{self.path!r} is an SQLite database but not an sms_sim one "
                              f"(tables: {', '.join(sorted(tables)[:5])})")
         if not tables and (not create or read_only):
-            raise StoreError(f"{self.path!r} holds no sms_sim database (nothing submitted yet?)")
+            raise NoStoreError(f"{self.path!r} holds no sms_sim database (nothing submitted "
+                               "yet?)")
         try:
             if not read_only:
                 self._use_wal()

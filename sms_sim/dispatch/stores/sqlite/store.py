@@ -65,6 +65,7 @@ from sms_sim.dispatch.stores.sqlite.rows import (
 )
 from sms_sim.dispatch.stores.sqlite.prune import prune_messages
 from sms_sim.dispatch.stores.sqlite.submit import (
+    ABANDONED_LOAD_S,
     in_one_transaction,
     insert_deliveries,
     insert_message,
@@ -263,10 +264,13 @@ class SqliteStore:
             )
         return len(requeued)
 
-    def keyed(self, idempotency_key: str, *, tenant: str) -> int | None:
+    def keyed(self, idempotency_key: str, *, tenant: str, now: float) -> int | None:
+        # A load older than ``ABANDONED_LOAD_S`` is no message: ``submit`` clears it first
+        # and creates a new one (which must then meet every rule a new request does).
         row = self._read(lambda conn: conn.execute(
-            "SELECT id FROM messages WHERE tenant = ? AND idempotency_key = ?",
-            (tenant, idempotency_key)).fetchone())
+            "SELECT id FROM messages WHERE tenant = ? AND idempotency_key = ? "
+            "AND NOT (status = 'loading' AND created_at < ?)",
+            (tenant, idempotency_key, now - ABANDONED_LOAD_S)).fetchone())
         return None if row is None else int(row[0])
 
     def keep_receipt(self, message_id: int, receipt: str, *,
