@@ -116,15 +116,18 @@ def _list(prog: str, argv: Sequence[str]) -> int:
     add_tenant_argument(parser, _TENANT_HELP)
     parser.add_argument("--after", metavar="PHONE",
                         help="the cursor: only numbers after this one (as listed)")
-    parser.add_argument("--limit", type=int_at_least(0), default=1000, metavar="N",
+    parser.add_argument("--limit", type=int_at_least(1), default=1000, metavar="N",
                         help="at most N numbers (default %(default)s)")
     parser.add_argument("--json", action="store_true",
                         help="one JSON object: opt_outs and next_after")
     args = parser.parse_args(argv)
 
     def body(service: DispatchService) -> str:
-        found = service.opt_outs(after=args.after, limit=args.limit, tenant=args.tenant)
-        more = bool(found) and len(found) == args.limit
+        # One more than shown: a page that is exactly full is the last one when nothing
+        # follows it (it offered a cursor to an empty page).
+        found = service.opt_outs(after=args.after, limit=args.limit + 1, tenant=args.tenant)
+        more = len(found) > args.limit
+        found = found[:args.limit]
         if args.json:
             return json_text({"tenant": args.tenant, "opt_outs": [_dict(o) for o in found],
                               "next_after": found[-1].phone if more else None})

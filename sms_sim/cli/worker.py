@@ -39,10 +39,12 @@ from sms_sim.cli.common import (
     probability,
 )
 from sms_sim.cli.model_args import (
+    MODEL_OPTIONS,
     add_carrier_arguments,
     add_error_class_arguments,
     add_receipt_arguments,
     add_sender_model_arguments,
+    in_option_words,
     receipt_flags_given,
     receipts_from_args,
     sender_count,
@@ -73,6 +75,10 @@ from sms_sim.generate import new_seed
 from sms_sim.sim.threaded.limits import ThreadStartError, threaded_senders_max
 
 __all__ = ["main", "report_dict"]
+
+# The worker's options beside the model's, as its refusals should name them.
+_OPTIONS = {**MODEL_OPTIONS, "mean": "--mean", "deviation": "--deviation",
+            "failure_rate": "--failure-rate"}
 
 # An idle worker's longest wait over a store that cannot wake it (SQLite, or PostgreSQL
 # behind transaction pooling): another process's submit is found within this long.
@@ -212,7 +218,7 @@ def main(argv: Sequence[str], *, prog: str) -> int:
                                 max_lease_losses=args.max_lease_losses,
                                 fencing=not args.unsafe_no_fencing)
     except ConfigError as exc:
-        parser.error(str(exc))
+        parser.error(in_option_words(str(exc), _OPTIONS))
     configure_logging(args.verbose)
     seed = new_seed() if args.seed is None else args.seed
     signals = SignalRecorder()

@@ -68,9 +68,14 @@ def test_optout_add_list_remove_and_import(cli: Cli, tmp_path: Path) -> None:
                                        "555-010-0004\n", encoding="utf-8")
     assert "opted out 2 new numbers for tenant 'acme'" in cli(
         "optout", "import", "stop.csv", "--tenant", "acme").out
-    listed = cli("optout", "list", "--limit", "2").out.splitlines()
-    assert [line.split()[0] for line in listed[:2]] == ["555-010-0001", "555-010-0009"]
-    assert listed[2] == "... more after 555-010-0009 (--after 555-010-0009)"
+    listed = cli("optout", "list", "--limit", "1").out.splitlines()
+    assert [line.split()[0] for line in listed[:1]] == ["555-010-0001"]
+    assert listed[1] == "... more after 555-010-0001 (--after 555-010-0001)"
+    # A page exactly full is the last when nothing follows: it offered a cursor to nothing.
+    whole = cli("optout", "list", "--limit", "2").out.splitlines()
+    assert [line.split()[0] for line in whole] == ["555-010-0001", "555-010-0009"]
+    assert json.loads(cli("optout", "list", "--limit", "2", "--json").out)["next_after"] is None
+    one_line_error(cli("optout", "list", "--limit", "0"), 2, "argument --limit")
     page = json.loads(cli("optout", "list", "--tenant", "acme", "--json").out)
     assert [o["phone"] for o in page["opt_outs"]] == ["555-010-0003", "555-010-0004"]
     assert page["next_after"] is None

@@ -24,15 +24,16 @@ BAD = [
     (["--retry-after", "-2"], "argument --retry-after"),
     (["--receipt-median", "0"], "argument --receipt-median"),
     (["--receipt-sigma", "-1"], "argument --receipt-sigma"),
-    (["--receipt-sigma", "11"], "receipt sigma must be"),
+    (["--receipt-sigma", "11"], "--receipt-sigma must be"),
+    (["--per-segment", "1e308"], "--per-segment must be <= 1e+09"),  # "per_segment" before
     (["--undelivered-rate", "2"], "argument --undelivered-rate"),
     (["--lost-rate", "-0.1"], "argument --lost-rate"),
     (["--lost-rate", "0.6", "--undelivered-rate", "0.6"],
-     "undelivered rate + lost rate must be <= 1"),
+     "--undelivered-rate + --lost-rate must be <= 1"),
     (["--permanent-rate", "0.6", "--throttle-rate", "0.6"],
-     "failure_rate + permanent_rate + throttle_rate must be <= 1"),
+     "--failure-rate + --permanent-rate + --throttle-rate must be <= 1"),
     (["--failure-rate", "0.5", "--permanent-rate", "0.6"],
-     "failure_rate + permanent_rate + throttle_rate must be <= 1"),
+     "--failure-rate + --permanent-rate + --throttle-rate must be <= 1"),
     (["--text", "hi"], "unrecognized arguments: --text"),  # the messages say what they say
     (["--valid-for", "2h"], "unrecognized arguments: --valid-for"),  # set on submit
 ]
