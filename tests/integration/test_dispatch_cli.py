@@ -68,7 +68,7 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (["list", "--status", "done"], 2, "invalid choice: 'done'"),
     (["worker", "--senders", "0"], 2, "senders must be >= 1 (got 0)"),
     (["worker", "--lease", "0"], 2, "argument --lease: must be > 0"),
-    (["worker", "--mean", "0.01", "--deviation", "0.02"], 2, "deviation must be <= mean"),
+    (["worker", "--mean", "0.01", "--deviation", "0.02"], 2, "--deviation must be <= --mean"),
     (["worker", "--ledger", "/no/such/dir/ledger.db"], 1, "cannot open provider ledger"),
     (["worker", "--lease", "1e308"], 2, "lease must be > 0 and at most 86,400 seconds"),
     # Sends that end after their lease are sent again and recorded dead (22 of 2,000).
