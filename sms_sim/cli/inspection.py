@@ -93,7 +93,7 @@ def _list(prog: str, argv: Sequence[str]) -> int:
         lines = [message_line(v) for v in page.messages] or ["no messages"]
         if page.more:
             again = _again(["list"], args, status=args.status, tenant=args.tenant,
-                           limit=args.limit if args.limit != 100 else None,
+                           limit=_given(parser, args, "limit"),
                            before=page.next_before)
             lines.append(f"... {page.more} more (older: {again})")
         return "\n".join(lines)
@@ -141,7 +141,7 @@ def _deliveries(prog: str, argv: Sequence[str]) -> int:
             lines = [_none_found(args.id, args.status, to)]
         if more:
             again = _again(["deliveries", str(args.id)], args, status=args.status, to=to,
-                           limit=args.limit if args.limit != 1000 else None,
+                           limit=_given(parser, args, "limit"),
                            after=next_after)
             lines.append(f"... more (next: {again})")
         return "\n".join(lines)
@@ -162,6 +162,12 @@ def _again(command: list[str], args: argparse.Namespace, **options: object) -> s
     if display_url(args.db) != args.db:
         return f"{shlex.join(words)}, on the same --db"
     return shlex.join([*words, "--db", args.db])
+
+
+def _given(parser: argparse.ArgumentParser, args: argparse.Namespace, name: str) -> object:
+    """``args``'s value of ``name`` when it is not the parser's default, else None."""
+    value = getattr(args, name)
+    return None if value == parser.get_default(name) else value
 
 
 def _none_found(message_id: int, status: str | None, to: str | None) -> str:

@@ -435,6 +435,14 @@ MODEL_OPTIONS: Mapping[str, str] = {
 }
 
 
+# The identical senders' fields, as ``plan`` and ``worker`` spell their options (the
+# simulator takes them as positional arguments, named as they are).
+SENDER_OPTIONS: Mapping[str, str] = {
+    **MODEL_OPTIONS, "mean": "--mean", "deviation": "--deviation",
+    "failure_rate": "--failure-rate",
+}
+
+
 def in_option_words(message: str, options: Mapping[str, str] = MODEL_OPTIONS) -> str:
     """``message`` (a ``ConfigError``'s) with the model's field names as the options
     that set them: a name starting the message or a clause, or compared against."""

@@ -35,7 +35,7 @@ from sms_sim.cli.common import (
     stop_code,
 )
 from sms_sim.cli.model_args import (
-    MODEL_OPTIONS,
+    SENDER_OPTIONS,
     add_model_arguments,
     in_option_words,
     retry_from_args,
@@ -232,10 +232,9 @@ def main(argv: Sequence[str], *, prog: str) -> int:
     return ExitCode.OK
 
 
-# The plan's own options beside the model's (``model_args.MODEL_OPTIONS``).
-_OPTIONS = {**MODEL_OPTIONS, "num_messages": "--messages", "mean": "--mean",
-            "deviation": "--deviation", "failure_rate": "--failure-rate",
-            "deadline": "--deadline", "deliver": "--deliver", "confidence": "--confidence",
+# The plan's own options beside the senders' (``model_args.SENDER_OPTIONS``).
+_OPTIONS = {**SENDER_OPTIONS, "num_messages": "--messages", "deadline": "--deadline",
+            "deliver": "--deliver", "confidence": "--confidence",
             "replications": "--replications", "percentile": "--percentile"}
 
 

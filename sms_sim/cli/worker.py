@@ -39,7 +39,7 @@ from sms_sim.cli.common import (
     probability,
 )
 from sms_sim.cli.model_args import (
-    MODEL_OPTIONS,
+    SENDER_OPTIONS,
     add_carrier_arguments,
     add_error_class_arguments,
     add_receipt_arguments,
@@ -75,10 +75,6 @@ from sms_sim.generate import new_seed
 from sms_sim.sim.threaded.limits import ThreadStartError, threaded_senders_max
 
 __all__ = ["main", "report_dict"]
-
-# The worker's options beside the model's, as its refusals should name them.
-_OPTIONS = {**MODEL_OPTIONS, "mean": "--mean", "deviation": "--deviation",
-            "failure_rate": "--failure-rate"}
 
 # An idle worker's longest wait over a store that cannot wake it (SQLite, or PostgreSQL
 # behind transaction pooling): another process's submit is found within this long.
@@ -218,7 +214,7 @@ def main(argv: Sequence[str], *, prog: str) -> int:
                                 max_lease_losses=args.max_lease_losses,
                                 fencing=not args.unsafe_no_fencing)
     except ConfigError as exc:
-        parser.error(in_option_words(str(exc), _OPTIONS))
+        parser.error(in_option_words(str(exc), SENDER_OPTIONS))
     configure_logging(args.verbose)
     seed = new_seed() if args.seed is None else args.seed
     signals = SignalRecorder()

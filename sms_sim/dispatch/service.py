@@ -124,8 +124,7 @@ class Progress:
     began (until it completed, for a completed message); ``eta_at`` is when the
     deliveries still open would all be sent at that rate, for a dispatching message that
     has sent something (None past the year 9999). Both are None when there is nothing to
-    measure yet. Retries and
-    dead deliveries make the ETA a floor, not a promise.
+    measure yet. Retries and dead deliveries make the ETA a floor, not a promise.
     """
 
     total: int

@@ -28,12 +28,7 @@ from typing import TypeVar
 
 from sms_sim.clock import Clock, RealClock
 from sms_sim.version import __version__
-from sms_sim.dispatch.errors import (
-    NoStoreError,
-    StoreBusyError,
-    StoreDamagedError,
-    StoreError,
-)
+from sms_sim.dispatch.errors import NoStoreError, StoreBusyError, StoreError
 from sms_sim.dispatch.stores.sqlite.rows import store_error
 from sms_sim.dispatch.stores.sqlite.schema import SCHEMA_SQL, SCHEMA_VERSION, UPGRADES
 
@@ -49,11 +44,16 @@ _NEVER = threading.Event()  # lock waits are short and bounded; nothing interrup
 _T = TypeVar("_T")
 
 
-def _is_busy(exc: sqlite3.Error) -> bool:
-    """SQLITE_BUSY or one of its extended codes. Errors raised by the sqlite3 module itself
-    (text that is not UTF-8, say) carry no code at all."""
+def _code(exc: sqlite3.Error) -> int | None:
+    """The primary result code of ``exc``; None for errors raised by the sqlite3 module
+    itself (text that is not UTF-8, say), which carry none."""
     code = getattr(exc, "sqlite_errorcode", None)
-    return code is not None and code & 0xFF == sqlite3.SQLITE_BUSY
+    return None if code is None else int(code) & 0xFF
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    """SQLITE_BUSY or one of its extended codes."""
+    return _code(exc) == sqlite3.SQLITE_BUSY
 
 
 def _needs_immutable(path: str) -> bool:
@@ -150,14 +150,10 @@ class Database:
             return self.when_free(lambda: {row[0] for row in conn.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table'")})
         except sqlite3.DatabaseError as exc:
-            if _is_busy(exc):  # held past the busy timeout: locked, not foreign
+            # Held past the busy timeout: locked, not foreign; SQLITE_CORRUPT: an SQLite
+            # file cut short or overwritten, damaged (``store_error`` says both).
+            if _is_busy(exc) or _code(exc) == sqlite3.SQLITE_CORRUPT:
                 raise store_error(self.path, exc) from exc
-            if "malformed" in str(exc):
-                damaged = StoreDamagedError(f"database {self.path!r} is damaged ({exc}); "
-                                            "stop using it, run 'check' on it and restore "
-                                            "it from a backup")
-                damaged.reason = str(exc)
-                raise damaged from exc
             raise StoreError(f"{self.path!r} is not an SQLite database ({exc})") from exc
 
     def _use_wal(self) -> None:
