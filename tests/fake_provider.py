@@ -31,6 +31,7 @@ import http.client
 import json
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -82,6 +83,9 @@ class Faults:
     fail_every: int = 0  # 500, message not taken
     ambiguous_every: int = 0  # message taken, then 500: the client cannot know
     bad_numbers: frozenset[str] = frozenset()  # 400 {"error": "invalid number"}
+    # Seconds each request takes before it is judged: a real provider's time, which the
+    # worker no longer simulates beside one (``--mean`` is refused with ``--provider``).
+    answer_after_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,6 +293,8 @@ class _Handler(BaseHTTPRequestHandler):
         assert isinstance(self.server, _Server)
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
+        if self.server.fake.faults.answer_after_s:
+            time.sleep(self.server.fake.faults.answer_after_s)
         status, headers, reply = self.server.fake.answer(
             self.headers.get("Authorization"), self.headers.get("Idempotency-Key"), raw)
         data = json.dumps(reply).encode()

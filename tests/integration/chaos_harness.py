@@ -169,7 +169,8 @@ def run_chaos(
     provider: tuple[str, Path] | None = None
     if through_http:
         http = FakeProvider(ledger_path=ledger_path, clock=clock,
-                            faults=Faults(fail_every=17, ambiguous_every=23)).start()
+                            faults=Faults(fail_every=17, ambiguous_every=23,
+                                          answer_after_s=mean_s)).start()
         provider = (http.url, write_token(root / "provider.token"))
     slots = [_Slot(d, long_lease_s, False) if long_lease_s is not None and i % 2 == 1
              else _Slot(d, lease_s, True)
