@@ -55,8 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 start = time.perf_counter()
                 conn.execute("BEGIN IMMEDIATE")
                 conn.execute("INSERT INTO messages (id, content, status, scheduled_at, "
-                             "created_at, updated_at, version) VALUES (1, 'b', 'scheduled', "
-                             "1, 1, 1, 1)")
+                             "created_at, updated_at, version, uid) VALUES (1, 'b', "
+                             "'scheduled', 1, 1, 1, 1, 'bare-1')")
                 conn.executemany("INSERT INTO deliveries (message_id, recipient, status, "
                                  "attempts, next_attempt_at) VALUES (1, ?, 'pending', 0, 1)",
                                  ((n,) for n in numbers))
