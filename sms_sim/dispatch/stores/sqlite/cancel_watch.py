@@ -83,7 +83,7 @@ class CancelWatch:
         self._conn: sqlite3.Connection | None = None
         self._closed = False
         self._cancelled: set[int] = set()
-        self._token = b""  # the token when ``_not_cancelled`` was last valid
+        self._token: bytes | bytearray = b""  # the token when ``_not_cancelled`` was valid
         self._not_cancelled: dict[int, float] = {}  # id -> when read not cancelled
 
     def prepare(self) -> None:
@@ -99,7 +99,12 @@ class CancelWatch:
 
     def cancelled(self, message_ids: Collection[int]) -> set[int]:
         with self._lock:
-            token = bytes(self._shared()[:_TOKEN_BYTES])  # before any read: a later change is seen
+            tokens = self._tokens
+            if tokens is None or self._closed:
+                tokens = self._shared()  # maps it, or raises for a closed store
+            # Before any read, so a later change is seen. Slicing copies (bytes from the
+            # mmap, a bytearray in memory): the comparison below holds whatever follows.
+            token = tokens[:_TOKEN_BYTES]
             if token != self._token:
                 self._token = token
                 self._not_cancelled.clear()  # a cancel happened since: ask the database

@@ -96,11 +96,12 @@ UPDATE messages SET kept_class = k.kept
 FROM (SELECT value ->> 0 AS kept_id, value ->> 1 AS kept FROM json_each(?1)) AS k
 WHERE messages.id = k.kept_id
 """
-# Which of the given messages (JSON ids) still have a delivery due at ?2.
+# Which of the given messages (JSON ids) still have a delivery due at ?2: one index probe
+# each (EXISTS stops at the first row), not a walk over every due row of a broadcast.
 STILL_DUE_SQL = """
-SELECT DISTINCT message_id FROM deliveries
-WHERE message_id IN (SELECT value FROM json_each(?1)) AND status IN ('retrying', 'pending')
-  AND next_attempt_at <= ?2
+SELECT j.value FROM json_each(?1) AS j
+WHERE EXISTS (SELECT 1 FROM deliveries WHERE message_id = j.value
+              AND status IN ('retrying', 'pending') AND next_attempt_at <= ?2)
 """
 _MOVED = "RETURNING message_id, status"
 # A completion counts only from the lease holder, for this attempt, while the lease runs.
