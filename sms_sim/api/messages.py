@@ -95,6 +95,30 @@ _ETAG_RE = re.compile(r'(W/)?"([0-9]{1,19})"|([0-9]{1,19})')
 _CSV_PATTERN = rf"^({PHONE_PATTERN[1:-1]})(\r?\n({PHONE_PATTERN[1:-1]}))*\r?\n?$"
 _ETAG_HEADER = {"ETag": {"description": "The message's version, for If-Match.",
                          "required": True, "schema": {"type": "string"}}}
+
+
+def _links(id_at: str, *, with_etag: bool = False) -> dict[str, Any]:
+    """OpenAPI links from an answer that names a message (its id at JSON pointer ``id_at``)
+    to what a client does next: watch it, list its deliveries, cancel it, and (when the
+    answer carries the ETag) change it. Clients generated from the document and stateful
+    fuzzers (tests/api/test_schema_fuzz.py) follow them."""
+    by_id = {"message_id": f"$response.body#{id_at}"}
+    links: dict[str, Any] = {
+        "GetMessage": {"operationId": "getMessage", "parameters": by_id,
+                       "description": "The message and its progress."},
+        "ListDeliveries": {"operationId": "listDeliveries", "parameters": by_id,
+                           "description": "Its deliveries, recipient by recipient."},
+        "CancelMessage": {"operationId": "cancelMessage", "parameters": by_id,
+                          "description": "Stop it."},
+    }
+    if with_etag:
+        links["EditMessage"] = {
+            "operationId": "editMessage",
+            "parameters": {**by_id, "header.If-Match": "$response.header.ETag"},
+            "description": "Change it while it is scheduled, at the version just read."}
+    return links
+
+
 _SUBMIT_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": ref("NewMessage")},
     "multipart/form-data": {
@@ -161,7 +185,8 @@ async def submit_message(
     idempotency_key: Annotated[str | None, Header(
         alias="Idempotency-Key", description="Makes retries safe: a repeat of the same "
         "request gets the first answer (per tenant; a quoted value is the same key).",
-        json_schema_extra={"minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX_CHARS})] = None,
+        json_schema_extra={"minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX_CHARS,
+                           "pattern": "^[ -~]+$"})] = None,  # printable ASCII: key_from_header
 ) -> Response:
     """Queue a message for its recipients, now or at ``send_at``, valid until
     ``valid_until`` (or for ``valid_for`` seconds after it): what is not sent by then
@@ -200,7 +225,7 @@ router.add_api_route(
     openapi_extra=_SUBMIT_BODY, summary="Send a message", operation_id="submitMessage",
     route_class_override=_SubmitRoute,
     responses={**problem_responses(400, 401, 409, 413, 415, 422, 503),
-               201: {"headers": {
+               201: {"links": _links("/id"), "headers": {
                    "Location": {"description": "The new message.", "required": True,
                                 "schema": {"type": "string"}},
                    "Idempotent-Replayed": {"description": "true when this answer is the "
@@ -285,7 +310,8 @@ def list_messages(
 
 @router.get("/{message_id}", response_model=MessageOut, summary="Show a message and its "
             "progress", operation_id="getMessage",
-            responses={**problem_responses(401, 404, 422, 503), 200: {"headers": _ETAG_HEADER}})
+            responses={**problem_responses(401, 404, 422, 503),
+                       200: {"headers": _ETAG_HEADER, "links": _links("/id", with_etag=True)}})
 def get_message(message_id: MessageId, service: TenantService, response: Response) -> MessageOut:
     """The message with its deliveries counted by status and its progress (share sent,
     rate, ETA). `ETag` is its version, for `If-Match` on PATCH; it does not change as
@@ -299,7 +325,7 @@ def get_message(message_id: MessageId, service: TenantService, response: Respons
     "/{message_id}", response_model=MessageOut, summary="Change a scheduled message",
     operation_id="editMessage",
     responses={**problem_responses(400, 401, 404, 409, 412, 415, 422, 428, 503),
-               200: {"headers": _ETAG_HEADER}})
+               200: {"headers": _ETAG_HEADER, "links": _links("/id", with_etag=True)}})
 def edit_message(
     request: Request,
     message_id: MessageId,
@@ -358,7 +384,10 @@ def _expected_version(service: DispatchService, message_id: int, if_match: str) 
 
 
 @router.post("/{message_id}/cancel", response_model=CancelOut, summary="Cancel a message",
-             operation_id="cancelMessage", responses=problem_responses(401, 404, 409, 422, 503))
+             operation_id="cancelMessage",
+             responses={**problem_responses(401, 404, 409, 422, 503),
+                        200: {"links": {name: link for name, link in _links(
+                            "/message_id").items() if name != "CancelMessage"}}})
 def cancel_message(message_id: MessageId, service: TenantService) -> CancelOut:
     """Stop a scheduled or dispatching message: deliveries not yet handed to a worker are
     cancelled, sent ones stay sent, and the `in_flight` ones finish the attempt they

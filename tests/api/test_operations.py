@@ -183,6 +183,49 @@ def test_docs_come_from_this_server(api: ApiHarness) -> None:
     assert "swagger-ui" in script and len(script) > 100_000
 
 
+def test_the_documents_links_lead_from_a_submit_to_its_message_and_from_a_read_to_an_edit(
+        api: ApiHarness, acme: dict[str, str]) -> None:
+    """Followed as a generated client would: each link's operation and parameters, the
+    values taken from the answer by the link's own runtime expressions."""
+    document = api.client.get("/openapi.json").json()
+    by_id = {operation["operationId"]: (method, path)
+             for path, operations in document["paths"].items()
+             for method, operation in operations.items()}
+
+    def follow(answer: Any, link: dict[str, Any], body: Any = None) -> Any:
+        method, path = by_id[link["operationId"]]
+        headers = dict(acme)
+        for name, expression in link["parameters"].items():
+            if expression.startswith("$response.body#/"):
+                value = answer.json()[expression.removeprefix("$response.body#/")]
+            else:
+                value = answer.headers[expression.removeprefix("$response.header.")]
+            if name.startswith("header."):
+                headers[name.removeprefix("header.")] = value
+            else:
+                path = path.replace("{" + name + "}", str(value))
+        return api.client.request(method, path, headers=headers, json=body)
+
+    submitted = api.submit(acme, send_at="2099-01-01T00:00:00Z")
+    links = document["paths"]["/v1/messages"]["post"]["responses"]["201"]["links"]
+    assert set(links) == {"GetMessage", "ListDeliveries", "CancelMessage"}
+    read = follow(submitted, links["GetMessage"])
+    assert read.status_code == 200 and read.json()["id"] == submitted.json()["id"]
+    assert follow(submitted, links["ListDeliveries"]).status_code == 200
+    read_links = document["paths"]["/v1/messages/{message_id}"]["get"]["responses"]["200"][
+        "links"]
+    edited = follow(read, read_links["EditMessage"], {"content": "changed"})
+    assert edited.status_code == 200 and edited.json()["content"] == "changed"
+    edit_links = document["paths"]["/v1/messages/{message_id}"]["patch"]["responses"]["200"][
+        "links"]
+    assert follow(edited, edit_links["EditMessage"], {"content": "again"}).status_code == 200
+    cancelled = follow(submitted, links["CancelMessage"])
+    assert cancelled.status_code == 200
+    cancel_links = document["paths"]["/v1/messages/{message_id}/cancel"]["post"]["responses"][
+        "200"]["links"]
+    assert follow(cancelled, cancel_links["GetMessage"]).json()["status"] == "cancelled"
+
+
 def test_the_openapi_document_is_valid_3_1_and_documents_every_problem(
         api: ApiHarness) -> None:
     document = api.client.get("/openapi.json").json()
