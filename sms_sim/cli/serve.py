@@ -142,7 +142,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
                         help="TCP port (default 8000)")
     parser.add_argument("--workers", type=int_at_least(1, WORKERS_MAX), default=1,
                         metavar="N", help="server processes sharing the port (default 1)")
-    parser.add_argument("--shutdown-grace", type=int_at_least(0), default=30,
+    parser.add_argument("--shutdown-grace", type=int_at_least(1), default=30,
                         metavar="SECONDS", help="longest wait for requests in flight once "
                                                 "asked to stop (default 30)")
     return parser
