@@ -15,9 +15,9 @@ never touched before, ``EXPLAIN (ANALYZE)`` (planning and execution time, each s
 committed, a new ``leased_at`` per claim as in a drain) of
 
 * per row: ``chunk._LEASE_SQL`` given the chunk's ids (the per-row path), then
-  ``rows._SENT_SQL`` on them;
+  ``rows._SENT_BY[True]`` on them (the form the store uses when ids fill their range);
 * by range: ``chunk._LEASE_SQL`` given the next chunk as a run (first and last id), then
-  ``rows._SENT_SQL`` on it.
+  ``rows._SENT_BY[True]`` on it.
 
 Each statement must change exactly its chunk (B rows written, or a lease row holding B),
 or the run stops. Medians per run, then the median over runs. No target.
@@ -99,14 +99,16 @@ def one_run(url: str, numbers: Path, batch: int, chunks: int) -> dict[str, float
                     ((RANGE_LEASE, RANGE_SETTLE), ranged, now + k + 0.25,
                      by_range(message_id, ranged), 0)):
                 params: dict[str, Any] = {"owner": OWNER, "now": leased_at,
-                                          "until": leased_at + 30, "attempts": 1}
+                                          "until": leased_at + 30, "attempts": 1,
+                                          "messages": [message_id]}
                 times[names[0]].append(timed_ms(conn, chunk._LEASE_SQL, {**params, **lease},
                                                 returned))
                 (held,) = conn.execute("SELECT open FROM leases WHERE owner = %s AND "
                                        "leased_at = %s", (OWNER, leased_at)).fetchall()
                 if held[0] != batch:
                     raise SystemExit(f"pg_row_writes: a lease holds {held[0]}, not {batch}")
-                times[names[1]].append(timed_ms(conn, rows._SENT_SQL, {
+                # As the store settles a broadcast's chunk: its ids fill their range.
+                times[names[1]].append(timed_ms(conn, rows._SENT_BY[True], {
                     **params, "now": leased_at + 0.1, **rows_of(chunk_ids),
                     "ats": time_array([leased_at + 0.05] * batch)}, batch))
     return {name: statistics.median(values) for name, values in times.items()}

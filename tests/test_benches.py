@@ -45,7 +45,7 @@ SMALL_ON_POSTGRES = {
     "pg_drain": ["--quick", "--runs", "1", "--no-pgqueuer"],
     "pg_claim_cost": ["--quick", "--runs", "1"],
     "pg_fairness": ["--quick"],
-    "pg_row_writes": ["--runs", "1", "--recipients", "2000"],
+    "pg_row_writes": ["--runs", "1", "--recipients", "2000", "--batch", "100", "--chunks", "5"],
     "pg_submit": ["--quick", "--runs", "1"],
     "pg_vacuum": ["--quick", "--runs", "1"],
 }
