@@ -217,15 +217,29 @@ def checkouts(args: argparse.Namespace) -> Iterator[list[tuple[str, Path]]]:
     if args.against is None:
         yield sides
         return
-    with tempfile.TemporaryDirectory(prefix="sms_sim-against-") as tmp:
+    with worktree(args.against) as tree:
+        yield [*sides, (f"old {args.against}", tree)]
+
+
+@contextlib.contextmanager
+def worktree(rev: str) -> Iterator[Path]:
+    """A detached ``git worktree`` of ``rev`` in a temporary directory, removed on exit."""
+    with tempfile.TemporaryDirectory(prefix="sms_sim-worktree-") as tmp:
         tree = Path(tmp) / "tree"
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--quiet",
-                        str(tree), args.against], check=True)
+                        str(tree), rev], check=True)
         try:
-            yield [*sides, (f"old {args.against}", tree)]
+            yield tree
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
                             str(tree)], check=False)
+
+
+def git_commit(root: Path) -> str:
+    """The short commit of a checkout (and ``+changes`` if its tree differs), for headers."""
+    done = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty=+changes"],
+                          capture_output=True, text=True, check=False)
+    return done.stdout.strip() or "?"
 
 
 def command_line() -> str:

@@ -116,13 +116,6 @@ def check_baseline(parser: argparse.ArgumentParser, baseline: Path | None) -> No
         parser.error(f"--baseline must be a checkout of sms_sim (got {str(baseline)!r})")
 
 
-def git_commit(root: Path) -> str:
-    """The short commit of a checkout (and ``+changes`` if its tree differs), for headers."""
-    done = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty=+changes"],
-                          capture_output=True, text=True, check=False)
-    return done.stdout.strip() or "?"
-
-
 def add_dsn_option(parser: argparse.ArgumentParser) -> None:
     """``--dsn URL``: a server to use (the bench makes and drops databases on it; the role
     needs CREATEDB) instead of a throwaway one."""

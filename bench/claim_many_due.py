@@ -34,7 +34,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from _common import print_header, print_runs, rotate
+from _common import git_commit, print_header, print_runs, rotate
 from _pg import (
     ROOT,
     WORKER_TIMEOUT_S,
@@ -42,7 +42,6 @@ from _pg import (
     add_baseline_option,
     add_dsn_option,
     check_baseline,
-    git_commit,
     scratch,
     server,
     server_version,

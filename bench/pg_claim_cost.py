@@ -45,7 +45,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from _common import percentile, print_header, print_runs, print_target, rotate
+from _common import git_commit, percentile, print_header, print_runs, print_target, rotate
 from _pg import (
     ROOT,
     WORKER_TIMEOUT_S,
@@ -55,7 +55,6 @@ from _pg import (
     check_baseline,
     checkpoint,
     connect,
-    git_commit,
     scratch,
     server,
     server_version,

@@ -62,7 +62,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _common import percentile, print_target  # noqa: E402
+from _common import git_commit, percentile, print_target  # noqa: E402
 from _pg import (  # noqa: E402
     ROOT,
     WorkerRun,
@@ -72,7 +72,6 @@ from _pg import (  # noqa: E402
     connect,
     derive_url,
     finish_workers,
-    git_commit,
     kill_all,
     scratch,
     server,

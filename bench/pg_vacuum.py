@@ -40,7 +40,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from _common import print_header, print_runs, print_target, rotate
+from _common import git_commit, print_header, print_runs, print_target, rotate
 from _pg import (
     ROOT,
     Scratch,
@@ -51,7 +51,6 @@ from _pg import (
     connect,
     dead_tuples,
     drain_span,
-    git_commit,
     run_bare,
     run_workers,
     scratch,

@@ -37,12 +37,13 @@ import shlex
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common, when loaded by path
+
+from _common import ROOT, git_commit, worktree  # noqa: E402
 # Not benches of the code's speed (this script), or benches that need a PostgreSQL server
 # and take --baseline themselves.
 _SKIP = frozenset({"side_by_side"})
@@ -63,9 +64,16 @@ def _number(text: str) -> float:
 
 
 def _figures(output: str) -> dict[str, list[float]]:
-    """Each output line as template -> its numbers. A template printed again (``S=4 ...``,
-    ``S=100 ...``) is told apart by its occurrence: `` (2nd)``."""
-    figures: dict[str, list[float]] = {}
+    """Each output line as template -> its numbers (``_lines``)."""
+    return {key: numbers for key, numbers, _ in _lines(output)}
+
+
+def _lines(output: str) -> list[tuple[str, list[float], str]]:
+    """Each output line with a number as (template, its numbers, its verdict words). A
+    template printed again (``S=4 ...``, ``S=100 ...``) is told apart by its occurrence:
+    `` (2nd)``."""
+    found: list[tuple[str, list[float], str]] = []
+    seen_keys: set[str] = set()
     for line in output.splitlines():
         numbers = _NUMBER.findall(line)
         if not numbers:
@@ -74,11 +82,12 @@ def _figures(output: str) -> dict[str, list[float]]:
         # A verdict may differ from run to run; the figures beside it still pair up.
         template = " ".join(_NUMBER.sub("#", _VERDICT.sub("PASS/FAIL", line)).split())
         key, seen = template, 1
-        while key in figures:
+        while key in seen_keys:
             seen += 1
             key = f"{template} ({_ordinal(seen)})"
-        figures[key] = [_number(n) for n in numbers]
-    return figures
+        seen_keys.add(key)
+        found.append((key, [_number(n) for n in numbers], " ".join(_VERDICT.findall(line))))
+    return found
 
 
 def _ordinal(n: int) -> str:
@@ -96,15 +105,8 @@ def _checkout(old: str) -> Iterator[Path]:
     if Path(old).is_dir():
         yield Path(old)
         return
-    with tempfile.TemporaryDirectory(prefix="sms_sim-old-") as tmp:
-        tree = Path(tmp) / "tree"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(tree),
-                        old], check=True)
-        try:
-            yield tree
-        finally:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
-                           check=False)
+    with worktree(old) as tree:
+        yield tree
 
 
 class BenchCrashed(Exception):
@@ -156,6 +158,11 @@ def _spread(values: list[float]) -> str:
 
 def _compare(bench: str, outputs: dict[str, list[str]], walls: dict[str, list[float]]) -> None:
     rounds = {side: [_figures(text) for text in texts] for side, texts in outputs.items()}
+    # A verdict every round of both sides printed is shown as printed, not as PASS/FAIL.
+    verdicts: dict[str, set[str]] = {}
+    for text in outputs["old"] + outputs["new"]:
+        for key, _, verdict in _lines(text):
+            verdicts.setdefault(key, set()).add(verdict)
     common = [t for t in rounds["new"][0]
               if all(t in figures for figures in rounds["new"] + rounds["old"])
               and len({len(f[t]) for f in rounds["new"] + rounds["old"]}) == 1]
@@ -164,8 +171,11 @@ def _compare(bench: str, outputs: dict[str, list[str]], walls: dict[str, list[fl
     for template in common:
         if _one_run(template):
             continue
-        print("  " + _row(template, [f[template] for f in rounds["old"]],
-                          [f[template] for f in rounds["new"]]))
+        row = _row(template, [f[template] for f in rounds["old"]],
+                   [f[template] for f in rounds["new"]])
+        if len(verdicts[template]) == 1 and row.count("PASS/FAIL") == 1:
+            row = row.replace("PASS/FAIL", next(iter(verdicts[template])), 1)
+        print("  " + row)
     for side, other in (("old", "new"), ("new", "old")):
         only = [t for t in rounds[side][0] if t not in rounds[other][0]
                 and not _one_run(t)]
@@ -211,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              f"(both have: {', '.join(names)})")
             names = [name for name in names if name in args.only]
         roots = {"old": old_root, "new": new_root}
-        print(f"old: {_describe(old_root)}; new: {_describe(new_root)}; "
+        print(f"old: {git_commit(old_root)}; new: {git_commit(new_root)}; "
               f"benches: {', '.join(names)}")
         crashed = 0
         for bench in names:
@@ -234,12 +244,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _compare(bench, outputs, walls)
             sys.stdout.flush()
     return 1 if crashed else 0
-
-
-def _describe(root: Path) -> str:
-    done = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty=+changes"],
-                          capture_output=True, text=True, check=False)
-    return done.stdout.strip() or str(root)
 
 
 if __name__ == "__main__":

@@ -10,9 +10,15 @@ import errno
 import logging
 from typing import TextIO
 
-__all__ = ["SafeWriter", "is_terminal"]
+__all__ = ["SafeWriter", "is_terminal", "reader_gone"]
 
 log = logging.getLogger(__name__)
+
+
+def reader_gone(exc: BaseException | None) -> bool:
+    """Whether a failed write means the reader went away (``| head``): the usual end of a
+    pipe, said nowhere, unlike a full disk."""
+    return isinstance(exc, OSError) and exc.errno == errno.EPIPE
 
 
 def is_terminal(stream: TextIO) -> bool:
@@ -45,9 +51,8 @@ class SafeWriter:
             self._stream.flush()
         except (OSError, ValueError) as exc:  # ValueError: a closed stream
             self.closed = True
-            # A reader that went away (``| head``) is the usual end of a pipe, said nowhere;
-            # a full disk is a failure the exit code alone (141) would leave unexplained.
-            if isinstance(exc, OSError) and exc.errno != errno.EPIPE:
+            # A full disk is a failure the exit code alone (141) would leave unexplained.
+            if isinstance(exc, OSError) and not reader_gone(exc):
                 log.warning("the output could not be written (%s); the run stops",
                             exc.strerror or exc)
         return not self.closed

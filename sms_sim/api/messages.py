@@ -97,7 +97,7 @@ _ETAG_HEADER = {"ETag": {"description": "The message's version, for If-Match.",
                          "required": True, "schema": {"type": "string"}}}
 
 
-def _links(id_at: str, *, with_etag: bool = False) -> dict[str, Any]:
+def _links(id_at: str, *, with_etag: bool = False, with_cancel: bool = True) -> dict[str, Any]:
     """OpenAPI links from an answer that names a message (its id at JSON pointer ``id_at``)
     to what a client does next: watch it, list its deliveries, cancel it, and (when the
     answer carries the ETag) change it. Clients generated from the document and stateful
@@ -108,9 +108,10 @@ def _links(id_at: str, *, with_etag: bool = False) -> dict[str, Any]:
                        "description": "The message and its progress."},
         "ListDeliveries": {"operationId": "listDeliveries", "parameters": by_id,
                            "description": "Its deliveries, recipient by recipient."},
-        "CancelMessage": {"operationId": "cancelMessage", "parameters": by_id,
-                          "description": "Stop it."},
     }
+    if with_cancel:
+        links["CancelMessage"] = {"operationId": "cancelMessage", "parameters": by_id,
+                                  "description": "Stop it."}
     if with_etag:
         links["EditMessage"] = {
             "operationId": "editMessage",
@@ -386,8 +387,7 @@ def _expected_version(service: DispatchService, message_id: int, if_match: str) 
 @router.post("/{message_id}/cancel", response_model=CancelOut, summary="Cancel a message",
              operation_id="cancelMessage",
              responses={**problem_responses(401, 404, 409, 422, 503),
-                        200: {"links": {name: link for name, link in _links(
-                            "/message_id").items() if name != "CancelMessage"}}})
+                        200: {"links": _links("/message_id", with_cancel=False)}})
 def cancel_message(message_id: MessageId, service: TenantService) -> CancelOut:
     """Stop a scheduled or dispatching message: deliveries not yet handed to a worker are
     cancelled, sent ones stay sent, and the `in_flight` ones finish the attempt they

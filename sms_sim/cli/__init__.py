@@ -12,7 +12,6 @@ and no traceback.
 from __future__ import annotations
 
 import difflib
-import errno
 import importlib
 import sys
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ from sms_sim.cli.common import (
     silence_stdout,
     stop_code,
 )
+from sms_sim.output import reader_gone
 from sms_sim.version import __version__
 
 __all__ = ["main", "console_main", "ExitCode", "COMMANDS"]
@@ -100,10 +100,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     except (OutputClosedError, BrokenPipeError) as exc:
         silence_stdout()
         cause = exc.__cause__ if isinstance(exc, OutputClosedError) else exc
-        if not getattr(exc, "reported", False) and not (
-                isinstance(cause, OSError) and cause.errno == errno.EPIPE):
-            # A full disk, say: the exit code alone would leave it unexplained (a reader
-            # gone from a pipe is the usual end of one and goes unsaid).
+        if not getattr(exc, "reported", False) and not reader_gone(cause):
+            # A full disk, say: the exit code alone would leave it unexplained.
             print(f"{prog}: the output could not be written: {exc}", file=sys.stderr)
         return ExitCode.SIGPIPE
 
